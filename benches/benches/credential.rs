@@ -1,0 +1,2 @@
+//! Benchmarks: credential (being written).
+fn main() {}

@@ -1,0 +1,249 @@
+//! Validator decision pipeline (DESIGN.md §6; numbers in validator/README.md).
+//!
+//! criterion groups:
+//! - `validator/payload_cold`: new rider, payload → durable accept (two
+//!   `verify_strict`, sled transaction, real `flush()` on this disk);
+//! - `validator/payload_repeat_rider`: same credential, next device sequence
+//!   (issuer signature cached: one `verify_strict`);
+//! - `validator/frame_640x480`: camera frame → QR decode → durable accept;
+//! - `validator/reject_forged`: a forged code (no disk write);
+//!
+//! then a per-stage latency report (p50/p99 per stage and end to end, via
+//! hdrhistogram) and sequential throughput, printed to stdout.
+//! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
+
+use criterion::{criterion_group, BatchSize, Criterion};
+use fare_credential::keys::generate_signing_key;
+use fare_credential::trust::IssuerKey;
+use fare_credential::{Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey};
+use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage};
+use hdrhistogram::Histogram;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::time::Instant;
+
+const NOW: u64 = 1_800_000_000;
+
+struct Fixture {
+    issuer: SigningKey,
+    rng: ChaCha20Rng,
+    reader: Reader,
+    _tmp: tempfile::TempDir,
+}
+
+struct Wallet {
+    device: SigningKey,
+    credential: Credential,
+    seq: u32,
+}
+
+impl Wallet {
+    fn next_code(&mut self) -> Vec<u8> {
+        self.seq += 1;
+        RideCode::sign_v1(&self.credential, NOW as u32, self.seq, &self.device).as_bytes().to_vec()
+    }
+}
+
+impl Fixture {
+    fn new(deny_entries: u32) -> Fixture {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let root = generate_signing_key(&mut rng);
+        let issuer = generate_signing_key(&mut rng);
+        let deny: Vec<CredentialId> = (0..deny_entries)
+            .map(|i| {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                b[4] = 0xEE;
+                CredentialId(b)
+            })
+            .collect();
+        let bundle = ReaderBundle {
+            bundle_version: 1,
+            server_time_unix_s: NOW,
+            trust: vec![IssuerKey {
+                key_id: 1,
+                public_key: issuer.verifying_key().to_bytes(),
+                valid_from_unix_s: NOW - 86_400,
+                valid_until_unix_s: NOW + 86_400,
+            }],
+            deny: DenyUpdate::Snapshot(deny),
+            tariff: Vec::new(),
+        }
+        .sign_v1(&root)
+        .unwrap();
+        let tmp = tempfile::tempdir_in(std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+        let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
+            reader_id: 1,
+            operator: "bench".into(),
+            vehicle: "bus-1".into(),
+            route: "R1".into(),
+            stop: None,
+        });
+        cfg.storage.max_log_bytes = 1 << 40;
+        let key = generate_signing_key(&mut rng);
+        let reader = Reader::provision(&tmp.path().join("r"), cfg, root.verifying_key(), key, &bundle, NOW).unwrap();
+        Fixture {
+            issuer,
+            rng,
+            reader,
+            _tmp: tmp,
+        }
+    }
+
+    fn wallet(&mut self) -> Wallet {
+        let device = generate_signing_key(&mut self.rng);
+        let mut id = [0u8; 16];
+        self.rng.fill_bytes(&mut id);
+        let credential = Credential::issue_v1(
+            CredentialBody {
+                issuer_key_id: 1,
+                credential_id: CredentialId(id),
+                device_public_key: device.verifying_key().to_bytes(),
+                profile: Profile::Adult,
+                valid_from_unix_s: (NOW - 60) as u32,
+                valid_until_unix_s: (NOW + 3600) as u32,
+            },
+            &self.issuer,
+        );
+        Wallet {
+            device,
+            credential,
+            seq: 0,
+        }
+    }
+}
+
+/// A 640×480 camera-like frame: the code rendered at 7 px per module,
+/// centred on a white background.
+fn frame(code: &[u8]) -> image::GrayImage {
+    let sym = fare_qr::render_luma(code, 7, 4).unwrap();
+    let mut canvas = image::GrayImage::from_pixel(640, 480, image::Luma([255u8]));
+    let x = (640 - sym.width() as i64) / 2;
+    let y = (480 - sym.height() as i64) / 2;
+    image::imageops::overlay(&mut canvas, &sym, x, y);
+    canvas
+}
+
+fn expect_accept(d: &Decision) {
+    assert!(d.is_accept(), "benchmark decision not accepted: {}", d.message());
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("validator");
+    g.sample_size(200);
+    let mut fx = Fixture::new(1000);
+
+    g.bench_function("payload_cold", |b| {
+        b.iter_batched(
+            || {
+                let mut w = fx.wallet();
+                w.next_code()
+            },
+            |code| expect_accept(&fx.reader.decide_payload(&code, NOW)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let mut rider = fx.wallet();
+    g.bench_function("payload_repeat_rider", |b| {
+        b.iter_batched(
+            || rider.next_code(),
+            |code| expect_accept(&fx.reader.decide_payload(&code, NOW)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.sample_size(30);
+    g.bench_function("frame_640x480", |b| {
+        b.iter_batched(
+            || frame(&rider.next_code()),
+            |f| expect_accept(&fx.reader.decide_frame(&f, NOW)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.sample_size(200);
+    let forger = generate_signing_key(&mut fx.rng);
+    let mut forged = fx.wallet();
+    forged.device = forger;
+    let forged_code = forged.next_code();
+    g.bench_function("reject_forged", |b| {
+        b.iter(|| assert!(!fx.reader.decide_payload(&forged_code, NOW).is_accept()))
+    });
+    g.finish();
+}
+
+fn report(name: &str, decisions: &[Decision]) {
+    let mut stages: Vec<(&str, Histogram<u64>)> = Stage::ALL
+        .iter()
+        .map(|s| (s.name(), Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap()))
+        .collect();
+    let mut total = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+    for d in decisions {
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            if let Some(ns) = d.stages.get(*s) {
+                stages[i].1.record(ns.max(1)).unwrap();
+            }
+        }
+        total.record(d.total_ns.max(1)).unwrap();
+    }
+    println!("{name} ({} decisions), µs:", decisions.len());
+    println!("  {:<12} {:>10} {:>10} {:>10}", "stage", "p50", "p99", "max");
+    for (s, h) in stages.iter().filter(|(_, h)| !h.is_empty()) {
+        println!(
+            "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
+            s,
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.max() as f64 / 1e3
+        );
+    }
+    println!(
+        "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
+        "end_to_end",
+        total.value_at_quantile(0.5) as f64 / 1e3,
+        total.value_at_quantile(0.99) as f64 / 1e3,
+        total.max() as f64 / 1e3
+    );
+}
+
+fn stage_report() {
+    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let mut fx = Fixture::new(1_000_000);
+    println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
+
+    let codes: Vec<Vec<u8>> = (0..n).map(|_| fx.wallet().next_code()).collect();
+    let t = Instant::now();
+    let cold: Vec<Decision> = codes.iter().map(|c| fx.reader.decide_payload(c, NOW)).collect();
+    let secs = t.elapsed().as_secs_f64();
+    cold.iter().for_each(expect_accept);
+    report("(a) payload -> durable accept, new rider", &cold);
+    println!("  throughput: {:.0} durable accepts/s (sequential)", n as f64 / secs);
+
+    let mut rider = fx.wallet();
+    let codes: Vec<Vec<u8>> = (0..n).map(|_| rider.next_code()).collect();
+    let repeat: Vec<Decision> = codes.iter().map(|c| fx.reader.decide_payload(c, NOW)).collect();
+    repeat.iter().for_each(expect_accept);
+    report("(c) repeat rider (cached credential)", &repeat);
+
+    let nf = (n / 10).max(50);
+    let frames: Vec<image::GrayImage> = (0..nf).map(|_| frame(&rider.next_code())).collect();
+    let t = Instant::now();
+    let fr: Vec<Decision> = frames.iter().map(|f| fx.reader.decide_frame(f, NOW)).collect();
+    let secs = t.elapsed().as_secs_f64();
+    fr.iter().for_each(expect_accept);
+    report("(b) 640x480 frame -> durable accept", &fr);
+    println!("  throughput: {:.0} frame decisions/s (sequential)", nf as f64 / secs);
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+    // `cargo bench -- <filter>` passes a filter; the report runs only unfiltered or for "report".
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if args.is_empty() || args.iter().any(|a| a == "report") {
+        stage_report();
+    }
+}

@@ -1,0 +1,84 @@
+//! Key and signature parsing shared by every format. All verification goes
+//! through [`verify_strict`], which rejects non-canonical and small-order
+//! encodings (see the Wycheproof test).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::{CryptoRng, RngCore};
+
+/// Length of an ed25519 public key.
+pub const PUBLIC_KEY_LEN: usize = 32;
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Why a key could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The 32 bytes are not a valid compressed Edwards point.
+    #[error("public key is not a valid ed25519 point encoding")]
+    NotAPoint,
+    /// The key has small order: any signature "verifies" against it in lax verifiers.
+    #[error("public key has small order (a weak key that must never be trusted)")]
+    Weak,
+    /// Wrong number of bytes.
+    #[error("expected {expected} bytes, got {found}")]
+    Length {
+        /// Expected length.
+        expected: usize,
+        /// Found length.
+        found: usize,
+    },
+}
+
+/// Parses a public key, refusing invalid and small-order points.
+pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
+    let arr: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| KeyError::Length {
+        expected: PUBLIC_KEY_LEN,
+        found: bytes.len(),
+    })?;
+    let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::NotAPoint)?;
+    if key.is_weak() {
+        return Err(KeyError::Weak);
+    }
+    Ok(key)
+}
+
+/// Parses a signature of exactly 64 bytes. (Range checks on `s` happen in
+/// `verify_strict`, so that a bad `s` is a bad signature, not a parse error.)
+pub fn parse_signature(bytes: &[u8]) -> Result<Signature, KeyError> {
+    let arr: [u8; SIGNATURE_LEN] = bytes.try_into().map_err(|_| KeyError::Length {
+        expected: SIGNATURE_LEN,
+        found: bytes.len(),
+    })?;
+    Ok(Signature::from_bytes(&arr))
+}
+
+/// `verify_strict` over `domain || message`, assembled into one buffer.
+/// Returns false for any failure; callers map it to their reason.
+pub fn verify_domain(key: &VerifyingKey, domain: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    let Ok(sig) = parse_signature(sig) else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(domain.len() + message.len());
+    buf.extend_from_slice(domain);
+    buf.extend_from_slice(message);
+    key.verify_strict(&buf, &sig).is_ok()
+}
+
+/// Signs `domain || message`.
+pub fn sign_domain(key: &SigningKey, domain: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+    let mut buf = Vec::with_capacity(domain.len() + message.len());
+    buf.extend_from_slice(domain);
+    buf.extend_from_slice(message);
+    key.sign(&buf).to_bytes()
+}
+
+/// A fresh signing key from a caller-supplied RNG (seeded in tests).
+pub fn generate_signing_key<R: RngCore + CryptoRng>(rng: &mut R) -> SigningKey {
+    SigningKey::generate(rng)
+}
+
+/// A fresh signing key from the operating system's RNG.
+pub fn generate_signing_key_os() -> SigningKey {
+    SigningKey::generate(&mut rand_core::OsRng)
+}

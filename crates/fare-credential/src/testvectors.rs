@@ -1,0 +1,247 @@
+//! Seeded generator of the golden test vectors in `testvectors/`.
+//!
+//! Everything is derived from one seed with ChaCha20, so the output is
+//! byte-identical on every machine. The `golden` test regenerates the file
+//! and fails on any difference; `cargo run -p fare-credential --example
+//! gen_vectors` rewrites it after an intended format change.
+
+use crate::code::{RideCode, RIDE_CODE_V1_LEN};
+use crate::credential::{Credential, CredentialBody, CredentialId, Profile};
+use crate::trust::IssuerKey;
+use crate::verify::Policy;
+use ed25519_dalek::SigningKey;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+
+/// The seed of the committed vectors.
+pub const SEED: u64 = 20_171_201;
+/// The reader time most vectors are checked at.
+pub const NOW_UNIX_S: u64 = 1_800_000_000;
+
+/// One vector.
+#[derive(Serialize, Debug, Clone)]
+pub struct Vector {
+    /// Short unique name.
+    pub name: String,
+    /// What it exercises.
+    pub description: String,
+    /// Reader time to verify at.
+    pub now_unix_s: u64,
+    /// The ride code bytes, hex.
+    pub code_hex: String,
+    /// `accept` or the expected reject reason code.
+    pub expect: String,
+}
+
+/// The whole file.
+#[derive(Serialize, Debug, Clone)]
+pub struct VectorFile {
+    /// What this is.
+    pub about: String,
+    /// Generator seed.
+    pub seed: u64,
+    /// Policy to verify with.
+    pub policy: Policy,
+    /// Trust list to verify with.
+    pub trust: Vec<IssuerKey>,
+    /// Deny list (credential ids, hex).
+    pub deny: Vec<CredentialId>,
+    /// The vectors.
+    pub vectors: Vec<Vector>,
+}
+
+/// Byte ranges of each ride code v1 field (start, end, name, expected reason for a flipped bit).
+pub const CODE_FIELDS: &[(usize, usize, &str, &str)] = &[
+    (0, 1, "code_version", "unsupported_version"),
+    (1, 2, "credential_version", "unsupported_version"),
+    (2, 6, "issuer_key_id", "unknown_issuer_key"),
+    (6, 22, "credential_id", "bad_issuer_signature"),
+    (22, 54, "device_public_key", "bad_issuer_signature"),
+    (54, 55, "profile", "bad_issuer_signature|malformed"),
+    (55, 59, "valid_from_unix_s", "bad_issuer_signature"),
+    (59, 63, "valid_until_unix_s", "bad_issuer_signature"),
+    (63, 127, "issuer_signature", "bad_issuer_signature"),
+    (127, 131, "issued_at_unix_s", "bad_device_signature"),
+    (131, 135, "device_seq", "bad_device_signature"),
+    (135, 199, "device_signature", "bad_device_signature"),
+];
+
+const _: () = assert!(RIDE_CODE_V1_LEN == 199);
+
+fn key(rng: &mut ChaCha20Rng) -> SigningKey {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+}
+
+/// Generates the vector file from `seed`.
+pub fn generate(seed: u64) -> VectorFile {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let now = NOW_UNIX_S;
+    let issuer1 = key(&mut rng);
+    let issuer2_retired = key(&mut rng);
+    let stranger = key(&mut rng);
+    let trust = vec![
+        IssuerKey {
+            key_id: 1,
+            public_key: issuer1.verifying_key().to_bytes(),
+            valid_from_unix_s: now - 100 * 86_400,
+            valid_until_unix_s: now + 300 * 86_400,
+        },
+        IssuerKey {
+            key_id: 2,
+            public_key: issuer2_retired.verifying_key().to_bytes(),
+            valid_from_unix_s: now - 500 * 86_400,
+            valid_until_unix_s: now - 86_400,
+        },
+    ];
+    let mut next_id = |rng: &mut ChaCha20Rng| {
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        CredentialId(id)
+    };
+    let mk_cred = |rng: &mut ChaCha20Rng,
+                   next_id: &mut dyn FnMut(&mut ChaCha20Rng) -> CredentialId,
+                   issuer: &SigningKey,
+                   key_id: u32,
+                   device: &SigningKey,
+                   profile: Profile,
+                   from: u64,
+                   until: u64| {
+        Credential::issue_v1(
+            CredentialBody {
+                issuer_key_id: key_id,
+                credential_id: next_id(rng),
+                device_public_key: device.verifying_key().to_bytes(),
+                profile,
+                valid_from_unix_s: from as u32,
+                valid_until_unix_s: until as u32,
+            },
+            issuer,
+        )
+    };
+    let mut vectors = Vec::new();
+    let mut push = |name: &str, description: &str, now_unix_s: u64, code: &[u8], expect: &str| {
+        vectors.push(Vector {
+            name: name.into(),
+            description: description.into(),
+            now_unix_s,
+            code_hex: hex::encode(code),
+            expect: expect.into(),
+        });
+    };
+
+    let day = 86_400;
+    // Positive vectors: one per profile.
+    let mut good = None;
+    for profile in Profile::ALL {
+        let device = key(&mut rng);
+        let cred = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, profile, now - day, now + 2 * day);
+        let code = RideCode::sign_v1(&cred, (now - 5) as u32, 1, &device);
+        push(
+            &format!("valid_{}", profile.name()),
+            &format!("a fresh code from a valid {} credential", profile.name()),
+            now,
+            code.as_bytes(),
+            "accept",
+        );
+        if good.is_none() {
+            good = Some((cred, device, code));
+        }
+    }
+    let (cred, device, code) = good.expect("at least one profile");
+    let policy = Policy::default();
+    let edge = policy.code_validity_s + policy.skew_tolerance_s;
+    let c = RideCode::sign_v1(&cred, now as u32, 2, &device);
+    push("valid_last_second", "code checked at issue + validity + skew: still valid", now + edge, c.as_bytes(), "accept");
+    push("expired_first_second", "one second after issue + validity + skew", now + edge + 1, c.as_bytes(), "code_expired");
+    let c = RideCode::sign_v1(&cred, (now + policy.skew_tolerance_s) as u32, 3, &device);
+    push("valid_future_within_skew", "phone clock ahead by exactly the skew tolerance", now, c.as_bytes(), "accept");
+    let c = RideCode::sign_v1(&cred, (now + policy.skew_tolerance_s + 1) as u32, 4, &device);
+    push("future_beyond_skew", "phone clock ahead by skew + 1 s", now, c.as_bytes(), "code_from_future");
+    let c = RideCode::sign_v1(&cred, (now - 600) as u32, 5, &device);
+    push("expired_code", "a screenshot replayed 10 minutes later", now, c.as_bytes(), "code_expired");
+
+    // One flipped bit in each field (the lowest bit of the field's last byte,
+    // and for the profile byte the highest bit too).
+    for &(start, end, field, reason) in CODE_FIELDS {
+        let mut b = code.as_bytes().to_vec();
+        b[end - 1] ^= 0x01;
+        let expect = match field {
+            "profile" => "bad_issuer_signature",
+            _ => reason,
+        };
+        push(&format!("flip_{field}"), &format!("lowest bit of byte {} ({field}) flipped", end - 1), now, &b, expect);
+        if field == "profile" {
+            let mut b = code.as_bytes().to_vec();
+            b[start] ^= 0x80;
+            push("flip_profile_high", "profile byte 0x80 | adult: unknown profile", now, &b, "malformed");
+        }
+    }
+    let b = code.as_bytes();
+    push("truncated", "last byte missing", now, &b[..b.len() - 1], "malformed");
+    push("truncated_to_credential", "only version + credential", now, &b[..127], "malformed");
+    push("extended", "one trailing zero byte", now, &[b.as_slice(), &[0]].concat(), "malformed");
+    push("empty", "no bytes at all", now, &[], "malformed");
+    let mut v2 = b.to_vec();
+    v2[0] = 2;
+    push("wrong_version", "version byte 2 (a future format)", now, &v2, "unsupported_version");
+
+    // Trust and time classes.
+    let cu = mk_cred(&mut rng, &mut next_id, &stranger, 77, &device, Profile::Adult, now - day, now + day);
+    let c = RideCode::sign_v1(&cu, now as u32, 1, &device);
+    push("unknown_issuer_key", "credential signed by key id 77, not in the trust list", now, c.as_bytes(), "unknown_issuer_key");
+    let cf = mk_cred(&mut rng, &mut next_id, &stranger, 1, &device, Profile::Adult, now - day, now + day);
+    let c = RideCode::sign_v1(&cf, now as u32, 1, &device);
+    push("forged_issuer", "credential claims key 1 but is signed by another key", now, c.as_bytes(), "bad_issuer_signature");
+    let cr = mk_cred(&mut rng, &mut next_id, &issuer2_retired, 2, &device, Profile::Adult, now - day, now + day);
+    let c = RideCode::sign_v1(&cr, now as u32, 1, &device);
+    push("retired_issuer_key", "issuer key 2 retired a day ago", now, c.as_bytes(), "issuer_key_not_valid");
+    let ce = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, Profile::Adult, now - 4 * day, now - day);
+    let c = RideCode::sign_v1(&ce, now as u32, 1, &device);
+    push("credential_expired", "credential ended a day ago", now, c.as_bytes(), "credential_expired");
+    let cn = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, Profile::Adult, now + day, now + 3 * day);
+    let c = RideCode::sign_v1(&cn, now as u32, 1, &device);
+    push("credential_not_yet_valid", "credential starts tomorrow", now, c.as_bytes(), "credential_not_yet_valid");
+    let other = key(&mut rng);
+    let c = RideCode::sign_v1(&cred, now as u32, 9, &other);
+    push("other_device", "valid credential, code signed by a different device key", now, c.as_bytes(), "bad_device_signature");
+    let revoked_device = key(&mut rng);
+    let cd = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &revoked_device, Profile::Adult, now - day, now + day);
+    let c = RideCode::sign_v1(&cd, now as u32, 1, &revoked_device);
+    push("revoked", "credential id is on the deny list", now, c.as_bytes(), "revoked");
+    let mut weak = [0u8; 32];
+    weak[0] = 1; // the identity point: small order
+    let cw = Credential::issue_v1(
+        CredentialBody {
+            issuer_key_id: 1,
+            credential_id: next_id(&mut rng),
+            device_public_key: weak,
+            profile: Profile::Adult,
+            valid_from_unix_s: (now - day) as u32,
+            valid_until_unix_s: (now + day) as u32,
+        },
+        &issuer1,
+    );
+    let c = RideCode::sign_v1(&cw, now as u32, 1, &device);
+    push("weak_device_key", "issuer (wrongly) signed a small-order device key", now, c.as_bytes(), "bad_device_key");
+
+    VectorFile {
+        about: "Ride code v1 test vectors (see testvectors/README.md). Verify each `code_hex` with \
+                the given trust list, deny list and policy at `now_unix_s`; the result must be `expect`."
+            .into(),
+        seed,
+        policy,
+        trust,
+        deny: vec![cd.id()],
+        vectors,
+    }
+}
+
+/// The committed JSON text for `seed` (pretty, trailing newline).
+pub fn to_json(file: &VectorFile) -> String {
+    let mut s = serde_json::to_string_pretty(file).expect("vectors serialise");
+    s.push('\n');
+    s
+}

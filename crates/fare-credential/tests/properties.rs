@@ -1,0 +1,253 @@
+//! Property tests: every single-bit flip and every truncation of a valid
+//! ride code is rejected with the right class of reason; random bytes never
+//! panic any decoder; signed objects round-trip and refuse tampering.
+
+use fare_credential::batch::{Batch, SignedBatch};
+use fare_credential::bundle::{DenyUpdate, ReaderBundle};
+use fare_credential::record::genesis_hash;
+use fare_credential::testvectors::CODE_FIELDS;
+use fare_credential::*;
+use proptest::prelude::*;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const NOW: u64 = 1_800_000_000;
+
+struct Fixture {
+    trust: TrustList,
+    code: RideCode,
+    root: SigningKey,
+    reader: SigningKey,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    F.get_or_init(make_fixture)
+}
+
+fn make_fixture() -> Fixture {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let issuer = SigningKey::generate(&mut rng);
+    let device = SigningKey::generate(&mut rng);
+    let trust = TrustList::new([IssuerKey {
+        key_id: 1,
+        public_key: issuer.verifying_key().to_bytes(),
+        valid_from_unix_s: 0,
+        valid_until_unix_s: u64::MAX,
+    }])
+    .unwrap();
+    let cred = Credential::issue_v1(
+        CredentialBody {
+            issuer_key_id: 1,
+            credential_id: CredentialId([3; 16]),
+            device_public_key: device.verifying_key().to_bytes(),
+            profile: Profile::Adult,
+            valid_from_unix_s: (NOW - 3600) as u32,
+            valid_until_unix_s: (NOW + 3600) as u32,
+        },
+        &issuer,
+    );
+    let code = RideCode::sign_v1(&cred, NOW as u32, 42, &device);
+    Fixture {
+        trust,
+        code,
+        root: SigningKey::generate(&mut rng),
+        reader: SigningKey::generate(&mut rng),
+    }
+}
+
+fn field_of(byte: usize) -> (&'static str, &'static str) {
+    CODE_FIELDS
+        .iter()
+        .find(|(s, e, _, _)| (*s..*e).contains(&byte))
+        .map(|(_, _, f, r)| (*f, *r))
+        .expect("every byte belongs to a field")
+}
+
+/// Exhaustive, not sampled: all 199 × 8 single-bit flips.
+#[test]
+fn every_single_bit_flip_is_rejected_with_its_field_class() {
+    let f = fixture();
+    let deny = DenyList::default();
+    let policy = Policy::default();
+    verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, None).expect("the original is valid");
+    let mut count = 0;
+    for byte in 0..f.code.as_bytes().len() {
+        for bit in 0..8 {
+            let mut b = f.code.as_bytes().to_vec();
+            b[byte] ^= 1 << bit;
+            let err = verify_ride_code(&b, &f.trust, &deny, &policy, NOW, None)
+                .expect_err("a flipped bit must never be accepted");
+            let (field, classes) = field_of(byte);
+            assert!(
+                classes.split('|').any(|c| c == err.code()),
+                "bit {bit} of byte {byte} ({field}): got {} ({err}), expected {classes}",
+                err.code()
+            );
+            // Forgery is never reported as a clock problem.
+            assert!(!err.is_clock_related(), "byte {byte} ({field}) reported as clock: {err}");
+            count += 1;
+        }
+    }
+    assert_eq!(count, 199 * 8);
+}
+
+#[test]
+fn every_truncation_and_extension_is_malformed() {
+    let f = fixture();
+    let b = f.code.as_bytes();
+    for len in 0..b.len() {
+        let err = verify_ride_code(&b[..len], &f.trust, &DenyList::default(), &Policy::default(), NOW, None)
+            .unwrap_err();
+        assert_eq!(err.code(), "malformed", "truncated to {len}: {err}");
+    }
+    for extra in 1..8 {
+        let mut v = b.to_vec();
+        v.extend(std::iter::repeat_n(0xAB, extra));
+        let err = verify_ride_code(&v, &f.trust, &DenyList::default(), &Policy::default(), NOW, None).unwrap_err();
+        assert_eq!(err.code(), "malformed");
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
+}
+
+#[test]
+fn cache_gives_same_verdicts_and_skips_nothing_that_matters() {
+    let f = fixture();
+    let mut cache = CredentialCache::new(4);
+    let policy = Policy::default();
+    let deny = DenyList::default();
+    verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, Some(&mut cache)).unwrap();
+    assert_eq!(cache.len(), 1);
+    // A cached credential still gets its time window and deny list checked.
+    let err = verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW + 7200, Some(&mut cache)).unwrap_err();
+    assert_eq!(err.code(), "credential_expired");
+    let deny = DenyList::from_ids([CredentialId([3; 16])]);
+    let err = verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, Some(&mut cache)).unwrap_err();
+    assert_eq!(err.code(), "revoked");
+    // And a tampered device signature still fails with a warm cache.
+    let mut b = f.code.as_bytes().to_vec();
+    b[198] ^= 1;
+    let err = verify_ride_code(&b, &f.trust, &DenyList::default(), &policy, NOW, Some(&mut cache)).unwrap_err();
+    assert_eq!(err.code(), "bad_device_signature");
+}
+
+fn sample_batch(f: &Fixture, n: u64) -> Batch {
+    let mut prev = genesis_hash(7);
+    let mut records = Vec::new();
+    for seq in 1..=n {
+        let r = RideRecord {
+            reader_id: 7,
+            reader_seq: seq,
+            reader_time_unix_s: NOW + seq,
+            vehicle: "BUS-0042".into(),
+            route: "R12".into(),
+            stop: if seq % 2 == 0 { Some(seq as u32) } else { None },
+            code: f.code.as_bytes().to_vec(),
+            prev_hash: prev,
+        };
+        prev = r.hash().unwrap();
+        records.push(r);
+    }
+    Batch {
+        reader_id: 7,
+        prev_hash: genesis_hash(7),
+        records,
+    }
+}
+
+#[test]
+fn batch_round_trip_and_tamper() {
+    let f = fixture();
+    let batch = sample_batch(f, 5);
+    let bytes = batch.sign_v1(&f.reader).unwrap();
+    let parsed = SignedBatch::parse_v1(&bytes).unwrap();
+    assert_eq!(parsed.reader_id(), 7);
+    assert_eq!(parsed.seq_range(), (1, 5));
+    assert_eq!(parsed.verify(&f.reader.verifying_key()).unwrap(), batch);
+    // Any flipped byte: refused at parse or at signature, never accepted.
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x10;
+        let ok = SignedBatch::parse_v1(&b).and_then(|s| s.verify(&f.reader.verifying_key()));
+        assert!(ok.is_err(), "flipped byte {i} accepted");
+    }
+    // Another reader's key: bad signature.
+    let err = SignedBatch::parse_v1(&bytes).unwrap().verify(&f.root.verifying_key()).unwrap_err();
+    assert!(matches!(err, FormatError::BadSignature { object: "batch" }));
+    // A batch whose chain is broken cannot even be signed.
+    let mut broken = sample_batch(f, 3);
+    broken.records[2].prev_hash = [0; 32];
+    assert!(broken.sign_v1(&f.reader).is_err());
+}
+
+#[test]
+fn bundle_round_trip_and_tamper() {
+    let f = fixture();
+    let b = ReaderBundle {
+        bundle_version: 9,
+        server_time_unix_s: NOW,
+        trust: f.trust.keys(),
+        deny: DenyUpdate::Delta {
+            base_version: 8,
+            add: vec![CredentialId([1; 16]), CredentialId([2; 16])],
+            remove: vec![CredentialId([5; 16])],
+        },
+        tariff: br#"{"currency":"CNY"}"#.to_vec(),
+    };
+    let bytes = b.sign_v1(&f.root).unwrap();
+    assert_eq!(ReaderBundle::verify_v1(&bytes, &f.root.verifying_key()).unwrap(), b);
+    for i in 0..bytes.len() {
+        let mut t = bytes.clone();
+        t[i] ^= 0x01;
+        assert!(ReaderBundle::verify_v1(&t, &f.root.verifying_key()).is_err(), "flipped byte {i} accepted");
+    }
+    let err = ReaderBundle::verify_v1(&bytes, &f.reader.verifying_key()).unwrap_err();
+    assert!(matches!(err, FormatError::BadSignature { .. }));
+}
+
+#[test]
+fn deny_list_delta_semantics() {
+    let mut d = DenyList::from_ids([CredentialId([3; 16]), CredentialId([1; 16]), CredentialId([3; 16])]);
+    assert_eq!(d.len(), 2);
+    d.apply_delta(&[CredentialId([9; 16])], &[CredentialId([1; 16])]);
+    assert!(d.contains(&CredentialId([9; 16])));
+    assert!(d.contains(&CredentialId([3; 16])));
+    assert!(!d.contains(&CredentialId([1; 16])));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let f = fixture();
+        let _ = RideCode::from_bytes(&bytes);
+        let _ = Credential::from_bytes(&bytes);
+        let _ = RideRecord::decode_v1(&bytes);
+        let _ = ReaderBundle::verify_v1(&bytes, &f.root.verifying_key());
+        if let Ok(sb) = SignedBatch::parse_v1(&bytes) {
+            let _ = sb.verify(&f.reader.verifying_key());
+        }
+        let _ = verify_ride_code(&bytes, &f.trust, &DenyList::default(), &Policy::default(), NOW, None);
+    }
+
+    #[test]
+    fn random_bytes_with_valid_prefix_never_accepted(tail in proptest::collection::vec(any::<u8>(), 0..199), cut in 0usize..199) {
+        // Keep a valid prefix, replace the rest with random bytes of the same length.
+        let f = fixture();
+        let mut b = f.code.as_bytes()[..cut].to_vec();
+        b.extend(tail.iter().take(199 - cut));
+        if b.as_slice() != f.code.as_bytes().as_slice() {
+            prop_assert!(verify_ride_code(&b, &f.trust, &DenyList::default(), &Policy::default(), NOW, None).is_err());
+        }
+    }
+
+    #[test]
+    fn record_round_trips(seq in 1u64.., t in any::<u64>(), stop in proptest::option::of(any::<u32>()),
+                          vehicle in "[A-Z0-9-]{0,32}", route in "[A-Za-z0-9 ]{0,32}",
+                          code in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let r = RideRecord { reader_id: 3, reader_seq: seq, reader_time_unix_s: t, vehicle, route, stop, code, prev_hash: [4; 32] };
+        let enc = r.encode_v1().unwrap();
+        prop_assert_eq!(RideRecord::decode_v1(&enc).unwrap(), r);
+    }
+}

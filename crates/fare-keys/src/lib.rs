@@ -1,0 +1,466 @@
+//! Deployment key management for the fare system (the back office's side).
+//!
+//! A KEYS directory holds:
+//!
+//! | file | content | mode |
+//! |---|---|---|
+//! | `root.key` | deployment root signing key seed (hex) | 0600 |
+//! | `root.pub` | root public key (hex): provisioned into every reader | 0644 |
+//! | `issuer-<id>.key` | issuer signing key seed (hex) | 0600 |
+//! | `keys.json` | manifest: issuer key ids, public keys, validity windows, next bundle version | 0644 |
+//! | `issued.jsonl` | one line per credential issued offline by the CLI: id → account | 0600 |
+//!
+//! The root key signs reader bundles (trust list, deny list, tariff); issuer
+//! keys sign credentials and rotate without touching readers: a rotation adds
+//! a new key and the old one stays valid until the end of its window.
+#![forbid(unsafe_code)]
+
+pub mod files;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use fare_credential::bundle::ReaderBundle;
+use fare_credential::keys::parse_public_key;
+use fare_credential::{Credential, CredentialBody, CredentialId, IssuerKey, Profile};
+use files::{create_private_dir, read_hex, write_atomic};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Default validity window of a new issuer key.
+pub const DEFAULT_ISSUER_VALIDITY_S: u64 = 400 * 86_400;
+/// Longest credential lifetime the issuer will sign (credentials are the
+/// revocation lever: short lives bound the exposure of a stolen phone).
+pub const MAX_CREDENTIAL_VALIDITY_S: u64 = 31 * 86_400;
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysError {
+    /// File system trouble, with the path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `init` on a directory that already holds keys.
+    #[error("{0} already holds a key store (root.key exists); refusing to overwrite keys")]
+    AlreadyInitialised(PathBuf),
+    /// A file has unexpected content.
+    #[error("{path}: {why}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// No issuer key is valid at the requested time.
+    #[error("no issuer key is valid at {now_unix_s}: run `fare-keys rotate-issuer`")]
+    NoValidIssuer {
+        /// The time asked about.
+        now_unix_s: u64,
+    },
+    /// The device key cannot be trusted.
+    #[error("device public key refused: {0}")]
+    BadDeviceKey(#[from] fare_credential::keys::KeyError),
+    /// A request value is out of range.
+    #[error("{field}: {why}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What was expected.
+        why: String,
+    },
+    /// A bundle could not be encoded.
+    #[error("bundle: {0}")]
+    Bundle(#[from] fare_credential::FormatError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeysError + '_ {
+    move |source| KeysError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Manifest {
+    format: u32,
+    #[serde(with = "fare_credential::trust::hex32")]
+    root_public_key: [u8; 32],
+    issuers: Vec<IssuerKey>,
+    next_bundle_version: u64,
+}
+
+/// A credential request.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// The phone's device public key.
+    pub device_public_key: [u8; 32],
+    /// Concession profile.
+    pub profile: Profile,
+    /// Start of validity (normally "now" by the server's clock).
+    pub valid_from_unix_s: u64,
+    /// Lifetime; at most [`MAX_CREDENTIAL_VALIDITY_S`].
+    pub valid_for_s: u64,
+}
+
+/// An opened KEYS directory.
+pub struct KeyStore {
+    dir: PathBuf,
+    root: SigningKey,
+    issuers: Vec<(IssuerKey, SigningKey)>,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("issuers", &self.manifest.issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_file(dir: &Path, key_id: u32) -> PathBuf {
+    dir.join(format!("issuer-{key_id}.key"))
+}
+
+fn read_signing_key(path: &Path) -> Result<SigningKey, KeysError> {
+    let bytes = read_hex(path).map_err(io_err(path))?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| KeysError::Corrupt {
+        path: path.to_path_buf(),
+        why: format!("expected a 32-byte key seed (64 hex characters), got {} bytes", v.len()),
+    })?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+impl KeyStore {
+    /// Creates a new deployment: root key and first issuer key, valid from
+    /// `now_unix_s` for [`DEFAULT_ISSUER_VALIDITY_S`].
+    pub fn init(dir: &Path, now_unix_s: u64, rng: &mut impl CryptoRngCore) -> Result<KeyStore, KeysError> {
+        if dir.join("root.key").exists() {
+            return Err(KeysError::AlreadyInitialised(dir.to_path_buf()));
+        }
+        create_private_dir(dir).map_err(io_err(dir))?;
+        let root = SigningKey::generate(rng);
+        let issuer = SigningKey::generate(rng);
+        let issuer_entry = IssuerKey {
+            key_id: 1,
+            public_key: issuer.verifying_key().to_bytes(),
+            valid_from_unix_s: now_unix_s,
+            valid_until_unix_s: now_unix_s + DEFAULT_ISSUER_VALIDITY_S,
+        };
+        let manifest = Manifest {
+            format: 1,
+            root_public_key: root.verifying_key().to_bytes(),
+            issuers: vec![issuer_entry.clone()],
+            next_bundle_version: 1,
+        };
+        let p = key_file(dir, 1);
+        write_atomic(&p, hex::encode(issuer.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
+        let p = dir.join("root.pub");
+        write_atomic(&p, format!("{}\n", hex::encode(manifest.root_public_key)).as_bytes(), false)
+            .map_err(io_err(&p))?;
+        let store = KeyStore {
+            dir: dir.to_path_buf(),
+            root,
+            issuers: vec![(issuer_entry, issuer)],
+            manifest,
+        };
+        store.save_manifest()?;
+        // The root key last: its presence marks a complete store.
+        let p = dir.join("root.key");
+        write_atomic(&p, hex::encode(store.root.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
+        Ok(store)
+    }
+
+    /// Opens an existing KEYS directory, checking every file agrees with the manifest.
+    pub fn open(dir: &Path) -> Result<KeyStore, KeysError> {
+        let mp = dir.join("keys.json");
+        let text = std::fs::read_to_string(&mp).map_err(io_err(&mp))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| KeysError::Corrupt {
+            path: mp.clone(),
+            why: e.to_string(),
+        })?;
+        let rp = dir.join("root.key");
+        let root = read_signing_key(&rp)?;
+        if root.verifying_key().to_bytes() != manifest.root_public_key {
+            return Err(KeysError::Corrupt {
+                path: rp,
+                why: "root key does not match root_public_key in keys.json".into(),
+            });
+        }
+        let mut issuers = Vec::new();
+        for k in &manifest.issuers {
+            let p = key_file(dir, k.key_id);
+            let sk = read_signing_key(&p)?;
+            if sk.verifying_key().to_bytes() != k.public_key {
+                return Err(KeysError::Corrupt {
+                    path: p,
+                    why: format!("issuer key {} does not match keys.json", k.key_id),
+                });
+            }
+            issuers.push((k.clone(), sk));
+        }
+        Ok(KeyStore {
+            dir: dir.to_path_buf(),
+            root,
+            issuers,
+            manifest,
+        })
+    }
+
+    fn save_manifest(&self) -> Result<(), KeysError> {
+        let p = self.dir.join("keys.json");
+        let text = serde_json::to_string_pretty(&self.manifest).expect("manifest serialises");
+        write_atomic(&p, text.as_bytes(), false).map_err(io_err(&p))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds a new issuer key valid from `now_unix_s`. Older keys keep their
+    /// windows, so credentials they signed keep working until they expire.
+    pub fn rotate_issuer(&mut self, now_unix_s: u64, rng: &mut impl CryptoRngCore) -> Result<u32, KeysError> {
+        let key_id = self.manifest.issuers.iter().map(|k| k.key_id).max().unwrap_or(0) + 1;
+        let sk = SigningKey::generate(rng);
+        let entry = IssuerKey {
+            key_id,
+            public_key: sk.verifying_key().to_bytes(),
+            valid_from_unix_s: now_unix_s,
+            valid_until_unix_s: now_unix_s + DEFAULT_ISSUER_VALIDITY_S,
+        };
+        // Key file first: a manifest naming a missing key would be corrupt.
+        let p = key_file(&self.dir, key_id);
+        write_atomic(&p, hex::encode(sk.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
+        self.manifest.issuers.push(entry.clone());
+        self.issuers.push((entry, sk));
+        self.save_manifest()?;
+        Ok(key_id)
+    }
+
+    /// Retires an issuer key early (e.g. suspected compromise): its window
+    /// ends at `at_unix_s`. Readers refuse its credentials after their next bundle.
+    pub fn retire_issuer(&mut self, key_id: u32, at_unix_s: u64) -> Result<(), KeysError> {
+        let mut found = false;
+        for k in self.manifest.issuers.iter_mut() {
+            if k.key_id == key_id {
+                k.valid_until_unix_s = k.valid_until_unix_s.min(at_unix_s);
+                found = true;
+            }
+        }
+        if !found {
+            return Err(KeysError::Invalid {
+                field: "key_id",
+                why: format!("no issuer key {key_id}"),
+            });
+        }
+        for (k, _) in self.issuers.iter_mut() {
+            if k.key_id == key_id {
+                k.valid_until_unix_s = k.valid_until_unix_s.min(at_unix_s);
+            }
+        }
+        self.save_manifest()
+    }
+
+    /// The root signing key (signs bundles).
+    pub fn root_signing_key(&self) -> &SigningKey {
+        &self.root
+    }
+    /// The root public key every reader is provisioned with.
+    pub fn root_public_key(&self) -> VerifyingKey {
+        self.root.verifying_key()
+    }
+    /// Every issuer key with its window: the trust list readers get.
+    pub fn trust_list(&self) -> Vec<IssuerKey> {
+        self.manifest.issuers.clone()
+    }
+
+    /// The newest issuer key valid at `now_unix_s`.
+    pub fn current_issuer(&self, now_unix_s: u64) -> Result<(&IssuerKey, &SigningKey), KeysError> {
+        self.issuers
+            .iter()
+            .filter(|(k, _)| k.valid_from_unix_s <= now_unix_s && now_unix_s <= k.valid_until_unix_s)
+            .max_by_key(|(k, _)| k.key_id)
+            .map(|(k, s)| (k, s))
+            .ok_or(KeysError::NoValidIssuer { now_unix_s })
+    }
+
+    /// Issues a credential with a fresh random id, signed by the current
+    /// issuer key. Refuses invalid or weak device keys and lifetimes over
+    /// [`MAX_CREDENTIAL_VALIDITY_S`]; the end is clamped to the issuer key's window.
+    pub fn issue_credential(
+        &self,
+        req: &IssueRequest,
+        now_unix_s: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Credential, KeysError> {
+        parse_public_key(&req.device_public_key)?;
+        if req.valid_for_s == 0 || req.valid_for_s > MAX_CREDENTIAL_VALIDITY_S {
+            return Err(KeysError::Invalid {
+                field: "valid_for_s",
+                why: format!(
+                    "{} s: expected 1..={MAX_CREDENTIAL_VALIDITY_S} s (31 days)",
+                    req.valid_for_s
+                ),
+            });
+        }
+        let (issuer, sk) = self.current_issuer(now_unix_s)?;
+        let until = (req.valid_from_unix_s + req.valid_for_s).min(issuer.valid_until_unix_s);
+        let to_u32 = |field, v: u64| {
+            u32::try_from(v).map_err(|_| KeysError::Invalid {
+                field,
+                why: format!("{v} does not fit the wire format (unix seconds up to 2106)"),
+            })
+        };
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let body = CredentialBody {
+            issuer_key_id: issuer.key_id,
+            credential_id: CredentialId(id),
+            device_public_key: req.device_public_key,
+            profile: req.profile,
+            valid_from_unix_s: to_u32("valid_from_unix_s", req.valid_from_unix_s)?,
+            valid_until_unix_s: to_u32("valid_until_unix_s", until)?,
+        };
+        Ok(Credential::issue_v1(body, sk))
+    }
+
+    /// Signs a bundle with the root key.
+    pub fn sign_bundle(&self, bundle: &ReaderBundle) -> Result<Vec<u8>, KeysError> {
+        Ok(bundle.sign_v1(&self.root)?)
+    }
+
+    /// Takes the next bundle version number (persisted, strictly increasing).
+    pub fn next_bundle_version(&mut self) -> Result<u64, KeysError> {
+        let v = self.manifest.next_bundle_version;
+        self.manifest.next_bundle_version += 1;
+        self.save_manifest()?;
+        Ok(v)
+    }
+
+    /// Records an offline issuance (CLI use): credential id → account.
+    pub fn record_issued(&self, cred: &Credential, account: &str) -> Result<(), KeysError> {
+        use std::io::Write;
+        let p = self.dir.join("issued.jsonl");
+        let line = serde_json::json!({
+            "credential_id": cred.id().to_hex(),
+            "account": account,
+            "profile": cred.body().profile,
+            "valid_from_unix_s": cred.body().valid_from_unix_s,
+            "valid_until_unix_s": cred.body().valid_until_unix_s,
+        });
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&p).map_err(io_err(&p))?;
+        writeln!(f, "{line}").map_err(io_err(&p))?;
+        f.sync_all().map_err(io_err(&p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fare_credential::verify::{verify_ride_code, Policy};
+    use fare_credential::{DenyList, RideCode, TrustList};
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    const T0: u64 = 1_800_000_000;
+
+    #[test]
+    fn init_open_issue_rotate() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let mut ks = KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        assert!(matches!(
+            KeyStore::init(d.path(), T0, &mut rng),
+            Err(KeysError::AlreadyInitialised(_))
+        ));
+        let device = SigningKey::generate(&mut rng);
+        let req = IssueRequest {
+            device_public_key: device.verifying_key().to_bytes(),
+            profile: Profile::Senior,
+            valid_from_unix_s: T0,
+            valid_for_s: 72 * 3600,
+        };
+        let c1 = ks.issue_credential(&req, T0, &mut rng).unwrap();
+        assert_eq!(c1.body().issuer_key_id, 1);
+        let k2 = ks.rotate_issuer(T0 + 10, &mut rng).unwrap();
+        assert_eq!(k2, 2);
+        let c2 = ks.issue_credential(&req, T0 + 20, &mut rng).unwrap();
+        assert_eq!(c2.body().issuer_key_id, 2);
+        assert_ne!(c1.id(), c2.id());
+
+        // Reopen: same keys; both credentials verify against the trust list.
+        let ks2 = KeyStore::open(d.path()).unwrap();
+        assert_eq!(ks2.trust_list(), ks.trust_list());
+        let trust = TrustList::new(ks2.trust_list()).unwrap();
+        for c in [&c1, &c2] {
+            let code = RideCode::sign_v1(c, (T0 + 30) as u32, 1, &device);
+            verify_ride_code(code.as_bytes(), &trust, &DenyList::default(), &Policy::default(), T0 + 40, None)
+                .unwrap();
+        }
+        // Retiring key 1 makes its credentials fail with issuer_key_not_valid.
+        ks.retire_issuer(1, T0 + 35).unwrap();
+        let trust = TrustList::new(KeyStore::open(d.path()).unwrap().trust_list()).unwrap();
+        let code = RideCode::sign_v1(&c1, (T0 + 30) as u32, 2, &device);
+        let err = verify_ride_code(code.as_bytes(), &trust, &DenyList::default(), &Policy::default(), T0 + 40, None)
+            .unwrap_err();
+        assert_eq!(err.code(), "issuer_key_not_valid");
+    }
+
+    #[test]
+    fn refuses_weak_device_key_and_long_lifetimes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let ks = KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        // The identity point (y = 1): small order, must never be certified.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let req = IssueRequest {
+            device_public_key: weak,
+            profile: Profile::Adult,
+            valid_from_unix_s: T0,
+            valid_for_s: 3600,
+        };
+        assert!(matches!(
+            ks.issue_credential(&req, T0, &mut rng),
+            Err(KeysError::BadDeviceKey(_))
+        ));
+        let good = SigningKey::generate(&mut rng).verifying_key().to_bytes();
+        let req = IssueRequest {
+            device_public_key: good,
+            valid_for_s: 90 * 86_400,
+            ..req
+        };
+        assert!(matches!(
+            ks.issue_credential(&req, T0, &mut rng),
+            Err(KeysError::Invalid { field: "valid_for_s", .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_manifest_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        let p = d.path().join("keys.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let other = hex::encode(SigningKey::generate(&mut rng).verifying_key().to_bytes());
+        let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        m["issuers"][0]["public_key"] = serde_json::Value::String(other);
+        std::fs::write(&p, m.to_string()).unwrap();
+        let err = KeyStore::open(d.path()).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! `fare-wallet`: the phone, on the command line. A thin wrapper over the
+//! `fare_wallet` library; see `fare-wallet --help`.
+
+use clap::{Parser, Subcommand};
+use fare_credential::{Clock, SystemClock};
+use fare_wallet::{Wallet, CODE_REFRESH_S};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fare-wallet", version, about = "Phone-side wallet: device key, credential, ride codes")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the device key and print its public key (hex).
+    Init {
+        /// Wallet directory (created owner-only).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace an existing key (do this at each credential renewal).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Install a credential issued for this device.
+    Install {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Credential file (126 bytes).
+        #[arg(long)]
+        credential: PathBuf,
+        /// Server time (unix s) seen at this online contact, to correct the phone's clock.
+        #[arg(long)]
+        server_time: Option<u64>,
+        /// Pin the phone's clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Make one fresh ride code. Default: show it as a QR in the terminal.
+    Code {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Pin the phone's clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Write the QR as a PNG file.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Pixels per QR module in the PNG.
+        #[arg(long, default_value_t = 6)]
+        module_px: u32,
+        /// Print the code bytes as hex.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// A live QR in the terminal, refreshed every 30 s.
+    Show {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds between codes.
+        #[arg(long, default_value_t = CODE_REFRESH_S)]
+        refresh_s: u64,
+        /// Stop after this many codes (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fare-wallet: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn now(at: Option<u64>) -> u64 {
+    at.unwrap_or_else(|| SystemClock.now_unix_s())
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Init { dir, rotate } => {
+            let w = Wallet::init(&dir, rotate, &mut rand_core::OsRng)?;
+            println!("{}", hex::encode(w.core().public_key()));
+        }
+        Cmd::Install {
+            dir,
+            credential,
+            server_time,
+            at,
+        } => {
+            let mut w = Wallet::open(&dir)?;
+            let bytes = std::fs::read(&credential).map_err(|e| format!("{}: {e}", credential.display()))?;
+            w.install(&bytes, server_time.map(|s| (s, now(at))))?;
+            let c = w.core().credential().expect("just installed");
+            println!(
+                "installed credential {} ({}), valid {}..={}",
+                c.id(),
+                c.body().profile.name(),
+                c.body().valid_from_unix_s,
+                c.body().valid_until_unix_s
+            );
+        }
+        Cmd::Code {
+            dir,
+            at,
+            png,
+            module_px,
+            hex,
+        } => {
+            let mut w = Wallet::open(&dir)?;
+            let code = w.next_code(now(at))?;
+            if let Some(p) = &png {
+                let bytes = fare_qr::render_png(code.as_bytes(), module_px)?;
+                fare_keys::files::write_atomic(p, &bytes, false).map_err(|e| format!("{}: {e}", p.display()))?;
+                eprintln!(
+                    "code seq {} issued at {} written to {}",
+                    code.device_seq(),
+                    code.issued_at_unix_s(),
+                    p.display()
+                );
+            }
+            if hex {
+                println!("{}", ::hex::encode(code.as_bytes()));
+            } else if png.is_none() {
+                print!("{}", fare_qr::render_terminal(code.as_bytes())?);
+                println!("code seq {} issued at {}", code.device_seq(), code.issued_at_unix_s());
+            }
+        }
+        Cmd::Show { dir, refresh_s, count } => {
+            let mut w = Wallet::open(&dir)?;
+            let mut shown = 0u64;
+            loop {
+                let code = w.next_code(now(None))?;
+                let mut out = std::io::stdout().lock();
+                // Clear the screen and home the cursor, then draw.
+                write!(out, "\x1b[2J\x1b[H{}", fare_qr::render_terminal(code.as_bytes())?)?;
+                writeln!(
+                    out,
+                    "ride code seq {} (refreshes every {refresh_s} s; Ctrl-C to stop)",
+                    code.device_seq()
+                )?;
+                out.flush()?;
+                shown += 1;
+                if count.is_some_and(|c| shown >= c) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(refresh_s));
+            }
+        }
+    }
+    Ok(())
+}

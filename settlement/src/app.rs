@@ -1,0 +1,218 @@
+//! The application: database, keys, tariff, configuration, clock and RNG,
+//! shared by the HTTP service and the CLI.
+
+use crate::bundle;
+use crate::config::Config;
+use crate::settle::{self, RunSummary, SettleContext};
+use crate::store::{Db, SledStore};
+use fare_credential::{Clock, TrustList};
+use fare_keys::KeyStore;
+use fare_tariff::Tariff;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The database.
+    #[error("database in {path}: {source} (is another `fare-settlement` process using this data dir?)")]
+    Store {
+        /// Data dir.
+        path: PathBuf,
+        /// Cause.
+        source: crate::error::StoreError,
+    },
+    /// The KEYS directory.
+    #[error("keys dir {path}: {source}")]
+    Keys {
+        /// Keys dir.
+        path: PathBuf,
+        /// Cause.
+        source: fare_keys::KeysError,
+    },
+    /// The tariff file.
+    #[error("tariff {path}: {message}")]
+    Tariff {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        message: String,
+    },
+    /// The trust list from the keys is unusable.
+    #[error("trust list: {0}")]
+    Trust(String),
+    /// Storage during a run.
+    #[error(transparent)]
+    Run(#[from] crate::error::StoreError),
+    /// Bundle / deny list publication.
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+}
+
+/// Everything a request or a run needs.
+pub struct App {
+    /// Database.
+    pub db: Db,
+    /// Keys (issuer, root, bundle version counter).
+    pub keys: Mutex<KeyStore>,
+    /// Tariff.
+    pub tariff: Tariff,
+    /// Tariff as UTF-8 JSON (the bundle's tariff bytes).
+    pub tariff_json: Vec<u8>,
+    /// Configuration.
+    pub config: Config,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// RNG for ids (seeded in tests).
+    pub rng: Mutex<ChaCha20Rng>,
+    /// Serialises writers.
+    pub write_lock: Mutex<()>,
+    /// Operator bearer token in effect.
+    pub operator_token: String,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Opens the data dir (sled db in `DATA/db`) and the keys dir (config,
+    /// else `DATA/keys`, initialised when missing). `rng_seed` makes ids
+    /// deterministic (tests); `None` seeds from the OS.
+    pub fn open(data_dir: &Path, config: Config, clock: Arc<dyn Clock>, rng_seed: Option<u64>) -> Result<App, AppError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| AppError::Store {
+            path: data_dir.into(),
+            source: crate::error::StoreError::Backend(e.to_string()),
+        })?;
+        let db_path = data_dir.join("db");
+        let store = SledStore::open(&db_path).map_err(|source| AppError::Store { path: db_path, source })?;
+        let mut rng = match rng_seed {
+            Some(s) => ChaCha20Rng::seed_from_u64(s),
+            None => ChaCha20Rng::from_entropy(),
+        };
+        let keys_dir = config.keys_dir.clone().unwrap_or_else(|| data_dir.join("keys"));
+        let keys = if keys_dir.join("root.key").exists() {
+            KeyStore::open(&keys_dir)
+        } else {
+            let k = KeyStore::init(&keys_dir, clock.now_unix_s(), &mut rng);
+            if k.is_ok() {
+                tracing::warn!(
+                    root_public_key = %keys_dir.join("root.pub").display(),
+                    "no KEYS dir: initialised a new deployment; provision readers with this root public key"
+                );
+            }
+            k
+        }
+        .map_err(|source| AppError::Keys { path: keys_dir.clone(), source })?;
+        let (tariff, tariff_json) = match &config.tariff_file {
+            None => {
+                let t = Tariff::demo();
+                let j = t.to_json().into_bytes();
+                (t, j)
+            }
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| AppError::Tariff {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                let t = Tariff::from_json_bytes(&bytes).map_err(|e| AppError::Tariff {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                (t, bytes)
+            }
+        };
+        let operator_token = if config.operator_token.is_empty() {
+            let mut b = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rng, &mut b);
+            let t = hex::encode(b);
+            tracing::warn!(token = %t, "no operator_token configured: using a random one for this run");
+            t
+        } else {
+            config.operator_token.clone()
+        };
+        Ok(App {
+            db: Db::new(Arc::new(store)),
+            keys: Mutex::new(keys),
+            tariff,
+            tariff_json,
+            config,
+            clock,
+            rng: Mutex::new(rng),
+            write_lock: Mutex::new(()),
+            operator_token,
+        })
+    }
+
+    /// Current time.
+    pub fn now(&self) -> u64 {
+        self.clock.now_unix_s()
+    }
+
+    /// The trust list from the keys.
+    pub fn trust(&self) -> Result<TrustList, AppError> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
+        TrustList::new(keys).map_err(|e| AppError::Trust(e.to_string()))
+    }
+
+    /// Settles everything ingested so far and publishes the deny list.
+    pub fn settle(&self) -> Result<RunSummary, AppError> {
+        let trust = self.trust()?;
+        let ctx = SettleContext {
+            tariff: &self.tariff,
+            trust: &trust,
+            policy: self.config.policy(),
+            chunk_rides: self.config.settle_chunk_rides,
+            write_lock: &self.write_lock,
+        };
+        let now = self.now();
+        let summary = settle::run(&self.db, &ctx, now)?;
+        self.refresh_deny()?;
+        Ok(summary)
+    }
+
+    /// Purges ride history older than `ride_retention_days` (privacy).
+    pub fn purge(&self) -> Result<settle::PurgeSummary, AppError> {
+        let now = self.now();
+        let cutoff = now.saturating_sub(self.config.ride_retention_days * 86_400);
+        let day = crate::core::service_day(&self.tariff, cutoff).to_string();
+        Ok(settle::purge(&self.db, &self.write_lock, cutoff, &day)?)
+    }
+
+    /// Publishes a new deny list version if it changed.
+    pub fn refresh_deny(&self) -> Result<bundle::DenyStateSummary, AppError> {
+        let trust = self.keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let head = bundle::refresh(
+            &self.db,
+            &self.keys,
+            bundle::material_hash(&trust, &self.tariff_json),
+            self.now(),
+            self.config.skew_tolerance_s,
+            None,
+        )?;
+        Ok(bundle::DenyStateSummary {
+            version: head.version,
+            credential_ids: head.ids,
+        })
+    }
+
+    /// The signed bundle for a reader at deny version `since`.
+    pub fn bundle(&self, since: Option<u64>) -> Result<Vec<u8>, AppError> {
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(bundle::reader_bundle(
+            &self.db,
+            &self.keys,
+            &self.tariff_json,
+            since,
+            self.now(),
+            self.config.skew_tolerance_s,
+            self.config.bundle_refresh_s,
+        )?)
+    }
+}

@@ -1,0 +1,181 @@
+//! The deny list (versioned, with deltas) and the root-signed reader bundle.
+//!
+//! Deny list = every unexpired credential (valid until + skew tolerance ≥
+//! now) of every revoked account (frozen, or debt above its credit limit).
+//! Each change is a new bundle version (numbers taken from the KEYS
+//! directory's counter, so they stay above any bundle `fare-keys bundle`
+//! made) stored with its additions and removals, so a reader at version V
+//! gets a delta from V; when V is unknown or too old, a snapshot.
+
+use crate::error::StoreError;
+use crate::model::DenyVersion;
+use crate::store::{Db, DenyState, WriteSet};
+use fare_credential::bundle::{DenyUpdate, ReaderBundle};
+use fare_credential::{CredentialId, IssuerKey};
+use fare_keys::KeyStore;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Longest chain of versions composed into one delta.
+pub const MAX_DELTA_STEPS: usize = 1000;
+
+/// Hash of the trust list and tariff bytes.
+pub fn material_hash(trust: &[IssuerKey], tariff_json: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"FARE-BUNDLE-MATERIAL\0v1");
+    for k in trust {
+        h.update(&k.key_id.to_be_bytes());
+        h.update(&k.public_key);
+        h.update(&k.valid_from_unix_s.to_be_bytes());
+        h.update(&k.valid_until_unix_s.to_be_bytes());
+    }
+    h.update(tariff_json);
+    *h.finalize().as_bytes()
+}
+
+/// Why a bundle could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The KEYS directory.
+    #[error("keys: {0}")]
+    Keys(#[from] fare_keys::KeysError),
+}
+
+/// The deny list as it should be now.
+pub fn desired_deny(db: &Db, now_unix_s: u64, skew_s: u64) -> Result<Vec<CredentialId>, StoreError> {
+    let mut ids = BTreeSet::new();
+    for acc in db.revoked_accounts()? {
+        for c in db.credentials_of(&acc)? {
+            if c.valid_until_unix_s.saturating_add(skew_s) >= now_unix_s {
+                ids.insert(c.credential_id);
+            }
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// Publishes a new deny list version if the desired list or the bundle
+/// material changed, or (when `max_age_s` is given) the head is older than
+/// that: readers install only newer versions, and their trust freshness is
+/// measured from the installed bundle's server time, so a quiet deny list
+/// must still be re-published now and then. Returns the current head.
+pub fn refresh(
+    db: &Db,
+    keys: &Mutex<KeyStore>,
+    material: [u8; 32],
+    now_unix_s: u64,
+    skew_s: u64,
+    max_age_s: Option<u64>,
+) -> Result<DenyState, BundleError> {
+    let desired = desired_deny(db, now_unix_s, skew_s)?;
+    let (head, raw) = db.deny_state()?;
+    let fresh = max_age_s.is_none_or(|m| now_unix_s < head.published_unix_s.saturating_add(m));
+    if raw.is_some() && head.ids == desired && head.material_hash == material && fresh {
+        return Ok(head);
+    }
+    let old: BTreeSet<CredentialId> = head.ids.iter().copied().collect();
+    let new: BTreeSet<CredentialId> = desired.iter().copied().collect();
+    let version = keys.lock().unwrap_or_else(|p| p.into_inner()).next_bundle_version()?;
+    let change = DenyVersion {
+        version,
+        previous: head.version,
+        add: new.difference(&old).copied().collect(),
+        remove: old.difference(&new).copied().collect(),
+    };
+    let state = DenyState {
+        version,
+        ids: desired,
+        material_hash: material,
+        published_unix_s: now_unix_s,
+    };
+    let mut w = WriteSet::default();
+    Db::put_deny(&mut w, raw, &state, &change);
+    db.commit(w)?;
+    metrics::gauge!("settlement_deny_list_entries").set(state.ids.len() as f64);
+    Ok(state)
+}
+
+/// The deny update for a reader at version `since` (snapshot when unknown).
+pub fn deny_update(db: &Db, head: &DenyState, since: Option<u64>) -> Result<DenyUpdate, StoreError> {
+    let Some(since) = since else {
+        return Ok(DenyUpdate::Snapshot(head.ids.clone()));
+    };
+    if since == head.version {
+        return Ok(DenyUpdate::Delta {
+            base_version: since,
+            add: vec![],
+            remove: vec![],
+        });
+    }
+    if since > head.version || since == 0 {
+        return Ok(DenyUpdate::Snapshot(head.ids.clone()));
+    }
+    // Walk back from the head to `since`, then compose forward.
+    let mut chain = Vec::new();
+    let mut v = head.version;
+    while v > since && chain.len() < MAX_DELTA_STEPS {
+        let Some(c) = db.deny_version(v)? else {
+            return Ok(DenyUpdate::Snapshot(head.ids.clone()));
+        };
+        v = c.previous;
+        chain.push(c);
+    }
+    if v != since {
+        return Ok(DenyUpdate::Snapshot(head.ids.clone()));
+    }
+    let mut add: BTreeSet<CredentialId> = BTreeSet::new();
+    let mut remove: BTreeSet<CredentialId> = BTreeSet::new();
+    for c in chain.iter().rev() {
+        for id in &c.add {
+            if !remove.remove(id) {
+                add.insert(*id);
+            }
+        }
+        for id in &c.remove {
+            if !add.remove(id) {
+                remove.insert(*id);
+            }
+        }
+    }
+    Ok(DenyUpdate::Delta {
+        base_version: since,
+        add: add.into_iter().collect(),
+        remove: remove.into_iter().collect(),
+    })
+}
+
+/// Builds and root-signs the bundle for a reader at deny version `since`.
+pub fn reader_bundle(
+    db: &Db,
+    keys: &Mutex<KeyStore>,
+    tariff_json: &[u8],
+    since: Option<u64>,
+    now_unix_s: u64,
+    skew_s: u64,
+    max_age_s: u64,
+) -> Result<Vec<u8>, BundleError> {
+    let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
+    let head = refresh(db, keys, material_hash(&trust, tariff_json), now_unix_s, skew_s, Some(max_age_s))?;
+    let deny = deny_update(db, &head, since)?;
+    let bundle = ReaderBundle {
+        bundle_version: head.version,
+        server_time_unix_s: now_unix_s,
+        trust,
+        deny,
+        tariff: tariff_json.to_vec(),
+    };
+    Ok(keys.lock().unwrap_or_else(|p| p.into_inner()).sign_bundle(&bundle)?)
+}
+
+/// The deny list as reported.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DenyStateSummary {
+    /// Bundle version that published it.
+    pub version: u64,
+    /// Credential ids.
+    pub credential_ids: Vec<CredentialId>,
+}

@@ -1,0 +1,161 @@
+//! Configuration: a TOML file (`--config FILE`); every field has a default,
+//! so an empty file (or none) is a working demo configuration.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"        # overridden by --listen
+//! operator_token = "change-me"     # bearer token of the operator API
+//! keys_dir = "/var/lib/fare/keys"  # default: DATA/keys (initialised if missing)
+//! tariff_file = "tariff.json"      # default: the built-in demo tariff
+//! request_timeout_ms = 10000
+//! json_body_limit_bytes = 65536
+//! default_credit_limit_minor = 2000
+//! max_credential_validity_s = 259200
+//! code_validity_s = 60             # the readers' policy, re-applied at settlement
+//! skew_tolerance_s = 30
+//! ride_retention_days = 90         # ride history kept for disputes, then purged
+//! settle_chunk_rides = 200000
+//! bundle_refresh_s = 300           # re-publish a quiet bundle after this long
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Settlement configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address when `--listen` is not given.
+    pub listen: String,
+    /// Bearer token for operator endpoints. Empty: a random token is made at
+    /// start and logged (demo only).
+    pub operator_token: String,
+    /// KEYS directory (`fare-keys init`); default `DATA/keys`.
+    pub keys_dir: Option<PathBuf>,
+    /// Tariff JSON file; default the built-in demo tariff.
+    pub tariff_file: Option<PathBuf>,
+    /// Per-request timeout.
+    pub request_timeout_ms: u64,
+    /// Limit of JSON request bodies.
+    pub json_body_limit_bytes: usize,
+    /// Credit limit of new accounts when the request gives none.
+    pub default_credit_limit_minor: i64,
+    /// Longest credential lifetime issued (bounds the exposure of a stolen phone).
+    pub max_credential_validity_s: u64,
+    /// Ride code validity after issue (the readers' policy).
+    pub code_validity_s: u64,
+    /// Clock skew tolerated between phone and reader.
+    pub skew_tolerance_s: u64,
+    /// Days ride records and results are kept after settlement before purge.
+    pub ride_retention_days: u64,
+    /// Rides per settlement chunk (each chunk commits atomically).
+    pub settle_chunk_rides: usize,
+    /// A reader asking for a bundle gets a new version when the last one is
+    /// older than this, so its trust material's server time stays fresh.
+    pub bundle_refresh_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            operator_token: String::new(),
+            keys_dir: None,
+            tariff_file: None,
+            request_timeout_ms: 10_000,
+            json_body_limit_bytes: 64 * 1024,
+            default_credit_limit_minor: 2_000,
+            max_credential_validity_s: 3 * 86_400,
+            code_validity_s: 60,
+            skew_tolerance_s: 30,
+            ride_retention_days: 90,
+            settle_chunk_rides: 200_000,
+            bundle_refresh_s: 300,
+        }
+    }
+}
+
+/// A configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Reading failed.
+    #[error("config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema (unknown or mistyped field).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message (names the field).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config field `{field}`: {why}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// Expected.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Loads a TOML file (at most 1 MiB).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if meta.len() > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                field: "(file)",
+                why: format!("{} bytes: a config file is at most 1 MiB", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let c: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why: String| Err(ConfigError::Invalid { field, why });
+        if self.default_credit_limit_minor < 0 {
+            return bad("default_credit_limit_minor", "must be ≥ 0".into());
+        }
+        if self.json_body_limit_bytes < 1024 || self.json_body_limit_bytes > 16 << 20 {
+            return bad("json_body_limit_bytes", "expected 1 KiB..=16 MiB".into());
+        }
+        if self.max_credential_validity_s == 0 || self.max_credential_validity_s > fare_keys::MAX_CREDENTIAL_VALIDITY_S {
+            return bad(
+                "max_credential_validity_s",
+                format!("expected 1..={}", fare_keys::MAX_CREDENTIAL_VALIDITY_S),
+            );
+        }
+        if self.settle_chunk_rides == 0 {
+            return bad("settle_chunk_rides", "must be ≥ 1".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be ≥ 1".into());
+        }
+        Ok(())
+    }
+    /// The ride-code policy re-applied at settlement.
+    pub fn policy(&self) -> fare_credential::Policy {
+        fare_credential::Policy {
+            code_validity_s: self.code_validity_s,
+            skew_tolerance_s: self.skew_tolerance_s,
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The settlement core: pure (no I/O, no clock). Takes the rides of a chunk,
+//! their re-verification verdicts and every stored fact it needs, and returns
+//! what to write: ride results, postings, day states, code sightings, fraud
+//! events and reader incidents. [`crate::settle`] loads the inputs and commits
+//! the output atomically.
+//!
+//! # Policies
+//! * **Forged** (any signature, issuer or format failure) and **invalid time**
+//!   (genuine code outside its validity at the reader's recorded time) rides
+//!   are never charged and are reported as incidents against their reader.
+//!   The deny list is not re-applied: a reader with an older list rightly
+//!   accepted the ride, which happened and is charged.
+//! * **Duplicate codes**: the same `(credential id, device sequence)` on more
+//!   than one ride is a fraud event. The first by reader time (ties: lower
+//!   ride id) among the rides settled together is charged; a ride settled in
+//!   an earlier run always keeps its charge; every other sighting is
+//!   `duplicate`, never charged.
+//! * **Rating**: per account and service day with `fare_tariff::rate_day`;
+//!   a ride added to a day already rated re-rates that day (and, with a
+//!   rolling cap, the days after it) and posts the differences as
+//!   adjustments. Posting ids derive from ride ids, so nothing posts twice.
+//! * **Credit limit**: a ride always posts (it happened). A ride whose charge
+//!   leaves the account's debt above its credit limit gets the result
+//!   `over_credit_limit`, and the account goes on the next deny list.
+
+use crate::model::*;
+use fare_ledger::AccountRef;
+use crate::reverify::Verdict;
+use fare_credential::{CredentialId, RejectReason};
+use fare_ledger::{over_credit_limit, reconcile_ride, RideParties, RideState};
+use fare_tariff::{rate_day, Date, PriorDay, RideOutcome, RideToRate, Tariff};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Ledger account key of a passenger (`passenger:ID`).
+pub fn passenger_account(account_id: &str) -> String {
+    AccountRef::passenger(account_id).to_string()
+}
+
+/// One ride of the chunk, as stored.
+#[derive(Clone, Debug)]
+pub struct RideIn {
+    /// The ride.
+    pub ride: RideId,
+    /// Reader clock.
+    pub reader_time_unix_s: u64,
+    /// Operator of the reader.
+    pub operator: String,
+    /// Route from the record.
+    pub route: String,
+}
+
+/// What the core reads besides the rides (loaded by the caller).
+#[derive(Debug)]
+pub struct Facts<'a> {
+    /// Tariff.
+    pub tariff: &'a Tariff,
+    /// Settlement time (stamped on postings).
+    pub now_unix_s: u64,
+    /// Credential records of the credentials in the chunk.
+    pub credentials: &'a HashMap<CredentialId, CredentialRecord>,
+    /// Accounts behind them.
+    pub accounts: &'a HashMap<String, Account>,
+    /// Passenger balances (by account id) before this chunk.
+    pub balances: &'a HashMap<String, i64>,
+    /// Codes of the chunk already settled earlier: first ride holding each.
+    pub seen_codes: &'a HashMap<(CredentialId, u32), RideId>,
+    /// Stored day states of the accounts concerned, for every day the chunk
+    /// can change and the 6 days before (see [`days_to_load`]).
+    pub days: &'a HashMap<(String, Date), DayState>,
+}
+
+/// What to write.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Results of the chunk's rides.
+    pub results: Vec<RideResult>,
+    /// New outcome / amount of rides settled earlier whose day was re-rated.
+    pub result_updates: Vec<(RideId, Outcome, i64)>,
+    /// New postings.
+    pub postings: Vec<Posting>,
+    /// Changed day states.
+    pub days: Vec<(String, Date, DayState)>,
+    /// First sightings of codes.
+    pub codes: Vec<((CredentialId, u32), RideId)>,
+    /// Fraud events.
+    pub fraud: Vec<FraudEvent>,
+    /// Reader incidents.
+    pub incidents: Vec<Incident>,
+}
+
+/// The service day of a moment (rides too far in time fall back to 1970-01-01,
+/// which the tariff rates like any other day).
+pub fn service_day(tariff: &Tariff, unix_s: u64) -> Date {
+    tariff
+        .service_day(unix_s)
+        .unwrap_or_else(|_| Date::new(1970, 1, 1).expect("valid date"))
+}
+
+/// The days whose stored states [`settle_chunk`] needs for rides on `day`:
+/// the days it can change and the 6 before them (rolling cap).
+pub fn days_to_load(tariff: &Tariff, day: Date) -> Vec<Date> {
+    let mut out: BTreeSet<Date> = tariff.prior_days_needed(day).into_iter().collect();
+    for d in tariff.days_affected_by(day) {
+        out.insert(d);
+        out.extend(tariff.prior_days_needed(d));
+    }
+    out.into_iter().collect()
+}
+
+fn ride_key_str(r: RideId) -> String {
+    format!("{}:{}", r.reader_id, r.reader_seq)
+}
+
+fn outcome_of(o: RideOutcome) -> Outcome {
+    match o {
+        RideOutcome::Charged => Outcome::Charged,
+        RideOutcome::Transfer => Outcome::Transfer,
+        RideOutcome::Capped => Outcome::Capped,
+        RideOutcome::Free => Outcome::Free,
+        RideOutcome::Promotion => Outcome::Promotion,
+        _ => Outcome::Charged,
+    }
+}
+
+fn reject_outcome(r: &RejectReason) -> Outcome {
+    if r.is_clock_related() {
+        Outcome::InvalidTime
+    } else {
+        Outcome::Forged
+    }
+}
+
+/// Settles one chunk. `rides[i]` has verdict `verdicts[i]`.
+pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -> Output {
+    assert_eq!(rides.len(), verdicts.len(), "one verdict per ride");
+    let mut out = Output::default();
+    let tariff = facts.tariff;
+    // Results by index; rated ones are filled in later.
+    let mut results: Vec<Option<RideResult>> = vec![None; rides.len()];
+    let base = |ride: &RideIn, outcome: Outcome| RideResult {
+        ride: ride.ride,
+        outcome,
+        result: outcome.code().into(),
+        reason: None,
+        account_id: None,
+        credential_id: None,
+        device_seq: None,
+        service_day: service_day(tariff, ride.reader_time_unix_s).to_string(),
+        operator: ride.operator.clone(),
+        route: ride.route.clone(),
+        amount_minor: 0,
+        reader_time_unix_s: ride.reader_time_unix_s,
+    };
+
+    // 1. Refused codes, unknown credentials; candidates for charging.
+    let mut candidates: Vec<usize> = Vec::new();
+    for (i, (ride, v)) in rides.iter().zip(verdicts).enumerate() {
+        match v {
+            Err((reason, code)) => {
+                let outcome = reject_outcome(reason);
+                let mut r = base(ride, outcome);
+                r.reason = Some(reason.code().into());
+                if let Some(c) = code {
+                    r.credential_id = Some(c.credential().id());
+                    r.device_seq = Some(c.device_seq());
+                }
+                out.incidents.push(Incident {
+                    reader_id: ride.ride.reader_id,
+                    kind: if outcome == Outcome::Forged {
+                        "forged_ride".into()
+                    } else {
+                        "invalid_time_ride".into()
+                    },
+                    seq: ride.ride.reader_seq,
+                    detail: reason.to_string(),
+                    at_unix_s: facts.now_unix_s,
+                });
+                results[i] = Some(r);
+            }
+            Ok(vr) => {
+                if facts.credentials.contains_key(&vr.credential_id) {
+                    candidates.push(i);
+                } else {
+                    let mut r = base(ride, Outcome::UnknownCredential);
+                    r.credential_id = Some(vr.credential_id);
+                    r.device_seq = Some(vr.device_seq);
+                    r.reason = Some("unknown_credential".into());
+                    results[i] = Some(r);
+                }
+            }
+        }
+    }
+
+    // 2. Duplicates: first by reader time wins; earlier runs always win.
+    candidates.sort_by_key(|&i| (rides[i].reader_time_unix_s, rides[i].ride));
+    let mut first_seen: HashMap<(CredentialId, u32), usize> = HashMap::new();
+    let mut chargeable: Vec<usize> = Vec::new();
+    for &i in &candidates {
+        let vr = verdicts[i].as_ref().expect("candidates verified");
+        let key = (vr.credential_id, vr.device_seq);
+        let account_id = facts.credentials[&vr.credential_id].account_id.clone();
+        let earlier = facts
+            .seen_codes
+            .get(&key)
+            .map(|r| (*r, None))
+            .or_else(|| first_seen.get(&key).map(|&j| (rides[j].ride, Some(rides[j].reader_time_unix_s))));
+        if let Some((charged_ride, charged_time)) = earlier {
+            let mut r = base(&rides[i], Outcome::Duplicate);
+            r.account_id = Some(account_id.clone());
+            r.credential_id = Some(vr.credential_id);
+            r.device_seq = Some(vr.device_seq);
+            r.reason = Some("duplicate_code".into());
+            results[i] = Some(r);
+            out.fraud.push(FraudEvent {
+                kind: "duplicate_code".into(),
+                credential_id: vr.credential_id,
+                account_id: Some(account_id),
+                device_seq: vr.device_seq,
+                charged_ride,
+                duplicate_ride: rides[i].ride,
+                charged_reader_time_unix_s: charged_time.unwrap_or(0),
+                duplicate_reader_time_unix_s: rides[i].reader_time_unix_s,
+            });
+        } else {
+            first_seen.insert(key, i);
+            out.codes.push((key, rides[i].ride));
+            chargeable.push(i);
+        }
+    }
+
+    // 3. Add chargeable rides to their account's service days.
+    let mut touched: BTreeMap<String, BTreeSet<Date>> = BTreeMap::new();
+    let mut day_states: HashMap<(String, Date), DayState> = HashMap::new();
+    let mut new_ride_index: HashMap<RideId, usize> = HashMap::new();
+    for &i in &chargeable {
+        let vr = verdicts[i].as_ref().expect("verified");
+        let account_id = facts.credentials[&vr.credential_id].account_id.clone();
+        let day = service_day(tariff, rides[i].reader_time_unix_s);
+        let st = day_states
+            .entry((account_id.clone(), day))
+            .or_insert_with(|| facts.days.get(&(account_id.clone(), day)).cloned().unwrap_or_default());
+        if st.rides.iter().all(|r| r.ride != rides[i].ride) {
+            st.rides.push(DayRide {
+                ride: rides[i].ride,
+                reader_time_unix_s: rides[i].reader_time_unix_s,
+                route: rides[i].route.clone(),
+                operator: rides[i].operator.clone(),
+                profile: vr.profile,
+                posted_minor: 0,
+                revisions: 0,
+            });
+        }
+        new_ride_index.insert(rides[i].ride, i);
+        touched.entry(account_id).or_default().insert(day);
+        let mut r = base(&rides[i], Outcome::Charged);
+        r.account_id = Some(facts.credentials[&vr.credential_id].account_id.clone());
+        r.credential_id = Some(vr.credential_id);
+        r.device_seq = Some(vr.device_seq);
+        results[i] = Some(r);
+    }
+
+    // 4. Re-rate every affected day of each account, in date order, and post differences.
+    for (account_id, days) in &touched {
+        let mut to_rate: BTreeSet<Date> = BTreeSet::new();
+        for d in days {
+            for a in tariff.days_affected_by(*d) {
+                let key = (account_id.clone(), a);
+                if day_states.contains_key(&key) || facts.days.contains_key(&key) {
+                    to_rate.insert(a);
+                }
+            }
+        }
+        let mut totals: HashMap<Date, PriorDay> = HashMap::new();
+        let prior_of = |d: Date, st: &DayState| PriorDay {
+            day: d,
+            charged_minor: st.rides.iter().map(|r| r.posted_minor).sum(),
+            paid_rides: st.rides.iter().filter(|r| r.posted_minor > 0).count() as u32,
+        };
+        let mut running_balance = facts.balances.get(account_id).copied().unwrap_or(0);
+        let limit = facts
+            .accounts
+            .get(account_id)
+            .map(|a| a.credit_limit_minor)
+            .unwrap_or(0);
+        for day in to_rate {
+            let key = (account_id.clone(), day);
+            let mut st = day_states
+                .remove(&key)
+                .or_else(|| facts.days.get(&key).cloned())
+                .unwrap_or_default();
+            let prior: Vec<PriorDay> = tariff
+                .prior_days_needed(day)
+                .into_iter()
+                .filter_map(|p| {
+                    totals
+                        .get(&p)
+                        .copied()
+                        .or_else(|| facts.days.get(&(account_id.clone(), p)).map(|s| prior_of(p, s)))
+                })
+                .collect();
+            let to_rate: Vec<RideToRate> = st
+                .rides
+                .iter()
+                .map(|r| RideToRate {
+                    ride_key: ride_key_str(r.ride),
+                    at_unix_s: r.reader_time_unix_s,
+                    operator: r.operator.clone(),
+                    route: r.route.clone(),
+                    profile: r.profile,
+                })
+                .collect();
+            let rating = match rate_day(tariff, day, &to_rate, &prior) {
+                Ok(r) => r,
+                // Unreachable with rides grouped by service_day and unique ride
+                // ids; keep what was posted rather than guess.
+                Err(e) => {
+                    tracing::error!(account = %account_id, %day, error = %e, "rating failed; day left as posted");
+                    totals.insert(day, prior_of(day, &st));
+                    day_states.insert(key.clone(), st.clone());
+                    out.days.push((account_id.clone(), day, st));
+                    continue;
+                }
+            };
+            let by_key: HashMap<&str, &fare_tariff::RatedRide> =
+                rating.rides.iter().map(|r| (r.ride_key.as_str(), r)).collect();
+            // Post in time order so `over_credit_limit` marks the ride that crossed
+            // the limit: replay the day's fares (not the adjustments, whose order
+            // depends on upload order) on top of the balance without this day.
+            st.rides.sort_by_key(|r| (r.reader_time_unix_s, r.ride));
+            running_balance += st.rides.iter().map(|r| r.posted_minor).sum::<i64>();
+            for dr in st.rides.iter_mut() {
+                let rated = by_key[ride_key_str(dr.ride).as_str()];
+                let parties = RideParties {
+                    ride_key: ride_key_str(dr.ride),
+                    account_id: account_id.clone(),
+                    operator: dr.operator.clone(),
+                    service_day: day,
+                };
+                let state = RideState {
+                    net_minor: dr.posted_minor,
+                    revisions: dr.revisions,
+                };
+                match reconcile_ride(&parties, state, rated.fare_minor) {
+                    Ok(Some(p)) => {
+                        out.postings.push(p);
+                        dr.posted_minor = rated.fare_minor;
+                        dr.revisions += 1;
+                    }
+                    Ok(None) => {}
+                    // Only for out-of-range keys or fares, which validation upstream
+                    // excludes; leave the ride as posted rather than guess.
+                    Err(e) => tracing::error!(ride = %dr.ride, error = %e, "ride posting refused by the ledger"),
+                }
+                running_balance -= dr.posted_minor;
+                let outcome = outcome_of(rated.outcome);
+                match new_ride_index.get(&dr.ride) {
+                    Some(&i) => {
+                        let r = results[i].as_mut().expect("chargeable result set");
+                        r.outcome = outcome;
+                        r.amount_minor = rated.fare_minor;
+                        r.service_day = day.to_string();
+                        r.result = if rated.fare_minor > 0 && over_credit_limit(running_balance, limit) {
+                            "over_credit_limit".into()
+                        } else {
+                            outcome.code().into()
+                        };
+                    }
+                    None => out.result_updates.push((dr.ride, outcome, rated.fare_minor)),
+                }
+            }
+            totals.insert(day, rating.prior_day());
+            out.days.push((account_id.clone(), day, st));
+        }
+    }
+    out.results = results
+        .into_iter()
+        .map(|r| r.expect("every ride has a result"))
+        .collect();
+    out
+}

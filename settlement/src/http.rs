@@ -1,0 +1,464 @@
+//! The HTTP service (axum on tokio). See README.md for the API reference.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::ops;
+use crate::reports;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+type AppState = Arc<App>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The process-wide Prometheus handle. The recorder is installed once per
+/// process (several services in one test process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only what it records");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Runs `f` on the blocking pool (storage flushes and signature checks must
+/// not stall the async workers).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("task failed: {e}")))?
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("operator endpoint: send `Authorization: Bearer <operator_token>`"))?;
+    let token = h
+        .to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Authorization header must be `Bearer <operator_token>`"))?;
+    // Compare digests so the comparison time does not depend on the token.
+    if blake3::hash(token.trim().as_bytes()) != blake3::hash(app.operator_token.as_bytes()) {
+        return Err(unauthorized("wrong operator token"));
+    }
+    Ok(())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body over the limit of {limit} bytes (or unreadable: {e})"),
+        )
+    })
+}
+
+async fn json_body<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > app.config.json_body_limit_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("JSON body of {len} bytes over the limit of {}", app.config.json_body_limit_bytes),
+            ));
+        }
+    }
+    let bytes = read_body(body, app.config.json_body_limit_bytes).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, Json(v)).into_response()
+}
+
+fn created(new: bool) -> StatusCode {
+    if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn parse_reader_id(s: &str) -> Result<u32, ApiError> {
+    s.parse::<u32>()
+        .map_err(|_| ApiError::bad_request("invalid_path", format!("reader id `{s}`: expected an integer 1..=4294967295")))
+}
+
+fn format_of(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(f) => Err(ApiError::bad_request("invalid_query", format!("format `{f}`: expected json or csv"))),
+    }
+}
+
+fn csv(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics_endpoint() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+        .into_response()
+}
+
+async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
+    let limit = fare_credential::batch::MAX_BATCH_BYTES;
+    let bytes = read_body(body, limit).await.map_err(|e| ApiError {
+        code: "batch_too_large",
+        message: format!("batch body over MAX_BATCH_BYTES = {limit}"),
+        ..e
+    })?;
+    let started = Instant::now();
+    let ack = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::ingest::ingest_batch(&app.db, &bytes, app.now())
+    })
+    .await?;
+    metrics::histogram!("settlement_ingest_seconds").record(started.elapsed().as_secs_f64());
+    Ok(json(StatusCode::OK, &ack))
+}
+
+async fn get_bundle(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let reader_id = parse_reader_id(&id)?;
+    let since = match q.get("since") {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_query", format!("since `{s}`: expected a bundle version (integer)")))?,
+        ),
+    };
+    let bytes = blocking(move || {
+        match app.db.reader(reader_id)? {
+            Some(r) if !r.retired => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "reader_retired",
+                    format!("reader {reader_id} was retired"),
+                ))
+            }
+            None => {
+                return Err(ApiError::not_found(
+                    "unknown_reader",
+                    format!("reader {reader_id} is not provisioned"),
+                ))
+            }
+        }
+        app.bundle(since)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bundle_failed", e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn post_reader(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: ops::ProvisionReader = json_body(&app, &headers, body).await?;
+    let (reader, new) = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        ops::provision_reader(&app.db, &req, app.now())
+    })
+    .await?;
+    Ok(json(created(new), &reader))
+}
+
+async fn list_readers(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    authorize(&app, &headers)?;
+    let v = blocking(move || {
+        let mut out = Vec::new();
+        for r in app.db.readers()? {
+            let (s, _) = app.db.reader_state(r.reader_id)?;
+            out.push(serde_json::json!({
+                "reader": r, "acked_seq": s.acked_seq, "settled_seq": s.settled_seq,
+                "head_hash": hex::encode(s.head_hash),
+            }));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn retire_reader(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorize(&app, &headers)?;
+    let reader_id = parse_reader_id(&id)?;
+    let r = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        ops::retire_reader(&app.db, reader_id)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &r))
+}
+
+async fn post_account(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: ops::CreateAccount = json_body(&app, &headers, body).await?;
+    let (a, new) = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        ops::create_account(&app.db, &req, app.config.default_credit_limit_minor, app.now(), &mut *rng)
+    })
+    .await?;
+    Ok(json(created(new), &a))
+}
+
+async fn get_account(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorize(&app, &headers)?;
+    let s = blocking(move || ops::statement(&app.db, &id)).await?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+async fn post_device(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: ops::RegisterDevice = json_body(&app, &headers, body).await?;
+    let c = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        ops::register_device(
+            &app.db,
+            &app.keys,
+            &id,
+            &req,
+            app.config.max_credential_validity_s,
+            app.now(),
+            &mut *rng,
+        )
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &c))
+}
+
+async fn post_payment(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: ops::MakePayment = json_body(&app, &headers, body).await?;
+    let (p, new) = blocking(move || {
+        let r = {
+            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            ops::pay(&app.db, &id, &req, app.now())?
+        };
+        app.refresh_deny()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+        Ok(r)
+    })
+    .await?;
+    Ok(json(
+        created(new),
+        &serde_json::json!({"payment": p, "result": if new {"created"} else {"exists"}}),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreezeReq {
+    frozen: bool,
+}
+
+async fn post_freeze(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: FreezeReq = json_body(&app, &headers, body).await?;
+    let a = blocking(move || {
+        let a = {
+            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            ops::set_frozen(&app.db, &id, req.frozen)?
+        };
+        app.refresh_deny()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+        Ok(a)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &a))
+}
+
+async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    authorize(&app, &headers)?;
+    let s = blocking(move || {
+        app.settle()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "settlement_failed", e.to_string()))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+async fn post_purge(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    authorize(&app, &headers)?;
+    let s = blocking(move || {
+        app.purge()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "purge_failed", e.to_string()))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+async fn report(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(kind): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let as_csv = format_of(&q)?;
+    if let Some(d) = q.get("day") {
+        d.parse::<fare_tariff::Date>()
+            .map_err(|_| ApiError::bad_request("invalid_query", format!("day `{d}`: expected YYYY-MM-DD")))?;
+    }
+    blocking(move || {
+        let db = &app.db;
+        Ok(match kind.as_str() {
+            "daily" => {
+                let lines = reports::daily(db, q.get("day").map(String::as_str))?;
+                if as_csv {
+                    csv(reports::daily_csv(&lines))
+                } else {
+                    json(StatusCode::OK, &lines)
+                }
+            }
+            "exposure" | "debt" => {
+                let mut rows = reports::exposure(db, &app.tariff, app.now(), app.config.skew_tolerance_s)?;
+                if kind == "debt" {
+                    rows.retain(|r| r.debt_minor > 0);
+                }
+                if as_csv {
+                    csv(reports::exposure_csv(&rows))
+                } else {
+                    json(StatusCode::OK, &rows)
+                }
+            }
+            "fraud" => {
+                let rows = db.fraud_events()?;
+                if as_csv {
+                    csv(reports::fraud_csv(&rows))
+                } else {
+                    json(StatusCode::OK, &rows)
+                }
+            }
+            "incidents" => {
+                let rows = db.incidents()?;
+                if as_csv {
+                    csv(reports::incidents_csv(&rows))
+                } else {
+                    json(StatusCode::OK, &rows)
+                }
+            }
+            "deny" => {
+                let d = app
+                    .refresh_deny()
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+                if as_csv {
+                    let mut s = String::from("credential_id\n");
+                    for id in &d.credential_ids {
+                        s.push_str(&id.to_hex());
+                        s.push('\n');
+                    }
+                    csv(s)
+                } else {
+                    json(StatusCode::OK, &d)
+                }
+            }
+            "ledger" => json(StatusCode::OK, &reports::ledger(db)?),
+            "rides" => json(StatusCode::OK, &{
+                let mut r = db.results()?;
+                if let Some(d) = q.get("day") {
+                    r.retain(|x| &x.service_day == d);
+                }
+                r
+            }),
+            other => {
+                return Err(ApiError::not_found(
+                    "unknown_report",
+                    format!("report `{other}`: expected daily, exposure, debt, fraud, incidents, deny, ledger or rides"),
+                ))
+            }
+        })
+    })
+    .await
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint: see the API reference in settlement/README.md")
+}
+
+async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    metrics::counter!("settlement_http_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    metrics::histogram!("settlement_http_request_seconds").record(started.elapsed().as_secs_f64());
+    if status.is_server_error() {
+        tracing::error!(%status, "request failed with a server error");
+    }
+    resp
+}
+
+/// The router with every route and layer.
+pub fn router(app: Arc<App>) -> Router {
+    let timeout = Duration::from_millis(app.config.request_timeout_ms);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_endpoint))
+        .route("/v1/batches", post(post_batch))
+        .route("/v1/readers", post(post_reader).get(list_readers))
+        .route("/v1/readers/{id}/bundle", get(get_bundle))
+        .route("/v1/readers/{id}/retire", post(retire_reader))
+        .route("/v1/accounts", post(post_account))
+        .route("/v1/accounts/{id}", get(get_account))
+        .route("/v1/accounts/{id}/devices", post(post_device))
+        .route("/v1/accounts/{id}/payments", post(post_payment))
+        .route("/v1/accounts/{id}/freeze", post(post_freeze))
+        .route("/v1/settlement/runs", post(post_run))
+        .route("/v1/settlement/purge", post(post_purge))
+        .route("/v1/reports/{kind}", get(report))
+        .fallback(fallback)
+        .layer(middleware::from_fn(track))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    metrics_handle();
+    tracing::info!(addr = ?listener.local_addr().ok(), "fare-settlement listening");
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

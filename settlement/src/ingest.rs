@@ -1,0 +1,168 @@
+//! Ingest of reader batches: signature, chain continuity, sequence gaps,
+//! de-duplication, atomic storage, acknowledgement.
+//!
+//! A refused batch changes no ride, cursor or ledger data. A sequence gap or
+//! a fork is also recorded as a reader incident (idempotent per reader, kind
+//! and sequence, so a reader retrying does not grow the log); batches from
+//! unknown keys are not recorded at all (anyone can send those).
+
+use crate::error::ApiError;
+use crate::model::{Incident, ReaderState, RideId};
+use crate::store::{Db, Space, WriteSet};
+use axum::http::StatusCode;
+use fare_credential::keys::parse_public_key;
+use fare_credential::{FormatError, SignedBatch};
+
+/// The answer to an accepted (or already held) batch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IngestAck {
+    /// The reader.
+    pub reader_id: u32,
+    /// Highest contiguous sequence now held for it.
+    pub acked_seq: u64,
+    /// `created` when new records were stored, `exists` when all were held already.
+    pub result: String,
+    /// Number of new records stored.
+    pub stored: u64,
+}
+
+fn format_error(e: FormatError) -> ApiError {
+    match &e {
+        FormatError::TooLarge { field: "length", .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", e.to_string())
+        }
+        FormatError::UnsupportedVersion { .. } => ApiError::bad_request("unsupported_version", e.to_string()),
+        FormatError::BadSignature { .. } => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_batch_signature",
+            format!("{e}: the batch is not signed by the key provisioned for this reader"),
+        ),
+        FormatError::Invalid { field, .. } if field.starts_with("records.") => {
+            ApiError::bad_request("broken_chain", e.to_string())
+        }
+        _ => ApiError::bad_request("malformed_batch", e.to_string()),
+    }
+}
+
+/// Verifies and stores one batch. Atomic: either all new records and the new
+/// cursor are durably stored, or nothing.
+pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("malformed_batch", "empty body: expected a batch v1 (binary)"));
+    }
+    let signed = SignedBatch::parse_v1(body).map_err(format_error)?;
+    let reader_id = signed.reader_id();
+    let reader = db.reader(reader_id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_reader",
+            format!("reader {reader_id} is not provisioned: POST /v1/readers first"),
+        )
+    })?;
+    if reader.retired {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reader_retired",
+            format!("reader {reader_id} was retired: its uploads are refused"),
+        ));
+    }
+    let vk = parse_public_key(&reader.public_key)
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "unknown_reader", format!("stored key unusable: {e}")))?;
+    let batch = signed.verify(&vk).map_err(format_error)?;
+    let (state, raw_state) = db.reader_state(reader_id)?;
+    let ack = |result: &str, stored| IngestAck {
+        reader_id,
+        acked_seq: state.acked_seq,
+        result: result.into(),
+        stored,
+    };
+    if batch.records.is_empty() {
+        return Ok(ack("exists", 0));
+    }
+    let first = batch.first_seq();
+    let last = batch.last_seq();
+    if first > state.acked_seq + 1 {
+        let mut w = WriteSet::default();
+        Db::put_incident(
+            &mut w,
+            &Incident {
+                reader_id,
+                kind: "sequence_gap".into(),
+                seq: state.acked_seq + 1,
+                detail: format!("batch starts at {first}, settlement holds up to {}", state.acked_seq),
+                at_unix_s: now_unix_s,
+            },
+        );
+        db.commit(w)?;
+        return Err(ApiError::conflict(
+            "sequence_gap",
+            format!(
+                "batch starts at sequence {first} but settlement holds reader {reader_id} only up to {}: resend from {}",
+                state.acked_seq,
+                state.acked_seq + 1
+            ),
+        )
+        .with_extra(serde_json::json!({"reader_id": reader_id, "acked_seq": state.acked_seq})));
+    }
+    // Records we already hold must be byte-identical (the chain makes any
+    // difference a fork: the reader rewrote its history).
+    let held_to = last.min(state.acked_seq);
+    let fork = |seq: u64, why: &str| -> Result<IngestAck, ApiError> {
+        let mut w = WriteSet::default();
+        Db::put_incident(
+            &mut w,
+            &Incident {
+                reader_id,
+                kind: "chain_fork".into(),
+                seq,
+                detail: why.into(),
+                at_unix_s: now_unix_s,
+            },
+        );
+        db.commit(w)?;
+        Err(ApiError::conflict(
+            "chain_fork",
+            format!("reader {reader_id} sequence {seq}: {why}; the reader's log disagrees with what it uploaded before"),
+        )
+        .with_extra(serde_json::json!({"reader_id": reader_id, "acked_seq": state.acked_seq})))
+    };
+    if first <= held_to {
+        let stored = db.ride_bytes(reader_id, first, held_to)?;
+        for (rec, old) in batch.records.iter().zip(stored.iter()) {
+            let enc = rec.encode_v1().map_err(format_error)?;
+            if &enc != old {
+                return fork(rec.reader_seq, "record differs from the one already held");
+            }
+        }
+    } else if batch.prev_hash != state.head_hash {
+        return fork(first, "batch does not continue the chain from the last held record");
+    }
+    if last <= state.acked_seq {
+        return Ok(ack("exists", 0));
+    }
+    let mut w = WriteSet::default();
+    let mut n = 0u64;
+    for rec in batch.records.iter().filter(|r| r.reader_seq > state.acked_seq) {
+        let id = RideId {
+            reader_id,
+            reader_seq: rec.reader_seq,
+        };
+        w.put(Space::Rides, id.key().to_vec(), rec.encode_v1().map_err(format_error)?);
+        n += 1;
+    }
+    let head_hash = batch.head_hash().map_err(format_error)?;
+    let new_state = ReaderState {
+        acked_seq: last,
+        head_hash,
+        settled_seq: state.settled_seq,
+    };
+    Db::put_reader_state(&mut w, reader_id, raw_state, &new_state);
+    db.commit(w)?;
+    metrics::counter!("settlement_ingested_rides_total").increment(n);
+    Ok(IngestAck {
+        reader_id,
+        acked_seq: last,
+        result: "created".into(),
+        stored: n,
+    })
+}

@@ -1,0 +1,31 @@
+//! The fare system's back office: turns uploaded ride logs into money,
+//! correctly and exactly once, and feeds the deny list back to the fleet.
+//!
+//! * [`ingest`]: reader-signed, hash-chained batches → durable rides.
+//! * [`reverify`]: every ride code verified again (batched, all cores).
+//! * [`core`]: pure settlement (dedup, rating, postings, credit limits).
+//! * [`settle`]: resumable, idempotent runs over the [`store`].
+//! * [`bundle`]: versioned deny list and root-signed reader bundles.
+//! * [`ops`], [`reports`], [`http`]: accounts, readers, reports, the service.
+//!
+//! See `README.md` for the HTTP API, policies and measured numbers.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bundle;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod model;
+pub mod ops;
+pub mod reports;
+pub mod reverify;
+pub mod settle;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;
+pub use error::{ApiError, StoreError};
+pub use http::{router, serve};

@@ -1,0 +1,288 @@
+//! The records settlement stores. Values are encoded with
+//! `fare_credential::codec` (bincode); JSON shapes are the API's.
+
+use fare_credential::{CredentialId, Profile};
+use serde::{Deserialize, Serialize};
+
+/// Longest account id.
+pub const MAX_ACCOUNT_ID_BYTES: usize = 64;
+
+/// A passenger account. The id is a pseudonym (no name, no card number).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Pseudonymous id (`[A-Za-z0-9_-]`, ≤ 64 bytes).
+    pub account_id: String,
+    /// Concession profile written into its credentials.
+    pub profile: Profile,
+    /// Debt allowed before the account is deny-listed (minor units, ≥ 0).
+    pub credit_limit_minor: i64,
+    /// Frozen by the operator: deny-listed, no new credentials.
+    pub frozen: bool,
+    /// Creation time.
+    pub created_unix_s: u64,
+}
+
+/// The credential → account map (the only place it exists).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    /// The credential's random id.
+    pub credential_id: CredentialId,
+    /// Whose it is.
+    pub account_id: String,
+    /// Profile it carries.
+    pub profile: Profile,
+    /// Validity start.
+    pub valid_from_unix_s: u64,
+    /// Validity end, inclusive.
+    pub valid_until_unix_s: u64,
+    /// When it was issued.
+    pub issued_unix_s: u64,
+}
+
+/// A provisioned reader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reader {
+    /// Reader id (ride ids are `(reader_id, reader_seq)`).
+    pub reader_id: u32,
+    /// Its ed25519 public key (hex in JSON).
+    #[serde(with = "fare_credential::trust::hex32")]
+    pub public_key: [u8; 32],
+    /// Operator whose revenue account its rides credit.
+    pub operator: String,
+    /// Vehicle it is installed in.
+    pub vehicle: String,
+    /// Route it was provisioned for (rides carry their own route).
+    pub route: String,
+    /// Retired readers' batches are refused.
+    pub retired: bool,
+    /// Provisioning time.
+    pub provisioned_unix_s: u64,
+}
+
+/// Ingest and settlement cursors of a reader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderState {
+    /// Highest contiguous sequence held.
+    pub acked_seq: u64,
+    /// Chain hash after record `acked_seq` (genesis when 0).
+    pub head_hash: [u8; 32],
+    /// Highest sequence settled (≤ acked_seq).
+    pub settled_seq: u64,
+}
+
+/// Ride id: `(reader_id, reader_seq)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RideId {
+    /// Reader.
+    pub reader_id: u32,
+    /// Reader sequence.
+    pub reader_seq: u64,
+}
+
+impl RideId {
+    /// 12-byte big-endian storage key (sorts by reader, then sequence).
+    pub fn key(&self) -> [u8; 12] {
+        let mut k = [0u8; 12];
+        k[..4].copy_from_slice(&self.reader_id.to_be_bytes());
+        k[4..].copy_from_slice(&self.reader_seq.to_be_bytes());
+        k
+    }
+    /// Inverse of [`RideId::key`].
+    pub fn from_key(k: &[u8]) -> Option<RideId> {
+        if k.len() != 12 {
+            return None;
+        }
+        Some(RideId {
+            reader_id: u32::from_be_bytes(k[..4].try_into().ok()?),
+            reader_seq: u64::from_be_bytes(k[4..].try_into().ok()?),
+        })
+    }
+}
+
+impl std::fmt::Display for RideId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.reader_id, self.reader_seq)
+    }
+}
+
+/// What settlement decided for one ride.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Charged a fare (possibly discounted by a concession).
+    Charged,
+    /// Charged a transfer fare.
+    Transfer,
+    /// Charged less (or nothing) because a cap was reached.
+    Capped,
+    /// Free by concession (e.g. seniors).
+    Free,
+    /// Free or reduced by a promotion.
+    Promotion,
+    /// The same ride code was already settled from another ride: never charged; a fraud event.
+    Duplicate,
+    /// Failed re-verification (signature, issuer, format): never charged; a reader incident.
+    Forged,
+    /// Genuine code outside its validity at the reader's recorded time: never charged; a reader incident.
+    InvalidTime,
+    /// Genuine code whose credential settlement never issued (no account): not charged; reported.
+    UnknownCredential,
+}
+
+impl Outcome {
+    /// Stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Outcome::Charged => "charged",
+            Outcome::Transfer => "transfer",
+            Outcome::Capped => "capped",
+            Outcome::Free => "free",
+            Outcome::Promotion => "promotion",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Forged => "forged",
+            Outcome::InvalidTime => "invalid_time",
+            Outcome::UnknownCredential => "unknown_credential",
+        }
+    }
+    /// True for outcomes that are rated and posted.
+    pub fn is_rated(self) -> bool {
+        matches!(
+            self,
+            Outcome::Charged | Outcome::Transfer | Outcome::Capped | Outcome::Free | Outcome::Promotion
+        )
+    }
+}
+
+/// The settled result of one ride (updated when its service day is re-rated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RideResult {
+    /// The ride.
+    pub ride: RideId,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// `result` code: the outcome's, or `over_credit_limit` when this ride's
+    /// charge left the account beyond its credit limit.
+    pub result: String,
+    /// The re-verification reject code for forged / invalid_time rides.
+    pub reason: Option<String>,
+    /// Account charged, if any.
+    pub account_id: Option<String>,
+    /// Credential the code carried (when it parsed).
+    pub credential_id: Option<CredentialId>,
+    /// Device sequence of the code (when it parsed).
+    pub device_seq: Option<u32>,
+    /// Service day, `YYYY-MM-DD`.
+    pub service_day: String,
+    /// Operator credited.
+    pub operator: String,
+    /// Route of the ride.
+    pub route: String,
+    /// Current rated fare (minor units; 0 when not charged).
+    pub amount_minor: i64,
+    /// Reader clock at acceptance.
+    pub reader_time_unix_s: u64,
+}
+
+/// A reader incident: something its uploads or rides show is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Reader.
+    pub reader_id: u32,
+    /// `sequence_gap`, `chain_fork`, `forged_ride`, `invalid_time_ride`.
+    pub kind: String,
+    /// First sequence concerned.
+    pub seq: u64,
+    /// Human detail.
+    pub detail: String,
+    /// When settlement saw it.
+    pub at_unix_s: u64,
+}
+
+impl Incident {
+    /// Storage key: idempotent per (reader, kind, seq) so replays do not grow the log.
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = self.reader_id.to_be_bytes().to_vec();
+        k.extend_from_slice(self.kind.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&self.seq.to_be_bytes());
+        k
+    }
+}
+
+/// The same ride code (credential, device sequence) on more than one ride.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudEvent {
+    /// `duplicate_code`.
+    pub kind: String,
+    /// The credential.
+    pub credential_id: CredentialId,
+    /// Account behind it, if known.
+    pub account_id: Option<String>,
+    /// Device sequence of the code.
+    pub device_seq: u32,
+    /// The ride that was charged (first by reader time among those settled together; an already settled ride keeps its charge).
+    pub charged_ride: RideId,
+    /// The ride refused as a duplicate.
+    pub duplicate_ride: RideId,
+    /// Reader clocks of both.
+    pub charged_reader_time_unix_s: u64,
+    /// Reader clock of the duplicate.
+    pub duplicate_reader_time_unix_s: u64,
+}
+
+pub use fare_ledger::{AccountRef, Posting, PostingKind};
+
+/// A recorded payment (for idempotency on the client's id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// Client-given id.
+    pub payment_id: String,
+    /// Account credited.
+    pub account_id: String,
+    /// Amount.
+    pub amount_minor: i64,
+    /// Posting made (`payment/{account}/{payment_id}`).
+    pub posting_id: String,
+    /// When.
+    pub at_unix_s: u64,
+}
+
+/// One rated ride of an account's service day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayRide {
+    /// The ride.
+    pub ride: RideId,
+    /// Reader clock.
+    pub reader_time_unix_s: u64,
+    /// Route.
+    pub route: String,
+    /// Operator credited.
+    pub operator: String,
+    /// Concession profile of the credential the code carried.
+    pub profile: Profile,
+    /// Sum of what is posted for it so far.
+    pub posted_minor: i64,
+    /// Number of postings for it so far (the next is `revisions + 1`).
+    pub revisions: u32,
+}
+
+/// An account's rides of one service day (what rating is a function of).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DayState {
+    /// Rides, kept sorted by (reader time, ride id).
+    pub rides: Vec<DayRide>,
+}
+
+/// One deny list version: what changed from the previous one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyVersion {
+    /// Version (a bundle version number).
+    pub version: u64,
+    /// Previous version (0 for the first).
+    pub previous: u64,
+    /// Ids added.
+    pub add: Vec<CredentialId>,
+    /// Ids removed.
+    pub remove: Vec<CredentialId>,
+}

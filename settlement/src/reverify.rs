@@ -1,0 +1,342 @@
+//! Re-verification of ride codes at scale (pure: no I/O, no clock).
+//!
+//! Every ride code a reader uploads is verified again, because a compromised
+//! reader must not be able to invent or alter rides. The result must equal
+//! what `fare_credential::verify` (with `verify_strict`) would decide at the
+//! reader's recorded time — except the deny list, which settlement does not
+//! re-apply (a reader holding an older deny list rightly accepted the ride;
+//! it happened and is charged).
+//!
+//! Cost model: the issuer signature is checked once per distinct credential,
+//! not once per ride; device signatures are checked with ed25519 batch
+//! verification in chunks of [`CHUNK`] across all cores (rayon).
+//!
+//! Batch verification is more permissive than `verify_strict` in exactly
+//! these cases, each handled so settlement never accepts what a reader must
+//! refuse:
+//! * small-order (weak) device key: refused per credential (`is_weak`, and
+//!   issuance refuses such keys);
+//! * small-order or non-canonically encoded `R`: such signatures are routed
+//!   to `verify_strict` one by one (an honest signer never produces them, so
+//!   this costs nothing in practice);
+//! * non-canonical `s`: refused by both.
+//!
+//! When a batch fails, its items are checked one by one with `verify_strict`
+//! to find the bad ones.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use fare_credential::code::RIDE_CODE_DOMAIN_V1;
+use fare_credential::credential::CREDENTIAL_DOMAIN_V1;
+use fare_credential::keys::{parse_public_key, verify_domain};
+use fare_credential::verify::{time_stage, verified};
+use fare_credential::{Policy, RejectReason, RideCode, TrustList, VerifiedRide};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Signatures per batch verification.
+pub const CHUNK: usize = 1024;
+
+/// One ride code to re-verify, with the reader's clock at acceptance.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeToVerify<'a> {
+    /// The exact code bytes from the ride record.
+    pub code: &'a [u8],
+    /// Reader time of the ride: the "now" of every time check.
+    pub reader_time_unix_s: u64,
+}
+
+/// The verdict for one ride code: the verified ride, or why it is refused
+/// (with the parsed code when it parsed, so the refusal can name the credential).
+pub type Verdict = Result<VerifiedRide, (RejectReason, Option<Box<RideCode>>)>;
+
+/// Canonical encodings (sign bit cleared) of the eight small-order points.
+fn small_order_encodings() -> &'static [[u8; 32]; 8] {
+    static ENC: OnceLock<[[u8; 32]; 8]> = OnceLock::new();
+    ENC.get_or_init(|| {
+        let mut out = [[0u8; 32]; 8];
+        for (o, p) in out.iter_mut().zip(curve25519_dalek::constants::EIGHT_TORSION.iter()) {
+            *o = p.compress().to_bytes();
+            o[31] &= 0x7f;
+        }
+        out
+    })
+}
+
+/// True when `R` (the first 32 bytes of a signature) is a small-order point or
+/// a non-canonical encoding: cases where batch verification could accept what
+/// `verify_strict` refuses.
+pub fn r_needs_strict(r: &[u8; 32]) -> bool {
+    let mut y = *r;
+    y[31] &= 0x7f;
+    // y >= p = 2^255 - 19: non-canonical field element.
+    let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
+    non_canonical || small_order_encodings().contains(&y)
+}
+
+struct CredOk {
+    device_vk: VerifyingKey,
+}
+
+/// Re-verifies `codes` (any number) on all cores. The output has one verdict
+/// per input, in order.
+pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) -> Vec<Verdict> {
+    // 1. Parse.
+    let parsed: Vec<Result<RideCode, RejectReason>> = codes
+        .par_iter()
+        .with_min_len(256)
+        .map(|c| fare_credential::verify::parse_stage(c.code))
+        .collect();
+
+    // 2. Each distinct credential once: issuer signature and device key.
+    let mut distinct: HashMap<&[u8; 126], usize> = HashMap::new();
+    for (i, p) in parsed.iter().enumerate() {
+        if let Ok(code) = p {
+            distinct.entry(code.credential().as_bytes()).or_insert(i);
+        }
+    }
+    let cred_list: Vec<(&[u8; 126], usize)> = distinct.into_iter().collect();
+    let cred_checks: Vec<Result<CredOk, RejectReason>> = cred_list
+        .par_iter()
+        .with_min_len(64)
+        .map(|(_, i)| {
+            let code = parsed[*i].as_ref().expect("only parsed codes are listed");
+            let cred = code.credential();
+            let body = cred.body();
+            let (_, issuer_vk) = trust
+                .get(body.issuer_key_id)
+                .ok_or(RejectReason::UnknownIssuerKey { key_id: body.issuer_key_id })?;
+            if !verify_domain(issuer_vk, CREDENTIAL_DOMAIN_V1, cred.signed_bytes(), cred.issuer_signature()) {
+                return Err(RejectReason::BadIssuerSignature { key_id: body.issuer_key_id });
+            }
+            // parse_public_key refuses invalid and small-order (weak) keys.
+            let device_vk = parse_public_key(&body.device_public_key).map_err(|_| RejectReason::BadDeviceKey)?;
+            Ok(CredOk { device_vk })
+        })
+        .collect();
+    let cred_index: HashMap<&[u8; 126], &Result<CredOk, RejectReason>> =
+        cred_list.iter().map(|(k, _)| *k).zip(cred_checks.iter()).collect();
+
+    // 3. Per ride: issuer key window at the reader's time, then collect the
+    //    device signatures still to check.
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(codes.len());
+    let mut pending: Vec<(usize, VerifyingKey)> = Vec::with_capacity(codes.len());
+    for (i, p) in parsed.iter().enumerate() {
+        let code = match p {
+            Err(e) => {
+                verdicts.push(Some(Err((e.clone(), None))));
+                continue;
+            }
+            Ok(c) => c,
+        };
+        let cred = code.credential();
+        let check = cred_index[cred.as_bytes()];
+        let now = codes[i].reader_time_unix_s;
+        let key_id = cred.body().issuer_key_id;
+        let window = match trust.get(key_id) {
+            Some((k, _)) if now < k.valid_from_unix_s || now > k.valid_until_unix_s => {
+                Err(RejectReason::IssuerKeyNotValid {
+                    key_id,
+                    now_unix_s: now,
+                    valid_from_unix_s: k.valid_from_unix_s,
+                    valid_until_unix_s: k.valid_until_unix_s,
+                })
+            }
+            _ => Ok(()),
+        };
+        // Same order of checks as the reader: issuer key (existence, window,
+        // signature, device key), then the device signature, then time.
+        let first_err = match (check, window) {
+            (Err(e @ RejectReason::UnknownIssuerKey { .. }), _) => Some(e.clone()),
+            (_, Err(w)) => Some(w),
+            (Err(e), _) => Some(e.clone()),
+            (Ok(ok), Ok(())) => {
+                pending.push((i, ok.device_vk));
+                None
+            }
+        };
+        verdicts.push(first_err.map(|e| Err((e, Some(Box::new(code.clone()))))));
+    }
+
+    // 4. Device signatures: batches on all cores, strict fallback.
+    let sig_ok: Vec<(usize, bool)> = pending
+        .par_chunks(CHUNK)
+        .flat_map_iter(|chunk| {
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut msgs: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
+            let mut sigs: Vec<Signature> = Vec::with_capacity(chunk.len());
+            let mut keys: Vec<VerifyingKey> = Vec::with_capacity(chunk.len());
+            let mut idx: Vec<usize> = Vec::with_capacity(chunk.len());
+            for (i, vk) in chunk {
+                let code = parsed[*i].as_ref().expect("pending codes parsed");
+                let sig_bytes: [u8; 64] = code.device_signature().try_into().expect("64-byte signature");
+                let r: [u8; 32] = sig_bytes[..32].try_into().expect("32 bytes");
+                if r_needs_strict(&r) {
+                    let ok = verify_domain(vk, RIDE_CODE_DOMAIN_V1, code.signed_bytes(), &sig_bytes);
+                    out.push((*i, ok));
+                    continue;
+                }
+                msgs.push(code.device_message());
+                sigs.push(Signature::from_bytes(&sig_bytes));
+                keys.push(*vk);
+                idx.push(*i);
+            }
+            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+            let batch_ok = !idx.is_empty() && ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok();
+            for (n, i) in idx.iter().enumerate() {
+                let ok = batch_ok || keys[n].verify_strict(&msgs[n], &sigs[n]).is_ok();
+                out.push((*i, ok));
+            }
+            out
+        })
+        .collect();
+
+    // 5. Time checks at the reader's clock.
+    for (i, ok) in sig_ok {
+        let code = parsed[i].as_ref().expect("pending codes parsed");
+        let v = if !ok {
+            Err((RejectReason::BadDeviceSignature, Some(Box::new(code.clone()))))
+        } else {
+            match time_stage(code, policy, codes[i].reader_time_unix_s) {
+                Ok(()) => Ok(verified(code)),
+                Err(e) => Err((e, Some(Box::new(code.clone())))),
+            }
+        };
+        verdicts[i] = Some(v);
+    }
+    verdicts
+        .into_iter()
+        .map(|v| v.expect("every code gets a verdict"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fare_credential::verify::verify_ride_code;
+    use fare_credential::{Credential, CredentialBody, CredentialId, DenyList, IssuerKey, Profile, SigningKey};
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn setup(n: usize) -> (TrustList, Vec<Vec<u8>>, Vec<u64>, Vec<SigningKey>) {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let issuer = SigningKey::generate(&mut rng);
+        let trust = TrustList::new([IssuerKey {
+            key_id: 1,
+            public_key: issuer.verifying_key().to_bytes(),
+            valid_from_unix_s: 0,
+            valid_until_unix_s: u64::MAX,
+        }])
+        .unwrap();
+        let mut codes = Vec::new();
+        let mut times = Vec::new();
+        let mut devices = Vec::new();
+        for i in 0..n {
+            let dev = SigningKey::generate(&mut rng);
+            let cred = Credential::issue_v1(
+                CredentialBody {
+                    issuer_key_id: 1,
+                    credential_id: CredentialId([i as u8; 16]),
+                    device_public_key: dev.verifying_key().to_bytes(),
+                    profile: Profile::Adult,
+                    valid_from_unix_s: 1_000,
+                    valid_until_unix_s: 100_000,
+                },
+                &issuer,
+            );
+            let code = fare_credential::RideCode::sign_v1(&cred, 5_000, i as u32, &dev);
+            codes.push(code.as_bytes().to_vec());
+            times.push(5_010);
+            devices.push(dev);
+        }
+        (trust, codes, times, devices)
+    }
+
+    #[test]
+    fn agrees_with_the_strict_single_verifier_on_tampered_codes() {
+        let (trust, mut codes, mut times, _) = setup(40);
+        // Tamper: a byte of the device signature, a byte of the credential,
+        // the issue time (signed), and clock trouble.
+        codes[3][190] ^= 1;
+        codes[5][30] ^= 0x40;
+        codes[7][130] ^= 1;
+        times[9] = 200_000; // credential expired at reader time
+        times[11] = 4_000; // code from the future
+        codes[13].truncate(100);
+        let input: Vec<_> = codes
+            .iter()
+            .zip(&times)
+            .map(|(c, t)| CodeToVerify {
+                code: c,
+                reader_time_unix_s: *t,
+            })
+            .collect();
+        let got = reverify(&input, &trust, &Policy::default());
+        for (i, v) in got.iter().enumerate() {
+            let single = verify_ride_code(&codes[i], &trust, &DenyList::default(), &Policy::default(), times[i], None);
+            match (v, single) {
+                (Ok(a), Ok(b)) => assert_eq!(a, &b, "ride {i}"),
+                (Err((a, _)), Err(b)) => assert_eq!(a.code(), b.code(), "ride {i}"),
+                (a, b) => panic!("ride {i}: batch {a:?} vs single {b:?}"),
+            }
+        }
+        assert!(got[0].is_ok());
+        assert_eq!(got[3].as_ref().unwrap_err().0.code(), "bad_device_signature");
+        assert_eq!(got[9].as_ref().unwrap_err().0.code(), "credential_expired");
+        assert_eq!(got[13].as_ref().unwrap_err().0.code(), "malformed");
+    }
+
+    #[test]
+    fn small_order_r_signature_is_refused_like_verify_strict() {
+        // A device owner knows its secret scalar a and can make a signature
+        // with R = identity: s = H(R‖A‖M)·a. It satisfies the cofactorless
+        // equation sB = R + kA, so a plain batch check would accept it;
+        // verify_strict refuses small-order R, and so must settlement.
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::{Digest, Sha512};
+        let (trust, codes, times, devices) = setup(4);
+        let mut forged = codes[1].clone();
+        let dev = &devices[1];
+        let r_bytes = curve25519_dalek::edwards::EdwardsPoint::default().compress().to_bytes();
+        let signed_len = forged.len() - 64;
+        let mut msg = RIDE_CODE_DOMAIN_V1.to_vec();
+        msg.extend_from_slice(&forged[..signed_len]);
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(dev.verifying_key().as_bytes());
+        h.update(&msg);
+        let k = Scalar::from_hash(h);
+        let s = k * dev.to_scalar();
+        forged[signed_len..signed_len + 32].copy_from_slice(&r_bytes);
+        forged[signed_len + 32..].copy_from_slice(&s.to_bytes());
+        // The lax batch equation holds for it...
+        let sig = Signature::from_bytes(&forged[signed_len..].try_into().unwrap());
+        assert!(ed25519_dalek::verify_batch(&[&msg], &[sig], &[dev.verifying_key()]).is_ok());
+        // ...but settlement refuses it, as verify_strict does.
+        assert!(r_needs_strict(&r_bytes));
+        let mut all = codes.clone();
+        all[1] = forged;
+        let input: Vec<_> = all
+            .iter()
+            .zip(&times)
+            .map(|(c, t)| CodeToVerify {
+                code: c,
+                reader_time_unix_s: *t,
+            })
+            .collect();
+        let got = reverify(&input, &trust, &Policy::default());
+        assert_eq!(got[1].as_ref().unwrap_err().0.code(), "bad_device_signature");
+        assert!(got[0].is_ok() && got[2].is_ok() && got[3].is_ok());
+    }
+
+    #[test]
+    fn non_canonical_r_is_flagged() {
+        let mut r = [0xffu8; 32];
+        r[0] = 0xee;
+        r[31] = 0x7f;
+        assert!(r_needs_strict(&r));
+        let mut ok = [0x11u8; 32];
+        ok[31] = 0x22;
+        assert!(!r_needs_strict(&ok));
+    }
+}

@@ -1,0 +1,111 @@
+//! Storage: one narrow key-value interface ([`Store`]) that any backend
+//! implements (sled is the embedded default; a PostgreSQL backend maps each
+//! [`Space`] to a table of `(key bytea primary key, value bytea)` and
+//! [`Store::commit`] to one transaction), and a typed layer ([`Db`]) above it
+//! that encodes values with `fare_credential::codec`.
+//!
+//! Everything a request or a settlement chunk changes goes into one
+//! [`WriteSet`] committed atomically and durably (sled: one batch, then
+//! `flush()`), so a crash leaves either all of it or none of it.
+
+mod sled_store;
+pub mod typed;
+
+pub use sled_store::SledStore;
+pub use typed::{Db, DenyState};
+
+use crate::error::StoreError;
+
+/// The key spaces (tables). The byte is the key prefix in the sled tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Space {
+    /// account id → [`crate::model::Account`]
+    Accounts = b'a',
+    /// credential id → [`crate::model::CredentialRecord`]
+    Credentials = b'c',
+    /// account id ‖ 0 ‖ credential id → () (credentials of an account)
+    AccountCredentials = b'C',
+    /// reader id (BE) → [`crate::model::Reader`]
+    Readers = b'r',
+    /// reader id (BE) → [`crate::model::ReaderState`]
+    ReaderStates = b's',
+    /// ride key (reader id BE ‖ seq BE) → encoded ride record v1
+    Rides = b'R',
+    /// ride key → [`crate::model::RideResult`]
+    Results = b'o',
+    /// incident key → [`crate::model::Incident`]
+    Incidents = b'i',
+    /// posting id (`ride/7:1042/r1`, `payment/ACC/ID`) → [`crate::model::Posting`]
+    Postings = b'p',
+    /// ledger account (`passenger:ID`, `operator:ID`, `payments_clearing`) → balance i64
+    Balances = b'b',
+    /// ledger account name ‖ 0 ‖ posting id → () (postings of an account)
+    AccountPostings = b'P',
+    /// account id ‖ 0 ‖ day (YYYYMMDD) → [`crate::model::DayState`]
+    Days = b'd',
+    /// credential id ‖ device seq (BE) → ride key of its first sighting
+    Codes = b'k',
+    /// fraud event key → [`crate::model::FraudEvent`]
+    Fraud = b'f',
+    /// account id ‖ 0 ‖ client payment id → [`crate::model::PaymentRecord`]
+    Payments = b'y',
+    /// deny list version (BE) → [`crate::model::DenyVersion`]
+    DenyVersions = b'v',
+    /// account id → () while the account is revoked (frozen or over its credit limit)
+    Revoked = b'x',
+    /// small named values (deny list head, settlement run counter)
+    Meta = b'm',
+}
+
+/// One atomic unit of writes, with compare-and-swap preconditions.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// `(space, key, expected current value)`: the commit fails with
+    /// [`StoreError::Conflict`] unless each holds.
+    pub checks: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+    /// Values to set.
+    pub puts: Vec<(Space, Vec<u8>, Vec<u8>)>,
+    /// Keys to remove.
+    pub deletes: Vec<(Space, Vec<u8>)>,
+}
+
+impl WriteSet {
+    /// Queues a put.
+    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.puts.push((space, key.into(), value.into()));
+    }
+    /// Queues a delete.
+    pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.deletes.push((space, key.into()));
+    }
+    /// Adds a precondition.
+    pub fn check(&mut self, space: Space, key: impl Into<Vec<u8>>, expected: Option<Vec<u8>>) {
+        self.checks.push((space, key.into(), expected));
+    }
+    /// True when nothing would be written.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// The narrow storage interface. Implementations must make [`Store::commit`]
+/// atomic and durable before it returns.
+pub trait Store: Send + Sync + 'static {
+    /// One value.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries whose key starts with `prefix`, in key order,
+    /// starting strictly after `after` when given.
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Entries with `start <= key < end`, in key order, at most `limit`.
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    /// Applies the write set atomically and durably, or nothing (checks failed / error).
+    fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
+}

@@ -1,0 +1,111 @@
+//! The sled 0.34 backend: one tree, keys prefixed by the [`Space`] byte.
+
+use super::{Space, Store, WriteSet};
+use crate::error::StoreError;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// sled-backed [`Store`].
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    // Commits check-then-apply; the mutex makes that sequence atomic with
+    // respect to other commits of this process (sled's own transactions would
+    // also work, but one batch is faster and simpler to reason about).
+    commit_lock: Mutex<()>,
+}
+
+fn key(space: Space, k: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + k.len());
+    v.push(space as u8);
+    v.extend_from_slice(k);
+    v
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?;
+        let tree = db.open_tree("settlement")?;
+        Ok(SledStore {
+            db,
+            tree,
+            commit_lock: Mutex::new(()),
+        })
+    }
+    /// Flushes everything to disk (commits already do).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, space: Space, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key(space, k))?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let p = key(space, prefix);
+        let mut out = Vec::new();
+        let iter = match after {
+            Some(a) => {
+                let start = key(space, a);
+                self.tree.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            }
+            None => self.tree.range(p.clone()..),
+        };
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&p) || out.len() >= limit {
+                break;
+            }
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.range(key(space, start)..key(space, end)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+        let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for (space, k, expected) in &writes.checks {
+            let cur = self.tree.get(key(*space, k))?;
+            if cur.as_deref() != expected.as_deref() {
+                return Err(StoreError::Conflict { what: "precondition" });
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (space, k) in &writes.deletes {
+            batch.remove(key(*space, k));
+        }
+        for (space, k, v) in writes.puts {
+            batch.insert(key(space, &k), v);
+        }
+        self.tree.apply_batch(batch)?;
+        // The durability point: nothing is acknowledged before this returns.
+        self.db.flush()?;
+        Ok(())
+    }
+}

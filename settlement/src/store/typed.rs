@@ -1,0 +1,383 @@
+//! Typed access over a [`Store`].
+
+use super::{Space, Store, WriteSet};
+use crate::error::StoreError;
+use crate::model::*;
+use fare_credential::codec;
+use fare_credential::record::genesis_hash;
+use fare_credential::{CredentialId, RideRecord};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Page size of internal scans.
+const PAGE: usize = 4096;
+
+/// The published deny list: its version and ids (sorted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyState {
+    /// Bundle version that published it (0: never published).
+    pub version: u64,
+    /// Sorted ids.
+    pub ids: Vec<CredentialId>,
+    /// Hash of the trust list and tariff it was published with (a change bumps the version).
+    pub material_hash: [u8; 32],
+    /// When this version was published (server time in bundles must stay fresh).
+    pub published_unix_s: u64,
+}
+
+/// Typed database over any [`Store`].
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+/// Encodes a value for storage.
+pub fn enc<T: Serialize>(what: &'static str, v: &T) -> Vec<u8> {
+    // Encoding our own plain structs cannot fail short of a bug; the limit is 16 MiB.
+    codec::encode(what, v).unwrap_or_else(|e| panic!("encoding {what} failed: {e}"))
+}
+
+fn dec<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    codec::decode(what, bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        why: e.to_string(),
+    })
+}
+
+/// Key of an account's day: `account ‖ 0 ‖ YYYYMMDD`.
+pub fn day_key(account_id: &str, day: &str) -> Vec<u8> {
+    let mut k = account_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend(day.bytes().filter(|b| *b != b'-'));
+    k
+}
+
+/// Key of a ride code: credential id ‖ device seq.
+pub fn code_key(cred: &CredentialId, device_seq: u32) -> Vec<u8> {
+    let mut k = cred.0.to_vec();
+    k.extend_from_slice(&device_seq.to_be_bytes());
+    k
+}
+
+/// Key of a payment: account ‖ 0 ‖ client payment id.
+pub fn payment_key(account_id: &str, payment_id: &str) -> Vec<u8> {
+    pair_key(account_id.as_bytes(), payment_id.as_bytes())
+}
+
+fn pair_key(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = a.to_vec();
+    k.push(0);
+    k.extend_from_slice(b);
+    k
+}
+
+impl Db {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Db {
+        Db { store }
+    }
+    /// The raw store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+    /// Commits a write set.
+    pub fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if w.is_empty() && w.checks.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(w)
+    }
+
+    fn get<T: DeserializeOwned>(&self, what: &'static str, space: Space, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.store.get(space, key)? {
+            Some(v) => Ok(Some(dec(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan_all<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan(space, prefix, after.as_deref(), PAGE)?;
+            let n = page.len();
+            for (k, v) in page {
+                let t = dec(what, &v)?;
+                after = Some(k.clone());
+                out.push((k, t));
+            }
+            if n < PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// An account.
+    pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.get("account", Space::Accounts, id.as_bytes())
+    }
+    /// All accounts.
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self.scan_all("account", Space::Accounts, b"")?.into_iter().map(|(_, a)| a).collect())
+    }
+    /// Queues an account write.
+    pub fn put_account(w: &mut WriteSet, a: &Account) {
+        w.put(Space::Accounts, a.account_id.as_bytes(), enc("account", a));
+    }
+
+    /// A credential's record.
+    pub fn credential(&self, id: &CredentialId) -> Result<Option<CredentialRecord>, StoreError> {
+        self.get("credential", Space::Credentials, &id.0)
+    }
+    /// Credentials issued to an account.
+    pub fn credentials_of(&self, account_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+        let mut prefix = account_id.as_bytes().to_vec();
+        prefix.push(0);
+        let keys = self.store.scan(Space::AccountCredentials, &prefix, None, usize::MAX)?;
+        let mut out = Vec::new();
+        for (k, _) in keys {
+            let id: [u8; 16] = k[prefix.len()..].try_into().map_err(|_| StoreError::Corrupt {
+                what: "account_credentials",
+                why: "bad key length".into(),
+            })?;
+            if let Some(c) = self.credential(&CredentialId(id))? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+    /// Queues a credential record and its account index entry.
+    pub fn put_credential(w: &mut WriteSet, c: &CredentialRecord) {
+        w.put(Space::Credentials, c.credential_id.0.to_vec(), enc("credential", c));
+        w.put(
+            Space::AccountCredentials,
+            pair_key(c.account_id.as_bytes(), &c.credential_id.0),
+            Vec::new(),
+        );
+    }
+
+    /// A reader.
+    pub fn reader(&self, id: u32) -> Result<Option<Reader>, StoreError> {
+        self.get("reader", Space::Readers, &id.to_be_bytes())
+    }
+    /// All readers.
+    pub fn readers(&self) -> Result<Vec<Reader>, StoreError> {
+        Ok(self.scan_all("reader", Space::Readers, b"")?.into_iter().map(|(_, r)| r).collect())
+    }
+    /// Queues a reader write.
+    pub fn put_reader(w: &mut WriteSet, r: &Reader) {
+        w.put(Space::Readers, r.reader_id.to_be_bytes().to_vec(), enc("reader", r));
+    }
+    /// A reader's cursors, with the stored bytes (for compare-and-swap).
+    pub fn reader_state(&self, id: u32) -> Result<(ReaderState, Option<Vec<u8>>), StoreError> {
+        match self.store.get(Space::ReaderStates, &id.to_be_bytes())? {
+            Some(raw) => Ok((dec("reader_state", &raw)?, Some(raw))),
+            None => Ok((
+                ReaderState {
+                    acked_seq: 0,
+                    head_hash: genesis_hash(id),
+                    settled_seq: 0,
+                },
+                None,
+            )),
+        }
+    }
+    /// Queues a reader state write, checked against the state read before.
+    pub fn put_reader_state(w: &mut WriteSet, id: u32, expected_raw: Option<Vec<u8>>, s: &ReaderState) {
+        w.check(Space::ReaderStates, id.to_be_bytes().to_vec(), expected_raw);
+        w.put(Space::ReaderStates, id.to_be_bytes().to_vec(), enc("reader_state", s));
+    }
+
+    /// Encoded rides `from..=to` of a reader.
+    pub fn ride_bytes(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let start = RideId { reader_id, reader_seq: from }.key();
+        let end = RideId {
+            reader_id,
+            reader_seq: to.saturating_add(1),
+        }
+        .key();
+        Ok(self
+            .store
+            .range(Space::Rides, &start, &end, (to - from + 1) as usize)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+    /// Parsed rides `from..=to` of a reader.
+    pub fn rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<RideRecord>, StoreError> {
+        self.ride_bytes(reader_id, from, to)?
+            .iter()
+            .map(|b| {
+                RideRecord::decode_v1(b).map_err(|e| StoreError::Corrupt {
+                    what: "ride",
+                    why: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// A ride's result.
+    pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
+        self.get("ride_result", Space::Results, &ride.key())
+    }
+    /// All ride results.
+    pub fn results(&self) -> Result<Vec<RideResult>, StoreError> {
+        Ok(self
+            .scan_all("ride_result", Space::Results, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+    /// All incidents.
+    pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self.scan_all("incident", Space::Incidents, b"")?.into_iter().map(|(_, r)| r).collect())
+    }
+    /// Queues an incident (idempotent key).
+    pub fn put_incident(w: &mut WriteSet, i: &Incident) {
+        w.put(Space::Incidents, i.key(), enc("incident", i));
+    }
+    /// All fraud events.
+    pub fn fraud_events(&self) -> Result<Vec<FraudEvent>, StoreError> {
+        Ok(self.scan_all("fraud_event", Space::Fraud, b"")?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// A ledger account's balance (credits minus debits).
+    pub fn balance(&self, ledger_account: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .get::<i64>("balance", Space::Balances, ledger_account.as_bytes())?
+            .unwrap_or(0))
+    }
+    /// All balances.
+    pub fn balances(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .scan_all::<i64>("balance", Space::Balances, b"")?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect())
+    }
+    /// A posting.
+    pub fn posting(&self, id: &str) -> Result<Option<Posting>, StoreError> {
+        self.get("posting", Space::Postings, id.as_bytes())
+    }
+    /// All postings.
+    pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
+        Ok(self.scan_all("posting", Space::Postings, b"")?.into_iter().map(|(_, p)| p).collect())
+    }
+    /// Postings touching one ledger account.
+    pub fn postings_of(&self, ledger_account: &str) -> Result<Vec<Posting>, StoreError> {
+        let mut prefix = ledger_account.as_bytes().to_vec();
+        prefix.push(0);
+        let keys = self.store.scan(Space::AccountPostings, &prefix, None, usize::MAX)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, _) in keys {
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(p) = self.posting(&id)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+    /// Queues postings and the balance changes they imply, given the
+    /// balances they start from (`balances` is updated in place).
+    pub fn put_postings(w: &mut WriteSet, postings: &[Posting], balances: &mut std::collections::HashMap<String, i64>) {
+        for p in postings {
+            let id = p.posting_id.as_bytes();
+            // Exactly once: a posting id is written only if absent.
+            w.check(Space::Postings, id.to_vec(), None);
+            w.put(Space::Postings, id.to_vec(), enc("posting", p));
+            let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
+            w.put(Space::AccountPostings, pair_key(debit.as_bytes(), id), Vec::new());
+            w.put(Space::AccountPostings, pair_key(credit.as_bytes(), id), Vec::new());
+            *balances.entry(debit).or_insert(0) -= p.amount_minor;
+            *balances.entry(credit).or_insert(0) += p.amount_minor;
+        }
+    }
+    /// Queues balance values.
+    pub fn put_balances(w: &mut WriteSet, balances: &std::collections::HashMap<String, i64>) {
+        for (k, v) in balances {
+            w.put(Space::Balances, k.as_bytes().to_vec(), enc("balance", v));
+        }
+    }
+
+    /// An account's day states from `from_day` to `to_day` inclusive (`YYYY-MM-DD`).
+    pub fn days(&self, account_id: &str, from_day: &str, to_day: &str) -> Result<Vec<(String, DayState)>, StoreError> {
+        let start = day_key(account_id, from_day);
+        let mut end = day_key(account_id, to_day);
+        end.push(0xff);
+        let mut out = Vec::new();
+        let prefix_len = account_id.len() + 1;
+        for (k, v) in self.store.range(Space::Days, &start, &end, usize::MAX)? {
+            let d = String::from_utf8_lossy(&k[prefix_len..]).into_owned();
+            let day = if d.len() == 8 {
+                format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+            } else {
+                d
+            };
+            out.push((day, dec("day_state", &v)?));
+        }
+        Ok(out)
+    }
+    /// Queues a day state.
+    pub fn put_day(w: &mut WriteSet, account_id: &str, day: &str, s: &DayState) {
+        w.put(Space::Days, day_key(account_id, day), enc("day_state", s));
+    }
+
+    /// The first ride holding this code, if settled already.
+    pub fn code_seen(&self, cred: &CredentialId, device_seq: u32) -> Result<Option<RideId>, StoreError> {
+        self.get("code", Space::Codes, &code_key(cred, device_seq))
+    }
+
+    /// A payment record.
+    pub fn payment(&self, account_id: &str, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        self.get("payment", Space::Payments, &payment_key(account_id, payment_id))
+    }
+
+    /// The published deny list.
+    pub fn deny_state(&self) -> Result<(DenyState, Option<Vec<u8>>), StoreError> {
+        match self.store.get(Space::Meta, b"deny_head")? {
+            Some(raw) => Ok((dec("deny_state", &raw)?, Some(raw))),
+            None => Ok((DenyState::default(), None)),
+        }
+    }
+    /// One deny list version record.
+    pub fn deny_version(&self, v: u64) -> Result<Option<DenyVersion>, StoreError> {
+        self.get("deny_version", Space::DenyVersions, &v.to_be_bytes())
+    }
+    /// Queues a new deny list version (checked against the head read before).
+    pub fn put_deny(w: &mut WriteSet, expected_raw: Option<Vec<u8>>, state: &DenyState, change: &DenyVersion) {
+        w.check(Space::Meta, b"deny_head".to_vec(), expected_raw);
+        w.put(Space::Meta, b"deny_head".to_vec(), enc("deny_state", state));
+        w.put(Space::DenyVersions, change.version.to_be_bytes().to_vec(), enc("deny_version", change));
+    }
+    /// Account ids currently revoked (frozen or over their credit limit).
+    pub fn revoked_accounts(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .scan(Space::Revoked, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+    /// A small named meta value.
+    pub fn meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.get("meta", Space::Meta, name.as_bytes())
+    }
+    /// Queues a meta value.
+    pub fn put_meta<T: Serialize>(w: &mut WriteSet, name: &str, v: &T) {
+        w.put(Space::Meta, name.as_bytes().to_vec(), enc("meta", v));
+    }
+}

@@ -1,0 +1,246 @@
+//! Shared helpers of the end-to-end tests: a real service on loopback,
+//! real keys, real signed credentials, ride codes and batches.
+#![allow(dead_code)]
+
+use fare_credential::record::genesis_hash;
+use fare_credential::{Batch, Credential, ManualClock, RideCode, RideRecord, SigningKey};
+use fare_settlement::{App, Config};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// 2026-03-10 08:00 in Asia/Shanghai (00:00 UTC): service day 2026-03-10 of the demo tariff.
+pub const T0: u64 = 1_773_100_800;
+/// Operator token of the tests.
+pub const TOKEN: &str = "test-operator-token";
+
+/// Local Shanghai time on 2026-03-10 as unix seconds.
+pub fn at(h: u64, m: u64) -> u64 {
+    T0 + h * 3600 + m * 60 - 8 * 3600
+}
+
+/// A running service.
+pub struct Server {
+    pub url: String,
+    pub app: Arc<App>,
+    pub clock: ManualClock,
+    pub data: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+pub fn test_config() -> Config {
+    Config {
+        operator_token: TOKEN.into(),
+        settle_chunk_rides: 5,
+        ..Config::default()
+    }
+}
+
+impl Server {
+    /// Starts a service on 127.0.0.1:0 over `data` (the clock starts a day before T0).
+    pub async fn start(data: &Path, config: Config) -> Server {
+        let clock = ManualClock::new(T0 - 86_400);
+        Self::start_with_clock(data, config, clock).await
+    }
+
+    pub async fn start_with_clock(data: &Path, config: Config, clock: ManualClock) -> Server {
+        let app = Arc::new(App::open(data, config, Arc::new(clock.clone()), Some(42)).expect("app opens"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(fare_settlement::serve(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
+        Server {
+            url,
+            app,
+            clock,
+            data: data.to_path_buf(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Graceful shutdown; the database is closed when this returns.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.handle.take().unwrap().await.unwrap().unwrap();
+        let app = self.app.clone();
+        drop(self);
+        // The router's clones are gone once serve returned; ours is the last.
+        assert_eq!(Arc::strong_count(&app), 1, "app still shared");
+        drop(app);
+    }
+
+    pub async fn op(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rq = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            rq = rq.json(&b);
+        }
+        let resp = rq.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.op(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.op(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn upload(&self, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/batches", self.url))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    pub async fn settle(&self) -> Value {
+        let (s, v) = self.post("/v1/settlement/runs", json!({})).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn create_account(&self, id: &str, profile: &str, limit: i64) {
+        let (s, v) = self
+            .post(
+                "/v1/accounts",
+                json!({"account_id": id, "profile": profile, "credit_limit_minor": limit}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+
+    /// Registers a fresh device key for the account; returns the phone.
+    pub async fn phone(&self, account: &str, seed: u64) -> Phone {
+        let device = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        let (s, v) = self
+            .post(
+                &format!("/v1/accounts/{account}/devices"),
+                json!({"device_public_key": hex::encode(device.verifying_key().to_bytes()), "valid_for_s": 3 * 86_400}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let cred = Credential::from_bytes(&hex::decode(v["credential"].as_str().unwrap()).unwrap()).unwrap();
+        Phone { device, cred, seq: 0 }
+    }
+
+    pub async fn provision(&self, reader: &FakeReader) {
+        let (s, v) = self
+            .post(
+                "/v1/readers",
+                json!({"reader_id": reader.id, "public_key": hex::encode(reader.key.verifying_key().to_bytes()),
+                       "operator": reader.operator, "vehicle": format!("bus-{}", reader.id), "route": reader.route}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+
+    pub async fn rides_of_day(&self, day: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/v1/reports/rides?day={day}")).await;
+        assert_eq!(s, 200);
+        v.as_array().unwrap().clone()
+    }
+
+    pub async fn balance(&self, account: &str) -> i64 {
+        let (s, v) = self.get(&format!("/v1/accounts/{account}")).await;
+        assert_eq!(s, 200, "{v}");
+        v["balance_minor"].as_i64().unwrap()
+    }
+}
+
+/// A phone: device key, credential, device sequence.
+pub struct Phone {
+    pub device: SigningKey,
+    pub cred: Credential,
+    pub seq: u32,
+}
+
+impl Phone {
+    /// A fresh ride code shown at `t` (issued 5 s before).
+    pub fn code(&mut self, t: u64) -> Vec<u8> {
+        self.seq += 1;
+        RideCode::sign_v1(&self.cred, (t - 5) as u32, self.seq, &self.device)
+            .as_bytes()
+            .to_vec()
+    }
+}
+
+/// A reader's log and key: builds real chained, signed batches.
+pub struct FakeReader {
+    pub id: u32,
+    pub key: SigningKey,
+    pub operator: String,
+    pub route: String,
+    pub log: Vec<RideRecord>,
+}
+
+impl FakeReader {
+    pub fn new(id: u32, operator: &str, route: &str) -> FakeReader {
+        FakeReader {
+            id,
+            key: SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1000 + id as u64)),
+            operator: operator.into(),
+            route: route.into(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Appends an accepted ride to the log; returns its sequence.
+    pub fn accept(&mut self, code: Vec<u8>, t: u64) -> u64 {
+        let prev_hash = match self.log.last() {
+            Some(r) => r.hash().unwrap(),
+            None => genesis_hash(self.id),
+        };
+        let seq = self.log.len() as u64 + 1;
+        self.log.push(RideRecord {
+            reader_id: self.id,
+            reader_seq: seq,
+            reader_time_unix_s: t,
+            vehicle: format!("bus-{}", self.id),
+            route: self.route.clone(),
+            stop: None,
+            code,
+            prev_hash,
+        });
+        seq
+    }
+
+    /// Signed batch of records `from..=to` (1-based).
+    pub fn batch(&self, from: u64, to: u64) -> Vec<u8> {
+        let records: Vec<RideRecord> = self.log[(from - 1) as usize..to as usize].to_vec();
+        let prev_hash = if from == 1 {
+            genesis_hash(self.id)
+        } else {
+            self.log[(from - 2) as usize].hash().unwrap()
+        };
+        Batch {
+            reader_id: self.id,
+            prev_hash,
+            records,
+        }
+        .sign_v1(&self.key)
+        .unwrap()
+    }
+
+    pub fn all(&self) -> Vec<u8> {
+        self.batch(1, self.log.len() as u64)
+    }
+}

@@ -1,0 +1,158 @@
+//! Re-verification at settlement: forged or altered rides are never charged
+//! and are reported against their reader; the same ride code on two readers
+//! is a fraud event, charged once.
+
+mod common;
+
+use common::*;
+use fare_credential::{Credential, CredentialBody, Profile, RideCode, SigningKey};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::collections::HashMap;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), test_config()).await;
+    let mut r1 = FakeReader::new(1, "city-bus", "1");
+    let mut r2 = FakeReader::new(2, "city-bus", "7");
+    srv.provision(&r1).await;
+    srv.provision(&r2).await;
+    srv.create_account("alice", "adult", 10_000).await;
+    let mut alice = srv.phone("alice", 1).await;
+
+    // 1/1 genuine, 200.
+    r1.accept(alice.code(at(8, 0)), at(8, 0));
+    // 2/1 the same code bytes seen again on reader 2 a minute later (a
+    //     screenshot passed on): duplicate, never charged.
+    let first = r1.log[0].code.clone();
+    r2.accept(first, at(8, 1));
+    // 1/2 a code whose device signature was altered (a compromised reader
+    //     inventing a ride from a captured credential): forged.
+    let mut altered = alice.code(at(9, 0));
+    altered[150] ^= 1;
+    r1.accept(altered, at(9, 0));
+    // 1/3 a credential from a key this deployment never trusted: forged.
+    let fake_issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(77));
+    let dev = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(78));
+    let fake = Credential::issue_v1(
+        CredentialBody {
+            issuer_key_id: 1,
+            credential_id: alice.cred.id(),
+            device_public_key: dev.verifying_key().to_bytes(),
+            profile: Profile::Adult,
+            valid_from_unix_s: at(0, 0) as u32,
+            valid_until_unix_s: at(23, 0) as u32,
+        },
+        &fake_issuer,
+    );
+    r1.accept(RideCode::sign_v1(&fake, at(10, 0) as u32 - 5, 1, &dev).as_bytes().to_vec(), at(10, 0));
+    // 2/2 a genuine code recorded 10 minutes after it was shown: the reader
+    //     should have refused it (code expired at its own clock).
+    let stale = alice.code(at(11, 0));
+    r2.accept(stale, at(11, 10));
+    // 2/3 a genuine code of a credential settlement never issued (signed by
+    //     the real issuer key, e.g. offline with `fare-keys issue`): not charged.
+    let offline = {
+        let keys = srv.app.keys.lock().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(79);
+        keys.issue_credential(
+            &fare_keys::IssueRequest {
+                device_public_key: dev.verifying_key().to_bytes(),
+                profile: Profile::Adult,
+                valid_from_unix_s: at(0, 0),
+                valid_for_s: 86_400,
+            },
+            at(0, 0),
+            &mut rng,
+        )
+        .unwrap()
+    };
+    r2.accept(RideCode::sign_v1(&offline, at(12, 0) as u32 - 5, 1, &dev).as_bytes().to_vec(), at(12, 0));
+    // 2/4 genuine, 3 h later: 200.
+    r2.accept(alice.code(at(15, 0)), at(15, 0));
+
+    for r in [&r1, &r2] {
+        let (s, v) = srv.upload(r.all()).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    srv.settle().await;
+    let results: HashMap<(u64, u64), (String, Option<String>, i64)> = srv
+        .rides_of_day("2026-03-10")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                (r["ride"]["reader_id"].as_u64().unwrap(), r["ride"]["reader_seq"].as_u64().unwrap()),
+                (
+                    r["result"].as_str().unwrap().to_string(),
+                    r["reason"].as_str().map(String::from),
+                    r["amount_minor"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let want = |k: (u64, u64), result: &str, reason: Option<&str>, amount: i64| {
+        let got = &results[&k];
+        assert_eq!(
+            (got.0.as_str(), got.1.as_deref(), got.2),
+            (result, reason, amount),
+            "ride {k:?}"
+        );
+    };
+    want((1, 1), "charged", None, 200);
+    want((2, 1), "duplicate", Some("duplicate_code"), 0);
+    want((1, 2), "forged", Some("bad_device_signature"), 0);
+    want((1, 3), "forged", Some("bad_issuer_signature"), 0);
+    want((2, 2), "invalid_time", Some("code_expired"), 0);
+    want((2, 3), "unknown_credential", Some("unknown_credential"), 0);
+    want((2, 4), "charged", None, 200);
+    assert_eq!(srv.balance("alice").await, -400);
+
+    let (_, fraud) = srv.get("/v1/reports/fraud").await;
+    let fraud = fraud.as_array().unwrap();
+    assert_eq!(fraud.len(), 1);
+    assert_eq!(fraud[0]["credential_id"], alice.cred.id().to_hex());
+    assert_eq!(fraud[0]["charged_ride"]["reader_id"], 1);
+    assert_eq!(fraud[0]["duplicate_ride"]["reader_id"], 2);
+    assert_eq!(fraud[0]["account_id"], "alice");
+    let (_, inc) = srv.get("/v1/reports/incidents").await;
+    let mut inc: Vec<(u64, String, u64)> = inc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["reader_id"].as_u64().unwrap(),
+                i["kind"].as_str().unwrap().to_string(),
+                i["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    inc.sort();
+    assert_eq!(
+        inc,
+        [
+            (1, "forged_ride".to_string(), 2),
+            (1, "forged_ride".to_string(), 3),
+            (2, "invalid_time_ride".to_string(), 2)
+        ]
+    );
+
+    // The duplicate policy holds in the other order too: a later upload of
+    // the same code on a third reader is a duplicate of the settled ride.
+    let mut r3 = FakeReader::new(3, "metro", "L1");
+    srv.provision(&r3).await;
+    r3.accept(r1.log[0].code.clone(), at(8, 1));
+    let (s, v) = srv.upload(r3.all()).await;
+    assert_eq!(s, 200, "{v}");
+    let run = srv.settle().await;
+    assert_eq!(run["rides"], 1, "{run}");
+    let (_, r3res) = srv.get("/v1/reports/rides").await;
+    let r3res: Vec<_> = r3res.as_array().unwrap().iter().filter(|r| r["ride"]["reader_id"] == 3).collect();
+    assert_eq!(r3res[0]["result"], "duplicate", "{:?}", r3res);
+    let (_, fraud) = srv.get("/v1/reports/fraud").await;
+    assert_eq!(fraud.as_array().unwrap().len(), 2);
+    assert_eq!(srv.balance("alice").await, -400);
+    srv.stop().await;
+}

@@ -1,0 +1,259 @@
+//! Restarts in the middle of ingest and of settlement lose nothing and
+//! charge nothing twice; the `fare-settlement` binary serves, settles and
+//! reports with no external server.
+
+mod common;
+
+use common::*;
+use fare_credential::{Credential, ManualClock, SigningKey};
+use fare_settlement::{ingest, ops, App, Config};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+/// A deterministic day: `accounts` riders, `rides` rides each, over 4 readers.
+fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
+    let now = app.now();
+    let mut readers = vec![
+        FakeReader::new(1, "city-bus", "1"),
+        FakeReader::new(2, "city-bus", "7"),
+        FakeReader::new(3, "metro", "L1"),
+        FakeReader::new(4, "metro", "L2"),
+    ];
+    for r in &readers {
+        ops::provision_reader(
+            &app.db,
+            &ops::ProvisionReader {
+                reader_id: r.id,
+                public_key: hex::encode(r.key.verifying_key().to_bytes()),
+                operator: r.operator.clone(),
+                vehicle: format!("bus-{}", r.id),
+                route: r.route.clone(),
+            },
+            now,
+        )
+        .unwrap();
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let profiles = ["adult", "senior", "student", "adult"];
+    let mut phones = Vec::new();
+    for a in 0..accounts {
+        let id = format!("acc-{a}");
+        let req: ops::CreateAccount = serde_json::from_value(
+            serde_json::json!({"account_id": id, "profile": profiles[a % 4], "credit_limit_minor": 500 + 100 * (a as i64 % 7)}),
+        )
+        .unwrap();
+        ops::create_account(&app.db, &req, 0, now, &mut rng).unwrap();
+        let device = SigningKey::generate(&mut rng);
+        let issued = ops::register_device(
+            &app.db,
+            &app.keys,
+            &id,
+            &ops::RegisterDevice {
+                device_public_key: hex::encode(device.verifying_key().to_bytes()),
+                valid_for_s: 3 * 86_400,
+            },
+            3 * 86_400,
+            now,
+            &mut rng,
+        )
+        .unwrap();
+        let cred = Credential::from_bytes(&hex::decode(issued.credential).unwrap()).unwrap();
+        phones.push(Phone { device, cred, seq: 0 });
+    }
+    // Rides every 37 minutes from 06:00, spread over the readers.
+    for i in 0..rides {
+        for (a, phone) in phones.iter_mut().enumerate() {
+            let t = at(6, 0) + (i as u64) * 37 * 60 + a as u64;
+            let r = (a + i) % 4;
+            let code = phone.code(t);
+            readers[r].accept(code, t);
+        }
+    }
+    readers
+}
+
+fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
+    // Balances and per-ride fares; the number of postings may differ (how
+    // rides fall into chunks decides how many intermediate adjustments exist).
+    let mut ledger = serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
+    ledger["postings"] = Value::Null;
+    let mut rides: Vec<Value> = app
+        .db
+        .results()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::json!([r.ride, r.amount_minor, r.outcome]))
+        .collect();
+    rides.sort_by_key(|v| v.to_string());
+    (ledger, rides)
+}
+
+fn open(dir: &Path, chunk: usize) -> App {
+    let cfg = Config {
+        operator_token: TOKEN.into(),
+        settle_chunk_rides: chunk,
+        ..Config::default()
+    };
+    App::open(dir, cfg, Arc::new(ManualClock::new(T0 - 86_400)), Some(1)).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_during_ingest_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    // Same seeds → same keys, accounts and rides in both dirs.
+    let (readers, _) = {
+        let app = open(dir.path(), 7);
+        let readers = build_readers(&app, 6, 8);
+        let ref_app = open(reference.path(), 1000);
+        let ref_readers = build_readers(&ref_app, 6, 8);
+        for r in &ref_readers {
+            ingest::ingest_batch(&ref_app.db, &r.all(), 0).unwrap();
+        }
+        ref_app.settle().unwrap();
+        (readers, ledger_and_rides(&ref_app))
+    };
+    let ref_app = open(reference.path(), 1000);
+    let expected = ledger_and_rides(&ref_app);
+    drop(ref_app);
+
+    // First life: half of each reader's log, then a settlement.
+    let srv = Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    for r in &readers {
+        let half = r.log.len() as u64 / 2;
+        let (s, v) = srv.upload(r.batch(1, half)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    srv.settle().await;
+    srv.stop().await;
+
+    // Second life: the readers did not hear the acks and resend everything,
+    // overlapping what is held; then the rest.
+    let srv = Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    for r in &readers {
+        let n = r.log.len() as u64;
+        let (s, v) = srv.upload(r.batch(1, n / 2)).await;
+        assert_eq!((s, v["result"].as_str()), (200, Some("exists")), "{v}");
+        let (s, v) = srv.upload(r.batch(n / 2 - 1, n)).await;
+        assert_eq!((s, v["result"].as_str(), v["acked_seq"].as_u64()), (200, Some("created"), Some(n)), "{v}");
+    }
+    srv.settle().await;
+    srv.stop().await;
+
+    let app = open(dir.path(), 7);
+    assert_eq!(ledger_and_rides(&app), expected);
+    assert_eq!(app.settle().unwrap().rides, 0);
+    assert_eq!(ledger_and_rides(&app), expected);
+}
+
+#[test]
+fn killing_the_settle_binary_mid_run_loses_nothing() {
+    let bin = env!("CARGO_BIN_EXE_fare-settlement");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    {
+        let app = open(dir.path(), 20);
+        for r in build_readers(&app, 24, 20) {
+            ingest::ingest_batch(&app.db, &r.all(), 0).unwrap();
+        }
+    }
+    copy_dir(dir.path(), reference.path());
+    let expected = {
+        let app = open(reference.path(), 20);
+        app.settle().unwrap();
+        ledger_and_rides(&app)
+    };
+    let cfg = dir.path().join("settlement.toml");
+    std::fs::write(&cfg, format!("operator_token = \"{TOKEN}\"\nsettle_chunk_rides = 20\n")).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+
+    // Kill -9 part way (wherever that lands, nothing may be lost or doubled).
+    let mut child = Command::new(bin)
+        .args(["settle", "--data", data, "--config", cfg_s])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = child.kill();
+    child.wait().unwrap();
+
+    let out = Command::new(bin)
+        .args(["settle", "--data", data, "--config", cfg_s])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(["settle", "--data", data, "--config", cfg_s])
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["rides"], 0, "second run settles nothing");
+
+    let out = Command::new(bin)
+        .args(["report", "--data", data, "--config", cfg_s, "--kind", "daily", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("service_day,operator,route,rides,revenue_minor,refused_rides\n"), "{csv}");
+
+    let app = open(dir.path(), 20);
+    assert_eq!(ledger_and_rides(&app), expected);
+    assert_eq!(expected.0["sum_minor"], 0);
+}
+
+#[test]
+fn serve_runs_with_no_setup_and_shuts_down_gracefully() {
+    let bin = env!("CARGO_BIN_EXE_fare-settlement");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin)
+        .args(["serve", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    for _ in 0..200 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(a) = line.trim().strip_prefix("fare-settlement listening on ") {
+            addr = Some(a.to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("serve prints its address");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health: Value = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/healthz")).await.unwrap().json().await.unwrap()
+    });
+    assert_eq!(health["status"], "ok");
+    assert!(dir.path().join("keys/root.pub").exists(), "keys initialised on first start");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+}

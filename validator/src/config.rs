@@ -1,0 +1,166 @@
+//! Reader configuration: `READER/reader.toml`, written with every default at
+//! `provision` so an operator sees (and can edit) each knob. Unknown keys are
+//! refused so a typo cannot silently fall back to a default.
+
+use crate::error::ValidatorError;
+use fare_credential::record::MAX_NAME_BYTES;
+use fare_credential::Policy;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The whole `reader.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    /// Who this reader is and where it rides.
+    pub reader: ReaderIdentityConfig,
+    /// Code freshness.
+    #[serde(default)]
+    pub policy: Policy,
+    /// What to do as trust material ages.
+    #[serde(default)]
+    pub trust: TrustPolicy,
+    /// Ride log limits and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[reader]`: identity and placement. `reader_id` is also stored in the log
+/// and must never change for a given log (the hash chain starts from it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderIdentityConfig {
+    /// Reader id registered with settlement.
+    pub reader_id: u32,
+    /// Operator name (informational; settlement knows it from registration).
+    #[serde(default)]
+    pub operator: String,
+    /// Vehicle name, ≤ 32 bytes; written into every ride record.
+    pub vehicle: String,
+    /// Route name, ≤ 32 bytes; written into every ride record.
+    pub route: String,
+    /// Stop id if the reader knows it (fixed gate readers do; buses may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<u32>,
+}
+
+/// `[trust]`: how old the installed bundle (measured from its signed
+/// `server_time_unix_s` to the reader's clock) may get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustPolicy {
+    /// Past this age decisions still accept but carry a `trust_aging`
+    /// warning and a log line, so a depot notices a reader that stopped syncing.
+    pub warn_after_s: u64,
+    /// Past this age every ride is refused with `trust_stale`: the deny list
+    /// is too old to bound exposure. `0` disables the refusal (an explicit
+    /// operator choice for readers that cannot sync for long periods).
+    pub reject_after_s: u64,
+}
+
+impl Default for TrustPolicy {
+    fn default() -> Self {
+        TrustPolicy {
+            warn_after_s: 2 * 86_400,
+            reject_after_s: 7 * 86_400,
+        }
+    }
+}
+
+/// `[storage]`: limits on everything the reader keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Logical size limit of the ride log (encoded records plus replay
+    /// entries). When reached, acknowledged records are dropped early; if
+    /// unacknowledged records alone fill it, rides are refused with `storage_full`.
+    pub max_log_bytes: u64,
+    /// How long records acknowledged by settlement are kept (for disputes
+    /// and re-upload) before compaction removes them.
+    pub retention_s: u64,
+    /// Rejected scans kept for analytics (oldest dropped first).
+    pub max_rejected_entries: u64,
+    /// Credentials whose issuer signature is cached (a returning rider costs
+    /// one signature check instead of two).
+    pub credential_cache_entries: usize,
+    /// Extra time replay-cache entries are kept after their code could no
+    /// longer pass the freshness check, so a reader clock stepping back
+    /// cannot resurrect a pruned code.
+    pub replay_grace_s: u64,
+    /// sled page cache size in bytes (sled's own default is 1 GiB, far too
+    /// much for a reader).
+    pub cache_capacity_bytes: u64,
+    /// Records per upload batch (≤ the batch format's 4096).
+    pub batch_max_records: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_log_bytes: 256 << 20,
+            retention_s: 7 * 86_400,
+            max_rejected_entries: 10_000,
+            credential_cache_entries: 4096,
+            replay_grace_s: 3600,
+            cache_capacity_bytes: 8 << 20,
+            batch_max_records: 1000,
+        }
+    }
+}
+
+impl ReaderConfig {
+    /// A config with every default and the given identity.
+    pub fn new(reader: ReaderIdentityConfig) -> Self {
+        ReaderConfig {
+            reader,
+            policy: Policy::default(),
+            trust: TrustPolicy::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+
+    /// Checks values a record or batch could not hold.
+    pub fn validate(&self) -> Result<(), ValidatorError> {
+        let bad = |field: &'static str, why: String| ValidatorError::Config { field, why };
+        for (field, v) in [("reader.vehicle", &self.reader.vehicle), ("reader.route", &self.reader.route)] {
+            if v.len() > MAX_NAME_BYTES {
+                return Err(bad(field, format!("{} bytes, at most {MAX_NAME_BYTES} fit in a ride record", v.len())));
+            }
+        }
+        let max = fare_credential::batch::MAX_BATCH_RECORDS;
+        if self.storage.batch_max_records == 0 || self.storage.batch_max_records > max {
+            return Err(bad(
+                "storage.batch_max_records",
+                format!("{}: expected 1..={max}", self.storage.batch_max_records),
+            ));
+        }
+        if self.policy.code_validity_s == 0 {
+            return Err(bad("policy.code_validity_s", "0: a code must be valid for at least 1 s".into()));
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<ReaderConfig, ValidatorError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ValidatorError::Io {
+            what: "read reader config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: ReaderConfig = toml::from_str(&text).map_err(|e| ValidatorError::Config {
+            field: "reader.toml",
+            why: format!("{}: {e}", path.display()),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The TOML text, with a header pointing at the documentation.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("config serialises");
+        format!(
+            "# fare-validator reader config. Every key is documented in validator/README.md.\n\
+             # Times in seconds, sizes in bytes.\n\n{body}"
+        )
+    }
+}

@@ -1,0 +1,158 @@
+//! Operational errors (as opposed to ride refusals, which are
+//! [`fare_credential::RejectReason`]s inside a [`crate::Decision`]).
+
+use fare_credential::codec::CodecError;
+use fare_credential::trust::TrustError;
+use fare_credential::FormatError;
+use std::path::PathBuf;
+
+/// Why a bundle was not installed. The installed bundle stays as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Bad root signature, truncated or malformed bundle.
+    #[error("bundle refused: {0} (is it signed by this deployment's root key?)")]
+    Format(#[from] FormatError),
+    /// The offered version is older than the installed one.
+    #[error("bundle version {offered} is older than the installed version {installed}: rollback refused")]
+    Rollback {
+        /// Installed version.
+        installed: u64,
+        /// Offered version.
+        offered: u64,
+    },
+    /// The offered version equals the installed one.
+    #[error("bundle version {version} is already installed")]
+    NotNewer {
+        /// The version.
+        version: u64,
+    },
+    /// A deny-list delta that does not start from the installed version.
+    #[error("bundle {offered} carries a deny-list delta from version {base}, but this reader holds {installed}: ask for a snapshot")]
+    DeltaBase {
+        /// Installed version.
+        installed: u64,
+        /// The delta's base version.
+        base: u64,
+        /// Offered version.
+        offered: u64,
+    },
+    /// The trust list is unusable (weak key, duplicate id, empty window).
+    #[error("bundle trust list refused: {0}")]
+    Trust(#[from] TrustError),
+}
+
+impl BundleError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BundleError::Format(FormatError::BadSignature { .. }) => "bundle_bad_signature",
+            BundleError::Format(_) => "bundle_malformed",
+            BundleError::Rollback { .. } => "bundle_rollback",
+            BundleError::NotNewer { .. } => "bundle_not_newer",
+            BundleError::DeltaBase { .. } => "bundle_delta_base_mismatch",
+            BundleError::Trust(_) => "bundle_bad_trust_list",
+        }
+    }
+}
+
+/// Everything that can go wrong operating a reader, other than a refused ride.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidatorError {
+    /// A file could not be read or written.
+    #[error("{what}: {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// sled failed (disk full, I/O error, corrupt database).
+    #[error("ride log ({what}): {source} (disk full or failing? the log is left as it was)")]
+    Sled {
+        /// What was being done.
+        what: &'static str,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A stored value did not decode: the log is corrupt or from another build.
+    #[error("ride log value unreadable: {0}")]
+    Codec(#[from] CodecError),
+    /// A stored record is inconsistent (bad chain, gap, wrong reader).
+    #[error("ride log corrupt at sequence {seq}: {why}")]
+    Corrupt {
+        /// Sequence of the bad record.
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Bad configuration value.
+    #[error("config `{field}`: {why}")]
+    Config {
+        /// The key.
+        field: &'static str,
+        /// What was expected.
+        why: String,
+    },
+    /// The directory holds no provisioned reader.
+    #[error("{}: not a provisioned reader directory (run `fare-validator provision`)", dir.display())]
+    NotProvisioned {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `provision` on a directory that already holds a reader.
+    #[error("{}: already provisioned as reader {reader_id}; refusing to overwrite its key and log", dir.display())]
+    AlreadyProvisioned {
+        /// The directory.
+        dir: PathBuf,
+        /// Its reader id.
+        reader_id: u32,
+    },
+    /// Config names a different reader than the log was created for.
+    #[error("config says reader {config} but the ride log belongs to reader {stored}: the chain cannot change owner")]
+    ReaderIdMismatch {
+        /// From reader.toml.
+        config: u32,
+        /// From the log.
+        stored: u32,
+    },
+    /// A key file is unusable.
+    #[error("key file {}: {why}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Bundle refused.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Settlement acknowledged records this reader never wrote.
+    #[error("settlement acknowledged up to {acked} but this reader's last ride is {last}: wrong reader id or a settlement bug")]
+    AckBeyondLog {
+        /// Acknowledged sequence.
+        acked: u64,
+        /// Last sequence written.
+        last: u64,
+    },
+    /// A record could not be encoded (over-long name).
+    #[error("ride record: {0}")]
+    Format(#[from] FormatError),
+    /// Upload or bundle download failed.
+    #[error("sync with {url}: {why}")]
+    Sync {
+        /// The URL.
+        url: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+impl ValidatorError {
+    pub(crate) fn sled(what: &'static str) -> impl FnOnce(sled::Error) -> ValidatorError {
+        move |source| ValidatorError::Sled { what, source }
+    }
+}

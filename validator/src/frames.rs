@@ -1,0 +1,14 @@
+//! Camera frames: loading and QR decoding, via `fare-qr` (bounded frame
+//! sizes, decoder panics contained and reported as no code found).
+
+use std::path::Path;
+
+/// Decodes the first QR payload of a grayscale frame; `Err` says why none was read.
+pub fn decode_frame(frame: &image::GrayImage) -> Result<Vec<u8>, String> {
+    fare_qr::decode_luma(frame).map_err(|e| e.to_string())
+}
+
+/// Loads an image file as a grayscale frame (size-checked before decoding pixels).
+pub fn load_frame(path: &Path) -> Result<image::GrayImage, String> {
+    fare_qr::load_frame(path).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,492 @@
+//! `fare-validator`: the bus reader's command line (DESIGN.md §8).
+//!
+//! Exit status: 0 accept / success, 1 reject (or `decode`: no code found),
+//! 2 usage or I/O error.
+
+use clap::{Parser, Subcommand};
+use fare_credential::code::MAX_RIDE_CODE_BYTES;
+use fare_credential::{Clock, SystemClock};
+use fare_validator::{read_public_key_file, Reader, ReaderConfig, ReaderIdentityConfig, ValidatorError};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "fare-validator", version, about = "Bus reader: offline ride-code decisions and a durable ride log")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a reader: key (0600), config with defaults, log, first bundle.
+    Provision {
+        /// Reader directory (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Reader id registered with settlement.
+        #[arg(long)]
+        reader_id: u32,
+        /// Vehicle name (≤ 32 bytes).
+        #[arg(long)]
+        vehicle: String,
+        /// Route name (≤ 32 bytes).
+        #[arg(long)]
+        route: String,
+        /// Root-signed reader bundle file.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Deployment root public key (hex file, `root.pub` from fare-keys).
+        #[arg(long)]
+        root_key: PathBuf,
+        /// Operator name.
+        #[arg(long, default_value = "")]
+        operator: String,
+        /// Stop id, if the reader is fixed at one.
+        #[arg(long)]
+        stop: Option<u32>,
+        /// Pin the clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide on one code: a QR image or a hex payload.
+    Scan {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Camera frame / QR image file.
+        #[arg(long, conflicts_with = "payload", required_unless_present = "payload")]
+        image: Option<PathBuf>,
+        /// Ride code bytes as hex.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Pin the clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Print the decision as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode a QR image to its bytes (no verification).
+    Decode {
+        /// Image file.
+        #[arg(long)]
+        image: PathBuf,
+        /// Write the bytes exactly to stdout (default: hex line).
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Decide on a stream: image files in a directory (sorted by name), or
+    /// hex payloads on stdin (`-`), one JSON decision per line.
+    Run {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Directory of frames, or `-` for hex payload lines on stdin.
+        #[arg(long)]
+        frames: String,
+        /// Pin the clock for every decision (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Upload unacknowledged rides and fetch a newer bundle.
+    Sync {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Settlement base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: String,
+        /// Pin the clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Install a bundle file (refuses bad signatures and rollback).
+    InstallBundle {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Bundle file.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Pin the clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Reader state, trust age, log usage.
+    Status {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Pin the clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ride log as JSON lines (after verifying the chain).
+    Export {
+        /// Reader directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Export the rejected-scan analytics log instead.
+        #[arg(long)]
+        rejected: bool,
+    },
+}
+
+fn now(at: Option<u64>) -> u64 {
+    at.unwrap_or_else(|| SystemClock.now_unix_s())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // rqrr panics on some real photos; fare-qr contains them, this keeps
+    // stderr quiet about it.
+    fare_qr::install_quiet_panic_hook();
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, ValidatorError> {
+    std::fs::read(path).map_err(|source| ValidatorError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
+    match cmd {
+        Cmd::Provision {
+            dir,
+            reader_id,
+            vehicle,
+            route,
+            bundle,
+            root_key,
+            operator,
+            stop,
+            at,
+            json,
+        } => {
+            let root = read_public_key_file(&root_key)?;
+            let bundle = read_file(&bundle, "read bundle")?;
+            let config = ReaderConfig::new(ReaderIdentityConfig {
+                reader_id,
+                operator,
+                vehicle,
+                route,
+                stop,
+            });
+            let key = fare_credential::keys::generate_signing_key_os();
+            let reader = Reader::provision(&dir, config, root, key, &bundle, now(at))?;
+            let pk = hex::encode(reader.public_key().as_bytes());
+            if json {
+                print_json(&serde_json::json!({
+                    "reader_id": reader_id,
+                    "public_key": pk,
+                    "bundle_version": reader.bundle_version(),
+                }));
+            } else {
+                println!("{pk}");
+                eprintln!(
+                    "reader {reader_id} provisioned in {} (bundle {}); register the public key above with settlement",
+                    dir.display(),
+                    reader.bundle_version()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scan {
+            dir,
+            image,
+            payload,
+            at,
+            json,
+        } => {
+            let t = now(at);
+            let mut reader = Reader::open(&dir, t)?;
+            let decision = match (image, payload) {
+                (Some(path), _) => {
+                    let start = Instant::now();
+                    let decoded = fare_validator::frames::load_frame(&path)
+                        .and_then(|f| fare_validator::frames::decode_frame(&f));
+                    let ns = start.elapsed().as_nanos() as u64;
+                    reader.decide_decoded(decoded, ns, t, start)
+                }
+                (None, Some(hex_payload)) => match decode_hex_payload(&hex_payload) {
+                    Ok(bytes) => reader.decide_payload(&bytes, t),
+                    Err(why) => {
+                        return Err(ValidatorError::Config {
+                            field: "--payload",
+                            why,
+                        })
+                    }
+                },
+                (None, None) => unreachable!("clap requires --image or --payload"),
+            };
+            reader.flush()?;
+            if json {
+                print_json(&decision.to_json());
+            } else if let Some(id) = decision.ride_id() {
+                println!("ACCEPT {} ({} µs)", decision.message(), decision.total_ns / 1000);
+                let _ = id;
+            } else {
+                println!(
+                    "REJECT {}: {}",
+                    decision.reason_code().unwrap_or("unknown"),
+                    decision.message()
+                );
+            }
+            Ok(if decision.is_accept() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Decode { image, raw } => {
+            let decoded = fare_validator::frames::load_frame(&image).and_then(|f| fare_validator::frames::decode_frame(&f));
+            match decoded {
+                Ok(bytes) => {
+                    let mut out = std::io::stdout().lock();
+                    let res = if raw {
+                        out.write_all(&bytes)
+                    } else {
+                        writeln!(out, "{}", hex::encode(&bytes))
+                    };
+                    res.and_then(|_| out.flush()).map_err(|source| ValidatorError::Io {
+                        what: "write stdout",
+                        path: PathBuf::from("-"),
+                        source,
+                    })?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("no code found in {}: {why}", image.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Cmd::Run { dir, frames, at } => run_stream(&dir, &frames, at),
+        Cmd::Sync { dir, server, at } => {
+            let t = now(at);
+            let mut reader = Reader::open(&dir, t)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| ValidatorError::Io {
+                    what: "start async runtime",
+                    path: dir.clone(),
+                    source,
+                })?;
+            let report = rt.block_on(fare_validator::sync::sync(&mut reader, &server, t))?;
+            print_json(&serde_json::to_value(&report).expect("report serialises"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::InstallBundle { dir, bundle, at } => {
+            let t = now(at);
+            let mut reader = Reader::open(&dir, t)?;
+            let bytes = read_file(&bundle, "read bundle")?;
+            let v = reader.install_bundle(&bytes, t)?;
+            println!("bundle {v} installed ({} deny-list entries)", reader.deny_len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { dir, at, json } => {
+            let t = now(at);
+            let reader = Reader::open(&dir, t)?;
+            let s = reader.status(t);
+            if json {
+                print_json(&serde_json::to_value(&s).expect("status serialises"));
+            } else {
+                println!("reader {} ({} on {}), key {}", s.reader_id, s.vehicle, s.route, s.public_key);
+                println!(
+                    "rides {} (acked up to {}, {} unacked, oldest held {}), log {} of {} bytes",
+                    s.rides_total, s.acked_up_to, s.unacked, s.oldest_seq, s.used_bytes, s.max_log_bytes
+                );
+                println!(
+                    "bundle {} age {} s: trust {}; {} issuer keys, {} denied; clock offset at install {} s",
+                    s.bundle_version,
+                    s.bundle_age_s,
+                    s.trust_state,
+                    s.trust_keys,
+                    s.deny_entries,
+                    s.clock_offset_at_install_s
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export { dir, rejected } => {
+            let reader = Reader::open(&dir, SystemClock.now_unix_s())?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let werr = |source| ValidatorError::Io {
+                what: "write stdout",
+                path: PathBuf::from("-"),
+                source,
+            };
+            if rejected {
+                for r in reader.rejected_scans()? {
+                    writeln!(out, "{}", serde_json::to_string(&r).expect("serialises")).map_err(werr)?;
+                }
+            } else {
+                reader.verify_chain()?;
+                for r in reader.records() {
+                    writeln!(out, "{}", serde_json::to_string(&r?).expect("serialises")).map_err(werr)?;
+                }
+            }
+            out.flush().map_err(werr)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Longest stdin line accepted by `run` (hex of the largest payload plus slack).
+const MAX_LINE_BYTES: usize = 2 * MAX_RIDE_CODE_BYTES + 64;
+
+fn decode_hex_payload(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim();
+    if s.len() > 2 * MAX_RIDE_CODE_BYTES {
+        return Err(format!(
+            "payload is {} hex characters, over the {}-byte ride code limit",
+            s.len(),
+            MAX_RIDE_CODE_BYTES
+        ));
+    }
+    hex::decode(s).map_err(|e| format!("payload is not hex: {e}"))
+}
+
+/// Reads one line of at most `max` bytes; longer lines are consumed and
+/// reported as `Err(len)` so one bad line cannot exhaust memory.
+fn read_bounded_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<Result<String, usize>>> {
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            if total == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (take, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() < max {
+            let keep = take.min(max - buf.len());
+            buf.extend_from_slice(&avail[..keep]);
+        }
+        total += take;
+        r.consume(take);
+        if done {
+            break;
+        }
+    }
+    if total > max {
+        return Ok(Some(Err(total)));
+    }
+    Ok(Some(Ok(String::from_utf8_lossy(&buf).into_owned())))
+}
+
+fn input_reject(line_no: usize, why: String, at: u64) -> serde_json::Value {
+    serde_json::json!({
+        "decision": "reject",
+        "reason": "malformed",
+        "ride_id": null,
+        "message": format!("input line {line_no}: {why}"),
+        "latency_us": 0,
+        "stages_ns": {},
+        "at_unix_s": at,
+        "warnings": [],
+    })
+}
+
+fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, ValidatorError> {
+    let mut reader = Reader::open(dir, now(at))?;
+    let after = |reader: &mut Reader, t: u64| {
+        if let Err(e) = reader.maintenance(t) {
+            tracing::warn!(error = %e, "maintenance failed");
+        }
+    };
+    if frames == "-" {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut line_no = 0;
+        while let Some(line) = read_bounded_line(&mut input, MAX_LINE_BYTES).map_err(|source| ValidatorError::Io {
+            what: "read stdin",
+            path: PathBuf::from("-"),
+            source,
+        })? {
+            line_no += 1;
+            let t = now(at);
+            let line = match line {
+                Ok(l) => l,
+                Err(len) => {
+                    print_json(&input_reject(line_no, format!("{len} bytes, over the {MAX_LINE_BYTES}-byte line limit"), t));
+                    continue;
+                }
+            };
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            match decode_hex_payload(trimmed) {
+                Ok(bytes) => {
+                    let d = reader.decide_payload(&bytes, t);
+                    print_json(&d.to_json());
+                }
+                Err(why) => print_json(&input_reject(line_no, why, t)),
+            }
+            after(&mut reader, t);
+        }
+    } else {
+        let path = Path::new(frames);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| ValidatorError::Io {
+                what: "list frames",
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for f in files {
+            let t = now(at);
+            let start = Instant::now();
+            let decoded = fare_validator::frames::load_frame(&f).and_then(|img| fare_validator::frames::decode_frame(&img));
+            let ns = start.elapsed().as_nanos() as u64;
+            let d = reader.decide_decoded(decoded, ns, t, start);
+            let mut v = d.to_json();
+            v["frame"] = serde_json::json!(f.display().to_string());
+            print_json(&v);
+            after(&mut reader, t);
+        }
+    }
+    reader.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1169 @@
+//! The reader: state on disk, the decision pipeline, the bundle, uploads.
+//!
+//! Files in a reader directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `reader.toml` | config ([`ReaderConfig`]) |
+//! | `reader.key` | reader signing key, 64 hex chars, mode 0600 |
+//! | `reader.pub` | reader public key hex (register with settlement) |
+//! | `root.pub` | deployment root public key hex (verifies bundles) |
+//! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
+//! | `log/` | sled database: trees `rides`, `replay`, `meta`, `rejected` |
+//!
+//! Durability: an accept is answered only after one atomic sled transaction
+//! (ride record, replay entries, reader state) and `Db::flush()` returned.
+
+use crate::config::ReaderConfig;
+use crate::decision::{Decision, Outcome, RideId, Stage, StageTimes};
+use crate::error::{BundleError, ValidatorError};
+use fare_credential::code::MAX_RIDE_CODE_BYTES;
+use fare_credential::codec;
+use fare_credential::keys::parse_public_key;
+use fare_credential::record::{genesis_hash, record_hash};
+use fare_credential::trust::IssuerKey;
+use fare_credential::verify::{credential_stage, deny_stage, device_stage, parse_stage, time_stage};
+use fare_credential::{
+    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, ReaderBundle, RejectReason, RideRecord, SigningKey,
+    TrustList, VerifyingKey,
+};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const META_STATE: &[u8] = b"state";
+const META_IDENTITY: &[u8] = b"identity";
+const META_BUNDLE: &[u8] = b"bundle";
+/// Replay keys: `D` + code digest (32 B) and `S` + credential id (16 B) +
+/// device sequence (4 B, big endian). The second catches a code with the same
+/// credential and sequence but different bytes (a phone re-signing a
+/// sequence with another time), which the digest alone would let through.
+const REPLAY_DIGEST: u8 = b'D';
+const REPLAY_SEQ: u8 = b'S';
+/// Replay entries are pruned at most this often (seconds of reader time).
+const PRUNE_INTERVAL_S: u64 = 60;
+
+/// The reader's persistent counters, rewritten in the same transaction as
+/// every ride so they can never disagree with the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderState {
+    /// Sequence the next accepted ride gets (starts at 1).
+    pub next_seq: u64,
+    /// Chain hash of the last record (genesis hash before the first).
+    pub chain_head: [u8; 32],
+    /// Highest sequence settlement acknowledged (0: none).
+    pub acked_up_to: u64,
+    /// Lowest sequence still in the log (compaction removes below it).
+    pub oldest_seq: u64,
+    /// Sum of the encoded sizes of the records in the log.
+    pub used_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Identity {
+    reader_id: u32,
+    public_key: [u8; 32],
+}
+
+/// What is stored about the installed bundle (the deny list lives in its own file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BundleMeta {
+    version: u64,
+    server_time_unix_s: u64,
+    installed_at_unix_s: u64,
+    trust: Vec<IssuerKey>,
+    tariff: Vec<u8>,
+    deny_file: String,
+    deny_count: u64,
+    deny_blake3: [u8; 32],
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct ReplayEntry {
+    seq: u64,
+    seen_unix_s: u64,
+    prune_after_unix_s: u64,
+}
+
+/// A rejected scan, kept (bounded) for analytics. Holds no code bytes: only
+/// their digest, so the analytics log carries no rider pseudonym.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedScan {
+    /// Reader time.
+    pub at_unix_s: u64,
+    /// Stable reason code.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+    /// blake3 of the scanned bytes (empty when no code was found).
+    pub payload_blake3: Option<[u8; 32]>,
+    /// Scanned length.
+    pub payload_len: u32,
+}
+
+struct Installed {
+    meta: BundleMeta,
+    trust: TrustList,
+    deny: DenyList,
+}
+
+/// Reader status for `status` and monitoring.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Reader id.
+    pub reader_id: u32,
+    /// Reader public key hex.
+    pub public_key: String,
+    /// Vehicle.
+    pub vehicle: String,
+    /// Route.
+    pub route: String,
+    /// Rides accepted since provisioning.
+    pub rides_total: u64,
+    /// Next sequence.
+    pub next_seq: u64,
+    /// Highest acknowledged sequence.
+    pub acked_up_to: u64,
+    /// Rides not yet acknowledged.
+    pub unacked: u64,
+    /// Lowest sequence still held.
+    pub oldest_seq: u64,
+    /// Logical log size.
+    pub used_bytes: u64,
+    /// Configured limit.
+    pub max_log_bytes: u64,
+    /// Installed bundle version.
+    pub bundle_version: u64,
+    /// Bundle age by the reader clock at `now`.
+    pub bundle_age_s: u64,
+    /// `ok`, `aging` (warn) or `stale` (refusing rides).
+    pub trust_state: &'static str,
+    /// Reader clock minus settlement clock when the bundle was installed
+    /// (positive: reader ahead).
+    pub clock_offset_at_install_s: i64,
+    /// Trusted issuer keys.
+    pub trust_keys: usize,
+    /// Deny-list entries.
+    pub deny_entries: usize,
+    /// Replay-cache entries (two per ride still within validity).
+    pub replay_entries: usize,
+    /// Rejected scans held.
+    pub rejected_entries: u64,
+    /// Chain head hex.
+    pub chain_head: String,
+}
+
+/// An open reader. One process at a time (sled locks the log).
+pub struct Reader {
+    dir: PathBuf,
+    config: ReaderConfig,
+    key: SigningKey,
+    root: VerifyingKey,
+    db: sled::Db,
+    rides: sled::Tree,
+    replay: sled::Tree,
+    meta: sled::Tree,
+    rejected: sled::Tree,
+    state: ReaderState,
+    installed: Option<Installed>,
+    cache: CredentialCache,
+    rejected_next: u64,
+    rejected_count: u64,
+    last_prune_unix_s: u64,
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("dir", &self.dir)
+            .field("reader_id", &self.config.reader.reader_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
+    move |source| ValidatorError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a file holding a 32-byte public key as 64 hex characters.
+pub fn read_public_key_file(path: &Path) -> Result<VerifyingKey, ValidatorError> {
+    let text = std::fs::read_to_string(path).map_err(io("read public key", path))?;
+    let key_err = |why: String| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why,
+    };
+    let bytes = hex::decode(text.trim()).map_err(|e| key_err(format!("expected 64 hex characters: {e}")))?;
+    parse_public_key(&bytes).map_err(|e| key_err(e.to_string()))
+}
+
+fn read_signing_key_file(path: &Path) -> Result<SigningKey, ValidatorError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(io("stat reader key", path))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "reader key is readable by group or others; chmod 600 it");
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io("read reader key", path))?;
+    let bytes = hex::decode(text.trim()).map_err(|e| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why: format!("expected 64 hex characters: {e}"),
+    })?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why: format!("expected 32 bytes, found {}", v.len()),
+    })?;
+    Ok(SigningKey::from_bytes(&arr))
+}
+
+fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ValidatorError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).map_err(io("create", path))?;
+    f.write_all(contents).map_err(io("write", path))?;
+    f.sync_all().map_err(io("sync", path))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ValidatorError> {
+    // A rename or a new file is durable only once its directory is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+fn abort_txn(e: TransactionError<()>) -> sled::Error {
+    match e {
+        TransactionError::Storage(e) => e,
+        TransactionError::Abort(()) => sled::Error::Unsupported("transaction aborted".into()),
+    }
+}
+
+/// Paths inside a reader directory.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+    /// `reader.toml`.
+    pub fn config(dir: &Path) -> PathBuf {
+        dir.join("reader.toml")
+    }
+    /// `reader.key`.
+    pub fn key(dir: &Path) -> PathBuf {
+        dir.join("reader.key")
+    }
+    /// `reader.pub`.
+    pub fn public_key(dir: &Path) -> PathBuf {
+        dir.join("reader.pub")
+    }
+    /// `root.pub`.
+    pub fn root_key(dir: &Path) -> PathBuf {
+        dir.join("root.pub")
+    }
+    /// `log/` (sled).
+    pub fn log(dir: &Path) -> PathBuf {
+        dir.join("log")
+    }
+}
+
+impl Reader {
+    /// Provisions a new reader in `dir` (created if missing): writes the key
+    /// (0600), the root key, the config with every default, creates the log
+    /// and installs the first bundle. The bundle is verified before anything
+    /// is written, so a bad bundle leaves the directory untouched.
+    pub fn provision(
+        dir: &Path,
+        config: ReaderConfig,
+        root: VerifyingKey,
+        key: SigningKey,
+        bundle_bytes: &[u8],
+        now_unix_s: u64,
+    ) -> Result<Reader, ValidatorError> {
+        config.validate()?;
+        ReaderBundle::verify_v1(bundle_bytes, &root).map_err(BundleError::from)?;
+        if paths::config(dir).exists() || paths::log(dir).exists() {
+            let reader_id = ReaderConfig::load(&paths::config(dir)).map_or(0, |c| c.reader.reader_id);
+            return Err(ValidatorError::AlreadyProvisioned {
+                dir: dir.to_path_buf(),
+                reader_id,
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(io("create reader directory", dir))?;
+        let public = key.verifying_key();
+        write_new_file(&paths::key(dir), format!("{}\n", hex::encode(key.to_bytes())).as_bytes(), 0o600)?;
+        write_new_file(&paths::public_key(dir), format!("{}\n", hex::encode(public.as_bytes())).as_bytes(), 0o644)?;
+        write_new_file(&paths::root_key(dir), format!("{}\n", hex::encode(root.as_bytes())).as_bytes(), 0o644)?;
+        write_new_file(&paths::config(dir), config.to_toml().as_bytes(), 0o644)?;
+        sync_dir(dir)?;
+        let db = Self::open_db(dir, &config)?;
+        let meta = db.open_tree("meta").map_err(ValidatorError::sled("open meta"))?;
+        let identity = Identity {
+            reader_id: config.reader.reader_id,
+            public_key: public.to_bytes(),
+        };
+        let state = ReaderState {
+            next_seq: 1,
+            chain_head: genesis_hash(config.reader.reader_id),
+            acked_up_to: 0,
+            oldest_seq: 1,
+            used_bytes: 0,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(META_IDENTITY, codec::encode("identity", &identity)?);
+        batch.insert(META_STATE, codec::encode("reader state", &state)?);
+        meta.apply_batch(batch).map_err(ValidatorError::sled("write identity"))?;
+        db.flush().map_err(ValidatorError::sled("flush identity"))?;
+        drop(meta);
+        let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
+        reader.install_bundle(bundle_bytes, now_unix_s)?;
+        tracing::info!(reader_id = config.reader.reader_id, dir = %dir.display(), "reader provisioned");
+        Ok(reader)
+    }
+
+    fn open_db(dir: &Path, config: &ReaderConfig) -> Result<sled::Db, ValidatorError> {
+        remove_torn_snapshots(&paths::log(dir));
+        // sled's background threads may hold a just-closed database's file
+        // lock for a moment; a restarting reader waits for it, boundedly.
+        let mut attempts = 0;
+        loop {
+            let res = sled::Config::new()
+                .path(paths::log(dir))
+                .cache_capacity(config.storage.cache_capacity_bytes)
+                // Accepts flush explicitly; the background flush only bounds
+                // how much analytics (rejected scans) a power cut can lose.
+                .flush_every_ms(Some(1000))
+                .open();
+            match res {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempts < 150 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.map_err(ValidatorError::sled("open (is another process using this reader?)")),
+            }
+        }
+    }
+
+    /// Opens a provisioned reader directory. `now_unix_s` is used to prune
+    /// the replay cache and compact acknowledged records.
+    pub fn open(dir: &Path, now_unix_s: u64) -> Result<Reader, ValidatorError> {
+        Self::open_with(dir, now_unix_s, None)
+    }
+
+    fn open_with(dir: &Path, now_unix_s: u64, db: Option<sled::Db>) -> Result<Reader, ValidatorError> {
+        let cfg_path = paths::config(dir);
+        if !cfg_path.exists() || !paths::log(dir).exists() {
+            return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() });
+        }
+        let config = ReaderConfig::load(&cfg_path)?;
+        let key = read_signing_key_file(&paths::key(dir))?;
+        let root = read_public_key_file(&paths::root_key(dir))?;
+        let db = match db {
+            Some(db) => db,
+            None => Self::open_db(dir, &config)?,
+        };
+        let tree = |name: &'static str| db.open_tree(name).map_err(ValidatorError::sled("open tree"));
+        let (rides, replay, meta, rejected) = (tree("rides")?, tree("replay")?, tree("meta")?, tree("rejected")?);
+        let get = |k: &[u8]| meta.get(k).map_err(ValidatorError::sled("read meta"));
+        let identity: Identity = match get(META_IDENTITY)? {
+            Some(v) => codec::decode("identity", &v)?,
+            None => return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() }),
+        };
+        if identity.reader_id != config.reader.reader_id {
+            return Err(ValidatorError::ReaderIdMismatch {
+                config: config.reader.reader_id,
+                stored: identity.reader_id,
+            });
+        }
+        if identity.public_key != key.verifying_key().to_bytes() {
+            return Err(ValidatorError::Key {
+                path: paths::key(dir),
+                why: "does not match the key this log was created with".into(),
+            });
+        }
+        let state: ReaderState = match get(META_STATE)? {
+            Some(v) => codec::decode("reader state", &v)?,
+            None => return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() }),
+        };
+        let installed = match get(META_BUNDLE)? {
+            Some(v) => {
+                let meta: BundleMeta = codec::decode("bundle meta", &v)?;
+                Some(Self::load_installed(dir, meta)?)
+            }
+            None => None,
+        };
+        let rejected_next = match rejected.last().map_err(ValidatorError::sled("read rejected"))? {
+            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
+            None => 0,
+        };
+        let rejected_count = rejected.len() as u64;
+        let cache = CredentialCache::new(config.storage.credential_cache_entries);
+        let mut reader = Reader {
+            dir: dir.to_path_buf(),
+            config,
+            key,
+            root,
+            db,
+            rides,
+            replay,
+            meta,
+            rejected,
+            state,
+            installed,
+            cache,
+            rejected_next,
+            rejected_count,
+            last_prune_unix_s: 0,
+            failed: None,
+        };
+        reader.check_tail()?;
+        reader.maintenance(now_unix_s)?;
+        Ok(reader)
+    }
+
+    /// Cheap consistency check at open: the last record is the one the state
+    /// says, and chains to the head.
+    fn check_tail(&self) -> Result<(), ValidatorError> {
+        let last = self.state.next_seq - 1;
+        match self.rides.last().map_err(ValidatorError::sled("read last ride"))? {
+            None if last < self.state.oldest_seq => Ok(()),
+            None => Err(ValidatorError::Corrupt {
+                seq: last,
+                why: "state names rides but the log is empty".into(),
+            }),
+            Some((k, v)) => {
+                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                if seq != last {
+                    return Err(ValidatorError::Corrupt {
+                        seq,
+                        why: format!("last record is {seq} but the state says {last}"),
+                    });
+                }
+                if record_hash(&v) != self.state.chain_head {
+                    return Err(ValidatorError::Corrupt {
+                        seq,
+                        why: "last record does not hash to the chain head".into(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn load_installed(dir: &Path, meta: BundleMeta) -> Result<Installed, ValidatorError> {
+        let path = dir.join(&meta.deny_file);
+        let file = std::fs::File::open(&path).map_err(io("open deny list", &path))?;
+        let mut r = BufReader::with_capacity(1 << 16, file);
+        let mut ids = Vec::with_capacity(meta.deny_count as usize);
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = [0u8; 16];
+        for _ in 0..meta.deny_count {
+            r.read_exact(&mut buf).map_err(io("read deny list", &path))?;
+            hasher.update(&buf);
+            ids.push(CredentialId(buf));
+        }
+        let mut extra = [0u8; 1];
+        let trailing = r.read(&mut extra).map_err(io("read deny list", &path))?;
+        if trailing != 0 || *hasher.finalize().as_bytes() != meta.deny_blake3 {
+            return Err(ValidatorError::Corrupt {
+                seq: 0,
+                why: format!("deny list {} does not match its recorded hash", path.display()),
+            });
+        }
+        let trust = TrustList::new(meta.trust.iter().cloned()).map_err(BundleError::from)?;
+        // The file is written sorted; from_ids re-sorts cheaply and dedups.
+        let deny = DenyList::from_ids(ids);
+        Ok(Installed { meta, trust, deny })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ReaderConfig {
+        &self.config
+    }
+    /// This reader's id.
+    pub fn reader_id(&self) -> u32 {
+        self.config.reader.reader_id
+    }
+    /// The reader's public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+    /// The persistent counters.
+    pub fn state(&self) -> &ReaderState {
+        &self.state
+    }
+    /// Installed bundle version (0: none).
+    pub fn bundle_version(&self) -> u64 {
+        self.installed.as_ref().map_or(0, |i| i.meta.version)
+    }
+    /// Installed tariff bytes (UTF-8 JSON), if any.
+    pub fn tariff(&self) -> Option<&[u8]> {
+        self.installed.as_ref().map(|i| i.meta.tariff.as_slice())
+    }
+    /// Number of deny-list entries.
+    pub fn deny_len(&self) -> usize {
+        self.installed.as_ref().map_or(0, |i| i.deny.len())
+    }
+
+    // ---------------------------------------------------------------- bundle
+
+    /// Verifies and installs a root-signed bundle. Refuses a bad signature,
+    /// a version not newer than the installed one, and a delta from another
+    /// base. Atomic: a crash leaves either the old or the new bundle.
+    pub fn install_bundle(&mut self, bytes: &[u8], now_unix_s: u64) -> Result<u64, ValidatorError> {
+        let bundle = ReaderBundle::verify_v1(bytes, &self.root).map_err(BundleError::from)?;
+        let installed_version = self.bundle_version();
+        if self.installed.is_some() {
+            if bundle.bundle_version < installed_version {
+                return Err(BundleError::Rollback {
+                    installed: installed_version,
+                    offered: bundle.bundle_version,
+                }
+                .into());
+            }
+            if bundle.bundle_version == installed_version {
+                return Err(BundleError::NotNewer { version: installed_version }.into());
+            }
+        }
+        let trust = TrustList::new(bundle.trust.iter().cloned()).map_err(BundleError::from)?;
+        let deny = match bundle.deny {
+            DenyUpdate::Snapshot(ids) => DenyList::from_ids(ids),
+            DenyUpdate::Delta { base_version, add, remove } => match &self.installed {
+                Some(cur) if base_version == cur.meta.version => {
+                    let mut d = cur.deny.clone();
+                    d.apply_delta(&add, &remove);
+                    d
+                }
+                _ => {
+                    return Err(BundleError::DeltaBase {
+                        installed: installed_version,
+                        base: base_version,
+                        offered: bundle.bundle_version,
+                    }
+                    .into())
+                }
+            },
+        };
+        // Deny list file first (fsynced, under a new name), then the meta
+        // pointing at it in one sled write + flush; the old file goes last.
+        let deny_file = format!("deny-{}.bin", bundle.bundle_version);
+        let path = self.dir.join(&deny_file);
+        let tmp = self.dir.join(format!("{deny_file}.tmp"));
+        let mut hasher = blake3::Hasher::new();
+        {
+            let f = std::fs::File::create(&tmp).map_err(io("create deny list", &tmp))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+            for id in deny.ids() {
+                hasher.update(&id.0);
+                w.write_all(&id.0).map_err(io("write deny list", &tmp))?;
+            }
+            let f = w.into_inner().map_err(|e| ValidatorError::Io {
+                what: "write deny list",
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
+            f.sync_all().map_err(io("sync deny list", &tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io("rename deny list", &path))?;
+        sync_dir(&self.dir)?;
+        let meta = BundleMeta {
+            version: bundle.bundle_version,
+            server_time_unix_s: bundle.server_time_unix_s,
+            installed_at_unix_s: now_unix_s,
+            trust: bundle.trust.clone(),
+            tariff: bundle.tariff,
+            deny_file: deny_file.clone(),
+            deny_count: deny.len() as u64,
+            deny_blake3: *hasher.finalize().as_bytes(),
+        };
+        self.meta
+            .insert(META_BUNDLE, codec::encode("bundle meta", &meta)?)
+            .map_err(ValidatorError::sled("write bundle meta"))?;
+        self.db.flush().map_err(ValidatorError::sled("flush bundle meta"))?;
+        let old = self.installed.replace(Installed { meta, trust, deny });
+        if let Some(old) = old {
+            if old.meta.deny_file != deny_file {
+                let _ = std::fs::remove_file(self.dir.join(&old.meta.deny_file));
+            }
+        }
+        // A removed issuer key must stop verifying at once.
+        self.cache.clear();
+        let offset = now_unix_s as i64 - bundle.server_time_unix_s as i64;
+        tracing::info!(
+            version = bundle.bundle_version,
+            deny = self.deny_len(),
+            clock_offset_s = offset,
+            "bundle installed"
+        );
+        if offset.unsigned_abs() > self.config.policy.skew_tolerance_s {
+            tracing::warn!(
+                clock_offset_s = offset,
+                "reader clock disagrees with settlement's by more than the skew tolerance; fix the reader clock"
+            );
+        }
+        Ok(bundle.bundle_version)
+    }
+
+    // -------------------------------------------------------------- decision
+
+    /// Decides on raw payload bytes (already decoded from a QR code).
+    pub fn decide_payload(&mut self, bytes: &[u8], now_unix_s: u64) -> Decision {
+        self.decide_timed(Ok(bytes), None, now_unix_s, Instant::now())
+    }
+
+    /// Decides on a camera frame: QR decode, then the payload pipeline.
+    pub fn decide_frame(&mut self, frame: &image::GrayImage, now_unix_s: u64) -> Decision {
+        let start = Instant::now();
+        let decoded = crate::frames::decode_frame(frame);
+        let decode_ns = start.elapsed().as_nanos() as u64;
+        self.decide_decoded(decoded, decode_ns, now_unix_s, start)
+    }
+
+    /// Decides on the result of a decode done elsewhere (`Err`: no code was
+    /// found, with why). `start` is when the decode began.
+    pub fn decide_decoded(
+        &mut self,
+        decoded: Result<Vec<u8>, String>,
+        decode_ns: u64,
+        now_unix_s: u64,
+        start: Instant,
+    ) -> Decision {
+        match decoded {
+            Ok(bytes) => self.decide_timed(Ok(&bytes), Some(decode_ns), now_unix_s, start),
+            Err(e) => {
+                tracing::debug!(error = %e, "no code in frame");
+                self.decide_timed(Err(()), Some(decode_ns), now_unix_s, start)
+            }
+        }
+    }
+
+    fn decide_timed(&mut self, bytes: Result<&[u8], ()>, decode_ns: Option<u64>, now: u64, start: Instant) -> Decision {
+        let mut stages = StageTimes::default();
+        if let Some(ns) = decode_ns {
+            stages.set(Stage::Decode, ns);
+        }
+        let mut warnings = Vec::new();
+        let outcome = match bytes {
+            Err(()) => Outcome::Rejected(RejectReason::NoCodeFound),
+            Ok(bytes) => self.pipeline(bytes, now, &mut stages, &mut warnings),
+        };
+        let decision = Decision {
+            outcome,
+            at_unix_s: now,
+            stages,
+            total_ns: start.elapsed().as_nanos() as u64,
+            warnings,
+        };
+        if !decision.is_accept() {
+            self.log_rejected(&decision, bytes.ok());
+        }
+        decision
+    }
+
+    fn pipeline(&mut self, bytes: &[u8], now: u64, st: &mut StageTimes, warnings: &mut Vec<&'static str>) -> Outcome {
+        if let Some(message) = &self.failed {
+            return Outcome::StorageError { message: message.clone() };
+        }
+        let Some(inst) = &self.installed else {
+            return Outcome::Rejected(RejectReason::NotProvisioned);
+        };
+        // Trust age first: with stale material nothing else can be trusted.
+        let age = now.saturating_sub(inst.meta.server_time_unix_s);
+        let tp = self.config.trust;
+        if tp.reject_after_s > 0 && age > tp.reject_after_s {
+            return Outcome::Rejected(RejectReason::TrustStale {
+                bundle_age_s: age,
+                max_age_s: tp.reject_after_s,
+            });
+        }
+        if age > tp.warn_after_s {
+            warnings.push("trust_aging");
+        }
+        macro_rules! stage {
+            ($stage:expr, $e:expr) => {{
+                let t = Instant::now();
+                let r = $e;
+                st.set($stage, t.elapsed().as_nanos() as u64);
+                match r {
+                    Ok(v) => v,
+                    Err(reason) => return Outcome::Rejected(reason),
+                }
+            }};
+        }
+        let code = stage!(Stage::Parse, parse_stage(bytes));
+        let device_key = stage!(
+            Stage::Credential,
+            credential_stage(code.credential(), &inst.trust, now, Some(&mut self.cache))
+        );
+        stage!(Stage::Device, device_stage(&code, &device_key));
+        let policy = self.config.policy;
+        stage!(Stage::Time, time_stage(&code, &policy, now));
+        stage!(Stage::Deny, deny_stage(&code, &inst.deny));
+        let digest = code.digest();
+        let cred = code.credential().body();
+        let digest_key = replay_key_digest(&digest);
+        let seq_key = replay_key_seq(&cred.credential_id, code.device_seq());
+        stage!(Stage::Replay, self.replay_check(&digest_key, &seq_key));
+        let prune_after = code.issued_at_unix_s() as u64
+            + policy.code_validity_s
+            + policy.skew_tolerance_s
+            + self.config.storage.replay_grace_s;
+        let t = Instant::now();
+        let r = self.append(bytes, now, &digest_key, &seq_key, prune_after);
+        st.set(Stage::Append, t.elapsed().as_nanos() as u64);
+        match r {
+            Ok(seq) => Outcome::Accepted {
+                ride_id: RideId {
+                    reader_id: self.reader_id(),
+                    seq,
+                },
+                profile: cred.profile,
+                credential_id: cred.credential_id,
+            },
+            Err(AppendError::Full { used_bytes, limit_bytes }) => {
+                Outcome::Rejected(RejectReason::StorageFull { used_bytes, limit_bytes })
+            }
+            Err(AppendError::Storage(e)) => {
+                tracing::error!(error = %e, "ride log write failed; refusing rides until restart");
+                let message = e.to_string();
+                self.failed = Some(message.clone());
+                Outcome::StorageError { message }
+            }
+        }
+    }
+
+    fn replay_check(&self, digest_key: &[u8], seq_key: &[u8]) -> Result<(), RejectReason> {
+        for k in [digest_key, seq_key] {
+            // A read error here must not let a replay through: treat the
+            // entry as present only if it decodes; otherwise refuse loudly.
+            match self.replay.get(k) {
+                Ok(Some(v)) => {
+                    let (seq, seen) = codec::decode::<ReplayEntry>("replay entry", &v)
+                        .map(|e| (e.seq, e.seen_unix_s))
+                        .unwrap_or((0, 0));
+                    return Err(RejectReason::AlreadyUsed {
+                        first_ride_seq: seq,
+                        first_seen_unix_s: seen,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "replay cache unreadable; refusing as already used");
+                    return Err(RejectReason::AlreadyUsed {
+                        first_ride_seq: 0,
+                        first_seen_unix_s: 0,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        code: &[u8],
+        now: u64,
+        digest_key: &[u8],
+        seq_key: &[u8],
+        prune_after_unix_s: u64,
+    ) -> Result<u64, AppendError> {
+        debug_assert!(code.len() <= MAX_RIDE_CODE_BYTES);
+        let seq = self.state.next_seq;
+        let rc = &self.config.reader;
+        let record = RideRecord {
+            reader_id: rc.reader_id,
+            reader_seq: seq,
+            reader_time_unix_s: now,
+            vehicle: rc.vehicle.clone(),
+            route: rc.route.clone(),
+            stop: rc.stop,
+            code: code.to_vec(),
+            prev_hash: self.state.chain_head,
+        };
+        let enc = record.encode_v1().map_err(|e| AppendError::Storage(e.into()))?;
+        let limit = self.config.storage.max_log_bytes;
+        if self.state.used_bytes + enc.len() as u64 > limit {
+            // Acknowledged records are safe at settlement: drop them early
+            // rather than refuse a ride.
+            let need = self.state.used_bytes + enc.len() as u64 - limit;
+            self.compact_inner(u64::MAX, need).map_err(AppendError::Storage)?;
+            if self.state.used_bytes + enc.len() as u64 > limit {
+                return Err(AppendError::Full {
+                    used_bytes: self.state.used_bytes,
+                    limit_bytes: limit,
+                });
+            }
+        }
+        let mut next = self.state.clone();
+        next.next_seq = seq + 1;
+        next.chain_head = record_hash(&enc);
+        next.used_bytes += enc.len() as u64;
+        let state_bytes = codec::encode("reader state", &next).map_err(|e| AppendError::Storage(e.into()))?;
+        let entry = ReplayEntry {
+            seq,
+            seen_unix_s: now,
+            prune_after_unix_s,
+        };
+        let entry_bytes = codec::encode("replay entry", &entry).map_err(|e| AppendError::Storage(e.into()))?;
+        let seq_be = seq.to_be_bytes();
+        let res = (&self.rides, &self.replay, &self.meta).transaction(|(rides, replay, meta)| {
+            rides.insert(&seq_be, enc.as_slice())?;
+            replay.insert(digest_key, entry_bytes.as_slice())?;
+            replay.insert(seq_key, entry_bytes.as_slice())?;
+            meta.insert(META_STATE, state_bytes.as_slice())?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        if let Err(e) = res {
+            return Err(AppendError::Storage(ValidatorError::Sled {
+                what: "append ride",
+                source: abort_txn(e),
+            }));
+        }
+        // The transaction is applied in memory: the sequence is spent even
+        // if the flush fails, so it can never be handed out twice.
+        self.state = next;
+        self.db
+            .flush()
+            .map_err(|source| AppendError::Storage(ValidatorError::Sled { what: "flush ride", source }))?;
+        Ok(seq)
+    }
+
+    fn log_rejected(&mut self, d: &Decision, bytes: Option<&[u8]>) {
+        let max = self.config.storage.max_rejected_entries;
+        if max == 0 {
+            return;
+        }
+        let entry = RejectedScan {
+            at_unix_s: d.at_unix_s,
+            reason: d.reason_code().unwrap_or("unknown").to_string(),
+            message: d.message(),
+            payload_blake3: bytes.map(|b| *blake3::hash(b).as_bytes()),
+            payload_len: bytes.map_or(0, |b| b.len() as u32),
+        };
+        // Analytics only: not flushed per scan (sled's background flush
+        // bounds the loss to about a second), and failures never affect rides.
+        let Ok(v) = codec::encode("rejected scan", &entry) else { return };
+        if self.rejected.insert(self.rejected_next.to_be_bytes(), v).is_ok() {
+            self.rejected_next += 1;
+            self.rejected_count += 1;
+        }
+        while self.rejected_count > max {
+            match self.rejected.pop_min() {
+                Ok(Some(_)) => self.rejected_count -= 1,
+                _ => break,
+            }
+        }
+    }
+
+    /// Rejected scans held for analytics, oldest first.
+    pub fn rejected_scans(&self) -> Result<Vec<RejectedScan>, ValidatorError> {
+        self.rejected
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.map_err(ValidatorError::sled("read rejected"))?;
+                Ok(codec::decode("rejected scan", &v)?)
+            })
+            .collect()
+    }
+
+    // ----------------------------------------------------------- maintenance
+
+    /// Housekeeping between scans: prunes expired replay entries (at most
+    /// once a minute) and compacts acknowledged records past retention.
+    pub fn maintenance(&mut self, now_unix_s: u64) -> Result<(), ValidatorError> {
+        if now_unix_s >= self.last_prune_unix_s.saturating_add(PRUNE_INTERVAL_S) || now_unix_s < self.last_prune_unix_s
+        {
+            self.prune_replay(now_unix_s)?;
+            self.last_prune_unix_s = now_unix_s;
+        }
+        self.compact(now_unix_s)?;
+        Ok(())
+    }
+
+    fn prune_replay(&mut self, now: u64) -> Result<usize, ValidatorError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.replay.iter() {
+            let (k, v) = kv.map_err(ValidatorError::sled("scan replay cache"))?;
+            let e: ReplayEntry = codec::decode("replay entry", &v)?;
+            if now > e.prune_after_unix_s {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            // Not flushed: losing a prune only means pruning again.
+            self.replay.apply_batch(batch).map_err(ValidatorError::sled("prune replay cache"))?;
+        }
+        Ok(n)
+    }
+
+    /// Removes acknowledged records whose reader time is older than the
+    /// retention period. Returns how many were removed.
+    pub fn compact(&mut self, now_unix_s: u64) -> Result<u64, ValidatorError> {
+        let before = self.state.oldest_seq;
+        self.compact_inner(now_unix_s.saturating_sub(self.config.storage.retention_s), 0)?;
+        Ok(self.state.oldest_seq - before)
+    }
+
+    /// Removes acknowledged records, oldest first, while their reader time is
+    /// ≤ `older_than_unix_s`, or (when `need_bytes` > 0) until that many bytes
+    /// were freed regardless of age.
+    fn compact_inner(&mut self, older_than_unix_s: u64, need_bytes: u64) -> Result<(), ValidatorError> {
+        let mut next = self.state.clone();
+        let mut batch = sled::Batch::default();
+        let mut freed = 0u64;
+        let end = self.state.acked_up_to.min(self.state.next_seq - 1);
+        if self.state.oldest_seq > end {
+            return Ok(());
+        }
+        for kv in self.rides.range(self.state.oldest_seq.to_be_bytes()..=end.to_be_bytes()) {
+            let (k, v) = kv.map_err(ValidatorError::sled("scan rides"))?;
+            if need_bytes > 0 {
+                if freed >= need_bytes {
+                    break;
+                }
+            } else {
+                let rec = RideRecord::decode_v1(&v)?;
+                if rec.reader_time_unix_s > older_than_unix_s {
+                    break;
+                }
+            }
+            batch.remove(k);
+            freed += v.len() as u64;
+            next.oldest_seq += 1;
+        }
+        if next.oldest_seq == self.state.oldest_seq {
+            return Ok(());
+        }
+        next.used_bytes -= freed;
+        let state_bytes = codec::encode("reader state", &next)?;
+        (&self.rides, &self.meta)
+            .transaction(|(rides, meta)| {
+                rides.apply_batch(&batch)?;
+                meta.insert(META_STATE, state_bytes.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| ValidatorError::Sled {
+                what: "compact",
+                source: abort_txn(e),
+            })?;
+        self.state = next;
+        self.db.flush().map_err(ValidatorError::sled("flush compaction"))?;
+        tracing::info!(freed_bytes = freed, oldest_seq = self.state.oldest_seq, "compacted acknowledged rides");
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- uploads
+
+    /// The next batch of unacknowledged records, signed with the reader key:
+    /// `(batch v1 bytes, first_seq, last_seq)`, or `None` when everything is
+    /// acknowledged. Idempotent until [`Reader::acknowledge`] moves on.
+    pub fn next_batch(&self, max_records: usize) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
+        let first = self.state.acked_up_to + 1;
+        let last_written = self.state.next_seq - 1;
+        if first > last_written {
+            return Ok(None);
+        }
+        let max = max_records.clamp(1, fare_credential::batch::MAX_BATCH_RECORDS) as u64;
+        let last = last_written.min(first + max - 1);
+        let mut records = Vec::with_capacity((last - first + 1) as usize);
+        for kv in self.rides.range(first.to_be_bytes()..=last.to_be_bytes()) {
+            let (_, v) = kv.map_err(ValidatorError::sled("read rides"))?;
+            records.push(RideRecord::decode_v1(&v)?);
+        }
+        if records.len() as u64 != last - first + 1 {
+            return Err(ValidatorError::Corrupt {
+                seq: first,
+                why: format!("expected records {first}..={last}, found {}", records.len()),
+            });
+        }
+        let batch = Batch {
+            reader_id: self.reader_id(),
+            prev_hash: records[0].prev_hash,
+            records,
+        };
+        let bytes = batch.sign_v1(&self.key)?;
+        Ok(Some((bytes, first, last)))
+    }
+
+    /// Records that settlement holds everything up to `acked_seq`
+    /// (monotonic: a lower value is ignored). Persisted and flushed.
+    pub fn acknowledge(&mut self, acked_seq: u64) -> Result<(), ValidatorError> {
+        let last = self.state.next_seq - 1;
+        if acked_seq > last {
+            return Err(ValidatorError::AckBeyondLog { acked: acked_seq, last });
+        }
+        if acked_seq <= self.state.acked_up_to {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.acked_up_to = acked_seq;
+        self.meta
+            .insert(META_STATE, codec::encode("reader state", &next)?)
+            .map_err(ValidatorError::sled("write ack"))?;
+        self.db.flush().map_err(ValidatorError::sled("flush ack"))?;
+        self.state = next;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- export
+
+    /// Every record still in the log, oldest first.
+    pub fn records(&self) -> impl Iterator<Item = Result<RideRecord, ValidatorError>> + '_ {
+        self.rides.iter().values().map(|v| {
+            let v = v.map_err(ValidatorError::sled("read rides"))?;
+            Ok(RideRecord::decode_v1(&v)?)
+        })
+    }
+
+    /// Walks the whole log: sequences contiguous from `oldest_seq`, each record
+    /// chained to the one before (to the genesis hash if nothing was
+    /// compacted), the last one hashing to the chain head, the right reader
+    /// id. Returns the number of records.
+    pub fn verify_chain(&self) -> Result<u64, ValidatorError> {
+        let mut expect = self.state.oldest_seq;
+        let mut prev: Option<[u8; 32]> = (expect == 1).then(|| genesis_hash(self.reader_id()));
+        for kv in self.rides.iter() {
+            let (k, v) = kv.map_err(ValidatorError::sled("read rides"))?;
+            let key_seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let rec = RideRecord::decode_v1(&v)?;
+            let bad = |why: String| ValidatorError::Corrupt { seq: key_seq, why };
+            if key_seq != expect || rec.reader_seq != expect {
+                return Err(bad(format!("expected sequence {expect}, record says {}", rec.reader_seq)));
+            }
+            if rec.reader_id != self.reader_id() {
+                return Err(bad(format!("record names reader {}", rec.reader_id)));
+            }
+            if let Some(p) = prev {
+                if rec.prev_hash != p {
+                    return Err(bad("does not chain to the previous record".into()));
+                }
+            }
+            prev = Some(record_hash(&v));
+            expect += 1;
+        }
+        if expect != self.state.next_seq {
+            return Err(ValidatorError::Corrupt {
+                seq: expect,
+                why: format!("log ends before the state's next sequence {}", self.state.next_seq),
+            });
+        }
+        if let Some(p) = prev {
+            if p != self.state.chain_head {
+                return Err(ValidatorError::Corrupt {
+                    seq: expect - 1,
+                    why: "last record does not hash to the chain head".into(),
+                });
+            }
+        }
+        Ok(self.state.next_seq - self.state.oldest_seq)
+    }
+
+    /// Status at reader time `now_unix_s`.
+    pub fn status(&self, now_unix_s: u64) -> Status {
+        let (version, age, offset, keys, deny) = match &self.installed {
+            Some(i) => (
+                i.meta.version,
+                now_unix_s.saturating_sub(i.meta.server_time_unix_s),
+                i.meta.installed_at_unix_s as i64 - i.meta.server_time_unix_s as i64,
+                i.trust.len(),
+                i.deny.len(),
+            ),
+            None => (0, 0, 0, 0, 0),
+        };
+        let tp = self.config.trust;
+        let trust_state = if self.installed.is_none() || (tp.reject_after_s > 0 && age > tp.reject_after_s) {
+            "stale"
+        } else if age > tp.warn_after_s {
+            "aging"
+        } else {
+            "ok"
+        };
+        Status {
+            reader_id: self.reader_id(),
+            public_key: hex::encode(self.public_key().as_bytes()),
+            vehicle: self.config.reader.vehicle.clone(),
+            route: self.config.reader.route.clone(),
+            rides_total: self.state.next_seq - 1,
+            next_seq: self.state.next_seq,
+            acked_up_to: self.state.acked_up_to,
+            unacked: self.state.next_seq - 1 - self.state.acked_up_to,
+            oldest_seq: self.state.oldest_seq,
+            used_bytes: self.state.used_bytes,
+            max_log_bytes: self.config.storage.max_log_bytes,
+            bundle_version: version,
+            bundle_age_s: age,
+            trust_state,
+            clock_offset_at_install_s: offset,
+            trust_keys: keys,
+            deny_entries: deny,
+            replay_entries: self.replay.len(),
+            rejected_entries: self.rejected_count,
+            chain_head: hex::encode(self.state.chain_head),
+        }
+    }
+
+    /// Flushes everything (rejected-scan analytics included). Called on exit.
+    pub fn flush(&self) -> Result<(), ValidatorError> {
+        self.db.flush().map_err(ValidatorError::sled("flush"))?;
+        Ok(())
+    }
+}
+
+enum AppendError {
+    Full { used_bytes: u64, limit_bytes: u64 },
+    Storage(ValidatorError),
+}
+
+fn replay_key_digest(digest: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = REPLAY_DIGEST;
+    k[1..].copy_from_slice(digest);
+    k
+}
+
+fn replay_key_seq(id: &CredentialId, device_seq: u32) -> [u8; 21] {
+    let mut k = [0u8; 21];
+    k[0] = REPLAY_SEQ;
+    k[1..17].copy_from_slice(&id.0);
+    k[17..].copy_from_slice(&device_seq.to_be_bytes());
+    k
+}
+
+/// Works around a sled 0.34.7 crash-recovery bug found by this crate's crash
+/// test: sled writes a snapshot to `snap.<lsn>.generating`, fsyncs it, then
+/// renames it to `snap.<lsn>`; but at open it only ignores files ending in
+/// `.in___motion`, so a process killed while writing a snapshot leaves a
+/// torn `.generating` file that sled then reads, failing every later open
+/// with `Corruption { at: None }`. A `.generating` file was by construction
+/// never committed (the rename did not happen, and older snapshots are only
+/// deleted after it), so removing it before open is safe: sled recovers
+/// from the previous snapshot and the log, as it would had the kill come a
+/// moment earlier.
+fn remove_torn_snapshots(log_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing torn sled snapshot left by a crash");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

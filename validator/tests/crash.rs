@@ -1,0 +1,131 @@
+//! Crash test in the style of sled's: a child `fare-validator run` process
+//! decides a stream of codes and is killed with SIGKILL at a random moment;
+//! the parent reopens the log and checks that every ride the child reported
+//! as accepted is there, the chain verifies, no sequence is reused and no
+//! code is logged twice. 100 cycles by default; `CRASH_CYCLES=N` for more.
+
+mod common;
+use common::*;
+use fare_validator::Reader;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn sigkill_never_loses_an_accepted_ride() {
+    let cycles: u64 = std::env::var("CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let mut dep = Deployment::new(42);
+    // Kept on failure so the damaged log can be inspected; removed on success.
+    let base = tempfile::tempdir().unwrap().keep();
+    let dir = base.join("reader");
+    drop(dep.provision_lib(&dir, &dep.snapshot(1, vec![])));
+    let wallets: Vec<Wallet> = (0..8).map(|_| dep.wallet()).collect();
+    let mut next_dev_seq = vec![1u32; wallets.len()];
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+
+    // seq -> code bytes of every ride a child reported accepted.
+    let mut reported: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut accepted_codes: Vec<Vec<u8>> = Vec::new();
+    let mut last_seq_on_disk = 0u64;
+    let (mut killed_mid_stream, mut total_accepts) = (0, 0);
+
+    for cycle in 0..cycles {
+        // 40 lines: mostly fresh codes, some replays of earlier accepts.
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..40 {
+            if !accepted_codes.is_empty() && rng.next_u32() % 5 == 0 {
+                let i = rng.next_u32() as usize % accepted_codes.len();
+                lines.push(accepted_codes[i].clone());
+            } else {
+                let w = rng.next_u32() as usize % wallets.len();
+                lines.push(wallets[w].code(NOW, next_dev_seq[w]));
+                next_dev_seq[w] += 1;
+            }
+        }
+        let mut child = bin()
+            .args(["run", "--dir", dir.to_str().unwrap(), "--frames", "-", "--at", &NOW.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input: String = lines.iter().map(|l| format!("{}\n", hex::encode(l))).collect();
+        let writer = std::thread::spawn(move || {
+            // The child may die mid-write: a broken pipe is expected.
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let stdout = child.stdout.take().unwrap();
+        let reader_thread = std::thread::spawn(move || {
+            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+        });
+        let delay_ms = rng.next_u64() % 120;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let finished_before_kill = matches!(child.try_wait(), Ok(Some(_)));
+        let _ = child.kill(); // SIGKILL on Unix
+        let _ = child.wait();
+        writer.join().unwrap();
+        let out = reader_thread.join().unwrap();
+        if !finished_before_kill && out.len() < lines.len() {
+            killed_mid_stream += 1;
+        }
+
+        // What the child acknowledged, line by line (the last line may be
+        // torn by the kill; only complete JSON lines count as answers).
+        let mut cycle_seqs = Vec::new();
+        for (i, l) in out.iter().enumerate() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                assert_eq!(i, out.len() - 1, "only the last line can be torn: {l}");
+                continue;
+            };
+            let input = &lines[i];
+            if v["decision"] == "accept" {
+                let seq = v["ride_id"]["seq"].as_u64().unwrap();
+                assert!(
+                    !accepted_codes.contains(input),
+                    "cycle {cycle}: a code accepted before was accepted again as ride {seq}"
+                );
+                assert!(reported.insert(seq, input.clone()).is_none(), "sequence {seq} reported twice");
+                cycle_seqs.push(seq);
+                accepted_codes.push(input.clone());
+                total_accepts += 1;
+            } else {
+                assert_eq!(v["reason"], "already_used", "cycle {cycle} line {i}: {v}");
+            }
+        }
+        assert!(
+            cycle_seqs.windows(2).all(|w| w[0] < w[1]) && cycle_seqs.first().is_none_or(|&s| s > last_seq_on_disk),
+            "cycle {cycle}: sequences {cycle_seqs:?} reuse or go back from {last_seq_on_disk}"
+        );
+
+        // Reopen as the next boot would and check everything.
+        let r = Reader::open(&dir, NOW)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e} (log kept in {})", dir.display()));
+        let n = r.verify_chain().unwrap_or_else(|e| panic!("cycle {cycle}: chain broken: {e}"));
+        let on_disk: BTreeMap<u64, Vec<u8>> = r.records().map(|x| x.unwrap()).map(|x| (x.reader_seq, x.code)).collect();
+        assert_eq!(on_disk.len() as u64, n);
+        for (seq, code) in &reported {
+            assert_eq!(on_disk.get(seq), Some(code), "cycle {cycle}: accepted ride {seq} missing or altered after SIGKILL");
+        }
+        let distinct: HashSet<&Vec<u8>> = on_disk.values().collect();
+        assert_eq!(distinct.len(), on_disk.len(), "cycle {cycle}: a code is logged twice");
+        last_seq_on_disk = r.state().next_seq - 1;
+        // A ride that reached the disk but whose answer was cut off is
+        // still spent: its code must never be accepted again.
+        for (seq, code) in &on_disk {
+            if !reported.contains_key(seq) {
+                accepted_codes.push(code.clone());
+                reported.insert(*seq, code.clone());
+            }
+        }
+    }
+    eprintln!(
+        "{cycles} cycles, {killed_mid_stream} killed mid-stream, {total_accepts} accepts reported, {last_seq_on_disk} rides on disk"
+    );
+    assert!(killed_mid_stream >= cycles / 4, "too few kills landed mid-stream ({killed_mid_stream})");
+    assert!(total_accepts > 0);
+    let _ = std::fs::remove_dir_all(&base);
+}
