@@ -7,9 +7,11 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fare_credential::code::RIDE_CODE_V1_LEN;
+use fare_qr::{Attempt, DecodeOptions};
 use image::{GrayImage, Luma};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -66,12 +68,31 @@ fn bench_decode(c: &mut Criterion) {
         c.bench_function(&format!("qr/decode_640x480_clean_{module_px}px"), |b| {
             b.iter(|| fare_qr::decode_luma(black_box(&frame)).unwrap())
         });
+        // rqrr alone (the plain attempt), the baseline the attempt list
+        // builds on.
+        let plain = DecodeOptions::with_attempts(Duration::from_secs(10), vec![Attempt::PLAIN]);
+        c.bench_function(
+            &format!("qr/decode_640x480_clean_{module_px}px_plain"),
+            |b| b.iter(|| fare_qr::decode_luma_with(black_box(&frame), &plain).unwrap()),
+        );
     }
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let empty = blank_frame(&mut rng);
     assert!(fare_qr::decode_luma(&empty).is_err());
     c.bench_function("qr/decode_640x480_empty", |b| {
         b.iter(|| fare_qr::decode_luma(black_box(&empty)).unwrap_err())
+    });
+    // A frame with texture but no code: every attempt runs until the default
+    // budget stops them (the worst case per frame).
+    let mut textured = blank_frame(&mut rng);
+    for (x, y, p) in textured.enumerate_pixels_mut() {
+        // Stripes and blocks of a bus interior, no finder patterns.
+        let v = ((x / 37 + y / 23) % 3) as u8 * 60 + 20;
+        p.0[0] = v.saturating_add(p.0[0] / 4);
+    }
+    assert!(fare_qr::decode_luma(&textured).is_err());
+    c.bench_function("qr/decode_640x480_textured_no_code", |b| {
+        b.iter(|| fare_qr::decode_luma(black_box(&textured)).unwrap_err())
     });
 }
 

@@ -8,11 +8,14 @@
 //! The 1M-ride measurement is `cargo run --release -p fare-settlement
 //! --example settle_million`; numbers in settlement/README.md.
 
+// criterion_group! generates an undocumented `pub fn benches`.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fare_credential::record::genesis_hash;
 use fare_credential::{
-    Batch, Credential, CredentialBody, CredentialId, IssuerKey, ManualClock, Profile, RideCode, RideRecord, SigningKey,
-    TrustList,
+    Batch, Credential, CredentialBody, CredentialId, IssuerKey, ManualClock, Profile, RideCode,
+    RideRecord, SigningKey, TrustList,
 };
 use fare_settlement::core::{settle_chunk, Facts, RideIn};
 use fare_settlement::model::{Account, CredentialRecord, RideId};
@@ -58,14 +61,24 @@ fn rides(issuer: &SigningKey, n: usize, per: usize) -> (Vec<Credential>, Vec<(u6
         );
         for j in 0..per {
             let t = T0 - 2 * 3600 + j as u64 * 97 * 60 + i as u64 % 3600;
-            out.push((t, RideCode::sign_v1(&c, (t - 5) as u32, j as u32 + 1, &dev).as_bytes().to_vec()));
+            out.push((
+                t,
+                RideCode::sign_v1(&c, (t - 5) as u32, j as u32 + 1, &dev)
+                    .as_bytes()
+                    .to_vec(),
+            ));
         }
         creds.push(c);
     }
     (creds, out)
 }
 
-fn chained(reader_id: u32, from_seq: u64, prev: [u8; 32], codes: &[(u64, Vec<u8>)]) -> (Vec<RideRecord>, [u8; 32]) {
+fn chained(
+    reader_id: u32,
+    from_seq: u64,
+    prev: [u8; 32],
+    codes: &[(u64, Vec<u8>)],
+) -> (Vec<RideRecord>, [u8; 32]) {
     let mut prev = prev;
     let mut out = Vec::with_capacity(codes.len());
     for (k, (t, c)) in codes.iter().enumerate() {
@@ -86,9 +99,21 @@ fn chained(reader_id: u32, from_seq: u64, prev: [u8; 32], codes: &[(u64, Vec<u8>
 }
 
 fn ingest_http(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(App::open(dir.path(), config(), Arc::new(ManualClock::new(T0)), Some(1)).unwrap());
+    let app = Arc::new(
+        App::open(
+            dir.path(),
+            config(),
+            Arc::new(ManualClock::new(T0)),
+            Some(1),
+        )
+        .unwrap(),
+    );
     let reader_key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(99));
     ops::provision_reader(
         &app.db,
@@ -102,7 +127,9 @@ fn ingest_http(c: &mut Criterion) {
         T0,
     )
     .unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let url = format!("http://{}/v1/batches", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(fare_settlement::serve(listener, app.clone(), async {
@@ -130,7 +157,9 @@ fn ingest_http(c: &mut Criterion) {
                 .sign_v1(&reader_key)
                 .unwrap();
                 let started = Instant::now();
-                let status = rt.block_on(async { client.post(&url).body(body).send().await.unwrap().status() });
+                let status = rt.block_on(async {
+                    client.post(&url).body(body).send().await.unwrap().status()
+                });
                 total += started.elapsed();
                 assert_eq!(status.as_u16(), 200);
                 next_seq += 1024;
@@ -221,8 +250,12 @@ fn settle_core(c: &mut Criterion) {
     let mut g = c.benchmark_group("settle_core");
     g.throughput(Throughput::Elements(list.len() as u64));
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    g.bench_function("reverify_16380_rides", |b| b.iter(|| reverify(&codes, &trust, &policy)));
-    g.bench_function("rate_and_post_16380_rides", |b| b.iter(|| settle_chunk(&ride_in, &verdicts, &facts)));
+    g.bench_function("reverify_16380_rides", |b| {
+        b.iter(|| reverify(&codes, &trust, &policy))
+    });
+    g.bench_function("rate_and_post_16380_rides", |b| {
+        b.iter(|| settle_chunk(&ride_in, &verdicts, &facts))
+    });
     g.finish();
 }
 
@@ -233,7 +266,13 @@ fn settle_run(c: &mut Criterion) {
     let n_accounts = 410;
     let setup = || {
         let dir = tempfile::tempdir().unwrap();
-        let app = App::open(dir.path(), config(), Arc::new(ManualClock::new(T0 - 86_400)), Some(1)).unwrap();
+        let app = App::open(
+            dir.path(),
+            config(),
+            Arc::new(ManualClock::new(T0 - 86_400)),
+            Some(1),
+        )
+        .unwrap();
         let reader_key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(99));
         ops::provision_reader(
             &app.db,
@@ -277,13 +316,22 @@ fn settle_run(c: &mut Criterion) {
             let cred = Credential::from_bytes(&bytes).unwrap();
             for j in 0..10 {
                 let t = T0 - 2 * 3600 + j as u64 * 97 * 60 + i as u64;
-                list.push((t, RideCode::sign_v1(&cred, (t - 5) as u32, j as u32 + 1, &dev).as_bytes().to_vec()));
+                list.push((
+                    t,
+                    RideCode::sign_v1(&cred, (t - 5) as u32, j as u32 + 1, &dev)
+                        .as_bytes()
+                        .to_vec(),
+                ));
             }
         }
         list.truncate(4096);
         let (records, _) = chained(1, 1, genesis_hash(1), &list);
         for (k, chunk) in records.chunks(1024).enumerate() {
-            let prev = if k == 0 { genesis_hash(1) } else { records[k * 1024 - 1].hash().unwrap() };
+            let prev = if k == 0 {
+                genesis_hash(1)
+            } else {
+                records[k * 1024 - 1].hash().unwrap()
+            };
             let body = Batch {
                 reader_id: 1,
                 prev_hash: prev,

@@ -12,10 +12,16 @@
 //! hdrhistogram) and sequential throughput, printed to stdout.
 //! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
 
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, BatchSize, Criterion};
 use fare_credential::keys::generate_signing_key;
 use fare_credential::trust::IssuerKey;
-use fare_credential::{Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey};
+use fare_credential::{
+    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
+    SigningKey,
+};
 use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage};
 use hdrhistogram::Histogram;
 use rand_chacha::ChaCha20Rng;
@@ -25,10 +31,16 @@ use std::time::Instant;
 const NOW: u64 = 1_800_000_000;
 
 struct Fixture {
-    issuer: SigningKey,
-    rng: ChaCha20Rng,
+    minter: Minter,
     reader: Reader,
     _tmp: tempfile::TempDir,
+}
+
+/// Makes credentials (kept apart from the reader so benchmark closures can
+/// borrow both).
+struct Minter {
+    issuer: SigningKey,
+    rng: ChaCha20Rng,
 }
 
 struct Wallet {
@@ -40,7 +52,9 @@ struct Wallet {
 impl Wallet {
     fn next_code(&mut self) -> Vec<u8> {
         self.seq += 1;
-        RideCode::sign_v1(&self.credential, NOW as u32, self.seq, &self.device).as_bytes().to_vec()
+        RideCode::sign_v1(&self.credential, NOW as u32, self.seq, &self.device)
+            .as_bytes()
+            .to_vec()
     }
 }
 
@@ -71,7 +85,10 @@ impl Fixture {
         }
         .sign_v1(&root)
         .unwrap();
-        let tmp = tempfile::tempdir_in(std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
+        let tmp = tempfile::tempdir_in(
+            std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
+        )
+        .unwrap();
         let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
             reader_id: 1,
             operator: "bench".into(),
@@ -81,15 +98,24 @@ impl Fixture {
         });
         cfg.storage.max_log_bytes = 1 << 40;
         let key = generate_signing_key(&mut rng);
-        let reader = Reader::provision(&tmp.path().join("r"), cfg, root.verifying_key(), key, &bundle, NOW).unwrap();
+        let reader = Reader::provision(
+            &tmp.path().join("r"),
+            cfg,
+            root.verifying_key(),
+            key,
+            &bundle,
+            NOW,
+        )
+        .unwrap();
         Fixture {
-            issuer,
-            rng,
+            minter: Minter { issuer, rng },
             reader,
             _tmp: tmp,
         }
     }
+}
 
+impl Minter {
     fn wallet(&mut self) -> Wallet {
         let device = generate_signing_key(&mut self.rng);
         let mut id = [0u8; 16];
@@ -125,30 +151,38 @@ fn frame(code: &[u8]) -> image::GrayImage {
 }
 
 fn expect_accept(d: &Decision) {
-    assert!(d.is_accept(), "benchmark decision not accepted: {}", d.message());
+    assert!(
+        d.is_accept(),
+        "benchmark decision not accepted: {}",
+        d.message()
+    );
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("validator");
     g.sample_size(200);
-    let mut fx = Fixture::new(1000);
+    let Fixture {
+        mut minter,
+        mut reader,
+        _tmp,
+    } = Fixture::new(1000);
 
     g.bench_function("payload_cold", |b| {
         b.iter_batched(
             || {
-                let mut w = fx.wallet();
+                let mut w = minter.wallet();
                 w.next_code()
             },
-            |code| expect_accept(&fx.reader.decide_payload(&code, NOW)),
+            |code| expect_accept(&reader.decide_payload(&code, NOW)),
             BatchSize::SmallInput,
         )
     });
 
-    let mut rider = fx.wallet();
+    let mut rider = minter.wallet();
     g.bench_function("payload_repeat_rider", |b| {
         b.iter_batched(
             || rider.next_code(),
-            |code| expect_accept(&fx.reader.decide_payload(&code, NOW)),
+            |code| expect_accept(&reader.decide_payload(&code, NOW)),
             BatchSize::SmallInput,
         )
     });
@@ -157,18 +191,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("frame_640x480", |b| {
         b.iter_batched(
             || frame(&rider.next_code()),
-            |f| expect_accept(&fx.reader.decide_frame(&f, NOW)),
+            |f| expect_accept(&reader.decide_frame(&f, NOW)),
             BatchSize::SmallInput,
         )
     });
 
     g.sample_size(200);
-    let forger = generate_signing_key(&mut fx.rng);
-    let mut forged = fx.wallet();
+    let forger = generate_signing_key(&mut minter.rng);
+    let mut forged = minter.wallet();
     forged.device = forger;
     let forged_code = forged.next_code();
     g.bench_function("reject_forged", |b| {
-        b.iter(|| assert!(!fx.reader.decide_payload(&forged_code, NOW).is_accept()))
+        b.iter(|| assert!(!reader.decide_payload(&forged_code, NOW).is_accept()))
     });
     g.finish();
 }
@@ -176,7 +210,12 @@ fn bench(c: &mut Criterion) {
 fn report(name: &str, decisions: &[Decision]) {
     let mut stages: Vec<(&str, Histogram<u64>)> = Stage::ALL
         .iter()
-        .map(|s| (s.name(), Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap()))
+        .map(|s| {
+            (
+                s.name(),
+                Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap(),
+            )
+        })
         .collect();
     let mut total = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
     for d in decisions {
@@ -188,7 +227,10 @@ fn report(name: &str, decisions: &[Decision]) {
         total.record(d.total_ns.max(1)).unwrap();
     }
     println!("{name} ({} decisions), µs:", decisions.len());
-    println!("  {:<12} {:>10} {:>10} {:>10}", "stage", "p50", "p99", "max");
+    println!(
+        "  {:<12} {:>10} {:>10} {:>10}",
+        "stage", "p50", "p99", "max"
+    );
     for (s, h) in stages.iter().filter(|(_, h)| !h.is_empty()) {
         println!(
             "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
@@ -208,41 +250,64 @@ fn report(name: &str, decisions: &[Decision]) {
 }
 
 fn stage_report() {
-    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let mut fx = Fixture::new(1_000_000);
     println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
 
-    let codes: Vec<Vec<u8>> = (0..n).map(|_| fx.wallet().next_code()).collect();
+    let codes: Vec<Vec<u8>> = (0..n).map(|_| fx.minter.wallet().next_code()).collect();
     let t = Instant::now();
-    let cold: Vec<Decision> = codes.iter().map(|c| fx.reader.decide_payload(c, NOW)).collect();
+    let cold: Vec<Decision> = codes
+        .iter()
+        .map(|c| fx.reader.decide_payload(c, NOW))
+        .collect();
     let secs = t.elapsed().as_secs_f64();
     cold.iter().for_each(expect_accept);
     report("(a) payload -> durable accept, new rider", &cold);
-    println!("  throughput: {:.0} durable accepts/s (sequential)", n as f64 / secs);
+    println!(
+        "  throughput: {:.0} durable accepts/s (sequential)",
+        n as f64 / secs
+    );
 
-    let mut rider = fx.wallet();
+    let mut rider = fx.minter.wallet();
     let codes: Vec<Vec<u8>> = (0..n).map(|_| rider.next_code()).collect();
-    let repeat: Vec<Decision> = codes.iter().map(|c| fx.reader.decide_payload(c, NOW)).collect();
+    let repeat: Vec<Decision> = codes
+        .iter()
+        .map(|c| fx.reader.decide_payload(c, NOW))
+        .collect();
     repeat.iter().for_each(expect_accept);
     report("(c) repeat rider (cached credential)", &repeat);
 
     let nf = (n / 10).max(50);
     let frames: Vec<image::GrayImage> = (0..nf).map(|_| frame(&rider.next_code())).collect();
     let t = Instant::now();
-    let fr: Vec<Decision> = frames.iter().map(|f| fx.reader.decide_frame(f, NOW)).collect();
+    let fr: Vec<Decision> = frames
+        .iter()
+        .map(|f| fx.reader.decide_frame(f, NOW))
+        .collect();
     let secs = t.elapsed().as_secs_f64();
     fr.iter().for_each(expect_accept);
     report("(b) 640x480 frame -> durable accept", &fr);
-    println!("  throughput: {:.0} frame decisions/s (sequential)", nf as f64 / secs);
+    println!(
+        "  throughput: {:.0} frame decisions/s (sequential)",
+        nf as f64 / secs
+    );
 }
 
 criterion_group!(benches, bench);
 
 fn main() {
     benches();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
     // `cargo bench -- <filter>` passes a filter; the report runs only unfiltered or for "report".
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if args.is_empty() || args.iter().any(|a| a == "report") {
         stage_report();
     }

@@ -9,7 +9,10 @@
 //! ```
 
 use fare_credential::record::genesis_hash;
-use fare_credential::{Credential, CredentialBody, CredentialId, ManualClock, Profile, RideCode, RideRecord, SigningKey};
+use fare_credential::{
+    Credential, CredentialBody, CredentialId, ManualClock, Profile, RideCode, RideRecord,
+    SigningKey,
+};
 use fare_settlement::core::{settle_chunk, Facts, RideIn};
 use fare_settlement::model::{Account, CredentialRecord, RideId};
 use fare_settlement::reverify::{reverify, CodeToVerify};
@@ -22,13 +25,28 @@ use std::time::Instant;
 
 const T0: u64 = 1_773_100_800; // 2026-03-10 08:00 Asia/Shanghai
 
+/// CPU seconds (user + system) this process used so far, from /proc (Linux):
+/// the shared build machine is often loaded, so wall time alone misleads.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat; after the `)` they are at 11 and 12. 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n_creds: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let per: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let with_store = args.iter().any(|a| a == "--store");
     let threads = rayon::current_num_threads();
-    println!("{} credentials × {per} rides = {} rides, {threads} rayon thread(s)", n_creds, n_creds * per);
+    println!(
+        "{} credentials × {per} rides = {} rides, {threads} rayon thread(s)",
+        n_creds,
+        n_creds * per
+    );
 
     // Generation (not measured as settlement): issuer, credentials, codes.
     let t = Instant::now();
@@ -70,10 +88,17 @@ fn main() {
             let t = T0 - 2 * 3600 + (j as u64) * 97 * 60 + (i as u64 % 3600);
             let (dev, cred) = &creds[i];
             let code = RideCode::sign_v1(cred, (t - 5) as u32, j as u32 + 1, dev);
-            (((i + j) as u32) % n_readers + 1, t, code.as_bytes().to_vec())
+            (
+                ((i + j) as u32) % n_readers + 1,
+                t,
+                code.as_bytes().to_vec(),
+            )
         })
         .collect();
-    println!("generated in {:.1} s (not part of settlement)", t.elapsed().as_secs_f64());
+    println!(
+        "generated in {:.1} s (not part of settlement)",
+        t.elapsed().as_secs_f64()
+    );
 
     let tariff = Tariff::demo();
     let policy = fare_credential::Policy::default();
@@ -119,8 +144,10 @@ fn main() {
         })
         .collect();
     let t = Instant::now();
+    let c0 = cpu_s();
     let verdicts = reverify(&codes, &trust, &policy);
     let verify_s = t.elapsed().as_secs_f64();
+    let verify_cpu = cpu_s() - c0;
     let bad = verdicts.iter().filter(|v| v.is_err()).count();
     assert_eq!(bad, 0, "all generated rides are genuine");
     let ride_in: Vec<RideIn> = rides
@@ -132,8 +159,16 @@ fn main() {
                 reader_seq: k as u64 + 1,
             },
             reader_time_unix_s: *t,
-            operator: if reader % 3 == 0 { "metro".into() } else { "city-bus".into() },
-            route: if reader % 3 == 0 { "L1".into() } else { "1".into() },
+            operator: if matches!(reader % 3, 0) {
+                "metro".into()
+            } else {
+                "city-bus".into()
+            },
+            route: if matches!(reader % 3, 0) {
+                "L1".into()
+            } else {
+                "1".into()
+            },
         })
         .collect();
     let empty = HashMap::new();
@@ -149,8 +184,10 @@ fn main() {
         days: &no_days,
     };
     let t = Instant::now();
+    let c0 = cpu_s();
     let out = settle_chunk(&ride_in, &verdicts, &facts);
     let rate_s = t.elapsed().as_secs_f64();
+    let rate_cpu = cpu_s() - c0;
     let total_s = t_all.elapsed().as_secs_f64();
     let charged: i64 = out.results.iter().map(|r| r.amount_minor).sum();
     let posted: i64 = out.postings.iter().map(|p| p.amount_minor).sum();
@@ -162,6 +199,13 @@ fn main() {
         n / rate_s,
         n / total_s
     );
+    println!(
+        "CPU time: re-verify {verify_cpu:.2} s ({:.0} rides per CPU-second), rate + post {rate_cpu:.2} s ({:.0} rides per CPU-second)",
+        n / verify_cpu.max(0.01),
+        n / rate_cpu.max(0.01)
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average during the run: {}", load.trim());
     println!(
         "{} postings, {} charged minor units, {} distinct credentials",
         out.postings.len(),
@@ -182,7 +226,13 @@ fn store_run(creds: &[(SigningKey, Credential)], rides: &[(u32, u64, Vec<u8>)], 
         operator_token: "x".into(),
         ..Config::default()
     };
-    let app = App::open(dir.path(), cfg, std::sync::Arc::new(ManualClock::new(T0 - 86_400)), Some(1)).unwrap();
+    let app = App::open(
+        dir.path(),
+        cfg,
+        std::sync::Arc::new(ManualClock::new(T0 - 86_400)),
+        Some(1),
+    )
+    .unwrap();
     // The example's credentials come from its own issuer, so register them
     // by writing the map directly (the issuance API would re-issue them).
     eprintln!("note: the --store run signs with the app's issuer; regenerating codes");
@@ -252,9 +302,17 @@ fn store_run(creds: &[(SigningKey, Credential)], rides: &[(u32, u64, Vec<u8>)], 
             &fare_settlement::ops::ProvisionReader {
                 reader_id,
                 public_key: hex::encode(key.verifying_key().to_bytes()),
-                operator: if reader_id % 3 == 0 { "metro".into() } else { "city-bus".into() },
+                operator: if matches!(reader_id % 3, 0) {
+                    "metro".into()
+                } else {
+                    "city-bus".into()
+                },
                 vehicle: format!("bus-{reader_id}"),
-                route: if reader_id % 3 == 0 { "L1".into() } else { "1".into() },
+                route: if matches!(reader_id % 3, 0) {
+                    "L1".into()
+                } else {
+                    "1".into()
+                },
             },
             0,
         )

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 #[non_exhaustive]
 pub enum AppError {
     /// The database.
-    #[error("database in {path}: {source} (is another `fare-settlement` process using this data dir?)")]
+    #[error(
+        "database in {path}: {source} (is another `fare-settlement` process using this data dir?)"
+    )]
     Store {
         /// Data dir.
         path: PathBuf,
@@ -76,7 +78,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,18 +88,29 @@ impl App {
     /// Opens the data dir (sled db in `DATA/db`) and the keys dir (config,
     /// else `DATA/keys`, initialised when missing). `rng_seed` makes ids
     /// deterministic (tests); `None` seeds from the OS.
-    pub fn open(data_dir: &Path, config: Config, clock: Arc<dyn Clock>, rng_seed: Option<u64>) -> Result<App, AppError> {
+    pub fn open(
+        data_dir: &Path,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        rng_seed: Option<u64>,
+    ) -> Result<App, AppError> {
         std::fs::create_dir_all(data_dir).map_err(|e| AppError::Store {
             path: data_dir.into(),
             source: crate::error::StoreError::Backend(e.to_string()),
         })?;
         let db_path = data_dir.join("db");
-        let store = SledStore::open(&db_path).map_err(|source| AppError::Store { path: db_path, source })?;
+        let store = SledStore::open(&db_path).map_err(|source| AppError::Store {
+            path: db_path,
+            source,
+        })?;
         let mut rng = match rng_seed {
             Some(s) => ChaCha20Rng::seed_from_u64(s),
             None => ChaCha20Rng::from_entropy(),
         };
-        let keys_dir = config.keys_dir.clone().unwrap_or_else(|| data_dir.join("keys"));
+        let keys_dir = config
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys"));
         let keys = if keys_dir.join("root.key").exists() {
             KeyStore::open(&keys_dir)
         } else {
@@ -156,7 +171,11 @@ impl App {
 
     /// The trust list from the keys.
     pub fn trust(&self) -> Result<TrustList, AppError> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .trust_list();
         TrustList::new(keys).map_err(|e| AppError::Trust(e.to_string()))
     }
 
@@ -186,7 +205,11 @@ impl App {
 
     /// Publishes a new deny list version if it changed.
     pub fn refresh_deny(&self) -> Result<bundle::DenyStateSummary, AppError> {
-        let trust = self.keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
+        let trust = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .trust_list();
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head = bundle::refresh(
             &self.db,

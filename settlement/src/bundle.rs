@@ -46,7 +46,11 @@ pub enum BundleError {
 }
 
 /// The deny list as it should be now.
-pub fn desired_deny(db: &Db, now_unix_s: u64, skew_s: u64) -> Result<Vec<CredentialId>, StoreError> {
+pub fn desired_deny(
+    db: &Db,
+    now_unix_s: u64,
+    skew_s: u64,
+) -> Result<Vec<CredentialId>, StoreError> {
     let mut ids = BTreeSet::new();
     for acc in db.revoked_accounts()? {
         for c in db.credentials_of(&acc)? {
@@ -79,7 +83,10 @@ pub fn refresh(
     }
     let old: BTreeSet<CredentialId> = head.ids.iter().copied().collect();
     let new: BTreeSet<CredentialId> = desired.iter().copied().collect();
-    let version = keys.lock().unwrap_or_else(|p| p.into_inner()).next_bundle_version()?;
+    let version = keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .next_bundle_version()?;
     let change = DenyVersion {
         version,
         previous: head.version,
@@ -100,7 +107,11 @@ pub fn refresh(
 }
 
 /// The deny update for a reader at version `since` (snapshot when unknown).
-pub fn deny_update(db: &Db, head: &DenyState, since: Option<u64>) -> Result<DenyUpdate, StoreError> {
+pub fn deny_update(
+    db: &Db,
+    head: &DenyState,
+    since: Option<u64>,
+) -> Result<DenyUpdate, StoreError> {
     let Some(since) = since else {
         return Ok(DenyUpdate::Snapshot(head.ids.clone()));
     };
@@ -159,7 +170,14 @@ pub fn reader_bundle(
     max_age_s: u64,
 ) -> Result<Vec<u8>, BundleError> {
     let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
-    let head = refresh(db, keys, material_hash(&trust, tariff_json), now_unix_s, skew_s, Some(max_age_s))?;
+    let head = refresh(
+        db,
+        keys,
+        material_hash(&trust, tariff_json),
+        now_unix_s,
+        skew_s,
+        Some(max_age_s),
+    )?;
     let deny = deny_update(db, &head, since)?;
     let bundle = ReaderBundle {
         bundle_version: head.version,
@@ -168,7 +186,10 @@ pub fn reader_bundle(
         deny,
         tariff: tariff_json.to_vec(),
     };
-    Ok(keys.lock().unwrap_or_else(|p| p.into_inner()).sign_bundle(&bundle)?)
+    Ok(keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sign_bundle(&bundle)?)
 }
 
 /// The deny list as reported.

@@ -137,7 +137,9 @@ impl Config {
         if self.json_body_limit_bytes < 1024 || self.json_body_limit_bytes > 16 << 20 {
             return bad("json_body_limit_bytes", "expected 1 KiB..=16 MiB".into());
         }
-        if self.max_credential_validity_s == 0 || self.max_credential_validity_s > fare_keys::MAX_CREDENTIAL_VALIDITY_S {
+        if self.max_credential_validity_s == 0
+            || self.max_credential_validity_s > fare_keys::MAX_CREDENTIAL_VALIDITY_S
+        {
             return bad(
                 "max_credential_validity_s",
                 format!("expected 1..={}", fare_keys::MAX_CREDENTIAL_VALIDITY_S),

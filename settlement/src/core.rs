@@ -24,11 +24,12 @@
 //!   `over_credit_limit`, and the account goes on the next deny list.
 
 use crate::model::*;
-use fare_ledger::AccountRef;
 use crate::reverify::Verdict;
 use fare_credential::{CredentialId, RejectReason};
+use fare_ledger::AccountRef;
 use fare_ledger::{over_credit_limit, reconcile_ride, RideParties, RideState};
 use fare_tariff::{rate_day, Date, PriorDay, RideOutcome, RideToRate, Tariff};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Ledger account key of a passenger (`passenger:ID`).
@@ -199,11 +200,11 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
         let vr = verdicts[i].as_ref().expect("candidates verified");
         let key = (vr.credential_id, vr.device_seq);
         let account_id = facts.credentials[&vr.credential_id].account_id.clone();
-        let earlier = facts
-            .seen_codes
-            .get(&key)
-            .map(|r| (*r, None))
-            .or_else(|| first_seen.get(&key).map(|&j| (rides[j].ride, Some(rides[j].reader_time_unix_s))));
+        let earlier = facts.seen_codes.get(&key).map(|r| (*r, None)).or_else(|| {
+            first_seen
+                .get(&key)
+                .map(|&j| (rides[j].ride, Some(rides[j].reader_time_unix_s)))
+        });
         if let Some((charged_ride, charged_time)) = earlier {
             let mut r = base(&rides[i], Outcome::Duplicate);
             r.account_id = Some(account_id.clone());
@@ -229,16 +230,20 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
     }
 
     // 3. Add chargeable rides to their account's service days.
-    let mut touched: BTreeMap<String, BTreeSet<Date>> = BTreeMap::new();
-    let mut day_states: HashMap<(String, Date), DayState> = HashMap::new();
+    let mut per_account: BTreeMap<String, AccountWork> = BTreeMap::new();
     let mut new_ride_index: HashMap<RideId, usize> = HashMap::new();
     for &i in &chargeable {
         let vr = verdicts[i].as_ref().expect("verified");
         let account_id = facts.credentials[&vr.credential_id].account_id.clone();
         let day = service_day(tariff, rides[i].reader_time_unix_s);
-        let st = day_states
-            .entry((account_id.clone(), day))
-            .or_insert_with(|| facts.days.get(&(account_id.clone(), day)).cloned().unwrap_or_default());
+        let work = per_account.entry(account_id.clone()).or_default();
+        let st = work.day_states.entry(day).or_insert_with(|| {
+            facts
+                .days
+                .get(&(account_id.clone(), day))
+                .cloned()
+                .unwrap_or_default()
+        });
         if st.rides.iter().all(|r| r.ride != rides[i].ride) {
             st.rides.push(DayRide {
                 ride: rides[i].ride,
@@ -251,130 +256,182 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
             });
         }
         new_ride_index.insert(rides[i].ride, i);
-        touched.entry(account_id).or_default().insert(day);
+        work.touched.insert(day);
         let mut r = base(&rides[i], Outcome::Charged);
-        r.account_id = Some(facts.credentials[&vr.credential_id].account_id.clone());
+        r.account_id = Some(account_id);
         r.credential_id = Some(vr.credential_id);
         r.device_seq = Some(vr.device_seq);
         results[i] = Some(r);
     }
 
-    // 4. Re-rate every affected day of each account, in date order, and post differences.
-    for (account_id, days) in &touched {
-        let mut to_rate: BTreeSet<Date> = BTreeSet::new();
-        for d in days {
-            for a in tariff.days_affected_by(*d) {
-                let key = (account_id.clone(), a);
-                if day_states.contains_key(&key) || facts.days.contains_key(&key) {
-                    to_rate.insert(a);
-                }
-            }
-        }
-        let mut totals: HashMap<Date, PriorDay> = HashMap::new();
-        let prior_of = |d: Date, st: &DayState| PriorDay {
-            day: d,
-            charged_minor: st.rides.iter().map(|r| r.posted_minor).sum(),
-            paid_rides: st.rides.iter().filter(|r| r.posted_minor > 0).count() as u32,
-        };
-        let mut running_balance = facts.balances.get(account_id).copied().unwrap_or(0);
-        let limit = facts
-            .accounts
-            .get(account_id)
-            .map(|a| a.credit_limit_minor)
-            .unwrap_or(0);
-        for day in to_rate {
-            let key = (account_id.clone(), day);
-            let mut st = day_states
-                .remove(&key)
-                .or_else(|| facts.days.get(&key).cloned())
-                .unwrap_or_default();
-            let prior: Vec<PriorDay> = tariff
-                .prior_days_needed(day)
-                .into_iter()
-                .filter_map(|p| {
-                    totals
-                        .get(&p)
-                        .copied()
-                        .or_else(|| facts.days.get(&(account_id.clone(), p)).map(|s| prior_of(p, s)))
-                })
-                .collect();
-            let to_rate: Vec<RideToRate> = st
-                .rides
-                .iter()
-                .map(|r| RideToRate {
-                    ride_key: ride_key_str(r.ride),
-                    at_unix_s: r.reader_time_unix_s,
-                    operator: r.operator.clone(),
-                    route: r.route.clone(),
-                    profile: r.profile,
-                })
-                .collect();
-            let rating = match rate_day(tariff, day, &to_rate, &prior) {
-                Ok(r) => r,
-                // Unreachable with rides grouped by service_day and unique ride
-                // ids; keep what was posted rather than guess.
-                Err(e) => {
-                    tracing::error!(account = %account_id, %day, error = %e, "rating failed; day left as posted");
-                    totals.insert(day, prior_of(day, &st));
-                    day_states.insert(key.clone(), st.clone());
-                    out.days.push((account_id.clone(), day, st));
-                    continue;
-                }
-            };
-            let by_key: HashMap<&str, &fare_tariff::RatedRide> =
-                rating.rides.iter().map(|r| (r.ride_key.as_str(), r)).collect();
-            // Post in time order so `over_credit_limit` marks the ride that crossed
-            // the limit: replay the day's fares (not the adjustments, whose order
-            // depends on upload order) on top of the balance without this day.
-            st.rides.sort_by_key(|r| (r.reader_time_unix_s, r.ride));
-            running_balance += st.rides.iter().map(|r| r.posted_minor).sum::<i64>();
-            for dr in st.rides.iter_mut() {
-                let rated = by_key[ride_key_str(dr.ride).as_str()];
-                let parties = RideParties {
-                    ride_key: ride_key_str(dr.ride),
-                    account_id: account_id.clone(),
-                    operator: dr.operator.clone(),
-                    service_day: day,
-                };
-                let state = RideState {
-                    net_minor: dr.posted_minor,
-                    revisions: dr.revisions,
-                };
-                match reconcile_ride(&parties, state, rated.fare_minor) {
-                    Ok(Some(p)) => {
-                        out.postings.push(p);
-                        dr.posted_minor = rated.fare_minor;
-                        dr.revisions += 1;
-                    }
-                    Ok(None) => {}
-                    // Only for out-of-range keys or fares, which validation upstream
-                    // excludes; leave the ride as posted rather than guess.
-                    Err(e) => tracing::error!(ride = %dr.ride, error = %e, "ride posting refused by the ledger"),
-                }
-                running_balance -= dr.posted_minor;
-                let outcome = outcome_of(rated.outcome);
-                match new_ride_index.get(&dr.ride) {
-                    Some(&i) => {
-                        let r = results[i].as_mut().expect("chargeable result set");
-                        r.outcome = outcome;
-                        r.amount_minor = rated.fare_minor;
-                        r.service_day = day.to_string();
-                        r.result = if rated.fare_minor > 0 && over_credit_limit(running_balance, limit) {
-                            "over_credit_limit".into()
-                        } else {
-                            outcome.code().into()
-                        };
-                    }
-                    None => out.result_updates.push((dr.ride, outcome, rated.fare_minor)),
-                }
-            }
-            totals.insert(day, rating.prior_day());
-            out.days.push((account_id.clone(), day, st));
+    // 4. Re-rate every affected day of each account, in date order, and post
+    //    differences. Accounts are independent: all cores, merged in account order.
+    let rated: Vec<AccountOut> = per_account
+        .into_par_iter()
+        .map(|(account_id, work)| rate_account(&account_id, work, facts, &new_ride_index))
+        .collect();
+    for a in rated {
+        out.postings.extend(a.postings);
+        out.days.extend(a.days);
+        out.result_updates.extend(a.result_updates);
+        for (i, outcome, amount, day, result) in a.new_results {
+            let r = results[i].as_mut().expect("chargeable result set");
+            r.outcome = outcome;
+            r.amount_minor = amount;
+            r.service_day = day;
+            r.result = result;
         }
     }
     out.results = results
         .into_iter()
         .map(|r| r.expect("every ride has a result"))
         .collect();
+    out
+}
+
+/// One account's share of a chunk, before rating.
+#[derive(Default)]
+struct AccountWork {
+    touched: BTreeSet<Date>,
+    day_states: HashMap<Date, DayState>,
+}
+
+/// What rating one account produced.
+struct AccountOut {
+    postings: Vec<fare_ledger::Posting>,
+    days: Vec<(String, Date, DayState)>,
+    result_updates: Vec<(RideId, Outcome, i64)>,
+    /// (ride index in the chunk, outcome, fare, service day, result code)
+    new_results: Vec<(usize, Outcome, i64, String, String)>,
+}
+
+fn rate_account(
+    account_id: &str,
+    mut work: AccountWork,
+    facts: &Facts<'_>,
+    new_ride_index: &HashMap<RideId, usize>,
+) -> AccountOut {
+    let tariff = facts.tariff;
+    let mut out = AccountOut {
+        postings: Vec::new(),
+        days: Vec::new(),
+        result_updates: Vec::new(),
+        new_results: Vec::new(),
+    };
+    let key_of = |d: Date| (account_id.to_string(), d);
+    let mut to_rate: BTreeSet<Date> = BTreeSet::new();
+    for d in &work.touched {
+        for a in tariff.days_affected_by(*d) {
+            if work.day_states.contains_key(&a) || facts.days.contains_key(&key_of(a)) {
+                to_rate.insert(a);
+            }
+        }
+    }
+    let mut totals: HashMap<Date, PriorDay> = HashMap::new();
+    let prior_of = |d: Date, st: &DayState| PriorDay {
+        day: d,
+        charged_minor: st.rides.iter().map(|r| r.posted_minor).sum(),
+        paid_rides: st.rides.iter().filter(|r| r.posted_minor > 0).count() as u32,
+    };
+    let mut running_balance = facts.balances.get(account_id).copied().unwrap_or(0);
+    let limit = facts
+        .accounts
+        .get(account_id)
+        .map(|a| a.credit_limit_minor)
+        .unwrap_or(0);
+    for day in to_rate {
+        let mut st = work
+            .day_states
+            .remove(&day)
+            .or_else(|| facts.days.get(&key_of(day)).cloned())
+            .unwrap_or_default();
+        let prior: Vec<PriorDay> = tariff
+            .prior_days_needed(day)
+            .into_iter()
+            .filter_map(|p| {
+                totals
+                    .get(&p)
+                    .copied()
+                    .or_else(|| facts.days.get(&key_of(p)).map(|s| prior_of(p, s)))
+            })
+            .collect();
+        let to_rate: Vec<RideToRate> = st
+            .rides
+            .iter()
+            .map(|r| RideToRate {
+                ride_key: ride_key_str(r.ride),
+                at_unix_s: r.reader_time_unix_s,
+                operator: r.operator.clone(),
+                route: r.route.clone(),
+                profile: r.profile,
+            })
+            .collect();
+        let rating = match rate_day(tariff, day, &to_rate, &prior) {
+            Ok(r) => r,
+            // Unreachable with rides grouped by service_day and unique ride
+            // ids; keep what was posted rather than guess.
+            Err(e) => {
+                tracing::error!(account = %account_id, %day, error = %e, "rating failed; day left as posted");
+                totals.insert(day, prior_of(day, &st));
+                out.days.push((account_id.to_string(), day, st));
+                continue;
+            }
+        };
+        let by_key: HashMap<&str, &fare_tariff::RatedRide> = rating
+            .rides
+            .iter()
+            .map(|r| (r.ride_key.as_str(), r))
+            .collect();
+        // Post in time order so `over_credit_limit` marks the ride that crossed
+        // the limit: replay the day's fares (not the adjustments, whose order
+        // depends on upload order) on top of the balance without this day.
+        st.rides.sort_by_key(|r| (r.reader_time_unix_s, r.ride));
+        running_balance += st.rides.iter().map(|r| r.posted_minor).sum::<i64>();
+        for dr in st.rides.iter_mut() {
+            let rated = by_key[ride_key_str(dr.ride).as_str()];
+            let parties = RideParties {
+                ride_key: ride_key_str(dr.ride),
+                account_id: account_id.to_string(),
+                operator: dr.operator.clone(),
+                service_day: day,
+            };
+            let state = RideState {
+                net_minor: dr.posted_minor,
+                revisions: dr.revisions,
+            };
+            match reconcile_ride(&parties, state, rated.fare_minor) {
+                Ok(Some(p)) => {
+                    out.postings.push(p);
+                    dr.posted_minor = rated.fare_minor;
+                    dr.revisions += 1;
+                }
+                Ok(None) => {}
+                // Only for out-of-range keys or fares, which validation upstream
+                // excludes; leave the ride as posted rather than guess.
+                Err(e) => {
+                    tracing::error!(ride = %dr.ride, error = %e, "ride posting refused by the ledger")
+                }
+            }
+            running_balance -= dr.posted_minor;
+            let outcome = outcome_of(rated.outcome);
+            match new_ride_index.get(&dr.ride) {
+                Some(&i) => {
+                    let result =
+                        if rated.fare_minor > 0 && over_credit_limit(running_balance, limit) {
+                            "over_credit_limit".to_string()
+                        } else {
+                            outcome.code().to_string()
+                        };
+                    out.new_results
+                        .push((i, outcome, rated.fare_minor, day.to_string(), result));
+                }
+                None => out
+                    .result_updates
+                    .push((dr.ride, outcome, rated.fare_minor)),
+            }
+        }
+        totals.insert(day, rating.prior_day());
+        out.days.push((account_id.to_string(), day, st));
+    }
     out
 }

@@ -87,7 +87,9 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"error": self.code, "message": self.message});
-        if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(map)) = (&self.extra, &mut v) {
+        if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(map)) =
+            (&self.extra, &mut v)
+        {
             for (k, x) in extra {
                 map.insert(k.clone(), x.clone());
             }
@@ -98,7 +100,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code, self.status.as_u16(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.status.as_u16(),
+            self.message
+        )
     }
 }
 
@@ -109,7 +117,11 @@ impl From<StoreError> for ApiError {
         tracing::error!(error = %e, "storage error");
         match e {
             StoreError::Conflict { .. } => ApiError::conflict("concurrent_update", e.to_string()),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string()),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            ),
         }
     }
 }

@@ -32,7 +32,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics shows only what it records");
+                tracing::warn!(
+                    "a metrics recorder was already installed; /metrics shows only what it records"
+                );
             }
             handle
         })
@@ -41,17 +43,24 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// Runs `f` on the blocking pool (storage flushes and signature checks must
 /// not stall the async workers).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("task failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("task failed: {e}"),
+        )
+    })?
 }
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
-    let h = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("operator endpoint: send `Authorization: Bearer <operator_token>`"))?;
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
+    let h = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        unauthorized("operator endpoint: send `Authorization: Bearer <operator_token>`")
+    })?;
     let token = h
         .to_str()
         .ok()
@@ -74,7 +83,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn json_body<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+async fn json_body<T: DeserializeOwned>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -84,12 +97,16 @@ async fn json_body<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Bo
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("JSON body of {len} bytes over the limit of {}", app.config.json_body_limit_bytes),
+                format!(
+                    "JSON body of {len} bytes over the limit of {}",
+                    app.config.json_body_limit_bytes
+                ),
             ));
         }
     }
     let bytes = read_body(body, app.config.json_body_limit_bytes).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
@@ -105,15 +122,22 @@ fn created(new: bool) -> StatusCode {
 }
 
 fn parse_reader_id(s: &str) -> Result<u32, ApiError> {
-    s.parse::<u32>()
-        .map_err(|_| ApiError::bad_request("invalid_path", format!("reader id `{s}`: expected an integer 1..=4294967295")))
+    s.parse::<u32>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_path",
+            format!("reader id `{s}`: expected an integer 1..=4294967295"),
+        )
+    })
 }
 
 fn format_of(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     match q.get("format").map(String::as_str) {
         None | Some("json") => Ok(false),
         Some("csv") => Ok(true),
-        Some(f) => Err(ApiError::bad_request("invalid_query", format!("format `{f}`: expected json or csv"))),
+        Some(f) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("format `{f}`: expected json or csv"),
+        )),
     }
 }
 
@@ -158,10 +182,12 @@ async fn get_bundle(
     let reader_id = parse_reader_id(&id)?;
     let since = match q.get("since") {
         None => None,
-        Some(s) => Some(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request("invalid_query", format!("since `{s}`: expected a bundle version (integer)")))?,
-        ),
+        Some(s) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("since `{s}`: expected a bundle version (integer)"),
+            )
+        })?),
     };
     let bytes = blocking(move || {
         match app.db.reader(reader_id)? {
@@ -180,8 +206,13 @@ async fn get_bundle(
                 ))
             }
         }
-        app.bundle(since)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bundle_failed", e.to_string()))
+        app.bundle(since).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bundle_failed",
+                e.to_string(),
+            )
+        })
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -215,7 +246,11 @@ async fn list_readers(State(app): State<AppState>, headers: HeaderMap) -> ApiRes
     Ok(json(StatusCode::OK, &v))
 }
 
-async fn retire_reader(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn retire_reader(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     authorize(&app, &headers)?;
     let reader_id = parse_reader_id(&id)?;
     let r = blocking(move || {
@@ -232,19 +267,34 @@ async fn post_account(State(app): State<AppState>, headers: HeaderMap, body: Bod
     let (a, new) = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
-        ops::create_account(&app.db, &req, app.config.default_credit_limit_minor, app.now(), &mut *rng)
+        ops::create_account(
+            &app.db,
+            &req,
+            app.config.default_credit_limit_minor,
+            app.now(),
+            &mut *rng,
+        )
     })
     .await?;
     Ok(json(created(new), &a))
 }
 
-async fn get_account(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn get_account(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     authorize(&app, &headers)?;
     let s = blocking(move || ops::statement(&app.db, &id)).await?;
     Ok(json(StatusCode::OK, &s))
 }
 
-async fn post_device(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+async fn post_device(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     authorize(&app, &headers)?;
     let req: ops::RegisterDevice = json_body(&app, &headers, body).await?;
     let c = blocking(move || {
@@ -264,7 +314,12 @@ async fn post_device(State(app): State<AppState>, headers: HeaderMap, Path(id): 
     Ok(json(StatusCode::CREATED, &c))
 }
 
-async fn post_payment(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+async fn post_payment(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     authorize(&app, &headers)?;
     let req: ops::MakePayment = json_body(&app, &headers, body).await?;
     let (p, new) = blocking(move || {
@@ -272,8 +327,13 @@ async fn post_payment(State(app): State<AppState>, headers: HeaderMap, Path(id):
             let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             ops::pay(&app.db, &id, &req, app.now())?
         };
-        app.refresh_deny()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+        app.refresh_deny().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "deny_refresh_failed",
+                e.to_string(),
+            )
+        })?;
         Ok(r)
     })
     .await?;
@@ -289,7 +349,12 @@ struct FreezeReq {
     frozen: bool,
 }
 
-async fn post_freeze(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> ApiResult {
+async fn post_freeze(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
     authorize(&app, &headers)?;
     let req: FreezeReq = json_body(&app, &headers, body).await?;
     let a = blocking(move || {
@@ -297,8 +362,13 @@ async fn post_freeze(State(app): State<AppState>, headers: HeaderMap, Path(id): 
             let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             ops::set_frozen(&app.db, &id, req.frozen)?
         };
-        app.refresh_deny()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+        app.refresh_deny().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "deny_refresh_failed",
+                e.to_string(),
+            )
+        })?;
         Ok(a)
     })
     .await?;
@@ -308,8 +378,13 @@ async fn post_freeze(State(app): State<AppState>, headers: HeaderMap, Path(id): 
 async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
     let s = blocking(move || {
-        app.settle()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "settlement_failed", e.to_string()))
+        app.settle().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "settlement_failed",
+                e.to_string(),
+            )
+        })
     })
     .await?;
     Ok(json(StatusCode::OK, &s))
@@ -318,8 +393,13 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
 async fn post_purge(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
     let s = blocking(move || {
-        app.purge()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "purge_failed", e.to_string()))
+        app.purge().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "purge_failed",
+                e.to_string(),
+            )
+        })
     })
     .await?;
     Ok(json(StatusCode::OK, &s))
@@ -334,8 +414,9 @@ async fn report(
     authorize(&app, &headers)?;
     let as_csv = format_of(&q)?;
     if let Some(d) = q.get("day") {
-        d.parse::<fare_tariff::Date>()
-            .map_err(|_| ApiError::bad_request("invalid_query", format!("day `{d}`: expected YYYY-MM-DD")))?;
+        d.parse::<fare_tariff::Date>().map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("day `{d}`: expected YYYY-MM-DD"))
+        })?;
     }
     blocking(move || {
         let db = &app.db;
@@ -410,14 +491,18 @@ async fn report(
 }
 
 async fn fallback() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint: see the API reference in settlement/README.md")
+    ApiError::not_found(
+        "not_found",
+        "no such endpoint: see the API reference in settlement/README.md",
+    )
 }
 
 async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
-    metrics::counter!("settlement_http_requests_total", "status" => status.as_u16().to_string()).increment(1);
+    metrics::counter!("settlement_http_requests_total", "status" => status.as_u16().to_string())
+        .increment(1);
     metrics::histogram!("settlement_http_request_seconds").record(started.elapsed().as_secs_f64());
     if status.is_server_error() {
         tracing::error!(%status, "request failed with a server error");
@@ -445,7 +530,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/reports/{kind}", get(report))
         .fallback(fallback)
         .layer(middleware::from_fn(track))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

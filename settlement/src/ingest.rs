@@ -28,10 +28,16 @@ pub struct IngestAck {
 
 fn format_error(e: FormatError) -> ApiError {
     match &e {
-        FormatError::TooLarge { field: "length", .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", e.to_string())
+        FormatError::TooLarge {
+            field: "length", ..
+        } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            e.to_string(),
+        ),
+        FormatError::UnsupportedVersion { .. } => {
+            ApiError::bad_request("unsupported_version", e.to_string())
         }
-        FormatError::UnsupportedVersion { .. } => ApiError::bad_request("unsupported_version", e.to_string()),
         FormatError::BadSignature { .. } => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_batch_signature",
@@ -48,7 +54,10 @@ fn format_error(e: FormatError) -> ApiError {
 /// cursor are durably stored, or nothing.
 pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("malformed_batch", "empty body: expected a batch v1 (binary)"));
+        return Err(ApiError::bad_request(
+            "malformed_batch",
+            "empty body: expected a batch v1 (binary)",
+        ));
     }
     let signed = SignedBatch::parse_v1(body).map_err(format_error)?;
     let reader_id = signed.reader_id();
@@ -66,8 +75,13 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             format!("reader {reader_id} was retired: its uploads are refused"),
         ));
     }
-    let vk = parse_public_key(&reader.public_key)
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "unknown_reader", format!("stored key unusable: {e}")))?;
+    let vk = parse_public_key(&reader.public_key).map_err(|e| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_reader",
+            format!("stored key unusable: {e}"),
+        )
+    })?;
     let batch = signed.verify(&vk).map_err(format_error)?;
     let (state, raw_state) = db.reader_state(reader_id)?;
     let ack = |result: &str, stored| IngestAck {
@@ -89,7 +103,10 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
                 reader_id,
                 kind: "sequence_gap".into(),
                 seq: state.acked_seq + 1,
-                detail: format!("batch starts at {first}, settlement holds up to {}", state.acked_seq),
+                detail: format!(
+                    "batch starts at {first}, settlement holds up to {}",
+                    state.acked_seq
+                ),
                 at_unix_s: now_unix_s,
             },
         );
@@ -135,19 +152,30 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             }
         }
     } else if batch.prev_hash != state.head_hash {
-        return fork(first, "batch does not continue the chain from the last held record");
+        return fork(
+            first,
+            "batch does not continue the chain from the last held record",
+        );
     }
     if last <= state.acked_seq {
         return Ok(ack("exists", 0));
     }
     let mut w = WriteSet::default();
     let mut n = 0u64;
-    for rec in batch.records.iter().filter(|r| r.reader_seq > state.acked_seq) {
+    for rec in batch
+        .records
+        .iter()
+        .filter(|r| r.reader_seq > state.acked_seq)
+    {
         let id = RideId {
             reader_id,
             reader_seq: rec.reader_seq,
         };
-        w.put(Space::Rides, id.key().to_vec(), rec.encode_v1().map_err(format_error)?);
+        w.put(
+            Space::Rides,
+            id.key().to_vec(),
+            rec.encode_v1().map_err(format_error)?,
+        );
         n += 1;
     }
     let head_hash = batch.head_hash().map_err(format_error)?;

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "fare-settlement", version, about = "Fare system back office: ingest, re-verify, rate, charge, deny-list, report")]
+#[command(
+    name = "fare-settlement",
+    version,
+    about = "Fare system back office: ingest, re-verify, rate, charge, deny-list, report"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -98,7 +102,11 @@ async fn shutdown_signal() {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Serve { data, listen, config } => {
+        Cmd::Serve {
+            data,
+            listen,
+            config,
+        } => {
             let config = load_config(&config)?;
             let addr = listen.unwrap_or_else(|| config.listen.clone());
             let app = Arc::new(open(&data, config)?);
@@ -107,7 +115,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 let listener = tokio::net::TcpListener::bind(&addr)
                     .await
                     .map_err(|e| format!("listen on {addr}: {e}"))?;
-                eprintln!("fare-settlement listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+                eprintln!(
+                    "fare-settlement listening on {}",
+                    listener.local_addr().map_err(|e| e.to_string())?
+                );
                 fare_settlement::serve(listener, app, shutdown_signal())
                     .await
                     .map_err(|e| format!("serve: {e}"))
@@ -116,13 +127,19 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Settle { data, config } => {
             let app = open(&data, load_config(&config)?)?;
             let s = app.settle().map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string_pretty(&s).expect("summary serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("summary serialises")
+            );
             Ok(())
         }
         Cmd::Purge { data, config } => {
             let app = open(&data, load_config(&config)?)?;
             let s = app.purge().map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string_pretty(&s).expect("summary serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("summary serialises")
+            );
             Ok(())
         }
         Cmd::Report {
@@ -149,8 +166,13 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 }
                 "exposure" => {
-                    let rows =
-                        reports::exposure(&app.db, &app.tariff, app.now(), app.config.skew_tolerance_s).map_err(e)?;
+                    let rows = reports::exposure(
+                        &app.db,
+                        &app.tariff,
+                        app.now(),
+                        app.config.skew_tolerance_s,
+                    )
+                    .map_err(e)?;
                     if csv {
                         reports::exposure_csv(&rows)
                     } else {
@@ -173,8 +195,13 @@ fn run(cli: Cli) -> Result<(), String> {
                         serde_json::to_string_pretty(&rows).expect("serialises")
                     }
                 }
-                "ledger" => serde_json::to_string_pretty(&reports::ledger(&app.db).map_err(e)?).expect("serialises"),
-                k => return Err(format!("--kind {k}: expected daily, exposure, fraud, incidents or ledger")),
+                "ledger" => serde_json::to_string_pretty(&reports::ledger(&app.db).map_err(e)?)
+                    .expect("serialises"),
+                k => {
+                    return Err(format!(
+                        "--kind {k}: expected daily, exposure, fraud, incidents or ledger"
+                    ))
+                }
             };
             println!("{}", out.trim_end());
             Ok(())
@@ -185,7 +212,8 @@ fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

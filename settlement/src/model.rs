@@ -149,7 +149,11 @@ impl Outcome {
     pub fn is_rated(self) -> bool {
         matches!(
             self,
-            Outcome::Charged | Outcome::Transfer | Outcome::Capped | Outcome::Free | Outcome::Promotion
+            Outcome::Charged
+                | Outcome::Transfer
+                | Outcome::Capped
+                | Outcome::Free
+                | Outcome::Promotion
         )
     }
 }

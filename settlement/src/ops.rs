@@ -20,7 +20,12 @@ pub const MAX_MONEY_MINOR: i64 = 1_000_000_000;
 pub const MAX_PAYMENT_ID_BYTES: usize = 64;
 
 fn check_id(field: &'static str, s: &str, max: usize) -> Result<(), ApiError> {
-    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if s.is_empty()
+        || s.len() > max
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!("{field} `{s}`: expected 1..={max} characters from [A-Za-z0-9_-]"),
@@ -89,7 +94,9 @@ pub fn create_account(
         }
         return Err(ApiError::conflict(
             "account_exists",
-            format!("account `{id}` exists with other settings: use PATCH-like operations, not create"),
+            format!(
+                "account `{id}` exists with other settings: use PATCH-like operations, not create"
+            ),
         ));
     }
     let mut w = WriteSet::default();
@@ -136,11 +143,14 @@ pub fn register_device(
     now: u64,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<IssuedCredential, ApiError> {
-    let account = db
-        .account(account_id)?
-        .ok_or_else(|| ApiError::not_found("unknown_account", format!("no account `{account_id}`")))?;
+    let account = db.account(account_id)?.ok_or_else(|| {
+        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+    })?;
     let raw = hex::decode(req.device_public_key.trim()).map_err(|e| {
-        ApiError::bad_request("invalid_device_key", format!("device_public_key: expected 64 hex characters: {e}"))
+        ApiError::bad_request(
+            "invalid_device_key",
+            format!("device_public_key: expected 64 hex characters: {e}"),
+        )
     })?;
     match parse_public_key(&raw) {
         Ok(_) => {}
@@ -150,20 +160,36 @@ pub fn register_device(
                 "device_public_key has small order: such a key would let anyone sign ride codes",
             ))
         }
-        Err(e) => return Err(ApiError::bad_request("invalid_device_key", format!("device_public_key: {e}"))),
+        Err(e) => {
+            return Err(ApiError::bad_request(
+                "invalid_device_key",
+                format!("device_public_key: {e}"),
+            ))
+        }
     }
     if req.valid_for_s == 0 || req.valid_for_s > max_validity_s {
         return Err(ApiError::bad_request(
             "invalid_field",
-            format!("valid_for_s = {}: expected 1..={max_validity_s}", req.valid_for_s),
+            format!(
+                "valid_for_s = {}: expected 1..={max_validity_s}",
+                req.valid_for_s
+            ),
         ));
     }
     let forbidden = |code, msg: String| Err(ApiError::new(StatusCode::FORBIDDEN, code, msg));
     if account.frozen {
-        return forbidden("account_frozen", format!("account `{account_id}` is frozen: no new credentials"));
+        return forbidden(
+            "account_frozen",
+            format!("account `{account_id}` is frozen: no new credentials"),
+        );
     }
     let balance = db.balance(&passenger_account(account_id))?;
-    if is_revoked(&account, balance) || db.store().get(Space::Revoked, account_id.as_bytes())?.is_some() {
+    if is_revoked(&account, balance)
+        || db
+            .store()
+            .get(Space::Revoked, account_id.as_bytes())?
+            .is_some()
+    {
         return forbidden(
             "over_credit_limit",
             format!(
@@ -186,7 +212,13 @@ pub fn register_device(
             now,
             rng,
         )
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "issuer_unavailable", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "issuer_unavailable",
+                e.to_string(),
+            )
+        })?;
     let body = cred.body();
     let rec = CredentialRecord {
         credential_id: body.credential_id,
@@ -221,12 +253,17 @@ pub struct MakePayment {
 
 /// Records a payment (idempotent on `payment_id`). Returns the record and
 /// whether it was new.
-pub fn pay(db: &Db, account_id: &str, req: &MakePayment, now: u64) -> Result<(PaymentRecord, bool), ApiError> {
+pub fn pay(
+    db: &Db,
+    account_id: &str,
+    req: &MakePayment,
+    now: u64,
+) -> Result<(PaymentRecord, bool), ApiError> {
     check_id("payment_id", &req.payment_id, MAX_PAYMENT_ID_BYTES)?;
     check_money("amount_minor", req.amount_minor, 1)?;
-    let account = db
-        .account(account_id)?
-        .ok_or_else(|| ApiError::not_found("unknown_account", format!("no account `{account_id}`")))?;
+    let account = db.account(account_id)?.ok_or_else(|| {
+        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+    })?;
     if let Some(old) = db.payment(account_id, &req.payment_id)? {
         if old.amount_minor == req.amount_minor {
             return Ok((old, false));
@@ -251,13 +288,20 @@ pub fn pay(db: &Db, account_id: &str, req: &MakePayment, now: u64) -> Result<(Pa
     let clearing = AccountRef::PaymentsClearing.to_string();
     let mut balances = HashMap::new();
     balances.insert(clearing.clone(), db.balance(&clearing)?);
-    balances.insert(passenger_account(account_id), db.balance(&passenger_account(account_id))?);
+    balances.insert(
+        passenger_account(account_id),
+        db.balance(&passenger_account(account_id))?,
+    );
     let mut w = WriteSet::default();
     Db::put_postings(&mut w, std::slice::from_ref(&posting), &mut balances);
     Db::put_balances(&mut w, &balances);
     let key = crate::store::typed::payment_key(account_id, &req.payment_id);
     w.check(Space::Payments, key.clone(), None);
-    w.put(Space::Payments, key, crate::store::typed::enc("payment", &rec));
+    w.put(
+        Space::Payments,
+        key,
+        crate::store::typed::enc("payment", &rec),
+    );
     set_revoked(&mut w, &account, balances[&passenger_account(account_id)]);
     db.commit(w)?;
     Ok((rec, true))
@@ -265,9 +309,9 @@ pub fn pay(db: &Db, account_id: &str, req: &MakePayment, now: u64) -> Result<(Pa
 
 /// Freezes or unfreezes an account.
 pub fn set_frozen(db: &Db, account_id: &str, frozen: bool) -> Result<Account, ApiError> {
-    let mut account = db
-        .account(account_id)?
-        .ok_or_else(|| ApiError::not_found("unknown_account", format!("no account `{account_id}`")))?;
+    let mut account = db.account(account_id)?.ok_or_else(|| {
+        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+    })?;
     account.frozen = frozen;
     let balance = db.balance(&passenger_account(account_id))?;
     let mut w = WriteSet::default();
@@ -296,12 +340,15 @@ pub struct Statement {
 
 /// Builds a statement.
 pub fn statement(db: &Db, account_id: &str) -> Result<Statement, ApiError> {
-    let account = db
-        .account(account_id)?
-        .ok_or_else(|| ApiError::not_found("unknown_account", format!("no account `{account_id}`")))?;
+    let account = db.account(account_id)?.ok_or_else(|| {
+        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+    })?;
     let balance = db.balance(&passenger_account(account_id))?;
     Ok(Statement {
-        revoked: db.store().get(Space::Revoked, account_id.as_bytes())?.is_some(),
+        revoked: db
+            .store()
+            .get(Space::Revoked, account_id.as_bytes())?
+            .is_some(),
         credentials: db.credentials_of(account_id)?,
         postings: db.postings_of(&passenger_account(account_id))?,
         debt_minor: (-balance).max(0),
@@ -328,21 +375,39 @@ pub struct ProvisionReader {
 
 /// Provisions a reader. The same request again is a no-op; a different key
 /// or operator for an existing id is refused (retire it and use a new id).
-pub fn provision_reader(db: &Db, req: &ProvisionReader, now: u64) -> Result<(Reader, bool), ApiError> {
-    let raw = hex::decode(req.public_key.trim())
-        .map_err(|e| ApiError::bad_request("invalid_reader_key", format!("public_key: expected 64 hex characters: {e}")))?;
+pub fn provision_reader(
+    db: &Db,
+    req: &ProvisionReader,
+    now: u64,
+) -> Result<(Reader, bool), ApiError> {
+    let raw = hex::decode(req.public_key.trim()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_reader_key",
+            format!("public_key: expected 64 hex characters: {e}"),
+        )
+    })?;
     let vk = parse_public_key(&raw)
         .map_err(|e| ApiError::bad_request("invalid_reader_key", format!("public_key: {e}")))?;
-    for (field, v) in [("operator", &req.operator), ("vehicle", &req.vehicle), ("route", &req.route)] {
+    for (field, v) in [
+        ("operator", &req.operator),
+        ("vehicle", &req.vehicle),
+        ("route", &req.route),
+    ] {
         if v.is_empty() || v.len() > fare_credential::record::MAX_NAME_BYTES {
             return Err(ApiError::bad_request(
                 "invalid_field",
-                format!("{field}: expected 1..={} bytes", fare_credential::record::MAX_NAME_BYTES),
+                format!(
+                    "{field}: expected 1..={} bytes",
+                    fare_credential::record::MAX_NAME_BYTES
+                ),
             ));
         }
     }
     if req.reader_id == 0 {
-        return Err(ApiError::bad_request("invalid_field", "reader_id: expected ≥ 1"));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "reader_id: expected ≥ 1",
+        ));
     }
     let reader = Reader {
         reader_id: req.reader_id,
@@ -374,9 +439,12 @@ pub fn provision_reader(db: &Db, req: &ProvisionReader, now: u64) -> Result<(Rea
 
 /// Retires a reader: its later uploads are refused; rides already held still settle.
 pub fn retire_reader(db: &Db, reader_id: u32) -> Result<Reader, ApiError> {
-    let mut r = db
-        .reader(reader_id)?
-        .ok_or_else(|| ApiError::not_found("unknown_reader", format!("reader {reader_id} is not provisioned")))?;
+    let mut r = db.reader(reader_id)?.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_reader",
+            format!("reader {reader_id} is not provisioned"),
+        )
+    })?;
     r.retired = true;
     let mut w = WriteSet::default();
     Db::put_reader(&mut w, &r);

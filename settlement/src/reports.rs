@@ -111,7 +111,12 @@ pub struct AccountExposure {
 }
 
 /// Debt and exposure of every account (sorted by debt, largest first).
-pub fn exposure(db: &Db, tariff: &Tariff, now: u64, skew_s: u64) -> Result<Vec<AccountExposure>, StoreError> {
+pub fn exposure(
+    db: &Db,
+    tariff: &Tariff,
+    now: u64,
+    skew_s: u64,
+) -> Result<Vec<AccountExposure>, StoreError> {
     let revoked: std::collections::HashSet<String> = db.revoked_accounts()?.into_iter().collect();
     let spec = tariff.spec();
     let mut out = Vec::new();
@@ -151,7 +156,11 @@ pub fn exposure(db: &Db, tariff: &Tariff, now: u64, skew_s: u64) -> Result<Vec<A
             account_id: a.account_id,
         });
     }
-    out.sort_by(|x, y| y.debt_minor.cmp(&x.debt_minor).then(x.account_id.cmp(&y.account_id)));
+    out.sort_by(|x, y| {
+        y.debt_minor
+            .cmp(&x.debt_minor)
+            .then(x.account_id.cmp(&y.account_id))
+    });
     Ok(out)
 }
 
@@ -170,7 +179,9 @@ pub fn exposure_csv(rows: &[AccountExposure]) -> String {
             r.credit_limit_minor,
             r.revoked,
             r.latest_credential_until_unix_s,
-            r.exposure_bound_minor.map(|v| v.to_string()).unwrap_or_default()
+            r.exposure_bound_minor
+                .map(|v| v.to_string())
+                .unwrap_or_default()
         );
     }
     s
@@ -180,14 +191,23 @@ pub fn exposure_csv(rows: &[AccountExposure]) -> String {
 pub fn incidents_csv(rows: &[Incident]) -> String {
     let mut s = String::from("reader_id,kind,seq,at_unix_s,detail\n");
     for r in rows {
-        let _ = writeln!(s, "{},{},{},{},{}", r.reader_id, r.kind, r.seq, r.at_unix_s, csv_field(&r.detail));
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            r.reader_id,
+            r.kind,
+            r.seq,
+            r.at_unix_s,
+            csv_field(&r.detail)
+        );
     }
     s
 }
 
 /// CSV of fraud events.
 pub fn fraud_csv(rows: &[FraudEvent]) -> String {
-    let mut s = String::from("kind,credential_id,account_id,device_seq,charged_ride,duplicate_ride\n");
+    let mut s =
+        String::from("kind,credential_id,account_id,device_seq,charged_ride,duplicate_ride\n");
     for r in rows {
         let _ = writeln!(
             s,

@@ -25,9 +25,7 @@
 //! to find the bad ones.
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use fare_credential::code::RIDE_CODE_DOMAIN_V1;
-use fare_credential::credential::CREDENTIAL_DOMAIN_V1;
-use fare_credential::keys::{parse_public_key, verify_domain};
+use fare_credential::keys::parse_public_key;
 use fare_credential::verify::{time_stage, verified};
 use fare_credential::{Policy, RejectReason, RideCode, TrustList, VerifiedRide};
 use rayon::prelude::*;
@@ -55,7 +53,10 @@ fn small_order_encodings() -> &'static [[u8; 32]; 8] {
     static ENC: OnceLock<[[u8; 32]; 8]> = OnceLock::new();
     ENC.get_or_init(|| {
         let mut out = [[0u8; 32]; 8];
-        for (o, p) in out.iter_mut().zip(curve25519_dalek::constants::EIGHT_TORSION.iter()) {
+        for (o, p) in out
+            .iter_mut()
+            .zip(curve25519_dalek::constants::EIGHT_TORSION.iter())
+        {
             *o = p.compress().to_bytes();
             o[31] &= 0x7f;
         }
@@ -72,6 +73,41 @@ pub fn r_needs_strict(r: &[u8; 32]) -> bool {
     // y >= p = 2^255 - 19: non-canonical field element.
     let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
     non_canonical || small_order_encodings().contains(&y)
+}
+
+/// One signature to check: the exact signed message (domain tag included),
+/// the signature bytes and the public key.
+pub type SigItem = (Vec<u8>, [u8; 64], VerifyingKey);
+
+/// Verifies `(message, signature, key)` triples with exactly the result
+/// `verify_strict` would give each: one batch verification for the items
+/// where batch and strict agree, `verify_strict` for the rest (suspicious `R`)
+/// and for every item of a batch that fails.
+pub fn verify_chunk(items: &[&SigItem]) -> Vec<bool> {
+    let mut out = vec![false; items.len()];
+    let mut idx = Vec::with_capacity(items.len());
+    for (n, (msg, sig, vk)) in items.iter().enumerate() {
+        let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
+        if r_needs_strict(&r) {
+            out[n] = vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok();
+        } else {
+            idx.push(n);
+        }
+    }
+    if idx.is_empty() {
+        return out;
+    }
+    let msgs: Vec<&[u8]> = idx.iter().map(|n| items[*n].0.as_slice()).collect();
+    let sigs: Vec<Signature> = idx
+        .iter()
+        .map(|n| Signature::from_bytes(&items[*n].1))
+        .collect();
+    let keys: Vec<VerifyingKey> = idx.iter().map(|n| items[*n].2).collect();
+    let batch_ok = ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
+    for (k, n) in idx.iter().enumerate() {
+        out[*n] = batch_ok || keys[k].verify_strict(msgs[k], &sigs[k]).is_ok();
+    }
+    out
 }
 
 struct CredOk {
@@ -96,26 +132,74 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
         }
     }
     let cred_list: Vec<(&[u8; 126], usize)> = distinct.into_iter().collect();
+    // Issuer signatures: batched like the device signatures below.
+    let issuer_items: Vec<Option<SigItem>> = cred_list
+        .par_iter()
+        .with_min_len(256)
+        .map(|(_, i)| {
+            let cred = parsed[*i]
+                .as_ref()
+                .expect("only parsed codes are listed")
+                .credential();
+            let (_, issuer_vk) = trust.get(cred.body().issuer_key_id)?;
+            let sig: [u8; 64] = cred
+                .issuer_signature()
+                .try_into()
+                .expect("64-byte signature");
+            Some((cred.issuer_message(), sig, *issuer_vk))
+        })
+        .collect();
+    let known: Vec<usize> = (0..issuer_items.len())
+        .filter(|k| issuer_items[*k].is_some())
+        .collect();
+    let issuer_ok: Vec<bool> = known
+        .par_chunks(CHUNK)
+        .flat_map_iter(|chunk| {
+            let items: Vec<&SigItem> = chunk
+                .iter()
+                .map(|k| issuer_items[*k].as_ref().expect("known"))
+                .collect();
+            verify_chunk(&items)
+        })
+        .collect();
+    let mut issuer_sig: Vec<Option<bool>> = vec![None; cred_list.len()];
+    for (k, ok) in known.iter().zip(issuer_ok) {
+        issuer_sig[*k] = Some(ok);
+    }
     let cred_checks: Vec<Result<CredOk, RejectReason>> = cred_list
         .par_iter()
-        .with_min_len(64)
-        .map(|(_, i)| {
-            let code = parsed[*i].as_ref().expect("only parsed codes are listed");
-            let cred = code.credential();
-            let body = cred.body();
-            let (_, issuer_vk) = trust
-                .get(body.issuer_key_id)
-                .ok_or(RejectReason::UnknownIssuerKey { key_id: body.issuer_key_id })?;
-            if !verify_domain(issuer_vk, CREDENTIAL_DOMAIN_V1, cred.signed_bytes(), cred.issuer_signature()) {
-                return Err(RejectReason::BadIssuerSignature { key_id: body.issuer_key_id });
+        .zip(issuer_sig.par_iter())
+        .with_min_len(256)
+        .map(|((_, i), sig_ok)| {
+            let body = parsed[*i]
+                .as_ref()
+                .expect("only parsed codes are listed")
+                .credential()
+                .body();
+            match sig_ok {
+                None => {
+                    return Err(RejectReason::UnknownIssuerKey {
+                        key_id: body.issuer_key_id,
+                    })
+                }
+                Some(false) => {
+                    return Err(RejectReason::BadIssuerSignature {
+                        key_id: body.issuer_key_id,
+                    })
+                }
+                Some(true) => {}
             }
             // parse_public_key refuses invalid and small-order (weak) keys.
-            let device_vk = parse_public_key(&body.device_public_key).map_err(|_| RejectReason::BadDeviceKey)?;
+            let device_vk = parse_public_key(&body.device_public_key)
+                .map_err(|_| RejectReason::BadDeviceKey)?;
             Ok(CredOk { device_vk })
         })
         .collect();
-    let cred_index: HashMap<&[u8; 126], &Result<CredOk, RejectReason>> =
-        cred_list.iter().map(|(k, _)| *k).zip(cred_checks.iter()).collect();
+    let cred_index: HashMap<&[u8; 126], &Result<CredOk, RejectReason>> = cred_list
+        .iter()
+        .map(|(k, _)| *k)
+        .zip(cred_checks.iter())
+        .collect();
 
     // 3. Per ride: issuer key window at the reader's time, then collect the
     //    device signatures still to check.
@@ -162,32 +246,20 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
     let sig_ok: Vec<(usize, bool)> = pending
         .par_chunks(CHUNK)
         .flat_map_iter(|chunk| {
-            let mut out = Vec::with_capacity(chunk.len());
-            let mut msgs: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
-            let mut sigs: Vec<Signature> = Vec::with_capacity(chunk.len());
-            let mut keys: Vec<VerifyingKey> = Vec::with_capacity(chunk.len());
-            let mut idx: Vec<usize> = Vec::with_capacity(chunk.len());
-            for (i, vk) in chunk {
-                let code = parsed[*i].as_ref().expect("pending codes parsed");
-                let sig_bytes: [u8; 64] = code.device_signature().try_into().expect("64-byte signature");
-                let r: [u8; 32] = sig_bytes[..32].try_into().expect("32 bytes");
-                if r_needs_strict(&r) {
-                    let ok = verify_domain(vk, RIDE_CODE_DOMAIN_V1, code.signed_bytes(), &sig_bytes);
-                    out.push((*i, ok));
-                    continue;
-                }
-                msgs.push(code.device_message());
-                sigs.push(Signature::from_bytes(&sig_bytes));
-                keys.push(*vk);
-                idx.push(*i);
-            }
-            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-            let batch_ok = !idx.is_empty() && ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok();
-            for (n, i) in idx.iter().enumerate() {
-                let ok = batch_ok || keys[n].verify_strict(&msgs[n], &sigs[n]).is_ok();
-                out.push((*i, ok));
-            }
-            out
+            let items: Vec<SigItem> = chunk
+                .iter()
+                .map(|(i, vk)| {
+                    let code = parsed[*i].as_ref().expect("pending codes parsed");
+                    let sig: [u8; 64] = code
+                        .device_signature()
+                        .try_into()
+                        .expect("64-byte signature");
+                    (code.device_message(), sig, *vk)
+                })
+                .collect();
+            let refs: Vec<&SigItem> = items.iter().collect();
+            let oks = verify_chunk(&refs);
+            chunk.iter().map(|(i, _)| *i).zip(oks).collect::<Vec<_>>()
         })
         .collect();
 
@@ -195,7 +267,10 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
     for (i, ok) in sig_ok {
         let code = parsed[i].as_ref().expect("pending codes parsed");
         let v = if !ok {
-            Err((RejectReason::BadDeviceSignature, Some(Box::new(code.clone()))))
+            Err((
+                RejectReason::BadDeviceSignature,
+                Some(Box::new(code.clone())),
+            ))
         } else {
             match time_stage(code, policy, codes[i].reader_time_unix_s) {
                 Ok(()) => Ok(verified(code)),
@@ -213,8 +288,11 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fare_credential::code::RIDE_CODE_DOMAIN_V1;
     use fare_credential::verify::verify_ride_code;
-    use fare_credential::{Credential, CredentialBody, CredentialId, DenyList, IssuerKey, Profile, SigningKey};
+    use fare_credential::{
+        Credential, CredentialBody, CredentialId, DenyList, IssuerKey, Profile, SigningKey,
+    };
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
@@ -273,7 +351,14 @@ mod tests {
             .collect();
         let got = reverify(&input, &trust, &Policy::default());
         for (i, v) in got.iter().enumerate() {
-            let single = verify_ride_code(&codes[i], &trust, &DenyList::default(), &Policy::default(), times[i], None);
+            let single = verify_ride_code(
+                &codes[i],
+                &trust,
+                &DenyList::default(),
+                &Policy::default(),
+                times[i],
+                None,
+            );
             match (v, single) {
                 (Ok(a), Ok(b)) => assert_eq!(a, &b, "ride {i}"),
                 (Err((a, _)), Err(b)) => assert_eq!(a.code(), b.code(), "ride {i}"),
@@ -281,7 +366,10 @@ mod tests {
             }
         }
         assert!(got[0].is_ok());
-        assert_eq!(got[3].as_ref().unwrap_err().0.code(), "bad_device_signature");
+        assert_eq!(
+            got[3].as_ref().unwrap_err().0.code(),
+            "bad_device_signature"
+        );
         assert_eq!(got[9].as_ref().unwrap_err().0.code(), "credential_expired");
         assert_eq!(got[13].as_ref().unwrap_err().0.code(), "malformed");
     }
@@ -297,7 +385,9 @@ mod tests {
         let (trust, codes, times, devices) = setup(4);
         let mut forged = codes[1].clone();
         let dev = &devices[1];
-        let r_bytes = curve25519_dalek::edwards::EdwardsPoint::default().compress().to_bytes();
+        let r_bytes = curve25519_dalek::edwards::EdwardsPoint::default()
+            .compress()
+            .to_bytes();
         let signed_len = forged.len() - 64;
         let mut msg = RIDE_CODE_DOMAIN_V1.to_vec();
         msg.extend_from_slice(&forged[..signed_len]);
@@ -325,7 +415,10 @@ mod tests {
             })
             .collect();
         let got = reverify(&input, &trust, &Policy::default());
-        assert_eq!(got[1].as_ref().unwrap_err().0.code(), "bad_device_signature");
+        assert_eq!(
+            got[1].as_ref().unwrap_err().0.code(),
+            "bad_device_signature"
+        );
         assert!(got[0].is_ok() && got[2].is_ok() && got[3].is_ok());
     }
 

@@ -65,7 +65,12 @@ fn decode(b: &[u8]) -> Result<RideRecord, StoreError> {
     })
 }
 
-fn settle_one_chunk(db: &Db, ctx: &SettleContext<'_>, now: u64, summary: &mut RunSummary) -> Result<u64, StoreError> {
+fn settle_one_chunk(
+    db: &Db,
+    ctx: &SettleContext<'_>,
+    now: u64,
+    summary: &mut RunSummary,
+) -> Result<u64, StoreError> {
     // 1. Collect up to chunk_rides unsettled rides, reader by reader.
     let mut records: Vec<RideRecord> = Vec::new();
     let mut operators: HashMap<u32, String> = HashMap::new();
@@ -120,12 +125,14 @@ fn settle_one_chunk(db: &Db, ctx: &SettleContext<'_>, now: u64, summary: &mut Ru
     let mut account_days: HashMap<String, (Date, Date)> = HashMap::new();
     for (v, ride) in verdicts.iter().zip(&rides) {
         let Ok(vr) = v else { continue };
-        if !credentials.contains_key(&vr.credential_id) {
+        if let std::collections::hash_map::Entry::Vacant(e) = credentials.entry(vr.credential_id) {
             if let Some(c) = db.credential(&vr.credential_id)? {
-                credentials.insert(vr.credential_id, c);
+                e.insert(c);
             }
         }
-        let Some(c) = credentials.get(&vr.credential_id) else { continue };
+        let Some(c) = credentials.get(&vr.credential_id) else {
+            continue;
+        };
         if let Some(first) = db.code_seen(&vr.credential_id, vr.device_seq)? {
             seen_codes.insert((vr.credential_id, vr.device_seq), first);
         }
@@ -170,7 +177,11 @@ fn settle_one_chunk(db: &Db, ctx: &SettleContext<'_>, now: u64, summary: &mut Ru
     // 5. One atomic write set.
     let mut w = WriteSet::default();
     for r in &out.results {
-        w.put(Space::Results, r.ride.key().to_vec(), crate::store::typed::enc("ride_result", r));
+        w.put(
+            Space::Results,
+            r.ride.key().to_vec(),
+            crate::store::typed::enc("ride_result", r),
+        );
         *summary.outcomes.entry(r.result.clone()).or_insert(0) += 1;
     }
     for (ride, outcome, amount) in &out.result_updates {
@@ -183,7 +194,11 @@ fn settle_one_chunk(db: &Db, ctx: &SettleContext<'_>, now: u64, summary: &mut Ru
             if r.result != "over_credit_limit" {
                 r.result = outcome.code().into();
             }
-            w.put(Space::Results, ride.key().to_vec(), crate::store::typed::enc("ride_result", &r));
+            w.put(
+                Space::Results,
+                ride.key().to_vec(),
+                crate::store::typed::enc("ride_result", &r),
+            );
         }
     }
     let mut ledger_balances: HashMap<String, i64> = HashMap::new();
@@ -202,7 +217,11 @@ fn settle_one_chunk(db: &Db, ctx: &SettleContext<'_>, now: u64, summary: &mut Ru
         Db::put_day(&mut w, acc, &day.to_string(), st);
     }
     for ((cred, seq), ride) in &out.codes {
-        w.put(Space::Codes, code_key(cred, *seq), crate::store::typed::enc("code", ride));
+        w.put(
+            Space::Codes,
+            code_key(cred, *seq),
+            crate::store::typed::enc("code", ride),
+        );
     }
     for f in &out.fraud {
         let mut k = code_key(&f.credential_id, f.device_seq);

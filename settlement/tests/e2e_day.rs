@@ -18,16 +18,30 @@ fn by_ride(rides: &[Value]) -> HashMap<(u64, u64), (i64, String)> {
         .iter()
         .map(|r| {
             (
-                (r["ride"]["reader_id"].as_u64().unwrap(), r["ride"]["reader_seq"].as_u64().unwrap()),
-                (r["amount_minor"].as_i64().unwrap(), r["result"].as_str().unwrap().to_string()),
+                (
+                    r["ride"]["reader_id"].as_u64().unwrap(),
+                    r["ride"]["reader_seq"].as_u64().unwrap(),
+                ),
+                (
+                    r["amount_minor"].as_i64().unwrap(),
+                    r["result"].as_str().unwrap().to_string(),
+                ),
             )
         })
         .collect()
 }
 
 fn expect(got: &HashMap<(u64, u64), (i64, String)>, ride: (u64, u64), amount: i64, result: &str) {
-    let g = got.get(&ride).unwrap_or_else(|| panic!("ride {ride:?} not settled"));
-    assert_eq!((g.0, g.1.as_str()), (amount, result), "ride {}/{}", ride.0, ride.1);
+    let g = got
+        .get(&ride)
+        .unwrap_or_else(|| panic!("ride {ride:?} not settled"));
+    assert_eq!(
+        (g.0, g.1.as_str()),
+        (amount, result),
+        "ride {}/{}",
+        ride.0,
+        ride.1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +129,12 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
 
     // Carol passed her credit limit: on the deny list, no new credential.
     let root = srv.app.keys.lock().unwrap().root_public_key();
-    let resp = srv.http.get(format!("{}/v1/readers/1/bundle", srv.url)).send().await.unwrap();
+    let resp = srv
+        .http
+        .get(format!("{}/v1/readers/1/bundle", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let bundle = ReaderBundle::verify_v1(&resp.bytes().await.unwrap(), &root).unwrap();
     assert_eq!(bundle.deny, DenyUpdate::Snapshot(vec![carol.cred.id()]));
@@ -127,7 +146,11 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
             json!({"device_public_key": hex::encode(carol.device.verifying_key().to_bytes()), "valid_for_s": 3600}),
         )
         .await;
-    assert_eq!((s, v["error"].as_str()), (403, Some("over_credit_limit")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("over_credit_limit")),
+        "{v}"
+    );
 
     // A late batch: alice rode metro L2 at 06:50. Her day re-rates:
     //   4/1 06:50 300 (opens a window)    was —    → +300 charge
@@ -159,17 +182,27 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     for p in stmt["postings"].as_array().unwrap() {
         let key = p["ride_key"].as_str().unwrap().to_string();
         let amount = p["amount_minor"].as_i64().unwrap();
-        let signed = if p["debit"]["passenger"] == "alice" { amount } else { -amount };
+        let signed = if p["debit"]["passenger"] == "alice" {
+            amount
+        } else {
+            -amount
+        };
         let e = net.entry(key).or_default();
         e.0 += signed;
         e.1.push(p["posting_id"].as_str().unwrap().to_string());
     }
     for (key, (_, ids)) in net.iter_mut() {
         ids.sort();
-        let want: Vec<String> = (1..=ids.len()).map(|n| format!("ride/{key}/r{n}")).collect();
+        let want: Vec<String> = (1..=ids.len())
+            .map(|n| format!("ride/{key}/r{n}"))
+            .collect();
         assert_eq!(*ids, want);
     }
-    let nets: Vec<(&str, i64)> = net.iter().map(|(k, v)| (k.as_str(), v.0)).filter(|(_, n)| *n != 0).collect();
+    let nets: Vec<(&str, i64)> = net
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.0))
+        .filter(|(_, n)| *n != 0)
+        .collect();
     assert_eq!(nets, [("3:1", 300), ("4:1", 300)]);
     let (_, ledger) = srv.get("/v1/reports/ledger").await;
     assert_eq!(ledger["sum_minor"], 0);
@@ -197,15 +230,24 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     // same id is refused.
     let v_before = bundle.bundle_version;
     let (s, v) = srv
-        .post("/v1/accounts/carol/payments", json!({"payment_id": "pay-1", "amount_minor": 250}))
+        .post(
+            "/v1/accounts/carol/payments",
+            json!({"payment_id": "pay-1", "amount_minor": 250}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = srv
-        .post("/v1/accounts/carol/payments", json!({"payment_id": "pay-1", "amount_minor": 250}))
+        .post(
+            "/v1/accounts/carol/payments",
+            json!({"payment_id": "pay-1", "amount_minor": 250}),
+        )
         .await;
     assert_eq!((s, v["result"].as_str()), (200, Some("exists")));
     let (s, v) = srv
-        .post("/v1/accounts/carol/payments", json!({"payment_id": "pay-1", "amount_minor": 99}))
+        .post(
+            "/v1/accounts/carol/payments",
+            json!({"payment_id": "pay-1", "amount_minor": 99}),
+        )
         .await;
     assert_eq!((s, v["error"].as_str()), (409, Some("payment_id_reused")));
     assert_eq!(srv.balance("carol").await, 0);
@@ -239,7 +281,12 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     // Exposure report: every account bounded (the demo tariff has caps).
     let (s, exp) = srv.get("/v1/reports/exposure").await;
     assert_eq!(s, 200);
-    let alice_row = exp.as_array().unwrap().iter().find(|r| r["account_id"] == "alice").unwrap();
+    let alice_row = exp
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account_id"] == "alice")
+        .unwrap();
     assert_eq!(alice_row["debt_minor"], 600);
     assert!(alice_row["exposure_bound_minor"].as_i64().unwrap() >= 10_000);
 
@@ -249,9 +296,21 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     assert_eq!((s, p["rides"].as_u64()), (200, Some(0)), "{p}");
     srv.clock.set(at(21, 0) + 91 * 86_400);
     let (s, p) = srv.post("/v1/settlement/purge", json!({})).await;
-    assert_eq!((s, p["rides"].as_u64(), p["days"].as_u64()), (200, Some(12), Some(3)), "{p}");
+    assert_eq!(
+        (s, p["rides"].as_u64(), p["days"].as_u64()),
+        (200, Some(12), Some(3)),
+        "{p}"
+    );
     assert!(srv.rides_of_day("2026-03-10").await.is_empty());
-    assert_eq!(srv.app.db.store().scan(fare_settlement::store::Space::Rides, b"", None, 100).unwrap().len(), 0);
+    assert_eq!(
+        srv.app
+            .db
+            .store()
+            .scan(fare_settlement::store::Space::Rides, b"", None, 100)
+            .unwrap()
+            .len(),
+        0
+    );
     let (_, after) = srv.get("/v1/reports/ledger").await;
     assert_eq!(after, ledger);
     srv.stop().await;

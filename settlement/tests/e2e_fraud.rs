@@ -46,7 +46,12 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
         },
         &fake_issuer,
     );
-    r1.accept(RideCode::sign_v1(&fake, at(10, 0) as u32 - 5, 1, &dev).as_bytes().to_vec(), at(10, 0));
+    r1.accept(
+        RideCode::sign_v1(&fake, at(10, 0) as u32 - 5, 1, &dev)
+            .as_bytes()
+            .to_vec(),
+        at(10, 0),
+    );
     // 2/2 a genuine code recorded 10 minutes after it was shown: the reader
     //     should have refused it (code expired at its own clock).
     let stale = alice.code(at(11, 0));
@@ -68,7 +73,12 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
         )
         .unwrap()
     };
-    r2.accept(RideCode::sign_v1(&offline, at(12, 0) as u32 - 5, 1, &dev).as_bytes().to_vec(), at(12, 0));
+    r2.accept(
+        RideCode::sign_v1(&offline, at(12, 0) as u32 - 5, 1, &dev)
+            .as_bytes()
+            .to_vec(),
+        at(12, 0),
+    );
     // 2/4 genuine, 3 h later: 200.
     r2.accept(alice.code(at(15, 0)), at(15, 0));
 
@@ -83,7 +93,10 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
         .iter()
         .map(|r| {
             (
-                (r["ride"]["reader_id"].as_u64().unwrap(), r["ride"]["reader_seq"].as_u64().unwrap()),
+                (
+                    r["ride"]["reader_id"].as_u64().unwrap(),
+                    r["ride"]["reader_seq"].as_u64().unwrap(),
+                ),
                 (
                     r["result"].as_str().unwrap().to_string(),
                     r["reason"].as_str().map(String::from),
@@ -149,7 +162,12 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     let run = srv.settle().await;
     assert_eq!(run["rides"], 1, "{run}");
     let (_, r3res) = srv.get("/v1/reports/rides").await;
-    let r3res: Vec<_> = r3res.as_array().unwrap().iter().filter(|r| r["ride"]["reader_id"] == 3).collect();
+    let r3res: Vec<_> = r3res
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ride"]["reader_id"] == 3)
+        .collect();
     assert_eq!(r3res[0]["result"], "duplicate", "{:?}", r3res);
     let (_, fraud) = srv.get("/v1/reports/fraud").await;
     assert_eq!(fraud.as_array().unwrap().len(), 2);

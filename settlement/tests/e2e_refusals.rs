@@ -12,7 +12,12 @@ use rand_chacha::ChaCha20Rng;
 use serde_json::json;
 
 fn stored_rides(srv: &Server) -> usize {
-    srv.app.db.store().scan(Space::Rides, b"", None, usize::MAX).unwrap().len()
+    srv.app
+        .db
+        .store()
+        .scan(Space::Rides, b"", None, usize::MAX)
+        .unwrap()
+        .len()
 }
 
 async fn acked(srv: &Server, reader: u32) -> u64 {
@@ -41,10 +46,25 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
 
     let mut cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("empty body", vec![], 400, "malformed_batch"),
-        ("truncated", good[..good.len() / 2].to_vec(), 400, "malformed_batch"),
+        (
+            "truncated",
+            good[..good.len() / 2].to_vec(),
+            400,
+            "malformed_batch",
+        ),
         ("garbage", vec![1u8; 200], 400, "malformed_batch"),
-        ("unknown version", [&[2u8][..], &good[1..]].concat(), 400, "unsupported_version"),
-        ("trailing byte", [&good[..], &[0u8][..]].concat(), 400, "malformed_batch"),
+        (
+            "unknown version",
+            [&[2u8][..], &good[1..]].concat(),
+            400,
+            "unsupported_version",
+        ),
+        (
+            "trailing byte",
+            [&good[..], &[0u8][..]].concat(),
+            400,
+            "malformed_batch",
+        ),
         (
             "oversized",
             vec![1u8; fare_credential::batch::MAX_BATCH_BYTES + 1],
@@ -64,7 +84,12 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
     let mut impostor = FakeReader::new(1, "city-bus", "1");
     impostor.key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(666));
     impostor.log = r1.log.clone();
-    cases.push(("wrong key", impostor.batch(1, 2), 401, "bad_batch_signature"));
+    cases.push((
+        "wrong key",
+        impostor.batch(1, 2),
+        401,
+        "bad_batch_signature",
+    ));
     let mut stranger = FakeReader::new(99, "city-bus", "1");
     stranger.accept(phone.code(at(9, 0)), at(9, 0));
     cases.push(("unknown reader", stranger.all(), 403, "unknown_reader"));
@@ -72,24 +97,43 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
 
     for (name, body, status, code) in cases {
         let (s, v) = srv.upload(body).await;
-        assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{name}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}");
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(code)),
+            "{name}: {v}"
+        );
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
         assert_eq!(stored_rides(&srv), 0, "{name} stored something");
         assert_eq!(acked(&srv, 1).await, 0, "{name} moved the cursor");
     }
 
     // The good batch, then its replay (harmless), then an overlapping one.
     let (s, v) = srv.upload(good.clone()).await;
-    assert_eq!((s, v["result"].as_str(), v["acked_seq"].as_u64()), (200, Some("created"), Some(2)));
+    assert_eq!(
+        (s, v["result"].as_str(), v["acked_seq"].as_u64()),
+        (200, Some("created"), Some(2))
+    );
     let (s, v) = srv.upload(good.clone()).await;
-    assert_eq!((s, v["result"].as_str(), v["acked_seq"].as_u64()), (200, Some("exists"), Some(2)));
+    assert_eq!(
+        (s, v["result"].as_str(), v["acked_seq"].as_u64()),
+        (200, Some("exists"), Some(2))
+    );
     let (s, v) = srv.upload(r1.batch(2, 4)).await;
-    assert_eq!((s, v["result"].as_str(), v["acked_seq"].as_u64()), (200, Some("created"), Some(4)));
+    assert_eq!(
+        (s, v["result"].as_str(), v["acked_seq"].as_u64()),
+        (200, Some("created"), Some(4))
+    );
     assert_eq!(stored_rides(&srv), 4);
 
     // A gap names the sequence to resend from.
     let (s, v) = srv.upload(r1.batch(6, 6)).await;
-    assert_eq!((s, v["error"].as_str(), v["acked_seq"].as_u64()), (409, Some("sequence_gap"), Some(4)));
+    assert_eq!(
+        (s, v["error"].as_str(), v["acked_seq"].as_u64()),
+        (409, Some("sequence_gap"), Some(4))
+    );
 
     // A fork: the reader rewrites record 3 (validly signed, but it differs
     // from what it uploaded before), or continues from another chain head.
@@ -105,8 +149,16 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
     assert_eq!(stored_rides(&srv), 4);
     assert_eq!(acked(&srv, 1).await, 4);
     let (_, inc) = srv.get("/v1/reports/incidents").await;
-    let kinds: Vec<&str> = inc.as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"sequence_gap") && kinds.contains(&"chain_fork"), "{inc}");
+    let kinds: Vec<&str> = inc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"sequence_gap") && kinds.contains(&"chain_fork"),
+        "{inc}"
+    );
 
     // A retired reader's uploads are refused; what it uploaded before still settles.
     let (s, _) = srv.post("/v1/readers/1/retire", json!({})).await;
@@ -126,9 +178,18 @@ async fn bad_api_requests_get_specific_json_errors() {
     let url = |p: &str| format!("{}{p}", srv.url);
 
     // Operator endpoints need the bearer token.
-    let r = srv.http.post(url("/v1/accounts")).json(&json!({})).send().await.unwrap();
+    let r = srv
+        .http
+        .post(url("/v1/accounts"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unauthorized");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "unauthorized"
+    );
     let r = srv
         .http
         .get(url("/v1/reports/daily"))
@@ -149,16 +210,40 @@ async fn bad_api_requests_get_specific_json_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_json");
-    let (s, v) = srv.post("/v1/accounts", json!({"account_id": "x", "colour": "red"})).await;
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_json"
+    );
+    let (s, v) = srv
+        .post("/v1/accounts", json!({"account_id": "x", "colour": "red"}))
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_json")), "{v}");
     let big = "x".repeat(70 * 1024);
     let (s, v) = srv.post("/v1/accounts", json!({ "account_id": big })).await;
-    assert_eq!((s, v["error"].as_str()), (413, Some("body_too_large")), "{v}");
-    let (s, v) = srv.post("/v1/accounts", json!({"account_id": "bad id!"})).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")), "{v}");
-    let (s, v) = srv.post("/v1/accounts", json!({"account_id": "a", "credit_limit_minor": -5})).await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
+    let (s, v) = srv
+        .post("/v1/accounts", json!({"account_id": "bad id!"}))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_field")),
+        "{v}"
+    );
+    let (s, v) = srv
+        .post(
+            "/v1/accounts",
+            json!({"account_id": "a", "credit_limit_minor": -5}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_field")),
+        "{v}"
+    );
 
     // Issuance refusals: weak key (small order), not a key, unknown account, frozen account.
     srv.create_account("alice", "adult", 1000).await;
@@ -170,25 +255,55 @@ async fn bad_api_requests_get_specific_json_errors() {
         ("ab".repeat(31), "invalid_device_key"),
     ] {
         let (s, v) = srv
-            .post("/v1/accounts/alice/devices", json!({"device_public_key": key, "valid_for_s": 3600}))
+            .post(
+                "/v1/accounts/alice/devices",
+                json!({"device_public_key": key, "valid_for_s": 3600}),
+            )
             .await;
         assert_eq!((s, v["error"].as_str()), (400, Some(code)), "{v}");
     }
-    let good_key = hex::encode(SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(5)).verifying_key().to_bytes());
+    let good_key = hex::encode(
+        SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(5))
+            .verifying_key()
+            .to_bytes(),
+    );
     let (s, v) = srv
-        .post("/v1/accounts/nobody/devices", json!({"device_public_key": good_key, "valid_for_s": 3600}))
+        .post(
+            "/v1/accounts/nobody/devices",
+            json!({"device_public_key": good_key, "valid_for_s": 3600}),
+        )
         .await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("unknown_account")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("unknown_account")),
+        "{v}"
+    );
     let (s, v) = srv
-        .post("/v1/accounts/alice/devices", json!({"device_public_key": good_key, "valid_for_s": 365 * 86_400}))
+        .post(
+            "/v1/accounts/alice/devices",
+            json!({"device_public_key": good_key, "valid_for_s": 365 * 86_400}),
+        )
         .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")), "{v}");
-    let (s, _) = srv.post("/v1/accounts/alice/freeze", json!({"frozen": true})).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_field")),
+        "{v}"
+    );
+    let (s, _) = srv
+        .post("/v1/accounts/alice/freeze", json!({"frozen": true}))
+        .await;
     assert_eq!(s, 200);
     let (s, v) = srv
-        .post("/v1/accounts/alice/devices", json!({"device_public_key": good_key, "valid_for_s": 3600}))
+        .post(
+            "/v1/accounts/alice/devices",
+            json!({"device_public_key": good_key, "valid_for_s": 3600}),
+        )
         .await;
-    assert_eq!((s, v["error"].as_str()), (403, Some("account_frozen")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (403, Some("account_frozen")),
+        "{v}"
+    );
 
     // Readers: bad key, weak key, unknown reader bundle, bad query.
     let (s, v) = srv
@@ -197,22 +312,50 @@ async fn bad_api_requests_get_specific_json_errors() {
             json!({"reader_id": 1, "public_key": hex::encode(weak), "operator": "o", "vehicle": "v", "route": "r"}),
         )
         .await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_reader_key")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_reader_key")),
+        "{v}"
+    );
     let (s, v) = srv.get("/v1/readers/7/bundle").await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("unknown_reader")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("unknown_reader")),
+        "{v}"
+    );
     let (s, v) = srv.get("/v1/readers/7/bundle?since=abc").await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_query")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_query")),
+        "{v}"
+    );
     let (s, v) = srv.get("/v1/reports/daily?day=2026-13-01").await;
-    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_query")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_query")),
+        "{v}"
+    );
     let (s, v) = srv.get("/v1/reports/nope").await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("unknown_report")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("unknown_report")),
+        "{v}"
+    );
     let (s, v) = srv.get("/v2/anything").await;
     assert_eq!((s, v["error"].as_str()), (404, Some("not_found")), "{v}");
 
     // Health and metrics.
     let (s, v) = srv.get("/healthz").await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
-    let m = srv.http.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = srv
+        .http
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("settlement_http_requests_total"), "{m}");
     srv.stop().await;
 }

@@ -62,7 +62,11 @@ fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
         )
         .unwrap();
         let cred = Credential::from_bytes(&hex::decode(issued.credential).unwrap()).unwrap();
-        phones.push(Phone { device, cred, seq: 0 });
+        phones.push(Phone {
+            device,
+            cred,
+            seq: 0,
+        });
     }
     // Rides every 37 minutes from 06:00, spread over the readers.
     for i in 0..rides {
@@ -79,7 +83,8 @@ fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
 fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
     // Balances and per-ride fares; the number of postings may differ (how
     // rides fall into chunks decides how many intermediate adjustments exist).
-    let mut ledger = serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
+    let mut ledger =
+        serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
     ledger["postings"] = Value::Null;
     let mut rides: Vec<Value> = app
         .db
@@ -135,7 +140,8 @@ async fn restart_during_ingest_loses_nothing() {
     drop(ref_app);
 
     // First life: half of each reader's log, then a settlement.
-    let srv = Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    let srv =
+        Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
     for r in &readers {
         let half = r.log.len() as u64 / 2;
         let (s, v) = srv.upload(r.batch(1, half)).await;
@@ -146,13 +152,18 @@ async fn restart_during_ingest_loses_nothing() {
 
     // Second life: the readers did not hear the acks and resend everything,
     // overlapping what is held; then the rest.
-    let srv = Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    let srv =
+        Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
     for r in &readers {
         let n = r.log.len() as u64;
         let (s, v) = srv.upload(r.batch(1, n / 2)).await;
         assert_eq!((s, v["result"].as_str()), (200, Some("exists")), "{v}");
         let (s, v) = srv.upload(r.batch(n / 2 - 1, n)).await;
-        assert_eq!((s, v["result"].as_str(), v["acked_seq"].as_u64()), (200, Some("created"), Some(n)), "{v}");
+        assert_eq!(
+            (s, v["result"].as_str(), v["acked_seq"].as_u64()),
+            (200, Some("created"), Some(n)),
+            "{v}"
+        );
     }
     srv.settle().await;
     srv.stop().await;
@@ -181,7 +192,11 @@ fn killing_the_settle_binary_mid_run_loses_nothing() {
         ledger_and_rides(&app)
     };
     let cfg = dir.path().join("settlement.toml");
-    std::fs::write(&cfg, format!("operator_token = \"{TOKEN}\"\nsettle_chunk_rides = 20\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("operator_token = \"{TOKEN}\"\nsettle_chunk_rides = 20\n"),
+    )
+    .unwrap();
     let data = dir.path().to_str().unwrap();
     let cfg_s = cfg.to_str().unwrap();
 
@@ -200,7 +215,11 @@ fn killing_the_settle_binary_mid_run_loses_nothing() {
         .args(["settle", "--data", data, "--config", cfg_s])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(bin)
         .args(["settle", "--data", data, "--config", cfg_s])
         .output()
@@ -209,12 +228,17 @@ fn killing_the_settle_binary_mid_run_loses_nothing() {
     assert_eq!(again["rides"], 0, "second run settles nothing");
 
     let out = Command::new(bin)
-        .args(["report", "--data", data, "--config", cfg_s, "--kind", "daily", "--format", "csv"])
+        .args([
+            "report", "--data", data, "--config", cfg_s, "--kind", "daily", "--format", "csv",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(csv.starts_with("service_day,operator,route,rides,revenue_minor,refused_rides\n"), "{csv}");
+    assert!(
+        csv.starts_with("service_day,operator,route,rides,revenue_minor,refused_rides\n"),
+        "{csv}"
+    );
 
     let app = open(dir.path(), 20);
     assert_eq!(ledger_and_rides(&app), expected);
@@ -226,7 +250,13 @@ fn serve_runs_with_no_setup_and_shuts_down_gracefully() {
     let bin = env!("CARGO_BIN_EXE_fare-settlement");
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin)
-        .args(["serve", "--data", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -248,11 +278,22 @@ fn serve_runs_with_no_setup_and_shuts_down_gracefully() {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let health: Value = rt.block_on(async {
-        reqwest::get(format!("http://{addr}/healthz")).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     });
     assert_eq!(health["status"], "ok");
-    assert!(dir.path().join("keys/root.pub").exists(), "keys initialised on first start");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(
+        dir.path().join("keys/root.pub").exists(),
+        "keys initialised on first start"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");

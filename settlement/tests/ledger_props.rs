@@ -20,7 +20,11 @@ use std::sync::Arc;
 
 const ACCOUNTS: usize = 4;
 const PROFILES: [&str; ACCOUNTS] = ["adult", "student", "senior", "adult"];
-const READERS: [(u32, &str, &str); 3] = [(1, "city-bus", "1"), (2, "city-bus", "7"), (3, "metro", "L1")];
+const READERS: [(u32, &str, &str); 3] = [
+    (1, "city-bus", "1"),
+    (2, "city-bus", "7"),
+    (3, "metro", "L1"),
+];
 
 fn open(dir: &std::path::Path) -> App {
     let cfg = Config {
@@ -80,12 +84,22 @@ fn setup(app: &App) -> Vec<Phone> {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Upload { reader: usize, from: usize, len: usize },
+    Upload {
+        reader: usize,
+        from: usize,
+        len: usize,
+    },
     Settle,
 }
 
 fn outcome(app: &App) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
-    let balances: BTreeMap<String, i64> = app.db.balances().unwrap().into_iter().filter(|(_, v)| *v != 0).collect();
+    let balances: BTreeMap<String, i64> = app
+        .db
+        .balances()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .collect();
     let fares: BTreeMap<String, i64> = app
         .db
         .results()
@@ -104,13 +118,21 @@ fn check_invariants(app: &App) {
     let mut sum = 0;
     for (acc, bal) in &stored {
         let r: AccountRef = acc.parse().unwrap();
-        assert_eq!(ledger.balance_minor(&r), *bal, "balance of {acc} differs from its postings");
+        assert_eq!(
+            ledger.balance_minor(&r),
+            *bal,
+            "balance of {acc} differs from its postings"
+        );
         sum += bal;
     }
     assert_eq!(sum, 0, "postings do not sum to zero");
     for res in app.db.results().unwrap() {
         let key = format!("{}:{}", res.ride.reader_id, res.ride.reader_seq);
-        assert_eq!(ledger.ride_state(&key).net_minor, res.amount_minor, "ride {key}");
+        assert_eq!(
+            ledger.ride_state(&key).net_minor,
+            res.amount_minor,
+            "ride {key}"
+        );
     }
 }
 

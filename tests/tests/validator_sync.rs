@@ -20,7 +20,15 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
         ..Config::default()
     };
     let clock = Arc::new(ManualClock::new(NOW));
-    let app = Arc::new(App::open(&tmp.path().join("settlement"), config, clock.clone(), Some(3)).unwrap());
+    let app = Arc::new(
+        App::open(
+            &tmp.path().join("settlement"),
+            config,
+            clock.clone(),
+            Some(3),
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -57,7 +65,11 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
         .send()
         .await
         .unwrap();
-    assert!(resp.status().is_success(), "register: {}", resp.text().await.unwrap());
+    assert!(
+        resp.status().is_success(),
+        "register: {}",
+        resp.text().await.unwrap()
+    );
 
     // Ten rides from one phone.
     let device = fare_credential::keys::generate_signing_key(&mut rng);
@@ -82,7 +94,9 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
         assert!(d.is_accept(), "{}", d.message());
     }
 
-    let report = fare_validator::sync::sync(&mut reader, &url, NOW).await.unwrap();
+    let report = fare_validator::sync::sync(&mut reader, &url, NOW)
+        .await
+        .unwrap();
     assert_eq!(report.acked_up_to, 10);
     assert_eq!(report.batches_sent, 3, "10 rides in batches of 4");
     assert_eq!(reader.state().acked_up_to, 10);
@@ -93,7 +107,9 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
     drop(reader);
     let mut reader = Reader::open(&dir, NOW).unwrap();
     assert_eq!(reader.state().acked_up_to, 10);
-    let again = fare_validator::sync::sync(&mut reader, &url, NOW).await.unwrap();
+    let again = fare_validator::sync::sync(&mut reader, &url, NOW)
+        .await
+        .unwrap();
     assert_eq!(again.batches_sent, 0);
 
     let _ = stop_tx.send(());

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! reader_load decisions N cold|repeat   # N durable accepts in a temp reader (run under callgrind)
+//! reader_load frames N                  # N 640x480 frame → durable accept decisions
 //! reader_load fill DIR RIDES DENY       # provision DIR with DENY deny-list entries, log RIDES rides
 //! reader_load measure DIR N             # open DIR, make N more decisions, print peak RSS (VmHWM)
 //! ```
@@ -12,7 +13,10 @@
 
 use fare_credential::keys::generate_signing_key;
 use fare_credential::trust::IssuerKey;
-use fare_credential::{Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey};
+use fare_credential::{
+    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
+    SigningKey,
+};
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -96,12 +100,16 @@ fn vm_hwm_kib() -> u64 {
 fn codes(n: usize, riders: usize, seq_base: u32, seed: u64) -> Vec<Vec<u8>> {
     let (_, issuer, _) = keys();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let creds: Vec<_> = (0..riders.max(1)).map(|_| credential(&issuer, &mut rng)).collect();
+    let creds: Vec<_> = (0..riders.max(1))
+        .map(|_| credential(&issuer, &mut rng))
+        .collect();
     (0..n)
         .map(|i| {
             let (dev, cred) = &creds[i % creds.len()];
             let seq = seq_base + (i / creds.len()) as u32 + 1;
-            RideCode::sign_v1(cred, NOW as u32, seq, dev).as_bytes().to_vec()
+            RideCode::sign_v1(cred, NOW as u32, seq, dev)
+                .as_bytes()
+                .to_vec()
         })
         .collect()
 }
@@ -123,6 +131,31 @@ fn main() {
             }
             eprintln!("{n} decisions in {:?}", t.elapsed());
         }
+        "frames" => {
+            // 640x480 frames, code at 7 px per module, centred on white.
+            let n: usize = arg(1).parse().unwrap_or(20);
+            let tmp = tempfile::tempdir().unwrap();
+            let mut reader = provision(&tmp.path().join("r"), 1000);
+            let frames: Vec<image::GrayImage> = codes(n, 1, 0, 5)
+                .iter()
+                .map(|c| {
+                    let sym = fare_qr::render_luma(c, 7, 4).unwrap();
+                    let mut canvas = image::GrayImage::from_pixel(640, 480, image::Luma([255u8]));
+                    let (x, y) = (
+                        (640 - sym.width() as i64) / 2,
+                        (480 - sym.height() as i64) / 2,
+                    );
+                    image::imageops::overlay(&mut canvas, &sym, x, y);
+                    canvas
+                })
+                .collect();
+            let t = Instant::now();
+            for f in &frames {
+                let d = reader.decide_frame(f, NOW);
+                assert!(d.is_accept(), "{}", d.message());
+            }
+            eprintln!("{n} frame decisions in {:?}", t.elapsed());
+        }
         "fill" => {
             let dir = Path::new(&args[1]);
             let rides: usize = arg(2).parse().unwrap();
@@ -141,9 +174,16 @@ fn main() {
                     assert!(d.is_accept(), "{}", d.message());
                 }
                 done += n;
-                eprintln!("{done} rides logged, {:?}, VmHWM {} KiB", t.elapsed(), vm_hwm_kib());
+                eprintln!(
+                    "{done} rides logged, {:?}, VmHWM {} KiB",
+                    t.elapsed(),
+                    vm_hwm_kib()
+                );
             }
-            println!("fill: {rides} rides, {deny} deny entries, peak RSS (VmHWM) {} KiB", vm_hwm_kib());
+            println!(
+                "fill: {rides} rides, {deny} deny entries, peak RSS (VmHWM) {} KiB",
+                vm_hwm_kib()
+            );
         }
         "measure" => {
             let dir = Path::new(&args[1]);
@@ -165,7 +205,9 @@ fn main() {
             );
         }
         _ => {
-            eprintln!("usage: reader_load decisions N cold|repeat | fill DIR RIDES DENY | measure DIR N");
+            eprintln!(
+                "usage: reader_load decisions N cold|repeat | fill DIR RIDES DENY | measure DIR N"
+            );
             std::process::exit(2);
         }
     }

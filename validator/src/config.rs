@@ -122,9 +122,18 @@ impl ReaderConfig {
     /// Checks values a record or batch could not hold.
     pub fn validate(&self) -> Result<(), ValidatorError> {
         let bad = |field: &'static str, why: String| ValidatorError::Config { field, why };
-        for (field, v) in [("reader.vehicle", &self.reader.vehicle), ("reader.route", &self.reader.route)] {
+        for (field, v) in [
+            ("reader.vehicle", &self.reader.vehicle),
+            ("reader.route", &self.reader.route),
+        ] {
             if v.len() > MAX_NAME_BYTES {
-                return Err(bad(field, format!("{} bytes, at most {MAX_NAME_BYTES} fit in a ride record", v.len())));
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} bytes, at most {MAX_NAME_BYTES} fit in a ride record",
+                        v.len()
+                    ),
+                ));
             }
         }
         let max = fare_credential::batch::MAX_BATCH_RECORDS;
@@ -135,7 +144,10 @@ impl ReaderConfig {
             ));
         }
         if self.policy.code_validity_s == 0 {
-            return Err(bad("policy.code_validity_s", "0: a code must be valid for at least 1 s".into()));
+            return Err(bad(
+                "policy.code_validity_s",
+                "0: a code must be valid for at least 1 s".into(),
+            ));
         }
         Ok(())
     }

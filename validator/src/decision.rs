@@ -4,7 +4,9 @@ use fare_credential::{CredentialId, Profile, RejectReason};
 use serde_json::{json, Map, Value};
 
 /// Ride id = (reader id, reader sequence). In JSON: `{"reader_id":7,"seq":42}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RideId {
     /// The reader.
     pub reader_id: u32,
@@ -136,8 +138,15 @@ impl Decision {
     /// Human text for the driver's screen and logs.
     pub fn message(&self) -> String {
         match &self.outcome {
-            Outcome::Accepted { ride_id, profile, .. } => {
-                format!("ride {}:{} accepted ({})", ride_id.reader_id, ride_id.seq, profile.name())
+            Outcome::Accepted {
+                ride_id, profile, ..
+            } => {
+                format!(
+                    "ride {}:{} accepted ({})",
+                    ride_id.reader_id,
+                    ride_id.seq,
+                    profile.name()
+                )
             }
             Outcome::Rejected(r) => r.to_string(),
             Outcome::StorageError { message } => {
@@ -168,7 +177,12 @@ impl Decision {
             "at_unix_s": self.at_unix_s,
             "warnings": self.warnings,
         });
-        if let Outcome::Accepted { profile, credential_id, .. } = &self.outcome {
+        if let Outcome::Accepted {
+            profile,
+            credential_id,
+            ..
+        } = &self.outcome
+        {
             v["profile"] = json!(profile.name());
             v["credential_id"] = json!(credential_id.to_hex());
         }

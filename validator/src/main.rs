@@ -6,14 +6,20 @@
 use clap::{Parser, Subcommand};
 use fare_credential::code::MAX_RIDE_CODE_BYTES;
 use fare_credential::{Clock, SystemClock};
-use fare_validator::{read_public_key_file, Reader, ReaderConfig, ReaderIdentityConfig, ValidatorError};
+use fare_validator::{
+    read_public_key_file, Reader, ReaderConfig, ReaderIdentityConfig, ValidatorError,
+};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "fare-validator", version, about = "Bus reader: offline ride-code decisions and a durable ride log")]
+#[command(
+    name = "fare-validator",
+    version,
+    about = "Bus reader: offline ride-code decisions and a durable ride log"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -254,7 +260,11 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             if json {
                 print_json(&decision.to_json());
             } else if let Some(id) = decision.ride_id() {
-                println!("ACCEPT {} ({} µs)", decision.message(), decision.total_ns / 1000);
+                println!(
+                    "ACCEPT {} ({} µs)",
+                    decision.message(),
+                    decision.total_ns / 1000
+                );
                 let _ = id;
             } else {
                 println!(
@@ -270,7 +280,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             })
         }
         Cmd::Decode { image, raw } => {
-            let decoded = fare_validator::frames::load_frame(&image).and_then(|f| fare_validator::frames::decode_frame(&f));
+            let decoded = fare_validator::frames::load_frame(&image)
+                .and_then(|f| fare_validator::frames::decode_frame(&f));
             match decoded {
                 Ok(bytes) => {
                     let mut out = std::io::stdout().lock();
@@ -279,11 +290,12 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                     } else {
                         writeln!(out, "{}", hex::encode(&bytes))
                     };
-                    res.and_then(|_| out.flush()).map_err(|source| ValidatorError::Io {
-                        what: "write stdout",
-                        path: PathBuf::from("-"),
-                        source,
-                    })?;
+                    res.and_then(|_| out.flush())
+                        .map_err(|source| ValidatorError::Io {
+                            what: "write stdout",
+                            path: PathBuf::from("-"),
+                            source,
+                        })?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(why) => {
@@ -313,7 +325,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             let mut reader = Reader::open(&dir, t)?;
             let bytes = read_file(&bundle, "read bundle")?;
             let v = reader.install_bundle(&bytes, t)?;
-            println!("bundle {v} installed ({} deny-list entries)", reader.deny_len());
+            println!(
+                "bundle {v} installed ({} deny-list entries)",
+                reader.deny_len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { dir, at, json } => {
@@ -323,10 +338,18 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             if json {
                 print_json(&serde_json::to_value(&s).expect("status serialises"));
             } else {
-                println!("reader {} ({} on {}), key {}", s.reader_id, s.vehicle, s.route, s.public_key);
+                println!(
+                    "reader {} ({} on {}), key {}",
+                    s.reader_id, s.vehicle, s.route, s.public_key
+                );
                 println!(
                     "rides {} (acked up to {}, {} unacked, oldest held {}), log {} of {} bytes",
-                    s.rides_total, s.acked_up_to, s.unacked, s.oldest_seq, s.used_bytes, s.max_log_bytes
+                    s.rides_total,
+                    s.acked_up_to,
+                    s.unacked,
+                    s.oldest_seq,
+                    s.used_bytes,
+                    s.max_log_bytes
                 );
                 println!(
                     "bundle {} age {} s: trust {}; {} issuer keys, {} denied; clock offset at install {} s",
@@ -350,12 +373,14 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             };
             if rejected {
                 for r in reader.rejected_scans()? {
-                    writeln!(out, "{}", serde_json::to_string(&r).expect("serialises")).map_err(werr)?;
+                    writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
+                        .map_err(werr)?;
                 }
             } else {
                 reader.verify_chain()?;
                 for r in reader.records() {
-                    writeln!(out, "{}", serde_json::to_string(&r?).expect("serialises")).map_err(werr)?;
+                    writeln!(out, "{}", serde_json::to_string(&r?).expect("serialises"))
+                        .map_err(werr)?;
                 }
             }
             out.flush().map_err(werr)?;
@@ -381,7 +406,10 @@ fn decode_hex_payload(s: &str) -> Result<Vec<u8>, String> {
 
 /// Reads one line of at most `max` bytes; longer lines are consumed and
 /// reported as `Err(len)` so one bad line cannot exhaust memory.
-fn read_bounded_line(r: &mut impl BufRead, max: usize) -> std::io::Result<Option<Result<String, usize>>> {
+fn read_bounded_line(
+    r: &mut impl BufRead,
+    max: usize,
+) -> std::io::Result<Option<Result<String, usize>>> {
     let mut buf = Vec::new();
     let mut total = 0usize;
     loop {
@@ -436,17 +464,23 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut line_no = 0;
-        while let Some(line) = read_bounded_line(&mut input, MAX_LINE_BYTES).map_err(|source| ValidatorError::Io {
-            what: "read stdin",
-            path: PathBuf::from("-"),
-            source,
-        })? {
+        while let Some(line) =
+            read_bounded_line(&mut input, MAX_LINE_BYTES).map_err(|source| ValidatorError::Io {
+                what: "read stdin",
+                path: PathBuf::from("-"),
+                source,
+            })?
+        {
             line_no += 1;
             let t = now(at);
             let line = match line {
                 Ok(l) => l,
                 Err(len) => {
-                    print_json(&input_reject(line_no, format!("{len} bytes, over the {MAX_LINE_BYTES}-byte line limit"), t));
+                    print_json(&input_reject(
+                        line_no,
+                        format!("{len} bytes, over the {MAX_LINE_BYTES}-byte line limit"),
+                        t,
+                    ));
                     continue;
                 }
             };
@@ -478,7 +512,8 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
         for f in files {
             let t = now(at);
             let start = Instant::now();
-            let decoded = fare_validator::frames::load_frame(&f).and_then(|img| fare_validator::frames::decode_frame(&img));
+            let decoded = fare_validator::frames::load_frame(&f)
+                .and_then(|img| fare_validator::frames::decode_frame(&img));
             let ns = start.elapsed().as_nanos() as u64;
             let d = reader.decide_decoded(decoded, ns, t, start);
             let mut v = d.to_json();

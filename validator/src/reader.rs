@@ -22,10 +22,12 @@ use fare_credential::codec;
 use fare_credential::keys::parse_public_key;
 use fare_credential::record::{genesis_hash, record_hash};
 use fare_credential::trust::IssuerKey;
-use fare_credential::verify::{credential_stage, deny_stage, device_stage, parse_stage, time_stage};
+use fare_credential::verify::{
+    credential_stage, deny_stage, device_stage, parse_stage, time_stage,
+};
 use fare_credential::{
-    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, ReaderBundle, RejectReason, RideRecord, SigningKey,
-    TrustList, VerifyingKey,
+    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, ReaderBundle, RejectReason,
+    RideRecord, SigningKey, TrustList, VerifyingKey,
 };
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -186,7 +188,10 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
+fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
     move |source| ValidatorError::Io {
         what,
         path: path.to_path_buf(),
@@ -201,7 +206,8 @@ pub fn read_public_key_file(path: &Path) -> Result<VerifyingKey, ValidatorError>
         path: path.to_path_buf(),
         why,
     };
-    let bytes = hex::decode(text.trim()).map_err(|e| key_err(format!("expected 64 hex characters: {e}")))?;
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| key_err(format!("expected 64 hex characters: {e}")))?;
     parse_public_key(&bytes).map_err(|e| key_err(e.to_string()))
 }
 
@@ -297,7 +303,8 @@ impl Reader {
         config.validate()?;
         ReaderBundle::verify_v1(bundle_bytes, &root).map_err(BundleError::from)?;
         if paths::config(dir).exists() || paths::log(dir).exists() {
-            let reader_id = ReaderConfig::load(&paths::config(dir)).map_or(0, |c| c.reader.reader_id);
+            let reader_id =
+                ReaderConfig::load(&paths::config(dir)).map_or(0, |c| c.reader.reader_id);
             return Err(ValidatorError::AlreadyProvisioned {
                 dir: dir.to_path_buf(),
                 reader_id,
@@ -305,13 +312,27 @@ impl Reader {
         }
         std::fs::create_dir_all(dir).map_err(io("create reader directory", dir))?;
         let public = key.verifying_key();
-        write_new_file(&paths::key(dir), format!("{}\n", hex::encode(key.to_bytes())).as_bytes(), 0o600)?;
-        write_new_file(&paths::public_key(dir), format!("{}\n", hex::encode(public.as_bytes())).as_bytes(), 0o644)?;
-        write_new_file(&paths::root_key(dir), format!("{}\n", hex::encode(root.as_bytes())).as_bytes(), 0o644)?;
+        write_new_file(
+            &paths::key(dir),
+            format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
+            0o600,
+        )?;
+        write_new_file(
+            &paths::public_key(dir),
+            format!("{}\n", hex::encode(public.as_bytes())).as_bytes(),
+            0o644,
+        )?;
+        write_new_file(
+            &paths::root_key(dir),
+            format!("{}\n", hex::encode(root.as_bytes())).as_bytes(),
+            0o644,
+        )?;
         write_new_file(&paths::config(dir), config.to_toml().as_bytes(), 0o644)?;
         sync_dir(dir)?;
         let db = Self::open_db(dir, &config)?;
-        let meta = db.open_tree("meta").map_err(ValidatorError::sled("open meta"))?;
+        let meta = db
+            .open_tree("meta")
+            .map_err(ValidatorError::sled("open meta"))?;
         let identity = Identity {
             reader_id: config.reader.reader_id,
             public_key: public.to_bytes(),
@@ -326,7 +347,8 @@ impl Reader {
         let mut batch = sled::Batch::default();
         batch.insert(META_IDENTITY, codec::encode("identity", &identity)?);
         batch.insert(META_STATE, codec::encode("reader state", &state)?);
-        meta.apply_batch(batch).map_err(ValidatorError::sled("write identity"))?;
+        meta.apply_batch(batch)
+            .map_err(ValidatorError::sled("write identity"))?;
         db.flush().map_err(ValidatorError::sled("flush identity"))?;
         drop(meta);
         let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
@@ -349,11 +371,17 @@ impl Reader {
                 .flush_every_ms(Some(1000))
                 .open();
             match res {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && attempts < 150 => {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && attempts < 150 =>
+                {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => return other.map_err(ValidatorError::sled("open (is another process using this reader?)")),
+                other => {
+                    return other.map_err(ValidatorError::sled(
+                        "open (is another process using this reader?)",
+                    ))
+                }
             }
         }
     }
@@ -364,10 +392,16 @@ impl Reader {
         Self::open_with(dir, now_unix_s, None)
     }
 
-    fn open_with(dir: &Path, now_unix_s: u64, db: Option<sled::Db>) -> Result<Reader, ValidatorError> {
+    fn open_with(
+        dir: &Path,
+        now_unix_s: u64,
+        db: Option<sled::Db>,
+    ) -> Result<Reader, ValidatorError> {
         let cfg_path = paths::config(dir);
         if !cfg_path.exists() || !paths::log(dir).exists() {
-            return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() });
+            return Err(ValidatorError::NotProvisioned {
+                dir: dir.to_path_buf(),
+            });
         }
         let config = ReaderConfig::load(&cfg_path)?;
         let key = read_signing_key_file(&paths::key(dir))?;
@@ -376,12 +410,24 @@ impl Reader {
             Some(db) => db,
             None => Self::open_db(dir, &config)?,
         };
-        let tree = |name: &'static str| db.open_tree(name).map_err(ValidatorError::sled("open tree"));
-        let (rides, replay, meta, rejected) = (tree("rides")?, tree("replay")?, tree("meta")?, tree("rejected")?);
+        let tree = |name: &'static str| {
+            db.open_tree(name)
+                .map_err(ValidatorError::sled("open tree"))
+        };
+        let (rides, replay, meta, rejected) = (
+            tree("rides")?,
+            tree("replay")?,
+            tree("meta")?,
+            tree("rejected")?,
+        );
         let get = |k: &[u8]| meta.get(k).map_err(ValidatorError::sled("read meta"));
         let identity: Identity = match get(META_IDENTITY)? {
             Some(v) => codec::decode("identity", &v)?,
-            None => return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() }),
+            None => {
+                return Err(ValidatorError::NotProvisioned {
+                    dir: dir.to_path_buf(),
+                })
+            }
         };
         if identity.reader_id != config.reader.reader_id {
             return Err(ValidatorError::ReaderIdMismatch {
@@ -397,7 +443,11 @@ impl Reader {
         }
         let state: ReaderState = match get(META_STATE)? {
             Some(v) => codec::decode("reader state", &v)?,
-            None => return Err(ValidatorError::NotProvisioned { dir: dir.to_path_buf() }),
+            None => {
+                return Err(ValidatorError::NotProvisioned {
+                    dir: dir.to_path_buf(),
+                })
+            }
         };
         let installed = match get(META_BUNDLE)? {
             Some(v) => {
@@ -406,7 +456,10 @@ impl Reader {
             }
             None => None,
         };
-        let rejected_next = match rejected.last().map_err(ValidatorError::sled("read rejected"))? {
+        let rejected_next = match rejected
+            .last()
+            .map_err(ValidatorError::sled("read rejected"))?
+        {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
             None => 0,
         };
@@ -439,7 +492,11 @@ impl Reader {
     /// says, and chains to the head.
     fn check_tail(&self) -> Result<(), ValidatorError> {
         let last = self.state.next_seq - 1;
-        match self.rides.last().map_err(ValidatorError::sled("read last ride"))? {
+        match self
+            .rides
+            .last()
+            .map_err(ValidatorError::sled("read last ride"))?
+        {
             None if last < self.state.oldest_seq => Ok(()),
             None => Err(ValidatorError::Corrupt {
                 seq: last,
@@ -472,7 +529,8 @@ impl Reader {
         let mut hasher = blake3::Hasher::new();
         let mut buf = [0u8; 16];
         for _ in 0..meta.deny_count {
-            r.read_exact(&mut buf).map_err(io("read deny list", &path))?;
+            r.read_exact(&mut buf)
+                .map_err(io("read deny list", &path))?;
             hasher.update(&buf);
             ids.push(CredentialId(buf));
         }
@@ -481,7 +539,10 @@ impl Reader {
         if trailing != 0 || *hasher.finalize().as_bytes() != meta.deny_blake3 {
             return Err(ValidatorError::Corrupt {
                 seq: 0,
-                why: format!("deny list {} does not match its recorded hash", path.display()),
+                why: format!(
+                    "deny list {} does not match its recorded hash",
+                    path.display()
+                ),
             });
         }
         let trust = TrustList::new(meta.trust.iter().cloned()).map_err(BundleError::from)?;
@@ -536,13 +597,20 @@ impl Reader {
                 .into());
             }
             if bundle.bundle_version == installed_version {
-                return Err(BundleError::NotNewer { version: installed_version }.into());
+                return Err(BundleError::NotNewer {
+                    version: installed_version,
+                }
+                .into());
             }
         }
         let trust = TrustList::new(bundle.trust.iter().cloned()).map_err(BundleError::from)?;
         let deny = match bundle.deny {
             DenyUpdate::Snapshot(ids) => DenyList::from_ids(ids),
-            DenyUpdate::Delta { base_version, add, remove } => match &self.installed {
+            DenyUpdate::Delta {
+                base_version,
+                add,
+                remove,
+            } => match &self.installed {
                 Some(cur) if base_version == cur.meta.version => {
                     let mut d = cur.deny.clone();
                     d.apply_delta(&add, &remove);
@@ -593,7 +661,9 @@ impl Reader {
         self.meta
             .insert(META_BUNDLE, codec::encode("bundle meta", &meta)?)
             .map_err(ValidatorError::sled("write bundle meta"))?;
-        self.db.flush().map_err(ValidatorError::sled("flush bundle meta"))?;
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush bundle meta"))?;
         let old = self.installed.replace(Installed { meta, trust, deny });
         if let Some(old) = old {
             if old.meta.deny_file != deny_file {
@@ -651,7 +721,13 @@ impl Reader {
         }
     }
 
-    fn decide_timed(&mut self, bytes: Result<&[u8], ()>, decode_ns: Option<u64>, now: u64, start: Instant) -> Decision {
+    fn decide_timed(
+        &mut self,
+        bytes: Result<&[u8], ()>,
+        decode_ns: Option<u64>,
+        now: u64,
+        start: Instant,
+    ) -> Decision {
         let mut stages = StageTimes::default();
         if let Some(ns) = decode_ns {
             stages.set(Stage::Decode, ns);
@@ -674,9 +750,17 @@ impl Reader {
         decision
     }
 
-    fn pipeline(&mut self, bytes: &[u8], now: u64, st: &mut StageTimes, warnings: &mut Vec<&'static str>) -> Outcome {
+    fn pipeline(
+        &mut self,
+        bytes: &[u8],
+        now: u64,
+        st: &mut StageTimes,
+        warnings: &mut Vec<&'static str>,
+    ) -> Outcome {
         if let Some(message) = &self.failed {
-            return Outcome::StorageError { message: message.clone() };
+            return Outcome::StorageError {
+                message: message.clone(),
+            };
         }
         let Some(inst) = &self.installed else {
             return Outcome::Rejected(RejectReason::NotProvisioned);
@@ -734,9 +818,13 @@ impl Reader {
                 profile: cred.profile,
                 credential_id: cred.credential_id,
             },
-            Err(AppendError::Full { used_bytes, limit_bytes }) => {
-                Outcome::Rejected(RejectReason::StorageFull { used_bytes, limit_bytes })
-            }
+            Err(AppendError::Full {
+                used_bytes,
+                limit_bytes,
+            }) => Outcome::Rejected(RejectReason::StorageFull {
+                used_bytes,
+                limit_bytes,
+            }),
             Err(AppendError::Storage(e)) => {
                 tracing::error!(error = %e, "ride log write failed; refusing rides until restart");
                 let message = e.to_string();
@@ -794,13 +882,16 @@ impl Reader {
             code: code.to_vec(),
             prev_hash: self.state.chain_head,
         };
-        let enc = record.encode_v1().map_err(|e| AppendError::Storage(e.into()))?;
+        let enc = record
+            .encode_v1()
+            .map_err(|e| AppendError::Storage(e.into()))?;
         let limit = self.config.storage.max_log_bytes;
         if self.state.used_bytes + enc.len() as u64 > limit {
             // Acknowledged records are safe at settlement: drop them early
             // rather than refuse a ride.
             let need = self.state.used_bytes + enc.len() as u64 - limit;
-            self.compact_inner(u64::MAX, need).map_err(AppendError::Storage)?;
+            self.compact_inner(u64::MAX, need)
+                .map_err(AppendError::Storage)?;
             if self.state.used_bytes + enc.len() as u64 > limit {
                 return Err(AppendError::Full {
                     used_bytes: self.state.used_bytes,
@@ -812,13 +903,15 @@ impl Reader {
         next.next_seq = seq + 1;
         next.chain_head = record_hash(&enc);
         next.used_bytes += enc.len() as u64;
-        let state_bytes = codec::encode("reader state", &next).map_err(|e| AppendError::Storage(e.into()))?;
+        let state_bytes =
+            codec::encode("reader state", &next).map_err(|e| AppendError::Storage(e.into()))?;
         let entry = ReplayEntry {
             seq,
             seen_unix_s: now,
             prune_after_unix_s,
         };
-        let entry_bytes = codec::encode("replay entry", &entry).map_err(|e| AppendError::Storage(e.into()))?;
+        let entry_bytes =
+            codec::encode("replay entry", &entry).map_err(|e| AppendError::Storage(e.into()))?;
         let seq_be = seq.to_be_bytes();
         let res = (&self.rides, &self.replay, &self.meta).transaction(|(rides, replay, meta)| {
             rides.insert(&seq_be, enc.as_slice())?;
@@ -836,9 +929,12 @@ impl Reader {
         // The transaction is applied in memory: the sequence is spent even
         // if the flush fails, so it can never be handed out twice.
         self.state = next;
-        self.db
-            .flush()
-            .map_err(|source| AppendError::Storage(ValidatorError::Sled { what: "flush ride", source }))?;
+        self.db.flush().map_err(|source| {
+            AppendError::Storage(ValidatorError::Sled {
+                what: "flush ride",
+                source,
+            })
+        })?;
         Ok(seq)
     }
 
@@ -856,8 +952,14 @@ impl Reader {
         };
         // Analytics only: not flushed per scan (sled's background flush
         // bounds the loss to about a second), and failures never affect rides.
-        let Ok(v) = codec::encode("rejected scan", &entry) else { return };
-        if self.rejected.insert(self.rejected_next.to_be_bytes(), v).is_ok() {
+        let Ok(v) = codec::encode("rejected scan", &entry) else {
+            return;
+        };
+        if self
+            .rejected
+            .insert(self.rejected_next.to_be_bytes(), v)
+            .is_ok()
+        {
             self.rejected_next += 1;
             self.rejected_count += 1;
         }
@@ -886,7 +988,8 @@ impl Reader {
     /// Housekeeping between scans: prunes expired replay entries (at most
     /// once a minute) and compacts acknowledged records past retention.
     pub fn maintenance(&mut self, now_unix_s: u64) -> Result<(), ValidatorError> {
-        if now_unix_s >= self.last_prune_unix_s.saturating_add(PRUNE_INTERVAL_S) || now_unix_s < self.last_prune_unix_s
+        if now_unix_s >= self.last_prune_unix_s.saturating_add(PRUNE_INTERVAL_S)
+            || now_unix_s < self.last_prune_unix_s
         {
             self.prune_replay(now_unix_s)?;
             self.last_prune_unix_s = now_unix_s;
@@ -908,7 +1011,9 @@ impl Reader {
         }
         if n > 0 {
             // Not flushed: losing a prune only means pruning again.
-            self.replay.apply_batch(batch).map_err(ValidatorError::sled("prune replay cache"))?;
+            self.replay
+                .apply_batch(batch)
+                .map_err(ValidatorError::sled("prune replay cache"))?;
         }
         Ok(n)
     }
@@ -917,14 +1022,21 @@ impl Reader {
     /// retention period. Returns how many were removed.
     pub fn compact(&mut self, now_unix_s: u64) -> Result<u64, ValidatorError> {
         let before = self.state.oldest_seq;
-        self.compact_inner(now_unix_s.saturating_sub(self.config.storage.retention_s), 0)?;
+        self.compact_inner(
+            now_unix_s.saturating_sub(self.config.storage.retention_s),
+            0,
+        )?;
         Ok(self.state.oldest_seq - before)
     }
 
     /// Removes acknowledged records, oldest first, while their reader time is
     /// ≤ `older_than_unix_s`, or (when `need_bytes` > 0) until that many bytes
     /// were freed regardless of age.
-    fn compact_inner(&mut self, older_than_unix_s: u64, need_bytes: u64) -> Result<(), ValidatorError> {
+    fn compact_inner(
+        &mut self,
+        older_than_unix_s: u64,
+        need_bytes: u64,
+    ) -> Result<(), ValidatorError> {
         let mut next = self.state.clone();
         let mut batch = sled::Batch::default();
         let mut freed = 0u64;
@@ -932,7 +1044,10 @@ impl Reader {
         if self.state.oldest_seq > end {
             return Ok(());
         }
-        for kv in self.rides.range(self.state.oldest_seq.to_be_bytes()..=end.to_be_bytes()) {
+        for kv in self
+            .rides
+            .range(self.state.oldest_seq.to_be_bytes()..=end.to_be_bytes())
+        {
             let (k, v) = kv.map_err(ValidatorError::sled("scan rides"))?;
             if need_bytes > 0 {
                 if freed >= need_bytes {
@@ -964,8 +1079,14 @@ impl Reader {
                 source: abort_txn(e),
             })?;
         self.state = next;
-        self.db.flush().map_err(ValidatorError::sled("flush compaction"))?;
-        tracing::info!(freed_bytes = freed, oldest_seq = self.state.oldest_seq, "compacted acknowledged rides");
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush compaction"))?;
+        tracing::info!(
+            freed_bytes = freed,
+            oldest_seq = self.state.oldest_seq,
+            "compacted acknowledged rides"
+        );
         Ok(())
     }
 
@@ -974,7 +1095,10 @@ impl Reader {
     /// The next batch of unacknowledged records, signed with the reader key:
     /// `(batch v1 bytes, first_seq, last_seq)`, or `None` when everything is
     /// acknowledged. Idempotent until [`Reader::acknowledge`] moves on.
-    pub fn next_batch(&self, max_records: usize) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
+    pub fn next_batch(
+        &self,
+        max_records: usize,
+    ) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
         let first = self.state.acked_up_to + 1;
         let last_written = self.state.next_seq - 1;
         if first > last_written {
@@ -1007,7 +1131,10 @@ impl Reader {
     pub fn acknowledge(&mut self, acked_seq: u64) -> Result<(), ValidatorError> {
         let last = self.state.next_seq - 1;
         if acked_seq > last {
-            return Err(ValidatorError::AckBeyondLog { acked: acked_seq, last });
+            return Err(ValidatorError::AckBeyondLog {
+                acked: acked_seq,
+                last,
+            });
         }
         if acked_seq <= self.state.acked_up_to {
             return Ok(());
@@ -1045,7 +1172,10 @@ impl Reader {
             let rec = RideRecord::decode_v1(&v)?;
             let bad = |why: String| ValidatorError::Corrupt { seq: key_seq, why };
             if key_seq != expect || rec.reader_seq != expect {
-                return Err(bad(format!("expected sequence {expect}, record says {}", rec.reader_seq)));
+                return Err(bad(format!(
+                    "expected sequence {expect}, record says {}",
+                    rec.reader_seq
+                )));
             }
             if rec.reader_id != self.reader_id() {
                 return Err(bad(format!("record names reader {}", rec.reader_id)));
@@ -1061,7 +1191,10 @@ impl Reader {
         if expect != self.state.next_seq {
             return Err(ValidatorError::Corrupt {
                 seq: expect,
-                why: format!("log ends before the state's next sequence {}", self.state.next_seq),
+                why: format!(
+                    "log ends before the state's next sequence {}",
+                    self.state.next_seq
+                ),
             });
         }
         if let Some(p) = prev {
@@ -1088,13 +1221,14 @@ impl Reader {
             None => (0, 0, 0, 0, 0),
         };
         let tp = self.config.trust;
-        let trust_state = if self.installed.is_none() || (tp.reject_after_s > 0 && age > tp.reject_after_s) {
-            "stale"
-        } else if age > tp.warn_after_s {
-            "aging"
-        } else {
-            "ok"
-        };
+        let trust_state =
+            if self.installed.is_none() || (tp.reject_after_s > 0 && age > tp.reject_after_s) {
+                "stale"
+            } else if age > tp.warn_after_s {
+                "aging"
+            } else {
+                "ok"
+            };
         Status {
             reader_id: self.reader_id(),
             public_key: hex::encode(self.public_key().as_bytes()),
@@ -1157,7 +1291,9 @@ fn replay_key_seq(id: &CredentialId, device_seq: u32) -> [u8; 21] {
 /// from the previous snapshot and the log, as it would had the kill come a
 /// moment earlier.
 fn remove_torn_snapshots(log_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(log_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();

@@ -36,11 +36,18 @@ fn sync_err(url: &str, why: impl std::fmt::Display) -> ValidatorError {
     }
 }
 
-async fn read_limited(url: &str, mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ValidatorError> {
+async fn read_limited(
+    url: &str,
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ValidatorError> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| sync_err(url, e))? {
         if out.len() + chunk.len() > limit {
-            return Err(sync_err(url, format!("response over the {limit}-byte limit")));
+            return Err(sync_err(
+                url,
+                format!("response over the {limit}-byte limit"),
+            ));
         }
         out.extend_from_slice(&chunk);
     }
@@ -50,7 +57,11 @@ async fn read_limited(url: &str, mut resp: reqwest::Response, limit: usize) -> R
 /// Uploads every unacknowledged record, then fetches and installs a newer
 /// bundle. Safe to interrupt at any point: batches are re-sent from the
 /// acknowledged sequence and settlement de-duplicates.
-pub async fn sync(reader: &mut Reader, server_url: &str, now_unix_s: u64) -> Result<SyncReport, ValidatorError> {
+pub async fn sync(
+    reader: &mut Reader,
+    server_url: &str,
+    now_unix_s: u64,
+) -> Result<SyncReport, ValidatorError> {
     let base = server_url.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -98,7 +109,10 @@ pub async fn sync(reader: &mut Reader, server_url: &str, now_unix_s: u64) -> Res
             return Err(sync_err(&url, format!("HTTP {status}: {text}")));
         }
         if reader.state().acked_up_to <= before {
-            return Err(sync_err(&url, format!("no progress: acknowledged sequence stays at {before}")));
+            return Err(sync_err(
+                &url,
+                format!("no progress: acknowledged sequence stays at {before}"),
+            ));
         }
     }
     report.acked_up_to = reader.state().acked_up_to;
@@ -108,11 +122,18 @@ pub async fn sync(reader: &mut Reader, server_url: &str, now_unix_s: u64) -> Res
         reader.reader_id(),
         reader.bundle_version()
     );
-    let resp = client.get(&url).send().await.map_err(|e| sync_err(&url, e))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| sync_err(&url, e))?;
     let status = resp.status();
     let body = read_limited(&url, resp, MAX_BUNDLE_BYTES).await?;
     if !status.is_success() {
-        return Err(sync_err(&url, format!("HTTP {status}: {}", String::from_utf8_lossy(&body))));
+        return Err(sync_err(
+            &url,
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+        ));
     }
     match reader.install_bundle(&body, now_unix_s) {
         Ok(v) => report.bundle_installed = Some(v),

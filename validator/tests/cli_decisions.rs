@@ -30,9 +30,12 @@ fn fresh_code_accepts_then_already_used_and_companion_ride_is_new() {
     // The log holds exactly the three rides, chained.
     let (code, out, err) = cli(&["export", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    let recs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(recs.len(), 3);
-    assert_eq!(recs[0]["code"], hex::encode(&code_bytes(&w, NOW, 1)));
+    assert_eq!(recs[0]["code"], hex::encode(code_bytes(&w, NOW, 1)));
     assert_eq!(recs[2]["reader_seq"], 3);
     assert_eq!(recs[1]["vehicle"], "bus-1");
 }
@@ -46,7 +49,15 @@ fn decision_json_has_stage_timings_and_latency() {
     let (mut dep, _tmp, dir) = setup(2);
     let w = dep.wallet();
     let (_, v) = scan(&dir, &w.code(NOW, 1), NOW);
-    for stage in ["parse", "credential", "device", "time", "deny", "replay", "append"] {
+    for stage in [
+        "parse",
+        "credential",
+        "device",
+        "time",
+        "deny",
+        "replay",
+        "append",
+    ] {
         assert!(v["stages_ns"][stage].is_u64(), "missing stage {stage}: {v}");
     }
     assert!(v["latency_us"].is_u64());
@@ -63,9 +74,17 @@ fn time_reasons_expired_future_and_credential_windows() {
     let v = assert_reject(&dir, &w.code(NOW - 91, 1), NOW, "code_expired");
     assert_eq!(v["clock_related"], true);
     assert_eq!(v["forgery"], false);
-    assert_eq!(assert_accept(&dir, &w.code(NOW - 90, 2), NOW), 1, "edge of the window accepts");
+    assert_eq!(
+        assert_accept(&dir, &w.code(NOW - 90, 2), NOW),
+        1,
+        "edge of the window accepts"
+    );
     assert_reject(&dir, &w.code(NOW + 31, 3), NOW, "code_from_future");
-    assert_eq!(assert_accept(&dir, &w.code(NOW + 30, 4), NOW), 2, "skew tolerance accepts");
+    assert_eq!(
+        assert_accept(&dir, &w.code(NOW + 30, 4), NOW),
+        2,
+        "skew tolerance accepts"
+    );
 
     let old = dep.wallet_with(ISSUER_KEY_ID, None, NOW - 7200, NOW - 3600);
     assert_reject(&dir, &old.code(NOW, 1), NOW, "credential_expired");
@@ -129,11 +148,16 @@ fn revoked_by_snapshot_and_by_delta() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = dep.wallet();
     let later = dep.wallet();
-    let mut deny: Vec<CredentialId> = (0..1000u32).map(|i| CredentialId([(i % 251) as u8; 16])).collect();
+    let mut deny: Vec<CredentialId> = (0..1000u32)
+        .map(|i| CredentialId([(i % 251) as u8; 16]))
+        .collect();
     deny.push(victim.id());
     let dir = provision_cli(&dep, tmp.path(), &dep.snapshot(1, deny));
     let v = assert_reject(&dir, &victim.code(NOW, 1), NOW, "revoked");
-    assert!(v["message"].as_str().unwrap().contains(&victim.id().to_hex()));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains(&victim.id().to_hex()));
     assert_accept(&dir, &later.code(NOW, 1), NOW);
     // Delta from version 1: revoke `later`, lift `victim`.
     let delta = dep.bundle(
@@ -147,7 +171,15 @@ fn revoked_by_snapshot_and_by_delta() {
     );
     let b = tmp.path().join("delta.bin");
     std::fs::write(&b, &delta).unwrap();
-    let (code, _, err) = cli(&["install-bundle", "--dir", dir.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "--at", &NOW.to_string()]);
+    let (code, _, err) = cli(&[
+        "install-bundle",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--bundle",
+        b.to_str().unwrap(),
+        "--at",
+        &NOW.to_string(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_reject(&dir, &later.code(NOW, 2), NOW, "revoked");
     assert_accept(&dir, &victim.code(NOW, 2), NOW);
@@ -162,7 +194,15 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     let install = |bytes: &[u8]| {
         let b = tmp.path().join("offer.bin");
         std::fs::write(&b, bytes).unwrap();
-        cli(&["install-bundle", "--dir", &d, "--bundle", b.to_str().unwrap(), "--at", &NOW.to_string()])
+        cli(&[
+            "install-bundle",
+            "--dir",
+            &d,
+            "--bundle",
+            b.to_str().unwrap(),
+            "--at",
+            &NOW.to_string(),
+        ])
     };
     let (code, _, err) = install(&dep.snapshot(4, vec![]));
     assert_eq!(code, 2);
@@ -181,7 +221,15 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     let (code, _, _) = install(&tampered);
     assert_eq!(code, 2);
     // Delta from a version this reader does not hold.
-    let delta = dep.bundle(6, NOW, DenyUpdate::Delta { base_version: 3, add: vec![], remove: vec![] });
+    let delta = dep.bundle(
+        6,
+        NOW,
+        DenyUpdate::Delta {
+            base_version: 3,
+            add: vec![],
+            remove: vec![],
+        },
+    );
     let (code, _, err) = install(&delta);
     assert_eq!(code, 2);
     assert!(err.contains("delta from version 3"), "{err}");
@@ -195,11 +243,26 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
     let (root, b) = evil.write_files(&other, &evil.snapshot(1, vec![]));
-    std::fs::write(&root, format!("{}\n", hex::encode(dep.root.verifying_key().as_bytes()))).unwrap();
+    std::fs::write(
+        &root,
+        format!("{}\n", hex::encode(dep.root.verifying_key().as_bytes())),
+    )
+    .unwrap();
     let rdir = other.join("r");
     let (code, _, err) = cli(&[
-        "provision", "--dir", rdir.to_str().unwrap(), "--reader-id", "9", "--vehicle", "v", "--route", "r",
-        "--bundle", b.to_str().unwrap(), "--root-key", root.to_str().unwrap(),
+        "provision",
+        "--dir",
+        rdir.to_str().unwrap(),
+        "--reader-id",
+        "9",
+        "--vehicle",
+        "v",
+        "--route",
+        "r",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--root-key",
+        root.to_str().unwrap(),
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(!rdir.exists());
@@ -225,7 +288,14 @@ fn stale_trust_material_follows_the_policy() {
     set_config(&dir, "reject_after_s", "3600");
     let t = NOW + 3601;
     assert_reject(&dir, &w.code(t, 4), t, "trust_stale");
-    let (_, out, _) = cli(&["status", "--dir", dir.to_str().unwrap(), "--json", "--at", &t.to_string()]);
+    let (_, out, _) = cli(&[
+        "status",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--json",
+        "--at",
+        &t.to_string(),
+    ]);
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["trust_state"], "stale");
 }
@@ -235,7 +305,14 @@ fn storage_full_refuses_rides_and_keeps_the_log() {
     let (mut dep, _tmp, dir) = setup(10);
     let w = dep.wallet();
     assert_accept(&dir, &w.code(NOW, 1), NOW);
-    let (_, out, _) = cli(&["status", "--dir", dir.to_str().unwrap(), "--json", "--at", &NOW.to_string()]);
+    let (_, out, _) = cli(&[
+        "status",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--json",
+        "--at",
+        &NOW.to_string(),
+    ]);
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     let used = s["used_bytes"].as_u64().unwrap();
     // Room for exactly two records.
@@ -253,18 +330,39 @@ fn storage_full_refuses_rides_and_keeps_the_log() {
     assert_eq!(code, 0);
     let seqs: Vec<u64> = out
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reader_seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reader_seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(seqs, vec![2, 3], "acknowledged ride 1 was compacted early to make room");
+    assert_eq!(
+        seqs,
+        vec![2, 3],
+        "acknowledged ride 1 was compacted early to make room"
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let (_dep, tmp, dir) = setup(11);
-    let (code, _, err) = cli(&["scan", "--dir", dir.to_str().unwrap(), "--payload", "zz", "--json"]);
+    let (code, _, err) = cli(&[
+        "scan",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--payload",
+        "zz",
+        "--json",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("not hex"), "{err}");
-    let (code, _, err) = cli(&["scan", "--dir", tmp.path().join("nope").to_str().unwrap(), "--payload", "00"]);
+    let (code, _, err) = cli(&[
+        "scan",
+        "--dir",
+        tmp.path().join("nope").to_str().unwrap(),
+        "--payload",
+        "00",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("not a provisioned reader"), "{err}");
     let (code, _, _) = cli(&["scan", "--dir", dir.to_str().unwrap()]);
@@ -276,15 +374,31 @@ fn run_streams_one_json_decision_per_line() {
     let (mut dep, _tmp, dir) = setup(12);
     let w = dep.wallet();
     let a = hex::encode(w.code(NOW, 1));
-    let input = format!("{a}\n# comment\n\n{a}\nnot-hex\n{}\n", hex::encode(w.code(NOW, 2)));
+    let input = format!(
+        "{a}\n# comment\n\n{a}\nnot-hex\n{}\n",
+        hex::encode(w.code(NOW, 2))
+    );
     let mut child = bin()
-        .args(["run", "--dir", dir.to_str().unwrap(), "--frames", "-", "--at", &NOW.to_string()])
+        .args([
+            "run",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--frames",
+            "-",
+            "--at",
+            &NOW.to_string(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
@@ -292,7 +406,10 @@ fn run_streams_one_json_decision_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let reasons: Vec<_> = lines.iter().map(|l| l["reason"].as_str().unwrap_or("accept").to_string()).collect();
+    let reasons: Vec<_> = lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap_or("accept").to_string())
+        .collect();
     assert_eq!(reasons, ["accept", "already_used", "malformed", "accept"]);
     assert_eq!(lines[3]["ride_id"]["seq"], 2);
     // Rejected scans went to the analytics log.
@@ -308,22 +425,48 @@ fn qr_images_scan_decode_and_no_code_found() {
     let png = tmp.path().join("code.png");
     std::fs::write(&png, fare_qr::render_png(&code, 4).unwrap()).unwrap();
     // decode --raw: the exact bytes.
-    let out = bin().args(["decode", "--image", png.to_str().unwrap(), "--raw"]).output().unwrap();
+    let out = bin()
+        .args(["decode", "--image", png.to_str().unwrap(), "--raw"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, code);
     // scan --image: accept, with a decode stage timing.
-    let (c, outp, err) = cli(&["scan", "--dir", dir.to_str().unwrap(), "--image", png.to_str().unwrap(), "--at", &NOW.to_string(), "--json"]);
+    let (c, outp, err) = cli(&[
+        "scan",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--at",
+        &NOW.to_string(),
+        "--json",
+    ]);
     assert_eq!(c, 0, "{outp} {err}");
     let v: serde_json::Value = serde_json::from_str(&outp).unwrap();
     assert_eq!(v["decision"], "accept");
     assert!(v["stages_ns"]["decode"].is_u64());
     // A blank frame: no code.
     let blank = tmp.path().join("blank.png");
-    image::GrayImage::from_pixel(640, 480, image::Luma([255u8])).save(&blank).unwrap();
-    let out = bin().args(["decode", "--image", blank.to_str().unwrap(), "--raw"]).output().unwrap();
+    image::GrayImage::from_pixel(640, 480, image::Luma([255u8]))
+        .save(&blank)
+        .unwrap();
+    let out = bin()
+        .args(["decode", "--image", blank.to_str().unwrap(), "--raw"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    let (c, outp, _) = cli(&["scan", "--dir", dir.to_str().unwrap(), "--image", blank.to_str().unwrap(), "--at", &NOW.to_string(), "--json"]);
+    let (c, outp, _) = cli(&[
+        "scan",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--image",
+        blank.to_str().unwrap(),
+        "--at",
+        &NOW.to_string(),
+        "--json",
+    ]);
     assert_eq!(c, 1);
     let v: serde_json::Value = serde_json::from_str(&outp).unwrap();
     assert_eq!(v["reason"], "no_code_found");
@@ -332,12 +475,29 @@ fn qr_images_scan_decode_and_no_code_found() {
     std::fs::create_dir(&frames).unwrap();
     std::fs::copy(&png, frames.join("1.png")).unwrap();
     std::fs::copy(&blank, frames.join("2.png")).unwrap();
-    std::fs::write(frames.join("3.png"), fare_qr::render_png(&w.code(NOW, 2), 4).unwrap()).unwrap();
-    let (c, outp, err) = cli(&["run", "--dir", dir.to_str().unwrap(), "--frames", frames.to_str().unwrap(), "--at", &NOW.to_string()]);
+    std::fs::write(
+        frames.join("3.png"),
+        fare_qr::render_png(&w.code(NOW, 2), 4).unwrap(),
+    )
+    .unwrap();
+    let (c, outp, err) = cli(&[
+        "run",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--frames",
+        frames.to_str().unwrap(),
+        "--at",
+        &NOW.to_string(),
+    ]);
     assert_eq!(c, 0, "{err}");
     let reasons: Vec<String> = outp
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap_or("accept").to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap_or("accept")
+                .to_string()
+        })
         .collect();
     assert_eq!(reasons, ["already_used", "no_code_found", "accept"]);
 }

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 #[test]
 fn sigkill_never_loses_an_accepted_ride() {
-    let cycles: u64 = std::env::var("CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let cycles: u64 = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let mut dep = Deployment::new(42);
     // Kept on failure so the damaged log can be inspected; removed on success.
     let base = tempfile::tempdir().unwrap().keep();
@@ -26,11 +29,58 @@ fn sigkill_never_loses_an_accepted_ride() {
     let mut next_dev_seq = vec![1u32; wallets.len()];
     let mut rng = ChaCha20Rng::seed_from_u64(7);
 
-    // seq -> code bytes of every ride a child reported accepted.
+    // `reported`: seq -> code bytes of every ride a child reported accepted.
+    let (mut killed_mid_stream, mut total_accepts) = (0, 0);
+
+    // Calibrate the kill window: time one uninterrupted run of 40 fresh
+    // codes, so kills land mid-stream on fast and slow machines alike.
+    let calib: String = (0..40)
+        .map(|i| {
+            let w = i % wallets.len();
+            let c = wallets[w].code(NOW, next_dev_seq[w]);
+            next_dev_seq[w] += 1;
+            format!("{}\n", hex::encode(c))
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let mut child = bin()
+        .args([
+            "run",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--frames",
+            "-",
+            "--at",
+            &NOW.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(calib.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let window_ms = (t.elapsed().as_millis() as u64).max(5);
     let mut reported: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut accepted_codes: Vec<Vec<u8>> = Vec::new();
-    let mut last_seq_on_disk = 0u64;
-    let (mut killed_mid_stream, mut total_accepts) = (0, 0);
+    for (l, code) in String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .zip(calib.lines())
+    {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["decision"], "accept", "calibration run: {v}");
+        let bytes = hex::decode(code).unwrap();
+        reported.insert(v["ride_id"]["seq"].as_u64().unwrap(), bytes.clone());
+        accepted_codes.push(bytes);
+    }
+    assert_eq!(reported.len(), 40);
+    let mut last_seq_on_disk = 40u64;
 
     for cycle in 0..cycles {
         // 40 lines: mostly fresh codes, some replays of earlier accepts.
@@ -46,23 +96,37 @@ fn sigkill_never_loses_an_accepted_ride() {
             }
         }
         let mut child = bin()
-            .args(["run", "--dir", dir.to_str().unwrap(), "--frames", "-", "--at", &NOW.to_string()])
+            .args([
+                "run",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--frames",
+                "-",
+                "--at",
+                &NOW.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let input: String = lines.iter().map(|l| format!("{}\n", hex::encode(l))).collect();
+        let input: String = lines
+            .iter()
+            .map(|l| format!("{}\n", hex::encode(l)))
+            .collect();
         let writer = std::thread::spawn(move || {
             // The child may die mid-write: a broken pipe is expected.
             let _ = stdin.write_all(input.as_bytes());
         });
         let stdout = child.stdout.take().unwrap();
         let reader_thread = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
         });
-        let delay_ms = rng.next_u64() % 120;
+        let delay_ms = rng.next_u64() % window_ms;
         std::thread::sleep(Duration::from_millis(delay_ms));
         let finished_before_kill = matches!(child.try_wait(), Ok(Some(_)));
         let _ = child.kill(); // SIGKILL on Unix
@@ -88,7 +152,10 @@ fn sigkill_never_loses_an_accepted_ride() {
                     !accepted_codes.contains(input),
                     "cycle {cycle}: a code accepted before was accepted again as ride {seq}"
                 );
-                assert!(reported.insert(seq, input.clone()).is_none(), "sequence {seq} reported twice");
+                assert!(
+                    reported.insert(seq, input.clone()).is_none(),
+                    "sequence {seq} reported twice"
+                );
                 cycle_seqs.push(seq);
                 accepted_codes.push(input.clone());
                 total_accepts += 1;
@@ -97,21 +164,40 @@ fn sigkill_never_loses_an_accepted_ride() {
             }
         }
         assert!(
-            cycle_seqs.windows(2).all(|w| w[0] < w[1]) && cycle_seqs.first().is_none_or(|&s| s > last_seq_on_disk),
+            cycle_seqs.windows(2).all(|w| w[0] < w[1])
+                && cycle_seqs.first().is_none_or(|&s| s > last_seq_on_disk),
             "cycle {cycle}: sequences {cycle_seqs:?} reuse or go back from {last_seq_on_disk}"
         );
 
         // Reopen as the next boot would and check everything.
-        let r = Reader::open(&dir, NOW)
-            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e} (log kept in {})", dir.display()));
-        let n = r.verify_chain().unwrap_or_else(|e| panic!("cycle {cycle}: chain broken: {e}"));
-        let on_disk: BTreeMap<u64, Vec<u8>> = r.records().map(|x| x.unwrap()).map(|x| (x.reader_seq, x.code)).collect();
+        let r = Reader::open(&dir, NOW).unwrap_or_else(|e| {
+            panic!(
+                "cycle {cycle}: reopen failed: {e} (log kept in {})",
+                dir.display()
+            )
+        });
+        let n = r
+            .verify_chain()
+            .unwrap_or_else(|e| panic!("cycle {cycle}: chain broken: {e}"));
+        let on_disk: BTreeMap<u64, Vec<u8>> = r
+            .records()
+            .map(|x| x.unwrap())
+            .map(|x| (x.reader_seq, x.code))
+            .collect();
         assert_eq!(on_disk.len() as u64, n);
         for (seq, code) in &reported {
-            assert_eq!(on_disk.get(seq), Some(code), "cycle {cycle}: accepted ride {seq} missing or altered after SIGKILL");
+            assert_eq!(
+                on_disk.get(seq),
+                Some(code),
+                "cycle {cycle}: accepted ride {seq} missing or altered after SIGKILL"
+            );
         }
         let distinct: HashSet<&Vec<u8>> = on_disk.values().collect();
-        assert_eq!(distinct.len(), on_disk.len(), "cycle {cycle}: a code is logged twice");
+        assert_eq!(
+            distinct.len(),
+            on_disk.len(),
+            "cycle {cycle}: a code is logged twice"
+        );
         last_seq_on_disk = r.state().next_seq - 1;
         // A ride that reached the disk but whose answer was cut off is
         // still spent: its code must never be accepted again.
@@ -123,9 +209,12 @@ fn sigkill_never_loses_an_accepted_ride() {
         }
     }
     eprintln!(
-        "{cycles} cycles, {killed_mid_stream} killed mid-stream, {total_accepts} accepts reported, {last_seq_on_disk} rides on disk"
+        "{cycles} cycles (kill window {window_ms} ms), {killed_mid_stream} killed mid-stream, {total_accepts} accepts reported, {last_seq_on_disk} rides on disk"
     );
-    assert!(killed_mid_stream >= cycles / 4, "too few kills landed mid-stream ({killed_mid_stream})");
+    assert!(
+        killed_mid_stream >= cycles / 4,
+        "too few kills landed mid-stream ({killed_mid_stream})"
+    );
     assert!(total_accepts > 0);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -42,7 +42,15 @@ fn open_with_retention(dep: &mut Deployment, dir: &std::path::Path) -> Reader {
     let mut cfg: ReaderConfig = config();
     cfg.storage.retention_s = RETENTION_S;
     let key = dep.reader_key();
-    Reader::provision(dir, cfg, dep.root.verifying_key(), key, &dep.snapshot(1, vec![]), NOW).unwrap()
+    Reader::provision(
+        dir,
+        cfg,
+        dep.root.verifying_key(),
+        key,
+        &dep.snapshot(1, vec![]),
+        NOW,
+    )
+    .unwrap()
 }
 
 proptest! {
@@ -154,17 +162,26 @@ fn state_survives_restart_and_ack_beyond_log_is_refused() {
     assert_eq!(r.state().chain_head, head);
     assert_eq!(r.bundle_version(), 3);
     // Replay cache survived too.
-    assert_eq!(r.decide_payload(&w.code(NOW, 5), NOW).reason_code(), Some("already_used"));
+    assert_eq!(
+        r.decide_payload(&w.code(NOW, 5), NOW).reason_code(),
+        Some("already_used")
+    );
     // Batches: 3..=5, verified with the reader key, chained from record 2.
     let (bytes, first, last) = r.next_batch(100).unwrap().unwrap();
     assert_eq!((first, last), (3, 5));
-    let b = SignedBatch::parse_v1(&bytes).unwrap().verify(&r.public_key()).unwrap();
+    let b = SignedBatch::parse_v1(&bytes)
+        .unwrap()
+        .verify(&r.public_key())
+        .unwrap();
     assert_eq!(b.records.len(), 3);
     let rec2 = r.records().nth(1).unwrap().unwrap();
     assert_eq!(b.prev_hash, rec2.hash().unwrap());
     // A batch is refused under another reader's key.
     let other = dep.reader_key();
-    assert!(SignedBatch::parse_v1(&bytes).unwrap().verify(&other.verifying_key()).is_err());
+    assert!(SignedBatch::parse_v1(&bytes)
+        .unwrap()
+        .verify(&other.verifying_key())
+        .is_err());
     r.acknowledge(5).unwrap();
     assert!(r.next_batch(100).unwrap().is_none());
     // Replay entries are pruned once the code can no longer pass anyway.
@@ -174,7 +191,11 @@ fn state_survives_restart_and_ack_beyond_log_is_refused() {
     // Reopen with a different reader id in the config: refused.
     drop(r);
     let cfg = std::fs::read_to_string(dir.join("reader.toml")).unwrap();
-    std::fs::write(dir.join("reader.toml"), cfg.replace("reader_id = 7", "reader_id = 8")).unwrap();
+    std::fs::write(
+        dir.join("reader.toml"),
+        cfg.replace("reader_id = 7", "reader_id = 8"),
+    )
+    .unwrap();
     let err = Reader::open(&dir, NOW).unwrap_err();
     assert!(err.to_string().contains("belongs to reader 7"), "{err}");
 }
@@ -186,12 +207,22 @@ fn reader_key_file_is_owner_only() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     drop(dep.provision_lib(&dir, &dep.snapshot(1, vec![])));
-    let mode = std::fs::metadata(dir.join("reader.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join("reader.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // Provisioning twice is refused and keeps the key.
     let before = std::fs::read(dir.join("reader.key")).unwrap();
-    let err = Reader::provision(&dir, config(), dep.root.verifying_key(), dep.reader_key(), &dep.snapshot(1, vec![]), NOW)
-        .unwrap_err();
+    let err = Reader::provision(
+        &dir,
+        config(),
+        dep.root.verifying_key(),
+        dep.reader_key(),
+        &dep.snapshot(1, vec![]),
+        NOW,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already provisioned"), "{err}");
     assert_eq!(std::fs::read(dir.join("reader.key")).unwrap(), before);
 }
@@ -214,7 +245,10 @@ fn large_deny_list_installs_and_survives_restart() {
     drop(dep.provision_lib(&dir, &dep.snapshot(1, ids)));
     let mut r = Reader::open(&dir, NOW).unwrap();
     assert_eq!(r.deny_len(), 100_001);
-    assert_eq!(r.decide_payload(&victim.code(NOW, 1), NOW).reason_code(), Some("revoked"));
+    assert_eq!(
+        r.decide_payload(&victim.code(NOW, 1), NOW).reason_code(),
+        Some("revoked")
+    );
     // A corrupted deny-list file is detected at open, not silently trusted.
     drop(r);
     let f = dir.join("deny-1.bin");
@@ -222,7 +256,10 @@ fn large_deny_list_installs_and_survives_restart() {
     bytes[100] ^= 1;
     std::fs::write(&f, bytes).unwrap();
     let err = Reader::open(&dir, NOW).unwrap_err();
-    assert!(err.to_string().contains("does not match its recorded hash"), "{err}");
+    assert!(
+        err.to_string().contains("does not match its recorded hash"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,7 +274,11 @@ fn torn_sled_snapshot_from_a_crash_is_ignored() {
     let w = dep.wallet();
     assert!(r.decide_payload(&w.code(NOW, 1), NOW).is_accept());
     drop(r);
-    std::fs::write(dir.join("log").join("snap.FFFFFFFFFFFFFFFF.generating"), b"torn").unwrap();
+    std::fs::write(
+        dir.join("log").join("snap.FFFFFFFFFFFFFFFF.generating"),
+        b"torn",
+    )
+    .unwrap();
     let r = Reader::open(&dir, NOW).unwrap();
     assert_eq!(r.verify_chain().unwrap(), 1);
 }

@@ -24,7 +24,11 @@
 //! # Decoding
 //!
 //! [`decode_luma`] runs the pure-Rust `rqrr` detector and returns raw bytes
-//! (never a lossy UTF-8 conversion). Frames are size-checked before any work
+//! (never a lossy UTF-8 conversion). rqrr alone misses many real frames
+//! (rotation with small modules, blur, uneven light), so the frame goes
+//! through a list of [`Attempt`]s ([`DEFAULT_ATTEMPTS`]: upscaling, blur,
+//! Otsu / local-mean / block thresholds), first success wins, under a
+//! per-frame time budget ([`DecodeOptions`]). Frames are size-checked before any work
 //! ([`MAX_FRAME_SIDE_PX`], [`MAX_FRAME_PIXELS`]; files additionally by
 //! [`MAX_FRAME_FILE_BYTES`] and by their header dimensions before pixels are
 //! decoded). rqrr panics on some real photos; those panics are contained and
@@ -34,12 +38,14 @@
 
 mod decode;
 mod encode;
+mod enhance;
 mod error;
 mod frame;
 mod quiet;
 
 pub use decode::{
-    decode_all, decode_file, decode_luma, decode_luma_with, DecodeOptions, DEFAULT_DECODE_BUDGET,
+    decode_all, decode_all_with, decode_file, decode_luma, decode_luma_with, Attempt,
+    DecodeOptions, Threshold, DEFAULT_ATTEMPTS, DEFAULT_DECODE_BUDGET, MAX_VIEW_PIXELS,
 };
 pub use encode::{
     encode_symbol, render_luma, render_png, render_terminal, MAX_MODULE_PX, MAX_PAYLOAD_BYTES,

@@ -5,116 +5,48 @@
 //! (a miss is allowed, a wrong read is not), and a per-set floor of decoded
 //! images (measured, minus a small margin) so a regression shows.
 
-use fare_qr::{decode_all, decode_luma, load_frame, GrayImage, QrError};
-use std::path::{Path, PathBuf};
+use fare_qr::{decode_all_with, decode_luma_with, load_frame, DecodeOptions, GrayImage, QrError};
+use std::time::Duration;
 
-fn corpus_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    assert!(
-        root.join("qr-photos").is_dir() && root.join("qr-rqrr").is_dir(),
-        "QR corpus missing: expected qr-photos/ and qr-rqrr/ under {} \
-         (../shared/corpus as seen from the workspace root)",
-        root.display()
-    );
-    root
+mod common;
+use common::{classify, corpus_dir, images_of, rotate, Outcome, MULTI_CODE};
+
+/// The default attempts with a budget no test machine reaches, so the rates
+/// do not depend on machine load (the default 60 ms budget would cut
+/// attempts on a busy machine).
+fn opts() -> DecodeOptions {
+    DecodeOptions::with_budget(Duration::from_secs(60))
 }
 
-fn rotate(img: &GrayImage, deg: u32) -> GrayImage {
-    match deg {
-        0 => img.clone(),
-        90 => image::imageops::rotate90(img),
-        180 => image::imageops::rotate180(img),
-        270 => image::imageops::rotate270(img),
-        _ => unreachable!(),
-    }
+fn decode(frame: &GrayImage) -> Result<Vec<u8>, QrError> {
+    decode_luma_with(frame, &opts())
 }
 
-/// How a decoded payload compares with the expected text.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    Match,
-    /// Same ASCII content but the non-ASCII part is in another charset
-    /// (rqrr returns Kanji-mode and Shift_JIS byte data as raw Shift_JIS
-    /// bytes; the .txt holds UTF-8). Not a wrong read.
-    Charset,
-    Miss,
-    Wrong,
-}
-
-fn classify(decoded: &Result<Vec<u8>, QrError>, expected: &[u8]) -> Outcome {
-    match decoded {
-        Err(QrError::NoCodeFound) => Outcome::Miss,
-        Err(e) => panic!("unexpected decode error: {e}"),
-        Ok(got) if got == expected => Outcome::Match,
-        Ok(got) if !expected.is_ascii() && sjis_skeleton(got) == utf8_skeleton(expected) => {
-            Outcome::Charset
-        }
-        Ok(_) => Outcome::Wrong,
-    }
-}
-
-/// ASCII bytes kept, each non-ASCII character replaced by one marker.
-fn utf8_skeleton(text: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(text).ok()?;
-    Some(
-        text.chars()
-            .map(|c| if c.is_ascii() { c as u8 } else { 0xFF })
-            .collect(),
+/// Corpus labels that disagree with the symbol. `qrcode-2/13.png` is labelled
+/// "…aerial photograph of…" but every binarization and scale that reads it
+/// (17 independent attempt kinds, all 4 rotations) yields "…aerial
+/// photography of…", which is exactly the label of its sibling `12.png`
+/// (same sentence, different styling). A Reed–Solomon miscorrection would
+/// not land on the same text from different bit errors; zxing itself does
+/// not need this image (minimum 32/35). Accept the symbol's text for it.
+fn alternate_label(path: &std::path::Path) -> Option<&'static [u8]> {
+    path.ends_with("qrcode-2/13.png").then_some(
+        b"The 2005 USGS aerial photography of the Washington Monument is censored.".as_slice(),
     )
 }
-
-/// The same skeleton of Shift_JIS bytes: ASCII kept, each half-width katakana
-/// (one byte) or double-byte character replaced by one marker. `None` when
-/// the bytes are not Shift_JIS. Comparing skeletons checks every ASCII byte
-/// and the number and position of the other characters exactly, without a
-/// Shift_JIS table.
-fn sjis_skeleton(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b @ 0x00..=0x7F => out.push(b),
-            0xA1..=0xDF => out.push(0xFF),
-            0x81..=0x9F | 0xE0..=0xFC => {
-                bytes.get(i + 1).filter(|t| (0x40..=0xFC).contains(*t))?;
-                out.push(0xFF);
-                i += 1;
-            }
-            _ => return None,
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
-/// Images holding more than one code: another real code found first is not
-/// a wrong read (corpus README: "16.png has two codes (a code inside a
-/// code); the .txt is the outer one"). For these, success = the expected
-/// payload is among all decoded ones.
-const MULTI_CODE: &[&str] = &["qrcode-2/16.png"];
 
 /// Minimum decoded images per set and rotation (0/90/180/270°), charset-only
 /// differences counted as decoded. Measured rate minus a small margin.
 const FLOORS: &[(&str, [usize; 4])] = &[
-    ("qrcode-1", [14, 13, 14, 13]),
-    ("qrcode-2", [24, 23, 22, 25]),
-    ("qrcode-3", [29, 26, 26, 26]),
-    ("qrcode-6", [7, 7, 7, 5]),
+    // Measured with DEFAULT_ATTEMPTS: 20/20/20/20 (plain rqrr 15/14/15/14).
+    ("qrcode-1", [19, 19, 19, 19]),
+    // 34/34/34/34 (plain rqrr 25/24/23/26).
+    ("qrcode-2", [33, 33, 33, 33]),
+    // 41/42/41/42 (plain rqrr 30/27/27/27).
+    ("qrcode-3", [40, 41, 40, 41]),
+    // 15/15/15/15 (plain rqrr 8/8/8/6).
+    ("qrcode-6", [14, 14, 14, 14]),
 ];
-
-fn images_of(set: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(set).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "png") {
-            let txt = path.with_extension("txt");
-            let expected = std::fs::read(&txt).unwrap_or_else(|e| panic!("{}: {e}", txt.display()));
-            out.push((path, expected));
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn zxing_photo_sets() {
@@ -137,15 +69,16 @@ fn zxing_photo_sets() {
                 let frame = rotate(&img, deg);
                 let multi = MULTI_CODE.iter().any(|m| path.ends_with(m));
                 let decoded = if multi {
-                    let all = decode_all(&frame);
+                    let all = decode_all_with(&frame, &opts());
                     all.iter()
                         .find(|p| classify(&Ok((*p).clone()), expected) != Outcome::Wrong)
                         .or(all.first())
                         .cloned()
                         .ok_or(QrError::NoCodeFound)
                 } else {
-                    decode_luma(&frame)
+                    decode(&frame)
                 };
+                let expected = alternate_label(path).unwrap_or(expected);
                 match classify(&decoded, expected) {
                     Outcome::Match => ok[r] += 1,
                     Outcome::Charset => {
@@ -228,7 +161,7 @@ fn rqrr_regression_images() {
             .collect();
         want.sort();
         let img = load_frame(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut got = decode_all(&img);
+        let mut got = decode_all_with(&img, &opts());
         got.sort();
         println!("{name}: expect {expect}, decoded {} payload(s)", got.len());
         match expect {
@@ -240,7 +173,7 @@ fn rqrr_regression_images() {
                     got.is_empty(),
                     "{name}: damaged symbol must not yield a payload"
                 );
-                assert_eq!(decode_luma(&img), Err(QrError::NoCodeFound));
+                assert_eq!(decode(&img), Err(QrError::NoCodeFound));
             }
             other => panic!("{name}: unknown expectation {other}"),
         }

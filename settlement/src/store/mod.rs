@@ -90,6 +90,9 @@ impl WriteSet {
     }
 }
 
+/// Key-value pairs, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The narrow storage interface. Implementations must make [`Store::commit`]
 /// atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
@@ -103,9 +106,15 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Entries, StoreError>;
     /// Entries with `start <= key < end`, in key order, at most `limit`.
-    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn range(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
     /// Applies the write set atomically and durably, or nothing (checks failed / error).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
 }

@@ -56,13 +56,14 @@ impl Store for SledStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<super::Entries, StoreError> {
         let p = key(space, prefix);
         let mut out = Vec::new();
         let iter = match after {
             Some(a) => {
                 let start = key(space, a);
-                self.tree.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+                self.tree
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
             }
             None => self.tree.range(p.clone()..),
         };
@@ -76,7 +77,13 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn range(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<super::Entries, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.range(key(space, start)..key(space, end)) {
             if out.len() >= limit {
@@ -93,7 +100,9 @@ impl Store for SledStore {
         for (space, k, expected) in &writes.checks {
             let cur = self.tree.get(key(*space, k))?;
             if cur.as_deref() != expected.as_deref() {
-                return Err(StoreError::Conflict { what: "precondition" });
+                return Err(StoreError::Conflict {
+                    what: "precondition",
+                });
             }
         }
         let mut batch = sled::Batch::default();

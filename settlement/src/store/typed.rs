@@ -94,7 +94,12 @@ impl Db {
         self.store.commit(w)
     }
 
-    fn get<T: DeserializeOwned>(&self, what: &'static str, space: Space, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match self.store.get(space, key)? {
             Some(v) => Ok(Some(dec(what, &v)?)),
             None => Ok(None),
@@ -129,7 +134,11 @@ impl Db {
     }
     /// All accounts.
     pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        Ok(self.scan_all("account", Space::Accounts, b"")?.into_iter().map(|(_, a)| a).collect())
+        Ok(self
+            .scan_all("account", Space::Accounts, b"")?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
     }
     /// Queues an account write.
     pub fn put_account(w: &mut WriteSet, a: &Account) {
@@ -144,13 +153,17 @@ impl Db {
     pub fn credentials_of(&self, account_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
         let mut prefix = account_id.as_bytes().to_vec();
         prefix.push(0);
-        let keys = self.store.scan(Space::AccountCredentials, &prefix, None, usize::MAX)?;
+        let keys = self
+            .store
+            .scan(Space::AccountCredentials, &prefix, None, usize::MAX)?;
         let mut out = Vec::new();
         for (k, _) in keys {
-            let id: [u8; 16] = k[prefix.len()..].try_into().map_err(|_| StoreError::Corrupt {
-                what: "account_credentials",
-                why: "bad key length".into(),
-            })?;
+            let id: [u8; 16] = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    what: "account_credentials",
+                    why: "bad key length".into(),
+                })?;
             if let Some(c) = self.credential(&CredentialId(id))? {
                 out.push(c);
             }
@@ -159,7 +172,11 @@ impl Db {
     }
     /// Queues a credential record and its account index entry.
     pub fn put_credential(w: &mut WriteSet, c: &CredentialRecord) {
-        w.put(Space::Credentials, c.credential_id.0.to_vec(), enc("credential", c));
+        w.put(
+            Space::Credentials,
+            c.credential_id.0.to_vec(),
+            enc("credential", c),
+        );
         w.put(
             Space::AccountCredentials,
             pair_key(c.account_id.as_bytes(), &c.credential_id.0),
@@ -173,11 +190,19 @@ impl Db {
     }
     /// All readers.
     pub fn readers(&self) -> Result<Vec<Reader>, StoreError> {
-        Ok(self.scan_all("reader", Space::Readers, b"")?.into_iter().map(|(_, r)| r).collect())
+        Ok(self
+            .scan_all("reader", Space::Readers, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
     /// Queues a reader write.
     pub fn put_reader(w: &mut WriteSet, r: &Reader) {
-        w.put(Space::Readers, r.reader_id.to_be_bytes().to_vec(), enc("reader", r));
+        w.put(
+            Space::Readers,
+            r.reader_id.to_be_bytes().to_vec(),
+            enc("reader", r),
+        );
     }
     /// A reader's cursors, with the stored bytes (for compare-and-swap).
     pub fn reader_state(&self, id: u32) -> Result<(ReaderState, Option<Vec<u8>>), StoreError> {
@@ -194,17 +219,35 @@ impl Db {
         }
     }
     /// Queues a reader state write, checked against the state read before.
-    pub fn put_reader_state(w: &mut WriteSet, id: u32, expected_raw: Option<Vec<u8>>, s: &ReaderState) {
+    pub fn put_reader_state(
+        w: &mut WriteSet,
+        id: u32,
+        expected_raw: Option<Vec<u8>>,
+        s: &ReaderState,
+    ) {
         w.check(Space::ReaderStates, id.to_be_bytes().to_vec(), expected_raw);
-        w.put(Space::ReaderStates, id.to_be_bytes().to_vec(), enc("reader_state", s));
+        w.put(
+            Space::ReaderStates,
+            id.to_be_bytes().to_vec(),
+            enc("reader_state", s),
+        );
     }
 
     /// Encoded rides `from..=to` of a reader.
-    pub fn ride_bytes(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub fn ride_bytes(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         if to < from {
             return Ok(Vec::new());
         }
-        let start = RideId { reader_id, reader_seq: from }.key();
+        let start = RideId {
+            reader_id,
+            reader_seq: from,
+        }
+        .key();
         let end = RideId {
             reader_id,
             reader_seq: to.saturating_add(1),
@@ -244,7 +287,11 @@ impl Db {
     }
     /// All incidents.
     pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        Ok(self.scan_all("incident", Space::Incidents, b"")?.into_iter().map(|(_, r)| r).collect())
+        Ok(self
+            .scan_all("incident", Space::Incidents, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
     /// Queues an incident (idempotent key).
     pub fn put_incident(w: &mut WriteSet, i: &Incident) {
@@ -252,7 +299,11 @@ impl Db {
     }
     /// All fraud events.
     pub fn fraud_events(&self) -> Result<Vec<FraudEvent>, StoreError> {
-        Ok(self.scan_all("fraud_event", Space::Fraud, b"")?.into_iter().map(|(_, r)| r).collect())
+        Ok(self
+            .scan_all("fraud_event", Space::Fraud, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
     /// A ledger account's balance (credits minus debits).
@@ -275,13 +326,19 @@ impl Db {
     }
     /// All postings.
     pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
-        Ok(self.scan_all("posting", Space::Postings, b"")?.into_iter().map(|(_, p)| p).collect())
+        Ok(self
+            .scan_all("posting", Space::Postings, b"")?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
     }
     /// Postings touching one ledger account.
     pub fn postings_of(&self, ledger_account: &str) -> Result<Vec<Posting>, StoreError> {
         let mut prefix = ledger_account.as_bytes().to_vec();
         prefix.push(0);
-        let keys = self.store.scan(Space::AccountPostings, &prefix, None, usize::MAX)?;
+        let keys = self
+            .store
+            .scan(Space::AccountPostings, &prefix, None, usize::MAX)?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, _) in keys {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
@@ -293,15 +350,27 @@ impl Db {
     }
     /// Queues postings and the balance changes they imply, given the
     /// balances they start from (`balances` is updated in place).
-    pub fn put_postings(w: &mut WriteSet, postings: &[Posting], balances: &mut std::collections::HashMap<String, i64>) {
+    pub fn put_postings(
+        w: &mut WriteSet,
+        postings: &[Posting],
+        balances: &mut std::collections::HashMap<String, i64>,
+    ) {
         for p in postings {
             let id = p.posting_id.as_bytes();
             // Exactly once: a posting id is written only if absent.
             w.check(Space::Postings, id.to_vec(), None);
             w.put(Space::Postings, id.to_vec(), enc("posting", p));
             let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
-            w.put(Space::AccountPostings, pair_key(debit.as_bytes(), id), Vec::new());
-            w.put(Space::AccountPostings, pair_key(credit.as_bytes(), id), Vec::new());
+            w.put(
+                Space::AccountPostings,
+                pair_key(debit.as_bytes(), id),
+                Vec::new(),
+            );
+            w.put(
+                Space::AccountPostings,
+                pair_key(credit.as_bytes(), id),
+                Vec::new(),
+            );
             *balances.entry(debit).or_insert(0) -= p.amount_minor;
             *balances.entry(credit).or_insert(0) += p.amount_minor;
         }
@@ -314,7 +383,12 @@ impl Db {
     }
 
     /// An account's day states from `from_day` to `to_day` inclusive (`YYYY-MM-DD`).
-    pub fn days(&self, account_id: &str, from_day: &str, to_day: &str) -> Result<Vec<(String, DayState)>, StoreError> {
+    pub fn days(
+        &self,
+        account_id: &str,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<(String, DayState)>, StoreError> {
         let start = day_key(account_id, from_day);
         let mut end = day_key(account_id, to_day);
         end.push(0xff);
@@ -337,13 +411,25 @@ impl Db {
     }
 
     /// The first ride holding this code, if settled already.
-    pub fn code_seen(&self, cred: &CredentialId, device_seq: u32) -> Result<Option<RideId>, StoreError> {
+    pub fn code_seen(
+        &self,
+        cred: &CredentialId,
+        device_seq: u32,
+    ) -> Result<Option<RideId>, StoreError> {
         self.get("code", Space::Codes, &code_key(cred, device_seq))
     }
 
     /// A payment record.
-    pub fn payment(&self, account_id: &str, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        self.get("payment", Space::Payments, &payment_key(account_id, payment_id))
+    pub fn payment(
+        &self,
+        account_id: &str,
+        payment_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        self.get(
+            "payment",
+            Space::Payments,
+            &payment_key(account_id, payment_id),
+        )
     }
 
     /// The published deny list.
@@ -358,10 +444,19 @@ impl Db {
         self.get("deny_version", Space::DenyVersions, &v.to_be_bytes())
     }
     /// Queues a new deny list version (checked against the head read before).
-    pub fn put_deny(w: &mut WriteSet, expected_raw: Option<Vec<u8>>, state: &DenyState, change: &DenyVersion) {
+    pub fn put_deny(
+        w: &mut WriteSet,
+        expected_raw: Option<Vec<u8>>,
+        state: &DenyState,
+        change: &DenyVersion,
+    ) {
         w.check(Space::Meta, b"deny_head".to_vec(), expected_raw);
         w.put(Space::Meta, b"deny_head".to_vec(), enc("deny_state", state));
-        w.put(Space::DenyVersions, change.version.to_be_bytes().to_vec(), enc("deny_version", change));
+        w.put(
+            Space::DenyVersions,
+            change.version.to_be_bytes().to_vec(),
+            enc("deny_version", change),
+        );
     }
     /// Account ids currently revoked (frozen or over their credit limit).
     pub fn revoked_accounts(&self) -> Result<Vec<String>, StoreError> {

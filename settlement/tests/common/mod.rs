@@ -48,7 +48,9 @@ impl Server {
     }
 
     pub async fn start_with_clock(data: &Path, config: Config, clock: ManualClock) -> Server {
-        let app = Arc::new(App::open(data, config, Arc::new(clock.clone()), Some(42)).expect("app opens"));
+        let app = Arc::new(
+            App::open(data, config, Arc::new(clock.clone()), Some(42)).expect("app opens"),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -77,7 +79,12 @@ impl Server {
         drop(app);
     }
 
-    pub async fn op(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn op(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut rq = self
             .http
             .request(method, format!("{}{}", self.url, path))
@@ -88,7 +95,10 @@ impl Server {
         let resp = rq.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -138,8 +148,13 @@ impl Server {
             )
             .await;
         assert_eq!(s, 201, "{v}");
-        let cred = Credential::from_bytes(&hex::decode(v["credential"].as_str().unwrap()).unwrap()).unwrap();
-        Phone { device, cred, seq: 0 }
+        let cred = Credential::from_bytes(&hex::decode(v["credential"].as_str().unwrap()).unwrap())
+            .unwrap();
+        Phone {
+            device,
+            cred,
+            seq: 0,
+        }
     }
 
     pub async fn provision(&self, reader: &FakeReader) {

@@ -4,7 +4,10 @@
 
 use fare_credential::keys::generate_signing_key;
 use fare_credential::trust::IssuerKey;
-use fare_credential::{Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey};
+use fare_credential::{
+    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
+    SigningKey,
+};
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -73,7 +76,13 @@ impl Deployment {
     }
 
     /// A credential valid [from, until] signed by `signer` claiming `key_id`.
-    pub fn wallet_with(&mut self, key_id: u32, signer: Option<&SigningKey>, from: u64, until: u64) -> Wallet {
+    pub fn wallet_with(
+        &mut self,
+        key_id: u32,
+        signer: Option<&SigningKey>,
+        from: u64,
+        until: u64,
+    ) -> Wallet {
         let device = generate_signing_key(&mut self.rng);
         let mut id = [0u8; 16];
         self.rng.fill_bytes(&mut id);
@@ -105,7 +114,11 @@ impl Deployment {
     /// Writes `root.pub` and `bundle.bin` into `dir` for the CLI.
     pub fn write_files(&self, dir: &Path, bundle: &[u8]) -> (PathBuf, PathBuf) {
         let root = dir.join("root.pub");
-        std::fs::write(&root, format!("{}\n", hex::encode(self.root.verifying_key().as_bytes()))).unwrap();
+        std::fs::write(
+            &root,
+            format!("{}\n", hex::encode(self.root.verifying_key().as_bytes())),
+        )
+        .unwrap();
         let b = dir.join("bundle.bin");
         std::fs::write(&b, bundle).unwrap();
         (root, b)
@@ -164,7 +177,11 @@ pub fn provision_cli(dep: &Deployment, base: &Path, bundle: &[u8]) -> PathBuf {
         &NOW.to_string(),
     ]);
     assert_eq!(code, 0, "provision failed: {err}");
-    assert_eq!(out.trim().len(), 64, "provision prints the reader public key hex: {out}");
+    assert_eq!(
+        out.trim().len(),
+        64,
+        "provision prints the reader public key hex: {out}"
+    );
     dir
 }
 
@@ -180,8 +197,8 @@ pub fn scan(dir: &Path, payload: &[u8], at: u64) -> (i32, serde_json::Value) {
         &at.to_string(),
         "--json",
     ]);
-    let v: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("scan output not JSON ({e}): {out} / {err}"));
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("scan output not JSON ({e}): {out} / {err}"));
     (code, v)
 }
 
