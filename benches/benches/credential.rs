@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use fare_credential::{
-    verify_ride_code, Credential, CredentialBody, CredentialCache, CredentialId, DenyList, IssuerKey, Policy,
-    Profile, RideCode, SigningKey, TrustList,
+    verify_ride_code, Credential, CredentialBody, CredentialCache, CredentialId, DenyList,
+    IssuerKey, Policy, Profile, RideCode, SigningKey, TrustList,
 };
 use fare_wallet::DeviceWallet;
 use rand_chacha::rand_core::SeedableRng;
@@ -69,16 +69,44 @@ fn bench(c: &mut Criterion) {
         b.iter(|| RideCode::from_bytes(black_box(s.code.as_bytes())).unwrap())
     });
     g.bench_function("verify_cold_two_signatures", |b| {
-        b.iter(|| verify_ride_code(black_box(s.code.as_bytes()), &s.trust, &s.deny, &policy, NOW, None).unwrap())
-    });
-    let mut cache = CredentialCache::new(10_000);
-    verify_ride_code(s.code.as_bytes(), &s.trust, &s.deny, &policy, NOW, Some(&mut cache)).unwrap();
-    g.bench_function("verify_cached_credential", |b| {
         b.iter(|| {
-            verify_ride_code(black_box(s.code.as_bytes()), &s.trust, &s.deny, &policy, NOW, Some(&mut cache)).unwrap()
+            verify_ride_code(
+                black_box(s.code.as_bytes()),
+                &s.trust,
+                &s.deny,
+                &policy,
+                NOW,
+                None,
+            )
+            .unwrap()
         })
     });
-    g.bench_function("deny_lookup_1m", |b| b.iter(|| s.deny.contains(black_box(&CredentialId([7; 16])))));
+    let mut cache = CredentialCache::new(10_000);
+    verify_ride_code(
+        s.code.as_bytes(),
+        &s.trust,
+        &s.deny,
+        &policy,
+        NOW,
+        Some(&mut cache),
+    )
+    .unwrap();
+    g.bench_function("verify_cached_credential", |b| {
+        b.iter(|| {
+            verify_ride_code(
+                black_box(s.code.as_bytes()),
+                &s.trust,
+                &s.deny,
+                &policy,
+                NOW,
+                Some(&mut cache),
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("deny_lookup_1m", |b| {
+        b.iter(|| s.deny.contains(black_box(&CredentialId([7; 16]))))
+    });
     g.bench_function("sign_code_on_phone", |b| {
         b.iter(|| RideCode::sign_v1(black_box(&s.cred), NOW as u32, 2, &s.device))
     });

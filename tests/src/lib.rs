@@ -56,5 +56,8 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Stdout of a successful command as a trimmed string.
 pub fn stdout_ok(cmd: &mut Command) -> String {
-    String::from_utf8(run_ok(cmd).stdout).expect("utf-8 stdout").trim().to_string()
+    String::from_utf8(run_ok(cmd).stdout)
+        .expect("utf-8 stdout")
+        .trim()
+        .to_string()
 }

@@ -22,14 +22,32 @@ fn setup() -> Flow {
     let root = tmp.path().to_path_buf();
     let keys = root.join("keys");
     let wallet = root.join("wallet");
-    run_ok(cmd("fare-keys").args(["init", "--at", &T0.to_string(), "--dir"]).arg(&keys));
+    run_ok(
+        cmd("fare-keys")
+            .args(["init", "--at", &T0.to_string(), "--dir"])
+            .arg(&keys),
+    );
     let device_key = stdout_ok(cmd("fare-wallet").arg("init").arg("--dir").arg(&wallet));
     assert_eq!(device_key.len(), 64, "device key is 64 hex characters");
     let cred = root.join("cred.bin");
     let cred_id = stdout_ok(
         cmd("fare-keys")
-            .args(["issue", "--account", "acct-42", "--profile", "adult", "--valid-for", "72h"])
-            .args(["--at", &T0.to_string(), "--device-key", &device_key, "--dir"])
+            .args([
+                "issue",
+                "--account",
+                "acct-42",
+                "--profile",
+                "adult",
+                "--valid-for",
+                "72h",
+            ])
+            .args([
+                "--at",
+                &T0.to_string(),
+                "--device-key",
+                &device_key,
+                "--dir",
+            ])
             .arg(&keys)
             .arg("--out")
             .arg(&cred),
@@ -54,7 +72,14 @@ fn code_png(f: &Flow, at: u64, module_px: u32, name: &str) -> (Vec<u8>, std::pat
     let png = f.root.join(name);
     let hex_code = stdout_ok(
         cmd("fare-wallet")
-            .args(["code", "--hex", "--at", &at.to_string(), "--module-px", &module_px.to_string()])
+            .args([
+                "code",
+                "--hex",
+                "--at",
+                &at.to_string(),
+                "--module-px",
+                &module_px.to_string(),
+            ])
             .arg("--png")
             .arg(&png)
             .arg("--dir")
@@ -64,7 +89,12 @@ fn code_png(f: &Flow, at: u64, module_px: u32, name: &str) -> (Vec<u8>, std::pat
 }
 
 fn decode_raw(png: &Path) -> Vec<u8> {
-    run_ok(cmd("fare-validator").args(["decode", "--raw", "--image"]).arg(png)).stdout
+    run_ok(
+        cmd("fare-validator")
+            .args(["decode", "--raw", "--image"])
+            .arg(png),
+    )
+    .stdout
 }
 
 #[test]
@@ -77,8 +107,14 @@ fn wallet_png_decodes_to_the_exact_bytes_at_several_module_sizes() {
     }
     // No code in a blank image: exit 1, nothing on stdout.
     let blank = f.root.join("blank.png");
-    image::GrayImage::from_pixel(200, 200, image::Luma([255])).save(&blank).unwrap();
-    let out = cmd("fare-validator").args(["decode", "--raw", "--image"]).arg(&blank).output().unwrap();
+    image::GrayImage::from_pixel(200, 200, image::Luma([255]))
+        .save(&blank)
+        .unwrap();
+    let out = cmd("fare-validator")
+        .args(["decode", "--raw", "--image"])
+        .arg(&blank)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
 }
@@ -99,7 +135,12 @@ fn zbarimg_reads_the_same_bytes() {
     let f = setup();
     let (bytes, png) = code_png(&f, T0, 4, "zbar.png");
     // -Sbinary: hand back the payload bytes without charset conversion.
-    let out = run_ok(Command::new("zbarimg").args(["--raw", "-q", "-Sbinary"]).arg(&png)).stdout;
+    let out = run_ok(
+        Command::new("zbarimg")
+            .args(["--raw", "-q", "-Sbinary"])
+            .arg(&png),
+    )
+    .stdout;
     // zbarimg ends its output with a newline.
     let got = out.strip_suffix(b"\n").unwrap_or(&out);
     assert_eq!(got, bytes.as_slice(), "zbarimg decoded different bytes");
@@ -119,7 +160,15 @@ fn reader_accepts_a_fresh_code_once_then_already_used() {
     let reader = f.root.join("reader");
     run_ok(
         cmd("fare-validator")
-            .args(["provision", "--reader-id", "7", "--vehicle", "BUS-1", "--route", "R1"])
+            .args([
+                "provision",
+                "--reader-id",
+                "7",
+                "--vehicle",
+                "BUS-1",
+                "--route",
+                "R1",
+            ])
             .args(["--at", &T0.to_string(), "--dir"])
             .arg(&reader)
             .arg("--bundle")
@@ -136,8 +185,12 @@ fn reader_accepts_a_fresh_code_once_then_already_used() {
             .arg(&png)
             .output()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("scan --json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "scan --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
         (out.status.code(), v)
     };
     let (code, v) = scan(T0 + 10);

@@ -16,7 +16,8 @@ pub const MAX_BATCH_RECORDS: usize = 4096;
 /// Fixed header length.
 pub const BATCH_HEADER_LEN: usize = 1 + 4 + 8 + 8 + 32 + 4;
 /// Largest encoded batch (the HTTP body limit derives from it).
-pub const MAX_BATCH_BYTES: usize = BATCH_HEADER_LEN + MAX_BATCH_RECORDS * (2 + MAX_RECORD_BYTES) + SIGNATURE_LEN;
+pub const MAX_BATCH_BYTES: usize =
+    BATCH_HEADER_LEN + MAX_BATCH_RECORDS * (2 + MAX_RECORD_BYTES) + SIGNATURE_LEN;
 
 /// A batch's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +64,10 @@ impl Batch {
             if rec.reader_id != self.reader_id {
                 return Err(invalid(
                     "records.reader_id",
-                    format!("record {} names reader {}, batch is from reader {}", rec.reader_seq, rec.reader_id, self.reader_id),
+                    format!(
+                        "record {} names reader {}, batch is from reader {}",
+                        rec.reader_seq, rec.reader_id, self.reader_id
+                    ),
                 ));
             }
             if rec.reader_seq != expect_seq {
@@ -94,7 +98,8 @@ impl Batch {
             });
         }
         self.check_chain()?;
-        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + self.records.len() * 300 + SIGNATURE_LEN);
+        let mut out =
+            Vec::with_capacity(BATCH_HEADER_LEN + self.records.len() * 300 + SIGNATURE_LEN);
         out.push(BATCH_V1);
         out.extend_from_slice(&self.reader_id.to_be_bytes());
         out.extend_from_slice(&self.first_seq().to_be_bytes());

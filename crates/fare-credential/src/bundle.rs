@@ -99,7 +99,11 @@ impl ReaderBundle {
                 put_ids(&mut out, "deny_add_count", ids)?;
                 put_ids(&mut out, "deny_remove_count", &[])?;
             }
-            DenyUpdate::Delta { base_version, add, remove } => {
+            DenyUpdate::Delta {
+                base_version,
+                add,
+                remove,
+            } => {
                 out.push(1);
                 out.extend_from_slice(&base_version.to_be_bytes());
                 put_ids(&mut out, "deny_add_count", add)?;

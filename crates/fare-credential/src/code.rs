@@ -44,7 +44,12 @@ impl fmt::Debug for RideCode {
 
 impl RideCode {
     /// Makes and signs a v1 ride code with the device key.
-    pub fn sign_v1(credential: &Credential, issued_at_unix_s: u32, device_seq: u32, device: &SigningKey) -> RideCode {
+    pub fn sign_v1(
+        credential: &Credential,
+        issued_at_unix_s: u32,
+        device_seq: u32,
+        device: &SigningKey,
+    ) -> RideCode {
         let mut raw = [0u8; RIDE_CODE_V1_LEN];
         raw[0] = RIDE_CODE_V1;
         raw[1..1 + CREDENTIAL_V1_LEN].copy_from_slice(credential.as_bytes());

@@ -47,13 +47,14 @@ pub enum CodecError {
 
 /// Encodes a value.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|source| CodecError::Encode { what, source })
+    bincode::serde::encode_to_vec(value, config())
+        .map_err(|source| CodecError::Encode { what, source })
 }
 
 /// Decodes a value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
-    let (v, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|source| CodecError::Decode { what, source })?;
+    let (v, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|source| CodecError::Decode { what, source })?;
     if used != bytes.len() {
         return Err(CodecError::Trailing {
             what,

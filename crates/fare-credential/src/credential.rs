@@ -85,7 +85,12 @@ pub enum Profile {
 
 impl Profile {
     /// All profiles, in wire order.
-    pub const ALL: [Profile; 4] = [Profile::Adult, Profile::Senior, Profile::Student, Profile::Child];
+    pub const ALL: [Profile; 4] = [
+        Profile::Adult,
+        Profile::Senior,
+        Profile::Student,
+        Profile::Child,
+    ];
 
     /// The wire byte.
     pub fn to_byte(self) -> u8 {
@@ -112,7 +117,9 @@ impl std::str::FromStr for Profile {
         Profile::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown profile `{s}`: expected adult, senior, student or child"))
+            .ok_or_else(|| {
+                format!("unknown profile `{s}`: expected adult, senior, student or child")
+            })
     }
 }
 
@@ -143,7 +150,9 @@ pub struct Credential {
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential").field("body", &self.body).finish_non_exhaustive()
+        f.debug_struct("Credential")
+            .field("body", &self.body)
+            .finish_non_exhaustive()
     }
 }
 
@@ -158,7 +167,11 @@ impl Credential {
         raw[53] = body.profile.to_byte();
         raw[54..58].copy_from_slice(&body.valid_from_unix_s.to_be_bytes());
         raw[58..62].copy_from_slice(&body.valid_until_unix_s.to_be_bytes());
-        let sig = sign_domain(issuer, CREDENTIAL_DOMAIN_V1, &raw[..CREDENTIAL_V1_SIGNED_LEN]);
+        let sig = sign_domain(
+            issuer,
+            CREDENTIAL_DOMAIN_V1,
+            &raw[..CREDENTIAL_V1_SIGNED_LEN],
+        );
         raw[CREDENTIAL_V1_SIGNED_LEN..].copy_from_slice(&sig);
         Credential { raw, body }
     }

@@ -9,7 +9,9 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum FormatError {
     /// The input ended inside a field.
-    #[error("{object}: truncated in field `{field}`: needed {needed} more byte(s), {remaining} left")]
+    #[error(
+        "{object}: truncated in field `{field}`: needed {needed} more byte(s), {remaining} left"
+    )]
     Truncated {
         /// The object being parsed (`credential`, `ride_code`, ...).
         object: &'static str,
@@ -29,7 +31,9 @@ pub enum FormatError {
         extra: usize,
     },
     /// The version byte names a format this build does not speak.
-    #[error("{object}: unsupported format version {found} (this build speaks version {supported})")]
+    #[error(
+        "{object}: unsupported format version {found} (this build speaks version {supported})"
+    )]
     UnsupportedVersion {
         /// The object being parsed.
         object: &'static str,

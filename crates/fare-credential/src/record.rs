@@ -1,8 +1,8 @@
 //! Ride record, wire version 1, and the per-reader hash chain. See SPEC.md §5.
 
+use crate::code::MAX_RIDE_CODE_BYTES;
 use crate::error::FormatError;
 use crate::wire::{put_short_str, Reader};
-use crate::code::MAX_RIDE_CODE_BYTES;
 
 /// Version byte of ride record format v1.
 pub const RIDE_RECORD_V1: u8 = 1;
@@ -13,7 +13,8 @@ pub const CHAIN_GENESIS_DOMAIN_V1: &[u8] = b"FARE-CHAIN\0v1";
 /// Longest vehicle or route name.
 pub const MAX_NAME_BYTES: usize = 32;
 /// Largest encoded record.
-pub const MAX_RECORD_BYTES: usize = 1 + 4 + 8 + 8 + 2 * (1 + MAX_NAME_BYTES) + 5 + 2 + MAX_RIDE_CODE_BYTES + 32;
+pub const MAX_RECORD_BYTES: usize =
+    1 + 4 + 8 + 8 + 2 * (1 + MAX_NAME_BYTES) + 5 + 2 + MAX_RIDE_CODE_BYTES + 32;
 
 /// A ride the reader accepted. Ride id = (reader_id, reader_seq).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

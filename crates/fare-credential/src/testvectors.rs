@@ -137,7 +137,16 @@ pub fn generate(seed: u64) -> VectorFile {
     let mut good = None;
     for profile in Profile::ALL {
         let device = key(&mut rng);
-        let cred = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, profile, now - day, now + 2 * day);
+        let cred = mk_cred(
+            &mut rng,
+            &mut next_id,
+            &issuer1,
+            1,
+            &device,
+            profile,
+            now - day,
+            now + 2 * day,
+        );
         let code = RideCode::sign_v1(&cred, (now - 5) as u32, 1, &device);
         push(
             &format!("valid_{}", profile.name()),
@@ -154,14 +163,49 @@ pub fn generate(seed: u64) -> VectorFile {
     let policy = Policy::default();
     let edge = policy.code_validity_s + policy.skew_tolerance_s;
     let c = RideCode::sign_v1(&cred, now as u32, 2, &device);
-    push("valid_last_second", "code checked at issue + validity + skew: still valid", now + edge, c.as_bytes(), "accept");
-    push("expired_first_second", "one second after issue + validity + skew", now + edge + 1, c.as_bytes(), "code_expired");
+    push(
+        "valid_last_second",
+        "code checked at issue + validity + skew: still valid",
+        now + edge,
+        c.as_bytes(),
+        "accept",
+    );
+    push(
+        "expired_first_second",
+        "one second after issue + validity + skew",
+        now + edge + 1,
+        c.as_bytes(),
+        "code_expired",
+    );
     let c = RideCode::sign_v1(&cred, (now + policy.skew_tolerance_s) as u32, 3, &device);
-    push("valid_future_within_skew", "phone clock ahead by exactly the skew tolerance", now, c.as_bytes(), "accept");
-    let c = RideCode::sign_v1(&cred, (now + policy.skew_tolerance_s + 1) as u32, 4, &device);
-    push("future_beyond_skew", "phone clock ahead by skew + 1 s", now, c.as_bytes(), "code_from_future");
+    push(
+        "valid_future_within_skew",
+        "phone clock ahead by exactly the skew tolerance",
+        now,
+        c.as_bytes(),
+        "accept",
+    );
+    let c = RideCode::sign_v1(
+        &cred,
+        (now + policy.skew_tolerance_s + 1) as u32,
+        4,
+        &device,
+    );
+    push(
+        "future_beyond_skew",
+        "phone clock ahead by skew + 1 s",
+        now,
+        c.as_bytes(),
+        "code_from_future",
+    );
     let c = RideCode::sign_v1(&cred, (now - 600) as u32, 5, &device);
-    push("expired_code", "a screenshot replayed 10 minutes later", now, c.as_bytes(), "code_expired");
+    push(
+        "expired_code",
+        "a screenshot replayed 10 minutes later",
+        now,
+        c.as_bytes(),
+        "code_expired",
+    );
 
     // One flipped bit in each field (the lowest bit of the field's last byte,
     // and for the profile byte the highest bit too).
@@ -172,45 +216,177 @@ pub fn generate(seed: u64) -> VectorFile {
             "profile" => "bad_issuer_signature",
             _ => reason,
         };
-        push(&format!("flip_{field}"), &format!("lowest bit of byte {} ({field}) flipped", end - 1), now, &b, expect);
+        push(
+            &format!("flip_{field}"),
+            &format!("lowest bit of byte {} ({field}) flipped", end - 1),
+            now,
+            &b,
+            expect,
+        );
         if field == "profile" {
             let mut b = code.as_bytes().to_vec();
             b[start] ^= 0x80;
-            push("flip_profile_high", "profile byte 0x80 | adult: unknown profile", now, &b, "malformed");
+            push(
+                "flip_profile_high",
+                "profile byte 0x80 | adult: unknown profile",
+                now,
+                &b,
+                "malformed",
+            );
         }
     }
     let b = code.as_bytes();
-    push("truncated", "last byte missing", now, &b[..b.len() - 1], "malformed");
-    push("truncated_to_credential", "only version + credential", now, &b[..127], "malformed");
-    push("extended", "one trailing zero byte", now, &[b.as_slice(), &[0]].concat(), "malformed");
+    push(
+        "truncated",
+        "last byte missing",
+        now,
+        &b[..b.len() - 1],
+        "malformed",
+    );
+    push(
+        "truncated_to_credential",
+        "only version + credential",
+        now,
+        &b[..127],
+        "malformed",
+    );
+    push(
+        "extended",
+        "one trailing zero byte",
+        now,
+        &[b.as_slice(), &[0]].concat(),
+        "malformed",
+    );
     push("empty", "no bytes at all", now, &[], "malformed");
     let mut v2 = b.to_vec();
     v2[0] = 2;
-    push("wrong_version", "version byte 2 (a future format)", now, &v2, "unsupported_version");
+    push(
+        "wrong_version",
+        "version byte 2 (a future format)",
+        now,
+        &v2,
+        "unsupported_version",
+    );
 
     // Trust and time classes.
-    let cu = mk_cred(&mut rng, &mut next_id, &stranger, 77, &device, Profile::Adult, now - day, now + day);
+    let cu = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &stranger,
+        77,
+        &device,
+        Profile::Adult,
+        now - day,
+        now + day,
+    );
     let c = RideCode::sign_v1(&cu, now as u32, 1, &device);
-    push("unknown_issuer_key", "credential signed by key id 77, not in the trust list", now, c.as_bytes(), "unknown_issuer_key");
-    let cf = mk_cred(&mut rng, &mut next_id, &stranger, 1, &device, Profile::Adult, now - day, now + day);
+    push(
+        "unknown_issuer_key",
+        "credential signed by key id 77, not in the trust list",
+        now,
+        c.as_bytes(),
+        "unknown_issuer_key",
+    );
+    let cf = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &stranger,
+        1,
+        &device,
+        Profile::Adult,
+        now - day,
+        now + day,
+    );
     let c = RideCode::sign_v1(&cf, now as u32, 1, &device);
-    push("forged_issuer", "credential claims key 1 but is signed by another key", now, c.as_bytes(), "bad_issuer_signature");
-    let cr = mk_cred(&mut rng, &mut next_id, &issuer2_retired, 2, &device, Profile::Adult, now - day, now + day);
+    push(
+        "forged_issuer",
+        "credential claims key 1 but is signed by another key",
+        now,
+        c.as_bytes(),
+        "bad_issuer_signature",
+    );
+    let cr = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &issuer2_retired,
+        2,
+        &device,
+        Profile::Adult,
+        now - day,
+        now + day,
+    );
     let c = RideCode::sign_v1(&cr, now as u32, 1, &device);
-    push("retired_issuer_key", "issuer key 2 retired a day ago", now, c.as_bytes(), "issuer_key_not_valid");
-    let ce = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, Profile::Adult, now - 4 * day, now - day);
+    push(
+        "retired_issuer_key",
+        "issuer key 2 retired a day ago",
+        now,
+        c.as_bytes(),
+        "issuer_key_not_valid",
+    );
+    let ce = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &issuer1,
+        1,
+        &device,
+        Profile::Adult,
+        now - 4 * day,
+        now - day,
+    );
     let c = RideCode::sign_v1(&ce, now as u32, 1, &device);
-    push("credential_expired", "credential ended a day ago", now, c.as_bytes(), "credential_expired");
-    let cn = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &device, Profile::Adult, now + day, now + 3 * day);
+    push(
+        "credential_expired",
+        "credential ended a day ago",
+        now,
+        c.as_bytes(),
+        "credential_expired",
+    );
+    let cn = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &issuer1,
+        1,
+        &device,
+        Profile::Adult,
+        now + day,
+        now + 3 * day,
+    );
     let c = RideCode::sign_v1(&cn, now as u32, 1, &device);
-    push("credential_not_yet_valid", "credential starts tomorrow", now, c.as_bytes(), "credential_not_yet_valid");
+    push(
+        "credential_not_yet_valid",
+        "credential starts tomorrow",
+        now,
+        c.as_bytes(),
+        "credential_not_yet_valid",
+    );
     let other = key(&mut rng);
     let c = RideCode::sign_v1(&cred, now as u32, 9, &other);
-    push("other_device", "valid credential, code signed by a different device key", now, c.as_bytes(), "bad_device_signature");
+    push(
+        "other_device",
+        "valid credential, code signed by a different device key",
+        now,
+        c.as_bytes(),
+        "bad_device_signature",
+    );
     let revoked_device = key(&mut rng);
-    let cd = mk_cred(&mut rng, &mut next_id, &issuer1, 1, &revoked_device, Profile::Adult, now - day, now + day);
+    let cd = mk_cred(
+        &mut rng,
+        &mut next_id,
+        &issuer1,
+        1,
+        &revoked_device,
+        Profile::Adult,
+        now - day,
+        now + day,
+    );
     let c = RideCode::sign_v1(&cd, now as u32, 1, &revoked_device);
-    push("revoked", "credential id is on the deny list", now, c.as_bytes(), "revoked");
+    push(
+        "revoked",
+        "credential id is on the deny list",
+        now,
+        c.as_bytes(),
+        "revoked",
+    );
     let mut weak = [0u8; 32];
     weak[0] = 1; // the identity point: small order
     let cw = Credential::issue_v1(
@@ -225,7 +401,13 @@ pub fn generate(seed: u64) -> VectorFile {
         &issuer1,
     );
     let c = RideCode::sign_v1(&cw, now as u32, 1, &device);
-    push("weak_device_key", "issuer (wrongly) signed a small-order device key", now, c.as_bytes(), "bad_device_key");
+    push(
+        "weak_device_key",
+        "issuer (wrongly) signed a small-order device key",
+        now,
+        c.as_bytes(),
+        "bad_device_key",
+    );
 
     VectorFile {
         about: "Ride code v1 test vectors (see testvectors/README.md). Verify each `code_hex` with \

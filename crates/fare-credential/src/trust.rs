@@ -31,8 +31,9 @@ pub mod hex32 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
-        v.try_into()
-            .map_err(|v: Vec<u8>| serde::de::Error::custom(format!("expected 32 bytes, got {}", v.len())))
+        v.try_into().map_err(|v: Vec<u8>| {
+            serde::de::Error::custom(format!("expected 32 bytes, got {}", v.len()))
+        })
     }
 }
 
@@ -47,7 +48,10 @@ impl TrustList {
     pub fn new(keys: impl IntoIterator<Item = IssuerKey>) -> Result<TrustList, TrustError> {
         let mut map = HashMap::new();
         for k in keys {
-            let vk = parse_public_key(&k.public_key).map_err(|e| TrustError::BadKey { key_id: k.key_id, error: e })?;
+            let vk = parse_public_key(&k.public_key).map_err(|e| TrustError::BadKey {
+                key_id: k.key_id,
+                error: e,
+            })?;
             if k.valid_until_unix_s < k.valid_from_unix_s {
                 return Err(TrustError::EmptyWindow { key_id: k.key_id });
             }
@@ -127,8 +131,17 @@ impl DenyList {
         let mut remove_sorted = remove.to_vec();
         remove_sorted.sort_unstable();
         let mut merged = Vec::with_capacity(self.sorted.len() + add.len());
-        merged.extend(self.sorted.iter().copied().filter(|id| remove_sorted.binary_search(id).is_err()));
-        merged.extend(add.iter().copied().filter(|id| remove_sorted.binary_search(id).is_err()));
+        merged.extend(
+            self.sorted
+                .iter()
+                .copied()
+                .filter(|id| remove_sorted.binary_search(id).is_err()),
+        );
+        merged.extend(
+            add.iter()
+                .copied()
+                .filter(|id| remove_sorted.binary_search(id).is_err()),
+        );
         merged.sort_unstable();
         merged.dedup();
         self.sorted = merged;

@@ -115,9 +115,12 @@ pub fn credential_stage(
     cache: Option<&mut CredentialCache>,
 ) -> Result<VerifyingKey, RejectReason> {
     let body = cred.body();
-    let (issuer, issuer_vk) = trust
-        .get(body.issuer_key_id)
-        .ok_or(RejectReason::UnknownIssuerKey { key_id: body.issuer_key_id })?;
+    let (issuer, issuer_vk) =
+        trust
+            .get(body.issuer_key_id)
+            .ok_or(RejectReason::UnknownIssuerKey {
+                key_id: body.issuer_key_id,
+            })?;
     if now_unix_s < issuer.valid_from_unix_s || now_unix_s > issuer.valid_until_unix_s {
         return Err(RejectReason::IssuerKeyNotValid {
             key_id: issuer.key_id,
@@ -138,9 +141,12 @@ pub fn credential_stage(
         cred.signed_bytes(),
         cred.issuer_signature(),
     ) {
-        return Err(RejectReason::BadIssuerSignature { key_id: body.issuer_key_id });
+        return Err(RejectReason::BadIssuerSignature {
+            key_id: body.issuer_key_id,
+        });
     }
-    let device_vk = parse_public_key(&body.device_public_key).map_err(|_| RejectReason::BadDeviceKey)?;
+    let device_vk =
+        parse_public_key(&body.device_public_key).map_err(|_| RejectReason::BadDeviceKey)?;
     if let Some(cache) = cache {
         cache.insert(digest, device_vk);
     }
@@ -204,7 +210,9 @@ pub fn time_stage(code: &RideCode, policy: &Policy, now_unix_s: u64) -> Result<(
 pub fn deny_stage(code: &RideCode, deny: &DenyList) -> Result<(), RejectReason> {
     let id = code.credential().id();
     if deny.contains(&id) {
-        return Err(RejectReason::Revoked { credential_id: id.0 });
+        return Err(RejectReason::Revoked {
+            credential_id: id.0,
+        });
     }
     Ok(())
 }

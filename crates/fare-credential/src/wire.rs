@@ -14,7 +14,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(object: &'static str, buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0, object }
+        Reader {
+            buf,
+            pos: 0,
+            object,
+        }
     }
 
     pub(crate) fn bytes(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], FormatError> {
@@ -32,7 +36,10 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FormatError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], FormatError> {
         let b = self.bytes(field, N)?;
         let mut out = [0u8; N];
         out.copy_from_slice(b);
@@ -56,7 +63,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A u8-length-prefixed UTF-8 string of at most `max` bytes.
-    pub(crate) fn short_str(&mut self, field: &'static str, max: usize) -> Result<String, FormatError> {
+    pub(crate) fn short_str(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<String, FormatError> {
         let len = self.u8(field)? as usize;
         if len > max {
             return Err(FormatError::TooLarge {
@@ -75,7 +86,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A u32 count, refused above `limit` before anything is allocated for it.
-    pub(crate) fn count(&mut self, field: &'static str, limit: usize) -> Result<usize, FormatError> {
+    pub(crate) fn count(
+        &mut self,
+        field: &'static str,
+        limit: usize,
+    ) -> Result<usize, FormatError> {
         let n = self.u32(field)? as usize;
         if n > limit {
             return Err(FormatError::TooLarge {

@@ -12,13 +12,16 @@ fn committed_path() -> PathBuf {
 #[test]
 fn committed_vectors_match_the_generator() {
     let fresh = to_json(&generate(SEED));
-    let committed = std::fs::read_to_string(committed_path()).expect("testvectors/ride_codes_v1.json is committed");
+    let committed = std::fs::read_to_string(committed_path())
+        .expect("testvectors/ride_codes_v1.json is committed");
     if fresh != committed {
         let line = fresh
             .lines()
             .zip(committed.lines())
             .position(|(a, b)| a != b)
-            .map_or("(length differs)".to_string(), |i| format!("first difference at line {}", i + 1));
+            .map_or("(length differs)".to_string(), |i| {
+                format!("first difference at line {}", i + 1)
+            });
         panic!(
             "test vectors differ from the generator, {line}. If the format change is intended, run \
              `cargo run -p fare-credential --example gen_vectors` and commit the result."

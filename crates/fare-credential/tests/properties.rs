@@ -70,7 +70,8 @@ fn every_single_bit_flip_is_rejected_with_its_field_class() {
     let f = fixture();
     let deny = DenyList::default();
     let policy = Policy::default();
-    verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, None).expect("the original is valid");
+    verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, None)
+        .expect("the original is valid");
     let mut count = 0;
     for byte in 0..f.code.as_bytes().len() {
         for bit in 0..8 {
@@ -85,7 +86,10 @@ fn every_single_bit_flip_is_rejected_with_its_field_class() {
                 err.code()
             );
             // Forgery is never reported as a clock problem.
-            assert!(!err.is_clock_related(), "byte {byte} ({field}) reported as clock: {err}");
+            assert!(
+                !err.is_clock_related(),
+                "byte {byte} ({field}) reported as clock: {err}"
+            );
             count += 1;
         }
     }
@@ -97,14 +101,29 @@ fn every_truncation_and_extension_is_malformed() {
     let f = fixture();
     let b = f.code.as_bytes();
     for len in 0..b.len() {
-        let err = verify_ride_code(&b[..len], &f.trust, &DenyList::default(), &Policy::default(), NOW, None)
-            .unwrap_err();
+        let err = verify_ride_code(
+            &b[..len],
+            &f.trust,
+            &DenyList::default(),
+            &Policy::default(),
+            NOW,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "malformed", "truncated to {len}: {err}");
     }
     for extra in 1..8 {
         let mut v = b.to_vec();
         v.extend(std::iter::repeat_n(0xAB, extra));
-        let err = verify_ride_code(&v, &f.trust, &DenyList::default(), &Policy::default(), NOW, None).unwrap_err();
+        let err = verify_ride_code(
+            &v,
+            &f.trust,
+            &DenyList::default(),
+            &Policy::default(),
+            NOW,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "malformed");
         assert!(err.to_string().contains("trailing"), "{err}");
     }
@@ -116,18 +135,50 @@ fn cache_gives_same_verdicts_and_skips_nothing_that_matters() {
     let mut cache = CredentialCache::new(4);
     let policy = Policy::default();
     let deny = DenyList::default();
-    verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, Some(&mut cache)).unwrap();
+    verify_ride_code(
+        f.code.as_bytes(),
+        &f.trust,
+        &deny,
+        &policy,
+        NOW,
+        Some(&mut cache),
+    )
+    .unwrap();
     assert_eq!(cache.len(), 1);
     // A cached credential still gets its time window and deny list checked.
-    let err = verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW + 7200, Some(&mut cache)).unwrap_err();
+    let err = verify_ride_code(
+        f.code.as_bytes(),
+        &f.trust,
+        &deny,
+        &policy,
+        NOW + 7200,
+        Some(&mut cache),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "credential_expired");
     let deny = DenyList::from_ids([CredentialId([3; 16])]);
-    let err = verify_ride_code(f.code.as_bytes(), &f.trust, &deny, &policy, NOW, Some(&mut cache)).unwrap_err();
+    let err = verify_ride_code(
+        f.code.as_bytes(),
+        &f.trust,
+        &deny,
+        &policy,
+        NOW,
+        Some(&mut cache),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "revoked");
     // And a tampered device signature still fails with a warm cache.
     let mut b = f.code.as_bytes().to_vec();
     b[198] ^= 1;
-    let err = verify_ride_code(&b, &f.trust, &DenyList::default(), &policy, NOW, Some(&mut cache)).unwrap_err();
+    let err = verify_ride_code(
+        &b,
+        &f.trust,
+        &DenyList::default(),
+        &policy,
+        NOW,
+        Some(&mut cache),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "bad_device_signature");
 }
 
@@ -172,7 +223,10 @@ fn batch_round_trip_and_tamper() {
         assert!(ok.is_err(), "flipped byte {i} accepted");
     }
     // Another reader's key: bad signature.
-    let err = SignedBatch::parse_v1(&bytes).unwrap().verify(&f.root.verifying_key()).unwrap_err();
+    let err = SignedBatch::parse_v1(&bytes)
+        .unwrap()
+        .verify(&f.root.verifying_key())
+        .unwrap_err();
     assert!(matches!(err, FormatError::BadSignature { object: "batch" }));
     // A batch whose chain is broken cannot even be signed.
     let mut broken = sample_batch(f, 3);
@@ -195,11 +249,17 @@ fn bundle_round_trip_and_tamper() {
         tariff: br#"{"currency":"CNY"}"#.to_vec(),
     };
     let bytes = b.sign_v1(&f.root).unwrap();
-    assert_eq!(ReaderBundle::verify_v1(&bytes, &f.root.verifying_key()).unwrap(), b);
+    assert_eq!(
+        ReaderBundle::verify_v1(&bytes, &f.root.verifying_key()).unwrap(),
+        b
+    );
     for i in 0..bytes.len() {
         let mut t = bytes.clone();
         t[i] ^= 0x01;
-        assert!(ReaderBundle::verify_v1(&t, &f.root.verifying_key()).is_err(), "flipped byte {i} accepted");
+        assert!(
+            ReaderBundle::verify_v1(&t, &f.root.verifying_key()).is_err(),
+            "flipped byte {i} accepted"
+        );
     }
     let err = ReaderBundle::verify_v1(&bytes, &f.reader.verifying_key()).unwrap_err();
     assert!(matches!(err, FormatError::BadSignature { .. }));
@@ -207,7 +267,11 @@ fn bundle_round_trip_and_tamper() {
 
 #[test]
 fn deny_list_delta_semantics() {
-    let mut d = DenyList::from_ids([CredentialId([3; 16]), CredentialId([1; 16]), CredentialId([3; 16])]);
+    let mut d = DenyList::from_ids([
+        CredentialId([3; 16]),
+        CredentialId([1; 16]),
+        CredentialId([3; 16]),
+    ]);
     assert_eq!(d.len(), 2);
     d.apply_delta(&[CredentialId([9; 16])], &[CredentialId([1; 16])]);
     assert!(d.contains(&CredentialId([9; 16])));

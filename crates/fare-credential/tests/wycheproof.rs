@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 fn corpus() -> PathBuf {
     // crates/fare-credential -> repo root -> ../shared
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/ed25519/wycheproof-ed25519.json");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus/ed25519/wycheproof-ed25519.json");
     assert!(
         p.exists(),
         "missing shared corpus at {}: the tests need ../shared/corpus beside the repository checkout",
@@ -48,5 +49,9 @@ fn every_wycheproof_verdict_matches() {
         }
     }
     assert_eq!(checked, 151, "the corpus README says 151 tests");
-    assert!(mismatches.is_empty(), "verdict mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "verdict mismatches:\n{}",
+        mismatches.join("\n")
+    );
 }

@@ -47,7 +47,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> DemoResult<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> DemoResult<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -143,7 +148,11 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
         http: reqwest::Client::new(),
     };
     let root_pub = out_dir.join("settlement/keys/root.pub");
-    say(format!("   listening on {}; deployment root key {}", api.base, root_pub.display()));
+    say(format!(
+        "   listening on {}; deployment root key {}",
+        api.base,
+        root_pub.display()
+    ));
 
     // 2. Accounts and phones: each phone makes its own device key; the back
     //    office issues a credential for it (the only place id → account is known).
@@ -168,7 +177,11 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
                 json!({"device_public_key": hex::encode(wallet.core().public_key()), "valid_for_s": 3 * 86_400}),
             )
             .await?;
-        let cred = hex::decode(issued["credential"].as_str().ok_or("no credential in answer")?)?;
+        let cred = hex::decode(
+            issued["credential"]
+                .as_str()
+                .ok_or("no credential in answer")?,
+        )?;
         // The phone's clock is 20 s slow; it learns the offset at this online contact.
         wallet.install(&cred, Some((clock.now_unix_s(), clock.now_unix_s() - 20)))?;
         say(format!(
@@ -219,7 +232,9 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
     }
 
     // 4. The day's rides, decided offline from camera frames.
-    say(format!("== 4. service day {day} (Asia/Shanghai): rides decided offline from 640x480 frames"));
+    say(format!(
+        "== 4. service day {day} (Asia/Shanghai): rides decided offline from 640x480 frames"
+    ));
     let mut decisions = Vec::new();
     let mut scan = |readers: &mut BTreeMap<u32, Reader>,
                     what: String,
@@ -236,7 +251,12 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
         say(format!(
             "   {:>5} reader {reader}  {what:<42} {decision:<6} {:<22} {:>6} us",
             jiff::Timestamp::from_second(now as i64)
-                .map(|t| t.to_zoned(jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC)).strftime("%H:%M").to_string())
+                .map(|t| t
+                    .to_zoned(
+                        jiff::tz::TimeZone::get("Asia/Shanghai").unwrap_or(jiff::tz::TimeZone::UTC)
+                    )
+                    .strftime("%H:%M")
+                    .to_string())
                 .unwrap_or_default(),
             reason.clone().unwrap_or_else(|| j["ride_id"].to_string()),
             j["latency_us"].as_u64().unwrap_or(0),
@@ -272,18 +292,42 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
             let png = fare_qr::render_png(code.as_bytes(), 6)?;
             std::fs::write(out_dir.join("alice-0730.png"), png)?;
         }
-        let d = scan(&mut readers, format!("{who} shows a fresh code"), *reader, code.as_bytes(), t)?;
+        let d = scan(
+            &mut readers,
+            format!("{who} shows a fresh code"),
+            *reader,
+            code.as_bytes(),
+            t,
+        )?;
         if d != "accept" {
             return Err(format!("{who} at {hhmm} was refused").into());
         }
         if *hhmm == "07:30" {
             // Attacks on alice's first code.
             let c = first_alice_code.as_ref().expect("set above");
-            scan(&mut readers, "alice's same code again (same reader)".into(), 101, c.as_bytes(), t + 5)?;
-            scan(&mut readers, "screenshot of it, 15 min later".into(), 102, c.as_bytes(), t + 900)?;
+            scan(
+                &mut readers,
+                "alice's same code again (same reader)".into(),
+                101,
+                c.as_bytes(),
+                t + 5,
+            )?;
+            scan(
+                &mut readers,
+                "screenshot of it, 15 min later".into(),
+                102,
+                c.as_bytes(),
+                t + 900,
+            )?;
             let mut forged = c.as_bytes().to_vec();
             forged[130] ^= 0x01; // issued_at altered
-            scan(&mut readers, "forged: its time field altered".into(), 102, &forged, t + 30)?;
+            scan(
+                &mut readers,
+                "forged: its time field altered".into(),
+                102,
+                &forged,
+                t + 30,
+            )?;
         }
     }
 
@@ -309,7 +353,10 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
         .ok_or_else(|| format!("unexpected daily report shape: {daily}"))?;
     let mut revenue_by_operator = BTreeMap::new();
     say(format!("== 6. daily report {day}"));
-    say(format!("   {:<10} {:<6} {:>5} {:>13}", "operator", "route", "rides", "revenue_minor"));
+    say(format!(
+        "   {:<10} {:<6} {:>5} {:>13}",
+        "operator", "route", "rides", "revenue_minor"
+    ));
     for l in &lines {
         let op = l["operator"].as_str().unwrap_or("?").to_string();
         let rev = l["revenue_minor"].as_i64().unwrap_or(0);
@@ -324,7 +371,10 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
     }
     let csv = api
         .http
-        .get(format!("{}/v1/reports/daily?day={day}&format=csv", api.base))
+        .get(format!(
+            "{}/v1/reports/daily?day={day}&format=csv",
+            api.base
+        ))
         .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await?
@@ -335,7 +385,9 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
     let mut balances = BTreeMap::new();
     for name in riders.keys() {
         let st = api.get(&format!("/v1/accounts/{name}")).await?;
-        let bal = st["balance_minor"].as_i64().ok_or_else(|| format!("no balance_minor in {st}"))?;
+        let bal = st["balance_minor"]
+            .as_i64()
+            .ok_or_else(|| format!("no balance_minor in {st}"))?;
         say(format!(
             "   account {name:<6} balance {bal:>6}  revoked: {}",
             st["revoked"].as_bool().unwrap_or(false)
@@ -350,19 +402,37 @@ pub async fn run(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<Summary
     }
     let t = evening + 120;
     let code = ride(&mut riders, "dave", t)?;
-    scan(&mut readers, "dave after passing his credit limit".into(), 101, code.as_bytes(), t)?;
-    api.post("/v1/accounts/dave/payments", json!({"payment_id": "pay-dave-1", "amount_minor": 400}))
-        .await?;
+    scan(
+        &mut readers,
+        "dave after passing his credit limit".into(),
+        101,
+        code.as_bytes(),
+        t,
+    )?;
+    api.post(
+        "/v1/accounts/dave/payments",
+        json!({"payment_id": "pay-dave-1", "amount_minor": 400}),
+    )
+    .await?;
     // Re-sending the same payment is harmless.
-    api.post("/v1/accounts/dave/payments", json!({"payment_id": "pay-dave-1", "amount_minor": 400}))
-        .await?;
+    api.post(
+        "/v1/accounts/dave/payments",
+        json!({"payment_id": "pay-dave-1", "amount_minor": 400}),
+    )
+    .await?;
     clock.set(evening + 600);
     for (_, r) in readers.iter_mut() {
         fare_validator::sync::sync(r, &api.base, evening + 600).await?;
     }
     let t = evening + 660;
     let code = ride(&mut riders, "dave", t)?;
-    scan(&mut readers, "dave after paying 400".into(), 101, code.as_bytes(), t)?;
+    scan(
+        &mut readers,
+        "dave after paying 400".into(),
+        101,
+        code.as_bytes(),
+        t,
+    )?;
 
     let _ = stop_tx.send(());
     server.await??;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fare-demo", version, about = "An end-to-end day: keys → wallets → readers → settlement")]
+#[command(
+    name = "fare-demo",
+    version,
+    about = "An end-to-end day: keys → wallets → readers → settlement"
+)]
 struct Cli {
     /// Where to keep the run's files (default: a new `demo-out/run-<unix time>`).
     #[arg(long)]
@@ -36,8 +40,14 @@ async fn main() -> ExitCode {
             let (revenue, balances) = fare_demo::hand_worked();
             println!("== 8. check against the hand-worked day");
             let ok = summary.revenue_by_operator == revenue && summary.balances == balances;
-            println!("   revenue  expected {revenue:?}\n            settled  {:?}", summary.revenue_by_operator);
-            println!("   balances expected {balances:?}\n            settled  {:?}", summary.balances);
+            println!(
+                "   revenue  expected {revenue:?}\n            settled  {:?}",
+                summary.revenue_by_operator
+            );
+            println!(
+                "   balances expected {balances:?}\n            settled  {:?}",
+                summary.balances
+            );
             println!("   files: {} (wallets, readers' sled logs, settlement db, alice-0730.png, daily-report.csv)", summary.out_dir.display());
             if ok {
                 println!("OK: every ride accounted for, amounts match the hand-worked example");

@@ -70,10 +70,11 @@ pub fn parse_duration_s(s: &str) -> Result<u64, String> {
         Some(_) => (s, 1),
         None => return Err("empty duration: expected e.g. 90s, 30m, 72h, 7d".into()),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration `{s}`: expected a whole number with unit s, m, h or d (e.g. 72h)"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("duration `{s}` is too large"))
+    let n: u64 = num.parse().map_err(|_| {
+        format!("bad duration `{s}`: expected a whole number with unit s, m, h or d (e.g. 72h)")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration `{s}` is too large"))
 }
 
 #[cfg(test)]
@@ -99,7 +100,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k");
         write_atomic(&p, b"x", true).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         write_atomic(&p, b"y", true).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"y");
     }

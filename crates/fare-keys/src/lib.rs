@@ -131,7 +131,10 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, KeysError> {
     let bytes = read_hex(path).map_err(io_err(path))?;
     let seed: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| KeysError::Corrupt {
         path: path.to_path_buf(),
-        why: format!("expected a 32-byte key seed (64 hex characters), got {} bytes", v.len()),
+        why: format!(
+            "expected a 32-byte key seed (64 hex characters), got {} bytes",
+            v.len()
+        ),
     })?;
     Ok(SigningKey::from_bytes(&seed))
 }
@@ -139,7 +142,11 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, KeysError> {
 impl KeyStore {
     /// Creates a new deployment: root key and first issuer key, valid from
     /// `now_unix_s` for [`DEFAULT_ISSUER_VALIDITY_S`].
-    pub fn init(dir: &Path, now_unix_s: u64, rng: &mut impl CryptoRngCore) -> Result<KeyStore, KeysError> {
+    pub fn init(
+        dir: &Path,
+        now_unix_s: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<KeyStore, KeysError> {
         if dir.join("root.key").exists() {
             return Err(KeysError::AlreadyInitialised(dir.to_path_buf()));
         }
@@ -161,8 +168,12 @@ impl KeyStore {
         let p = key_file(dir, 1);
         write_atomic(&p, hex::encode(issuer.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
         let p = dir.join("root.pub");
-        write_atomic(&p, format!("{}\n", hex::encode(manifest.root_public_key)).as_bytes(), false)
-            .map_err(io_err(&p))?;
+        write_atomic(
+            &p,
+            format!("{}\n", hex::encode(manifest.root_public_key)).as_bytes(),
+            false,
+        )
+        .map_err(io_err(&p))?;
         let store = KeyStore {
             dir: dir.to_path_buf(),
             root,
@@ -172,7 +183,8 @@ impl KeyStore {
         store.save_manifest()?;
         // The root key last: its presence marks a complete store.
         let p = dir.join("root.key");
-        write_atomic(&p, hex::encode(store.root.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
+        write_atomic(&p, hex::encode(store.root.to_bytes()).as_bytes(), true)
+            .map_err(io_err(&p))?;
         Ok(store)
     }
 
@@ -225,8 +237,19 @@ impl KeyStore {
 
     /// Adds a new issuer key valid from `now_unix_s`. Older keys keep their
     /// windows, so credentials they signed keep working until they expire.
-    pub fn rotate_issuer(&mut self, now_unix_s: u64, rng: &mut impl CryptoRngCore) -> Result<u32, KeysError> {
-        let key_id = self.manifest.issuers.iter().map(|k| k.key_id).max().unwrap_or(0) + 1;
+    pub fn rotate_issuer(
+        &mut self,
+        now_unix_s: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<u32, KeysError> {
+        let key_id = self
+            .manifest
+            .issuers
+            .iter()
+            .map(|k| k.key_id)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let sk = SigningKey::generate(rng);
         let entry = IssuerKey {
             key_id,
@@ -284,7 +307,9 @@ impl KeyStore {
     pub fn current_issuer(&self, now_unix_s: u64) -> Result<(&IssuerKey, &SigningKey), KeysError> {
         self.issuers
             .iter()
-            .filter(|(k, _)| k.valid_from_unix_s <= now_unix_s && now_unix_s <= k.valid_until_unix_s)
+            .filter(|(k, _)| {
+                k.valid_from_unix_s <= now_unix_s && now_unix_s <= k.valid_until_unix_s
+            })
             .max_by_key(|(k, _)| k.key_id)
             .map(|(k, s)| (k, s))
             .ok_or(KeysError::NoValidIssuer { now_unix_s })
@@ -407,15 +432,29 @@ mod tests {
         let trust = TrustList::new(ks2.trust_list()).unwrap();
         for c in [&c1, &c2] {
             let code = RideCode::sign_v1(c, (T0 + 30) as u32, 1, &device);
-            verify_ride_code(code.as_bytes(), &trust, &DenyList::default(), &Policy::default(), T0 + 40, None)
-                .unwrap();
+            verify_ride_code(
+                code.as_bytes(),
+                &trust,
+                &DenyList::default(),
+                &Policy::default(),
+                T0 + 40,
+                None,
+            )
+            .unwrap();
         }
         // Retiring key 1 makes its credentials fail with issuer_key_not_valid.
         ks.retire_issuer(1, T0 + 35).unwrap();
         let trust = TrustList::new(KeyStore::open(d.path()).unwrap().trust_list()).unwrap();
         let code = RideCode::sign_v1(&c1, (T0 + 30) as u32, 2, &device);
-        let err = verify_ride_code(code.as_bytes(), &trust, &DenyList::default(), &Policy::default(), T0 + 40, None)
-            .unwrap_err();
+        let err = verify_ride_code(
+            code.as_bytes(),
+            &trust,
+            &DenyList::default(),
+            &Policy::default(),
+            T0 + 40,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "issuer_key_not_valid");
     }
 
@@ -445,7 +484,10 @@ mod tests {
         };
         assert!(matches!(
             ks.issue_credential(&req, T0, &mut rng),
-            Err(KeysError::Invalid { field: "valid_for_s", .. })
+            Err(KeysError::Invalid {
+                field: "valid_for_s",
+                ..
+            })
         ));
     }
 

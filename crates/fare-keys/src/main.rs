@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fare-keys", version, about = "Deployment keys, credential issuance and reader bundles")]
+#[command(
+    name = "fare-keys",
+    version,
+    about = "Deployment keys, credential issuance and reader bundles"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -106,8 +110,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
         Cmd::Init { dir, at } => {
             let ks = KeyStore::init(&dir, now(at), &mut rng)?;
-            println!("root public key: {}", hex::encode(ks.root_public_key().to_bytes()));
-            println!("issuer key 1 valid until {}", ks.trust_list()[0].valid_until_unix_s);
+            println!(
+                "root public key: {}",
+                hex::encode(ks.root_public_key().to_bytes())
+            );
+            println!(
+                "issuer key 1 valid until {}",
+                ks.trust_list()[0].valid_until_unix_s
+            );
             println!("provision readers with {}", dir.join("root.pub").display());
         }
         Cmd::RotateIssuer { dir, at } => {
@@ -126,19 +136,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             at,
         } => {
             let ks = KeyStore::open(&dir)?;
-            let key = hex::decode(device_key.trim()).map_err(|e| format!("--device-key: expected 64 hex characters: {e}"))?;
-            let device_public_key: [u8; 32] = key
-                .try_into()
-                .map_err(|v: Vec<u8>| format!("--device-key: expected 32 bytes (64 hex characters), got {}", v.len()))?;
+            let key = hex::decode(device_key.trim())
+                .map_err(|e| format!("--device-key: expected 64 hex characters: {e}"))?;
+            let device_public_key: [u8; 32] = key.try_into().map_err(|v: Vec<u8>| {
+                format!(
+                    "--device-key: expected 32 bytes (64 hex characters), got {}",
+                    v.len()
+                )
+            })?;
             let t = now(at);
             let req = IssueRequest {
                 device_public_key,
                 profile,
                 valid_from_unix_s: t,
-                valid_for_s: parse_duration_s(&valid_for).map_err(|e| format!("--valid-for: {e}"))?,
+                valid_for_s: parse_duration_s(&valid_for)
+                    .map_err(|e| format!("--valid-for: {e}"))?,
             };
             let cred = ks.issue_credential(&req, t, &mut rng)?;
-            write_atomic(&out, cred.as_bytes(), false).map_err(|e| format!("{}: {e}", out.display()))?;
+            write_atomic(&out, cred.as_bytes(), false)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             ks.record_issued(&cred, &account)?;
             println!("{}", cred.id());
             eprintln!(
@@ -163,7 +179,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|s| CredentialId::from_hex(s).map_err(|e| format!("--deny {s}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
             let tariff = match tariff {
-                Some(p) => std::fs::read(&p).map_err(|e| format!("--tariff {}: {e}", p.display()))?,
+                Some(p) => {
+                    std::fs::read(&p).map_err(|e| format!("--tariff {}: {e}", p.display()))?
+                }
                 None => Vec::new(),
             };
             let bundle = ReaderBundle {
@@ -189,7 +207,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Cmd::Show { dir } => {
             let ks = KeyStore::open(&dir)?;
-            println!("root public key: {}", hex::encode(ks.root_public_key().to_bytes()));
+            println!(
+                "root public key: {}",
+                hex::encode(ks.root_public_key().to_bytes())
+            );
             for k in ks.trust_list() {
                 println!(
                     "issuer key {}: {} valid {}..={}",

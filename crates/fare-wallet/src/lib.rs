@@ -134,7 +134,8 @@ impl DeviceWallet {
     pub fn make_code(&mut self, device_now_unix_s: u64) -> Result<RideCode, WalletError> {
         let cred = self.credential.as_ref().ok_or(WalletError::NoCredential)?;
         let corrected = device_now_unix_s as i64 + self.clock_offset_s;
-        let issued_at = u32::try_from(corrected).map_err(|_| WalletError::TimeOutOfRange(corrected))?;
+        let issued_at =
+            u32::try_from(corrected).map_err(|_| WalletError::TimeOutOfRange(corrected))?;
         let until = cred.body().valid_until_unix_s;
         if issued_at > until {
             return Err(WalletError::CredentialExpired {
@@ -172,7 +173,11 @@ impl Wallet {
     /// Creates a wallet with a new device key. With `rotate`, replaces an
     /// existing key (and drops its credential: codes from different keys
     /// cannot be linked, which is the point of rotating).
-    pub fn init(dir: &Path, rotate: bool, rng: &mut impl CryptoRngCore) -> Result<Wallet, WalletError> {
+    pub fn init(
+        dir: &Path,
+        rotate: bool,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Wallet, WalletError> {
         let kp = dir.join("device.key");
         if kp.exists() && !rotate {
             return Err(WalletError::AlreadyInitialised(dir.to_path_buf()));
@@ -181,7 +186,12 @@ impl Wallet {
         let core = DeviceWallet::generate(rng);
         write_atomic(&kp, hex::encode(core.key.to_bytes()).as_bytes(), true).map_err(io(&kp))?;
         let pp = dir.join("device.pub");
-        write_atomic(&pp, format!("{}\n", hex::encode(core.public_key())).as_bytes(), false).map_err(io(&pp))?;
+        write_atomic(
+            &pp,
+            format!("{}\n", hex::encode(core.public_key())).as_bytes(),
+            false,
+        )
+        .map_err(io(&pp))?;
         let cp = dir.join("credential.bin");
         if cp.exists() {
             std::fs::remove_file(&cp).map_err(io(&cp))?;
@@ -197,13 +207,14 @@ impl Wallet {
     /// Opens a wallet directory.
     pub fn open(dir: &Path) -> Result<Wallet, WalletError> {
         let kp = dir.join("device.key");
-        let seed: [u8; 32] = read_hex(&kp)
-            .map_err(io(&kp))?
-            .try_into()
-            .map_err(|_| WalletError::Corrupt {
-                path: kp.clone(),
-                why: "expected a 32-byte key seed (64 hex characters)".into(),
-            })?;
+        let seed: [u8; 32] =
+            read_hex(&kp)
+                .map_err(io(&kp))?
+                .try_into()
+                .map_err(|_| WalletError::Corrupt {
+                    path: kp.clone(),
+                    why: "expected a 32-byte key seed (64 hex characters)".into(),
+                })?;
         let mut core = DeviceWallet::from_key(SigningKey::from_bytes(&seed));
         let sp = dir.join("state.json");
         let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
@@ -230,7 +241,14 @@ impl Wallet {
             next_seq: self.core.next_seq,
             clock_offset_s: self.core.clock_offset_s,
         };
-        write_atomic(&sp, serde_json::to_string(&st).expect("state serialises").as_bytes(), false).map_err(io(&sp))
+        write_atomic(
+            &sp,
+            serde_json::to_string(&st)
+                .expect("state serialises")
+                .as_bytes(),
+            false,
+        )
+        .map_err(io(&sp))
     }
 
     /// The in-memory core.
@@ -239,7 +257,11 @@ impl Wallet {
     }
 
     /// Installs credential bytes; `server_time` = (server clock, phone clock) seen now.
-    pub fn install(&mut self, credential_bytes: &[u8], server_time: Option<(u64, u64)>) -> Result<(), WalletError> {
+    pub fn install(
+        &mut self,
+        credential_bytes: &[u8],
+        server_time: Option<(u64, u64)>,
+    ) -> Result<(), WalletError> {
         let cred = Credential::from_bytes(credential_bytes)?;
         self.core.install(cred)?;
         if let Some((server, device)) = server_time {
@@ -303,9 +325,14 @@ mod tests {
         let mut w = Wallet::init(d.path(), false, &mut rng).unwrap();
         let cred = cred_for(w.core().public_key(), &isk);
         // Phone clock 100 s behind the server.
-        w.install(cred.as_bytes(), Some((T0 + 200, T0 + 100))).unwrap();
+        w.install(cred.as_bytes(), Some((T0 + 200, T0 + 100)))
+            .unwrap();
         let c1 = w.next_code(T0 + 100).unwrap();
-        assert_eq!(c1.issued_at_unix_s() as u64, T0 + 200, "corrected by the offset");
+        assert_eq!(
+            c1.issued_at_unix_s() as u64,
+            T0 + 200,
+            "corrected by the offset"
+        );
         let c2 = w.next_code(T0 + 130).unwrap();
         assert_eq!((c1.device_seq(), c2.device_seq()), (1, 2));
         drop(w);
@@ -313,7 +340,15 @@ mod tests {
         let c3 = w.next_code(T0 + 160).unwrap();
         assert_eq!(c3.device_seq(), 3, "sequence persisted across reopen");
         for c in [&c1, &c2, &c3] {
-            verify_ride_code(c.as_bytes(), &trust, &DenyList::default(), &Policy::default(), T0 + 260, None).unwrap();
+            verify_ride_code(
+                c.as_bytes(),
+                &trust,
+                &DenyList::default(),
+                &Policy::default(),
+                T0 + 260,
+                None,
+            )
+            .unwrap();
         }
         assert!(matches!(
             Wallet::init(d.path(), false, &mut rng),

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fare-wallet", version, about = "Phone-side wallet: device key, credential, ride codes")]
+#[command(
+    name = "fare-wallet",
+    version,
+    about = "Phone-side wallet: device key, credential, ride codes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -100,7 +104,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             at,
         } => {
             let mut w = Wallet::open(&dir)?;
-            let bytes = std::fs::read(&credential).map_err(|e| format!("{}: {e}", credential.display()))?;
+            let bytes =
+                std::fs::read(&credential).map_err(|e| format!("{}: {e}", credential.display()))?;
             w.install(&bytes, server_time.map(|s| (s, now(at))))?;
             let c = w.core().credential().expect("just installed");
             println!(
@@ -122,7 +127,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let code = w.next_code(now(at))?;
             if let Some(p) = &png {
                 let bytes = fare_qr::render_png(code.as_bytes(), module_px)?;
-                fare_keys::files::write_atomic(p, &bytes, false).map_err(|e| format!("{}: {e}", p.display()))?;
+                fare_keys::files::write_atomic(p, &bytes, false)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
                 eprintln!(
                     "code seq {} issued at {} written to {}",
                     code.device_seq(),
@@ -134,17 +140,29 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{}", ::hex::encode(code.as_bytes()));
             } else if png.is_none() {
                 print!("{}", fare_qr::render_terminal(code.as_bytes())?);
-                println!("code seq {} issued at {}", code.device_seq(), code.issued_at_unix_s());
+                println!(
+                    "code seq {} issued at {}",
+                    code.device_seq(),
+                    code.issued_at_unix_s()
+                );
             }
         }
-        Cmd::Show { dir, refresh_s, count } => {
+        Cmd::Show {
+            dir,
+            refresh_s,
+            count,
+        } => {
             let mut w = Wallet::open(&dir)?;
             let mut shown = 0u64;
             loop {
                 let code = w.next_code(now(None))?;
                 let mut out = std::io::stdout().lock();
                 // Clear the screen and home the cursor, then draw.
-                write!(out, "\x1b[2J\x1b[H{}", fare_qr::render_terminal(code.as_bytes())?)?;
+                write!(
+                    out,
+                    "\x1b[2J\x1b[H{}",
+                    fare_qr::render_terminal(code.as_bytes())?
+                )?;
                 writeln!(
                     out,
                     "ride code seq {} (refreshes every {refresh_s} s; Ctrl-C to stop)",

@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -36,7 +40,14 @@ fn init_install_code_hex_and_png() {
     std::fs::write(&cp, cred.as_bytes()).unwrap();
     // The phone's clock is 40 s behind the server at install.
     run(wallet()
-        .args(["install", "--server-time", "1800000040", "--at", "1800000000", "--dir"])
+        .args([
+            "install",
+            "--server-time",
+            "1800000040",
+            "--at",
+            "1800000000",
+            "--dir",
+        ])
         .arg(&w)
         .arg("--credential")
         .arg(&cp));
@@ -51,18 +62,41 @@ fn init_install_code_hex_and_png() {
             .arg(&w));
         let bytes = hex::decode(hex_code.trim()).unwrap();
         assert_eq!(bytes.len(), 199);
-        let v = verify_ride_code(&bytes, &trust, &DenyList::default(), &Policy::default(), t0 + 40 + 30 * i, None)
-            .unwrap();
-        assert_eq!(v.issued_at_unix_s as u64, t0 + 40 + 30 * i, "clock offset applied");
+        let v = verify_ride_code(
+            &bytes,
+            &trust,
+            &DenyList::default(),
+            &Policy::default(),
+            t0 + 40 + 30 * i,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            v.issued_at_unix_s as u64,
+            t0 + 40 + 30 * i,
+            "clock offset applied"
+        );
         seqs.push(v.device_seq);
     }
     assert_eq!(seqs, vec![1, 2, 3]);
 
     // PNG: decodes back to a code that verifies.
     let png = d.path().join("code.png");
-    run(wallet().args(["code", "--at", "1800000100", "--png"]).arg(&png).arg("--dir").arg(&w));
+    run(wallet()
+        .args(["code", "--at", "1800000100", "--png"])
+        .arg(&png)
+        .arg("--dir")
+        .arg(&w));
     let bytes = fare_qr::decode_file(&png).unwrap();
-    let v = verify_ride_code(&bytes, &trust, &DenyList::default(), &Policy::default(), t0 + 140, None).unwrap();
+    let v = verify_ride_code(
+        &bytes,
+        &trust,
+        &DenyList::default(),
+        &Policy::default(),
+        t0 + 140,
+        None,
+    )
+    .unwrap();
     assert_eq!(v.device_seq, 4);
 
     // A credential for another device is refused with both keys named.
@@ -77,7 +111,10 @@ fn init_install_code_hex_and_png() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(other.trim()) && err.contains(pk_hex.trim()), "{err}");
+    assert!(
+        err.contains(other.trim()) && err.contains(pk_hex.trim()),
+        "{err}"
+    );
 }
 
 #[test]
