@@ -1,6 +1,8 @@
 //! Formats and wallet: ride-code verification (cold, and with the issuer
 //! signature cached per credential), parsing alone, code generation on the
 //! phone, and credential issuance in the back office.
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use fare_credential::{

@@ -235,9 +235,8 @@ fn store_run(creds: &[(SigningKey, Credential)], rides: &[(u32, u64, Vec<u8>)], 
     .unwrap();
     // The example's credentials come from its own issuer, so register them
     // by writing the map directly (the issuance API would re-issue them).
-    eprintln!("note: the --store run signs with the app's issuer; regenerating codes");
-    let issuer_trust = app.trust().unwrap();
-    let _ = issuer_trust;
+    // The credentials must come from the app's own issuer key: issue them
+    // again for the same device keys and re-sign the codes.
     let mut w = fare_settlement::store::WriteSet::default();
     let keys = app.keys.lock().unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(5);
@@ -351,11 +350,13 @@ fn store_run(creds: &[(SigningKey, Credential)], rides: &[(u32, u64, Vec<u8>)], 
     }
     let ingest_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
+    let c0 = cpu_s();
     let summary = app.settle().unwrap();
     let settle_s = t.elapsed().as_secs_f64();
+    let settle_cpu = cpu_s() - c0;
     let n = rides.len() as f64;
     println!(
-        "sled: ingest {ingest_s:.1} s ({:.0} records/s) | full settle run {settle_s:.1} s ({:.0} rides/s), {} chunks, {} postings",
+        "sled: ingest {ingest_s:.1} s ({:.0} records/s) | full settle run {settle_s:.1} s ({:.0} rides/s, {settle_cpu:.1} CPU-s), {} chunks, {} postings",
         n / ingest_s,
         n / settle_s,
         summary.chunks,

@@ -200,3 +200,90 @@ pub struct DenyStateSummary {
     /// Credential ids.
     pub credential_ids: Vec<CredentialId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledStore, WriteSet};
+    use std::sync::Arc;
+
+    fn id(b: u8) -> CredentialId {
+        CredentialId([b; 16])
+    }
+
+    #[test]
+    fn deltas_compose_across_versions_and_fall_back_to_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        // Versions 3 → 5 → 8: +a +b, then -a +c, then +a.
+        let mut raw = None;
+        let mut prev = 0;
+        let mut ids: Vec<CredentialId> = Vec::new();
+        for (v, add, remove) in [
+            (3u64, vec![id(1), id(2)], vec![]),
+            (5, vec![id(3)], vec![id(1)]),
+            (8, vec![id(1)], vec![]),
+        ] {
+            ids.retain(|x| !remove.contains(x));
+            ids.extend(add.iter().copied());
+            ids.sort();
+            let state = DenyState {
+                version: v,
+                ids: ids.clone(),
+                material_hash: [0; 32],
+                published_unix_s: 0,
+            };
+            let mut w = WriteSet::default();
+            Db::put_deny(
+                &mut w,
+                raw.clone(),
+                &state,
+                &DenyVersion {
+                    version: v,
+                    previous: prev,
+                    add,
+                    remove,
+                },
+            );
+            db.commit(w).unwrap();
+            raw = db.deny_state().unwrap().1;
+            prev = v;
+        }
+        let (head, _) = db.deny_state().unwrap();
+        assert_eq!(head.ids, vec![id(1), id(2), id(3)]);
+        // From 3: a was removed then re-added (net nothing), c added.
+        assert_eq!(
+            deny_update(&db, &head, Some(3)).unwrap(),
+            DenyUpdate::Delta {
+                base_version: 3,
+                add: vec![id(3)],
+                remove: vec![]
+            }
+        );
+        // From 5: a added back.
+        assert_eq!(
+            deny_update(&db, &head, Some(5)).unwrap(),
+            DenyUpdate::Delta {
+                base_version: 5,
+                add: vec![id(1)],
+                remove: vec![]
+            }
+        );
+        assert_eq!(
+            deny_update(&db, &head, Some(8)).unwrap(),
+            DenyUpdate::Delta {
+                base_version: 8,
+                add: vec![],
+                remove: vec![]
+            }
+        );
+        // Unknown, future or absent versions: a snapshot.
+        for since in [Some(4), Some(9), Some(0), None] {
+            assert_eq!(
+                deny_update(&db, &head, since).unwrap(),
+                DenyUpdate::Snapshot(head.ids.clone()),
+                "{since:?}"
+            );
+        }
+    }
+}

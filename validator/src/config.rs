@@ -71,9 +71,10 @@ impl Default for TrustPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Logical size limit of the ride log (encoded records plus replay
-    /// entries). When reached, acknowledged records are dropped early; if
-    /// unacknowledged records alone fill it, rides are refused with `storage_full`.
+    /// Logical size limit of the ride log (sum of the encoded ride records;
+    /// sled's on-disk footprint is several times larger). When reached,
+    /// acknowledged records are dropped early; if unacknowledged records
+    /// alone fill it, rides are refused with `storage_full`.
     pub max_log_bytes: u64,
     /// How long records acknowledged by settlement are kept (for disputes
     /// and re-upload) before compaction removes them.

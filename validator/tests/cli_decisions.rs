@@ -374,8 +374,9 @@ fn run_streams_one_json_decision_per_line() {
     let (mut dep, _tmp, dir) = setup(12);
     let w = dep.wallet();
     let a = hex::encode(w.code(NOW, 1));
+    let long = "a".repeat(3000);
     let input = format!(
-        "{a}\n# comment\n\n{a}\nnot-hex\n{}\n",
+        "{a}\n# comment\n\n{a}\nnot-hex\n{long}\n{}\n",
         hex::encode(w.code(NOW, 2))
     );
     let mut child = bin()
@@ -410,8 +411,16 @@ fn run_streams_one_json_decision_per_line() {
         .iter()
         .map(|l| l["reason"].as_str().unwrap_or("accept").to_string())
         .collect();
-    assert_eq!(reasons, ["accept", "already_used", "malformed", "accept"]);
-    assert_eq!(lines[3]["ride_id"]["seq"], 2);
+    assert_eq!(
+        reasons,
+        ["accept", "already_used", "malformed", "malformed", "accept"]
+    );
+    assert!(
+        lines[3]["message"].as_str().unwrap().contains("line limit"),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines[4]["ride_id"]["seq"], 2);
     // Rejected scans went to the analytics log.
     let (_, out, _) = cli(&["export", "--dir", dir.to_str().unwrap(), "--rejected"]);
     assert!(out.contains("already_used"), "{out}");

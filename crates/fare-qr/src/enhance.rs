@@ -274,3 +274,102 @@ pub(crate) fn binarize_otsu(src: &Gray) -> Vec<bool> {
     }
     src.px.iter().map(|&p| usize::from(p) <= best_t).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> u8) -> Gray {
+        let mut px = Vec::with_capacity(w * h);
+        for y in 0..h {
+            for x in 0..w {
+                px.push(f(x, y));
+            }
+        }
+        Gray { w, h, px }
+    }
+
+    #[test]
+    fn resize_keeps_flat_images_flat_and_sizes_right() {
+        let g = gray(7, 5, |_, _| 77);
+        let r = resize_bilinear(&g, 14, 10);
+        assert_eq!((r.w, r.h, r.px.len()), (14, 10, 140));
+        assert!(r.px.iter().all(|&p| p == 77));
+        // Degenerate sizes do not panic.
+        assert_eq!(resize_bilinear(&gray(1, 1, |_, _| 9), 3, 2).px, vec![9; 6]);
+        assert_eq!(resize_bilinear(&gray(0, 0, |_, _| 0), 2, 2).px.len(), 4);
+    }
+
+    #[test]
+    fn downscale_averages_blocks() {
+        let g = gray(4, 2, |x, _| if x < 2 { 0 } else { 200 });
+        let d = downscale2(&g);
+        assert_eq!((d.w, d.h), (2, 1));
+        assert_eq!(d.px, vec![0, 200]);
+        assert_eq!(downscale2(&gray(1, 1, |_, _| 5)).px.len(), 0);
+    }
+
+    #[test]
+    fn blur_smooths_a_step_and_keeps_flat_areas() {
+        let g = gray(6, 3, |x, _| if x < 3 { 0 } else { 90 });
+        let b = blur3(&g);
+        assert_eq!(b.px[0], 0);
+        assert_eq!(b.px[5], 90);
+        assert_eq!(b.px[2], 30, "edge pixel mixes one bright column in three");
+    }
+
+    #[test]
+    fn thresholds_split_dark_from_light_under_a_gradient() {
+        // Dark squares on a background that brightens left to right: a
+        // global threshold at the mid-level would eat the dark squares on
+        // the bright side, local ones must not.
+        let g = gray(120, 40, |x, y| {
+            let bg = 120 + (x as u32 * 100 / 120) as u8;
+            if (x / 10) % 2 == 0 && (10..30).contains(&y) {
+                bg - 90
+            } else {
+                bg
+            }
+        });
+        let truth: Vec<bool> = (0..40)
+            .flat_map(|y| (0..120).map(move |x| (x / 10) % 2 == 0 && (10..30).contains(&y)))
+            .collect();
+        for (name, bits) in [
+            ("local mean", binarize_local_mean(&g, 31, 4)),
+            ("hybrid", binarize_hybrid(&g)),
+        ] {
+            let wrong = bits.iter().zip(&truth).filter(|(a, b)| a != b).count();
+            assert!(
+                wrong * 20 < truth.len(),
+                "{name}: {wrong} of {} wrong",
+                truth.len()
+            );
+        }
+    }
+
+    #[test]
+    fn otsu_splits_a_bimodal_frame() {
+        let g = gray(64, 8, |x, y| {
+            if (x + y) % 3 == 0 {
+                40 + (x % 7) as u8
+            } else {
+                180 - (y % 5) as u8
+            }
+        });
+        let bits = binarize_otsu(&g);
+        for (i, &b) in bits.iter().enumerate() {
+            let (x, y) = (i % 64, i / 64);
+            assert_eq!(b, (x + y) % 3 == 0, "pixel {x},{y}");
+        }
+    }
+
+    #[test]
+    fn contrast_stretch_spans_full_range() {
+        let g = gray(100, 1, |x, _| 100 + (x as u8 % 50));
+        let s = stretch_contrast(&g);
+        assert_eq!(*s.px.iter().min().unwrap(), 0);
+        assert_eq!(*s.px.iter().max().unwrap(), 255);
+        // A flat frame is left alone.
+        assert_eq!(stretch_contrast(&gray(4, 4, |_, _| 50)).px, vec![50; 16]);
+    }
+}

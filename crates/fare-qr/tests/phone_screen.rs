@@ -59,3 +59,33 @@ fn phone_screen_frames() {
         "the attempt list must not read less than plain rqrr"
     );
 }
+
+/// A zero budget runs only the first attempt: a frame that only an enhanced
+/// attempt reads is then missed, and read with the default attempt list.
+/// (No timing is asserted: a zero budget skips every later attempt whatever
+/// the machine's speed.)
+#[test]
+fn zero_budget_runs_only_the_first_attempt() {
+    fare_qr::install_quiet_panic_hook();
+    let generous = DecodeOptions::with_budget(Duration::from_secs(60));
+    let plain_only = DecodeOptions::with_attempts(Duration::from_secs(60), vec![Attempt::PLAIN]);
+    let zero = DecodeOptions::with_budget(Duration::ZERO);
+    // Find a generated frame plain rqrr misses but the attempt list reads.
+    let (i, expected, frame) = (0..FRAMES)
+        .map(|i| {
+            let expected = payload(i, RIDE_CODE_V1_LEN);
+            let (frame, _) = phone_frame(&expected, 1000 + i);
+            (i, expected, frame)
+        })
+        .find(|(_, expected, frame)| {
+            decode_luma_with(frame, &plain_only).is_err()
+                && decode_luma_with(frame, &generous).as_ref() == Ok(expected)
+        })
+        .expect("some frame needs an enhanced attempt");
+    assert_eq!(
+        decode_luma_with(&frame, &zero),
+        Err(QrError::NoCodeFound),
+        "frame {i}"
+    );
+    assert_eq!(decode_luma_with(&frame, &generous).unwrap(), expected);
+}
