@@ -177,72 +177,83 @@ async fn restart_during_ingest_loses_nothing() {
 #[test]
 fn killing_the_settle_binary_mid_run_loses_nothing() {
     let bin = env!("CARGO_BIN_EXE_fare-settlement");
-    let dir = tempfile::tempdir().unwrap();
+    let prepared = tempfile::tempdir().unwrap();
     let reference = tempfile::tempdir().unwrap();
-    {
-        let app = open(dir.path(), 20);
-        for r in build_readers(&app, 24, 20) {
+    let total = {
+        let app = open(prepared.path(), 20);
+        let readers = build_readers(&app, 24, 20);
+        for r in &readers {
             ingest::ingest_batch(&app.db, &r.all(), 0).unwrap();
         }
-    }
-    copy_dir(dir.path(), reference.path());
+        readers.iter().map(|r| r.log.len()).sum::<usize>()
+    };
+    copy_dir(prepared.path(), reference.path());
     let expected = {
         let app = open(reference.path(), 20);
         app.settle().unwrap();
         ledger_and_rides(&app)
     };
-    let cfg = dir.path().join("settlement.toml");
-    std::fs::write(
-        &cfg,
-        format!("operator_token = \"{TOKEN}\"\nsettle_chunk_rides = 20\n"),
-    )
-    .unwrap();
-    let data = dir.path().to_str().unwrap();
-    let cfg_s = cfg.to_str().unwrap();
-
-    // Kill -9 part way (wherever that lands, nothing may be lost or doubled).
-    let mut child = Command::new(bin)
-        .args(["settle", "--data", data, "--config", cfg_s])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let _ = child.kill();
-    child.wait().unwrap();
-
-    let out = Command::new(bin)
-        .args(["settle", "--data", data, "--config", cfg_s])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(bin)
-        .args(["settle", "--data", data, "--config", cfg_s])
-        .output()
-        .unwrap();
-    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(again["rides"], 0, "second run settles nothing");
-
-    let out = Command::new(bin)
-        .args([
-            "report", "--data", data, "--config", cfg_s, "--kind", "daily", "--format", "csv",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        csv.starts_with("service_day,operator,route,rides,revenue_minor,refused_rides\n"),
-        "{csv}"
-    );
-
-    let app = open(dir.path(), 20);
-    assert_eq!(ledger_and_rides(&app), expected);
     assert_eq!(expected.0["sum_minor"], 0);
+
+    // Kill -9 at several points (wherever that lands — before, inside or
+    // after the run — nothing may be lost or doubled), then settle again.
+    let mut landed = Vec::new();
+    for delay_ms in [40u64, 120, 250] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(prepared.path(), dir.path());
+        let cfg = dir.path().join("settlement.toml");
+        std::fs::write(
+            &cfg,
+            format!("operator_token = \"{TOKEN}\"\nsettle_chunk_rides = 5\n"),
+        )
+        .unwrap();
+        let data = dir.path().to_str().unwrap();
+        let cfg_s = cfg.to_str().unwrap();
+        let mut child = Command::new(bin)
+            .args(["settle", "--data", data, "--config", cfg_s])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        landed.push(open(dir.path(), 5).db.results().unwrap().len());
+
+        let out = Command::new(bin)
+            .args(["settle", "--data", data, "--config", cfg_s])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(bin)
+            .args(["settle", "--data", data, "--config", cfg_s])
+            .output()
+            .unwrap();
+        let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(again["rides"], 0, "a second run settles nothing");
+        let out = Command::new(bin)
+            .args([
+                "report", "--data", data, "--config", cfg_s, "--kind", "daily", "--format", "csv",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let csv = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            csv.starts_with("service_day,operator,route,rides,revenue_minor,refused_rides\n"),
+            "{csv}"
+        );
+        assert_eq!(
+            ledger_and_rides(&open(dir.path(), 5)),
+            expected,
+            "killed after {delay_ms} ms"
+        );
+    }
+    eprintln!("kills landed after {landed:?} of {total} rides settled");
 }
 
 #[test]
