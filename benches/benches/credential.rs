@@ -5,9 +5,10 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use fare_credential::testkit::TestIssuer;
 use fare_credential::{
-    verify_ride_code, Credential, CredentialBody, CredentialCache, CredentialId, DenyList,
-    IssuerKey, Policy, Profile, RideCode, SigningKey, TrustList,
+    verify_ride_code, Credential, CredentialCache, CredentialId, DenyList, Policy, Profile,
+    RideCode, SigningKey, TrustList,
 };
 use fare_wallet::DeviceWallet;
 use rand_chacha::rand_core::SeedableRng;
@@ -25,27 +26,10 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let issuer = SigningKey::generate(&mut rng);
-    let device = SigningKey::generate(&mut rng);
-    let trust = TrustList::new([IssuerKey {
-        key_id: 1,
-        public_key: issuer.verifying_key().to_bytes(),
-        valid_from_unix_s: 0,
-        valid_until_unix_s: u64::MAX,
-    }])
-    .unwrap();
-    let cred = Credential::issue_v1(
-        CredentialBody {
-            issuer_key_id: 1,
-            credential_id: CredentialId([1; 16]),
-            device_public_key: device.verifying_key().to_bytes(),
-            profile: Profile::Adult,
-            valid_from_unix_s: (NOW - 3600) as u32,
-            valid_until_unix_s: (NOW + 3600) as u32,
-        },
-        &issuer,
-    );
+    let mut issuer = TestIssuer::new(1);
+    let device = issuer.next_key();
+    let trust = issuer.trust.clone();
+    let cred = issuer.credential(&device, CredentialId([1; 16]), Profile::Adult, NOW, 3600);
     // A realistic deny list: 1M revoked credentials.
     let deny = DenyList::from_ids((0..1_000_000u32).map(|i| {
         let mut id = [0u8; 16];

@@ -25,6 +25,7 @@ pub mod error;
 pub mod keys;
 pub mod reason;
 pub mod record;
+pub mod testkit;
 pub mod testvectors;
 pub mod trust;
 pub mod verify;

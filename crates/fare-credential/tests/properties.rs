@@ -5,11 +5,10 @@
 use fare_credential::batch::{Batch, SignedBatch};
 use fare_credential::bundle::{DenyUpdate, ReaderBundle};
 use fare_credential::record::genesis_hash;
+use fare_credential::testkit::TestIssuer;
 use fare_credential::testvectors::CODE_FIELDS;
 use fare_credential::*;
 use proptest::prelude::*;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -26,33 +25,15 @@ fn fixture() -> &'static Fixture {
 }
 
 fn make_fixture() -> Fixture {
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let issuer = SigningKey::generate(&mut rng);
-    let device = SigningKey::generate(&mut rng);
-    let trust = TrustList::new([IssuerKey {
-        key_id: 1,
-        public_key: issuer.verifying_key().to_bytes(),
-        valid_from_unix_s: 0,
-        valid_until_unix_s: u64::MAX,
-    }])
-    .unwrap();
-    let cred = Credential::issue_v1(
-        CredentialBody {
-            issuer_key_id: 1,
-            credential_id: CredentialId([3; 16]),
-            device_public_key: device.verifying_key().to_bytes(),
-            profile: Profile::Adult,
-            valid_from_unix_s: (NOW - 3600) as u32,
-            valid_until_unix_s: (NOW + 3600) as u32,
-        },
-        &issuer,
-    );
+    let mut issuer = TestIssuer::new(5);
+    let device = issuer.next_key();
+    let cred = issuer.credential(&device, CredentialId([3; 16]), Profile::Adult, NOW, 3600);
     let code = RideCode::sign_v1(&cred, NOW as u32, 42, &device);
     Fixture {
-        trust,
+        trust: issuer.trust.clone(),
         code,
-        root: SigningKey::generate(&mut rng),
-        reader: SigningKey::generate(&mut rng),
+        root: issuer.next_key(),
+        reader: issuer.next_key(),
     }
 }
 
