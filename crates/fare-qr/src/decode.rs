@@ -137,9 +137,9 @@ pub const DEFAULT_ATTEMPTS: &[Attempt] = &[
 #[non_exhaustive]
 pub struct DecodeOptions {
     /// Give-up budget for one frame. The first attempt always runs; a later
-    /// attempt starts only if its predicted cost (the first attempt's time
-    /// scaled by the view's pixel count) fits in what is left, so the budget
-    /// is overrun by at most one misprediction.
+    /// attempt starts only if its predicted cost (the worst cost per pixel
+    /// observed so far on this frame, times its view's pixel count) fits in
+    /// what is left, so the budget is overrun by at most one misprediction.
     pub budget: Duration,
     /// Attempts in order; decoding stops at the first attempt that yields a
     /// payload.
