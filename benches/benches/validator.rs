@@ -304,10 +304,33 @@ fn main() {
         .configure_from_args()
         .final_summary();
     // `cargo bench -- <filter>` passes a filter; the report runs only unfiltered or for "report".
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // The values of criterion's options (`--measurement-time 3`) are not filters.
+    const VALUE_OPTIONS: &[&str] = &[
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--profile-time",
+        "--output-format",
+        "--color",
+        "--plotting-backend",
+        "--format",
+    ];
+    let mut args: Vec<String> = Vec::new();
+    let mut raw = std::env::args().skip(1);
+    while let Some(a) = raw.next() {
+        if VALUE_OPTIONS.contains(&a.as_str()) {
+            raw.next();
+        } else if !a.starts_with('-') {
+            args.push(a);
+        }
+    }
     if args.is_empty() || args.iter().any(|a| a == "report") {
         stage_report();
     }

@@ -3,8 +3,17 @@
 //! ```text
 //! reader_load decisions N cold|repeat   # N durable accepts in a temp reader (run under callgrind)
 //! reader_load frames N                  # N 640x480 frame → durable accept decisions
-//! reader_load fill DIR RIDES DENY       # provision DIR with DENY deny-list entries, log RIDES rides
-//! reader_load measure DIR N             # open DIR, make N more decisions, print peak RSS (VmHWM)
+//! reader_load fill DIR RIDES DENY       # provision DIR with DENY deny-list entries, log RIDES rides,
+//!                                       # all at one instant (worst case for the replay cache)
+//! reader_load fill DIR RIDES DENY PER_DAY ack|noack
+//!                                       # realistic service: PER_DAY rides a day spread evenly,
+//!                                       # each code issued at its ride time, maintenance between
+//!                                       # scans (replay pruning), a restart every day (power
+//!                                       # cycle at the depot); `ack`: the day's rides are
+//!                                       # acknowledged at the depot (then compacted after
+//!                                       # `retention_s`), `noack`: never synced (worst case)
+//! reader_load measure DIR N [AT]        # open DIR at reader time AT (default: the fill's end),
+//!                                       # make N more decisions, print open time and peak RSS (VmHWM)
 //! ```
 //!
 //! callgrind: `valgrind --tool=callgrind --collect-atstart=no
@@ -32,6 +41,9 @@ fn keys() -> (SigningKey, SigningKey, ChaCha20Rng) {
     (root, issuer, rng)
 }
 
+/// Credentials of the load driver stay valid this long (months of service).
+const CREDENTIAL_VALID_S: u64 = 2 * 365 * 86_400;
+
 fn credential(issuer: &SigningKey, rng: &mut ChaCha20Rng) -> (SigningKey, Credential) {
     let device = generate_signing_key(rng);
     let mut id = [0u8; 16];
@@ -43,7 +55,7 @@ fn credential(issuer: &SigningKey, rng: &mut ChaCha20Rng) -> (SigningKey, Creden
             device_public_key: device.verifying_key().to_bytes(),
             profile: Profile::Adult,
             valid_from_unix_s: (NOW - 60) as u32,
-            valid_until_unix_s: (NOW + 86_400) as u32,
+            valid_until_unix_s: (NOW + CREDENTIAL_VALID_S) as u32,
         },
         issuer,
     );
@@ -67,7 +79,7 @@ fn provision(dir: &Path, deny: u32) -> Reader {
             key_id: 1,
             public_key: issuer.verifying_key().to_bytes(),
             valid_from_unix_s: NOW - 86_400,
-            valid_until_unix_s: NOW + 86_400,
+            valid_until_unix_s: NOW + CREDENTIAL_VALID_S,
         }],
         deny: DenyUpdate::Snapshot(ids),
         tariff: Vec::new(),
@@ -82,6 +94,10 @@ fn provision(dir: &Path, deny: u32) -> Reader {
         stop: None,
     });
     cfg.storage.max_log_bytes = 1 << 40;
+    // Months of simulated service without a bundle update: an explicit
+    // operator choice (`0` disables the staleness refusal), so the load is
+    // about the log, not about trust material ageing.
+    cfg.trust.reject_after_s = 0;
     let key = generate_signing_key(&mut rng);
     Reader::provision(dir, cfg, root.verifying_key(), key, &bundle, NOW).unwrap()
 }
@@ -95,9 +111,34 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where `fill` records the reader time it ended at, for `measure`.
+fn end_file(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("load-end")
+}
+
 /// Codes from `riders` credentials, round-robin, `n` in all, with device
-/// sequences starting after `seq_base`.
+/// sequences starting after `seq_base`, all issued at `NOW`.
 fn codes(n: usize, riders: usize, seq_base: u32, seed: u64) -> Vec<Vec<u8>> {
+    codes_at(n, riders, seq_base, seed, |_| NOW)
+}
+
+/// Like [`codes`], code `i` issued at `at(i)`.
+fn codes_at(
+    n: usize,
+    riders: usize,
+    seq_base: u32,
+    seed: u64,
+    at: impl Fn(usize) -> u64,
+) -> Vec<Vec<u8>> {
     let (_, issuer, _) = keys();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let creds: Vec<_> = (0..riders.max(1))
@@ -107,11 +148,66 @@ fn codes(n: usize, riders: usize, seq_base: u32, seed: u64) -> Vec<Vec<u8>> {
         .map(|i| {
             let (dev, cred) = &creds[i % creds.len()];
             let seq = seq_base + (i / creds.len()) as u32 + 1;
-            RideCode::sign_v1(cred, NOW as u32, seq, dev)
+            RideCode::sign_v1(cred, at(i) as u32, seq, dev)
                 .as_bytes()
                 .to_vec()
         })
         .collect()
+}
+
+/// Realistic service: `per_day` rides a day, evenly spread, each code issued
+/// at its ride time by one of 1,000 riders; maintenance after every decision
+/// (as `fare-validator run` does); at the end of every day the reader is
+/// closed and reopened (depot power cycle) and, with `ack`, the day's rides are
+/// acknowledged first (a depot sync).
+fn fill_realistic(dir: &Path, rides: usize, deny: u32, per_day: u64, ack: bool) {
+    let interval_s = (86_400 / per_day.max(1)).max(1);
+    let mut reader = provision(dir, deny);
+    let t = Instant::now();
+    let chunk = per_day as usize;
+    let mut done = 0usize;
+    let mut now = NOW;
+    while done < rides {
+        let n = chunk.min(rides - done);
+        let base = (done / 1000) as u32;
+        let start = now;
+        // Rider `i % 1000`; device sequences keep increasing across days.
+        let codes = codes_at(n, 1000, base, 9, |i| start + i as u64 * interval_s);
+        for (i, c) in codes.iter().enumerate() {
+            now = start + i as u64 * interval_s;
+            let d = reader.decide_payload(c, now);
+            assert!(d.is_accept(), "{}", d.message());
+            reader.maintenance(now).unwrap();
+        }
+        done += n;
+        now = start + 86_400;
+        if ack {
+            let last = reader.state().next_seq - 1;
+            reader.acknowledge(last).unwrap();
+        }
+        drop(reader);
+        reader = Reader::open(dir, now).unwrap();
+        if done % 100_000 < chunk {
+            let s = reader.status(now);
+            eprintln!(
+                "{done} rides logged ({} days), {:?}, holding {} rides, {} replay entries, \
+                 VmHWM {} KiB, RSS {} KiB",
+                (now - NOW) / 86_400,
+                t.elapsed(),
+                s.next_seq - s.oldest_seq,
+                s.replay_entries,
+                vm_hwm_kib(),
+                vm_rss_kib()
+            );
+        }
+    }
+    std::fs::write(end_file(dir), format!("{now}\n")).unwrap();
+    println!(
+        "fill: {rides} rides at {per_day}/day ({} days), ack={ack}, {deny} deny entries, \
+         peak RSS (VmHWM) {} KiB; measure at {now}",
+        (now - NOW) / 86_400,
+        vm_hwm_kib()
+    );
 }
 
 fn main() {
@@ -156,6 +252,18 @@ fn main() {
             }
             eprintln!("{n} frame decisions in {:?}", t.elapsed());
         }
+        "fill" if args.len() > 4 => {
+            let dir = Path::new(&args[1]);
+            let rides: usize = arg(2).parse().unwrap();
+            let deny: u32 = arg(3).parse().unwrap();
+            let per_day: u64 = arg(4).parse().unwrap();
+            let ack = match arg(5).as_str() {
+                "ack" => true,
+                "noack" => false,
+                other => panic!("expected ack|noack, got {other:?}"),
+            };
+            fill_realistic(dir, rides, deny, per_day, ack);
+        }
         "fill" => {
             let dir = Path::new(&args[1]);
             let rides: usize = arg(2).parse().unwrap();
@@ -188,20 +296,37 @@ fn main() {
         "measure" => {
             let dir = Path::new(&args[1]);
             let n: usize = arg(2).parse().unwrap_or(1000);
+            let at: u64 = arg(3).parse().unwrap_or_else(|_| {
+                std::fs::read_to_string(end_file(dir))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(NOW)
+            });
+            let codes = codes_at(n, n, 1_000_000, 77, |_| at);
+            let rss_before = vm_rss_kib();
             let t = Instant::now();
-            let mut reader = Reader::open(dir, NOW).unwrap();
+            let mut reader = Reader::open(dir, at).unwrap();
             let opened = t.elapsed();
-            let s = reader.status(NOW);
-            let codes = codes(n, n, 1_000_000, 77);
+            let open_hwm = vm_hwm_kib();
+            let s = reader.status(at);
             for c in &codes {
-                assert!(reader.decide_payload(c, NOW).is_accept());
+                let d = reader.decide_payload(c, at);
+                assert!(d.is_accept(), "{}", d.message());
             }
             println!(
-                "measure: opened in {opened:?} with {} rides and {} deny entries; {n} more decisions; \
-                 peak RSS (VmHWM) {} KiB",
+                "measure: opened in {opened:?} holding {} rides ({} unacknowledged, {} total, \
+                 {} bytes logical), {} replay entries, {} deny entries; {n} more decisions; RSS before open {} KiB, \
+                 peak after open {} KiB, peak RSS (VmHWM) {} KiB, RSS now {} KiB",
+                s.next_seq - s.oldest_seq,
+                s.unacked,
                 s.rides_total,
+                s.used_bytes,
+                s.replay_entries,
                 s.deny_entries,
-                vm_hwm_kib()
+                rss_before,
+                open_hwm,
+                vm_hwm_kib(),
+                vm_rss_kib()
             );
         }
         _ => {
