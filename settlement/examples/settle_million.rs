@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release -p fare-settlement --example settle_million            # core, in memory
 //! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store   # + sled ingest and a full settle run
+//! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --chunk 1000000   # one chunk
 //! RAYON_NUM_THREADS=1 cargo run --release -p fare-settlement --example settle_million  # one core
 //! ```
 
@@ -214,17 +215,30 @@ fn main() {
     );
 
     if with_store {
-        store_run(&creds, &rides, n_readers);
+        // `--chunk N`: rides per settlement chunk (default: the config's).
+        let chunk = args
+            .iter()
+            .position(|a| a == "--chunk")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok());
+        store_run(&creds, &rides, n_readers, chunk);
     }
 }
 
 /// Full path through sled: ingest (no HTTP) then one `App::settle`.
-fn store_run(creds: &[(SigningKey, Credential)], rides: &[(u32, u64, Vec<u8>)], n_readers: u32) {
+fn store_run(
+    creds: &[(SigningKey, Credential)],
+    rides: &[(u32, u64, Vec<u8>)],
+    n_readers: u32,
+    chunk: Option<usize>,
+) {
     use fare_settlement::{ingest, App, Config};
     let dir = tempfile::tempdir().unwrap();
+    let defaults = Config::default();
     let cfg = Config {
         operator_token: "x".into(),
-        ..Config::default()
+        settle_chunk_rides: chunk.unwrap_or(defaults.settle_chunk_rides),
+        ..defaults
     };
     let app = App::open(
         dir.path(),

@@ -7,7 +7,10 @@ use crate::core::{days_to_load, passenger_account, service_day, settle_chunk, Fa
 use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::{reverify, CodeToVerify};
-use crate::store::{typed::code_key, Db, Space, WriteSet};
+use crate::store::{
+    typed::{code_key, CodeSighting},
+    Db, ResultBlocks, Space, WriteSet,
+};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::{Date, Tariff};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -122,6 +125,7 @@ fn settle_one_chunk(
     // 3. Load the facts the core needs.
     let mut credentials: HashMap<CredentialId, CredentialRecord> = HashMap::new();
     let mut seen_codes = HashMap::new();
+    let mut sightings: HashMap<CredentialId, Vec<CodeSighting>> = HashMap::new();
     let mut account_days: HashMap<String, (Date, Date)> = HashMap::new();
     for (v, ride) in verdicts.iter().zip(&rides) {
         let Ok(vr) = v else { continue };
@@ -133,8 +137,13 @@ fn settle_one_chunk(
         let Some(c) = credentials.get(&vr.credential_id) else {
             continue;
         };
-        if let Some(first) = db.code_seen(&vr.credential_id, vr.device_seq)? {
-            seen_codes.insert((vr.credential_id, vr.device_seq), first);
+        // One read per credential (its sightings record), not one per ride.
+        if let std::collections::hash_map::Entry::Vacant(e) = sightings.entry(vr.credential_id) {
+            let list = db.code_sightings(&vr.credential_id)?;
+            for s in &list {
+                seen_codes.insert((vr.credential_id, s.device_seq), s.ride);
+            }
+            e.insert(list);
         }
         let day = service_day(ctx.tariff, ride.reader_time_unix_s);
         let need = days_to_load(ctx.tariff, day);
@@ -176,16 +185,11 @@ fn settle_one_chunk(
 
     // 5. One atomic write set.
     let mut w = WriteSet::default();
-    for r in &out.results {
-        w.put(
-            Space::Results,
-            r.ride.key().to_vec(),
-            crate::store::typed::enc("ride_result", r),
-        );
-        *summary.outcomes.entry(r.result.clone()).or_insert(0) += 1;
-    }
+    // Re-rated rides of earlier chunks first (as stored), then this chunk's
+    // results; every touched block is written once.
+    let mut blocks = ResultBlocks::default();
     for (ride, outcome, amount) in &out.result_updates {
-        if let Some(mut r) = db.result(*ride)? {
+        if let Some(r) = blocks.get_mut(db, *ride)? {
             if r.outcome == *outcome && r.amount_minor == *amount {
                 continue;
             }
@@ -194,13 +198,13 @@ fn settle_one_chunk(
             if r.result != "over_credit_limit" {
                 r.result = outcome.code().into();
             }
-            w.put(
-                Space::Results,
-                ride.key().to_vec(),
-                crate::store::typed::enc("ride_result", &r),
-            );
         }
     }
+    for r in out.results {
+        *summary.outcomes.entry(r.result.clone()).or_insert(0) += 1;
+        blocks.upsert(db, r)?;
+    }
+    blocks.write(&mut w);
     let mut ledger_balances: HashMap<String, i64> = HashMap::new();
     let touched: HashSet<String> = out
         .postings
@@ -216,12 +220,21 @@ fn settle_one_chunk(
     for (acc, day, st) in &out.days {
         Db::put_day(&mut w, acc, &day.to_string(), st);
     }
+    // New first sightings merged into each credential's record (the core
+    // only reports codes not seen before, so nothing is replaced).
+    let mut touched_creds: HashSet<CredentialId> = HashSet::new();
     for ((cred, seq), ride) in &out.codes {
-        w.put(
-            Space::Codes,
-            code_key(cred, *seq),
-            crate::store::typed::enc("code", ride),
-        );
+        sightings.entry(*cred).or_default().push(CodeSighting {
+            device_seq: *seq,
+            ride: *ride,
+        });
+        touched_creds.insert(*cred);
+    }
+    for cred in touched_creds {
+        let list = sightings.get_mut(&cred).expect("just inserted");
+        list.sort_by_key(|s| s.device_seq);
+        list.dedup_by_key(|s| s.device_seq);
+        Db::put_code_sightings(&mut w, &cred, list);
     }
     for f in &out.fraud {
         let mut k = code_key(&f.credential_id, f.device_seq);
@@ -290,6 +303,8 @@ pub fn purge(
     let cutoff_key: String = cutoff_day.chars().filter(|c| *c != '-').collect();
     let _w = write_lock.lock().unwrap_or_else(|p| p.into_inner());
     let mut w = WriteSet::default();
+    let mut purged_codes: HashMap<CredentialId, HashSet<RideId>> = HashMap::new();
+    let mut blocks = ResultBlocks::default();
     for r in db.results()? {
         if r.reader_time_unix_s >= cutoff_unix_s {
             continue;
@@ -299,13 +314,25 @@ pub fn purge(
             continue;
         }
         w.delete(Space::Rides, r.ride.key().to_vec());
-        w.delete(Space::Results, r.ride.key().to_vec());
-        if let (Some(c), Some(s)) = (r.credential_id, r.device_seq) {
-            if db.code_seen(&c, s)? == Some(r.ride) {
-                w.delete(Space::Codes, code_key(&c, s));
-            }
+        blocks.remove(db, r.ride)?;
+        if let (Some(c), Some(_)) = (r.credential_id, r.device_seq) {
+            purged_codes.entry(c).or_default().insert(r.ride);
         }
         summary.rides += 1;
+    }
+    blocks.write(&mut w);
+    // Each credential's sightings record is rewritten once, without the
+    // sightings of purged rides.
+    for (cred, rides) in &purged_codes {
+        let list = db.code_sightings(cred)?;
+        let kept: Vec<CodeSighting> = list
+            .iter()
+            .filter(|s| !rides.contains(&s.ride))
+            .copied()
+            .collect();
+        if kept.len() != list.len() {
+            Db::put_code_sightings(&mut w, cred, &kept);
+        }
     }
     for (k, _) in db.store().scan(Space::Days, b"", None, usize::MAX)? {
         let day = k.rsplit(|b| *b == 0).next().unwrap_or(&[]);

@@ -12,7 +12,7 @@ mod sled_store;
 pub mod typed;
 
 pub use sled_store::SledStore;
-pub use typed::{Db, DenyState};
+pub use typed::{Db, DenyState, ResultBlocks};
 
 use crate::error::StoreError;
 
@@ -33,7 +33,8 @@ pub enum Space {
     ReaderStates = b's',
     /// ride key (reader id BE ‖ seq BE) → encoded ride record v1
     Rides = b'R',
-    /// ride key → [`crate::model::RideResult`]
+    /// reader id BE ‖ (reader seq / `typed::RESULT_BLOCK_RIDES`) BE → the
+    /// block's [`crate::model::RideResult`]s, sorted by ride id
     Results = b'o',
     /// incident key → [`crate::model::Incident`]
     Incidents = b'i',
@@ -41,11 +42,13 @@ pub enum Space {
     Postings = b'p',
     /// ledger account (`passenger:ID`, `operator:ID`, `payments_clearing`) → balance i64
     Balances = b'b',
-    /// ledger account name ‖ 0 ‖ posting id → () (postings of an account)
+    /// ledger account name ‖ 0 ‖ posting id → () (postings of a passenger
+    /// or clearing account; operator accounts are not indexed)
     AccountPostings = b'P',
     /// account id ‖ 0 ‖ day (YYYYMMDD) → [`crate::model::DayState`]
     Days = b'd',
-    /// credential id ‖ device seq (BE) → ride key of its first sighting
+    /// credential id → its settled codes: (device seq BE ‖ ride key of the
+    /// first sighting) × n, sorted by device seq (see `typed::CodeSighting`)
     Codes = b'k',
     /// fraud event key → [`crate::model::FraudEvent`]
     Fraud = b'f',

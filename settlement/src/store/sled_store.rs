@@ -29,6 +29,12 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
+            // Settlement chunks are large write batches: favour write speed
+            // over disk space.
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from the explicit `flush()` of every commit; a
+            // background flusher would only compete with large chunk commits.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?;
         let tree = db.open_tree("settlement")?;

@@ -7,7 +7,11 @@ use fare_credential::codec;
 use fare_credential::record::genesis_hash;
 use fare_credential::{CredentialId, RideRecord};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// Ledger accounts with this prefix are not in [`Space::AccountPostings`].
+const OPERATOR_PREFIX: &str = "operator:";
 
 /// Page size of internal scans.
 const PAGE: usize = 4096;
@@ -58,7 +62,121 @@ pub fn day_key(account_id: &str, day: &str) -> Vec<u8> {
     k
 }
 
-/// Key of a ride code: credential id ‖ device seq.
+/// Rides per stored block of results (aligned on the reader sequence).
+/// Results are written and read in bulk (a settlement chunk, reports,
+/// purge), so one record per block instead of one per ride cuts the sled
+/// writes of a chunk by ~40 %; 256 results (~30 KB) keep a record well
+/// below sled's large-value threshold.
+pub const RESULT_BLOCK_RIDES: u64 = 256;
+
+/// Key of the results block holding `ride`: reader id BE ‖ (seq / block) BE.
+pub fn result_block_key(ride: RideId) -> Vec<u8> {
+    let mut k = ride.reader_id.to_be_bytes().to_vec();
+    k.extend_from_slice(&(ride.reader_seq / RESULT_BLOCK_RIDES).to_be_bytes());
+    k
+}
+
+/// Read-modify-write access to result blocks within one [`WriteSet`]: each
+/// block is read at most once and written once by [`ResultBlocks::write`],
+/// however many of its rides change.
+#[derive(Debug, Default)]
+pub struct ResultBlocks {
+    blocks: HashMap<Vec<u8>, Vec<RideResult>>,
+    dirty: HashSet<Vec<u8>>,
+}
+
+impl ResultBlocks {
+    fn block(&mut self, db: &Db, key: &[u8]) -> Result<&mut Vec<RideResult>, StoreError> {
+        if !self.blocks.contains_key(key) {
+            let b = db.result_block(key)?;
+            self.blocks.insert(key.to_vec(), b);
+        }
+        Ok(self.blocks.get_mut(key).expect("just loaded"))
+    }
+    /// The stored (or already changed) result of a ride, for changing it.
+    pub fn get_mut(
+        &mut self,
+        db: &Db,
+        ride: RideId,
+    ) -> Result<Option<&mut RideResult>, StoreError> {
+        let key = result_block_key(ride);
+        self.dirty.insert(key.clone());
+        Ok(self.block(db, &key)?.iter_mut().find(|r| r.ride == ride))
+    }
+    /// Sets a ride's result (replacing any stored one).
+    pub fn upsert(&mut self, db: &Db, r: RideResult) -> Result<(), StoreError> {
+        let key = result_block_key(r.ride);
+        self.dirty.insert(key.clone());
+        let b = self.block(db, &key)?;
+        match b.binary_search_by_key(&r.ride, |x| x.ride) {
+            Ok(i) => b[i] = r,
+            Err(i) => b.insert(i, r),
+        }
+        Ok(())
+    }
+    /// Removes a ride's result; true when there was one.
+    pub fn remove(&mut self, db: &Db, ride: RideId) -> Result<bool, StoreError> {
+        let key = result_block_key(ride);
+        let b = self.block(db, &key)?;
+        let before = b.len();
+        b.retain(|r| r.ride != ride);
+        let removed = b.len() != before;
+        if removed {
+            self.dirty.insert(key);
+        }
+        Ok(removed)
+    }
+    /// Queues every changed block (an emptied block is deleted).
+    pub fn write(self, w: &mut WriteSet) {
+        for key in self.dirty {
+            match self.blocks.get(&key) {
+                Some(b) if !b.is_empty() => w.put(Space::Results, key, enc("ride_results", b)),
+                _ => w.delete(Space::Results, key),
+            }
+        }
+    }
+}
+
+/// One settled ride code: its device sequence and the first ride that held it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeSighting {
+    /// Device sequence of the code.
+    pub device_seq: u32,
+    /// First ride that carried it (the charged one).
+    pub ride: RideId,
+}
+
+/// Bytes per sighting in a [`Space::Codes`] value: device seq (4, BE) ‖ ride key (12).
+const SIGHTING_BYTES: usize = 16;
+
+/// Fixed-width encoding (16 bytes per sighting, no length prefix): this
+/// record is rewritten for every chunk that touches the credential, so it is
+/// kept as small and cheap to (de)code as possible.
+fn encode_sightings(list: &[CodeSighting]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(list.len() * SIGHTING_BYTES);
+    for s in list {
+        v.extend_from_slice(&s.device_seq.to_be_bytes());
+        v.extend_from_slice(&s.ride.key());
+    }
+    v
+}
+
+fn decode_sightings(v: &[u8]) -> Result<Vec<CodeSighting>, StoreError> {
+    if !v.len().is_multiple_of(SIGHTING_BYTES) {
+        return Err(StoreError::Corrupt {
+            what: "code_sightings",
+            why: format!("length {} is not a multiple of {SIGHTING_BYTES}", v.len()),
+        });
+    }
+    Ok(v.chunks_exact(SIGHTING_BYTES)
+        .map(|c| CodeSighting {
+            device_seq: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            ride: RideId::from_key(&c[4..]).expect("12-byte slice"),
+        })
+        .collect())
+}
+
+/// Key of a ride code: credential id ‖ device seq (fraud event keys).
 pub fn code_key(cred: &CredentialId, device_seq: u32) -> Vec<u8> {
     let mut k = cred.0.to_vec();
     k.extend_from_slice(&device_seq.to_be_bytes());
@@ -275,15 +393,21 @@ impl Db {
 
     /// A ride's result.
     pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
-        self.get("ride_result", Space::Results, &ride.key())
+        let block = self.result_block(&result_block_key(ride))?;
+        Ok(block.into_iter().find(|r| r.ride == ride))
     }
-    /// All ride results.
+    /// All ride results, in ride id order.
     pub fn results(&self) -> Result<Vec<RideResult>, StoreError> {
         Ok(self
-            .scan_all("ride_result", Space::Results, b"")?
+            .scan_all::<Vec<RideResult>>("ride_results", Space::Results, b"")?
             .into_iter()
-            .map(|(_, r)| r)
+            .flat_map(|(_, b)| b)
             .collect())
+    }
+    fn result_block(&self, key: &[u8]) -> Result<Vec<RideResult>, StoreError> {
+        Ok(self
+            .get::<Vec<RideResult>>("ride_results", Space::Results, key)?
+            .unwrap_or_default())
     }
     /// All incidents.
     pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -332,7 +456,8 @@ impl Db {
             .map(|(_, p)| p)
             .collect())
     }
-    /// Postings touching one ledger account.
+    /// Postings touching one passenger or clearing ledger account (operator
+    /// accounts are not indexed: use [`Db::postings`] for them).
     pub fn postings_of(&self, ledger_account: &str) -> Result<Vec<Posting>, StoreError> {
         let mut prefix = ledger_account.as_bytes().to_vec();
         prefix.push(0);
@@ -361,16 +486,23 @@ impl Db {
             w.check(Space::Postings, id.to_vec(), None);
             w.put(Space::Postings, id.to_vec(), enc("posting", p));
             let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
-            w.put(
-                Space::AccountPostings,
-                pair_key(debit.as_bytes(), id),
-                Vec::new(),
-            );
-            w.put(
-                Space::AccountPostings,
-                pair_key(credit.as_bytes(), id),
-                Vec::new(),
-            );
+            if !debit.starts_with(OPERATOR_PREFIX) {
+                w.put(
+                    Space::AccountPostings,
+                    pair_key(debit.as_bytes(), id),
+                    Vec::new(),
+                );
+            }
+            // Operator accounts are credited by nearly every ride: their
+            // index would be as large as the postings themselves and nothing
+            // reads it (operators are reported from the postings in bulk).
+            if !credit.starts_with(OPERATOR_PREFIX) {
+                w.put(
+                    Space::AccountPostings,
+                    pair_key(credit.as_bytes(), id),
+                    Vec::new(),
+                );
+            }
             *balances.entry(debit).or_insert(0) -= p.amount_minor;
             *balances.entry(credit).or_insert(0) += p.amount_minor;
         }
@@ -416,7 +548,29 @@ impl Db {
         cred: &CredentialId,
         device_seq: u32,
     ) -> Result<Option<RideId>, StoreError> {
-        self.get("code", Space::Codes, &code_key(cred, device_seq))
+        Ok(self
+            .code_sightings(cred)?
+            .iter()
+            .find(|s| s.device_seq == device_seq)
+            .map(|s| s.ride))
+    }
+    /// Every settled code of a credential (sorted by device sequence): one
+    /// record per credential, so a settlement chunk reads and writes it once
+    /// per credential instead of once per ride.
+    pub fn code_sightings(&self, cred: &CredentialId) -> Result<Vec<CodeSighting>, StoreError> {
+        match self.store.get(Space::Codes, &cred.0)? {
+            Some(v) => decode_sightings(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// Queues a credential's code sightings (sorted by device sequence;
+    /// removes the record when empty).
+    pub fn put_code_sightings(w: &mut WriteSet, cred: &CredentialId, list: &[CodeSighting]) {
+        if list.is_empty() {
+            w.delete(Space::Codes, cred.0.to_vec());
+        } else {
+            w.put(Space::Codes, cred.0.to_vec(), encode_sightings(list));
+        }
     }
 
     /// A payment record.
@@ -474,5 +628,142 @@ impl Db {
     /// Queues a meta value.
     pub fn put_meta<T: Serialize>(w: &mut WriteSet, name: &str, v: &T) {
         w.put(Space::Meta, name.as_bytes().to_vec(), enc("meta", v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn result(reader_id: u32, reader_seq: u64, amount_minor: i64) -> RideResult {
+        RideResult {
+            ride: RideId {
+                reader_id,
+                reader_seq,
+            },
+            outcome: Outcome::Charged,
+            result: "charged".into(),
+            reason: None,
+            account_id: Some("acc".into()),
+            credential_id: None,
+            device_seq: None,
+            service_day: "2026-03-10".into(),
+            operator: "op".into(),
+            route: "1".into(),
+            amount_minor,
+            reader_time_unix_s: reader_seq,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db")).unwrap();
+        (dir, Db::new(Arc::new(store)))
+    }
+
+    /// Results stored in blocks read back per ride and in ride order across
+    /// block and reader boundaries; changes and removals keep the other rides.
+    #[test]
+    fn result_blocks_round_trip_across_block_boundaries() {
+        let (_dir, db) = open();
+        let seqs = [
+            1,
+            2,
+            RESULT_BLOCK_RIDES - 1,
+            RESULT_BLOCK_RIDES,
+            3 * RESULT_BLOCK_RIDES + 7,
+        ];
+        let mut blocks = ResultBlocks::default();
+        // Inserted out of order, two readers.
+        for &s in seqs.iter().rev() {
+            blocks.upsert(&db, result(2, s, s as i64)).unwrap();
+            blocks.upsert(&db, result(1, s, 10 * s as i64)).unwrap();
+        }
+        let mut w = WriteSet::default();
+        blocks.write(&mut w);
+        db.commit(w).unwrap();
+        let all = db.results().unwrap();
+        let ids: Vec<(u32, u64)> = all
+            .iter()
+            .map(|r| (r.ride.reader_id, r.ride.reader_seq))
+            .collect();
+        let mut want: Vec<(u32, u64)> = seqs.iter().flat_map(|&s| [(1, s), (2, s)]).collect();
+        want.sort();
+        assert_eq!(ids, want);
+        let ride = |seq| RideId {
+            reader_id: 1,
+            reader_seq: seq,
+        };
+        assert_eq!(
+            db.result(ride(RESULT_BLOCK_RIDES))
+                .unwrap()
+                .unwrap()
+                .amount_minor,
+            10 * RESULT_BLOCK_RIDES as i64
+        );
+        assert_eq!(db.result(ride(3)).unwrap(), None);
+
+        // A later chunk changes one ride, adds one to a stored block, removes one.
+        let mut blocks = ResultBlocks::default();
+        blocks.get_mut(&db, ride(2)).unwrap().unwrap().amount_minor = -5;
+        blocks.upsert(&db, result(1, 3, 33)).unwrap();
+        assert!(blocks.remove(&db, ride(1)).unwrap());
+        assert!(!blocks.remove(&db, ride(4)).unwrap());
+        let mut w = WriteSet::default();
+        blocks.write(&mut w);
+        db.commit(w).unwrap();
+        assert_eq!(db.result(ride(2)).unwrap().unwrap().amount_minor, -5);
+        assert_eq!(db.result(ride(3)).unwrap().unwrap().amount_minor, 33);
+        assert_eq!(db.result(ride(1)).unwrap(), None);
+        assert_eq!(
+            db.result(ride(RESULT_BLOCK_RIDES - 1))
+                .unwrap()
+                .unwrap()
+                .amount_minor,
+            10 * (RESULT_BLOCK_RIDES as i64 - 1)
+        );
+        assert_eq!(db.results().unwrap().len(), want.len());
+    }
+
+    /// A credential's sightings survive encoding; an emptied record is deleted;
+    /// a corrupt record is an error, not a panic.
+    #[test]
+    fn code_sightings_round_trip() {
+        let (_dir, db) = open();
+        let cred = CredentialId([7; 16]);
+        let list = vec![
+            CodeSighting {
+                device_seq: 1,
+                ride: RideId {
+                    reader_id: 3,
+                    reader_seq: 9,
+                },
+            },
+            CodeSighting {
+                device_seq: u32::MAX,
+                ride: RideId {
+                    reader_id: u32::MAX,
+                    reader_seq: u64::MAX,
+                },
+            },
+        ];
+        let mut w = WriteSet::default();
+        Db::put_code_sightings(&mut w, &cred, &list);
+        db.commit(w).unwrap();
+        assert_eq!(db.code_sightings(&cred).unwrap(), list);
+        assert_eq!(db.code_seen(&cred, 1).unwrap(), Some(list[0].ride));
+        assert_eq!(db.code_seen(&cred, 2).unwrap(), None);
+        let mut w = WriteSet::default();
+        Db::put_code_sightings(&mut w, &cred, &[]);
+        db.commit(w).unwrap();
+        assert_eq!(db.store().get(Space::Codes, &cred.0).unwrap(), None);
+        let mut w = WriteSet::default();
+        w.put(Space::Codes, cred.0.to_vec(), vec![1, 2, 3]);
+        db.commit(w).unwrap();
+        assert!(matches!(
+            db.code_sightings(&cred),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }
