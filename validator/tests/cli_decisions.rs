@@ -379,20 +379,7 @@ fn run_streams_one_json_decision_per_line() {
         "{a}\n# comment\n\n{a}\nnot-hex\n{long}\n{}\n",
         hex::encode(w.code(NOW, 2))
     );
-    let mut child = bin()
-        .args([
-            "run",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--frames",
-            "-",
-            "--at",
-            &NOW.to_string(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_stream(&dir).spawn().unwrap();
     use std::io::Write;
     child
         .stdin

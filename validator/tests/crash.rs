@@ -43,21 +43,7 @@ fn sigkill_never_loses_an_accepted_ride() {
         })
         .collect();
     let t = std::time::Instant::now();
-    let mut child = bin()
-        .args([
-            "run",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--frames",
-            "-",
-            "--at",
-            &NOW.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_stream(&dir).stderr(Stdio::null()).spawn().unwrap();
     child
         .stdin
         .take()
@@ -95,21 +81,7 @@ fn sigkill_never_loses_an_accepted_ride() {
                 next_dev_seq[w] += 1;
             }
         }
-        let mut child = bin()
-            .args([
-                "run",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--frames",
-                "-",
-                "--at",
-                &NOW.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = run_stream(&dir).stderr(Stdio::null()).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let input: String = lines
             .iter()

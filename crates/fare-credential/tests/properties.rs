@@ -37,6 +37,18 @@ fn make_fixture() -> Fixture {
     }
 }
 
+/// The fixture's trust list, an empty deny list, the default policy, at `NOW`.
+fn verify_plain(f: &Fixture, bytes: &[u8]) -> Result<VerifiedRide, RejectReason> {
+    verify_ride_code(
+        bytes,
+        &f.trust,
+        &DenyList::default(),
+        &Policy::default(),
+        NOW,
+        None,
+    )
+}
+
 fn field_of(byte: usize) -> (&'static str, &'static str) {
     CODE_FIELDS
         .iter()
@@ -82,29 +94,13 @@ fn every_truncation_and_extension_is_malformed() {
     let f = fixture();
     let b = f.code.as_bytes();
     for len in 0..b.len() {
-        let err = verify_ride_code(
-            &b[..len],
-            &f.trust,
-            &DenyList::default(),
-            &Policy::default(),
-            NOW,
-            None,
-        )
-        .unwrap_err();
+        let err = verify_plain(f, &b[..len]).unwrap_err();
         assert_eq!(err.code(), "malformed", "truncated to {len}: {err}");
     }
     for extra in 1..8 {
         let mut v = b.to_vec();
         v.extend(std::iter::repeat_n(0xAB, extra));
-        let err = verify_ride_code(
-            &v,
-            &f.trust,
-            &DenyList::default(),
-            &Policy::default(),
-            NOW,
-            None,
-        )
-        .unwrap_err();
+        let err = verify_plain(f, &v).unwrap_err();
         assert_eq!(err.code(), "malformed");
         assert!(err.to_string().contains("trailing"), "{err}");
     }
@@ -273,7 +269,7 @@ proptest! {
         if let Ok(sb) = SignedBatch::parse_v1(&bytes) {
             let _ = sb.verify(&f.reader.verifying_key());
         }
-        let _ = verify_ride_code(&bytes, &f.trust, &DenyList::default(), &Policy::default(), NOW, None);
+        let _ = verify_plain(f, &bytes);
     }
 
     #[test]
@@ -283,7 +279,7 @@ proptest! {
         let mut b = f.code.as_bytes()[..cut].to_vec();
         b.extend(tail.iter().take(199 - cut));
         if b.as_slice() != f.code.as_bytes().as_slice() {
-            prop_assert!(verify_ride_code(&b, &f.trust, &DenyList::default(), &Policy::default(), NOW, None).is_err());
+            prop_assert!(verify_plain(f, &b).is_err());
         }
     }
 

@@ -146,6 +146,18 @@ pub fn bin() -> Command {
 }
 
 /// Runs the CLI, returns (exit code, stdout, stderr).
+/// `fare-validator run --frames - --at NOW` on `dir`, stdin and stdout piped:
+/// the stream mode the simulator and drills use.
+pub fn run_stream(dir: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["run", "--dir"])
+        .arg(dir)
+        .args(["--frames", "-", "--at", &NOW.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    cmd
+}
+
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out: Output = bin().args(args).output().unwrap();
     (
