@@ -110,15 +110,16 @@ pub struct IssueRequest {
 pub struct KeyStore {
     dir: PathBuf,
     root: SigningKey,
+    /// Issuer keys with their windows; `keys.json` is written from these.
     issuers: Vec<(IssuerKey, SigningKey)>,
-    manifest: Manifest,
+    next_bundle_version: u64,
 }
 
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
             .field("dir", &self.dir)
-            .field("issuers", &self.manifest.issuers)
+            .field("issuers", &self.trust_list())
             .finish_non_exhaustive()
     }
 }
@@ -159,18 +160,12 @@ impl KeyStore {
             valid_from_unix_s: now_unix_s,
             valid_until_unix_s: now_unix_s + DEFAULT_ISSUER_VALIDITY_S,
         };
-        let manifest = Manifest {
-            format: 1,
-            root_public_key: root.verifying_key().to_bytes(),
-            issuers: vec![issuer_entry.clone()],
-            next_bundle_version: 1,
-        };
         let p = key_file(dir, 1);
         write_atomic(&p, hex::encode(issuer.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
         let p = dir.join("root.pub");
         write_atomic(
             &p,
-            format!("{}\n", hex::encode(manifest.root_public_key)).as_bytes(),
+            format!("{}\n", hex::encode(root.verifying_key().to_bytes())).as_bytes(),
             false,
         )
         .map_err(io_err(&p))?;
@@ -178,7 +173,7 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             root,
             issuers: vec![(issuer_entry, issuer)],
-            manifest,
+            next_bundle_version: 1,
         };
         store.save_manifest()?;
         // The root key last: its presence marks a complete store.
@@ -220,13 +215,19 @@ impl KeyStore {
             dir: dir.to_path_buf(),
             root,
             issuers,
-            manifest,
+            next_bundle_version: manifest.next_bundle_version,
         })
     }
 
     fn save_manifest(&self) -> Result<(), KeysError> {
         let p = self.dir.join("keys.json");
-        let text = serde_json::to_string_pretty(&self.manifest).expect("manifest serialises");
+        let manifest = Manifest {
+            format: 1,
+            root_public_key: self.root.verifying_key().to_bytes(),
+            issuers: self.trust_list(),
+            next_bundle_version: self.next_bundle_version,
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         write_atomic(&p, text.as_bytes(), false).map_err(io_err(&p))
     }
 
@@ -243,10 +244,9 @@ impl KeyStore {
         rng: &mut impl CryptoRngCore,
     ) -> Result<u32, KeysError> {
         let key_id = self
-            .manifest
             .issuers
             .iter()
-            .map(|k| k.key_id)
+            .map(|(k, _)| k.key_id)
             .max()
             .unwrap_or(0)
             + 1;
@@ -260,7 +260,6 @@ impl KeyStore {
         // Key file first: a manifest naming a missing key would be corrupt.
         let p = key_file(&self.dir, key_id);
         write_atomic(&p, hex::encode(sk.to_bytes()).as_bytes(), true).map_err(io_err(&p))?;
-        self.manifest.issuers.push(entry.clone());
         self.issuers.push((entry, sk));
         self.save_manifest()?;
         Ok(key_id)
@@ -269,24 +268,15 @@ impl KeyStore {
     /// Retires an issuer key early (e.g. suspected compromise): its window
     /// ends at `at_unix_s`. Readers refuse its credentials after their next bundle.
     pub fn retire_issuer(&mut self, key_id: u32, at_unix_s: u64) -> Result<(), KeysError> {
-        let mut found = false;
-        for k in self.manifest.issuers.iter_mut() {
-            if k.key_id == key_id {
-                k.valid_until_unix_s = k.valid_until_unix_s.min(at_unix_s);
-                found = true;
-            }
-        }
-        if !found {
-            return Err(KeysError::Invalid {
+        let (k, _) = self
+            .issuers
+            .iter_mut()
+            .find(|(k, _)| k.key_id == key_id)
+            .ok_or_else(|| KeysError::Invalid {
                 field: "key_id",
                 why: format!("no issuer key {key_id}"),
-            });
-        }
-        for (k, _) in self.issuers.iter_mut() {
-            if k.key_id == key_id {
-                k.valid_until_unix_s = k.valid_until_unix_s.min(at_unix_s);
-            }
-        }
+            })?;
+        k.valid_until_unix_s = k.valid_until_unix_s.min(at_unix_s);
         self.save_manifest()
     }
 
@@ -300,7 +290,7 @@ impl KeyStore {
     }
     /// Every issuer key with its window: the trust list readers get.
     pub fn trust_list(&self) -> Vec<IssuerKey> {
-        self.manifest.issuers.clone()
+        self.issuers.iter().map(|(k, _)| k.clone()).collect()
     }
 
     /// The newest issuer key valid at `now_unix_s`.
@@ -362,8 +352,8 @@ impl KeyStore {
 
     /// Takes the next bundle version number (persisted, strictly increasing).
     pub fn next_bundle_version(&mut self) -> Result<u64, KeysError> {
-        let v = self.manifest.next_bundle_version;
-        self.manifest.next_bundle_version += 1;
+        let v = self.next_bundle_version;
+        self.next_bundle_version += 1;
         self.save_manifest()?;
         Ok(v)
     }
