@@ -55,6 +55,18 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Re-publishes the deny list after an account change; a failure here is a
+/// server fault (the account change itself is already durable).
+fn refresh_deny(app: &App) -> Result<crate::bundle::DenyStateSummary, ApiError> {
+    app.refresh_deny().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "deny_refresh_failed",
+            e.to_string(),
+        )
+    })
+}
+
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized =
         |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
@@ -327,13 +339,7 @@ async fn post_payment(
             let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             ops::pay(&app.db, &id, &req, app.now())?
         };
-        app.refresh_deny().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "deny_refresh_failed",
-                e.to_string(),
-            )
-        })?;
+        refresh_deny(&app)?;
         Ok(r)
     })
     .await?;
@@ -362,13 +368,7 @@ async fn post_freeze(
             let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             ops::set_frozen(&app.db, &id, req.frozen)?
         };
-        app.refresh_deny().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "deny_refresh_failed",
-                e.to_string(),
-            )
-        })?;
+        refresh_deny(&app)?;
         Ok(a)
     })
     .await?;
@@ -457,9 +457,7 @@ async fn report(
                 }
             }
             "deny" => {
-                let d = app
-                    .refresh_deny()
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "deny_refresh_failed", e.to_string()))?;
+                let d = refresh_deny(&app)?;
                 if as_csv {
                     let mut s = String::from("credential_id\n");
                     for id in &d.credential_ids {
