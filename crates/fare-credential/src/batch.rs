@@ -3,7 +3,7 @@
 
 use crate::error::FormatError;
 use crate::keys::{sign_domain, verify_domain, SIGNATURE_LEN};
-use crate::record::{record_hash, RideRecord, MAX_RECORD_BYTES};
+use crate::record::{RideRecord, MAX_RECORD_BYTES};
 use crate::wire::Reader;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
@@ -212,14 +212,4 @@ impl<'a> SignedBatch<'a> {
         self.batch.check_chain()?;
         Ok(self.batch)
     }
-}
-
-/// Recomputes the chain hash after `records`, starting from `prev` (for
-/// settlement checking that a batch continues what it already holds).
-pub fn chain_head(prev: [u8; 32], records: &[RideRecord]) -> Result<[u8; 32], FormatError> {
-    let mut h = prev;
-    for r in records {
-        h = record_hash(&r.encode_v1()?);
-    }
-    Ok(h)
 }
