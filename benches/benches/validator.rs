@@ -2,7 +2,7 @@
 //!
 //! criterion groups:
 //! - `validator/payload_cold`: new rider, payload → durable accept (two
-//!   `verify_strict`, sled transaction, real `flush()` on this disk);
+//!   `verify_strict`, one sled insert, real `flush()` on this disk);
 //! - `validator/payload_repeat_rider`: same credential, next device sequence
 //!   (issuer signature cached: one `verify_strict`);
 //! - `validator/frame_640x480`: camera frame → QR decode → durable accept;

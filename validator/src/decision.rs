@@ -32,7 +32,7 @@ pub enum Stage {
     Deny,
     /// Replay cache lookup.
     Replay,
-    /// Durable append: sled write of record + replay entry + state, then `flush()`.
+    /// Durable append: one sled insert of the ride record, then `flush()`.
     Append,
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! camera frame | payload → decode → parse → credential (issuer sig, cached)
 //!   → device sig → time windows → deny list → replay cache
-//!   → durable append (one sled transaction + flush) → Decision
+//!   → durable append (one sled insert + flush) → Decision
 //! ```
 //!
 //! The reader answers *accept* only after `flush()` returned. See the
@@ -16,6 +16,7 @@ pub mod decision;
 pub mod error;
 pub mod frames;
 pub mod reader;
+mod replay;
 pub mod sync;
 
 pub use config::{ReaderConfig, ReaderIdentityConfig, StorageConfig, TrustPolicy};

@@ -9,14 +9,19 @@
 //! | `reader.pub` | reader public key hex (register with settlement) |
 //! | `root.pub` | deployment root public key hex (verifies bundles) |
 //! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
-//! | `log/` | sled database: trees `rides`, `replay`, `meta`, `rejected` |
+//! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
 //!
-//! Durability: an accept is answered only after one atomic sled transaction
-//! (ride record, replay entries, reader state) and `Db::flush()` returned.
+//! Durability: an accept is answered only after the ride record's single
+//! sled insert and `Db::flush()` returned. Everything else the accept changes
+//! (next sequence, chain head, used bytes, the replay cache) is derived from
+//! the log, so it need not be written with the ride: the reader state is
+//! saved every [`STATE_SAVE_EVERY`] rides and rolled forward over the log's
+//! tail at open, and the in-memory replay cache is rebuilt from the tail.
 
 use crate::config::ReaderConfig;
 use crate::decision::{Decision, Outcome, RideId, Stage, StageTimes};
 use crate::error::{BundleError, ValidatorError};
+use crate::replay::{ReplayCache, ReplayEntry, ReplayKeys};
 use fare_credential::code::MAX_RIDE_CODE_BYTES;
 use fare_credential::codec;
 use fare_credential::keys::parse_public_key;
@@ -27,7 +32,7 @@ use fare_credential::verify::{
 };
 use fare_credential::{
     Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, ReaderBundle, RejectReason,
-    RideRecord, SigningKey, TrustList, VerifyingKey,
+    RideCode, RideRecord, SigningKey, TrustList, VerifyingKey,
 };
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -39,17 +44,17 @@ use std::time::Instant;
 const META_STATE: &[u8] = b"state";
 const META_IDENTITY: &[u8] = b"identity";
 const META_BUNDLE: &[u8] = b"bundle";
-/// Replay keys: `D` + code digest (32 B) and `S` + credential id (16 B) +
-/// device sequence (4 B, big endian). The second catches a code with the same
-/// credential and sequence but different bytes (a phone re-signing a
-/// sequence with another time), which the digest alone would let through.
-const REPLAY_DIGEST: u8 = b'D';
-const REPLAY_SEQ: u8 = b'S';
 /// Replay entries are pruned at most this often (seconds of reader time).
 const PRUNE_INTERVAL_S: u64 = 60;
+/// The reader state is saved after every this many accepted rides (not
+/// flushed: the next ride's flush carries it). It bounds how much of the
+/// log's tail an open rolls the state forward over; it is not needed for
+/// correctness, since the state is a function of the log.
+pub const STATE_SAVE_EVERY: u64 = 256;
 
-/// The reader's persistent counters, rewritten in the same transaction as
-/// every ride so they can never disagree with the log.
+/// The reader's persistent counters. A function of the ride log: saved
+/// periodically, at compaction and at acknowledgement, and rolled forward
+/// over the records written after the saved copy when the log is opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReaderState {
     /// Sequence the next accepted ride gets (starts at 1).
@@ -81,13 +86,6 @@ struct BundleMeta {
     deny_file: String,
     deny_count: u64,
     deny_blake3: [u8; 32],
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct ReplayEntry {
-    seq: u64,
-    seen_unix_s: u64,
-    prune_after_unix_s: u64,
 }
 
 /// A rejected scan, kept (bounded) for analytics. Holds no code bytes: only
@@ -166,10 +164,13 @@ pub struct Reader {
     root: VerifyingKey,
     db: sled::Db,
     rides: sled::Tree,
+    /// Replay entries of records compacted while their code could still
+    /// pass (rare: only an early compaction of a full log does it).
     replay: sled::Tree,
     meta: sled::Tree,
     rejected: sled::Tree,
     state: ReaderState,
+    replay_cache: ReplayCache,
     installed: Option<Installed>,
     cache: CredentialCache,
     rejected_next: u64,
@@ -441,7 +442,7 @@ impl Reader {
                 why: "does not match the key this log was created with".into(),
             });
         }
-        let state: ReaderState = match get(META_STATE)? {
+        let saved: ReaderState = match get(META_STATE)? {
             Some(v) => codec::decode("reader state", &v)?,
             None => {
                 return Err(ValidatorError::NotProvisioned {
@@ -460,7 +461,7 @@ impl Reader {
             .last()
             .map_err(ValidatorError::sled("read rejected"))?
         {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
+            Some((k, _)) => key_seq(&k) + 1,
             None => 0,
         };
         let rejected_count = rejected.len() as u64;
@@ -475,7 +476,8 @@ impl Reader {
             replay,
             meta,
             rejected,
-            state,
+            state: saved,
+            replay_cache: ReplayCache::default(),
             installed,
             cache,
             rejected_next,
@@ -483,42 +485,153 @@ impl Reader {
             last_prune_unix_s: 0,
             failed: None,
         };
-        reader.check_tail()?;
+        reader.roll_state_forward()?;
+        reader.rebuild_replay_cache(now_unix_s)?;
         reader.maintenance(now_unix_s)?;
         Ok(reader)
     }
 
-    /// Cheap consistency check at open: the last record is the one the state
-    /// says, and chains to the head.
-    fn check_tail(&self) -> Result<(), ValidatorError> {
-        let last = self.state.next_seq - 1;
-        match self
+    /// Brings the saved state up to the log: walks the records written after
+    /// the saved copy (at most about [`STATE_SAVE_EVERY`] plus whatever a
+    /// crash kept from being saved), checking that they are contiguous and
+    /// chained from the saved chain head, and adds them to the counters.
+    /// Cheap consistency check at open; `verify_chain` walks everything.
+    fn roll_state_forward(&mut self) -> Result<(), ValidatorError> {
+        let saved = self.state.clone();
+        let saved_last = saved.next_seq - 1;
+        let corrupt = |seq: u64, why: String| ValidatorError::Corrupt { seq, why };
+        let last_seq = match self
             .rides
             .last()
             .map_err(ValidatorError::sled("read last ride"))?
         {
-            None if last < self.state.oldest_seq => Ok(()),
-            None => Err(ValidatorError::Corrupt {
-                seq: last,
-                why: "state names rides but the log is empty".into(),
-            }),
-            Some((k, v)) => {
-                let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-                if seq != last {
-                    return Err(ValidatorError::Corrupt {
+            None if saved_last < saved.oldest_seq => return Ok(()),
+            None => {
+                return Err(corrupt(
+                    saved_last,
+                    "state names rides but the log is empty".into(),
+                ))
+            }
+            Some((k, _)) => key_seq(&k),
+        };
+        if last_seq < saved_last {
+            return Err(corrupt(
+                last_seq,
+                format!("last record is {last_seq} but the state names rides up to {saved_last}"),
+            ));
+        }
+        let mut next = saved.clone();
+        // The saved head is the hash of record `saved_last` (if still held:
+        // compaction may have removed it; then the next record must chain
+        // to it, which the loop checks).
+        let from = saved_last.max(saved.oldest_seq).max(1);
+        for kv in self.rides.range(from.to_be_bytes()..) {
+            let (k, v) = kv.map_err(ValidatorError::sled("read rides"))?;
+            let seq = key_seq(&k);
+            if seq == saved_last {
+                if record_hash(&v) != saved.chain_head {
+                    return Err(corrupt(
                         seq,
-                        why: format!("last record is {seq} but the state says {last}"),
-                    });
+                        "record does not hash to the saved chain head".into(),
+                    ));
                 }
-                if record_hash(&v) != self.state.chain_head {
-                    return Err(ValidatorError::Corrupt {
-                        seq,
-                        why: "last record does not hash to the chain head".into(),
-                    });
-                }
-                Ok(())
+                continue;
+            }
+            if seq != next.next_seq {
+                return Err(corrupt(
+                    seq,
+                    format!("expected record {} after the saved state", next.next_seq),
+                ));
+            }
+            let rec = RideRecord::decode_v1(&v)?;
+            if rec.reader_seq != seq || rec.prev_hash != next.chain_head {
+                return Err(corrupt(seq, "does not chain to the previous record".into()));
+            }
+            next.next_seq = seq + 1;
+            next.chain_head = record_hash(&v);
+            next.used_bytes += v.len() as u64;
+        }
+        if next != saved {
+            tracing::debug!(
+                from = saved.next_seq,
+                to = next.next_seq,
+                "reader state rolled forward over the log tail"
+            );
+            self.state = next;
+            self.save_state()?;
+            self.db
+                .flush()
+                .map_err(ValidatorError::sled("flush state"))?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the in-memory replay cache: the spilled entries, then the
+    /// log read backwards while its codes could still pass. Reader time is
+    /// non-decreasing along the log except when the clock steps back; the
+    /// scan goes `replay_grace_s` further than strictly needed so a step
+    /// back of up to that much cannot hide a live code behind a newer ride.
+    fn rebuild_replay_cache(&mut self, now: u64) -> Result<(), ValidatorError> {
+        let mut cache = ReplayCache::default();
+        for kv in self.replay.iter() {
+            let (k, v) = kv.map_err(ValidatorError::sled("read replay spill"))?;
+            let e: ReplayEntry = codec::decode("replay entry", &v)?;
+            if now <= e.prune_after_unix_s && !cache.insert_spilled(&k, e) {
+                tracing::warn!(key = %hex::encode(&k), "unknown replay spill key ignored");
             }
         }
+        let p = self.config.policy;
+        let horizon_s =
+            p.code_validity_s + 2 * p.skew_tolerance_s + 2 * self.config.storage.replay_grace_s;
+        let mut scanned = 0u64;
+        for kv in self.rides.iter().rev() {
+            let (_, v) = kv.map_err(ValidatorError::sled("read rides"))?;
+            let rec = RideRecord::decode_v1(&v)?;
+            if rec.reader_time_unix_s.saturating_add(horizon_s) < now {
+                break;
+            }
+            scanned += 1;
+            match RideCode::from_bytes(&rec.code) {
+                Ok(code) => {
+                    let e = self.replay_entry(&code, rec.reader_seq, rec.reader_time_unix_s);
+                    if now <= e.prune_after_unix_s {
+                        cache.insert(&ReplayKeys::of(&code), e);
+                    }
+                }
+                // Accepted codes parse; one that does not cannot pass again.
+                Err(e) => {
+                    tracing::warn!(seq = rec.reader_seq, error = %e, "logged code does not parse")
+                }
+            }
+        }
+        tracing::debug!(
+            scanned,
+            entries = cache.len(),
+            "replay cache rebuilt from the log"
+        );
+        self.replay_cache = cache;
+        Ok(())
+    }
+
+    /// The replay entry of an accepted code.
+    fn replay_entry(&self, code: &RideCode, seq: u64, seen_unix_s: u64) -> ReplayEntry {
+        let p = self.config.policy;
+        ReplayEntry {
+            seq,
+            seen_unix_s,
+            prune_after_unix_s: code.issued_at_unix_s() as u64
+                + p.code_validity_s
+                + p.skew_tolerance_s
+                + self.config.storage.replay_grace_s,
+        }
+    }
+
+    /// Writes the in-memory state to `meta` (not flushed).
+    fn save_state(&self) -> Result<(), ValidatorError> {
+        self.meta
+            .insert(META_STATE, codec::encode("reader state", &self.state)?)
+            .map_err(ValidatorError::sled("write reader state"))?;
+        Ok(())
     }
 
     fn load_installed(dir: &Path, meta: BundleMeta) -> Result<Installed, ValidatorError> {
@@ -797,17 +910,20 @@ impl Reader {
         let policy = self.config.policy;
         stage!(Stage::Time, time_stage(&code, &policy, now));
         stage!(Stage::Deny, deny_stage(&code, &inst.deny));
-        let digest = code.digest();
+        let keys = ReplayKeys::of(&code);
+        stage!(
+            Stage::Replay,
+            match self.replay_cache.lookup(&keys) {
+                Some(first) => Err(RejectReason::AlreadyUsed {
+                    first_ride_seq: first.seq,
+                    first_seen_unix_s: first.seen_unix_s,
+                }),
+                None => Ok(()),
+            }
+        );
         let cred = code.credential().body();
-        let digest_key = replay_key_digest(&digest);
-        let seq_key = replay_key_seq(&cred.credential_id, code.device_seq());
-        stage!(Stage::Replay, self.replay_check(&digest_key, &seq_key));
-        let prune_after = code.issued_at_unix_s() as u64
-            + policy.code_validity_s
-            + policy.skew_tolerance_s
-            + self.config.storage.replay_grace_s;
         let t = Instant::now();
-        let r = self.append(bytes, now, &digest_key, &seq_key, prune_after);
+        let r = self.append(&code, bytes, now, &keys);
         st.set(Stage::Append, t.elapsed().as_nanos() as u64);
         match r {
             Ok(seq) => Outcome::Accepted {
@@ -834,40 +950,14 @@ impl Reader {
         }
     }
 
-    fn replay_check(&self, digest_key: &[u8], seq_key: &[u8]) -> Result<(), RejectReason> {
-        for k in [digest_key, seq_key] {
-            // A read error here must not let a replay through: treat the
-            // entry as present only if it decodes; otherwise refuse loudly.
-            match self.replay.get(k) {
-                Ok(Some(v)) => {
-                    let (seq, seen) = codec::decode::<ReplayEntry>("replay entry", &v)
-                        .map(|e| (e.seq, e.seen_unix_s))
-                        .unwrap_or((0, 0));
-                    return Err(RejectReason::AlreadyUsed {
-                        first_ride_seq: seq,
-                        first_seen_unix_s: seen,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "replay cache unreadable; refusing as already used");
-                    return Err(RejectReason::AlreadyUsed {
-                        first_ride_seq: 0,
-                        first_seen_unix_s: 0,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
+    /// Appends the ride: one sled insert, then `flush()`. The replay cache
+    /// and the state change in memory as soon as the insert applied.
     fn append(
         &mut self,
+        parsed: &RideCode,
         code: &[u8],
         now: u64,
-        digest_key: &[u8],
-        seq_key: &[u8],
-        prune_after_unix_s: u64,
+        keys: &ReplayKeys,
     ) -> Result<u64, AppendError> {
         debug_assert!(code.len() <= MAX_RIDE_CODE_BYTES);
         let seq = self.state.next_seq;
@@ -890,7 +980,7 @@ impl Reader {
             // Acknowledged records are safe at settlement: drop them early
             // rather than refuse a ride.
             let need = self.state.used_bytes + enc.len() as u64 - limit;
-            self.compact_inner(u64::MAX, need)
+            self.compact_inner(u64::MAX, need, now)
                 .map_err(AppendError::Storage)?;
             if self.state.used_bytes + enc.len() as u64 > limit {
                 return Err(AppendError::Full {
@@ -899,42 +989,35 @@ impl Reader {
                 });
             }
         }
-        let mut next = self.state.clone();
-        next.next_seq = seq + 1;
-        next.chain_head = record_hash(&enc);
-        next.used_bytes += enc.len() as u64;
-        let state_bytes =
-            codec::encode("reader state", &next).map_err(|e| AppendError::Storage(e.into()))?;
-        let entry = ReplayEntry {
-            seq,
-            seen_unix_s: now,
-            prune_after_unix_s,
-        };
-        let entry_bytes =
-            codec::encode("replay entry", &entry).map_err(|e| AppendError::Storage(e.into()))?;
-        let seq_be = seq.to_be_bytes();
-        let res = (&self.rides, &self.replay, &self.meta).transaction(|(rides, replay, meta)| {
-            rides.insert(&seq_be, enc.as_slice())?;
-            replay.insert(digest_key, entry_bytes.as_slice())?;
-            replay.insert(seq_key, entry_bytes.as_slice())?;
-            meta.insert(META_STATE, state_bytes.as_slice())?;
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        if let Err(e) = res {
+        let chain_head = record_hash(&enc);
+        let len = enc.len() as u64;
+        if let Err(source) = self.rides.insert(seq.to_be_bytes(), enc) {
             return Err(AppendError::Storage(ValidatorError::Sled {
                 what: "append ride",
-                source: abort_txn(e),
+                source,
             }));
         }
-        // The transaction is applied in memory: the sequence is spent even
-        // if the flush fails, so it can never be handed out twice.
-        self.state = next;
+        // The insert is applied in memory: the sequence and the code are
+        // spent even if the flush fails, so neither can be used twice.
+        self.state.next_seq = seq + 1;
+        self.state.chain_head = chain_head;
+        self.state.used_bytes += len;
+        self.replay_cache
+            .insert(keys, self.replay_entry(parsed, seq, now));
         self.db.flush().map_err(|source| {
             AppendError::Storage(ValidatorError::Sled {
                 what: "flush ride",
                 source,
             })
         })?;
+        if seq % STATE_SAVE_EVERY == 0 {
+            // After the answer's durability point, and not flushed: losing
+            // it only means rolling forward over a longer tail at open.
+            // The ride is durable, so it is answered accept whatever happens here.
+            if let Err(e) = self.save_state() {
+                tracing::warn!(error = %e, "saving the reader state failed; the next open rolls forward further");
+            }
+        }
         Ok(seq)
     }
 
@@ -999,21 +1082,23 @@ impl Reader {
     }
 
     fn prune_replay(&mut self, now: u64) -> Result<usize, ValidatorError> {
+        let n = self.replay_cache.prune(now);
+        // The spill tree is empty unless a full log was compacted early.
         let mut batch = sled::Batch::default();
-        let mut n = 0;
+        let mut spilled = 0;
         for kv in self.replay.iter() {
-            let (k, v) = kv.map_err(ValidatorError::sled("scan replay cache"))?;
+            let (k, v) = kv.map_err(ValidatorError::sled("scan replay spill"))?;
             let e: ReplayEntry = codec::decode("replay entry", &v)?;
             if now > e.prune_after_unix_s {
                 batch.remove(k);
-                n += 1;
+                spilled += 1;
             }
         }
-        if n > 0 {
+        if spilled > 0 {
             // Not flushed: losing a prune only means pruning again.
             self.replay
                 .apply_batch(batch)
-                .map_err(ValidatorError::sled("prune replay cache"))?;
+                .map_err(ValidatorError::sled("prune replay spill"))?;
         }
         Ok(n)
     }
@@ -1025,20 +1110,25 @@ impl Reader {
         self.compact_inner(
             now_unix_s.saturating_sub(self.config.storage.retention_s),
             0,
+            now_unix_s,
         )?;
         Ok(self.state.oldest_seq - before)
     }
 
     /// Removes acknowledged records, oldest first, while their reader time is
     /// ≤ `older_than_unix_s`, or (when `need_bytes` > 0) until that many bytes
-    /// were freed regardless of age.
+    /// were freed regardless of age. A removed record whose code could still
+    /// pass at `now_unix_s` leaves its replay entries in the spill tree, in
+    /// the same atomic write, so the next open still refuses the code.
     fn compact_inner(
         &mut self,
         older_than_unix_s: u64,
         need_bytes: u64,
+        now_unix_s: u64,
     ) -> Result<(), ValidatorError> {
         let mut next = self.state.clone();
         let mut batch = sled::Batch::default();
+        let mut spill = sled::Batch::default();
         let mut freed = 0u64;
         let end = self.state.acked_up_to.min(self.state.next_seq - 1);
         if self.state.oldest_seq > end {
@@ -1049,14 +1139,20 @@ impl Reader {
             .range(self.state.oldest_seq.to_be_bytes()..=end.to_be_bytes())
         {
             let (k, v) = kv.map_err(ValidatorError::sled("scan rides"))?;
-            if need_bytes > 0 {
-                if freed >= need_bytes {
-                    break;
-                }
-            } else {
-                let rec = RideRecord::decode_v1(&v)?;
-                if rec.reader_time_unix_s > older_than_unix_s {
-                    break;
+            if need_bytes > 0 && freed >= need_bytes {
+                break;
+            }
+            let rec = RideRecord::decode_v1(&v)?;
+            if need_bytes == 0 && rec.reader_time_unix_s > older_than_unix_s {
+                break;
+            }
+            if let Ok(code) = RideCode::from_bytes(&rec.code) {
+                let e = self.replay_entry(&code, rec.reader_seq, rec.reader_time_unix_s);
+                if now_unix_s <= e.prune_after_unix_s {
+                    let keys = ReplayKeys::of(&code);
+                    let ev = codec::encode("replay entry", &e)?;
+                    spill.insert(&keys.digest_key()[..], ev.clone());
+                    spill.insert(&keys.seq_key()[..], ev);
                 }
             }
             batch.remove(k);
@@ -1068,9 +1164,10 @@ impl Reader {
         }
         next.used_bytes -= freed;
         let state_bytes = codec::encode("reader state", &next)?;
-        (&self.rides, &self.meta)
-            .transaction(|(rides, meta)| {
+        (&self.rides, &self.replay, &self.meta)
+            .transaction(|(rides, replay, meta)| {
                 rides.apply_batch(&batch)?;
+                replay.apply_batch(&spill)?;
                 meta.insert(META_STATE, state_bytes.as_slice())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -1168,10 +1265,10 @@ impl Reader {
         let mut prev: Option<[u8; 32]> = (expect == 1).then(|| genesis_hash(self.reader_id()));
         for kv in self.rides.iter() {
             let (k, v) = kv.map_err(ValidatorError::sled("read rides"))?;
-            let key_seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let seq = key_seq(&k);
             let rec = RideRecord::decode_v1(&v)?;
-            let bad = |why: String| ValidatorError::Corrupt { seq: key_seq, why };
-            if key_seq != expect || rec.reader_seq != expect {
+            let bad = |why: String| ValidatorError::Corrupt { seq, why };
+            if seq != expect || rec.reader_seq != expect {
                 return Err(bad(format!(
                     "expected sequence {expect}, record says {}",
                     rec.reader_seq
@@ -1247,7 +1344,7 @@ impl Reader {
             clock_offset_at_install_s: offset,
             trust_keys: keys,
             deny_entries: deny,
-            replay_entries: self.replay.len(),
+            replay_entries: self.replay_cache.len(),
             rejected_entries: self.rejected_count,
             chain_head: hex::encode(self.state.chain_head),
         }
@@ -1265,19 +1362,9 @@ enum AppendError {
     Storage(ValidatorError),
 }
 
-fn replay_key_digest(digest: &[u8; 32]) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = REPLAY_DIGEST;
-    k[1..].copy_from_slice(digest);
-    k
-}
-
-fn replay_key_seq(id: &CredentialId, device_seq: u32) -> [u8; 21] {
-    let mut k = [0u8; 21];
-    k[0] = REPLAY_SEQ;
-    k[1..17].copy_from_slice(&id.0);
-    k[17..].copy_from_slice(&device_seq.to_be_bytes());
-    k
+/// The sequence number a `rides` key holds (big-endian u64).
+fn key_seq(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))
 }
 
 /// Works around a sled 0.34.7 crash-recovery bug found by this crate's crash

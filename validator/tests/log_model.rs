@@ -125,6 +125,7 @@ proptest! {
             prop_assert_eq!(st.acked_up_to, acked);
             prop_assert_eq!(st.oldest_seq, oldest);
             prop_assert_eq!(reader.verify_chain().unwrap(), model.len() as u64 + 1 - oldest);
+            prop_assert_eq!(st.used_bytes, logged_bytes(&reader));
         }
         // Final restart: everything not compacted is there, byte for byte.
         drop(reader);
@@ -139,6 +140,128 @@ proptest! {
             prop_assert_eq!(&rec.code, &m.code);
         }
     }
+}
+
+/// Sum of the encoded sizes of the records the reader holds.
+fn logged_bytes(r: &Reader) -> u64 {
+    r.records()
+        .map(|x| x.unwrap().encode_v1().unwrap().len() as u64)
+        .sum()
+}
+
+/// A provisioned reader with `n` accepted rides from four wallets, closed
+/// without a final state save (as a power cut would leave it).
+fn reader_with_rides(
+    seed: u64,
+    n: u32,
+) -> (tempfile::TempDir, std::path::PathBuf, Vec<Vec<u8>>, Wallet) {
+    let mut dep = Deployment::new(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
+    let wallets: Vec<Wallet> = (0..4).map(|_| dep.wallet()).collect();
+    let mut codes = Vec::new();
+    for i in 0..n {
+        let code = wallets[i as usize % 4].code(NOW, i / 4 + 1);
+        assert!(r.decide_payload(&code, NOW).is_accept());
+        codes.push(code);
+    }
+    let next = dep.wallet();
+    (tmp, dir, codes, next)
+}
+
+#[test]
+fn state_rolls_forward_over_rides_after_the_last_save() {
+    // The state is saved every STATE_SAVE_EVERY rides, not with each ride:
+    // an open derives it from the log's tail. 300 rides leave 44 after the
+    // last save (at 256); the reopened reader must agree with the one that
+    // wrote them, and refuse every one of their codes again.
+    assert_eq!(fare_validator::reader::STATE_SAVE_EVERY, 256);
+    let (_tmp, dir, codes, w) = reader_with_rides(11, 300);
+    let mut r = Reader::open(&dir, NOW).unwrap();
+    r.acknowledge(10).unwrap();
+    let before = r.state().clone();
+    assert_eq!(before.next_seq, 301);
+    assert_eq!(before.used_bytes, logged_bytes(&r));
+    drop(r);
+    let mut r = Reader::open(&dir, NOW + 5).unwrap();
+    assert_eq!(r.state(), &before);
+    assert_eq!(r.status(NOW + 5).replay_entries, 600);
+    for (i, code) in codes.iter().enumerate().step_by(7) {
+        let d = r.decide_payload(code, NOW + 5);
+        assert_eq!(d.reason_code(), Some("already_used"), "ride {}", i + 1);
+    }
+    // The next ride continues the sequence and the chain.
+    let d = r.decide_payload(&w.code(NOW + 5, 1), NOW + 5);
+    assert_eq!(d.ride_id().unwrap().seq, 301);
+    assert_eq!(r.verify_chain().unwrap(), 301);
+}
+
+#[test]
+fn a_record_altered_after_the_last_save_is_found_at_open() {
+    let (_tmp, dir, _, _) = reader_with_rides(13, 300);
+    {
+        let db = sled::open(dir.join("log")).unwrap();
+        let rides = db.open_tree("rides").unwrap();
+        let key = 280u64.to_be_bytes();
+        let mut v = rides.get(key).unwrap().unwrap().to_vec();
+        let mid = v.len() / 2; // inside the code bytes: 281's prev_hash no longer matches
+        v[mid] ^= 1;
+        rides.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Reader::open(&dir, NOW).unwrap_err();
+    assert!(
+        err.to_string().contains("281") && err.to_string().contains("chain"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_code_compacted_early_from_a_full_log_stays_used_after_restart() {
+    // With the log full, acknowledged rides are dropped early, even while
+    // their codes could still pass; their replay entries then move to the
+    // spill tree in the same write, so a restart still refuses them.
+    let mut dep = Deployment::new(12);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
+    let w = dep.wallet();
+    let first = w.code(NOW, 1);
+    assert!(r.decide_payload(&first, NOW).is_accept());
+    let one = r.state().used_bytes;
+    drop(r);
+    let cfg = std::fs::read_to_string(dir.join("reader.toml")).unwrap();
+    let line = cfg
+        .lines()
+        .find(|l| l.starts_with("max_log_bytes"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        dir.join("reader.toml"),
+        cfg.replace(&line, &format!("max_log_bytes = {}", 2 * one)),
+    )
+    .unwrap();
+    let mut r = Reader::open(&dir, NOW).unwrap();
+    assert!(r.decide_payload(&w.code(NOW, 2), NOW).is_accept());
+    assert_eq!(
+        r.decide_payload(&w.code(NOW, 3), NOW).reason_code(),
+        Some("storage_full")
+    );
+    r.acknowledge(1).unwrap();
+    assert!(r.decide_payload(&w.code(NOW, 3), NOW + 1).is_accept());
+    assert_eq!(r.state().oldest_seq, 2, "ride 1 was dropped early");
+    drop(r);
+    let mut r = Reader::open(&dir, NOW + 2).unwrap();
+    let d = r.decide_payload(&first, NOW + 2);
+    assert_eq!(d.reason_code(), Some("already_used"), "{}", d.message());
+    // Once the code could no longer pass, the spilled entries go too.
+    let later = NOW + 60 + 30 + 3600 + 61;
+    r.maintenance(later).unwrap();
+    assert_eq!(r.status(later).replay_entries, 0);
+    drop(r);
+    let r = Reader::open(&dir, later).unwrap();
+    assert_eq!(r.status(later).replay_entries, 0);
 }
 
 #[test]
