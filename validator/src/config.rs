@@ -23,6 +23,41 @@ pub struct ReaderConfig {
     /// Ride log limits and retention.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Camera frame decoding.
+    #[serde(default)]
+    pub camera: CameraConfig,
+}
+
+/// `[camera]`: how much time one camera frame may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Wall-clock budget for reading the QR code of one frame, milliseconds.
+    /// The decoder tries cheaper ways first and starts a harder one only if
+    /// it fits in what is left; a frame it gives up on is `no_code_found`
+    /// and the camera's next frame gets a fresh budget. Lower it on slow
+    /// reader hardware to keep every decision inside the 100 ms budget
+    /// (fewer hard frames are read, never a wrong one).
+    pub decode_budget_ms: u64,
+}
+
+/// Largest accepted `camera.decode_budget_ms`: a frame that takes longer
+/// than a second is a frame the passenger has given up on.
+pub const MAX_DECODE_BUDGET_MS: u64 = 1000;
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            decode_budget_ms: fare_qr::DEFAULT_DECODE_BUDGET.as_millis() as u64,
+        }
+    }
+}
+
+impl CameraConfig {
+    /// The budget as a duration.
+    pub fn decode_budget(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.decode_budget_ms)
+    }
 }
 
 /// `[reader]`: identity and placement. `reader_id` is also stored in the log
@@ -117,6 +152,7 @@ impl ReaderConfig {
             policy: Policy::default(),
             trust: TrustPolicy::default(),
             storage: StorageConfig::default(),
+            camera: CameraConfig::default(),
         }
     }
 
@@ -142,6 +178,15 @@ impl ReaderConfig {
             return Err(bad(
                 "storage.batch_max_records",
                 format!("{}: expected 1..={max}", self.storage.batch_max_records),
+            ));
+        }
+        if !(1..=MAX_DECODE_BUDGET_MS).contains(&self.camera.decode_budget_ms) {
+            return Err(bad(
+                "camera.decode_budget_ms",
+                format!(
+                    "{}: expected 1..={MAX_DECODE_BUDGET_MS} milliseconds",
+                    self.camera.decode_budget_ms
+                ),
             ));
         }
         if self.policy.code_validity_s == 0 {

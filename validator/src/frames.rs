@@ -2,10 +2,13 @@
 //! sizes, decoder panics contained and reported as no code found).
 
 use std::path::Path;
+use std::time::Duration;
 
-/// Decodes the first QR payload of a grayscale frame; `Err` says why none was read.
-pub fn decode_frame(frame: &image::GrayImage) -> Result<Vec<u8>, String> {
-    fare_qr::decode_luma(frame).map_err(|e| e.to_string())
+/// Decodes the first QR payload of a grayscale frame within `budget` (see
+/// `camera.decode_budget_ms`); `Err` says why none was read.
+pub fn decode_frame(frame: &image::GrayImage, budget: Duration) -> Result<Vec<u8>, String> {
+    fare_qr::decode_luma_with(frame, &fare_qr::DecodeOptions::with_budget(budget))
+        .map_err(|e| e.to_string())
 }
 
 /// Loads an image file as a grayscale frame (size-checked before decoding pixels).

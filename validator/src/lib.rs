@@ -19,7 +19,7 @@ pub mod reader;
 mod replay;
 pub mod sync;
 
-pub use config::{ReaderConfig, ReaderIdentityConfig, StorageConfig, TrustPolicy};
+pub use config::{CameraConfig, ReaderConfig, ReaderIdentityConfig, StorageConfig, TrustPolicy};
 pub use decision::{Decision, Outcome, RideId, Stage, StageTimes};
 pub use error::{BundleError, ValidatorError};
 pub use reader::{read_public_key_file, Reader, ReaderState, RejectedScan, Status};

@@ -86,6 +86,10 @@ enum Cmd {
         /// Write the bytes exactly to stdout (default: hex line).
         #[arg(long)]
         raw: bool,
+        /// Time the decoder may spend on the image, milliseconds (a photo,
+        /// not a live frame: more than a reader's per-frame budget).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        budget_ms: u64,
     },
     /// Decide on a stream: image files in a directory (sorted by name), or
     /// hex payloads on stdin (`-`), one JSON decision per line.
@@ -240,8 +244,9 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             let decision = match (image, payload) {
                 (Some(path), _) => {
                     let start = Instant::now();
+                    let budget = reader.config().camera.decode_budget();
                     let decoded = fare_validator::frames::load_frame(&path)
-                        .and_then(|f| fare_validator::frames::decode_frame(&f));
+                        .and_then(|f| fare_validator::frames::decode_frame(&f, budget));
                     let ns = start.elapsed().as_nanos() as u64;
                     reader.decide_decoded(decoded, ns, t, start)
                 }
@@ -279,9 +284,14 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                 ExitCode::from(1)
             })
         }
-        Cmd::Decode { image, raw } => {
+        Cmd::Decode {
+            image,
+            raw,
+            budget_ms,
+        } => {
+            let budget = std::time::Duration::from_millis(budget_ms);
             let decoded = fare_validator::frames::load_frame(&image)
-                .and_then(|f| fare_validator::frames::decode_frame(&f));
+                .and_then(|f| fare_validator::frames::decode_frame(&f, budget));
             match decoded {
                 Ok(bytes) => {
                     let mut out = std::io::stdout().lock();
@@ -512,8 +522,9 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
         for f in files {
             let t = now(at);
             let start = Instant::now();
+            let budget = reader.config().camera.decode_budget();
             let decoded = fare_validator::frames::load_frame(&f)
-                .and_then(|img| fare_validator::frames::decode_frame(&img));
+                .and_then(|img| fare_validator::frames::decode_frame(&img, budget));
             let ns = start.elapsed().as_nanos() as u64;
             let d = reader.decide_decoded(decoded, ns, t, start);
             let mut v = d.to_json();

@@ -811,7 +811,7 @@ impl Reader {
     /// Decides on a camera frame: QR decode, then the payload pipeline.
     pub fn decide_frame(&mut self, frame: &image::GrayImage, now_unix_s: u64) -> Decision {
         let start = Instant::now();
-        let decoded = crate::frames::decode_frame(frame);
+        let decoded = crate::frames::decode_frame(frame, self.config.camera.decode_budget());
         let decode_ns = start.elapsed().as_nanos() as u64;
         self.decide_decoded(decoded, decode_ns, now_unix_s, start)
     }

@@ -367,6 +367,14 @@ fn usage_errors_exit_2() {
     assert!(err.contains("not a provisioned reader"), "{err}");
     let (code, _, _) = cli(&["scan", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code, 2);
+    // A config value out of range names its key and the expected range.
+    set_config(&dir, "decode_budget_ms", "0");
+    let (code, _, err) = cli(&["scan", "--dir", dir.to_str().unwrap(), "--payload", "00"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("camera.decode_budget_ms") && err.contains("1..=1000"),
+        "{err}"
+    );
 }
 
 #[test]
