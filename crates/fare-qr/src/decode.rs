@@ -9,6 +9,8 @@ use image::GrayImage;
 
 use crate::enhance::{self, Gray};
 use crate::frame::{check_frame_size, load_frame};
+use crate::locate;
+use crate::sample;
 use crate::QrError;
 
 /// How one decode attempt prepares the frame before rqrr's detector runs.
@@ -144,6 +146,10 @@ pub struct DecodeOptions {
     /// Attempts in order; decoding stops at the first attempt that yields a
     /// payload.
     pub attempts: Vec<Attempt>,
+    /// Run the finder-pattern locator first: find the code's finder
+    /// patterns with a cheap run-length scan and let rqrr read an upright
+    /// crop resampled around them, before any whole-frame attempt.
+    pub locator: bool,
 }
 
 impl Default for DecodeOptions {
@@ -151,6 +157,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             budget: DEFAULT_DECODE_BUDGET,
             attempts: DEFAULT_ATTEMPTS.to_vec(),
+            locator: true,
         }
     }
 }
@@ -164,14 +171,25 @@ impl DecodeOptions {
         }
     }
 
-    /// The given attempts, in order, with the given budget.
+    /// The given whole-frame attempts, in order, with the given budget, and
+    /// no locator stage (see [`DecodeOptions::with_locator`]).
     pub fn with_attempts(budget: Duration, attempts: Vec<Attempt>) -> Self {
-        DecodeOptions { budget, attempts }
+        DecodeOptions {
+            budget,
+            attempts,
+            locator: false,
+        }
+    }
+
+    /// These options with the locator stage switched on or off.
+    pub fn with_locator(mut self, on: bool) -> Self {
+        self.locator = on;
+        self
     }
 }
 
 /// Default per-frame budget of [`decode_luma`].
-pub const DEFAULT_DECODE_BUDGET: Duration = Duration::from_millis(60);
+pub const DEFAULT_DECODE_BUDGET: Duration = Duration::from_millis(20);
 
 /// Runs rqrr's detector and decoder on one greyscale view, returning every
 /// payload that passed error correction (raw bytes, not text).
@@ -226,6 +244,23 @@ fn rqrr_decode_view(width: usize, height: usize, view: View<'_>) -> Vec<Vec<u8>>
             Vec::new()
         }
     }
+}
+
+/// Decodes a sampled `dim`×`dim` bit grid (`true` = dark, row-major) with
+/// rqrr's decoder (format check, Reed–Solomon correction), panics
+/// contained.
+fn decode_bit_grid(dim: usize, bits: &[bool]) -> Option<Vec<u8>> {
+    if bits.len() != dim * dim {
+        return None;
+    }
+    let result = crate::quiet::in_decoder(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let grid = rqrr::Grid::new(rqrr::SimpleGrid::from_func(dim, |x, y| bits[y * dim + x]));
+            let mut buf = Vec::new();
+            grid.decode_to(&mut buf).ok().map(|_| buf)
+        }))
+    });
+    result.ok().flatten()
 }
 
 /// What rqrr is given: grey levels (it binarizes) or a ready bitmap
@@ -304,39 +339,306 @@ fn build_grey(frame: &Gray, key: &GreyKey) -> Option<Gray> {
     Some(g)
 }
 
-/// Decodes every QR payload in `img` with the given options.
-///
-/// Returns the payloads of the first view (plain frame, then enhanced
-/// variants) in which any code decoded, without duplicates.
-fn decode_inner(img: &GrayImage, opts: &DecodeOptions) -> Result<Vec<Vec<u8>>, QrError> {
+/// Largest frame the locator scans at full resolution, pixels; larger
+/// frames are scanned at half resolution (repeatedly) so the scan stays
+/// a few milliseconds.
+pub const MAX_LOCATOR_SCAN_PIXELS: usize = 1_400_000;
+
+/// Views rqrr reads for each located symbol, in order: pixels per module
+/// of the upright crop, and its binarization.
+const LOCATED_VIEWS: &[(f32, Threshold)] = &[
+    (4.0, Threshold::Rqrr),
+    (
+        4.0,
+        Threshold::LocalMean {
+            window_px: 29,
+            bias: 2,
+        },
+    ),
+];
+
+/// Sharpening strengths tried on each sampled grid (0 = none), see
+/// `sample::grid_bits`.
+const SAMPLE_SHARPEN: [f32; 3] = [0.0, 1.0, 2.0];
+
+/// Frames whose longer side is under this many pixels are located at
+/// twice their size.
+const SMALL_FRAME_SIDE_PX: usize = 160;
+
+/// Window of the second locator pass's local-mean binarization, pixels:
+/// keeps the thin light ring of small blurred finders (2–3 px modules)
+/// that the block threshold of the first pass closes.
+const SECOND_PASS_WINDOW_PX: usize = 15;
+
+/// Largest estimated symbol size (modules per side, version 21) given an
+/// upright crop for rqrr.
+const MAX_LOCATED_VIEW_DIM: usize = 101;
+
+/// Quiet margin around a located symbol's upright crop, modules.
+const LOCATED_QUIET_MODULES: f32 = 3.0;
+
+/// Prior for rqrr's cost per pixel before any rqrr run on this frame was
+/// timed: this many times the locator scan's cost per pixel (measured on
+/// this machine: rqrr plain ≈ 5–10× the scan on 640×480 frames).
+const RQRR_COST_OVER_SCAN: f64 = 12.0;
+
+/// Predicted costs are multiplied by this before checking them against
+/// what is left of the budget (run-to-run jitter on a shared machine).
+const PREDICTION_MARGIN: f64 = 1.25;
+
+/// Per-frame time accounting: predicts an rqrr run's cost from the worst
+/// cost per pixel observed so far on this frame (or the prior from the
+/// locator scan) and refuses runs that would not fit.
+struct Clock {
+    start: Instant,
+    budget: Duration,
+    /// Worst observed rqrr cost per pixel, seconds.
+    per_px: Option<f64>,
+    /// Prior per pixel (from the locator scan), seconds.
+    prior_per_px: Option<f64>,
+}
+
+impl Clock {
+    /// True when a run over `pixels` is predicted to end within the budget.
+    /// Without any observation or prior, only an unbounded budget fits.
+    fn fits(&self, pixels: usize) -> bool {
+        let Some(per_px) = self.per_px.or(self.prior_per_px) else {
+            return true;
+        };
+        let predicted = Duration::from_secs_f64(per_px * pixels as f64 * PREDICTION_MARGIN);
+        self.start.elapsed() + predicted <= self.budget
+    }
+
+    /// True when a step predicted to take `cost` ends within the budget.
+    fn fits_cost(&self, cost: Duration) -> bool {
+        self.start.elapsed() + cost.mul_f64(PREDICTION_MARGIN) <= self.budget
+    }
+
+    fn record(&mut self, pixels: usize, took: Duration) {
+        let observed = took.as_secs_f64() / pixels.max(1) as f64;
+        self.per_px = Some(self.per_px.map_or(observed, |p| p.max(observed)));
+    }
+}
+
+/// Runs rqrr on a greyscale view with the given binarization.
+fn rqrr_with_threshold(grey: &Gray, threshold: Threshold) -> Vec<Vec<u8>> {
+    match threshold {
+        Threshold::Rqrr => rqrr_decode_view(grey.w, grey.h, View::Grey(&grey.px)),
+        Threshold::LocalMean { window_px, bias } => {
+            let bits = enhance::binarize_local_mean(grey, usize::from(window_px), bias);
+            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
+        }
+        Threshold::Hybrid => {
+            let bits = enhance::binarize_hybrid(grey);
+            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
+        }
+        Threshold::Otsu => {
+            let bits = enhance::binarize_otsu(grey);
+            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
+        }
+    }
+}
+
+/// The locator stage: finder patterns on a block-thresholded (and, for
+/// big frames, downscaled) frame, then for each likely symbol direct grid
+/// sampling and, failing that, rqrr on an upright crop. A second pass
+/// binarizes with a small local-mean window (small blurred modules, glare,
+/// low contrast) and tries the triples the first did not. Returns the
+/// payloads read (all symbols when `all`, else the first) and the number of
+/// finder candidates seen.
+fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>, usize) {
+    let mut scan = None::<Gray>;
+    let mut factor = 1.0f32;
+    while scan.as_ref().unwrap_or(frame).px.len() > MAX_LOCATOR_SCAN_PIXELS {
+        scan = Some(enhance::downscale2(scan.as_ref().unwrap_or(frame)));
+        factor *= 2.0;
+    }
+    let view = scan.as_ref().unwrap_or(frame);
+    let mut out = Vec::new();
+    let mut seen: Vec<locate::Triple> = Vec::new();
+    let mut finders_seen = 0;
+    let mut scan_cost = None::<Duration>;
+    // Best-ranked triple of each pass, for rqrr on an upright crop.
+    let mut crops: Vec<locate::Triple> = Vec::new();
+    // Worst observed cost of one sampled grid and its decodes.
+    let mut sample_cost = Duration::ZERO;
+    for second in [false, true] {
+        if let Some(cost) = scan_cost {
+            if !clock.fits_cost(cost) {
+                tracing::debug!("second locator pass skipped: would overrun the decode budget");
+                break;
+            }
+        }
+        let pass_start = Instant::now();
+        let v = view;
+        let bits = if second {
+            enhance::binarize_local_mean(v, SECOND_PASS_WINDOW_PX, 0)
+        } else {
+            enhance::binarize_hybrid(v)
+        };
+        let finders = locate::find_finders(v.w, v.h, &bits);
+        finders_seen += finders.len();
+        let triples: Vec<(usize, locate::Triple)> = locate::triples(&finders)
+            .into_iter()
+            .filter(|t| !seen.iter().any(|s| s.same_place(t)))
+            .map(|t| (sample::estimate_dimension(&bits, v.w, v.h, &t), t))
+            .collect();
+        let took = pass_start.elapsed();
+        if scan_cost.is_none() {
+            scan_cost = Some(took);
+            clock.prior_per_px =
+                Some(took.as_secs_f64() / v.px.len().max(1) as f64 * RQRR_COST_OVER_SCAN);
+        }
+        tracing::trace!(
+            second,
+            finders = finders.len(),
+            triples = triples.len(),
+            scan_us = took.as_micros() as u64,
+            "locator scan"
+        );
+        'triples: for (rank, (dim_est, t)) in triples.iter().enumerate() {
+            seen.push(*t);
+            let t = t.scaled(factor);
+            // Direct sampling first: a few thousand samples per try.
+            let dim_est = *dim_est;
+            for (dim, align) in [
+                (dim_est, true),
+                (dim_est + 4, true),
+                (dim_est.saturating_sub(4), true),
+                (dim_est, false),
+            ] {
+                if !clock.fits_cost(sample_cost) {
+                    tracing::debug!("grid sampling stopped: would overrun the decode budget");
+                    return (out, finders_seen);
+                }
+                let sample_start = Instant::now();
+                let Some(grey) = sample::sample_grid(frame, &t, dim, align) else {
+                    continue;
+                };
+                for sharpen in SAMPLE_SHARPEN {
+                    let grid = sample::grid_bits(&grey, dim, sharpen);
+                    if !sample::timing_plausible(&grid, dim) {
+                        continue;
+                    }
+                    let payload = decode_bit_grid(dim, &grid);
+                    sample_cost = sample_cost.max(sample_start.elapsed());
+                    if let Some(payload) = payload {
+                        tracing::trace!(dim, align, second, sharpen, "decoded a sampled grid");
+                        out.push(payload);
+                        if !all {
+                            return (out, finders_seen);
+                        }
+                        continue 'triples;
+                    }
+                }
+            }
+            // rqrr on a crop costs about as much as a few hundred sampled
+            // grids: kept for the best-ranked triple of each pass, after
+            // every pass's sampling.
+            if rank == 0 && dim_est <= MAX_LOCATED_VIEW_DIM {
+                crops.push(locate::Triple { dim: dim_est, ..t });
+            }
+        }
+        if !out.is_empty() {
+            return (out, finders_seen);
+        }
+    }
+    for t in &crops {
+        let mut rect: Option<(f32, Gray)> = None;
+        for &(module_px, threshold) in LOCATED_VIEWS {
+            let side = ((t.dim as f32 + 2.0 * LOCATED_QUIET_MODULES) * module_px).round() as usize;
+            if !clock.fits(side * side) {
+                tracing::debug!("located view skipped: would overrun the decode budget");
+                continue;
+            }
+            if rect.as_ref().is_none_or(|(m, _)| *m != module_px) {
+                rect = locate::rectify(
+                    frame,
+                    t,
+                    t.dim,
+                    module_px,
+                    LOCATED_QUIET_MODULES,
+                    MAX_VIEW_PIXELS,
+                )
+                .map(|g| (module_px, g));
+            }
+            let Some((_, grey)) = rect.as_ref() else {
+                continue;
+            };
+            let run = Instant::now();
+            let payloads = rqrr_with_threshold(grey, threshold);
+            clock.record(grey.px.len(), run.elapsed());
+            if !payloads.is_empty() {
+                tracing::trace!(module_px, ?threshold, "decoded a located symbol");
+                out.extend(payloads);
+                if !all {
+                    return (out, finders_seen);
+                }
+                break;
+            }
+        }
+    }
+    (out, finders_seen)
+}
+
+/// Decodes QR payloads in `img` with the given options: the locator stage,
+/// then the whole-frame attempts, all under the budget. Returns the first
+/// payload found, or with `all` every payload of the locator stage and of
+/// the first whole-frame attempt that reads any, without duplicates.
+fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<Vec<u8>>, QrError> {
     check_frame_size(img.width(), img.height())?;
-    let start = Instant::now();
+    let mut clock = Clock {
+        start: Instant::now(),
+        budget: opts.budget,
+        per_px: None,
+        prior_per_px: None,
+    };
     let frame = Gray {
         w: img.width() as usize,
         h: img.height() as usize,
         px: img.as_raw().clone(),
     };
+    let pixels = frame.px.len();
+    // Payloads found so far. `all` (decode_all) also runs the whole-frame
+    // attempts after a successful locator stage, up to the first that
+    // reads anything, and merges: the locator may miss one of several
+    // codes.
+    let mut found = Vec::new();
+    if opts.locator {
+        // Small frames (thumbnails, distant codes with 1–2 px modules) are
+        // located and sampled at twice their size.
+        let upscaled;
+        let located = if frame.w.max(frame.h) < SMALL_FRAME_SIDE_PX && frame.w.min(frame.h) >= 8 {
+            upscaled = enhance::resize_bilinear(&frame, frame.w * 2, frame.h * 2);
+            &upscaled
+        } else {
+            &frame
+        };
+        let (payloads, _finders) = locate_and_read(located, &mut clock, all);
+        found = payloads;
+        if !found.is_empty() && !all {
+            return Ok(found);
+        }
+    }
     let mut cache = Vec::new();
-    // Cost of one full-size attempt, measured on the first one.
-    let mut unit_cost: Option<Duration> = None;
     for (i, attempt) in opts.attempts.iter().enumerate() {
         let area = (f64::from(attempt.scale_percent).powi(2) / 10_000.0).max(0.25);
-        if let Some(unit) = unit_cost {
-            if start.elapsed() + unit.mul_f64(area) > opts.budget {
-                tracing::debug!(
-                    attempt = i,
-                    budget_ms = opts.budget.as_millis() as u64,
-                    "attempt skipped: would overrun the decode budget"
-                );
-                continue;
-            }
+        let view_px = (pixels as f64 * area) as usize;
+        // Without the locator, the first attempt always runs.
+        let first = i == 0 && !opts.locator;
+        if !first && !clock.fits(view_px) {
+            tracing::debug!(
+                attempt = i,
+                budget_ms = opts.budget.as_millis() as u64,
+                "attempt skipped: would overrun the decode budget"
+            );
+            continue;
         }
         let t = Instant::now();
         let mut payloads = run_attempt(&frame, attempt, &mut cache);
-        // Keep the worst observed cost per full-frame area: noisy binarized
-        // views cost more than the plain one.
-        let observed = t.elapsed().div_f64(area);
-        unit_cost = Some(unit_cost.map_or(observed, |u| u.max(observed)));
+        // Keep the worst observed cost per pixel: noisy binarized views
+        // cost more than the plain one.
+        clock.record(view_px, t.elapsed());
         if i == 0 && payloads.is_empty() && is_flat(&frame) {
             // Nothing but a few grey levels: no code can be in view, and
             // binarizing sensor noise would only burn the budget.
@@ -344,12 +646,13 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions) -> Result<Vec<Vec<u8>>, Q
             break;
         }
         if !payloads.is_empty() {
-            dedup(&mut payloads);
             tracing::trace!(attempt = i, ?attempt, "decoded");
-            return Ok(payloads);
+            found.append(&mut payloads);
+            break;
         }
     }
-    Ok(Vec::new())
+    dedup(&mut found);
+    Ok(found)
 }
 
 /// Contrast range (1st to 99th percentile, grey levels) below which a frame
@@ -410,7 +713,7 @@ pub fn decode_luma(img: &GrayImage) -> Result<Vec<u8>, QrError> {
 
 /// Like [`decode_luma`] with explicit options (time budget).
 pub fn decode_luma_with(img: &GrayImage, opts: &DecodeOptions) -> Result<Vec<u8>, QrError> {
-    decode_inner(img, opts)?
+    decode_inner(img, opts, false)?
         .into_iter()
         .next()
         .ok_or(QrError::NoCodeFound)
@@ -422,10 +725,10 @@ pub fn decode_all(img: &GrayImage) -> Vec<Vec<u8>> {
     decode_all_with(img, &DecodeOptions::default())
 }
 
-/// Like [`decode_all`] with explicit options: the payloads of the first
-/// attempt that reads any code.
+/// Like [`decode_all`] with explicit options: the payloads of the locator
+/// stage and of the first whole-frame attempt that reads any code, merged.
 pub fn decode_all_with(img: &GrayImage, opts: &DecodeOptions) -> Vec<Vec<u8>> {
-    decode_inner(img, opts).unwrap_or_default()
+    decode_inner(img, opts, true).unwrap_or_default()
 }
 
 /// Loads an image file with [`load_frame`] and decodes its first payload.

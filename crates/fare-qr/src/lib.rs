@@ -41,11 +41,14 @@ mod encode;
 mod enhance;
 mod error;
 mod frame;
+mod locate;
 mod quiet;
+mod sample;
 
 pub use decode::{
     decode_all, decode_all_with, decode_file, decode_luma, decode_luma_with, Attempt,
-    DecodeOptions, Threshold, DEFAULT_ATTEMPTS, DEFAULT_DECODE_BUDGET, MAX_VIEW_PIXELS,
+    DecodeOptions, Threshold, DEFAULT_ATTEMPTS, DEFAULT_DECODE_BUDGET, MAX_LOCATOR_SCAN_PIXELS,
+    MAX_VIEW_PIXELS,
 };
 pub use encode::{
     encode_symbol, render_luma, render_png, render_terminal, MAX_MODULE_PX, MAX_PAYLOAD_BYTES,

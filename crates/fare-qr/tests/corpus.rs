@@ -11,9 +11,9 @@ use std::time::Duration;
 mod common;
 use common::{classify, corpus_dir, images_of, rotate, Outcome, MULTI_CODE};
 
-/// The default attempts with a budget no test machine reaches, so the rates
-/// do not depend on machine load (the default 60 ms budget would cut
-/// attempts on a busy machine).
+/// The default pipeline with a budget no test machine reaches, so the rates
+/// do not depend on machine load (the default 20 ms budget cuts work on a
+/// busy machine; `tests/compare.rs` prints the rates with it).
 fn opts() -> DecodeOptions {
     DecodeOptions::with_budget(Duration::from_secs(60))
 }
@@ -36,16 +36,19 @@ fn alternate_label(path: &std::path::Path) -> Option<&'static [u8]> {
 }
 
 /// Minimum decoded images per set and rotation (0/90/180/270°), charset-only
-/// differences counted as decoded. Measured rate minus a small margin.
+/// differences counted as decoded. Set to the measured rates: with an
+/// unbounded budget every step is deterministic, so any drop is a
+/// regression.
 const FLOORS: &[(&str, [usize; 4])] = &[
-    // Measured with DEFAULT_ATTEMPTS: 20/20/20/20 (plain rqrr 15/14/15/14).
-    ("qrcode-1", [19, 19, 19, 19]),
-    // 34/34/34/34 (plain rqrr 25/24/23/26).
-    ("qrcode-2", [33, 33, 33, 33]),
-    // 41/42/41/42 (plain rqrr 30/27/27/27).
-    ("qrcode-3", [40, 41, 40, 41]),
+    // Measured: 20/20/20/20 (plain rqrr 15/14/15/14).
+    ("qrcode-1", [20, 20, 20, 20]),
+    // 34/34/34/34 (plain rqrr 25/24/23/26); the misses are 33.png, a
+    // 65×65 px thumbnail with ~1.5 px modules, at every rotation.
+    ("qrcode-2", [34, 34, 34, 34]),
+    // 42/42/42/42 (plain rqrr 30/27/27/27).
+    ("qrcode-3", [42, 42, 42, 42]),
     // 15/15/15/15 (plain rqrr 8/8/8/6).
-    ("qrcode-6", [14, 14, 14, 14]),
+    ("qrcode-6", [15, 15, 15, 15]),
 ];
 
 #[test]
