@@ -6,6 +6,7 @@
 //! cargo run --release -p fare-settlement --example settle_million            # core, in memory
 //! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store   # + sled ingest and a full settle run
 //! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --chunk 1000000   # one chunk
+//! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --no-core   # only the sled path
 //! RAYON_NUM_THREADS=1 cargo run --release -p fare-settlement --example settle_million  # one core
 //! ```
 
@@ -134,6 +135,16 @@ fn main() {
             )
         })
         .collect();
+
+    if with_store && args.iter().any(|a| a == "--no-core") {
+        let chunk = args
+            .iter()
+            .position(|a| a == "--chunk")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok());
+        store_run(&creds, &rides, n_readers, chunk);
+        return;
+    }
 
     // Settlement core: re-verify, then rate and post.
     let t_all = Instant::now();
@@ -365,9 +376,11 @@ fn store_run(
     let ingest_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let c0 = cpu_s();
-    let summary = app.settle().unwrap();
+    let mut phases = fare_settlement::settle::PhaseTimes::default();
+    let summary = app.settle_timed(&mut phases).unwrap();
     let settle_s = t.elapsed().as_secs_f64();
     let settle_cpu = cpu_s() - c0;
+    println!("settle phases (wall): {phases}");
     let n = rides.len() as f64;
     println!(
         "sled: ingest {ingest_s:.1} s ({:.0} records/s) | full settle run {settle_s:.1} s ({:.0} rides/s, {settle_cpu:.1} CPU-s), {} chunks, {} postings",
@@ -376,4 +389,6 @@ fn store_run(
         summary.chunks,
         summary.postings
     );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average after the settle run: {}", load.trim());
 }

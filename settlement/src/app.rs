@@ -181,6 +181,11 @@ impl App {
 
     /// Settles everything ingested so far and publishes the deny list.
     pub fn settle(&self) -> Result<RunSummary, AppError> {
+        self.settle_timed(&mut settle::PhaseTimes::default())
+    }
+
+    /// [`App::settle`], adding the wall time of each phase to `times`.
+    pub fn settle_timed(&self, times: &mut settle::PhaseTimes) -> Result<RunSummary, AppError> {
         let trust = self.trust()?;
         let ctx = SettleContext {
             tariff: &self.tariff,
@@ -190,7 +195,7 @@ impl App {
             write_lock: &self.write_lock,
         };
         let now = self.now();
-        let summary = settle::run(&self.db, &ctx, now)?;
+        let summary = settle::run_timed(&self.db, &ctx, now, times)?;
         self.refresh_deny()?;
         Ok(summary)
     }

@@ -6,6 +6,7 @@
 use crate::core::{days_to_load, passenger_account, service_day, settle_chunk, Facts, RideIn};
 use crate::error::StoreError;
 use crate::model::*;
+use crate::reverify::Verdict;
 use crate::reverify::{reverify, CodeToVerify};
 use crate::store::{
     typed::{code_key, CodeSighting},
@@ -13,8 +14,13 @@ use crate::store::{
 };
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::{Date, Tariff};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Meta value: number of the last committed settlement chunk.
+const POSTING_CHUNK_META: &str = "settle_chunk_no";
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,16 +54,100 @@ pub struct SettleContext<'a> {
     pub write_lock: &'a Mutex<()>,
 }
 
+/// Wall time spent per phase of a run, summed over its chunks (for
+/// measurements: the example and benches print it; nothing depends on it).
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimes {
+    /// Reading reader cursors and ride records, decoding them.
+    pub read_rides: Duration,
+    /// Re-verification (all cores).
+    pub reverify: Duration,
+    /// Loading credentials, code sightings, accounts, balances, day states.
+    pub load_facts: Duration,
+    /// The pure core: duplicates, rating, postings.
+    pub core: Duration,
+    /// Building the write set (result blocks, balances, encodings).
+    pub build_writes: Duration,
+    /// `Store::commit` (checks, apply, flush).
+    pub commit: Duration,
+}
+
+impl std::fmt::Display for PhaseTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read rides {:.2} s | re-verify {:.2} s | load facts {:.2} s | core {:.2} s | build writes {:.2} s | commit {:.2} s",
+            self.read_rides.as_secs_f64(),
+            self.reverify.as_secs_f64(),
+            self.load_facts.as_secs_f64(),
+            self.core.as_secs_f64(),
+            self.build_writes.as_secs_f64(),
+            self.commit.as_secs_f64()
+        )
+    }
+}
+
 /// Settles everything ingested so far.
 pub fn run(db: &Db, ctx: &SettleContext<'_>, now_unix_s: u64) -> Result<RunSummary, StoreError> {
+    run_timed(db, ctx, now_unix_s, &mut PhaseTimes::default())
+}
+
+/// [`run`], adding the wall time of each phase to `times`.
+///
+/// Pipelined: while chunk N commits (a background thread; sled's apply and
+/// flush use one core), chunk N+1 is read and re-verified, which depends
+/// only on immutable ride records. Everything that reads settled state
+/// (cursors, credentials, sightings, days, balances, result blocks) waits
+/// for chunk N's commit, and each chunk still commits atomically with its
+/// readers' `settled_seq`, so a crash redoes at most the chunk in flight.
+pub fn run_timed(
+    db: &Db,
+    ctx: &SettleContext<'_>,
+    now_unix_s: u64,
+    times: &mut PhaseTimes,
+) -> Result<RunSummary, StoreError> {
     let mut summary = RunSummary::default();
+    let mut next: Option<Prepared> = None;
     loop {
         let _w = ctx.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let n = settle_one_chunk(db, ctx, now_unix_s, &mut summary)?;
-        if n == 0 {
+        let prepared = match next.take() {
+            Some(p) => p,
+            None => prepare(db, ctx, &HashMap::new(), times)?,
+        };
+        if prepared.records.is_empty() {
             return Ok(summary);
         }
+        // The plan was made before the previous commit finished: check the
+        // cursors under the lock (another run may have settled these rides).
+        let Some(cursors) = current_cursors(db, &prepared.plan)? else {
+            continue;
+        };
+        let (w, stats) = build_chunk(db, ctx, now_unix_s, &prepared, cursors, times)?;
+        let settled: HashMap<u32, u64> =
+            prepared.plan.iter().map(|p| (p.reader_id, p.to)).collect();
+        let (committed, following) = std::thread::scope(|s| {
+            let commit = s.spawn(|| {
+                let t = Instant::now();
+                db.commit(w).map(|()| t.elapsed())
+            });
+            let following = prepare(db, ctx, &settled, times);
+            let committed = commit
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (committed, following)
+        });
+        times.commit += committed?;
+        let n = prepared.records.len() as u64;
+        summary.rides += n;
         summary.chunks += 1;
+        summary.postings += stats.postings;
+        summary.fraud_events += stats.fraud_events;
+        summary.incidents += stats.incidents;
+        for (k, v) in stats.outcomes {
+            *summary.outcomes.entry(k).or_insert(0) += v;
+        }
+        metrics::counter!("settlement_settled_rides_total").increment(n);
+        next = Some(following?);
     }
 }
 
@@ -68,39 +158,81 @@ fn decode(b: &[u8]) -> Result<RideRecord, StoreError> {
     })
 }
 
-fn settle_one_chunk(
+/// The rides of one reader a chunk takes: `from..=to`.
+#[derive(Clone, Copy, Debug)]
+struct ReaderPlan {
+    reader_id: u32,
+    from: u64,
+    to: u64,
+}
+
+/// A chunk read and re-verified, not yet settled.
+struct Prepared {
+    plan: Vec<ReaderPlan>,
+    records: Vec<RideRecord>,
+    operators: HashMap<u32, String>,
+    verdicts: Vec<Verdict>,
+}
+
+/// What a committed chunk adds to the run summary.
+#[derive(Default)]
+struct ChunkStats {
+    outcomes: BTreeMap<String, u64>,
+    postings: u64,
+    fraud_events: u64,
+    incidents: u64,
+}
+
+/// Picks up to `chunk_rides` unsettled rides reader by reader, reads them
+/// (readers in parallel) and re-verifies them. `settled` overrides stored
+/// cursors that a commit still in flight is advancing. Reads only ride
+/// records (immutable once ingested), reader states and readers.
+fn prepare(
     db: &Db,
     ctx: &SettleContext<'_>,
-    now: u64,
-    summary: &mut RunSummary,
-) -> Result<u64, StoreError> {
-    // 1. Collect up to chunk_rides unsettled rides, reader by reader.
-    let mut records: Vec<RideRecord> = Vec::new();
+    settled: &HashMap<u32, u64>,
+    times: &mut PhaseTimes,
+) -> Result<Prepared, StoreError> {
+    let t = Instant::now();
+    let mut plan: Vec<ReaderPlan> = Vec::new();
     let mut operators: HashMap<u32, String> = HashMap::new();
-    let mut cursor_updates: Vec<(u32, Option<Vec<u8>>, ReaderState)> = Vec::new();
+    let mut n = 0usize;
     for reader in db.readers()? {
-        if records.len() >= ctx.chunk_rides {
+        if n >= ctx.chunk_rides {
             break;
         }
-        let (state, raw) = db.reader_state(reader.reader_id)?;
-        if state.settled_seq >= state.acked_seq {
+        let (state, _) = db.reader_state(reader.reader_id)?;
+        let settled_seq = settled
+            .get(&reader.reader_id)
+            .copied()
+            .unwrap_or(0)
+            .max(state.settled_seq);
+        if settled_seq >= state.acked_seq {
             continue;
         }
-        let room = (ctx.chunk_rides - records.len()) as u64;
-        let to = state.acked_seq.min(state.settled_seq + room);
-        for b in db.ride_bytes(reader.reader_id, state.settled_seq + 1, to)? {
-            records.push(decode(&b)?);
-        }
+        let room = (ctx.chunk_rides - n) as u64;
+        let to = state.acked_seq.min(settled_seq + room);
+        n += (to - settled_seq) as usize;
+        plan.push(ReaderPlan {
+            reader_id: reader.reader_id,
+            from: settled_seq + 1,
+            to,
+        });
         operators.insert(reader.reader_id, reader.operator.clone());
-        let mut new_state = state.clone();
-        new_state.settled_seq = to;
-        cursor_updates.push((reader.reader_id, raw, new_state));
     }
-    if records.is_empty() {
-        return Ok(0);
-    }
+    let per_reader: Vec<Vec<RideRecord>> = plan
+        .par_iter()
+        .map(|p| {
+            db.ride_bytes(p.reader_id, p.from, p.to)?
+                .iter()
+                .map(|b| decode(b))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let records: Vec<RideRecord> = per_reader.into_iter().flatten().collect();
+    times.read_rides += t.elapsed();
 
-    // 2. Re-verify (all cores).
+    let t = Instant::now();
     let codes: Vec<CodeToVerify<'_>> = records
         .iter()
         .map(|r| CodeToVerify {
@@ -109,6 +241,57 @@ fn settle_one_chunk(
         })
         .collect();
     let verdicts = reverify(&codes, ctx.trust, &ctx.policy);
+    times.reverify += t.elapsed();
+    Ok(Prepared {
+        plan,
+        records,
+        operators,
+        verdicts,
+    })
+}
+
+/// A reader's new state, with the stored bytes it replaces (compare-and-swap).
+type CursorUpdate = (u32, Option<Vec<u8>>, ReaderState);
+
+/// The readers' states with their cursors advanced by the plan, or `None`
+/// when a cursor moved since the plan was made.
+fn current_cursors(db: &Db, plan: &[ReaderPlan]) -> Result<Option<Vec<CursorUpdate>>, StoreError> {
+    let mut out = Vec::with_capacity(plan.len());
+    for p in plan {
+        let (state, raw) = db.reader_state(p.reader_id)?;
+        if state.settled_seq + 1 != p.from || p.to > state.acked_seq {
+            return Ok(None);
+        }
+        let mut new_state = state;
+        new_state.settled_seq = p.to;
+        out.push((p.reader_id, raw, new_state));
+    }
+    Ok(Some(out))
+}
+
+/// Settles a prepared chunk: loads the facts, runs the pure core and
+/// returns the chunk's whole write set (cursors included).
+fn build_chunk(
+    db: &Db,
+    ctx: &SettleContext<'_>,
+    now: u64,
+    prepared: &Prepared,
+    cursor_updates: Vec<CursorUpdate>,
+    times: &mut PhaseTimes,
+) -> Result<(WriteSet, ChunkStats), StoreError> {
+    let mut t = Instant::now();
+    let mut lap = |slot: &mut Duration| {
+        let now = Instant::now();
+        *slot += now - t;
+        t = now;
+    };
+    let mut stats = ChunkStats::default();
+    let Prepared {
+        records,
+        operators,
+        verdicts,
+        ..
+    } = prepared;
     let rides: Vec<RideIn> = records
         .iter()
         .map(|r| RideIn {
@@ -122,53 +305,87 @@ fn settle_one_chunk(
         })
         .collect();
 
-    // 3. Load the facts the core needs.
+    // 3. Load the facts the core needs: each distinct credential (its record
+    //    and its sightings: one read each, not one per ride), then each
+    //    account (record, balance, day states); point reads in parallel.
+    let mut cred_ids: Vec<CredentialId> = verdicts
+        .iter()
+        .filter_map(|v| v.as_ref().ok().map(|vr| vr.credential_id))
+        .collect();
+    cred_ids.sort_unstable();
+    cred_ids.dedup();
+    type CredFacts = (CredentialId, Option<CredentialRecord>, Vec<CodeSighting>);
+    let loaded: Vec<CredFacts> = cred_ids
+        .par_iter()
+        .with_min_len(64)
+        .map(|id| {
+            let c = db.credential(id)?;
+            let list = match c {
+                Some(_) => db.code_sightings(id)?,
+                None => Vec::new(),
+            };
+            Ok((*id, c, list))
+        })
+        .collect::<Result<_, StoreError>>()?;
     let mut credentials: HashMap<CredentialId, CredentialRecord> = HashMap::new();
     let mut seen_codes = HashMap::new();
     let mut sightings: HashMap<CredentialId, Vec<CodeSighting>> = HashMap::new();
+    for (id, c, list) in loaded {
+        let Some(c) = c else { continue };
+        credentials.insert(id, c);
+        for s in &list {
+            seen_codes.insert((id, s.device_seq), s.ride);
+        }
+        sightings.insert(id, list);
+    }
     let mut account_days: HashMap<String, (Date, Date)> = HashMap::new();
+    let mut day_ranges: HashMap<Date, (Date, Date)> = HashMap::new();
     for (v, ride) in verdicts.iter().zip(&rides) {
         let Ok(vr) = v else { continue };
-        if let std::collections::hash_map::Entry::Vacant(e) = credentials.entry(vr.credential_id) {
-            if let Some(c) = db.credential(&vr.credential_id)? {
-                e.insert(c);
-            }
-        }
         let Some(c) = credentials.get(&vr.credential_id) else {
             continue;
         };
-        // One read per credential (its sightings record), not one per ride.
-        if let std::collections::hash_map::Entry::Vacant(e) = sightings.entry(vr.credential_id) {
-            let list = db.code_sightings(&vr.credential_id)?;
-            for s in &list {
-                seen_codes.insert((vr.credential_id, s.device_seq), s.ride);
-            }
-            e.insert(list);
-        }
         let day = service_day(ctx.tariff, ride.reader_time_unix_s);
-        let need = days_to_load(ctx.tariff, day);
-        let (lo, hi) = (need[0], need[need.len() - 1]);
-        account_days
-            .entry(c.account_id.clone())
-            .and_modify(|(a, b)| {
+        // A chunk spans few service days: their ranges are computed once.
+        let (lo, hi) = *day_ranges.entry(day).or_insert_with(|| {
+            let need = days_to_load(ctx.tariff, day);
+            (need[0], need[need.len() - 1])
+        });
+        match account_days.get_mut(c.account_id.as_str()) {
+            Some((a, b)) => {
                 *a = (*a).min(lo);
                 *b = (*b).max(hi);
-            })
-            .or_insert((lo, hi));
+            }
+            None => {
+                account_days.insert(c.account_id.clone(), (lo, hi));
+            }
+        }
     }
+    type AccountFacts = (String, Option<Account>, i64, Vec<(String, DayState)>);
+    let account_days: Vec<(String, (Date, Date))> = account_days.into_iter().collect();
+    let loaded: Vec<AccountFacts> = account_days
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(acc, (lo, hi))| {
+            let a = db.account(&acc)?;
+            let bal = db.balance(&passenger_account(&acc))?;
+            let d = db.days(&acc, &lo.to_string(), &hi.to_string())?;
+            Ok((acc, a, bal, d))
+        })
+        .collect::<Result<_, StoreError>>()?;
     let mut accounts = HashMap::new();
     let mut balances = HashMap::new();
     let mut days = HashMap::new();
-    for (acc, (lo, hi)) in &account_days {
-        if let Some(a) = db.account(acc)? {
+    for (acc, a, bal, d) in loaded {
+        if let Some(a) = a {
             accounts.insert(acc.clone(), a);
         }
-        balances.insert(acc.clone(), db.balance(&passenger_account(acc))?);
-        for (d, st) in db.days(acc, &lo.to_string(), &hi.to_string())? {
+        for (d, st) in d {
             if let Ok(date) = d.parse::<Date>() {
                 days.insert((acc.clone(), date), st);
             }
         }
+        balances.insert(acc, bal);
     }
     let facts = Facts {
         tariff: ctx.tariff,
@@ -180,8 +397,11 @@ fn settle_one_chunk(
         days: &days,
     };
 
+    lap(&mut times.load_facts);
+
     // 4. The pure core.
-    let out = settle_chunk(&rides, &verdicts, &facts);
+    let out = settle_chunk(&rides, verdicts, &facts);
+    lap(&mut times.core);
 
     // 5. One atomic write set.
     let mut w = WriteSet::default();
@@ -201,21 +421,33 @@ fn settle_one_chunk(
         }
     }
     for r in out.results {
-        *summary.outcomes.entry(r.result.clone()).or_insert(0) += 1;
+        *stats.outcomes.entry(r.result.clone()).or_insert(0) += 1;
         blocks.upsert(db, r)?;
     }
     blocks.write(&mut w);
+    // Balances of the accounts the postings touch: passengers' were loaded
+    // above (and nothing else writes while the write lock is held).
     let mut ledger_balances: HashMap<String, i64> = HashMap::new();
-    let touched: HashSet<String> = out
-        .postings
-        .iter()
-        .flat_map(|p| [p.debit.to_string(), p.credit.to_string()])
-        .collect();
-    for acc in touched {
-        let b = db.balance(&acc)?;
-        ledger_balances.insert(acc, b);
+    for p in &out.postings {
+        for acc in [&p.debit, &p.credit] {
+            if let Some(id) = acc.passenger_id() {
+                if let Some(b) = balances.get(id) {
+                    ledger_balances.entry(acc.to_string()).or_insert(*b);
+                    continue;
+                }
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                ledger_balances.entry(acc.to_string())
+            {
+                let b = db.balance(e.key())?;
+                e.insert(b);
+            }
+        }
     }
-    Db::put_postings(&mut w, &out.postings, &mut ledger_balances);
+    // Chunks are numbered (for the per-account posting index records).
+    let chunk_no = db.meta::<u64>(POSTING_CHUNK_META)?.unwrap_or(0) + 1;
+    Db::put_meta(&mut w, POSTING_CHUNK_META, &chunk_no);
+    db.put_ride_postings(&mut w, &out.postings, &mut ledger_balances, chunk_no)?;
     Db::put_balances(&mut w, &ledger_balances);
     for (acc, day, st) in &out.days {
         Db::put_day(&mut w, acc, &day.to_string(), st);
@@ -244,24 +476,26 @@ fn settle_one_chunk(
     for i in &out.incidents {
         Db::put_incident(&mut w, i);
     }
-    // Revocation status of the accounts whose balance moved.
+    // Revocation status of the accounts whose balance moved: written only
+    // where it changes (the flags are read in one scan).
+    let revoked: HashSet<String> = db.revoked_accounts()?.into_iter().collect();
     for (acc, a) in &accounts {
         let bal = ledger_balances
             .get(&passenger_account(acc))
             .copied()
             .unwrap_or(balances[acc]);
-        set_revoked(&mut w, a, bal);
+        if is_revoked(a, bal) != revoked.contains(acc) {
+            set_revoked(&mut w, a, bal);
+        }
     }
     for (id, raw, st) in cursor_updates {
         Db::put_reader_state(&mut w, id, raw, &st);
     }
-    db.commit(w)?;
-    summary.rides += records.len() as u64;
-    summary.postings += out.postings.len() as u64;
-    summary.fraud_events += out.fraud.len() as u64;
-    summary.incidents += out.incidents.len() as u64;
-    metrics::counter!("settlement_settled_rides_total").increment(records.len() as u64);
-    Ok(records.len() as u64)
+    lap(&mut times.build_writes);
+    stats.postings = out.postings.len() as u64;
+    stats.fraud_events = out.fraud.len() as u64;
+    stats.incidents = out.incidents.len() as u64;
+    Ok((w, stats))
 }
 
 /// True when the account must be deny-listed: frozen, or debt above its limit.

@@ -38,12 +38,19 @@ pub enum Space {
     Results = b'o',
     /// incident key → [`crate::model::Incident`]
     Incidents = b'i',
-    /// posting id (`ride/7:1042/r1`, `payment/ACC/ID`) → [`crate::model::Posting`]
+    /// posting id (`payment/ACC/ID`) → [`crate::model::Posting`]: every
+    /// posting that is not a ride's (ride postings are in [`Space::RidePostings`])
     Postings = b'p',
+    /// reader id BE ‖ (reader seq / `typed::RESULT_BLOCK_RIDES`) BE → the
+    /// postings (`ride/R:S/rN`) of the block's rides, sorted by posting id
+    RidePostings = b'q',
     /// ledger account (`passenger:ID`, `operator:ID`, `payments_clearing`) → balance i64
     Balances = b'b',
-    /// ledger account name ‖ 0 ‖ posting id → () (postings of a passenger
-    /// or clearing account; operator accounts are not indexed)
+    /// Postings of a passenger or clearing account (operator accounts are
+    /// not indexed): ledger account name ‖ 0 ‖ posting id → () for single
+    /// postings (payments), and ledger account name ‖ 0 ‖ 0xff ‖ settlement
+    /// chunk number BE → the ids of the ride postings that chunk made on the
+    /// account (one record per account and chunk; see `typed::ChunkPostingIds`)
     AccountPostings = b'P',
     /// account id ‖ 0 ‖ day (YYYYMMDD) → [`crate::model::DayState`]
     Days = b'd',

@@ -183,6 +183,76 @@ pub fn code_key(cred: &CredentialId, device_seq: u32) -> Vec<u8> {
     k
 }
 
+/// The ride of a ride posting id (`ride/R:S/rN`), or `None` for any other id.
+pub fn ride_of_posting_id(posting_id: &str) -> Option<RideId> {
+    let rest = posting_id.strip_prefix("ride/")?;
+    let (ride, rev) = rest.split_once('/')?;
+    rev.strip_prefix('r')?.parse::<u32>().ok()?;
+    let (r, q) = ride.split_once(':')?;
+    Some(RideId {
+        reader_id: r.parse().ok()?,
+        reader_seq: q.parse().ok()?,
+    })
+}
+
+/// Byte that starts the suffix of a [`Space::AccountPostings`] key holding a
+/// chunk's list of ride posting ids (never the first byte of a UTF-8 posting id).
+const CHUNK_LIST_TAG: u8 = 0xff;
+
+/// A ride posting block: the bytes read (for the commit's precondition) and
+/// its postings.
+type StoredPostings = (Option<Vec<u8>>, Vec<Posting>);
+
+/// Read-modify-write access to ride posting blocks ([`Space::RidePostings`])
+/// within one [`WriteSet`]: each block is read at most once and written once.
+/// Exactly once: adding a posting id the block already holds is refused, and
+/// every written block carries a compare-and-swap check against the bytes
+/// read, so the commit fails rather than post twice.
+#[derive(Debug, Default)]
+pub struct PostingBlocks {
+    /// Block key → (stored bytes as read, postings).
+    blocks: HashMap<Vec<u8>, StoredPostings>,
+    dirty: HashSet<Vec<u8>>,
+}
+
+impl PostingBlocks {
+    /// Adds a ride posting (`ride/R:S/rN`) to its block.
+    pub fn add(&mut self, db: &Db, p: Posting) -> Result<(), StoreError> {
+        let ride = ride_of_posting_id(&p.posting_id).ok_or(StoreError::Corrupt {
+            what: "ride_posting_id",
+            why: format!("`{}` is not a ride posting id", p.posting_id),
+        })?;
+        let key = result_block_key(ride);
+        if !self.blocks.contains_key(&key) {
+            let raw = db.store.get(Space::RidePostings, &key)?;
+            let list = match &raw {
+                Some(v) => dec("ride_postings", v)?,
+                None => Vec::new(),
+            };
+            self.blocks.insert(key.clone(), (raw, list));
+        }
+        let (_, list) = self.blocks.get_mut(&key).expect("just loaded");
+        match list.binary_search_by(|x| x.posting_id.as_str().cmp(&p.posting_id)) {
+            Ok(_) => {
+                return Err(StoreError::Conflict {
+                    what: "posting already exists",
+                })
+            }
+            Err(i) => list.insert(i, p),
+        }
+        self.dirty.insert(key);
+        Ok(())
+    }
+    /// Queues every changed block with its precondition.
+    pub fn write(self, w: &mut WriteSet) {
+        for key in self.dirty {
+            let (raw, list) = &self.blocks[&key];
+            w.check(Space::RidePostings, key.clone(), raw.clone());
+            w.put(Space::RidePostings, key, enc("ride_postings", list));
+        }
+    }
+}
+
 /// Key of a payment: account ‖ 0 ‖ client payment id.
 pub fn payment_key(account_id: &str, payment_id: &str) -> Vec<u8> {
     pair_key(account_id.as_bytes(), payment_id.as_bytes())
@@ -446,41 +516,120 @@ impl Db {
     }
     /// A posting.
     pub fn posting(&self, id: &str) -> Result<Option<Posting>, StoreError> {
-        self.get("posting", Space::Postings, id.as_bytes())
+        match ride_of_posting_id(id) {
+            Some(ride) => Ok(self
+                .ride_posting_block(&result_block_key(ride))?
+                .into_iter()
+                .find(|p| p.posting_id == id)),
+            None => self.get("posting", Space::Postings, id.as_bytes()),
+        }
     }
-    /// All postings.
-    pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
+    fn ride_posting_block(&self, key: &[u8]) -> Result<Vec<Posting>, StoreError> {
         Ok(self
+            .get::<Vec<Posting>>("ride_postings", Space::RidePostings, key)?
+            .unwrap_or_default())
+    }
+    /// All postings, sorted by posting id.
+    pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
+        let mut out: Vec<Posting> = self
             .scan_all("posting", Space::Postings, b"")?
             .into_iter()
             .map(|(_, p)| p)
-            .collect())
+            .collect();
+        for (_, block) in
+            self.scan_all::<Vec<Posting>>("ride_postings", Space::RidePostings, b"")?
+        {
+            out.extend(block);
+        }
+        out.sort_by(|a, b| a.posting_id.cmp(&b.posting_id));
+        Ok(out)
     }
     /// Postings touching one passenger or clearing ledger account (operator
-    /// accounts are not indexed: use [`Db::postings`] for them).
+    /// accounts are not indexed: use [`Db::postings`] for them), sorted by
+    /// posting id.
     pub fn postings_of(&self, ledger_account: &str) -> Result<Vec<Posting>, StoreError> {
         let mut prefix = ledger_account.as_bytes().to_vec();
         prefix.push(0);
-        let keys = self
+        let entries = self
             .store
             .scan(Space::AccountPostings, &prefix, None, usize::MAX)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (k, _) in keys {
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(p) = self.posting(&id)? {
-                out.push(p);
+        let mut ids: Vec<String> = Vec::new();
+        for (k, v) in entries {
+            let suffix = &k[prefix.len()..];
+            if suffix.first() == Some(&CHUNK_LIST_TAG) {
+                ids.extend(dec::<Vec<String>>("chunk_posting_ids", &v)?);
+            } else {
+                ids.push(String::from_utf8_lossy(suffix).into_owned());
             }
+        }
+        ids.sort();
+        ids.dedup();
+        let mut blocks: HashMap<Vec<u8>, Vec<Posting>> = HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let p = match ride_of_posting_id(&id) {
+                Some(ride) => {
+                    let key = result_block_key(ride);
+                    if !blocks.contains_key(&key) {
+                        let b = self.ride_posting_block(&key)?;
+                        blocks.insert(key.clone(), b);
+                    }
+                    blocks[&key].iter().find(|p| p.posting_id == id).cloned()
+                }
+                None => self.get("posting", Space::Postings, id.as_bytes())?,
+            };
+            out.extend(p);
         }
         Ok(out)
     }
-    /// Queues postings and the balance changes they imply, given the
+    /// Queues a settlement chunk's ride postings (into their blocks, see
+    /// [`PostingBlocks`]), one index record per passenger or clearing
+    /// account listing the ids (`chunk_no` numbers the chunk: unique per
+    /// committed chunk), and the balance changes they imply, given the
     /// balances they start from (`balances` is updated in place).
+    pub fn put_ride_postings(
+        &self,
+        w: &mut WriteSet,
+        postings: &[Posting],
+        balances: &mut std::collections::HashMap<String, i64>,
+        chunk_no: u64,
+    ) -> Result<(), StoreError> {
+        let mut blocks = PostingBlocks::default();
+        let mut index: HashMap<String, Vec<String>> = HashMap::new();
+        for p in postings {
+            blocks.add(self, p.clone())?;
+            let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
+            for acc in [&debit, &credit] {
+                if !acc.starts_with(OPERATOR_PREFIX) {
+                    index
+                        .entry(acc.clone())
+                        .or_default()
+                        .push(p.posting_id.clone());
+                }
+            }
+            *balances.entry(debit).or_insert(0) -= p.amount_minor;
+            *balances.entry(credit).or_insert(0) += p.amount_minor;
+        }
+        blocks.write(w);
+        for (acc, ids) in index {
+            let mut k = acc.into_bytes();
+            k.push(0);
+            k.push(CHUNK_LIST_TAG);
+            k.extend_from_slice(&chunk_no.to_be_bytes());
+            w.put(Space::AccountPostings, k, enc("chunk_posting_ids", &ids));
+        }
+        Ok(())
+    }
+    /// Queues single postings (payments; ride postings go through
+    /// [`Db::put_ride_postings`]) and the balance changes they imply, given
+    /// the balances they start from (`balances` is updated in place).
     pub fn put_postings(
         w: &mut WriteSet,
         postings: &[Posting],
         balances: &mut std::collections::HashMap<String, i64>,
     ) {
         for p in postings {
+            debug_assert!(ride_of_posting_id(&p.posting_id).is_none());
             let id = p.posting_id.as_bytes();
             // Exactly once: a posting id is written only if absent.
             w.check(Space::Postings, id.to_vec(), None);
@@ -765,5 +914,107 @@ mod tests {
             db.code_sightings(&cred),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    fn ride_posting(reader_seq: u64, rev: u32, account: &str, amount_minor: i64) -> Posting {
+        Posting {
+            posting_id: fare_ledger::ride_posting_id(&format!("3:{reader_seq}"), rev),
+            debit: AccountRef::passenger(account),
+            credit: AccountRef::operator("op"),
+            amount_minor,
+            kind: if rev == 1 {
+                PostingKind::RideCharge
+            } else {
+                PostingKind::RideAdjustment
+            },
+            ride_key: Some(format!("3:{reader_seq}")),
+            service_day: Some("2026-03-10".parse().unwrap()),
+        }
+    }
+
+    /// Ride postings live in blocks and in one index record per account and
+    /// chunk, payments one per id; lookups by id, in bulk and per account
+    /// see all of them; a posting id is never written twice, and a block
+    /// changed since it was read makes the commit fail.
+    #[test]
+    fn ride_posting_blocks_are_exactly_once() {
+        let (_dir, db) = open();
+        assert_eq!(
+            ride_of_posting_id("ride/3:700/r12"),
+            Some(RideId {
+                reader_id: 3,
+                reader_seq: 700
+            })
+        );
+        assert_eq!(ride_of_posting_id("payment/acc/ride/3:700/r1"), None);
+        assert_eq!(ride_of_posting_id("ride/3:700"), None);
+
+        let mut balances = HashMap::new();
+        let mut w = WriteSet::default();
+        let chunk1 = [
+            ride_posting(1, 1, "a", 250),
+            ride_posting(RESULT_BLOCK_RIDES + 1, 1, "a", 100),
+            ride_posting(2, 1, "b", 300),
+        ];
+        db.put_ride_postings(&mut w, &chunk1, &mut balances, 1)
+            .unwrap();
+        let payment = fare_ledger::payment_posting("a", "pay-1", 500).unwrap();
+        Db::put_postings(&mut w, std::slice::from_ref(&payment), &mut balances);
+        db.commit(w).unwrap();
+        assert_eq!(balances["passenger:a"], 500 - 350);
+        assert_eq!(balances["operator:op"], 650);
+
+        // A later chunk adjusts ride 3:1 (revision 2).
+        let adj = ride_posting(1, 2, "a", 50);
+        let mut w = WriteSet::default();
+        db.put_ride_postings(&mut w, std::slice::from_ref(&adj), &mut balances, 2)
+            .unwrap();
+        db.commit(w).unwrap();
+
+        for p in chunk1.iter().chain([&payment, &adj]) {
+            assert_eq!(db.posting(&p.posting_id).unwrap().as_ref(), Some(p));
+        }
+        assert_eq!(db.posting("ride/3:5/r1").unwrap(), None);
+        let all = db.postings().unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(all.windows(2).all(|p| p[0].posting_id < p[1].posting_id));
+        let of_a: Vec<String> = db
+            .postings_of("passenger:a")
+            .unwrap()
+            .into_iter()
+            .map(|p| p.posting_id)
+            .collect();
+        assert_eq!(
+            of_a,
+            [
+                payment.posting_id.as_str(),
+                "ride/3:1/r1",
+                "ride/3:1/r2",
+                "ride/3:257/r1"
+            ]
+        );
+        assert_eq!(
+            db.postings_of("passenger:b").unwrap(),
+            vec![chunk1[2].clone()]
+        );
+
+        // The same posting id again is refused before anything is written.
+        let mut w = WriteSet::default();
+        assert!(matches!(
+            db.put_ride_postings(&mut w, std::slice::from_ref(&adj), &mut balances, 3),
+            Err(StoreError::Conflict { .. })
+        ));
+        // A block read for a write set and changed before its commit: the
+        // commit fails and writes nothing.
+        let mut w = WriteSet::default();
+        db.put_ride_postings(&mut w, &[ride_posting(3, 1, "b", 10)], &mut balances, 3)
+            .unwrap();
+        let mut other = WriteSet::default();
+        db.put_ride_postings(&mut other, &[ride_posting(4, 1, "b", 10)], &mut balances, 4)
+            .unwrap();
+        db.commit(other).unwrap();
+        assert!(matches!(db.commit(w), Err(StoreError::Conflict { .. })));
+        assert_eq!(db.posting("ride/3:3/r1").unwrap(), None);
+        assert_eq!(db.postings().unwrap().len(), 6);
     }
 }
