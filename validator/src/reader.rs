@@ -51,6 +51,8 @@ const PRUNE_INTERVAL_S: u64 = 60;
 /// log's tail an open rolls the state forward over; it is not needed for
 /// correctness, since the state is a function of the log.
 pub const STATE_SAVE_EVERY: u64 = 256;
+/// Records removed per compaction transaction (bounds its memory).
+pub const COMPACT_CHUNK_RECORDS: u64 = 1024;
 
 /// The reader's persistent counters. A function of the ride log: saved
 /// periodically, at compaction and at acknowledgement, and rolled forward
@@ -1126,13 +1128,54 @@ impl Reader {
         need_bytes: u64,
         now_unix_s: u64,
     ) -> Result<(), ValidatorError> {
+        let start = self.state.clone();
+        loop {
+            let freed = start.used_bytes - self.state.used_bytes;
+            if need_bytes > 0 && freed >= need_bytes {
+                break;
+            }
+            let more = need_bytes.saturating_sub(freed);
+            if !self.compact_chunk(older_than_unix_s, more, now_unix_s)? {
+                break;
+            }
+        }
+        if self.state.oldest_seq == start.oldest_seq {
+            return Ok(());
+        }
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush compaction"))?;
+        tracing::info!(
+            freed_bytes = start.used_bytes - self.state.used_bytes,
+            oldest_seq = self.state.oldest_seq,
+            "compacted acknowledged rides"
+        );
+        Ok(())
+    }
+
+    /// One atomic step of [`Self::compact_inner`]: at most
+    /// [`COMPACT_CHUNK_RECORDS`] records, their replay spill and the new
+    /// state in one transaction. Chunked because a sled transaction holds
+    /// its whole write set in memory: compacting a week of a busy bus
+    /// (≈ 56k records) in one piece doubled the reader's peak memory.
+    /// Returns whether it removed anything.
+    fn compact_chunk(
+        &mut self,
+        older_than_unix_s: u64,
+        need_bytes: u64,
+        now_unix_s: u64,
+    ) -> Result<bool, ValidatorError> {
         let mut next = self.state.clone();
         let mut batch = sled::Batch::default();
         let mut spill = sled::Batch::default();
         let mut freed = 0u64;
-        let end = self.state.acked_up_to.min(self.state.next_seq - 1);
+        let end = self
+            .state
+            .acked_up_to
+            .min(self.state.next_seq - 1)
+            .min(self.state.oldest_seq + COMPACT_CHUNK_RECORDS - 1);
         if self.state.oldest_seq > end {
-            return Ok(());
+            return Ok(false);
         }
         for kv in self
             .rides
@@ -1160,7 +1203,7 @@ impl Reader {
             next.oldest_seq += 1;
         }
         if next.oldest_seq == self.state.oldest_seq {
-            return Ok(());
+            return Ok(false);
         }
         next.used_bytes -= freed;
         let state_bytes = codec::encode("reader state", &next)?;
@@ -1176,15 +1219,7 @@ impl Reader {
                 source: abort_txn(e),
             })?;
         self.state = next;
-        self.db
-            .flush()
-            .map_err(ValidatorError::sled("flush compaction"))?;
-        tracing::info!(
-            freed_bytes = freed,
-            oldest_seq = self.state.oldest_seq,
-            "compacted acknowledged rides"
-        );
-        Ok(())
+        Ok(true)
     }
 
     // --------------------------------------------------------------- uploads

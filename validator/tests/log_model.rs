@@ -198,6 +198,35 @@ fn state_rolls_forward_over_rides_after_the_last_save() {
 }
 
 #[test]
+fn compaction_of_many_records_goes_in_chunks_and_stops_at_the_retention_edge() {
+    // 2,500 rides one second apart, all acknowledged: compaction removes
+    // those past the retention in several transactions of at most
+    // COMPACT_CHUNK_RECORDS, and the state stays exact across a restart.
+    assert_eq!(fare_validator::reader::COMPACT_CHUNK_RECORDS, 1024);
+    let mut dep = Deployment::new(14);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("r");
+    let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
+    let wallets: Vec<Wallet> = (0..4).map(|_| dep.wallet()).collect();
+    for i in 0..2500u64 {
+        let code = wallets[i as usize % 4].code(NOW + i, i as u32 / 4 + 1);
+        assert!(r.decide_payload(&code, NOW + i).is_accept());
+    }
+    r.acknowledge(2500).unwrap();
+    let retention = r.config().storage.retention_s;
+    // Rides at NOW + 0 ..= NOW + 1500 are past the retention: 1,501 of them.
+    let removed = r.compact(NOW + 1500 + retention).unwrap();
+    assert_eq!(removed, 1501);
+    assert_eq!(r.state().oldest_seq, 1502);
+    assert_eq!(r.state().used_bytes, logged_bytes(&r));
+    assert_eq!(r.verify_chain().unwrap(), 999);
+    let before = r.state().clone();
+    drop(r);
+    let r = Reader::open(&dir, NOW + 1500 + retention).unwrap();
+    assert_eq!(r.state(), &before);
+}
+
+#[test]
 fn a_record_altered_after_the_last_save_is_found_at_open() {
     let (_tmp, dir, _, _) = reader_with_rides(13, 300);
     {
