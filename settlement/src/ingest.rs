@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::model::{Incident, ReaderState, RideId};
-use crate::store::{Db, Space, WriteSet};
+use crate::store::{Db, RideBlocks, WriteSet};
 use axum::http::StatusCode;
 use fare_credential::keys::parse_public_key;
 use fare_credential::{FormatError, SignedBatch};
@@ -162,6 +162,10 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
     }
     let mut w = WriteSet::default();
     let mut n = 0u64;
+    // Rides are stored in blocks (one record per 64 rides): the touched
+    // blocks are read, extended and written once, each checked against the
+    // bytes read.
+    let mut blocks = RideBlocks::default();
     for rec in batch
         .records
         .iter()
@@ -171,13 +175,10 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             reader_id,
             reader_seq: rec.reader_seq,
         };
-        w.put(
-            Space::Rides,
-            id.key().to_vec(),
-            rec.encode_v1().map_err(format_error)?,
-        );
+        blocks.put(db, id, rec.encode_v1().map_err(format_error)?)?;
         n += 1;
     }
+    blocks.write(&mut w);
     let head_hash = batch.head_hash().map_err(format_error)?;
     let new_state = ReaderState {
         acked_seq: last,

@@ -21,7 +21,8 @@
 //!   this costs nothing in practice);
 //! * non-canonical `s`: refused by both.
 //!
-//! When a batch fails, its items are checked one by one with `verify_strict`
+//! When a batch fails, its halves are batch-verified again, down to batches
+//! of fewer than 32 whose items are checked one by one with `verify_strict`
 //! to find the bad ones.
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -33,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// Signatures per batch verification.
-pub const CHUNK: usize = 1024;
+pub const CHUNK: usize = 4096;
 
 /// One ride code to re-verify, with the reader's clock at acceptance.
 #[derive(Clone, Copy, Debug)]
@@ -81,8 +82,9 @@ pub type SigItem = (Vec<u8>, [u8; 64], VerifyingKey);
 
 /// Verifies `(message, signature, key)` triples with exactly the result
 /// `verify_strict` would give each: one batch verification for the items
-/// where batch and strict agree, `verify_strict` for the rest (suspicious `R`)
-/// and for every item of a batch that fails.
+/// where batch and strict agree, `verify_strict` for the rest (suspicious `R`);
+/// a failing batch is split in halves until the bad items are found
+/// (`verify_strict` on the last few).
 pub fn verify_chunk(items: &[&SigItem]) -> Vec<bool> {
     let mut out = vec![false; items.len()];
     let mut idx = Vec::with_capacity(items.len());
@@ -103,11 +105,39 @@ pub fn verify_chunk(items: &[&SigItem]) -> Vec<bool> {
         .map(|n| Signature::from_bytes(&items[*n].1))
         .collect();
     let keys: Vec<VerifyingKey> = idx.iter().map(|n| items[*n].2).collect();
-    let batch_ok = ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok();
+    let mut oks = vec![false; idx.len()];
+    batch_or_split(&msgs, &sigs, &keys, &mut oks);
     for (k, n) in idx.iter().enumerate() {
-        out[*n] = batch_ok || keys[k].verify_strict(msgs[k], &sigs[k]).is_ok();
+        out[*n] = oks[k];
     }
     out
+}
+
+/// Below this many signatures a failing batch is checked item by item.
+const STRICT_BELOW: usize = 32;
+
+/// One batch verification; when it fails, each half again (a few bad
+/// signatures in a large batch cost a few more batches, not a strict check
+/// of every item), down to [`STRICT_BELOW`] items checked with
+/// `verify_strict` one by one.
+fn batch_or_split(msgs: &[&[u8]], sigs: &[Signature], keys: &[VerifyingKey], out: &mut [bool]) {
+    if msgs.is_empty() {
+        return;
+    }
+    if ed25519_dalek::verify_batch(msgs, sigs, keys).is_ok() {
+        out.fill(true);
+        return;
+    }
+    if msgs.len() < STRICT_BELOW {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = keys[k].verify_strict(msgs[k], &sigs[k]).is_ok();
+        }
+        return;
+    }
+    let h = msgs.len() / 2;
+    let (o1, o2) = out.split_at_mut(h);
+    batch_or_split(&msgs[..h], &sigs[..h], &keys[..h], o1);
+    batch_or_split(&msgs[h..], &sigs[h..], &keys[h..], o2);
 }
 
 struct CredOk {
@@ -431,5 +461,49 @@ mod tests {
         let mut ok = [0x11u8; 32];
         ok[31] = 0x22;
         assert!(!r_needs_strict(&ok));
+    }
+
+    /// Bad signatures anywhere in a large chunk (alone, in a run, at the
+    /// ends) are found by splitting the batch; every verdict equals
+    /// `verify_strict`'s.
+    #[test]
+    fn split_batches_agree_with_verify_strict() {
+        use ed25519_dalek::Signer;
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let keys: Vec<SigningKey> = (0..40).map(|_| SigningKey::generate(&mut rng)).collect();
+        let n = 700;
+        let bad: Vec<usize> = [0, 1, 333, n - 1].into_iter().chain(400..450).collect();
+        let items: Vec<SigItem> = (0..n)
+            .map(|i| {
+                let k = &keys[i % keys.len()];
+                let msg = format!("message {i}").into_bytes();
+                let mut sig = k.sign(&msg).to_bytes();
+                if bad.contains(&i) {
+                    // Alternately a wrong message and a flipped `s` bit.
+                    if i % 2 == 0 {
+                        sig = k.sign(b"another message").to_bytes();
+                    } else {
+                        sig[40] ^= 1;
+                    }
+                }
+                (msg, sig, k.verifying_key())
+            })
+            .collect();
+        let refs: Vec<&SigItem> = items.iter().collect();
+        let got = verify_chunk(&refs);
+        for (i, (msg, sig, vk)) in items.iter().enumerate() {
+            let strict = vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok();
+            assert_eq!(got[i], strict, "item {i}");
+            assert_eq!(got[i], !bad.contains(&i), "item {i}");
+        }
+        // All good, and all bad.
+        let good: Vec<&SigItem> = refs
+            .iter()
+            .copied()
+            .filter(|it| !bad.iter().any(|b| it.0 == items[*b].0))
+            .collect();
+        assert!(verify_chunk(&good).into_iter().all(|ok| ok));
+        let all_bad: Vec<&SigItem> = bad.iter().map(|b| &items[*b]).collect();
+        assert!(verify_chunk(&all_bad).into_iter().all(|ok| !ok));
     }
 }

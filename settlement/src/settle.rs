@@ -10,7 +10,7 @@ use crate::reverify::Verdict;
 use crate::reverify::{reverify, CodeToVerify};
 use crate::store::{
     typed::{code_key, CodeSighting},
-    Db, ResultBlocks, Space, WriteSet,
+    Db, ResultBlocks, RideBlocks, Space, WriteSet,
 };
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::{Date, Tariff};
@@ -539,6 +539,7 @@ pub fn purge(
     let mut w = WriteSet::default();
     let mut purged_codes: HashMap<CredentialId, HashSet<RideId>> = HashMap::new();
     let mut blocks = ResultBlocks::default();
+    let mut ride_blocks = RideBlocks::default();
     for r in db.results()? {
         if r.reader_time_unix_s >= cutoff_unix_s {
             continue;
@@ -547,7 +548,7 @@ pub fn purge(
         if r.ride.reader_seq > state.settled_seq {
             continue;
         }
-        w.delete(Space::Rides, r.ride.key().to_vec());
+        ride_blocks.remove(db, r.ride)?;
         blocks.remove(db, r.ride)?;
         if let (Some(c), Some(_)) = (r.credential_id, r.device_seq) {
             purged_codes.entry(c).or_default().insert(r.ride);
@@ -555,6 +556,7 @@ pub fn purge(
         summary.rides += 1;
     }
     blocks.write(&mut w);
+    ride_blocks.write(&mut w);
     // Each credential's sightings record is rewritten once, without the
     // sightings of purged rides.
     for (cred, rides) in &purged_codes {

@@ -6,18 +6,12 @@ mod common;
 
 use common::*;
 use fare_credential::SigningKey;
-use fare_settlement::store::Space;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::json;
 
 fn stored_rides(srv: &Server) -> usize {
-    srv.app
-        .db
-        .store()
-        .scan(Space::Rides, b"", None, usize::MAX)
-        .unwrap()
-        .len()
+    srv.app.db.ride_count().unwrap() as usize
 }
 
 async fn acked(srv: &Server, reader: u32) -> u64 {

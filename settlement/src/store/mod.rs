@@ -12,7 +12,7 @@ mod sled_store;
 pub mod typed;
 
 pub use sled_store::SledStore;
-pub use typed::{Db, DenyState, ResultBlocks};
+pub use typed::{Db, DenyState, PostingBlocks, ResultBlocks, RideBlocks};
 
 use crate::error::StoreError;
 
@@ -31,7 +31,8 @@ pub enum Space {
     Readers = b'r',
     /// reader id (BE) → [`crate::model::ReaderState`]
     ReaderStates = b's',
-    /// ride key (reader id BE ‖ seq BE) → encoded ride record v1
+    /// reader id BE ‖ (reader seq / `typed::RIDE_BLOCK_RIDES`) BE → the
+    /// block's encoded ride records v1 (see `typed::RideBlocks`)
     Rides = b'R',
     /// reader id BE ‖ (reader seq / `typed::RESULT_BLOCK_RIDES`) BE → the
     /// block's [`crate::model::RideResult`]s, sorted by ride id
