@@ -445,7 +445,7 @@ fn rqrr_with_threshold(grey: &Gray, threshold: Threshold) -> Vec<Vec<u8>> {
 /// binarizes with a small local-mean window (small blurred modules, glare,
 /// low contrast) and tries the triples the first did not. Returns the
 /// payloads read (all symbols when `all`, else the first) and the number of
-/// finder candidates seen.
+/// confirmed finder candidates (seen on two rows or more) over both passes.
 fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>, usize) {
     let mut scan = None::<Gray>;
     let mut factor = 1.0f32;
@@ -477,7 +477,7 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
             enhance::binarize_hybrid(v)
         };
         let finders = locate::find_finders(v.w, v.h, &bits);
-        finders_seen += finders.len();
+        finders_seen += finders.iter().filter(|f| f.hits >= 2).count();
         let triples: Vec<(usize, locate::Triple)> = locate::triples(&finders)
             .into_iter()
             .filter(|t| !seen.iter().any(|s| s.same_place(t)))
@@ -599,6 +599,11 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
         px: img.as_raw().clone(),
     };
     let pixels = frame.px.len();
+    if is_flat(&frame) {
+        // Nothing but a few grey levels: no code can be in view.
+        tracing::trace!("flat frame; nothing to decode");
+        return Ok(Vec::new());
+    }
     // Payloads found so far. `all` (decode_all) also runs the whole-frame
     // attempts after a successful locator stage, up to the first that
     // reads anything, and merges: the locator may miss one of several
@@ -614,9 +619,15 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
         } else {
             &frame
         };
-        let (payloads, _finders) = locate_and_read(located, &mut clock, all);
+        let (payloads, confirmed_finders) = locate_and_read(located, &mut clock, all);
         found = payloads;
         if !found.is_empty() && !all {
+            return Ok(found);
+        }
+        if confirmed_finders == 0 {
+            // Not one finder pattern in view under either binarization:
+            // rqrr, which needs three, would only burn the budget.
+            tracing::trace!("no finder candidates; whole-frame attempts skipped");
             return Ok(found);
         }
     }
@@ -639,12 +650,6 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
         // Keep the worst observed cost per pixel: noisy binarized views
         // cost more than the plain one.
         clock.record(view_px, t.elapsed());
-        if i == 0 && payloads.is_empty() && is_flat(&frame) {
-            // Nothing but a few grey levels: no code can be in view, and
-            // binarizing sensor noise would only burn the budget.
-            tracing::trace!("flat frame; enhanced attempts skipped");
-            break;
-        }
         if !payloads.is_empty() {
             tracing::trace!(attempt = i, ?attempt, "decoded");
             found.append(&mut payloads);

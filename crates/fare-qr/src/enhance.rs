@@ -189,56 +189,72 @@ pub(crate) fn binarize_hybrid(src: &Gray) -> Vec<bool> {
     const B: usize = 8;
     const MIN_RANGE: u32 = 24;
     let (w, h) = (src.w, src.h);
+    if w == 0 || h == 0 {
+        return Vec::new();
+    }
     let bw = w.div_ceil(B);
     let bh = h.div_ceil(B);
+    // Per block: sum, count, min, max, gathered row by row over 8-pixel
+    // chunks (no per-pixel division or bounds checks).
+    let mut sum = vec![0u32; bw * bh];
+    let mut cnt = vec![0u32; bw * bh];
+    let mut mn = vec![255u8; bw * bh];
+    let mut mx = vec![0u8; bw * bh];
+    for (y, row) in src.px.chunks_exact(w).enumerate() {
+        let base = (y / B) * bw;
+        for (bx, chunk) in row.chunks(B).enumerate() {
+            let i = base + bx;
+            let (mut s, mut lo, mut hi) = (0u32, mn[i], mx[i]);
+            for &p in chunk {
+                s += u32::from(p);
+                lo = lo.min(p);
+                hi = hi.max(p);
+            }
+            sum[i] += s;
+            cnt[i] += chunk.len() as u32;
+            mn[i] = lo;
+            mx[i] = hi;
+        }
+    }
     let mut avg = vec![0u32; bw * bh];
     for by in 0..bh {
         for bx in 0..bw {
-            let (mut sum, mut n, mut mn, mut mx) = (0u32, 0u32, 255u32, 0u32);
-            for y in by * B..((by + 1) * B).min(h) {
-                for x in bx * B..((bx + 1) * B).min(w) {
-                    let p = u32::from(src.px[y * w + x]);
-                    sum += p;
-                    n += 1;
-                    mn = mn.min(p);
-                    mx = mx.max(p);
-                }
-            }
-            let mut a = sum / n.max(1);
-            if mx - mn <= MIN_RANGE {
+            let i = by * bw + bx;
+            let (lo, hi) = (u32::from(mn[i]), u32::from(mx[i]));
+            let mut a = sum[i] / cnt[i].max(1);
+            if hi - lo <= MIN_RANGE {
                 // Flat block: assume background (light) unless darker
                 // neighbours say we are inside a dark area.
-                a = mn / 2;
+                a = lo / 2;
                 if by > 0 && bx > 0 {
-                    let nb = (avg[(by - 1) * bw + bx]
-                        + 2 * avg[by * bw + bx - 1]
-                        + avg[(by - 1) * bw + bx - 1])
-                        / 4;
-                    if mn < nb {
+                    let nb = (avg[i - bw] + 2 * avg[i - 1] + avg[i - bw - 1]) / 4;
+                    if lo < nb {
                         a = nb;
                     }
                 }
             }
-            avg[by * bw + bx] = a;
+            avg[i] = a;
         }
     }
-    let mut thr = vec![0u32; bw * bh];
+    // Threshold per block: mean of the 5×5 block neighbourhood.
+    let mut thr = vec![0u8; bw * bh];
     for by in 0..bh {
+        let (y0, y1) = (by.saturating_sub(2), (by + 3).min(bh));
         for bx in 0..bw {
-            let (mut s, mut n) = (0u32, 0u32);
-            for ny in by.saturating_sub(2)..(by + 3).min(bh) {
-                for nx in bx.saturating_sub(2)..(bx + 3).min(bw) {
-                    s += avg[ny * bw + nx];
-                    n += 1;
-                }
+            let (x0, x1) = (bx.saturating_sub(2), (bx + 3).min(bw));
+            let mut s = 0u32;
+            for ny in y0..y1 {
+                s += avg[ny * bw + x0..ny * bw + x1].iter().sum::<u32>();
             }
-            thr[by * bw + bx] = s / n;
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            thr[by * bw + bx] = (s / n).min(255) as u8;
         }
     }
     let mut out = Vec::with_capacity(w * h);
-    for y in 0..h {
-        for x in 0..w {
-            out.push(u32::from(src.px[y * w + x]) <= thr[(y / B) * bw + x / B]);
+    for (y, row) in src.px.chunks_exact(w).enumerate() {
+        let trow = &thr[(y / B) * bw..(y / B + 1) * bw];
+        for (chunk, &t) in row.chunks(B).zip(trow) {
+            out.extend(chunk.iter().map(|&p| p <= t));
         }
     }
     out

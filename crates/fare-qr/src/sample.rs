@@ -237,9 +237,9 @@ fn alignment_score(frame: &Gray, c: (f64, f64), u: (f64, f64), v: (f64, f64)) ->
     Some(light / 8.0 - dark / 9.0)
 }
 
-/// Searches the bottom-right alignment pattern around its parallelogram
-/// estimate (within ±`radius` modules); returns its centre when its
-/// contrast is at least a quarter of `contrast`.
+/// Searches an alignment pattern around its estimated centre (within
+/// ±`radius` modules); returns its centre when its contrast is at least a
+/// quarter of `contrast`.
 fn find_alignment(
     frame: &Gray,
     estimate: (f64, f64),
@@ -367,8 +367,10 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
         let a = h.map(p.0 + 1.0, p.1);
         let b = h.map(p.0, p.1 + 1.0);
         let (u, v) = ((a.0 - o.0, a.1 - o.1), (b.0 - o.0, b.1 - o.1));
+        // Near the prediction first (a clean, flat symbol), then wider.
         let radius = if k == 0 || src.len() < 4 { 5.0 } else { 3.0 };
-        if let Some(c) = find_alignment(frame, o, u, v, radius, contrast) {
+        let near = find_alignment(frame, o, u, v, 1.5, contrast * 2.0);
+        if let Some(c) = near.or_else(|| find_alignment(frame, o, u, v, radius, contrast)) {
             src.push(p);
             dst.push(c);
             if let Some(refit) = Homography::fit(&src, &dst) {
