@@ -199,13 +199,13 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
     for &i in &candidates {
         let vr = verdicts[i].as_ref().expect("candidates verified");
         let key = (vr.credential_id, vr.device_seq);
-        let account_id = facts.credentials[&vr.credential_id].account_id.clone();
         let earlier = facts.seen_codes.get(&key).map(|r| (*r, None)).or_else(|| {
             first_seen
                 .get(&key)
                 .map(|&j| (rides[j].ride, Some(rides[j].reader_time_unix_s)))
         });
         if let Some((charged_ride, charged_time)) = earlier {
+            let account_id = facts.credentials[&vr.credential_id].account_id.clone();
             let mut r = base(&rides[i], Outcome::Duplicate);
             r.account_id = Some(account_id.clone());
             r.credential_id = Some(vr.credential_id);
@@ -234,9 +234,12 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
     let mut new_ride_index: HashMap<RideId, usize> = HashMap::new();
     for &i in &chargeable {
         let vr = verdicts[i].as_ref().expect("verified");
-        let account_id = facts.credentials[&vr.credential_id].account_id.clone();
+        let account_id = &facts.credentials[&vr.credential_id].account_id;
         let day = service_day(tariff, rides[i].reader_time_unix_s);
-        let work = per_account.entry(account_id.clone()).or_default();
+        if !per_account.contains_key(account_id) {
+            per_account.insert(account_id.clone(), AccountWork::default());
+        }
+        let work = per_account.get_mut(account_id).expect("just inserted");
         let st = work.day_states.entry(day).or_insert_with(|| {
             facts
                 .days
@@ -258,7 +261,7 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
         new_ride_index.insert(rides[i].ride, i);
         work.touched.insert(day);
         let mut r = base(&rides[i], Outcome::Charged);
-        r.account_id = Some(account_id);
+        r.account_id = Some(account_id.clone());
         r.credential_id = Some(vr.credential_id);
         r.device_seq = Some(vr.device_seq);
         results[i] = Some(r);

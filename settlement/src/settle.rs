@@ -94,12 +94,16 @@ pub fn run(db: &Db, ctx: &SettleContext<'_>, now_unix_s: u64) -> Result<RunSumma
 
 /// [`run`], adding the wall time of each phase to `times`.
 ///
-/// Pipelined: while chunk N commits (a background thread; sled's apply and
-/// flush use one core), chunk N+1 is read and re-verified, which depends
-/// only on immutable ride records. Everything that reads settled state
-/// (cursors, credentials, sightings, days, balances, result blocks) waits
-/// for chunk N's commit, and each chunk still commits atomically with its
-/// readers' `settled_seq`, so a crash redoes at most the chunk in flight.
+/// Pipelined: a producer thread reads and re-verifies chunk after chunk
+/// (one ahead), which depends only on ride records (immutable once
+/// ingested), while this thread settles and commits the previous one (sled's
+/// apply and flush use one core; re-verification all of them).
+/// Everything that reads settled state (cursors, credentials, sightings,
+/// days, balances, result and posting blocks) happens here, after the
+/// previous chunk's commit returned and under the write lock; each chunk
+/// still commits atomically with its readers' `settled_seq`, so a crash
+/// redoes at most the chunk in flight. A prefetched chunk whose cursors
+/// moved meanwhile (another run) is dropped and the producer restarted.
 pub fn run_timed(
     db: &Db,
     ctx: &SettleContext<'_>,
@@ -107,48 +111,70 @@ pub fn run_timed(
     times: &mut PhaseTimes,
 ) -> Result<RunSummary, StoreError> {
     let mut summary = RunSummary::default();
-    let mut next: Option<Prepared> = None;
-    loop {
-        let _w = ctx.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let prepared = match next.take() {
-            Some(p) => p,
-            None => prepare(db, ctx, &HashMap::new(), times)?,
-        };
-        if prepared.records.is_empty() {
-            return Ok(summary);
-        }
-        // The plan was made before the previous commit finished: check the
-        // cursors under the lock (another run may have settled these rides).
-        let Some(cursors) = current_cursors(db, &prepared.plan)? else {
-            continue;
-        };
-        let (w, stats) = build_chunk(db, ctx, now_unix_s, &prepared, cursors, times)?;
-        let settled: HashMap<u32, u64> =
-            prepared.plan.iter().map(|p| (p.reader_id, p.to)).collect();
-        let (committed, following) = std::thread::scope(|s| {
-            let commit = s.spawn(|| {
-                let t = Instant::now();
-                db.commit(w).map(|()| t.elapsed())
-            });
-            let following = prepare(db, ctx, &settled, times);
-            let committed = commit
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (committed, following)
+    while pipelined_pass(db, ctx, now_unix_s, times, &mut summary)? {}
+    Ok(summary)
+}
+
+/// One producer / settler pass; true when it must be restarted (stale plan).
+fn pipelined_pass(
+    db: &Db,
+    ctx: &SettleContext<'_>,
+    now_unix_s: u64,
+    times: &mut PhaseTimes,
+    summary: &mut RunSummary,
+) -> Result<bool, StoreError> {
+    type Msg = Result<(Prepared, PhaseTimes), StoreError>;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(1);
+        s.spawn(move || {
+            // Cursors as the chunks planned so far leave them.
+            let mut settled: HashMap<u32, u64> = HashMap::new();
+            loop {
+                let mut t = PhaseTimes::default();
+                let p = prepare(db, ctx, &settled, &mut t);
+                let last = match &p {
+                    Ok(p) => {
+                        settled.extend(p.plan.iter().map(|r| (r.reader_id, r.to)));
+                        p.records.is_empty()
+                    }
+                    Err(_) => true,
+                };
+                // A closed channel: the settler stopped (done or failed).
+                if tx.send(p.map(|p| (p, t))).is_err() || last {
+                    return;
+                }
+            }
         });
-        times.commit += committed?;
-        let n = prepared.records.len() as u64;
-        summary.rides += n;
-        summary.chunks += 1;
-        summary.postings += stats.postings;
-        summary.fraud_events += stats.fraud_events;
-        summary.incidents += stats.incidents;
-        for (k, v) in stats.outcomes {
-            *summary.outcomes.entry(k).or_insert(0) += v;
+        for msg in rx.iter() {
+            let (prepared, t) = msg?;
+            times.read_rides += t.read_rides;
+            times.reverify += t.reverify;
+            if prepared.records.is_empty() {
+                return Ok(false);
+            }
+            let _w = ctx.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(cursors) = current_cursors(db, &prepared.plan)? else {
+                return Ok(true);
+            };
+            let (w, stats) = build_chunk(db, ctx, now_unix_s, &prepared, cursors, times)?;
+            let t = Instant::now();
+            db.commit(w)?;
+            times.commit += t.elapsed();
+            let n = prepared.records.len() as u64;
+            summary.rides += n;
+            summary.chunks += 1;
+            summary.postings += stats.postings;
+            summary.fraud_events += stats.fraud_events;
+            summary.incidents += stats.incidents;
+            for (k, v) in stats.outcomes {
+                *summary.outcomes.entry(k).or_insert(0) += v;
+            }
+            metrics::counter!("settlement_settled_rides_total").increment(n);
+            // Large buffers are freed off the critical path.
+            s.spawn(move || drop(prepared));
         }
-        metrics::counter!("settlement_settled_rides_total").increment(n);
-        next = Some(following?);
-    }
+        Ok(false)
+    })
 }
 
 fn decode(b: &[u8]) -> Result<RideRecord, StoreError> {
