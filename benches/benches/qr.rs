@@ -222,8 +222,10 @@ fn bench_decode(c: &mut Criterion) {
             ("_locator_only", &locator_only()),
             ("_plain_rqrr", &plain_rqrr()),
         ] {
+            // Plain rqrr misses the phone-like frame: its time to give up
+            // is measured then.
             c.bench_function(&format!("qr/decode_{name}{variant}"), |b| {
-                b.iter(|| fare_qr::decode_luma_with(black_box(frame), opts).unwrap())
+                b.iter(|| fare_qr::decode_luma_with(black_box(frame), opts).ok())
             });
         }
     }

@@ -2,7 +2,7 @@
 //! profiling (`valgrind --tool=callgrind`, `perf record`) and quick checks.
 //!
 //! ```sh
-//! cargo run --release -p fare-qr --example decode_frame -- [IMAGE|clean640|clean1280|textured640] [N] [locator]
+//! cargo run --release -p fare-qr --example decode_frame -- [IMAGE|clean640|clean1280|textured640|textured1280|textured4096] [N] [locator]
 //! ```
 //!
 //! `clean640` (the default) is a 199-byte ride code with 4 px modules
@@ -47,6 +47,8 @@ fn main() {
         "clean640" => synthetic(640, 480, true),
         "clean1280" => synthetic(1280, 720, true),
         "textured640" => synthetic(640, 480, false),
+        "textured1280" => synthetic(1280, 720, false),
+        "textured4096" => synthetic(4096, 4096, false),
         path => fare_qr::load_frame(path).expect("readable image"),
     };
     let opts = if args.get(2).map(String::as_str) == Some("locator") {

@@ -138,16 +138,19 @@ pub const DEFAULT_ATTEMPTS: &[Attempt] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecodeOptions {
-    /// Give-up budget for one frame. The first attempt always runs; a later
-    /// attempt starts only if its predicted cost (the worst cost per pixel
-    /// observed so far on this frame, times its view's pixel count) fits in
-    /// what is left, so the budget is overrun by at most one misprediction.
+    /// Give-up budget for one frame. The flat-frame check and the first
+    /// locator scan always run (or, without the locator, the first
+    /// attempt); every later step starts only if its predicted cost (the
+    /// worst cost observed so far on this frame for that kind of step,
+    /// ×1.25) fits in what is left, so the budget is overrun by at most one
+    /// misprediction.
     pub budget: Duration,
-    /// Attempts in order; decoding stops at the first attempt that yields a
-    /// payload.
+    /// Whole-frame attempts in order, after the locator stage; decoding
+    /// stops at the first attempt that yields a payload.
     pub attempts: Vec<Attempt>,
     /// Run the finder-pattern locator first: find the code's finder
-    /// patterns with a cheap run-length scan and let rqrr read an upright
+    /// patterns with a cheap run-length scan, sample each likely symbol's
+    /// grid directly, and let rqrr read an upright
     /// crop resampled around them, before any whole-frame attempt.
     pub locator: bool,
 }
@@ -188,7 +191,9 @@ impl DecodeOptions {
     }
 }
 
-/// Default per-frame budget of [`decode_luma`].
+/// Default per-frame budget of [`decode_luma`]: the flat-frame check and
+/// the first locator scan always run (about 1 ms for 640×480 here); every
+/// later step starts only if its predicted cost fits in what is left.
 pub const DEFAULT_DECODE_BUDGET: Duration = Duration::from_millis(20);
 
 /// Runs rqrr's detector and decoder on one greyscale view, returning every
@@ -399,11 +404,16 @@ struct Clock {
 }
 
 impl Clock {
-    /// True when a run over `pixels` is predicted to end within the budget.
-    /// Without any observation or prior, only an unbounded budget fits.
+    /// True when an rqrr run over `pixels` is predicted to end within the
+    /// budget (worst observed cost per pixel, at least the prior). Without
+    /// any observation or prior (no locator scan), it fits.
     fn fits(&self, pixels: usize) -> bool {
-        let Some(per_px) = self.per_px.or(self.prior_per_px) else {
-            return true;
+        // The prior stays a floor: crops can cost less per pixel than a
+        // whole noisy frame.
+        let per_px = match (self.per_px, self.prior_per_px) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return true,
         };
         let predicted = Duration::from_secs_f64(per_px * pixels as f64 * PREDICTION_MARGIN);
         self.start.elapsed() + predicted <= self.budget

@@ -23,13 +23,16 @@
 //!
 //! # Decoding
 //!
-//! [`decode_luma`] runs the pure-Rust `rqrr` detector and returns raw bytes
-//! (never a lossy UTF-8 conversion). rqrr alone misses many real frames
-//! (rotation with small modules, blur, uneven light), so the frame goes
-//! through a list of [`Attempt`]s ([`DEFAULT_ATTEMPTS`]: upscaling, blur,
-//! Otsu / local-mean / block thresholds), first success wins, under a
-//! per-frame time budget ([`DecodeOptions`]). Frames are size-checked before any work
-//! ([`MAX_FRAME_SIDE_PX`], [`MAX_FRAME_PIXELS`]; files additionally by
+//! [`decode_luma`] returns raw bytes (never a lossy UTF-8 conversion). It
+//! first locates finder patterns with a cheap run-length scan and samples
+//! each likely symbol's module grid directly (through a homography fitted
+//! to the finders and alignment patterns), decoding the bits with `rqrr`'s
+//! decoder; rqrr's own detector on an upright crop and a list of whole-frame
+//! [`Attempt`]s ([`DEFAULT_ATTEMPTS`]: upscaling, blur, Otsu / local-mean /
+//! block thresholds) are the fallbacks. Everything after the first scan runs
+//! under a per-frame time budget ([`DecodeOptions`],
+//! [`DEFAULT_DECODE_BUDGET`] = 20 ms). Frames are size-checked before any
+//! work ([`MAX_FRAME_SIDE_PX`], [`MAX_FRAME_PIXELS`]; files additionally by
 //! [`MAX_FRAME_FILE_BYTES`] and by their header dimensions before pixels are
 //! decoded). rqrr panics on some real photos; those panics are contained and
 //! reported as [`QrError::NoCodeFound`]. Only payloads that pass the QR

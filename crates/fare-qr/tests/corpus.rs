@@ -42,8 +42,8 @@ fn alternate_label(path: &std::path::Path) -> Option<&'static [u8]> {
 const FLOORS: &[(&str, [usize; 4])] = &[
     // Measured: 20/20/20/20 (plain rqrr 15/14/15/14).
     ("qrcode-1", [20, 20, 20, 20]),
-    // 34/34/34/34 (plain rqrr 25/24/23/26); the misses are 33.png, a
-    // 65×65 px thumbnail with ~1.5 px modules, at every rotation.
+    // 34/34/34/34 (plain rqrr 25/24/23/26); the misses are 33.png, an
+    // 87×107 px thumbnail, at every rotation.
     ("qrcode-2", [34, 34, 34, 34]),
     // 42/42/42/42 (plain rqrr 30/27/27/27).
     ("qrcode-3", [42, 42, 42, 42]),
