@@ -629,7 +629,18 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
         } else {
             &frame
         };
-        let (payloads, confirmed_finders) = locate_and_read(located, &mut clock, all);
+        // The locator is this crate's own code, but a reader must not crash
+        // on a frame whatever happens: a panic here counts as "not read by
+        // the locator" and the whole-frame attempts still run.
+        let located_result = crate::quiet::in_decoder(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                locate_and_read(located, &mut clock, all)
+            }))
+        });
+        let (payloads, confirmed_finders) = located_result.unwrap_or_else(|_| {
+            tracing::debug!("locator panicked on a frame; whole-frame attempts follow");
+            (Vec::new(), 1)
+        });
         found = payloads;
         if !found.is_empty() && !all {
             return Ok(found);
