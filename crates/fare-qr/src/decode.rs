@@ -138,9 +138,9 @@ pub const DEFAULT_ATTEMPTS: &[Attempt] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DecodeOptions {
-    /// Give-up budget for one frame. The flat-frame check and the first
-    /// locator scan always run (or, without the locator, the first
-    /// attempt); every later step starts only if its predicted cost (the
+    /// Give-up budget for one frame. The flat-frame check, the first
+    /// locator scan and the first sampled grid always run (or, without the
+    /// locator, the first attempt); every later step starts only if its predicted cost (the
     /// worst cost observed so far on this frame for that kind of step,
     /// ×1.25) fits in what is left, so the budget is overrun by at most one
     /// misprediction.
@@ -191,9 +191,11 @@ impl DecodeOptions {
     }
 }
 
-/// Default per-frame budget of [`decode_luma`]: the flat-frame check and
-/// the first locator scan always run (about 1 ms for 640×480 here); every
-/// later step starts only if its predicted cost fits in what is left.
+/// Default per-frame budget of [`decode_luma`]: the flat-frame check, the
+/// first locator scan and the first sampled grid always run (about 1–2 ms
+/// for 640×480 here, so a clean frame reads however loaded the machine
+/// is); every later step starts only if its predicted cost fits in what is
+/// left.
 pub const DEFAULT_DECODE_BUDGET: Duration = Duration::from_millis(20);
 
 /// Runs rqrr's detector and decoder on one greyscale view, returning every
@@ -472,6 +474,7 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
     let mut crops: Vec<locate::Triple> = Vec::new();
     // Worst observed cost of one sampled grid and its decodes.
     let mut sample_cost = Duration::ZERO;
+    let mut sampled_any = false;
     for second in [false, true] {
         if let Some(cost) = scan_cost {
             if !clock.fits_cost(cost) {
@@ -517,10 +520,13 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
                 (dim_est.saturating_sub(4), true),
                 (dim_est, false),
             ] {
-                if !clock.fits_cost(sample_cost) {
+                // The first sampled grid always runs (like the first scan):
+                // a clean frame is read however loaded the machine is.
+                if sampled_any && !clock.fits_cost(sample_cost) {
                     tracing::debug!("grid sampling stopped: would overrun the decode budget");
                     return (out, finders_seen);
                 }
+                sampled_any = true;
                 let sample_start = Instant::now();
                 let Some(grey) = sample::sample_grid(frame, &t, dim, align) else {
                     continue;
