@@ -386,8 +386,9 @@ const LOCATED_QUIET_MODULES: f32 = 3.0;
 
 /// Prior for rqrr's cost per pixel before any rqrr run on this frame was
 /// timed: this many times the locator scan's cost per pixel (measured on
-/// this machine: rqrr plain ≈ 5–10× the scan on 640×480 frames).
-const RQRR_COST_OVER_SCAN: f64 = 12.0;
+/// this machine: plain rqrr ≈ 20× the first scan on a 640×480 frame;
+/// the floor of every rqrr prediction).
+const RQRR_COST_OVER_SCAN: f64 = 24.0;
 
 /// Predicted costs are multiplied by this before checking them against
 /// what is left of the budget (run-to-run jitter on a shared machine).
@@ -451,6 +452,21 @@ fn rqrr_with_threshold(grey: &Gray, threshold: Threshold) -> Vec<Vec<u8>> {
     }
 }
 
+/// One locator scan: finder candidates and the triples not in `seen`, each
+/// with its estimated dimension.
+fn scan_pass<B: locate::Binary>(
+    bits: &B,
+    seen: &[locate::Triple],
+) -> (Vec<locate::Finder>, Vec<(usize, locate::Triple)>) {
+    let finders = locate::find_finders(bits);
+    let triples = locate::triples(&finders)
+        .into_iter()
+        .filter(|t| !seen.iter().any(|s| s.same_place(t)))
+        .map(|t| (sample::estimate_dimension(bits, &t), t))
+        .collect();
+    (finders, triples)
+}
+
 /// The locator stage: finder patterns on a block-thresholded (and, for
 /// big frames, downscaled) frame, then for each likely symbol direct grid
 /// sampling and, failing that, rqrr on an upright crop. A second pass
@@ -484,18 +500,21 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
         }
         let pass_start = Instant::now();
         let v = view;
-        let bits = if second {
-            enhance::binarize_local_mean(v, SECOND_PASS_WINDOW_PX, 0)
+        let (finders, triples) = if second {
+            let px = enhance::binarize_local_mean(v, SECOND_PASS_WINDOW_PX, 0);
+            scan_pass(
+                &locate::BoolBits {
+                    w: v.w,
+                    h: v.h,
+                    px: &px,
+                },
+                &seen,
+            )
         } else {
-            enhance::binarize_hybrid(v)
+            let thr = enhance::hybrid_thresholds(v);
+            scan_pass(&locate::BlockBits { grey: v, thr: &thr }, &seen)
         };
-        let finders = locate::find_finders(v.w, v.h, &bits);
         finders_seen += finders.iter().filter(|f| f.hits >= 2).count();
-        let triples: Vec<(usize, locate::Triple)> = locate::triples(&finders)
-            .into_iter()
-            .filter(|t| !seen.iter().any(|s| s.same_place(t)))
-            .map(|t| (sample::estimate_dimension(&bits, v.w, v.h, &t), t))
-            .collect();
         let took = pass_start.elapsed();
         if scan_cost.is_none() {
             scan_cost = Some(took);

@@ -185,12 +185,15 @@ pub(crate) fn binarize_local_mean(src: &Gray, window: usize, bias: u8) -> Vec<bo
 /// 8×8 blocks, each with a threshold from its own mean (or, for flat blocks,
 /// from darker neighbours), averaged over 5×5 blocks. Robust to noise and
 /// uneven light, and cheap.
-pub(crate) fn binarize_hybrid(src: &Gray) -> Vec<bool> {
+pub(crate) fn hybrid_thresholds(src: &Gray) -> BlockThresholds {
     const B: usize = 8;
     const MIN_RANGE: u32 = 24;
     let (w, h) = (src.w, src.h);
     if w == 0 || h == 0 {
-        return Vec::new();
+        return BlockThresholds {
+            bw: 0,
+            thr: Vec::new(),
+        };
     }
     let bw = w.div_ceil(B);
     let bh = h.div_ceil(B);
@@ -250,11 +253,47 @@ pub(crate) fn binarize_hybrid(src: &Gray) -> Vec<bool> {
             thr[by * bw + bx] = (s / n).min(255) as u8;
         }
     }
-    let mut out = Vec::with_capacity(w * h);
-    for (y, row) in src.px.chunks_exact(w).enumerate() {
-        let trow = &thr[(y / B) * bw..(y / B + 1) * bw];
-        for (chunk, &t) in row.chunks(B).zip(trow) {
-            out.extend(chunk.iter().map(|&p| p <= t));
+    BlockThresholds { bw, thr }
+}
+
+/// Per-block thresholds of [`hybrid_thresholds`] (8×8 blocks, row-major).
+pub(crate) struct BlockThresholds {
+    bw: usize,
+    thr: Vec<u8>,
+}
+
+impl BlockThresholds {
+    /// Threshold of the block holding pixel (x, y).
+    #[inline]
+    pub(crate) fn at(&self, x: usize, y: usize) -> u8 {
+        self.thr[(y / 8) * self.bw + x / 8]
+    }
+
+    /// Thresholds of the blocks along pixel row `y`.
+    #[inline]
+    pub(crate) fn row(&self, y: usize) -> &[u8] {
+        &self.thr[(y / 8) * self.bw..(y / 8 + 1) * self.bw]
+    }
+}
+
+/// [`hybrid_thresholds`] applied: `true` = dark (at or below the block's
+/// threshold).
+pub(crate) fn binarize_hybrid(src: &Gray) -> Vec<bool> {
+    let thr = hybrid_thresholds(src);
+    let mut out = Vec::with_capacity(src.px.len());
+    if src.w == 0 {
+        return out;
+    }
+    out.resize(src.px.len(), false);
+    for (y, (orow, row)) in out
+        .chunks_exact_mut(src.w)
+        .zip(src.px.chunks_exact(src.w))
+        .enumerate()
+    {
+        for ((o, p), &t) in orow.chunks_mut(8).zip(row.chunks(8)).zip(thr.row(y)) {
+            for (o, &p) in o.iter_mut().zip(p) {
+                *o = p <= t;
+            }
         }
     }
     out

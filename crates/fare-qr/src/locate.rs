@@ -17,6 +17,11 @@ use crate::enhance::Gray;
 /// textured frames).
 pub(crate) const MAX_FINDERS: usize = 256;
 
+/// Frames of at least this many pixels have every second row scanned (a
+/// finder's stone spans 3 modules, so a symbol with 1.4 px modules or more
+/// is still hit on two rows); smaller ones every row.
+const ROW_SKIP_MIN_PIXELS: usize = 200_000;
+
 /// Candidates considered when grouping triples (the most-confirmed ones).
 const MAX_GROUPING_FINDERS: usize = 16;
 
@@ -85,108 +90,171 @@ fn is_finder_ratio(c: &[u32; 5]) -> bool {
         && (m - c[4] as f32).abs() < v
 }
 
-/// A binarized frame (`true` = dark), row-major.
-struct Bits<'a> {
-    w: usize,
-    h: usize,
-    px: &'a [bool],
+/// A binarized frame: which pixels are dark. Implemented by a plain bit
+/// buffer and by a grey frame with per-block thresholds (no bit buffer is
+/// built: pixels are compared on demand).
+pub(crate) trait Binary {
+    /// Width, pixels.
+    fn width(&self) -> usize;
+    /// Height, pixels.
+    fn height(&self) -> usize;
+    /// True when pixel (x, y) is dark; both must be in range.
+    fn dark(&self, x: usize, y: usize) -> bool;
+    /// Writes row `y` into `out` (cleared first).
+    fn row(&self, y: usize, out: &mut Vec<bool>);
 }
 
-impl Bits<'_> {
+/// A bit buffer (`true` = dark), row-major.
+pub(crate) struct BoolBits<'a> {
+    pub w: usize,
+    pub h: usize,
+    pub px: &'a [bool],
+}
+
+impl Binary for BoolBits<'_> {
+    fn width(&self) -> usize {
+        self.w
+    }
+    fn height(&self) -> usize {
+        self.h
+    }
     #[inline]
     fn dark(&self, x: usize, y: usize) -> bool {
         self.px[y * self.w + x]
     }
-
-    /// Runs through (x, y) along a direction (`vertical` or horizontal),
-    /// limited so a run longer than `max_outer` for the outer ones stops
-    /// the check. Returns the centre coordinate along the scan and the run
-    /// total, or `None` when the 1:1:3:1:1 pattern is not there.
-    fn cross_check(
-        &self,
-        x: usize,
-        y: usize,
-        vertical: bool,
-        max_outer: u32,
-        orig_total: u32,
-    ) -> Option<(f32, u32)> {
-        let (len, pos) = if vertical { (self.h, y) } else { (self.w, x) };
-        let at = |i: usize| {
-            if vertical {
-                self.dark(x, i)
-            } else {
-                self.dark(i, y)
-            }
-        };
-        if !at(pos) {
-            return None;
-        }
-        let mut c = [0u32; 5];
-        // Backwards from the centre: stone, light ring, dark ring.
-        let mut i = pos as isize;
-        while i >= 0 && at(i as usize) {
-            c[2] += 1;
-            i -= 1;
-        }
-        if i < 0 {
-            return None;
-        }
-        while i >= 0 && !at(i as usize) && c[1] <= max_outer {
-            c[1] += 1;
-            i -= 1;
-        }
-        if i < 0 || c[1] > max_outer {
-            return None;
-        }
-        while i >= 0 && at(i as usize) && c[0] <= max_outer {
-            c[0] += 1;
-            i -= 1;
-        }
-        if c[0] > max_outer {
-            return None;
-        }
-        // Forwards.
-        let mut j = pos + 1;
-        while j < len && at(j) {
-            c[2] += 1;
-            j += 1;
-        }
-        if j == len {
-            return None;
-        }
-        while j < len && !at(j) && c[3] < max_outer {
-            c[3] += 1;
-            j += 1;
-        }
-        if j == len || c[3] >= max_outer {
-            return None;
-        }
-        while j < len && at(j) && c[4] < max_outer {
-            c[4] += 1;
-            j += 1;
-        }
-        if c[4] >= max_outer {
-            return None;
-        }
-        let total: u32 = c.iter().sum();
-        if 5 * total.abs_diff(orig_total) >= 2 * orig_total || !is_finder_ratio(&c) {
-            return None;
-        }
-        let centre = j as f32 - c[4] as f32 - c[3] as f32 - c[2] as f32 / 2.0;
-        Some((centre, total))
+    fn row(&self, y: usize, out: &mut Vec<bool>) {
+        out.clear();
+        out.extend_from_slice(&self.px[y * self.w..(y + 1) * self.w]);
     }
 }
 
-/// Finds candidate finder patterns in a binarized frame (`true` = dark).
-/// At most [`MAX_FINDERS`] are kept; every row is scanned.
-pub(crate) fn find_finders(w: usize, h: usize, px: &[bool]) -> Vec<Finder> {
-    let bits = Bits { w, h, px };
+/// A grey frame thresholded per 8×8 block (see
+/// [`crate::enhance::BlockThresholds`]): dark = at or below the block's
+/// threshold.
+pub(crate) struct BlockBits<'a> {
+    pub grey: &'a Gray,
+    pub thr: &'a crate::enhance::BlockThresholds,
+}
+
+impl Binary for BlockBits<'_> {
+    fn width(&self) -> usize {
+        self.grey.w
+    }
+    fn height(&self) -> usize {
+        self.grey.h
+    }
+    #[inline]
+    fn dark(&self, x: usize, y: usize) -> bool {
+        self.grey.px[y * self.grey.w + x] <= self.thr.at(x, y)
+    }
+    fn row(&self, y: usize, out: &mut Vec<bool>) {
+        let w = self.grey.w;
+        out.clear();
+        out.resize(w, false);
+        let row = &self.grey.px[y * w..(y + 1) * w];
+        for ((o, p), &t) in out.chunks_mut(8).zip(row.chunks(8)).zip(self.thr.row(y)) {
+            for (o, &p) in o.iter_mut().zip(p) {
+                *o = p <= t;
+            }
+        }
+    }
+}
+
+/// Scans through (x, y) along a direction (`vertical` or horizontal), the
+/// outer runs limited to `max_outer`. Returns the centre coordinate along
+/// the scan and the run total, or `None` when the 1:1:3:1:1 pattern is not
+/// there (or leaves the frame).
+fn cross_check<B: Binary>(
+    bits: &B,
+    x: usize,
+    y: usize,
+    vertical: bool,
+    max_outer: u32,
+    orig_total: u32,
+) -> Option<(f32, u32)> {
+    let (len, pos) = if vertical {
+        (bits.height(), y)
+    } else {
+        (bits.width(), x)
+    };
+    let at = |i: usize| {
+        if vertical {
+            bits.dark(x, i)
+        } else {
+            bits.dark(i, y)
+        }
+    };
+    if !at(pos) {
+        return None;
+    }
+    let mut c = [0u32; 5];
+    // Backwards from the centre: stone, light ring, dark ring.
+    let mut i = pos as isize;
+    while i >= 0 && at(i as usize) {
+        c[2] += 1;
+        i -= 1;
+    }
+    if i < 0 {
+        return None;
+    }
+    while i >= 0 && !at(i as usize) && c[1] <= max_outer {
+        c[1] += 1;
+        i -= 1;
+    }
+    if i < 0 || c[1] > max_outer {
+        return None;
+    }
+    while i >= 0 && at(i as usize) && c[0] <= max_outer {
+        c[0] += 1;
+        i -= 1;
+    }
+    if c[0] > max_outer {
+        return None;
+    }
+    // Forwards.
+    let mut j = pos + 1;
+    while j < len && at(j) {
+        c[2] += 1;
+        j += 1;
+    }
+    if j == len {
+        return None;
+    }
+    while j < len && !at(j) && c[3] < max_outer {
+        c[3] += 1;
+        j += 1;
+    }
+    if j == len || c[3] >= max_outer {
+        return None;
+    }
+    while j < len && at(j) && c[4] < max_outer {
+        c[4] += 1;
+        j += 1;
+    }
+    if c[4] >= max_outer {
+        return None;
+    }
+    let total: u32 = c.iter().sum();
+    if 5 * total.abs_diff(orig_total) >= 2 * orig_total || !is_finder_ratio(&c) {
+        return None;
+    }
+    let centre = j as f32 - c[4] as f32 - c[3] as f32 - c[2] as f32 / 2.0;
+    Some((centre, total))
+}
+
+/// Finds candidate finder patterns in a binarized frame. At most
+/// [`MAX_FINDERS`] are kept; every row is scanned, or every second one on
+/// frames of [`ROW_SKIP_MIN_PIXELS`] or more.
+pub(crate) fn find_finders<B: Binary>(bits: &B) -> Vec<Finder> {
+    let (w, h) = (bits.width(), bits.height());
     let mut found: Vec<Finder> = Vec::new();
-    if w < 7 || h < 7 || px.len() != w * h {
+    if w < 7 || h < 7 {
         return found;
     }
-    for y in 0..h {
-        let row = &px[y * w..(y + 1) * w];
+    let mut row = Vec::with_capacity(w);
+    let step = if w * h >= ROW_SKIP_MIN_PIXELS { 2 } else { 1 };
+    for y in (0..h).step_by(step) {
+        bits.row(y, &mut row);
         let mut c = [0u32; 5];
         let mut cur = 0usize;
         for (x, &dark) in row.iter().enumerate() {
@@ -197,7 +265,7 @@ pub(crate) fn find_finders(w: usize, h: usize, px: &[bool]) -> Vec<Finder> {
                 c[cur] += 1;
             } else if cur & 1 == 0 {
                 if cur == 4 {
-                    if is_finder_ratio(&c) && consider(&bits, &c, x, y, &mut found) {
+                    if is_finder_ratio(&c) && consider(bits, &c, x, y, &mut found) {
                         c = [0; 5];
                         cur = 0;
                     } else {
@@ -213,7 +281,7 @@ pub(crate) fn find_finders(w: usize, h: usize, px: &[bool]) -> Vec<Finder> {
             }
         }
         if cur == 4 && is_finder_ratio(&c) {
-            consider(&bits, &c, w, y, &mut found);
+            consider(bits, &c, w, y, &mut found);
         }
     }
     found
@@ -222,8 +290,8 @@ pub(crate) fn find_finders(w: usize, h: usize, px: &[bool]) -> Vec<Finder> {
 /// Confirms a row hit at (`end_x` = first pixel after the pattern, `y`)
 /// across the column and the row through its centre; merges it into a
 /// nearby candidate or records a new one. True when confirmed.
-fn consider(
-    bits: &Bits<'_>,
+fn consider<B: Binary>(
+    bits: &B,
     c: &[u32; 5],
     end_x: usize,
     y: usize,
@@ -231,10 +299,10 @@ fn consider(
 ) -> bool {
     let total: u32 = c.iter().sum();
     let cx = end_x as f32 - c[4] as f32 - c[3] as f32 - c[2] as f32 / 2.0;
-    let Some((cy, vtotal)) = bits.cross_check(cx as usize, y, true, c[2], total) else {
+    let Some((cy, vtotal)) = cross_check(bits, cx as usize, y, true, c[2], total) else {
         return false;
     };
-    let Some((cx, htotal)) = bits.cross_check(cx as usize, cy as usize, false, c[2], total) else {
+    let Some((cx, htotal)) = cross_check(bits, cx as usize, cy as usize, false, c[2], total) else {
         return false;
     };
     let module = (vtotal + htotal) as f32 / 14.0;
@@ -431,7 +499,7 @@ mod tests {
         draw_finder(&mut bits, w, 20, 20, m);
         draw_finder(&mut bits, w, 120, 20, m);
         draw_finder(&mut bits, w, 20, 120, m);
-        let f = find_finders(w, h, &bits);
+        let f = find_finders(&BoolBits { w, h, px: &bits });
         assert_eq!(f.len(), 3, "{f:?}");
         for x in &f {
             assert!((x.module - 4.0).abs() < 0.5, "{x:?}");
@@ -449,9 +517,10 @@ mod tests {
 
     #[test]
     fn empty_and_tiny_frames_have_no_finders() {
-        assert!(find_finders(0, 0, &[]).is_empty());
-        assert!(find_finders(5, 5, &[true; 25]).is_empty());
-        assert!(find_finders(64, 64, &[false; 64 * 64]).is_empty());
+        let none = |w, h, px: &[bool]| find_finders(&BoolBits { w, h, px }).is_empty();
+        assert!(none(0, 0, &[]));
+        assert!(none(5, 5, &[true; 25]));
+        assert!(none(64, 64, &[false; 64 * 64]));
         assert!(triples(&[]).is_empty());
     }
 }

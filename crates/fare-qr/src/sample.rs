@@ -11,7 +11,7 @@
 //! instead of a pass over the frame.
 
 use crate::enhance::Gray;
-use crate::locate::Triple;
+use crate::locate::{Binary, Triple};
 
 /// A 3×3 projective map (row-major, `m[2][2]` normalised to 1).
 #[derive(Debug, Clone, Copy)]
@@ -139,10 +139,8 @@ fn sample(frame: &Gray, x: f64, y: f64) -> Option<f32> {
 /// Walks from `from` towards `to` through the binarized frame and returns
 /// the distance at which the dark–light–dark runs of a finder (from its
 /// centre: stone, light ring, dark ring) end, or `None`.
-fn finder_half_width(
-    bits: &[bool],
-    w: usize,
-    h: usize,
+fn finder_half_width<B: Binary>(
+    bits: &B,
     from: (f32, f32),
     to: (f32, f32),
     max_len: f32,
@@ -159,10 +157,10 @@ fn finder_half_width(
     while steps < max_steps {
         steps += 1;
         let (x, y) = (from.0 + sx * steps as f32, from.1 + sy * steps as f32);
-        if x < 0.0 || y < 0.0 || x as usize >= w || y as usize >= h {
+        if x < 0.0 || y < 0.0 || x as usize >= bits.width() || y as usize >= bits.height() {
             return None;
         }
-        let dark = bits[y as usize * w + x as usize];
+        let dark = bits.dark(x as usize, y as usize);
         state = match (state, dark) {
             (0, false) => 1,
             (1, true) => 2,
@@ -175,22 +173,15 @@ fn finder_half_width(
 
 /// Module size along the axis from finder `a` to finder `b`: both finders'
 /// half widths, both ways, over 7 modules. Falls back to `fallback`.
-fn module_along(
-    bits: &[bool],
-    w: usize,
-    h: usize,
-    a: (f32, f32),
-    b: (f32, f32),
-    fallback: f32,
-) -> f32 {
+fn module_along<B: Binary>(bits: &B, a: (f32, f32), b: (f32, f32), fallback: f32) -> f32 {
     let max = fallback * 8.0;
     let away = |p: (f32, f32), q: (f32, f32)| (2.0 * p.0 - q.0, 2.0 * p.1 - q.1);
     let mut sum = 0.0;
     let mut n = 0;
     for (p, q) in [(a, b), (b, a)] {
         if let (Some(f), Some(g)) = (
-            finder_half_width(bits, w, h, p, q, max),
-            finder_half_width(bits, w, h, p, away(p, q), max),
+            finder_half_width(bits, p, q, max),
+            finder_half_width(bits, p, away(p, q), max),
         ) {
             sum += (f + g) / 7.0;
             n += 1;
@@ -205,9 +196,9 @@ fn module_along(
 
 /// Dimension (17 + 4·version) estimated zxing-style from the finder spacing
 /// and the per-axis module sizes, snapped to the nearest valid size.
-pub(crate) fn estimate_dimension(bits: &[bool], w: usize, h: usize, t: &Triple) -> usize {
-    let m1 = module_along(bits, w, h, t.tl, t.tr, t.module);
-    let m2 = module_along(bits, w, h, t.tl, t.bl, t.module);
+pub(crate) fn estimate_dimension<B: Binary>(bits: &B, t: &Triple) -> usize {
+    let m1 = module_along(bits, t.tl, t.tr, t.module);
+    let m2 = module_along(bits, t.tl, t.bl, t.module);
     let d = |p: (f32, f32), q: (f32, f32)| ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
     let modules = (d(t.tl, t.tr) / m1 + d(t.tl, t.bl) / m2) / 2.0 + 7.0;
     let version = ((modules - 17.0) / 4.0).round().clamp(1.0, 40.0);
