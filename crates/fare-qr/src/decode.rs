@@ -385,10 +385,10 @@ const MAX_LOCATED_VIEW_DIM: usize = 101;
 const LOCATED_QUIET_MODULES: f32 = 3.0;
 
 /// Prior for rqrr's cost per pixel before any rqrr run on this frame was
-/// timed: this many times the locator scan's cost per pixel (measured on
-/// this machine: plain rqrr ≈ 20× the first scan on a 640×480 frame;
-/// the floor of every rqrr prediction).
-const RQRR_COST_OVER_SCAN: f64 = 24.0;
+/// timed: this many times the first locator scan's cost per scanned pixel
+/// (measured here: plain rqrr ≈ 10× on 640×480 frames); the floor of every
+/// rqrr prediction.
+const RQRR_COST_OVER_SCAN: f64 = 12.0;
 
 /// Predicted costs are multiplied by this before checking them against
 /// what is left of the budget (run-to-run jitter on a shared machine).
@@ -518,8 +518,9 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
         let took = pass_start.elapsed();
         if scan_cost.is_none() {
             scan_cost = Some(took);
+            let scanned_px = v.px.len() / locate::row_step(v.w, v.h);
             clock.prior_per_px =
-                Some(took.as_secs_f64() / v.px.len().max(1) as f64 * RQRR_COST_OVER_SCAN);
+                Some(took.as_secs_f64() / scanned_px.max(1) as f64 * RQRR_COST_OVER_SCAN);
         }
         tracing::trace!(
             second,

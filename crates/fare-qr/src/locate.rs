@@ -242,6 +242,16 @@ fn cross_check<B: Binary>(
     Some((centre, total))
 }
 
+/// Rows between scanned rows for a `w`×`h` frame: 2 from
+/// [`ROW_SKIP_MIN_PIXELS`] up, else 1.
+pub(crate) fn row_step(w: usize, h: usize) -> usize {
+    if w.saturating_mul(h) >= ROW_SKIP_MIN_PIXELS {
+        2
+    } else {
+        1
+    }
+}
+
 /// Finds candidate finder patterns in a binarized frame. At most
 /// [`MAX_FINDERS`] are kept; every row is scanned, or every second one on
 /// frames of [`ROW_SKIP_MIN_PIXELS`] or more.
@@ -252,8 +262,7 @@ pub(crate) fn find_finders<B: Binary>(bits: &B) -> Vec<Finder> {
         return found;
     }
     let mut row = Vec::with_capacity(w);
-    let step = if w * h >= ROW_SKIP_MIN_PIXELS { 2 } else { 1 };
-    for y in (0..h).step_by(step) {
+    for y in (0..h).step_by(row_step(w, h)) {
         bits.row(y, &mut row);
         let mut c = [0u32; 5];
         let mut cur = 0usize;
