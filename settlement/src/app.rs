@@ -74,6 +74,8 @@ pub struct App {
     pub write_lock: Mutex<()>,
     /// Operator bearer token in effect.
     pub operator_token: String,
+    /// Settlement runs started over HTTP (shared with their background tasks).
+    pub runs: Arc<Mutex<settle::RunRegistry>>,
 }
 
 impl std::fmt::Debug for App {
@@ -161,6 +163,7 @@ impl App {
             rng: Mutex::new(rng),
             write_lock: Mutex::new(()),
             operator_token,
+            runs: Arc::default(),
         })
     }
 

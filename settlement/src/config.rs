@@ -15,6 +15,7 @@
 //! ride_retention_days = 90         # ride history kept for disputes, then purged
 //! settle_chunk_rides = 200000
 //! bundle_refresh_s = 300           # re-publish a quiet bundle after this long
+//! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,10 @@ pub struct Config {
     /// A reader asking for a bundle gets a new version when the last one is
     /// older than this, so its trust material's server time stays fresh.
     pub bundle_refresh_s: u64,
+    /// `POST /v1/settlement/runs` waits this long for the run (at most 4/5
+    /// of `request_timeout_ms`), then answers `202 Accepted` with a run id
+    /// while the run goes on (`GET /v1/settlement/runs/{id}`).
+    pub run_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -70,6 +75,7 @@ impl Default for Config {
             ride_retention_days: 90,
             settle_chunk_rides: 200_000,
             bundle_refresh_s: 300,
+            run_wait_ms: 8_000,
         }
     }
 }

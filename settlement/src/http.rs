@@ -375,19 +375,82 @@ async fn post_freeze(
     Ok(json(StatusCode::OK, &a))
 }
 
+/// Runs settlement in the background and waits up to `run_wait_ms` (at most
+/// 4/5 of the request timeout): the summary when it finished by then (200),
+/// else `202 Accepted` with the run's id and status URL while it goes on.
 async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
-    let s = blocking(move || {
-        app.settle().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "settlement_failed",
-                e.to_string(),
+    let runs = app.runs.clone();
+    let run_id = runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .start(app.now());
+    let wait = Duration::from_millis(
+        app.config
+            .run_wait_ms
+            .min(app.config.request_timeout_ms / 5 * 4),
+    );
+    let task = tokio::task::spawn_blocking(move || {
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.settle())) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("settlement run panicked (a bug: see the log)".to_string()),
+        };
+        let now = app.now();
+        // The App is released before the run shows as finished.
+        drop(app);
+        runs.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish(run_id, result.clone(), now);
+        result
+    });
+    match tokio::time::timeout(wait, task).await {
+        Ok(Ok(Ok(summary))) => Ok(json(StatusCode::OK, &summary)),
+        Ok(Ok(Err(e))) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "settlement_failed",
+            e,
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("task failed: {e}"),
+        )),
+        // Still running: the task goes on without this request.
+        Err(_) => Ok(json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "run_id": run_id,
+                "status": "running",
+                "status_url": format!("/v1/settlement/runs/{run_id}"),
+            }),
+        )),
+    }
+}
+
+async fn get_run(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let run_id = id.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_path",
+            format!("run id `{id}`: expected an integer"),
+        )
+    })?;
+    let status = app
+        .runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(run_id)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_run",
+                format!("no run {run_id} (runs are kept in memory, the last 100)"),
             )
-        })
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &s))
+        })?;
+    Ok(json(StatusCode::OK, &status))
 }
 
 async fn post_purge(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
@@ -524,6 +587,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/accounts/{id}/payments", post(post_payment))
         .route("/v1/accounts/{id}/freeze", post(post_freeze))
         .route("/v1/settlement/runs", post(post_run))
+        .route("/v1/settlement/runs/{id}", get(get_run))
         .route("/v1/settlement/purge", post(post_purge))
         .route("/v1/reports/{kind}", get(report))
         .fallback(fallback)

@@ -353,3 +353,98 @@ fn concurrent_runs_settle_each_ride_once() {
     assert_eq!(app.db.results().unwrap().len(), 48);
     assert_eq!(app.settle().unwrap().rides, 0);
 }
+
+/// Holds the app's write lock on another thread until [`release`].
+fn hold_write_lock(app: Arc<App>) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        let _guard = app.write_lock.lock().unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    locked_rx.recv().unwrap();
+    (release_tx, h)
+}
+
+fn release((tx, h): (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)) {
+    tx.send(()).unwrap();
+    h.join().unwrap();
+}
+
+/// A run that outlasts `run_wait_ms` is answered `202 Accepted` with a run
+/// id and goes on in the background (a huge backlog must not hit the request
+/// timeout); its status resource shows it running, then done with the same
+/// summary a waited-for run returns; nothing settles twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_runs_answer_202_and_report_their_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        run_wait_ms: 0,
+        ..test_config()
+    };
+    let srv = Server::start(dir.path(), config).await;
+    for r in &build_readers(&srv.app, 6, 8) {
+        ingest::ingest_batch(&srv.app.db, &r.all(), 0).unwrap();
+    }
+    // Holding the write lock keeps the run from finishing, whatever the
+    // machine's speed: it must be answered 202 and show as running.
+    let lock = hold_write_lock(srv.app.clone());
+    let (s, v) = srv.post("/v1/settlement/runs", serde_json::json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "running");
+    let run_id = v["run_id"].as_u64().unwrap();
+    let (s, running) = srv.get(&format!("/v1/settlement/runs/{run_id}")).await;
+    assert_eq!(
+        (s, running["status"].as_str()),
+        (200, Some("running")),
+        "{running}"
+    );
+    assert!(running["summary"].is_null());
+    release(lock);
+    let url = v["status_url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("/v1/settlement/runs/{run_id}"));
+    let done = loop {
+        let (s, v) = srv.get(&url).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["run_id"], run_id);
+        if v["status"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["summary"]["rides"], 48, "{done}");
+    assert!(done["finished_unix_s"].is_u64());
+    assert_eq!(srv.app.db.results().unwrap().len(), 48);
+
+    // A second run has nothing to do; held back, it too is answered 202.
+    let lock = hold_write_lock(srv.app.clone());
+    let (s, v) = srv.post("/v1/settlement/runs", serde_json::json!({})).await;
+    assert_eq!(s, 202, "{v}");
+    release(lock);
+    let url = v["status_url"].as_str().unwrap().to_string();
+    let again = loop {
+        let (_, v) = srv.get(&url).await;
+        if v["status"] != "running" {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(again["summary"]["rides"], 0, "{again}");
+    assert_ne!(again["run_id"], done["run_id"]);
+
+    let (s, v) = srv.get("/v1/settlement/runs/999").await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("unknown_run")));
+    let (s, v) = srv.get("/v1/settlement/runs/x").await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_path")));
+    let (s, _) = srv
+        .http
+        .get(format!("{}{url}", srv.url))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(s, 401, "the status resource needs the operator token");
+    srv.stop().await;
+}

@@ -122,8 +122,22 @@ impl Server {
         (status, resp.json().await.unwrap())
     }
 
+    /// Runs settlement and returns its summary (following a `202 Accepted`
+    /// run to its end: a slow machine may take longer than `run_wait_ms`).
     pub async fn settle(&self) -> Value {
         let (s, v) = self.post("/v1/settlement/runs", json!({})).await;
+        if s == 202 {
+            let url = v["status_url"].as_str().unwrap().to_string();
+            loop {
+                let (s, st) = self.get(&url).await;
+                assert_eq!(s, 200, "{st}");
+                if st["status"] != "running" {
+                    assert_eq!(st["status"], "done", "{st}");
+                    return st["summary"].clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         assert_eq!(s, 200, "{v}");
         v
     }
