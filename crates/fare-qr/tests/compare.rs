@@ -5,7 +5,8 @@
 //! temporary directory.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/targets/qr cargo test --release -p fare-qr --test compare -- --ignored --nocapture
+//! CARGO_TARGET_DIR=/work/targets/qr cargo test -p fare-qr --test compare -- --ignored --nocapture
+//! SHOW_WRONG=1 ...   # also print every payload that differs from the label
 //! ```
 //!
 //! zbar's times are per `zbarimg` process (start, PNG load and decode), so
@@ -135,7 +136,17 @@ fn run_fare_qr(cases: &[Case], opts: &DecodeOptions) -> Tally {
             decode_luma_with(&c.frame, opts)
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        tally.add(c.group, classify(&decoded, &c.expected), ms);
+        let outcome = classify(&decoded, &c.expected);
+        if outcome == Outcome::Wrong && std::env::var_os("SHOW_WRONG").is_some() {
+            println!(
+                "  wrong: {} {}x{}: got {:?}",
+                c.group,
+                c.frame.width(),
+                c.frame.height(),
+                decoded.map(|p| String::from_utf8_lossy(&p).into_owned())
+            );
+        }
+        tally.add(c.group, outcome, ms);
     }
     tally
 }
