@@ -268,8 +268,11 @@ struct ReaderPlan {
 struct Prepared {
     plan: Vec<ReaderPlan>,
     records: Vec<RideRecord>,
-    operators: HashMap<u32, String>,
     verdicts: Vec<Verdict>,
+    /// The core's view of the rides (built here, off the settling thread).
+    rides: Vec<RideIn>,
+    /// Distinct credentials of the verified rides, sorted.
+    cred_ids: Vec<CredentialId>,
 }
 
 /// What a committed chunk adds to the run summary.
@@ -339,12 +342,31 @@ fn prepare(
         })
         .collect();
     let verdicts = reverify(&codes, ctx.trust, &ctx.policy);
+    let rides: Vec<RideIn> = records
+        .iter()
+        .map(|r| RideIn {
+            ride: RideId {
+                reader_id: r.reader_id,
+                reader_seq: r.reader_seq,
+            },
+            reader_time_unix_s: r.reader_time_unix_s,
+            operator: operators.get(&r.reader_id).cloned().unwrap_or_default(),
+            route: r.route.clone(),
+        })
+        .collect();
+    let mut cred_ids: Vec<CredentialId> = verdicts
+        .iter()
+        .filter_map(|v| v.as_ref().ok().map(|vr| vr.credential_id))
+        .collect();
+    cred_ids.sort_unstable();
+    cred_ids.dedup();
     times.reverify += t.elapsed();
     Ok(Prepared {
         plan,
         records,
-        operators,
         verdicts,
+        rides,
+        cred_ids,
     })
 }
 
@@ -385,33 +407,15 @@ fn build_chunk(
     };
     let mut stats = ChunkStats::default();
     let Prepared {
-        records,
-        operators,
         verdicts,
+        rides,
+        cred_ids,
         ..
     } = prepared;
-    let rides: Vec<RideIn> = records
-        .iter()
-        .map(|r| RideIn {
-            ride: RideId {
-                reader_id: r.reader_id,
-                reader_seq: r.reader_seq,
-            },
-            reader_time_unix_s: r.reader_time_unix_s,
-            operator: operators.get(&r.reader_id).cloned().unwrap_or_default(),
-            route: r.route.clone(),
-        })
-        .collect();
 
     // 3. Load the facts the core needs: each distinct credential (its record
     //    and its sightings: one read each, not one per ride), then each
     //    account (record, balance, day states); point reads in parallel.
-    let mut cred_ids: Vec<CredentialId> = verdicts
-        .iter()
-        .filter_map(|v| v.as_ref().ok().map(|vr| vr.credential_id))
-        .collect();
-    cred_ids.sort_unstable();
-    cred_ids.dedup();
     type CredFacts = (CredentialId, Option<CredentialRecord>, Vec<CodeSighting>);
     let loaded: Vec<CredFacts> = cred_ids
         .par_iter()
@@ -438,7 +442,7 @@ fn build_chunk(
     }
     let mut account_days: HashMap<String, (Date, Date)> = HashMap::new();
     let mut day_ranges: HashMap<Date, (Date, Date)> = HashMap::new();
-    for (v, ride) in verdicts.iter().zip(&rides) {
+    for (v, ride) in verdicts.iter().zip(rides) {
         let Ok(vr) = v else { continue };
         let Some(c) = credentials.get(&vr.credential_id) else {
             continue;
@@ -498,7 +502,7 @@ fn build_chunk(
     lap(&mut times.load_facts);
 
     // 4. The pure core.
-    let out = settle_chunk(&rides, verdicts, &facts);
+    let out = settle_chunk(rides, verdicts, &facts);
     lap(&mut times.core);
 
     // 5. One atomic write set.
