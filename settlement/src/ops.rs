@@ -7,7 +7,7 @@ use crate::model::*;
 use crate::settle::{is_revoked, set_revoked};
 use crate::store::{Db, Space, WriteSet};
 use axum::http::StatusCode;
-use fare_credential::keys::{parse_public_key, KeyError};
+use fare_credential::keys::{parse_device_key_for_issuance, parse_public_key, KeyError};
 use fare_credential::Profile;
 use fare_keys::{IssueRequest, KeyStore};
 use rand_core::{CryptoRng, RngCore};
@@ -152,12 +152,19 @@ pub fn register_device(
             format!("device_public_key: expected 64 hex characters: {e}"),
         )
     })?;
-    match parse_public_key(&raw) {
+    match parse_device_key_for_issuance(&raw) {
         Ok(_) => {}
         Err(KeyError::Weak) => {
             return Err(ApiError::bad_request(
                 "weak_device_key",
                 "device_public_key has small order: such a key would let anyone sign ride codes",
+            ))
+        }
+        Err(KeyError::MixedOrder) => {
+            return Err(ApiError::bad_request(
+                "weak_device_key",
+                "device_public_key has a small-order component: an honest device never generates \
+                 one, and signatures under it can verify differently at readers and at settlement",
             ))
         }
         Err(e) => {
@@ -198,7 +205,9 @@ pub fn register_device(
             ),
         );
     }
-    let device_public_key: [u8; 32] = raw.try_into().expect("length checked by parse_public_key");
+    let device_public_key: [u8; 32] = raw
+        .try_into()
+        .expect("length checked by parse_device_key_for_issuance");
     let cred = keys
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -11,15 +11,24 @@
 //! not once per ride; device signatures are checked with ed25519 batch
 //! verification in chunks of [`CHUNK`] across all cores (rayon).
 //!
-//! Batch verification is more permissive than `verify_strict` in exactly
-//! these cases, each handled so settlement never accepts what a reader must
-//! refuse:
+//! Batch verification is more permissive than `verify_strict` in these
+//! cases:
 //! * small-order (weak) device key: refused per credential (`is_weak`, and
 //!   issuance refuses such keys);
+//! * device key with a small-order component (mixed order): refused at
+//!   issuance (`parse_device_key_for_issuance`), so no credential binds one;
 //! * small-order or non-canonically encoded `R`: such signatures are routed
 //!   to `verify_strict` one by one (an honest signer never produces them, so
 //!   this costs nothing in practice);
-//! * non-canonical `s`: refused by both.
+//! * non-canonical `s`: refused by both;
+//! * **not closed**: an `R` of large order with a small-order component.
+//!   Cofactorless batch verification with random `zᵢ` accepts such a
+//!   signature, which `verify_strict` refuses, with probability 1/ord(T)
+//!   (≤ 1/2) per batch. Only the holder of the device's private key can make
+//!   one, readers refuse it, so it reaches settlement only through a reader
+//!   colluding with that rider, and the outcome is that rider being charged
+//!   for a ride. Closing it would need a torsion check of every `R`, about
+//!   one more scalar multiplication per ride (+≈ 50 % re-verification CPU).
 //!
 //! When a batch fails, its halves are batch-verified again, down to batches
 //! of fewer than 32 whose items are checked one by one with `verify_strict`

@@ -20,6 +20,12 @@ pub enum KeyError {
     /// The key has small order: any signature "verifies" against it in lax verifiers.
     #[error("public key has small order (a weak key that must never be trusted)")]
     Weak,
+    /// The key is a valid point of large order but has a small-order
+    /// (torsion) component: an honest ed25519 key generator never makes one,
+    /// and signatures under it can verify differently in cofactorless single
+    /// and batch verification, so the issuer refuses to bind it.
+    #[error("public key has a small-order component (not in the prime-order subgroup); an honest device never generates one")]
+    MixedOrder,
     /// Wrong number of bytes.
     #[error("expected {expected} bytes, got {found}")]
     Length {
@@ -39,6 +45,20 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
     let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::NotAPoint)?;
     if key.is_weak() {
         return Err(KeyError::Weak);
+    }
+    Ok(key)
+}
+
+/// Parses a device key offered for a credential: as [`parse_public_key`],
+/// and also refuses a key outside the prime-order subgroup
+/// ([`KeyError::MixedOrder`]). Checked once at issuance (it costs a scalar
+/// multiplication), so that every credential's device key is torsion-free and
+/// settlement's batch verification cannot disagree with `verify_strict` over
+/// the key.
+pub fn parse_device_key_for_issuance(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
+    let key = parse_public_key(bytes)?;
+    if !key.to_edwards().is_torsion_free() {
+        return Err(KeyError::MixedOrder);
     }
     Ok(key)
 }

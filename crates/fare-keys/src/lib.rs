@@ -19,7 +19,7 @@ pub mod files;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use fare_credential::bundle::ReaderBundle;
-use fare_credential::keys::parse_public_key;
+use fare_credential::keys::parse_device_key_for_issuance;
 use fare_credential::{Credential, CredentialBody, CredentialId, IssuerKey, Profile};
 use files::{create_private_dir, read_hex, write_atomic};
 use rand_core::CryptoRngCore;
@@ -306,7 +306,7 @@ impl KeyStore {
     }
 
     /// Issues a credential with a fresh random id, signed by the current
-    /// issuer key. Refuses invalid or weak device keys and lifetimes over
+    /// issuer key. Refuses invalid, weak or mixed-order device keys and lifetimes over
     /// [`MAX_CREDENTIAL_VALIDITY_S`]; the end is clamped to the issuer key's window.
     pub fn issue_credential(
         &self,
@@ -314,7 +314,7 @@ impl KeyStore {
         now_unix_s: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Credential, KeysError> {
-        parse_public_key(&req.device_public_key)?;
+        parse_device_key_for_issuance(&req.device_public_key)?;
         if req.valid_for_s == 0 || req.valid_for_s > MAX_CREDENTIAL_VALIDITY_S {
             return Err(KeysError::Invalid {
                 field: "valid_for_s",
@@ -466,6 +466,31 @@ mod tests {
             ks.issue_credential(&req, T0, &mut rng),
             Err(KeysError::BadDeviceKey(_))
         ));
+        // A large-order point with a small-order component (a·B + T₈): a
+        // valid key to `parse_public_key`, never made by an honest device.
+        let mixed = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT
+            * curve25519_dalek::scalar::Scalar::from(12_345u64)
+            + curve25519_dalek::constants::EIGHT_TORSION[1])
+            .compress()
+            .to_bytes();
+        assert!(fare_credential::keys::parse_public_key(&mixed).is_ok());
+        let err = ks
+            .issue_credential(
+                &IssueRequest {
+                    device_public_key: mixed,
+                    ..req
+                },
+                T0,
+                &mut rng,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeysError::BadDeviceKey(fare_credential::keys::KeyError::MixedOrder)
+            ),
+            "{err}"
+        );
         let good = SigningKey::generate(&mut rng).verifying_key().to_bytes();
         let req = IssueRequest {
             device_public_key: good,
