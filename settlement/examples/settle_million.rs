@@ -25,6 +25,10 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::time::Instant;
 
+// The same allocator as the `fare-settlement` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const T0: u64 = 1_773_100_800; // 2026-03-10 08:00 Asia/Shanghai
 
 /// CPU seconds (user + system) this process used so far, from /proc (Linux):

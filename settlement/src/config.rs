@@ -13,7 +13,7 @@
 //! code_validity_s = 60             # the readers' policy, re-applied at settlement
 //! skew_tolerance_s = 30
 //! ride_retention_days = 90         # ride history kept for disputes, then purged
-//! settle_chunk_rides = 200000
+//! settle_chunk_rides = 100000
 //! bundle_refresh_s = 300           # re-publish a quiet bundle after this long
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! ```
@@ -73,7 +73,7 @@ impl Default for Config {
             code_validity_s: 60,
             skew_tolerance_s: 30,
             ride_retention_days: 90,
-            settle_chunk_rides: 200_000,
+            settle_chunk_rides: 100_000,
             bundle_refresh_s: 300,
             run_wait_ms: 8_000,
         }

@@ -74,8 +74,18 @@ impl Server {
         self.handle.take().unwrap().await.unwrap().unwrap();
         let app = self.app.clone();
         drop(self);
-        // The router's clones are gone once serve returned; ours is the last.
-        assert_eq!(Arc::strong_count(&app), 1, "app still shared");
+        // The router's clones go with the connection tasks, which may still
+        // be unwinding for a moment after serve returned: wait (boundedly)
+        // until ours is the last, so the database is really closed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&app) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            Arc::strong_count(&app),
+            1,
+            "app still shared 10 s after shutdown"
+        );
         drop(app);
     }
 
