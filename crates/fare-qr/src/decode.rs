@@ -296,22 +296,7 @@ fn run_attempt(frame: &Gray, attempt: &Attempt, cache: &mut Vec<(GreyKey, Gray)>
             cache.len() - 1
         }
     };
-    let grey = &cache[idx].1;
-    match attempt.threshold {
-        Threshold::Rqrr => rqrr_decode_view(grey.w, grey.h, View::Grey(&grey.px)),
-        Threshold::LocalMean { window_px, bias } => {
-            let bits = enhance::binarize_local_mean(grey, usize::from(window_px), bias);
-            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
-        }
-        Threshold::Hybrid => {
-            let bits = enhance::binarize_hybrid(grey);
-            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
-        }
-        Threshold::Otsu => {
-            let bits = enhance::binarize_otsu(grey);
-            rqrr_decode_view(grey.w, grey.h, View::Bits(&bits))
-        }
-    }
+    rqrr_with_threshold(&cache[idx].1, attempt.threshold)
 }
 
 /// The grey-level preparation of an attempt (shared between thresholds).
