@@ -22,7 +22,6 @@ use crate::config::ReaderConfig;
 use crate::decision::{Decision, Outcome, RideId, Stage, StageTimes};
 use crate::error::{BundleError, ValidatorError};
 use crate::replay::{ReplayCache, ReplayEntry, ReplayKeys};
-use fare_credential::code::MAX_RIDE_CODE_BYTES;
 use fare_credential::codec;
 use fare_credential::keys::parse_public_key;
 use fare_credential::record::{genesis_hash, record_hash};
@@ -593,17 +592,8 @@ impl Reader {
                 break;
             }
             scanned += 1;
-            match RideCode::from_bytes(&rec.code) {
-                Ok(code) => {
-                    let e = self.replay_entry(&code, rec.reader_seq, rec.reader_time_unix_s);
-                    if now <= e.prune_after_unix_s {
-                        cache.insert(&ReplayKeys::of(&code), e);
-                    }
-                }
-                // Accepted codes parse; one that does not cannot pass again.
-                Err(e) => {
-                    tracing::warn!(seq = rec.reader_seq, error = %e, "logged code does not parse")
-                }
+            if let Some((keys, e)) = self.live_replay_entry(&rec, now) {
+                cache.insert(&keys, e);
             }
         }
         tracing::debug!(
@@ -613,6 +603,22 @@ impl Reader {
         );
         self.replay_cache = cache;
         Ok(())
+    }
+
+    /// The replay keys and entry of a logged ride whose code could still
+    /// pass at `now` (`None` once it cannot: then nothing needs to refuse it).
+    fn live_replay_entry(&self, rec: &RideRecord, now: u64) -> Option<(ReplayKeys, ReplayEntry)> {
+        match RideCode::from_bytes(&rec.code) {
+            Ok(code) => {
+                let e = self.replay_entry(&code, rec.reader_seq, rec.reader_time_unix_s);
+                (now <= e.prune_after_unix_s).then(|| (ReplayKeys::of(&code), e))
+            }
+            // Accepted codes parse; one that does not cannot pass again.
+            Err(e) => {
+                tracing::warn!(seq = rec.reader_seq, error = %e, "logged code does not parse");
+                None
+            }
+        }
     }
 
     /// The replay entry of an accepted code.
@@ -925,7 +931,7 @@ impl Reader {
         );
         let cred = code.credential().body();
         let t = Instant::now();
-        let r = self.append(&code, bytes, now, &keys);
+        let r = self.append(&code, now, &keys);
         st.set(Stage::Append, t.elapsed().as_nanos() as u64);
         match r {
             Ok(seq) => Outcome::Accepted {
@@ -954,14 +960,7 @@ impl Reader {
 
     /// Appends the ride: one sled insert, then `flush()`. The replay cache
     /// and the state change in memory as soon as the insert applied.
-    fn append(
-        &mut self,
-        parsed: &RideCode,
-        code: &[u8],
-        now: u64,
-        keys: &ReplayKeys,
-    ) -> Result<u64, AppendError> {
-        debug_assert!(code.len() <= MAX_RIDE_CODE_BYTES);
+    fn append(&mut self, code: &RideCode, now: u64, keys: &ReplayKeys) -> Result<u64, AppendError> {
         let seq = self.state.next_seq;
         let rc = &self.config.reader;
         let record = RideRecord {
@@ -971,7 +970,7 @@ impl Reader {
             vehicle: rc.vehicle.clone(),
             route: rc.route.clone(),
             stop: rc.stop,
-            code: code.to_vec(),
+            code: code.as_bytes().to_vec(),
             prev_hash: self.state.chain_head,
         };
         let enc = record
@@ -1005,7 +1004,7 @@ impl Reader {
         self.state.chain_head = chain_head;
         self.state.used_bytes += len;
         self.replay_cache
-            .insert(keys, self.replay_entry(parsed, seq, now));
+            .insert(keys, self.replay_entry(code, seq, now));
         self.db.flush().map_err(|source| {
             AppendError::Storage(ValidatorError::Sled {
                 what: "flush ride",
@@ -1189,14 +1188,10 @@ impl Reader {
             if need_bytes == 0 && rec.reader_time_unix_s > older_than_unix_s {
                 break;
             }
-            if let Ok(code) = RideCode::from_bytes(&rec.code) {
-                let e = self.replay_entry(&code, rec.reader_seq, rec.reader_time_unix_s);
-                if now_unix_s <= e.prune_after_unix_s {
-                    let keys = ReplayKeys::of(&code);
-                    let ev = codec::encode("replay entry", &e)?;
-                    spill.insert(&keys.digest_key()[..], ev.clone());
-                    spill.insert(&keys.seq_key()[..], ev);
-                }
+            if let Some((keys, e)) = self.live_replay_entry(&rec, now_unix_s) {
+                let ev = codec::encode("replay entry", &e)?;
+                spill.insert(&keys.digest_key()[..], ev.clone());
+                spill.insert(&keys.seq_key()[..], ev);
             }
             batch.remove(k);
             freed += v.len() as u64;
