@@ -260,17 +260,7 @@ fn a_code_compacted_early_from_a_full_log_stays_used_after_restart() {
     assert!(r.decide_payload(&first, NOW).is_accept());
     let one = r.state().used_bytes;
     drop(r);
-    let cfg = std::fs::read_to_string(dir.join("reader.toml")).unwrap();
-    let line = cfg
-        .lines()
-        .find(|l| l.starts_with("max_log_bytes"))
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        dir.join("reader.toml"),
-        cfg.replace(&line, &format!("max_log_bytes = {}", 2 * one)),
-    )
-    .unwrap();
+    set_config(&dir, "max_log_bytes", &(2 * one).to_string());
     let mut r = Reader::open(&dir, NOW).unwrap();
     assert!(r.decide_payload(&w.code(NOW, 2), NOW).is_accept());
     assert_eq!(
