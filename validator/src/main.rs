@@ -12,7 +12,6 @@ use fare_validator::{
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -242,14 +241,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             let t = now(at);
             let mut reader = Reader::open(&dir, t)?;
             let decision = match (image, payload) {
-                (Some(path), _) => {
-                    let start = Instant::now();
-                    let budget = reader.config().camera.decode_budget();
-                    let decoded = fare_validator::frames::load_frame(&path)
-                        .and_then(|f| fare_validator::frames::decode_frame(&f, budget));
-                    let ns = start.elapsed().as_nanos() as u64;
-                    reader.decide_decoded(decoded, ns, t, start)
-                }
+                (Some(path), _) => reader.decide_image_file(&path, t),
                 (None, Some(hex_payload)) => match decode_hex_payload(&hex_payload) {
                     Ok(bytes) => reader.decide_payload(&bytes, t),
                     Err(why) => {
@@ -521,12 +513,7 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
         files.sort();
         for f in files {
             let t = now(at);
-            let start = Instant::now();
-            let budget = reader.config().camera.decode_budget();
-            let decoded = fare_validator::frames::load_frame(&f)
-                .and_then(|img| fare_validator::frames::decode_frame(&img, budget));
-            let ns = start.elapsed().as_nanos() as u64;
-            let d = reader.decide_decoded(decoded, ns, t, start);
+            let d = reader.decide_image_file(&f, t);
             let mut v = d.to_json();
             v["frame"] = serde_json::json!(f.display().to_string());
             print_json(&v);

@@ -824,6 +824,18 @@ impl Reader {
         self.decide_decoded(decoded, decode_ns, now_unix_s, start)
     }
 
+    /// Decides on an image file (a stored camera frame): load, QR decode
+    /// within `camera.decode_budget_ms`, then the payload pipeline. The
+    /// decode stage time includes loading the file.
+    pub fn decide_image_file(&mut self, path: &Path, now_unix_s: u64) -> Decision {
+        let start = Instant::now();
+        let budget = self.config.camera.decode_budget();
+        let decoded =
+            crate::frames::load_frame(path).and_then(|f| crate::frames::decode_frame(&f, budget));
+        let decode_ns = start.elapsed().as_nanos() as u64;
+        self.decide_decoded(decoded, decode_ns, now_unix_s, start)
+    }
+
     /// Decides on the result of a decode done elsewhere (`Err`: no code was
     /// found, with why). `start` is when the decode began.
     pub fn decide_decoded(
