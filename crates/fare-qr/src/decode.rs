@@ -380,31 +380,26 @@ const RQRR_COST_OVER_SCAN: f64 = 12.0;
 const PREDICTION_MARGIN: f64 = 1.25;
 
 /// Per-frame time accounting: predicts an rqrr run's cost from the worst
-/// cost per pixel observed so far on this frame (or the prior from the
-/// locator scan) and refuses runs that would not fit.
+/// cost per pixel seen so far on this frame (the prior from the locator
+/// scan, then every timed rqrr run) and refuses runs that would not fit.
 struct Clock {
     start: Instant,
     budget: Duration,
-    /// Worst observed rqrr cost per pixel, seconds.
+    /// Worst rqrr cost per pixel so far, seconds: the locator's prior and
+    /// the observed runs. Keeping the maximum makes the prior a floor (crops
+    /// can cost less per pixel than a whole noisy frame).
     per_px: Option<f64>,
-    /// Prior per pixel (from the locator scan), seconds.
-    prior_per_px: Option<f64>,
 }
 
 impl Clock {
     /// True when an rqrr run over `pixels` is predicted to end within the
-    /// budget (worst observed cost per pixel, at least the prior). Without
-    /// any observation or prior (no locator scan), it fits.
+    /// budget. Without any prior or observation (no locator scan, nothing
+    /// run yet: the first whole-frame attempt), it fits whatever the budget.
     fn fits(&self, pixels: usize) -> bool {
-        // The prior stays a floor: crops can cost less per pixel than a
-        // whole noisy frame.
-        let per_px = match (self.per_px, self.prior_per_px) {
-            (Some(a), Some(b)) => a.max(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => return true,
+        let Some(per_px) = self.per_px else {
+            return true;
         };
-        let predicted = Duration::from_secs_f64(per_px * pixels as f64 * PREDICTION_MARGIN);
-        self.start.elapsed() + predicted <= self.budget
+        self.fits_cost(Duration::from_secs_f64(per_px * pixels as f64))
     }
 
     /// True when a step predicted to take `cost` ends within the budget.
@@ -413,8 +408,12 @@ impl Clock {
     }
 
     fn record(&mut self, pixels: usize, took: Duration) {
-        let observed = took.as_secs_f64() / pixels.max(1) as f64;
-        self.per_px = Some(self.per_px.map_or(observed, |p| p.max(observed)));
+        self.raise_per_px(took.as_secs_f64() / pixels.max(1) as f64);
+    }
+
+    /// Raises the cost per pixel to `per_px` if that is higher.
+    fn raise_per_px(&mut self, per_px: f64) {
+        self.per_px = Some(self.per_px.map_or(per_px, |p| p.max(per_px)));
     }
 }
 
@@ -504,8 +503,7 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
         if scan_cost.is_none() {
             scan_cost = Some(took);
             let scanned_px = v.px.len() / locate::row_step(v.w, v.h);
-            clock.prior_per_px =
-                Some(took.as_secs_f64() / scanned_px.max(1) as f64 * RQRR_COST_OVER_SCAN);
+            clock.raise_per_px(took.as_secs_f64() / scanned_px.max(1) as f64 * RQRR_COST_OVER_SCAN);
         }
         tracing::trace!(
             second,
@@ -612,7 +610,6 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
         start: Instant::now(),
         budget: opts.budget,
         per_px: None,
-        prior_per_px: None,
     };
     let frame = Gray {
         w: img.width() as usize,
@@ -667,9 +664,9 @@ fn decode_inner(img: &GrayImage, opts: &DecodeOptions, all: bool) -> Result<Vec<
     for (i, attempt) in opts.attempts.iter().enumerate() {
         let area = (f64::from(attempt.scale_percent).powi(2) / 10_000.0).max(0.25);
         let view_px = (pixels as f64 * area) as usize;
-        // Without the locator, the first attempt always runs.
-        let first = i == 0 && !opts.locator;
-        if !first && !clock.fits(view_px) {
+        // Without the locator nothing has been timed before the first
+        // attempt, so it always fits: it runs whatever the budget.
+        if !clock.fits(view_px) {
             tracing::debug!(
                 attempt = i,
                 budget_ms = opts.budget.as_millis() as u64,
