@@ -159,12 +159,8 @@ impl std::fmt::Display for PhaseTimes {
     }
 }
 
-/// Settles everything ingested so far.
-pub fn run(db: &Db, ctx: &SettleContext<'_>, now_unix_s: u64) -> Result<RunSummary, StoreError> {
-    run_timed(db, ctx, now_unix_s, &mut PhaseTimes::default())
-}
-
-/// [`run`], adding the wall time of each phase to `times`.
+/// Settles everything ingested so far, adding the wall time of each phase
+/// to `times`.
 ///
 /// Pipelined: a producer thread reads and re-verifies chunk after chunk
 /// (one ahead), which depends only on ride records (immutable once
@@ -249,13 +245,6 @@ fn pipelined_pass(
     })
 }
 
-fn decode(b: &[u8]) -> Result<RideRecord, StoreError> {
-    RideRecord::decode_v1(b).map_err(|e| StoreError::Corrupt {
-        what: "ride",
-        why: e.to_string(),
-    })
-}
-
 /// The rides of one reader a chunk takes: `from..=to`.
 #[derive(Clone, Copy, Debug)]
 struct ReaderPlan {
@@ -323,12 +312,7 @@ fn prepare(
     }
     let per_reader: Vec<Vec<RideRecord>> = plan
         .par_iter()
-        .map(|p| {
-            db.ride_bytes(p.reader_id, p.from, p.to)?
-                .iter()
-                .map(|b| decode(b))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .map(|p| db.rides(p.reader_id, p.from, p.to))
         .collect::<Result<_, _>>()?;
     let records: Vec<RideRecord> = per_reader.into_iter().flatten().collect();
     times.read_rides += t.elapsed();
