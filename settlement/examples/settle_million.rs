@@ -140,12 +140,13 @@ fn main() {
         })
         .collect();
 
+    // `--chunk N`: rides per settlement chunk (default: the config's).
+    let chunk = args
+        .iter()
+        .position(|a| a == "--chunk")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
     if with_store && args.iter().any(|a| a == "--no-core") {
-        let chunk = args
-            .iter()
-            .position(|a| a == "--chunk")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|s| s.parse().ok());
         store_run(&creds, &rides, n_readers, chunk);
         return;
     }
@@ -233,12 +234,6 @@ fn main() {
         // The in-memory core's data (GBs at 1M rides) is freed first so it
         // does not weigh on the store run's allocations.
         drop((out, verdicts, ride_in, codes, credentials, accounts));
-        // `--chunk N`: rides per settlement chunk (default: the config's).
-        let chunk = args
-            .iter()
-            .position(|a| a == "--chunk")
-            .and_then(|i| args.get(i + 1))
-            .and_then(|s| s.parse().ok());
         store_run(&creds, &rides, n_readers, chunk);
     }
 }
