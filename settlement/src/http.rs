@@ -390,7 +390,7 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
             .run_wait_ms
             .min(app.config.request_timeout_ms / 5 * 4),
     );
-    let task = tokio::task::spawn_blocking(move || {
+    let task = blocking(move || {
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.settle())) {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err("settlement run panicked (a bug: see the log)".to_string()),
@@ -401,20 +401,11 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
         runs.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finish(run_id, result.clone(), now);
-        result
+        result.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "settlement_failed", e))
     });
+    // On a timeout the blocking task is detached, not cancelled: it goes on.
     match tokio::time::timeout(wait, task).await {
-        Ok(Ok(Ok(summary))) => Ok(json(StatusCode::OK, &summary)),
-        Ok(Ok(Err(e))) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "settlement_failed",
-            e,
-        )),
-        Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("task failed: {e}"),
-        )),
+        Ok(r) => r.map(|summary| json(StatusCode::OK, &summary)),
         // Still running: the task goes on without this request.
         Err(_) => Ok(json(
             StatusCode::ACCEPTED,
