@@ -15,7 +15,9 @@
 
 mod common;
 
-use common::{classify, corpus_dir, images_of, phone_frame, rotate, Outcome, MULTI_CODE};
+use common::{
+    alternate_label, classify, corpus_dir, images_of, phone_frame, rotate, Outcome, MULTI_CODE,
+};
 use fare_credential::code::RIDE_CODE_V1_LEN;
 use fare_qr::{decode_all_with, decode_luma_with, Attempt, DecodeOptions, GrayImage, QrError};
 use std::path::PathBuf;
@@ -39,12 +41,7 @@ fn cases() -> Vec<Case> {
         for (path, expected) in images_of(&root.join(set)) {
             let img = fare_qr::load_frame(&path).unwrap();
             let multi = MULTI_CODE.iter().any(|m| path.ends_with(m));
-            // See tests/corpus.rs `alternate_label`.
-            let expected = if path.ends_with("qrcode-2/13.png") {
-                b"The 2005 USGS aerial photography of the Washington Monument is censored.".to_vec()
-            } else {
-                expected
-            };
+            let expected = alternate_label(&path).map_or(expected, <[u8]>::to_vec);
             for deg in [0, 90, 180, 270] {
                 out.push(Case {
                     group: set,

@@ -9,7 +9,7 @@ use fare_qr::{decode_all_with, decode_luma_with, load_frame, DecodeOptions, Gray
 use std::time::Duration;
 
 mod common;
-use common::{classify, corpus_dir, images_of, rotate, Outcome, MULTI_CODE};
+use common::{alternate_label, classify, corpus_dir, images_of, rotate, Outcome, MULTI_CODE};
 
 /// The default pipeline with a budget no test machine reaches, so the rates
 /// do not depend on machine load (the default 20 ms budget cuts work on a
@@ -20,19 +20,6 @@ fn opts() -> DecodeOptions {
 
 fn decode(frame: &GrayImage) -> Result<Vec<u8>, QrError> {
     decode_luma_with(frame, &opts())
-}
-
-/// Corpus labels that disagree with the symbol. `qrcode-2/13.png` is labelled
-/// "…aerial photograph of…" but every binarization and scale that reads it
-/// (17 independent attempt kinds, all 4 rotations) yields "…aerial
-/// photography of…", which is exactly the label of its sibling `12.png`
-/// (same sentence, different styling). A Reed–Solomon miscorrection would
-/// not land on the same text from different bit errors; zxing itself does
-/// not need this image (minimum 32/35). Accept the symbol's text for it.
-fn alternate_label(path: &std::path::Path) -> Option<&'static [u8]> {
-    path.ends_with("qrcode-2/13.png").then_some(
-        b"The 2005 USGS aerial photography of the Washington Monument is censored.".as_slice(),
-    )
 }
 
 /// Minimum decoded images per set and rotation (0/90/180/270°), charset-only
