@@ -79,8 +79,13 @@ pub const RIDE_BLOCK_RIDES: u64 = 64;
 
 /// Key of the ride block holding `ride`: reader id BE ‖ (seq / block) BE.
 pub fn ride_block_key(ride: RideId) -> Vec<u8> {
-    let mut k = ride.reader_id.to_be_bytes().to_vec();
-    k.extend_from_slice(&(ride.reader_seq / RIDE_BLOCK_RIDES).to_be_bytes());
+    block_key(ride.reader_id, ride.reader_seq / RIDE_BLOCK_RIDES)
+}
+
+/// Key of a per-reader block (rides, results): reader id BE ‖ block number BE.
+fn block_key(reader_id: u32, block_no: u64) -> Vec<u8> {
+    let mut k = reader_id.to_be_bytes().to_vec();
+    k.extend_from_slice(&block_no.to_be_bytes());
     k
 }
 
@@ -179,9 +184,7 @@ impl RideBlocks {
 
 /// Key of the results block holding `ride`: reader id BE ‖ (seq / block) BE.
 pub fn result_block_key(ride: RideId) -> Vec<u8> {
-    let mut k = ride.reader_id.to_be_bytes().to_vec();
-    k.extend_from_slice(&(ride.reader_seq / RESULT_BLOCK_RIDES).to_be_bytes());
-    k
+    block_key(ride.reader_id, ride.reader_seq / RESULT_BLOCK_RIDES)
 }
 
 /// Read-modify-write access to result blocks within one [`WriteSet`]: each
@@ -562,13 +565,9 @@ impl Db {
         if to < from {
             return Ok(Vec::new());
         }
-        let start = ride_block_key(RideId {
-            reader_id,
-            reader_seq: from,
-        });
+        let start = block_key(reader_id, from / RIDE_BLOCK_RIDES);
         // Just past the block holding `to`.
-        let mut end = reader_id.to_be_bytes().to_vec();
-        end.extend_from_slice(&(to / RIDE_BLOCK_RIDES + 1).to_be_bytes());
+        let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
         let mut out = Vec::with_capacity((to - from + 1).min(1 << 20) as usize);
         for (_, v) in self.store.range(Space::Rides, &start, &end, usize::MAX)? {
             for (seq, b) in decode_ride_block(&v)? {
