@@ -188,6 +188,7 @@ fn settle_core(c: &mut Criterion) {
         .map(|(t, c)| CodeToVerify {
             code: c,
             reader_time_unix_s: *t,
+            strict: false,
         })
         .collect();
     let policy = fare_credential::Policy::default();

@@ -158,6 +158,7 @@ fn main() {
         .map(|(_, t, c)| CodeToVerify {
             code: c,
             reader_time_unix_s: *t,
+            strict: false,
         })
         .collect();
     let t = Instant::now();

@@ -21,14 +21,18 @@
 //!   to `verify_strict` one by one (an honest signer never produces them, so
 //!   this costs nothing in practice);
 //! * non-canonical `s`: refused by both;
-//! * **not closed**: an `R` of large order with a small-order component.
-//!   Cofactorless batch verification with random `zᵢ` accepts such a
+//! * `R` of large order with a small-order component (mixed order):
+//!   cofactorless batch verification with random `zᵢ` accepts such a
 //!   signature, which `verify_strict` refuses, with probability 1/ord(T)
 //!   (≤ 1/2) per batch. Only the holder of the device's private key can make
-//!   one, readers refuse it, so it reaches settlement only through a reader
-//!   colluding with that rider, and the outcome is that rider being charged
-//!   for a ride. Closing it would need a torsion check of every `R`, about
-//!   one more scalar multiplication per ride (+≈ 50 % re-verification CPU).
+//!   one and readers refuse it, so it reaches settlement only through a
+//!   reader colluding with that rider. Ingest checks the `R` of every ride
+//!   code it stores ([`code_needs_strict`]: `[ℓ]R = 0`, exact, one
+//!   variable-base scalar multiplication) and marks the rides that fail;
+//!   re-verification checks marked rides ([`CodeToVerify::strict`]) with
+//!   `verify_strict` alone, never in a batch. The check sits at ingest, once
+//!   per ride as it arrives, because in the run it would add about half
+//!   again to re-verification's CPU time.
 //!
 //! When a batch fails, its halves are batch-verified again, down to batches
 //! of fewer than 32 whose items are checked one by one with `verify_strict`
@@ -52,6 +56,9 @@ pub struct CodeToVerify<'a> {
     pub code: &'a [u8],
     /// Reader time of the ride: the "now" of every time check.
     pub reader_time_unix_s: u64,
+    /// Check the device signature with `verify_strict` alone, never in a
+    /// batch: set for rides whose `R` failed [`code_needs_strict`] at ingest.
+    pub strict: bool,
 }
 
 /// The verdict for one ride code: the verified ride, or why it is refused
@@ -83,6 +90,49 @@ pub fn r_needs_strict(r: &[u8; 32]) -> bool {
     // y >= p = 2^255 - 19: non-canonical field element.
     let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
     non_canonical || small_order_encodings().contains(&y)
+}
+
+/// `l − 2²⁵²` (125 bits), little-endian: `[ℓ]P = [2²⁵²]P + [l − 2²⁵²]P`.
+const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_d3ed;
+
+/// True when `R` is not a point of the prime-order subgroup: it does not
+/// decode, or `[ℓ]R ≠ 0` (a small-order component). Exact and variable-time
+/// (`R` is public): one multiscalar multiplication `[2²⁵²]R + [ℓ − 2²⁵²]R`,
+/// since a `Scalar` cannot hold `ℓ` itself.
+pub fn r_outside_prime_subgroup(r: &[u8; 32]) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    let Some(point) = CompressedEdwardsY(*r).decompress() else {
+        return true;
+    };
+    let mut low = [0u8; 32];
+    low[..16].copy_from_slice(&L_MINUS_2_POW_252.to_le_bytes());
+    let mut high = [0u8; 32];
+    high[31] = 0x10;
+    let l_times_r = EdwardsPoint::vartime_multiscalar_mul(
+        [
+            Scalar::from_bytes_mod_order(low),
+            Scalar::from_bytes_mod_order(high),
+        ],
+        [point, point],
+    );
+    !l_times_r.is_identity()
+}
+
+/// True when a ride code's device signature must be checked with
+/// `verify_strict` alone: its `R` is non-canonical, small-order or has a
+/// small-order component, cases where a batch could accept what the reader
+/// refuses. Ingest computes this once per stored ride. A code that does not
+/// parse is `false` (re-verification refuses it as malformed anyway).
+pub fn code_needs_strict(code: &[u8]) -> bool {
+    let Ok(parsed) = fare_credential::verify::parse_stage(code) else {
+        return false;
+    };
+    let r: [u8; 32] = parsed.device_signature()[..32]
+        .try_into()
+        .expect("a parsed code has a 64-byte device signature");
+    r_needs_strict(&r) || r_outside_prime_subgroup(&r)
 }
 
 /// One signature to check: the exact signed message (domain tag included),
@@ -347,10 +397,21 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
         verdicts.push(first_err.map(|e| Err((e, Some(Box::new(code.clone()))))));
     }
 
-    // 4. Device signatures: batches on all cores, strict fallback; sorted by
-    //    device key so a phone's rides share a batch (merged terms).
+    // 4. Device signatures: rides marked at ingest with `verify_strict` one
+    //    by one; the rest in batches on all cores, strict fallback, sorted
+    //    by device key so a phone's rides share a batch (merged terms).
+    let (strict, mut pending): (Vec<_>, Vec<_>) =
+        pending.into_iter().partition(|(i, _)| codes[*i].strict);
+    let strict_ok: Vec<(usize, bool)> = strict
+        .par_iter()
+        .map(|(i, vk)| {
+            let code = parsed[*i].as_ref().expect("pending codes parsed");
+            let sig = Signature::from_slice(code.device_signature()).expect("64-byte signature");
+            (*i, vk.verify_strict(&code.device_message(), &sig).is_ok())
+        })
+        .collect();
     pending.sort_unstable_by(|a, b| a.1.as_bytes().cmp(b.1.as_bytes()));
-    let sig_ok: Vec<(usize, bool)> = pending
+    let batch_ok: Vec<(usize, bool)> = pending
         .par_chunks(CHUNK)
         .flat_map_iter(|chunk| {
             let items: Vec<SigItem> = chunk
@@ -371,7 +432,7 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
         .collect();
 
     // 5. Time checks at the reader's clock.
-    for (i, ok) in sig_ok {
+    for (i, ok) in strict_ok.into_iter().chain(batch_ok) {
         let code = parsed[i].as_ref().expect("pending codes parsed");
         let v = if !ok {
             Err((
@@ -454,6 +515,7 @@ mod tests {
             .map(|(c, t)| CodeToVerify {
                 code: c,
                 reader_time_unix_s: *t,
+                strict: false,
             })
             .collect();
         let got = reverify(&input, &trust, &Policy::default());
@@ -519,6 +581,7 @@ mod tests {
             .map(|(c, t)| CodeToVerify {
                 code: c,
                 reader_time_unix_s: *t,
+                strict: false,
             })
             .collect();
         let got = reverify(&input, &trust, &Policy::default());
@@ -527,6 +590,95 @@ mod tests {
             "bad_device_signature"
         );
         assert!(got[0].is_ok() && got[2].is_ok() && got[3].is_ok());
+    }
+
+    #[test]
+    fn prime_subgroup_check_agrees_with_dalek() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        for n in 0..64u64 {
+            let mut wide = [0u8; 64];
+            rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut wide);
+            let p = ED25519_BASEPOINT_POINT * Scalar::from_bytes_mod_order_wide(&wide);
+            let point = p + EIGHT_TORSION[(n % 8) as usize];
+            let enc = point.compress().to_bytes();
+            assert_eq!(
+                r_outside_prime_subgroup(&enc),
+                !point.is_torsion_free(),
+                "point {n}"
+            );
+            assert_eq!(r_outside_prime_subgroup(&enc), n % 8 != 0, "point {n}");
+        }
+        for t in EIGHT_TORSION.iter().skip(1) {
+            assert!(r_outside_prime_subgroup(&t.compress().to_bytes()));
+        }
+        // Identity is in the subgroup (r_needs_strict catches it as small order).
+        assert!(!r_outside_prime_subgroup(
+            &EIGHT_TORSION[0].compress().to_bytes()
+        ));
+        // Not a point: y with no x on the curve.
+        let mut bad = [0u8; 32];
+        bad[0] = 2;
+        assert!(curve25519_dalek::edwards::CompressedEdwardsY(bad)
+            .decompress()
+            .is_none());
+        assert!(r_outside_prime_subgroup(&bad));
+    }
+
+    /// Rides marked at ingest (`code_needs_strict`) are refused like the
+    /// reader refuses them, whatever the batch randomness; unmarked, the
+    /// same codes can slip through a batch (which is why ingest marks them).
+    #[test]
+    fn mixed_order_r_marked_at_ingest_is_always_refused() {
+        let (trust, codes, times, devices) = setup(64);
+        let mut rng = ChaCha20Rng::seed_from_u64(22);
+        let mut all = codes.clone();
+        for i in (0..64).filter(|i| i % 2 == 1) {
+            all[i] = fare_credential::testkit::resign_with_mixed_order_r(
+                &codes[i],
+                &devices[i],
+                1 + i % 7,
+                &mut rng,
+            );
+        }
+        let input: Vec<_> = all
+            .iter()
+            .zip(&times)
+            .map(|(c, t)| CodeToVerify {
+                code: c,
+                reader_time_unix_s: *t,
+                strict: code_needs_strict(c),
+            })
+            .collect();
+        for (i, c) in input.iter().enumerate() {
+            assert_eq!(c.strict, i % 2 == 1, "code {i}");
+        }
+        let got = reverify(&input, &trust, &Policy::default());
+        for (i, v) in got.iter().enumerate() {
+            if i % 2 == 1 {
+                assert_eq!(v.as_ref().unwrap_err().0.code(), "bad_device_signature");
+            } else {
+                assert!(v.is_ok(), "code {i}");
+            }
+        }
+        // Unmarked, one by one: order-2 components (torsion index 4) pass a
+        // batch half the time; 32 such codes all refused would have
+        // probability 2^-32.
+        let mut slipped = 0;
+        for (i, code) in codes.iter().enumerate().take(32) {
+            let bad =
+                fare_credential::testkit::resign_with_mixed_order_r(code, &devices[i], 4, &mut rng);
+            let one = [CodeToVerify {
+                code: &bad,
+                reader_time_unix_s: times[i],
+                strict: false,
+            }];
+            if reverify(&one, &trust, &Policy::default())[0].is_ok() {
+                slipped += 1;
+            }
+        }
+        assert!(slipped > 0);
     }
 
     #[test]

@@ -315,6 +315,16 @@ fn prepare(
         .map(|p| db.rides(p.reader_id, p.from, p.to))
         .collect::<Result<_, _>>()?;
     let records: Vec<RideRecord> = per_reader.into_iter().flatten().collect();
+    // Rides ingest marked for strict re-verification (normally none).
+    let mut strict: HashSet<RideId> = HashSet::new();
+    for p in &plan {
+        for reader_seq in db.strict_rides(p.reader_id, p.from, p.to)? {
+            strict.insert(RideId {
+                reader_id: p.reader_id,
+                reader_seq,
+            });
+        }
+    }
     times.read_rides += t.elapsed();
 
     let t = Instant::now();
@@ -323,6 +333,11 @@ fn prepare(
         .map(|r| CodeToVerify {
             code: &r.code,
             reader_time_unix_s: r.reader_time_unix_s,
+            strict: !strict.is_empty()
+                && strict.contains(&RideId {
+                    reader_id: r.reader_id,
+                    reader_seq: r.reader_seq,
+                }),
         })
         .collect();
     let verdicts = reverify(&codes, ctx.trust, &ctx.policy);
@@ -636,6 +651,7 @@ pub fn purge(
         }
         ride_blocks.remove(db, r.ride)?;
         blocks.remove(db, r.ride)?;
+        w.delete(Space::StrictRides, r.ride.key().to_vec());
         if let (Some(c), Some(_)) = (r.credential_id, r.device_seq) {
             purged_codes.entry(c).or_default().insert(r.ride);
         }

@@ -174,3 +174,72 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     assert_eq!(srv.balance("alice").await, -400);
     srv.stop().await;
 }
+
+/// A rider colluding with a compromised reader: codes signed with the rider's
+/// own device key but a nonce point `R` of mixed order. The reader's
+/// `verify_strict` refuses them; a batch verification alone would accept
+/// each with probability 1/ord(T). Ingest marks them and settlement checks
+/// them strictly, so every one is refused as forged, after a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_order_signatures_from_a_colluding_reader_are_always_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), test_config()).await;
+    let mut r1 = FakeReader::new(1, "city-bus", "1");
+    srv.provision(&r1).await;
+    srv.create_account("mallory", "adult", 10_000).await;
+    let mut phone = srv.phone("mallory", 5).await;
+    let mut rng = ChaCha20Rng::seed_from_u64(80);
+    let mut marked = Vec::new();
+    // 40 such rides, every small-order component, in one batch with two
+    // genuine rides (a batch holding them all would pass with probability
+    // up to 1/2 without the marks).
+    r1.accept(phone.code(at(7, 0)), at(7, 0));
+    for n in 0..40u64 {
+        let t = at(8, 0) + n * 60;
+        let code = fare_credential::testkit::resign_with_mixed_order_r(
+            &phone.code(t),
+            &phone.device,
+            1 + (n % 7) as usize,
+            &mut rng,
+        );
+        marked.push(r1.accept(code, t));
+    }
+    r1.accept(phone.code(at(12, 0)), at(12, 0));
+    let (s, v) = srv.upload(r1.all()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(srv.app.db.strict_rides(1, 1, 42).unwrap(), marked);
+
+    // The marks are stored with the rides: a restart keeps them.
+    srv.stop().await;
+    let srv = Server::start(dir.path(), test_config()).await;
+    srv.settle().await;
+    let rides = srv.rides_of_day("2026-03-10").await;
+    assert_eq!(rides.len(), 42);
+    for r in &rides {
+        let seq = r["ride"]["reader_seq"].as_u64().unwrap();
+        if marked.contains(&seq) {
+            assert_eq!(r["result"], "forged", "ride {seq}: {r}");
+            assert_eq!(r["reason"], "bad_device_signature", "ride {seq}: {r}");
+            assert_eq!(r["amount_minor"], 0, "ride {seq}: {r}");
+        } else {
+            assert_eq!(r["result"], "charged", "ride {seq}: {r}");
+        }
+    }
+    assert_eq!(srv.balance("mallory").await, -400);
+    let (_, inc) = srv.get("/v1/reports/incidents").await;
+    let forged = inc
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "forged_ride")
+        .count();
+    assert_eq!(forged, 40);
+    // Purging the ride history after the retention takes the marks too.
+    srv.clock.set(at(21, 0) + 91 * 86_400);
+    let (s, p) = srv
+        .post("/v1/settlement/purge", serde_json::json!({}))
+        .await;
+    assert_eq!((s, p["rides"].as_u64()), (200, Some(42)), "{p}");
+    assert!(srv.app.db.strict_rides(1, 1, 42).unwrap().is_empty());
+    srv.stop().await;
+}

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use fare_credential::{CredentialId, DenyUpdate, RideCode};
+use rand_chacha::rand_core::SeedableRng;
 
 fn setup(seed: u64) -> (Deployment, tempfile::TempDir, std::path::PathBuf) {
     let dep = Deployment::new(seed);
@@ -120,6 +121,19 @@ fn forgeries_are_refused_as_forgeries() {
     let time_at = 1 + 126;
     bytes[time_at + 3] ^= 1;
     assert_reject(&dir, &bytes, NOW, "bad_device_signature");
+    // The rider's own device key, with a nonce point R of mixed order (each
+    // small-order component): a batch verifier could accept it, the reader
+    // must not.
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+    for (n, torsion) in (1..=7).enumerate() {
+        let bytes = fare_credential::testkit::resign_with_mixed_order_r(
+            &w.code(NOW, 10 + n as u32),
+            &w.device,
+            torsion,
+            &mut rng,
+        );
+        assert_reject(&dir, &bytes, NOW, "bad_device_signature");
+    }
     // Unknown issuer key id.
     let unknown = dep.wallet_with(99, None, NOW - 10, NOW + 3600);
     assert_reject(&dir, &unknown.code(NOW, 1), NOW, "unknown_issuer_key");

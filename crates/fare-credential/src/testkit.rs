@@ -2,10 +2,11 @@
 //! simulations: one seeded issuer key, its one-key trust list, and
 //! credentials it signs. Never for production keys (the seed is public).
 
+use crate::code::RideCode;
 use crate::credential::{Credential, CredentialBody, CredentialId, Profile};
 use crate::trust::{IssuerKey, TrustList};
 use ed25519_dalek::SigningKey;
-use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::rand_core::{CryptoRngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// A seeded issuer with key id 1, trusted forever.
@@ -61,5 +62,111 @@ impl TestIssuer {
             },
             &self.key,
         )
+    }
+}
+
+/// `code` (a ride code v1) re-signed by its own `device` with a nonce point
+/// `R = [r]B + T` of mixed order, where `T = EIGHT_TORSION[torsion]`
+/// (`torsion` in 1..=7; orders 8, 4, 8, 2, 8, 4, 8) and `r` comes from `rng`.
+///
+/// `s = r + H(R‖A‖M)·a` as in a genuine signature, so `[s]B = R + [H]A − T`:
+/// `verify_strict` (cofactorless, single) always refuses it, a cofactorless
+/// batch verification accepts it with probability 1/ord(T), a cofactored
+/// check always accepts it. Only the holder of the device key can make one:
+/// it models a rider colluding with a compromised reader, for tests that
+/// settlement refuses whatever a reader must refuse.
+///
+/// # Panics
+/// When `code` is not a parseable ride code or `torsion` is not in 1..=7
+/// (a test's own mistake).
+pub fn resign_with_mixed_order_r(
+    code: &[u8],
+    device: &SigningKey,
+    torsion: usize,
+    rng: &mut impl CryptoRngCore,
+) -> Vec<u8> {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    assert!(
+        (1..=7).contains(&torsion),
+        "torsion index {torsion}: expected 1..=7"
+    );
+    let parsed = RideCode::from_bytes(code).expect("a ride code v1");
+    let message = parsed.device_message();
+    let mut wide = [0u8; 64];
+    rng.fill_bytes(&mut wide);
+    let r = Scalar::from_bytes_mod_order_wide(&wide);
+    let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[torsion])
+        .compress()
+        .to_bytes();
+    let k = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(big_r)
+            .chain_update(device.verifying_key().as_bytes())
+            .chain_update(&message),
+    );
+    let s = r + k * device.to_scalar();
+    let mut out = code.to_vec();
+    let sig_at = out.len() - 64;
+    out[sig_at..sig_at + 32].copy_from_slice(&big_r);
+    out[sig_at + 32..].copy_from_slice(&s.to_bytes());
+    debug_assert_eq!(
+        RideCode::from_bytes(&out).map(|c| c.device_message()).ok(),
+        Some(message),
+        "the signature is the code's last 64 bytes"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::verify_ride_code;
+    use crate::{DenyList, Policy, RejectReason};
+    use ed25519_dalek::Signature;
+
+    /// The re-signed code is exactly what the docs say: refused by the
+    /// reader's verifier for every torsion index, while a cofactorless batch
+    /// verification accepts an order-2 one about half the time.
+    #[test]
+    fn mixed_order_code_is_refused_strictly_and_slips_through_batches() {
+        let mut issuer = TestIssuer::new(3);
+        let device = issuer.next_key();
+        let now = 1_800_000_000;
+        let cred = issuer.credential(&device, CredentialId([9; 16]), Profile::Adult, now, 3600);
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let verify = |bytes: &[u8]| {
+            verify_ride_code(
+                bytes,
+                &issuer.trust,
+                &DenyList::default(),
+                &Policy::default(),
+                now,
+                None,
+            )
+        };
+        let mut batch_accepted = 0;
+        for seq in 1..=64u32 {
+            let code = RideCode::sign_v1(&cred, now as u32, seq, &device);
+            assert!(verify(code.as_bytes()).is_ok());
+            let torsion = if seq <= 7 { seq as usize } else { 4 };
+            let bad = resign_with_mixed_order_r(code.as_bytes(), &device, torsion, &mut rng);
+            assert_eq!(bad.len(), code.as_bytes().len());
+            assert_eq!(
+                verify(&bad),
+                Err(RejectReason::BadDeviceSignature),
+                "seq {seq}"
+            );
+            let parsed = RideCode::from_bytes(&bad).unwrap();
+            let sig = Signature::from_slice(parsed.device_signature()).unwrap();
+            let msg = parsed.device_message();
+            if ed25519_dalek::verify_batch(&[&msg], &[sig], &[device.verifying_key()]).is_ok() {
+                batch_accepted += 1;
+            }
+        }
+        // 57 order-2 codes (each accepted with probability 1/2) plus 7 others:
+        // none accepted would happen with probability below 2^-57.
+        assert!(batch_accepted > 0);
     }
 }

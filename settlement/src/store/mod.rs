@@ -34,6 +34,11 @@ pub enum Space {
     /// reader id BE ‖ (reader seq / `typed::RIDE_BLOCK_RIDES`) BE → the
     /// block's encoded ride records v1 (see `typed::RideBlocks`)
     Rides = b'R',
+    /// ride id ([`crate::model::RideId::key`]) → (): rides whose device
+    /// signature's `R` failed `reverify::code_needs_strict` at ingest (never
+    /// an honest signer's); re-verification checks them with
+    /// `verify_strict` alone, never in a batch
+    StrictRides = b'g',
     /// reader id BE ‖ (reader seq / `typed::RESULT_BLOCK_RIDES`) BE → the
     /// block's [`crate::model::RideResult`]s, sorted by ride id
     Results = b'o',

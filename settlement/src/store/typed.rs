@@ -599,6 +599,38 @@ impl Db {
             .collect()
     }
 
+    /// The sequence numbers of a reader's rides in `from..=to` that ingest
+    /// marked for strict re-verification ([`Space::StrictRides`]).
+    pub fn strict_rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let key = |seq: u64| {
+            RideId {
+                reader_id,
+                reader_seq: seq,
+            }
+            .key()
+        };
+        // `range` excludes its end, so `to` itself is looked up apart (no
+        // key past `to` exists when it is u64::MAX).
+        let mut seqs = Vec::new();
+        for (k, _) in self
+            .store
+            .range(Space::StrictRides, &key(from), &key(to), usize::MAX)?
+        {
+            let ride = RideId::from_key(&k).ok_or(StoreError::Corrupt {
+                what: "strict ride key",
+                why: format!("{} bytes, expected 12", k.len()),
+            })?;
+            seqs.push(ride.reader_seq);
+        }
+        if self.store.get(Space::StrictRides, &key(to))?.is_some() {
+            seqs.push(to);
+        }
+        Ok(seqs)
+    }
+
     /// A ride's result.
     pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
         let block = self.result_block(&result_block_key(ride))?;
