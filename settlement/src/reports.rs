@@ -239,7 +239,7 @@ pub fn ledger(db: &Db) -> Result<LedgerReport, StoreError> {
     let balances: BTreeMap<String, i64> = db.balances()?.into_iter().collect();
     Ok(LedgerReport {
         sum_minor: balances.values().sum(),
-        postings: db.postings()?.len() as u64,
+        postings: db.posting_count()?,
         balances,
     })
 }

@@ -464,6 +464,23 @@ mod tests {
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    /// `codes[i]` at `times[i]`, strict where `strict` says so.
+    fn to_verify<'a>(
+        codes: &'a [Vec<u8>],
+        times: &[u64],
+        strict: impl Fn(&[u8]) -> bool,
+    ) -> Vec<CodeToVerify<'a>> {
+        codes
+            .iter()
+            .zip(times)
+            .map(|(c, t)| CodeToVerify {
+                code: c,
+                reader_time_unix_s: *t,
+                strict: strict(c),
+            })
+            .collect()
+    }
+
     fn setup(n: usize) -> (TrustList, Vec<Vec<u8>>, Vec<u64>, Vec<SigningKey>) {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let issuer = SigningKey::generate(&mut rng);
@@ -509,15 +526,7 @@ mod tests {
         times[9] = 200_000; // credential expired at reader time
         times[11] = 4_000; // code from the future
         codes[13].truncate(100);
-        let input: Vec<_> = codes
-            .iter()
-            .zip(&times)
-            .map(|(c, t)| CodeToVerify {
-                code: c,
-                reader_time_unix_s: *t,
-                strict: false,
-            })
-            .collect();
+        let input = to_verify(&codes, &times, |_| false);
         let got = reverify(&input, &trust, &Policy::default());
         for (i, v) in got.iter().enumerate() {
             let single = verify_ride_code(
@@ -575,15 +584,7 @@ mod tests {
         assert!(r_needs_strict(&r_bytes));
         let mut all = codes.clone();
         all[1] = forged;
-        let input: Vec<_> = all
-            .iter()
-            .zip(&times)
-            .map(|(c, t)| CodeToVerify {
-                code: c,
-                reader_time_unix_s: *t,
-                strict: false,
-            })
-            .collect();
+        let input = to_verify(&all, &times, |_| false);
         let got = reverify(&input, &trust, &Policy::default());
         assert_eq!(
             got[1].as_ref().unwrap_err().0.code(),
@@ -642,15 +643,7 @@ mod tests {
                 &mut rng,
             );
         }
-        let input: Vec<_> = all
-            .iter()
-            .zip(&times)
-            .map(|(c, t)| CodeToVerify {
-                code: c,
-                reader_time_unix_s: *t,
-                strict: code_needs_strict(c),
-            })
-            .collect();
+        let input = to_verify(&all, &times, code_needs_strict);
         for (i, c) in input.iter().enumerate() {
             assert_eq!(c.strict, i % 2 == 1, "code {i}");
         }

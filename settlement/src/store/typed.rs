@@ -89,19 +89,134 @@ fn block_key(reader_id: u32, block_no: u64) -> Vec<u8> {
     k
 }
 
-/// Ride block value: (reader seq BE (8) ‖ length BE (4) ‖ encoded ride
-/// record v1) × n, sorted by seq.
-fn encode_ride_block(rides: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(rides.iter().map(|(_, b)| 12 + b.len()).sum());
-    for (seq, b) in rides {
-        v.extend_from_slice(&seq.to_be_bytes());
-        v.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        v.extend_from_slice(b);
-    }
-    v
+/// How one kind of block ([`Space::Rides`], [`Space::Results`],
+/// [`Space::RidePostings`]) is stored.
+pub trait BlockKind {
+    /// What a block holds, sorted.
+    type Item: Send + Sync + std::fmt::Debug;
+    /// Where the blocks live.
+    const SPACE: Space;
+    /// Whether each written block carries a compare-and-swap precondition on
+    /// the bytes read (blocks that concurrent writers could both extend).
+    const CHECKED: bool;
+    /// Decodes a stored block.
+    fn decode(v: &[u8]) -> Result<Vec<Self::Item>, StoreError>;
+    /// Encodes a block.
+    fn encode(items: &[Self::Item]) -> Vec<u8>;
 }
 
-fn decode_ride_block(mut v: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+/// Read-modify-write access to blocks of one kind within one [`WriteSet`]:
+/// each block is read at most once and written once by
+/// [`BlockCache::write`], however many of its items change.
+#[derive(Debug)]
+pub struct BlockCache<K: BlockKind> {
+    blocks: HashMap<Vec<u8>, LoadedBlock<K::Item>>,
+    dirty: HashSet<Vec<u8>>,
+}
+
+/// A block as read.
+#[derive(Debug)]
+struct LoadedBlock<T> {
+    /// The stored bytes, kept for the commit's precondition when the kind is
+    /// checked.
+    raw: Option<Vec<u8>>,
+    items: Vec<T>,
+}
+
+impl<K: BlockKind> Default for BlockCache<K> {
+    fn default() -> Self {
+        BlockCache {
+            blocks: HashMap::new(),
+            dirty: HashSet::new(),
+        }
+    }
+}
+
+impl<K: BlockKind> BlockCache<K> {
+    /// The block at `key` (read on first use). Callers that change it
+    /// insert `key` into `dirty`.
+    fn block(&mut self, db: &Db, key: &[u8]) -> Result<&mut Vec<K::Item>, StoreError> {
+        if !self.blocks.contains_key(key) {
+            let raw = db.store.get(K::SPACE, key)?;
+            let items = match &raw {
+                Some(v) => K::decode(v)?,
+                None => Vec::new(),
+            };
+            let raw = if K::CHECKED { raw } else { None };
+            self.blocks.insert(key.to_vec(), LoadedBlock { raw, items });
+        }
+        Ok(&mut self.blocks.get_mut(key).expect("just loaded").items)
+    }
+    /// Removes the items `keep` refuses from the block at `key`; true when
+    /// one was removed (only then is the block rewritten).
+    fn remove_where(
+        &mut self,
+        db: &Db,
+        key: Vec<u8>,
+        keep: impl FnMut(&K::Item) -> bool,
+    ) -> Result<bool, StoreError> {
+        let items = self.block(db, &key)?;
+        let before = items.len();
+        items.retain(keep);
+        let removed = items.len() != before;
+        if removed {
+            self.dirty.insert(key);
+        }
+        Ok(removed)
+    }
+    /// Queues every changed block (with its precondition when `K::CHECKED`;
+    /// an emptied block is deleted). Encoding runs on all cores: a
+    /// settlement chunk writes thousands of blocks.
+    pub fn write(self, w: &mut WriteSet) {
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .dirty
+            .into_par_iter()
+            .map(|key| {
+                let items = &self.blocks[&key].items;
+                let v = (!items.is_empty()).then(|| K::encode(items));
+                (key, v)
+            })
+            .collect();
+        for (key, v) in encoded {
+            if K::CHECKED {
+                w.check(K::SPACE, key.clone(), self.blocks[&key].raw.clone());
+            }
+            match v {
+                Some(v) => w.put(K::SPACE, key, v),
+                None => w.delete(K::SPACE, key),
+            }
+        }
+    }
+}
+
+/// Blocks of raw ride records: value (reader seq BE (8) ‖ length BE (4) ‖
+/// encoded ride record v1) × n, sorted by seq. Checked: ingest extends them.
+#[derive(Debug)]
+pub struct RideBlock;
+
+impl BlockKind for RideBlock {
+    type Item = (u64, Vec<u8>);
+    const SPACE: Space = Space::Rides;
+    const CHECKED: bool = true;
+    fn decode(v: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(ride_block_entries(v)?
+            .into_iter()
+            .map(|(seq, b)| (seq, b.to_vec()))
+            .collect())
+    }
+    fn encode(rides: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(rides.iter().map(|(_, b)| 12 + b.len()).sum());
+        for (seq, b) in rides {
+            v.extend_from_slice(&seq.to_be_bytes());
+            v.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            v.extend_from_slice(b);
+        }
+        v
+    }
+}
+
+/// The entries of a ride block, borrowed: (reader seq, encoded record v1).
+fn ride_block_entries(mut v: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
     let corrupt = || StoreError::Corrupt {
         what: "ride_block",
         why: "truncated entry".into(),
@@ -114,40 +229,20 @@ fn decode_ride_block(mut v: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
         let len = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes")) as usize;
         let body = v.get(12..12 + len).ok_or_else(corrupt)?;
-        out.push((seq, body.to_vec()));
+        out.push((seq, body));
         v = &v[12 + len..];
     }
     Ok(out)
 }
 
-/// Read-modify-write access to ride blocks within one [`WriteSet`]: each
-/// block is read at most once and written once; every written block
-/// carries a compare-and-swap precondition on the bytes read.
-#[derive(Debug, Default)]
-pub struct RideBlocks {
-    blocks: HashMap<Vec<u8>, StoredRides>,
-    dirty: HashSet<Vec<u8>>,
-}
+/// Ride blocks of one write set (ingest, purge).
+pub type RideBlocks = BlockCache<RideBlock>;
 
-/// A ride block: the bytes read (for the commit's precondition) and its rides.
-type StoredRides = (Option<Vec<u8>>, Vec<(u64, Vec<u8>)>);
-
-impl RideBlocks {
-    fn block(&mut self, db: &Db, key: &[u8]) -> Result<&mut StoredRides, StoreError> {
-        if !self.blocks.contains_key(key) {
-            let raw = db.store.get(Space::Rides, key)?;
-            let rides = match &raw {
-                Some(v) => decode_ride_block(v)?,
-                None => Vec::new(),
-            };
-            self.blocks.insert(key.to_vec(), (raw, rides));
-        }
-        Ok(self.blocks.get_mut(key).expect("just loaded"))
-    }
+impl BlockCache<RideBlock> {
     /// Stores a ride's encoded record (replacing any held one).
     pub fn put(&mut self, db: &Db, ride: RideId, record: Vec<u8>) -> Result<(), StoreError> {
         let key = ride_block_key(ride);
-        let (_, rides) = self.block(db, &key)?;
+        let rides = self.block(db, &key)?;
         match rides.binary_search_by_key(&ride.reader_seq, |(s, _)| *s) {
             Ok(i) => rides[i].1 = record,
             Err(i) => rides.insert(i, (ride.reader_seq, record)),
@@ -157,28 +252,7 @@ impl RideBlocks {
     }
     /// Removes a ride's record; true when there was one.
     pub fn remove(&mut self, db: &Db, ride: RideId) -> Result<bool, StoreError> {
-        let key = ride_block_key(ride);
-        let (_, rides) = self.block(db, &key)?;
-        let before = rides.len();
-        rides.retain(|(s, _)| *s != ride.reader_seq);
-        let removed = rides.len() != before;
-        if removed {
-            self.dirty.insert(key);
-        }
-        Ok(removed)
-    }
-    /// Queues every changed block with its precondition (an emptied block
-    /// is deleted).
-    pub fn write(self, w: &mut WriteSet) {
-        for key in self.dirty {
-            let (raw, rides) = &self.blocks[&key];
-            w.check(Space::Rides, key.clone(), raw.clone());
-            if rides.is_empty() {
-                w.delete(Space::Rides, key);
-            } else {
-                w.put(Space::Rides, key, encode_ride_block(rides));
-            }
-        }
+        self.remove_where(db, ride_block_key(ride), |(s, _)| *s != ride.reader_seq)
     }
 }
 
@@ -187,23 +261,27 @@ pub fn result_block_key(ride: RideId) -> Vec<u8> {
     block_key(ride.reader_id, ride.reader_seq / RESULT_BLOCK_RIDES)
 }
 
-/// Read-modify-write access to result blocks within one [`WriteSet`]: each
-/// block is read at most once and written once by [`ResultBlocks::write`],
-/// however many of its rides change.
-#[derive(Debug, Default)]
-pub struct ResultBlocks {
-    blocks: HashMap<Vec<u8>, Vec<RideResult>>,
-    dirty: HashSet<Vec<u8>>,
+/// Blocks of [`RideResult`]s, sorted by ride id. Unchecked: only the
+/// settling thread (under the write lock) and purge write them.
+#[derive(Debug)]
+pub struct ResultBlock;
+
+impl BlockKind for ResultBlock {
+    type Item = RideResult;
+    const SPACE: Space = Space::Results;
+    const CHECKED: bool = false;
+    fn decode(v: &[u8]) -> Result<Vec<RideResult>, StoreError> {
+        dec("ride_results", v)
+    }
+    fn encode(items: &[RideResult]) -> Vec<u8> {
+        enc("ride_results", &items)
+    }
 }
 
-impl ResultBlocks {
-    fn block(&mut self, db: &Db, key: &[u8]) -> Result<&mut Vec<RideResult>, StoreError> {
-        if !self.blocks.contains_key(key) {
-            let b = db.result_block(key)?;
-            self.blocks.insert(key.to_vec(), b);
-        }
-        Ok(self.blocks.get_mut(key).expect("just loaded"))
-    }
+/// Result blocks of one write set (a settlement chunk, a re-rating, purge).
+pub type ResultBlocks = BlockCache<ResultBlock>;
+
+impl BlockCache<ResultBlock> {
     /// The stored (or already changed) result of a ride, for changing it.
     pub fn get_mut(
         &mut self,
@@ -217,46 +295,17 @@ impl ResultBlocks {
     /// Sets a ride's result (replacing any stored one).
     pub fn upsert(&mut self, db: &Db, r: RideResult) -> Result<(), StoreError> {
         let key = result_block_key(r.ride);
-        self.dirty.insert(key.clone());
         let b = self.block(db, &key)?;
         match b.binary_search_by_key(&r.ride, |x| x.ride) {
             Ok(i) => b[i] = r,
             Err(i) => b.insert(i, r),
         }
+        self.dirty.insert(key);
         Ok(())
     }
     /// Removes a ride's result; true when there was one.
     pub fn remove(&mut self, db: &Db, ride: RideId) -> Result<bool, StoreError> {
-        let key = result_block_key(ride);
-        let b = self.block(db, &key)?;
-        let before = b.len();
-        b.retain(|r| r.ride != ride);
-        let removed = b.len() != before;
-        if removed {
-            self.dirty.insert(key);
-        }
-        Ok(removed)
-    }
-    /// Queues every changed block (an emptied block is deleted).
-    pub fn write(self, w: &mut WriteSet) {
-        // Encoding ~1M results is the bulk of a chunk's write set: all cores.
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .dirty
-            .into_par_iter()
-            .map(|key| {
-                let v = match self.blocks.get(&key) {
-                    Some(b) if !b.is_empty() => Some(enc("ride_results", b)),
-                    _ => None,
-                };
-                (key, v)
-            })
-            .collect();
-        for (key, v) in encoded {
-            match v {
-                Some(v) => w.put(Space::Results, key, v),
-                None => w.delete(Space::Results, key),
-            }
-        }
+        self.remove_where(db, result_block_key(ride), |r| r.ride != ride)
     }
 }
 
@@ -322,23 +371,30 @@ pub fn ride_of_posting_id(posting_id: &str) -> Option<RideId> {
 /// chunk's list of ride posting ids (never the first byte of a UTF-8 posting id).
 const CHUNK_LIST_TAG: u8 = 0xff;
 
-/// A ride posting block: the bytes read (for the commit's precondition) and
-/// its postings.
-type StoredPostings = (Option<Vec<u8>>, Vec<Posting>);
+/// Blocks of ride postings ([`Space::RidePostings`]), sorted by posting id.
+/// Checked: exactly once rests on it (see [`PostingBlocks`]).
+#[derive(Debug)]
+pub struct PostingBlock;
 
-/// Read-modify-write access to ride posting blocks ([`Space::RidePostings`])
-/// within one [`WriteSet`]: each block is read at most once and written once.
-/// Exactly once: adding a posting id the block already holds is refused, and
-/// every written block carries a compare-and-swap check against the bytes
-/// read, so the commit fails rather than post twice.
-#[derive(Debug, Default)]
-pub struct PostingBlocks {
-    /// Block key → (stored bytes as read, postings).
-    blocks: HashMap<Vec<u8>, StoredPostings>,
-    dirty: HashSet<Vec<u8>>,
+impl BlockKind for PostingBlock {
+    type Item = Posting;
+    const SPACE: Space = Space::RidePostings;
+    const CHECKED: bool = true;
+    fn decode(v: &[u8]) -> Result<Vec<Posting>, StoreError> {
+        dec("ride_postings", v)
+    }
+    fn encode(items: &[Posting]) -> Vec<u8> {
+        enc("ride_postings", &items)
+    }
 }
 
-impl PostingBlocks {
+/// Ride posting blocks of one write set. Exactly once: adding a posting id
+/// the block already holds is refused, and every written block carries a
+/// compare-and-swap check against the bytes read, so the commit fails rather
+/// than post twice.
+pub type PostingBlocks = BlockCache<PostingBlock>;
+
+impl BlockCache<PostingBlock> {
     /// Adds a ride posting (`ride/R:S/rN`) to its block.
     pub fn add(&mut self, db: &Db, p: Posting) -> Result<(), StoreError> {
         let ride = ride_of_posting_id(&p.posting_id).ok_or(StoreError::Corrupt {
@@ -346,15 +402,7 @@ impl PostingBlocks {
             why: format!("`{}` is not a ride posting id", p.posting_id),
         })?;
         let key = result_block_key(ride);
-        if !self.blocks.contains_key(&key) {
-            let raw = db.store.get(Space::RidePostings, &key)?;
-            let list = match &raw {
-                Some(v) => dec("ride_postings", v)?,
-                None => Vec::new(),
-            };
-            self.blocks.insert(key.clone(), (raw, list));
-        }
-        let (_, list) = self.blocks.get_mut(&key).expect("just loaded");
+        let list = self.block(db, &key)?;
         match list.binary_search_by(|x| x.posting_id.as_str().cmp(&p.posting_id)) {
             Ok(_) => {
                 return Err(StoreError::Conflict {
@@ -366,25 +414,22 @@ impl PostingBlocks {
         self.dirty.insert(key);
         Ok(())
     }
-    /// Queues every changed block with its precondition.
-    pub fn write(self, w: &mut WriteSet) {
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = self
-            .dirty
-            .into_par_iter()
-            .map(|key| {
-                let v = enc("ride_postings", &self.blocks[&key].1);
-                (key, v)
-            })
-            .collect();
-        for (key, v) in encoded {
-            w.check(
-                Space::RidePostings,
-                key.clone(),
-                self.blocks[&key].0.clone(),
-            );
-            w.put(Space::RidePostings, key, v);
+}
+
+/// Applies a posting to `balances` and calls `index` with each of its
+/// ledger accounts whose posting index lists it: passenger and clearing
+/// accounts only. Operator accounts are credited by nearly every ride: their
+/// index would be as large as the postings themselves and nothing reads it
+/// (operators are reported from the postings in bulk).
+fn book_posting(p: &Posting, balances: &mut HashMap<String, i64>, mut index: impl FnMut(&str)) {
+    let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
+    for acc in [&debit, &credit] {
+        if !acc.starts_with(OPERATOR_PREFIX) {
+            index(acc);
         }
     }
+    *balances.entry(debit).or_insert(0) -= p.amount_minor;
+    *balances.entry(credit).or_insert(0) += p.amount_minor;
 }
 
 /// Key of a payment: account ‖ 0 ‖ client payment id.
@@ -555,6 +600,30 @@ impl Db {
         );
     }
 
+    /// Calls `f` with each held ride `from..=to` of a reader (encoded
+    /// record v1), in sequence order.
+    fn each_ride(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if to < from {
+            return Ok(());
+        }
+        let start = block_key(reader_id, from / RIDE_BLOCK_RIDES);
+        // Just past the block holding `to`.
+        let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
+        for (_, v) in self.store.range(Space::Rides, &start, &end, usize::MAX)? {
+            for (seq, b) in ride_block_entries(&v)? {
+                if (from..=to).contains(&seq) {
+                    f(b)?;
+                }
+            }
+        }
+        Ok(())
+    }
     /// Encoded rides `from..=to` of a reader (those held), in sequence order.
     pub fn ride_bytes(
         &self,
@@ -562,41 +631,33 @@ impl Db {
         from: u64,
         to: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        if to < from {
-            return Ok(Vec::new());
-        }
-        let start = block_key(reader_id, from / RIDE_BLOCK_RIDES);
-        // Just past the block holding `to`.
-        let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
-        let mut out = Vec::with_capacity((to - from + 1).min(1 << 20) as usize);
-        for (_, v) in self.store.range(Space::Rides, &start, &end, usize::MAX)? {
-            for (seq, b) in decode_ride_block(&v)? {
-                if (from..=to).contains(&seq) {
-                    out.push(b);
-                }
-            }
-        }
+        let mut out = Vec::new();
+        self.each_ride(reader_id, from, to, |b| {
+            out.push(b.to_vec());
+            Ok(())
+        })?;
         Ok(out)
     }
     /// Number of raw ride records held (all readers).
     pub fn ride_count(&self) -> Result<u64, StoreError> {
         let mut n = 0;
         for (_, v) in self.store.scan(Space::Rides, b"", None, usize::MAX)? {
-            n += decode_ride_block(&v)?.len() as u64;
+            n += ride_block_entries(&v)?.len() as u64;
         }
         Ok(n)
     }
     /// Parsed rides `from..=to` of a reader.
     pub fn rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<RideRecord>, StoreError> {
-        self.ride_bytes(reader_id, from, to)?
-            .iter()
-            .map(|b| {
-                RideRecord::decode_v1(b).map_err(|e| StoreError::Corrupt {
-                    what: "ride",
-                    why: e.to_string(),
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.each_ride(reader_id, from, to, |b| {
+            let ride = RideRecord::decode_v1(b).map_err(|e| StoreError::Corrupt {
+                what: "ride",
+                why: e.to_string(),
+            })?;
+            out.push(ride);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The sequence numbers of a reader's rides in `from..=to` that ingest
@@ -633,7 +694,9 @@ impl Db {
 
     /// A ride's result.
     pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
-        let block = self.result_block(&result_block_key(ride))?;
+        let block = self
+            .get::<Vec<RideResult>>("ride_results", Space::Results, &result_block_key(ride))?
+            .unwrap_or_default();
         Ok(block.into_iter().find(|r| r.ride == ride))
     }
     /// All ride results, in ride id order.
@@ -643,11 +706,6 @@ impl Db {
             .into_iter()
             .flat_map(|(_, b)| b)
             .collect())
-    }
-    fn result_block(&self, key: &[u8]) -> Result<Vec<RideResult>, StoreError> {
-        Ok(self
-            .get::<Vec<RideResult>>("ride_results", Space::Results, key)?
-            .unwrap_or_default())
     }
     /// All incidents.
     pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -698,6 +756,19 @@ impl Db {
         Ok(self
             .get::<Vec<Posting>>("ride_postings", Space::RidePostings, key)?
             .unwrap_or_default())
+    }
+    /// Number of postings held (ride postings and payments).
+    pub fn posting_count(&self) -> Result<u64, StoreError> {
+        let mut n = self
+            .store
+            .scan(Space::Postings, b"", None, usize::MAX)?
+            .len() as u64;
+        for (_, block) in
+            self.scan_all::<Vec<Posting>>("ride_postings", Space::RidePostings, b"")?
+        {
+            n += block.len() as u64;
+        }
+        Ok(n)
     }
     /// All postings, sorted by posting id.
     pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
@@ -768,17 +839,12 @@ impl Db {
         let mut index: HashMap<String, Vec<String>> = HashMap::new();
         for p in postings {
             blocks.add(self, p.clone())?;
-            let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
-            for acc in [&debit, &credit] {
-                if !acc.starts_with(OPERATOR_PREFIX) {
-                    index
-                        .entry(acc.clone())
-                        .or_default()
-                        .push(p.posting_id.clone());
-                }
-            }
-            *balances.entry(debit).or_insert(0) -= p.amount_minor;
-            *balances.entry(credit).or_insert(0) += p.amount_minor;
+            book_posting(p, balances, |acc| {
+                index
+                    .entry(acc.to_string())
+                    .or_default()
+                    .push(p.posting_id.clone())
+            });
         }
         blocks.write(w);
         for (acc, ids) in index {
@@ -804,26 +870,13 @@ impl Db {
             // Exactly once: a posting id is written only if absent.
             w.check(Space::Postings, id.to_vec(), None);
             w.put(Space::Postings, id.to_vec(), enc("posting", p));
-            let (debit, credit) = (p.debit.to_string(), p.credit.to_string());
-            if !debit.starts_with(OPERATOR_PREFIX) {
+            book_posting(p, balances, |acc| {
                 w.put(
                     Space::AccountPostings,
-                    pair_key(debit.as_bytes(), id),
+                    pair_key(acc.as_bytes(), id),
                     Vec::new(),
-                );
-            }
-            // Operator accounts are credited by nearly every ride: their
-            // index would be as large as the postings themselves and nothing
-            // reads it (operators are reported from the postings in bulk).
-            if !credit.starts_with(OPERATOR_PREFIX) {
-                w.put(
-                    Space::AccountPostings,
-                    pair_key(credit.as_bytes(), id),
-                    Vec::new(),
-                );
-            }
-            *balances.entry(debit).or_insert(0) -= p.amount_minor;
-            *balances.entry(credit).or_insert(0) += p.amount_minor;
+                )
+            });
         }
     }
     /// Queues balance values.
