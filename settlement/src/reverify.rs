@@ -457,10 +457,9 @@ pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) 
 mod tests {
     use super::*;
     use fare_credential::code::RIDE_CODE_DOMAIN_V1;
+    use fare_credential::testkit::TestIssuer;
     use fare_credential::verify::verify_ride_code;
-    use fare_credential::{
-        Credential, CredentialBody, CredentialId, DenyList, IssuerKey, Profile, SigningKey,
-    };
+    use fare_credential::{CredentialId, DenyList, Profile, SigningKey};
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
@@ -481,38 +480,21 @@ mod tests {
             .collect()
     }
 
+    /// `n` genuine codes shown at 5,000 s and read 10 s later, each from its
+    /// own device and credential (valid 1,000..100,000 s).
     fn setup(n: usize) -> (TrustList, Vec<Vec<u8>>, Vec<u64>, Vec<SigningKey>) {
-        let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let issuer = SigningKey::generate(&mut rng);
-        let trust = TrustList::new([IssuerKey {
-            key_id: 1,
-            public_key: issuer.verifying_key().to_bytes(),
-            valid_from_unix_s: 0,
-            valid_until_unix_s: u64::MAX,
-        }])
-        .unwrap();
+        let mut issuer = TestIssuer::new(7);
         let mut codes = Vec::new();
-        let mut times = Vec::new();
         let mut devices = Vec::new();
         for i in 0..n {
-            let dev = SigningKey::generate(&mut rng);
-            let cred = Credential::issue_v1(
-                CredentialBody {
-                    issuer_key_id: 1,
-                    credential_id: CredentialId([i as u8; 16]),
-                    device_public_key: dev.verifying_key().to_bytes(),
-                    profile: Profile::Adult,
-                    valid_from_unix_s: 1_000,
-                    valid_until_unix_s: 100_000,
-                },
-                &issuer,
-            );
+            let dev = issuer.next_key();
+            let id = CredentialId([i as u8; 16]);
+            let cred = issuer.credential(&dev, id, Profile::Adult, 50_500, 49_500);
             let code = fare_credential::RideCode::sign_v1(&cred, 5_000, i as u32, &dev);
             codes.push(code.as_bytes().to_vec());
-            times.push(5_010);
             devices.push(dev);
         }
-        (trust, codes, times, devices)
+        (issuer.trust, codes, vec![5_010; n], devices)
     }
 
     #[test]
