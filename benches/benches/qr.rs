@@ -25,6 +25,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
@@ -168,6 +169,15 @@ struct Cases {
     textured_1280: GrayImage,
 }
 
+/// The synthetic cases, built (and checked) once: the criterion benchmarks
+/// and the latency report share them, and each build renders every frame
+/// and decodes it with the default options.
+static CASES: LazyLock<Cases> = LazyLock::new(cases);
+
+/// The corpus frames, loaded once for the same reason (112 PNGs read and
+/// decoded, each kept at 4 rotations).
+static CORPUS: LazyLock<Vec<GrayImage>> = LazyLock::new(corpus_frames);
+
 fn cases() -> Cases {
     let payload = ride_code_bytes();
     let mut rng = ChaCha20Rng::seed_from_u64(8);
@@ -209,7 +219,7 @@ fn bench_render(c: &mut Criterion) {
 }
 
 fn bench_decode(c: &mut Criterion) {
-    let k = cases();
+    let k = &*CASES;
     let default = DecodeOptions::default();
     for (name, frame) in [
         ("640x480_clean_4px", &k.clean_640_4),
@@ -238,7 +248,7 @@ fn bench_decode(c: &mut Criterion) {
             b.iter(|| fare_qr::decode_luma_with(black_box(frame), &default).unwrap_err())
         });
     }
-    let corpus = corpus_frames();
+    let corpus = &*CORPUS;
     let mut group = c.benchmark_group("qr/corpus");
     group.sample_size(10);
     group.bench_function(format!("decode_all_{}_frames_default", corpus.len()), |b| {
@@ -277,7 +287,7 @@ fn report() {
         .unwrap_or(1000);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nqr decode latency report (load average {})", load.trim());
-    let k = cases();
+    let k = &*CASES;
     let default = DecodeOptions::default();
     for (name, frame, opts) in [
         (
@@ -331,7 +341,7 @@ fn report() {
         }
         println!("  {name:<38} {}", percentiles(&h));
     }
-    let corpus = corpus_frames();
+    let corpus = &*CORPUS;
     for (name, opts) in [
         ("default (20 ms budget)", default.clone()),
         ("locator only", locator_only()),
@@ -340,7 +350,7 @@ fn report() {
         let mut read = 0;
         for _ in 0..3 {
             read = 0;
-            for f in &corpus {
+            for f in corpus {
                 let t = Instant::now();
                 read += usize::from(fare_qr::decode_luma_with(f, &opts).is_ok());
                 h.record(t.elapsed().as_micros().max(1) as u64).unwrap();

@@ -436,17 +436,16 @@ fn rqrr_with_threshold(grey: &Gray, threshold: Threshold) -> Vec<Vec<u8>> {
     }
 }
 
-/// One locator scan: finder candidates and the triples not in `seen`, each
-/// with its estimated dimension.
+/// One locator scan: finder candidates and the triples not in `seen` (each
+/// with its estimated dimension, see [`locate::triples`]).
 fn scan_pass<B: locate::Binary>(
     bits: &B,
     seen: &[locate::Triple],
-) -> (Vec<locate::Finder>, Vec<(usize, locate::Triple)>) {
+) -> (Vec<locate::Finder>, Vec<locate::Triple>) {
     let finders = locate::find_finders(bits);
-    let triples = locate::triples(&finders)
+    let triples = locate::triples(bits, &finders)
         .into_iter()
         .filter(|t| !seen.iter().any(|s| s.same_place(t)))
-        .map(|t| (sample::estimate_dimension(bits, &t), t))
         .collect();
     (finders, triples)
 }
@@ -512,17 +511,26 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
             scan_us = took.as_micros() as u64,
             "locator scan"
         );
-        'triples: for (rank, (dim_est, t)) in triples.iter().enumerate() {
+        'triples: for (rank, t) in triples.iter().enumerate() {
             seen.push(*t);
             let t = t.scaled(factor);
             // Direct sampling first: a few thousand samples per try.
-            let dim_est = *dim_est;
+            let dim_est = t.dim;
             for (dim, align) in [
                 (dim_est, true),
                 (dim_est + 4, true),
                 (dim_est.saturating_sub(4), true),
                 (dim_est, false),
             ] {
+                // The affine fallback (dim_est, false) differs from the
+                // first try (dim_est, true) only where alignment patterns
+                // exist: for version 1 (21 modules) `sample_grid` builds the
+                // same affine map for both, so the same grid, thresholds
+                // and decodes, which already failed. Skipping it changes no
+                // result, only saves the time.
+                if !align && !sample::align_changes_map(dim) {
+                    continue;
+                }
                 // The first sampled grid always runs (like the first scan):
                 // a clean frame is read however loaded the machine is.
                 if sampled_any && !clock.fits_cost(sample_cost) {
@@ -555,7 +563,7 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
             // grids: kept for the best-ranked triple of each pass, after
             // every pass's sampling.
             if rank == 0 && dim_est <= MAX_LOCATED_VIEW_DIM {
-                crops.push(locate::Triple { dim: dim_est, ..t });
+                crops.push(t);
             }
         }
         if !out.is_empty() {
@@ -571,15 +579,8 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
                 continue;
             }
             if rect.as_ref().is_none_or(|(m, _)| *m != module_px) {
-                rect = locate::rectify(
-                    frame,
-                    t,
-                    t.dim,
-                    module_px,
-                    LOCATED_QUIET_MODULES,
-                    MAX_VIEW_PIXELS,
-                )
-                .map(|g| (module_px, g));
+                rect = locate::rectify(frame, t, module_px, LOCATED_QUIET_MODULES, MAX_VIEW_PIXELS)
+                    .map(|g| (module_px, g));
             }
             let Some((_, grey)) = rect.as_ref() else {
                 continue;

@@ -271,8 +271,22 @@ impl BlockThresholds {
 
     /// Thresholds of the blocks along pixel row `y`.
     #[inline]
-    pub(crate) fn row(&self, y: usize) -> &[u8] {
+    fn row(&self, y: usize) -> &[u8] {
         &self.thr[(y / 8) * self.bw..(y / 8 + 1) * self.bw]
+    }
+
+    /// Binarizes pixel row `y` (`pixels`, the frame's whole row) into `out`
+    /// (same length): `true` = dark, at or below its block's threshold.
+    /// Shared by [`binarize_hybrid`] and the locator's on-demand rows, so
+    /// both read the same bits. Walks 8-pixel chunks beside their block's
+    /// threshold: no per-pixel division or bounds check.
+    #[inline]
+    pub(crate) fn binarize_row(&self, y: usize, pixels: &[u8], out: &mut [bool]) {
+        for ((o, p), &t) in out.chunks_mut(8).zip(pixels.chunks(8)).zip(self.row(y)) {
+            for (o, &p) in o.iter_mut().zip(p) {
+                *o = p <= t;
+            }
+        }
     }
 }
 
@@ -290,11 +304,7 @@ pub(crate) fn binarize_hybrid(src: &Gray) -> Vec<bool> {
         .zip(src.px.chunks_exact(src.w))
         .enumerate()
     {
-        for ((o, p), &t) in orow.chunks_mut(8).zip(row.chunks(8)).zip(thr.row(y)) {
-            for (o, &p) in o.iter_mut().zip(p) {
-                *o = p <= t;
-            }
-        }
+        thr.binarize_row(y, row, orow);
     }
     out
 }

@@ -46,8 +46,10 @@ pub(crate) struct Triple {
     pub bl: (f32, f32),
     /// Mean module size of the three, pixels.
     pub module: f32,
-    /// Estimated modules per side (17 + 4·version, from the finder spacing;
-    /// approximate).
+    /// Estimated modules per side (17 + 4·version): the finder spacing over
+    /// module sizes measured along each axis
+    /// ([`crate::sample::estimate_dimension`]), set once by [`triples`]
+    /// and used as is by grid sampling and [`rectify`].
     pub dim: usize,
 }
 
@@ -151,12 +153,8 @@ impl Binary for BlockBits<'_> {
         let w = self.grey.w;
         out.clear();
         out.resize(w, false);
-        let row = &self.grey.px[y * w..(y + 1) * w];
-        for ((o, p), &t) in out.chunks_mut(8).zip(row.chunks(8)).zip(self.thr.row(y)) {
-            for (o, &p) in o.iter_mut().zip(p) {
-                *o = p <= t;
-            }
-        }
+        self.thr
+            .binarize_row(y, &self.grey.px[y * w..(y + 1) * w], out);
     }
 }
 
@@ -346,14 +344,16 @@ fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
 /// Groups candidates into likely symbols, best first (at most
 /// [`MAX_TRIPLES`]): similar module sizes, a near-right angle at the
 /// top-left one, near-equal arms of at least 9 (estimated) modules. Orientation comes
-/// from the cross product (mirrored symbols are not supported).
-pub(crate) fn triples(finders: &[Finder]) -> Vec<Triple> {
+/// from the cross product (mirrored symbols are not supported). Each kept
+/// triple's dimension is measured in `bits`, the binarized frame the
+/// finders were found in.
+pub(crate) fn triples<B: Binary>(bits: &B, finders: &[Finder]) -> Vec<Triple> {
     // A finder's stone spans 3 modules, so a real one is confirmed on at
     // least two rows; single hits are noise.
     let mut f: Vec<Finder> = finders.iter().copied().filter(|f| f.hits >= 2).collect();
     f.sort_by_key(|f| std::cmp::Reverse(f.hits));
     f.truncate(MAX_GROUPING_FINDERS);
-    let mut scored: Vec<(f32, Triple)> = Vec::new();
+    let mut scored: Vec<Scored> = Vec::new();
     for i in 0..f.len() {
         for j in i + 1..f.len() {
             for k in j + 1..f.len() {
@@ -387,48 +387,64 @@ pub(crate) fn triples(finders: &[Finder]) -> Vec<Triple> {
                 if !(0.7..=1.3).contains(&pyth) {
                     continue;
                 }
+                // Finder spacing beyond version 40 with the row-run module:
+                // not one symbol. (The dimension kept is measured later,
+                // with module sizes along each axis.)
                 let modules_between = (arm1 + arm2) / 2.0 / module;
                 let version = ((modules_between + 7.0 - 17.0) / 4.0).round();
                 if version > 40.0 {
                     continue;
                 }
-                let version = version.max(1.0);
                 let cross = (p1.0 - tl.0) * (p2.1 - tl.1) - (p1.1 - tl.1) * (p2.0 - tl.0);
                 let (tr, bl) = if cross > 0.0 { (p1, p2) } else { (p2, p1) };
                 let score = (long / short - 1.0) + (pyth - 1.0).abs() + (mmax / mmin - 1.0);
-                scored.push((
+                scored.push(Scored {
                     score,
-                    Triple {
-                        tl,
-                        tr,
-                        bl,
-                        module,
-                        dim: 17 + 4 * version as usize,
-                    },
-                ));
+                    tl,
+                    tr,
+                    bl,
+                    module,
+                });
             }
         }
     }
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    scored.sort_by(|a, b| a.score.total_cmp(&b.score));
     scored
         .into_iter()
-        .map(|(_, t)| t)
         .take(MAX_TRIPLES)
+        .map(|c| Triple {
+            tl: c.tl,
+            tr: c.tr,
+            bl: c.bl,
+            module: c.module,
+            dim: crate::sample::estimate_dimension(bits, c.tl, c.tr, c.bl, c.module),
+        })
         .collect()
 }
 
-/// Resamples the symbol of `t` upright (bilinear, through the affine map of
-/// its three finder centres) with `module_px` pixels per module and a
-/// `quiet` module margin on each side. Points outside the frame take the
-/// nearest edge pixel. `None` when the view would exceed `max_pixels`.
+/// A grouping of [`triples`] before ranking: its score (lower = better)
+/// and geometry. The dimension is measured only for the ones kept.
+struct Scored {
+    score: f32,
+    tl: (f32, f32),
+    tr: (f32, f32),
+    bl: (f32, f32),
+    module: f32,
+}
+
+/// Resamples the symbol of `t` (`t.dim` modules per side) upright
+/// (bilinear, through the affine map of its three finder centres) with
+/// `module_px` pixels per module and a `quiet` module margin on each side.
+/// Points outside the frame take the nearest edge pixel. `None` when the
+/// view would exceed `max_pixels`.
 pub(crate) fn rectify(
     frame: &Gray,
     t: &Triple,
-    dim: usize,
     module_px: f32,
     quiet: f32,
     max_pixels: usize,
 ) -> Option<Gray> {
+    let dim = t.dim;
     if frame.w == 0 || frame.h == 0 || dim < 8 {
         return None;
     }
@@ -508,12 +524,13 @@ mod tests {
         draw_finder(&mut bits, w, 20, 20, m);
         draw_finder(&mut bits, w, 120, 20, m);
         draw_finder(&mut bits, w, 20, 120, m);
-        let f = find_finders(&BoolBits { w, h, px: &bits });
+        let frame = BoolBits { w, h, px: &bits };
+        let f = find_finders(&frame);
         assert_eq!(f.len(), 3, "{f:?}");
         for x in &f {
             assert!((x.module - 4.0).abs() < 0.5, "{x:?}");
         }
-        let t = triples(&f);
+        let t = triples(&frame, &f);
         assert!(!t.is_empty());
         let t = t[0];
         let near = |p: (f32, f32), q: (f32, f32)| dist(p, q) < 1.5;
@@ -530,6 +547,11 @@ mod tests {
         assert!(none(0, 0, &[]));
         assert!(none(5, 5, &[true; 25]));
         assert!(none(64, 64, &[false; 64 * 64]));
-        assert!(triples(&[]).is_empty());
+        let empty = BoolBits {
+            w: 0,
+            h: 0,
+            px: &[],
+        };
+        assert!(triples(&empty, &[]).is_empty());
     }
 }

@@ -195,12 +195,20 @@ fn module_along<B: Binary>(bits: &B, a: (f32, f32), b: (f32, f32), fallback: f32
 }
 
 /// Dimension (17 + 4·version) estimated zxing-style from the finder spacing
-/// and the per-axis module sizes, snapped to the nearest valid size.
-pub(crate) fn estimate_dimension<B: Binary>(bits: &B, t: &Triple) -> usize {
-    let m1 = module_along(bits, t.tl, t.tr, t.module);
-    let m2 = module_along(bits, t.tl, t.bl, t.module);
+/// and the per-axis module sizes, snapped to the nearest valid size:
+/// finders centred at `tl`, `tr`, `bl` in `bits`, `module` (pixels) the
+/// fallback module size where a finder's runs cannot be measured.
+pub(crate) fn estimate_dimension<B: Binary>(
+    bits: &B,
+    tl: (f32, f32),
+    tr: (f32, f32),
+    bl: (f32, f32),
+    module: f32,
+) -> usize {
+    let m1 = module_along(bits, tl, tr, module);
+    let m2 = module_along(bits, tl, bl, module);
     let d = |p: (f32, f32), q: (f32, f32)| ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
-    let modules = (d(t.tl, t.tr) / m1 + d(t.tl, t.bl) / m2) / 2.0 + 7.0;
+    let modules = (d(tl, tr) / m1 + d(tl, bl) / m2) / 2.0 + 7.0;
     let version = ((modules - 17.0) / 4.0).round().clamp(1.0, 40.0);
     17 + 4 * version as usize
 }
@@ -306,12 +314,15 @@ pub(crate) fn alignment_positions(version: usize) -> Vec<usize> {
     out
 }
 
-/// Local module vectors of `h` at grid point `p`.
-fn module_vectors(h: &Homography, p: f64) -> ((f64, f64), (f64, f64)) {
-    let o = h.map(p, p);
-    let a = h.map(p + 1.0, p);
-    let b = h.map(p, p + 1.0);
-    ((a.0 - o.0, a.1 - o.1), (b.0 - o.0, b.1 - o.1))
+/// Where `h` puts grid point `p`, and its local module vectors there (the
+/// frame step of one module along the grid's x and y). The origin comes
+/// with the vectors because the alignment search needs both and they share
+/// its mapping.
+fn module_vectors(h: &Homography, p: (f64, f64)) -> ((f64, f64), (f64, f64), (f64, f64)) {
+    let o = h.map(p.0, p.1);
+    let a = h.map(p.0 + 1.0, p.1);
+    let b = h.map(p.0, p.1 + 1.0);
+    (o, (a.0 - o.0, a.1 - o.1), (b.0 - o.0, b.1 - o.1))
 }
 
 /// The grid-to-frame map of the symbol of `t`: through the three finder
@@ -331,12 +342,12 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
         &[src[0], src[1], src[2], (far, far)],
         &[tl, tr, bl, (tr.0 + bl.0 - tl.0, tr.1 + bl.1 - tl.1)],
     )?;
-    let positions = alignment_positions((dim.saturating_sub(17)) / 4);
-    if !align || positions.len() < 2 {
+    if !align || !align_changes_map(dim) {
         return Some(h);
     }
+    let positions = alignment_positions(version_of(dim));
     // Finder contrast: centre vs light ring (2 modules out).
-    let (u, _) = module_vectors(&h, 3.5);
+    let (_, u, _) = module_vectors(&h, (3.5, 3.5));
     let contrast = sample(frame, tl.0 + 2.0 * u.0, tl.1 + 2.0 * u.1)? - sample(frame, tl.0, tl.1)?;
     // Alignment patterns nearest the finders first (their affine estimate
     // is best), each found one refining the map that predicts the next.
@@ -354,10 +365,7 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
     todo.truncate(MAX_ALIGNMENT_SEARCHES);
     for (k, &(px, py)) in todo.iter().enumerate() {
         let p = (px as f64 + 0.5, py as f64 + 0.5);
-        let o = h.map(p.0, p.1);
-        let a = h.map(p.0 + 1.0, p.1);
-        let b = h.map(p.0, p.1 + 1.0);
-        let (u, v) = ((a.0 - o.0, a.1 - o.1), (b.0 - o.0, b.1 - o.1));
+        let (o, u, v) = module_vectors(&h, p);
         // Near the prediction first (a clean, flat symbol), then wider.
         let radius = if k == 0 || src.len() < 4 { 5.0 } else { 3.0 };
         let near = find_alignment(frame, o, u, v, 1.5, contrast * 2.0);
@@ -370,6 +378,20 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
         }
     }
     Some(h)
+}
+
+/// Version of a `dim`-module symbol (`dim` = 17 + 4·version).
+fn version_of(dim: usize) -> usize {
+    dim.saturating_sub(17) / 4
+}
+
+/// True when [`sample_grid`]'s `align` can change the grid of a
+/// `dim`-module symbol: only versions 2+ have alignment patterns to search.
+/// Otherwise [`grid_map`] returns the finders' affine map whatever `align`
+/// says, so both settings sample the very same grid (it decides its early
+/// return with this function, which keeps that true).
+pub(crate) fn align_changes_map(dim: usize) -> bool {
+    alignment_positions(version_of(dim)).len() >= 2
 }
 
 /// Most alignment patterns searched per symbol (bounds the work on large

@@ -15,9 +15,7 @@
 
 mod common;
 
-use common::{
-    alternate_label, classify, corpus_dir, images_of, phone_frame, rotate, Outcome, MULTI_CODE,
-};
+use common::{alternate_label, classify, phone_frame, photo_frames, Outcome};
 use fare_credential::code::RIDE_CODE_V1_LEN;
 use fare_qr::{decode_all_with, decode_luma_with, Attempt, DecodeOptions, GrayImage, QrError};
 use std::path::PathBuf;
@@ -35,23 +33,15 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    let root = corpus_dir().join("qr-photos");
-    for set in ["qrcode-1", "qrcode-2", "qrcode-3", "qrcode-6"] {
-        for (path, expected) in images_of(&root.join(set)) {
-            let img = fare_qr::load_frame(&path).unwrap();
-            let multi = MULTI_CODE.iter().any(|m| path.ends_with(m));
-            let expected = alternate_label(&path).map_or(expected, <[u8]>::to_vec);
-            for deg in [0, 90, 180, 270] {
-                out.push(Case {
-                    group: set,
-                    frame: rotate(&img, deg),
-                    expected: expected.clone(),
-                    multi,
-                });
-            }
-        }
-    }
+    let mut out: Vec<Case> = photo_frames()
+        .into_iter()
+        .map(|p| Case {
+            group: p.set,
+            expected: alternate_label(&p.path).map_or(p.expected, <[u8]>::to_vec),
+            frame: p.frame,
+            multi: p.multi,
+        })
+        .collect();
     for i in 0..PHONE_FRAMES {
         let payload = common::payload(i, RIDE_CODE_V1_LEN);
         let (frame, _) = phone_frame(&payload, 1000 + i);

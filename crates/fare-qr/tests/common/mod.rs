@@ -332,6 +332,50 @@ pub fn images_of(set: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// The zxing photo sets of the rate tables, in table order.
+pub const PHOTO_SETS: [&str; 4] = ["qrcode-1", "qrcode-2", "qrcode-3", "qrcode-6"];
+
+/// One corpus photo at one rotation.
+pub struct PhotoFrame {
+    /// Its set (one of [`PHOTO_SETS`]).
+    pub set: &'static str,
+    /// The PNG it was loaded from.
+    pub path: PathBuf,
+    /// Rotation applied, degrees (0, 90, 180 or 270).
+    pub deg: u32,
+    /// The photo at that rotation.
+    pub frame: GrayImage,
+    /// The .txt label as stored (callers that accept the symbol's text for
+    /// a mislabelled image apply [`alternate_label`] themselves).
+    pub expected: Vec<u8>,
+    /// The image holds more than one code ([`MULTI_CODE`]).
+    pub multi: bool,
+}
+
+/// Every photo of [`PHOTO_SETS`] at 0/90/180/270°: set by set, images
+/// sorted, the four rotations of an image in a row.
+pub fn photo_frames() -> Vec<PhotoFrame> {
+    let root = corpus_dir().join("qr-photos");
+    let mut out = Vec::new();
+    for set in PHOTO_SETS {
+        for (path, expected) in images_of(&root.join(set)) {
+            let img = fare_qr::load_frame(&path).unwrap();
+            let multi = MULTI_CODE.iter().any(|m| path.ends_with(m));
+            for deg in [0, 90, 180, 270] {
+                out.push(PhotoFrame {
+                    set,
+                    path: path.clone(),
+                    deg,
+                    frame: rotate(&img, deg),
+                    expected: expected.clone(),
+                    multi,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Corpus labels that disagree with the symbol. `qrcode-2/13.png` is labelled
 /// "…aerial photograph of…" but every binarization and scale that reads it
 /// (17 independent attempt kinds, all 4 rotations) yields "…aerial
