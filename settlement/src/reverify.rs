@@ -656,6 +656,30 @@ mod tests {
         assert!(slipped > 0);
     }
 
+    proptest::proptest! {
+        /// Ingest runs `code_needs_strict` on whatever a reader uploaded:
+        /// any bytes, or a genuine code with bytes changed, give an answer
+        /// and no panic; a change outside `R` never marks a code.
+        #[test]
+        fn code_needs_strict_takes_any_bytes(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            at in 0usize..400,
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let _ = code_needs_strict(&junk);
+            let (_, codes, _, _) = setup(1);
+            let mut code = codes[0].clone();
+            proptest::prop_assert!(!code_needs_strict(&code));
+            let n = code.len();
+            code[at % n] = byte;
+            let r_changed = at % n >= n - 64 && at % n < n - 32;
+            if !r_changed {
+                // Unparseable, or parsed with the same genuine `R`.
+                proptest::prop_assert!(!code_needs_strict(&code));
+            }
+        }
+    }
+
     #[test]
     fn non_canonical_r_is_flagged() {
         let mut r = [0xffu8; 32];
