@@ -15,3 +15,8 @@ pub fn decode_frame(frame: &image::GrayImage, budget: Duration) -> Result<Vec<u8
 pub fn load_frame(path: &Path) -> Result<image::GrayImage, String> {
     fare_qr::load_frame(path).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// Loads an image file and decodes its first QR payload within `budget`.
+pub fn decode_file(path: &Path, budget: Duration) -> Result<Vec<u8>, String> {
+    load_frame(path).and_then(|f| decode_frame(&f, budget))
+}

@@ -282,8 +282,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             budget_ms,
         } => {
             let budget = std::time::Duration::from_millis(budget_ms);
-            let decoded = fare_validator::frames::load_frame(&image)
-                .and_then(|f| fare_validator::frames::decode_frame(&f, budget));
+            let decoded = fare_validator::frames::decode_file(&image, budget);
             match decoded {
                 Ok(bytes) => {
                     let mut out = std::io::stdout().lock();

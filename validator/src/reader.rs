@@ -829,9 +829,7 @@ impl Reader {
     /// decode stage time includes loading the file.
     pub fn decide_image_file(&mut self, path: &Path, now_unix_s: u64) -> Decision {
         let start = Instant::now();
-        let budget = self.config.camera.decode_budget();
-        let decoded =
-            crate::frames::load_frame(path).and_then(|f| crate::frames::decode_frame(&f, budget));
+        let decoded = crate::frames::decode_file(path, self.config.camera.decode_budget());
         let decode_ns = start.elapsed().as_nanos() as u64;
         self.decide_decoded(decoded, decode_ns, now_unix_s, start)
     }
