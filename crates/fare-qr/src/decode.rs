@@ -516,19 +516,19 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
             let t = t.scaled(factor);
             // Direct sampling first: a few thousand samples per try.
             let dim_est = t.dim;
+            // The first try sampled through the finders' affine map (no
+            // alignment pattern found, or version 1 has none).
+            let mut first_was_affine = false;
             for (dim, align) in [
                 (dim_est, true),
                 (dim_est + 4, true),
                 (dim_est.saturating_sub(4), true),
                 (dim_est, false),
             ] {
-                // The affine fallback (dim_est, false) differs from the
-                // first try (dim_est, true) only where alignment patterns
-                // exist: for version 1 (21 modules) `sample_grid` builds the
-                // same affine map for both, so the same grid, thresholds
-                // and decodes, which already failed. Skipping it changes no
-                // result, only saves the time.
-                if !align && !sample::align_changes_map(dim) {
+                // The affine fallback would then read the very same greys
+                // as the first try, whose decodes already failed: skipping
+                // it changes no result, only saves the time.
+                if !align && first_was_affine {
                     continue;
                 }
                 // The first sampled grid always runs (like the first scan):
@@ -539,7 +539,13 @@ fn locate_and_read(frame: &Gray, clock: &mut Clock, all: bool) -> (Vec<Vec<u8>>,
                 }
                 sampled_any = true;
                 let sample_start = Instant::now();
-                let Some(grey) = sample::sample_grid(frame, &t, dim, align) else {
+                let Some(sampled) = sample::sample_grid(frame, &t, dim, align) else {
+                    continue;
+                };
+                if dim == dim_est && align {
+                    first_was_affine = sampled.affine;
+                }
+                let Some(grey) = sampled.grey else {
                     continue;
                 };
                 for sharpen in SAMPLE_SHARPEN {

@@ -337,7 +337,8 @@ fn consider<B: Binary>(
     true
 }
 
-fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
+/// Euclidean distance between two points, pixels.
+pub(crate) fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
     ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
 }
 

@@ -11,7 +11,7 @@
 //! instead of a pass over the frame.
 
 use crate::enhance::Gray;
-use crate::locate::{Binary, Triple};
+use crate::locate::{dist, Binary, Triple};
 
 /// A 3×3 projective map (row-major, `m[2][2]` normalised to 1).
 #[derive(Debug, Clone, Copy)]
@@ -207,8 +207,7 @@ pub(crate) fn estimate_dimension<B: Binary>(
 ) -> usize {
     let m1 = module_along(bits, tl, tr, module);
     let m2 = module_along(bits, tl, bl, module);
-    let d = |p: (f32, f32), q: (f32, f32)| ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt();
-    let modules = (d(tl, tr) / m1 + d(tl, bl) / m2) / 2.0 + 7.0;
+    let modules = (dist(tl, tr) / m1 + dist(tl, bl) / m2) / 2.0 + 7.0;
     let version = ((modules - 17.0) / 4.0).round().clamp(1.0, 40.0);
     17 + 4 * version as usize
 }
@@ -330,8 +329,9 @@ fn module_vectors(h: &Homography, p: (f64, f64)) -> ((f64, f64), (f64, f64), (f6
 /// pattern, found in two steps (a middle alignment pattern first, when the
 /// version has one, which corrects most of the perspective; then the
 /// bottom-right one near where the corrected map puts it). Without
-/// alignment patterns the map is affine.
-fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homography> {
+/// alignment patterns the map is affine. The flag is true when the map
+/// returned is that affine map (no alignment pattern refined it).
+fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<(Homography, bool)> {
     let f = |p: (f32, f32)| (f64::from(p.0), f64::from(p.1));
     let (tl, tr, bl) = (f(t.tl), f(t.tr), f(t.bl));
     let far = dim as f64 - 3.5;
@@ -342,10 +342,10 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
         &[src[0], src[1], src[2], (far, far)],
         &[tl, tr, bl, (tr.0 + bl.0 - tl.0, tr.1 + bl.1 - tl.1)],
     )?;
-    if !align || !align_changes_map(dim) {
-        return Some(h);
+    let positions = alignment_positions((dim.saturating_sub(17)) / 4);
+    if !align || positions.len() < 2 {
+        return Some((h, true));
     }
-    let positions = alignment_positions(version_of(dim));
     // Finder contrast: centre vs light ring (2 modules out).
     let (_, u, _) = module_vectors(&h, (3.5, 3.5));
     let contrast = sample(frame, tl.0 + 2.0 * u.0, tl.1 + 2.0 * u.1)? - sample(frame, tl.0, tl.1)?;
@@ -363,35 +363,24 @@ fn grid_map(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Homogra
     }
     todo.sort_by_key(|&(x, y)| x.max(y) * 1000 + x.min(y));
     todo.truncate(MAX_ALIGNMENT_SEARCHES);
-    for (k, &(px, py)) in todo.iter().enumerate() {
+    let mut affine = true;
+    for &(px, py) in &todo {
         let p = (px as f64 + 0.5, py as f64 + 0.5);
         let (o, u, v) = module_vectors(&h, p);
-        // Near the prediction first (a clean, flat symbol), then wider.
-        let radius = if k == 0 || src.len() < 4 { 5.0 } else { 3.0 };
+        // Near the prediction first (a clean, flat symbol), then wider
+        // while no alignment pattern has corrected the map yet.
+        let radius = if src.len() < 4 { 5.0 } else { 3.0 };
         let near = find_alignment(frame, o, u, v, 1.5, contrast * 2.0);
         if let Some(c) = near.or_else(|| find_alignment(frame, o, u, v, radius, contrast)) {
             src.push(p);
             dst.push(c);
             if let Some(refit) = Homography::fit(&src, &dst) {
                 h = refit;
+                affine = false;
             }
         }
     }
-    Some(h)
-}
-
-/// Version of a `dim`-module symbol (`dim` = 17 + 4·version).
-fn version_of(dim: usize) -> usize {
-    dim.saturating_sub(17) / 4
-}
-
-/// True when [`sample_grid`]'s `align` can change the grid of a
-/// `dim`-module symbol: only versions 2+ have alignment patterns to search.
-/// Otherwise [`grid_map`] returns the finders' affine map whatever `align`
-/// says, so both settings sample the very same grid (it decides its early
-/// return with this function, which keeps that true).
-pub(crate) fn align_changes_map(dim: usize) -> bool {
-    alignment_positions(version_of(dim)).len() >= 2
+    Some((h, affine))
 }
 
 /// Most alignment patterns searched per symbol (bounds the work on large
@@ -403,22 +392,38 @@ const MAX_ALIGNMENT_SEARCHES: usize = 8;
 /// degenerate or the symbol leaves the frame. `align` selects whether
 /// alignment patterns are searched (versions 2+) or the affine map of the
 /// finders is used. [`grid_bits`] thresholds the result.
-pub(crate) fn sample_grid(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Vec<f32>> {
+pub(crate) fn sample_grid(frame: &Gray, t: &Triple, dim: usize, align: bool) -> Option<Sampled> {
     if !(21..=177).contains(&dim) {
         return None;
     }
-    let hmap = grid_map(frame, t, dim, align)?;
-    if !timing_lines_alternate(frame, &hmap, dim)? {
-        return None;
-    }
-    let mut grey = Vec::with_capacity(dim * dim);
-    for y in 0..dim {
-        for x in 0..dim {
-            let (px, py) = hmap.map(x as f64 + 0.5, y as f64 + 0.5);
-            grey.push(sample(frame, px, py)?);
+    let (hmap, affine) = grid_map(frame, t, dim, align)?;
+    let greys = || {
+        if !timing_lines_alternate(frame, &hmap, dim)? {
+            return None;
         }
-    }
-    Some(grey)
+        let mut grey = Vec::with_capacity(dim * dim);
+        for y in 0..dim {
+            for x in 0..dim {
+                let (px, py) = hmap.map(x as f64 + 0.5, y as f64 + 0.5);
+                grey.push(sample(frame, px, py)?);
+            }
+        }
+        Some(grey)
+    };
+    Some(Sampled {
+        grey: greys(),
+        affine,
+    })
+}
+
+/// What [`sample_grid`] read through a grid map.
+pub(crate) struct Sampled {
+    /// One grey per module, row by row; `None` when the timing lines do not
+    /// alternate or a module centre falls outside the frame.
+    pub grey: Option<Vec<f32>>,
+    /// The map was the finders' affine one: sampling the same `dim`
+    /// without alignment would read exactly the same greys.
+    pub affine: bool,
 }
 
 /// Thresholds sampled module greys (`true` = dark). `sharpen` > 0 first
