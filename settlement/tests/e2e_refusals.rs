@@ -244,11 +244,7 @@ async fn bad_api_requests_get_specific_json_errors() {
     let mut weak = [0u8; 32];
     weak[0] = 1; // the identity point: small order
                  // A large-order key with a small-order component (a·B + T₈).
-    let mixed = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT
-        * curve25519_dalek::scalar::Scalar::from(12_345u64)
-        + curve25519_dalek::constants::EIGHT_TORSION[1])
-        .compress()
-        .to_bytes();
+    let mixed = fare_credential::testkit::mixed_order_public_key();
     for (key, code) in [
         (hex::encode(weak), "weak_device_key"),
         (hex::encode(mixed), "weak_device_key"),

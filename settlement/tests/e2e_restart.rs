@@ -404,15 +404,8 @@ async fn long_runs_answer_202_and_report_their_status() {
     release(lock);
     let url = v["status_url"].as_str().unwrap().to_string();
     assert_eq!(url, format!("/v1/settlement/runs/{run_id}"));
-    let done = loop {
-        let (s, v) = srv.get(&url).await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["run_id"], run_id);
-        if v["status"] != "running" {
-            break v;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let done = srv.wait_run(&url).await;
+    assert_eq!(done["run_id"], run_id);
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["summary"]["rides"], 48, "{done}");
     assert!(done["finished_unix_s"].is_u64());
@@ -423,14 +416,7 @@ async fn long_runs_answer_202_and_report_their_status() {
     let (s, v) = srv.post("/v1/settlement/runs", serde_json::json!({})).await;
     assert_eq!(s, 202, "{v}");
     release(lock);
-    let url = v["status_url"].as_str().unwrap().to_string();
-    let again = loop {
-        let (_, v) = srv.get(&url).await;
-        if v["status"] != "running" {
-            break v;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let again = srv.wait_run(v["status_url"].as_str().unwrap()).await;
     assert_eq!(again["summary"]["rides"], 0, "{again}");
     assert_ne!(again["run_id"], done["run_id"]);
 

@@ -65,6 +65,17 @@ impl TestIssuer {
     }
 }
 
+/// A public key a device could present but no honest one makes: the point
+/// `[12345]B + T₈` (large order with an order-8 component). It decodes as a
+/// key (`keys::parse_public_key` accepts it); issuance must refuse it.
+pub fn mixed_order_public_key() -> [u8; 32] {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    (ED25519_BASEPOINT_POINT * Scalar::from(12_345u64) + EIGHT_TORSION[1])
+        .compress()
+        .to_bytes()
+}
+
 /// `code` (a ride code v1) re-signed by its own `device` with a nonce point
 /// `R = [r]B + T` of mixed order, where `T = EIGHT_TORSION[torsion]`
 /// (`torsion` in 1..=7; orders 8, 4, 8, 2, 8, 4, 8) and `r` comes from `rng`.

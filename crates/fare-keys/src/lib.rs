@@ -468,11 +468,7 @@ mod tests {
         ));
         // A large-order point with a small-order component (a·B + T₈): a
         // valid key to `parse_public_key`, never made by an honest device.
-        let mixed = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT
-            * curve25519_dalek::scalar::Scalar::from(12_345u64)
-            + curve25519_dalek::constants::EIGHT_TORSION[1])
-            .compress()
-            .to_bytes();
+        let mixed = fare_credential::testkit::mixed_order_public_key();
         assert!(fare_credential::keys::parse_public_key(&mixed).is_ok());
         let err = ks
             .issue_credential(

@@ -137,19 +137,28 @@ impl Server {
     pub async fn settle(&self) -> Value {
         let (s, v) = self.post("/v1/settlement/runs", json!({})).await;
         if s == 202 {
-            let url = v["status_url"].as_str().unwrap().to_string();
-            loop {
-                let (s, st) = self.get(&url).await;
-                assert_eq!(s, 200, "{st}");
-                if st["status"] != "running" {
-                    assert_eq!(st["status"], "done", "{st}");
-                    return st["summary"].clone();
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            let st = self.wait_run(v["status_url"].as_str().unwrap()).await;
+            assert_eq!(st["status"], "done", "{st}");
+            return st["summary"].clone();
         }
         assert_eq!(s, 200, "{v}");
         v
+    }
+
+    /// Polls a run's status resource (`/v1/settlement/runs/{id}`) until the
+    /// run is no longer `running`; every answer must be 200 and name that
+    /// run. Returns the last status.
+    pub async fn wait_run(&self, url: &str) -> Value {
+        let run_id: u64 = url.rsplit('/').next().unwrap().parse().unwrap();
+        loop {
+            let (s, st) = self.get(url).await;
+            assert_eq!(s, 200, "{st}");
+            assert_eq!(st["run_id"], run_id, "{st}");
+            if st["status"] != "running" {
+                return st;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn create_account(&self, id: &str, profile: &str, limit: i64) {
