@@ -9,7 +9,7 @@
 use crate::error::ApiError;
 use crate::model::{Incident, ReaderState, RideId};
 use crate::reverify::code_needs_strict;
-use crate::store::{Db, RideBlocks, Space, WriteSet};
+use crate::store::{Db, RideBlocks, WriteSet};
 use axum::http::StatusCode;
 use fare_credential::keys::parse_public_key;
 use fare_credential::{FormatError, SignedBatch};
@@ -175,7 +175,8 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
         .collect();
     // Once per ride, as it arrives: is its `R` one a batch verification
     // could wrongly accept? (About one scalar multiplication per ride, on
-    // all cores; see `reverify`.) The mark is stored with the ride.
+    // all cores; see `reverify`.) The mark is stored in the ride's block
+    // entry.
     let strict: Vec<bool> = new_records
         .par_iter()
         .with_min_len(64)
@@ -186,9 +187,8 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             reader_id,
             reader_seq: rec.reader_seq,
         };
-        blocks.put(db, id, rec.encode_v1().map_err(format_error)?)?;
+        blocks.put(db, id, rec.encode_v1().map_err(format_error)?, strict)?;
         if strict {
-            w.put(Space::StrictRides, id.key().to_vec(), Vec::new());
             metrics::counter!("settlement_strict_rides_total").increment(1);
         }
         n += 1;

@@ -39,6 +39,20 @@ pub struct RunSummary {
     pub incidents: u64,
 }
 
+impl RunSummary {
+    /// Adds another summary (a committed chunk's) to this one.
+    pub fn add(&mut self, other: RunSummary) {
+        self.rides += other.rides;
+        self.chunks += other.chunks;
+        self.postings += other.postings;
+        self.fraud_events += other.fraud_events;
+        self.incidents += other.incidents;
+        for (k, v) in other.outcomes {
+            *self.outcomes.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
 /// Runs started over HTTP that a registry keeps (the most recent ones).
 pub const MAX_RUNS_KEPT: usize = 100;
 
@@ -203,7 +217,7 @@ fn pipelined_pass(
                 let last = match &p {
                     Ok(p) => {
                         settled.extend(p.plan.iter().map(|r| (r.reader_id, r.to)));
-                        p.records.is_empty()
+                        p.rides.is_empty()
                     }
                     Err(_) => true,
                 };
@@ -217,27 +231,19 @@ fn pipelined_pass(
             let (prepared, t) = msg?;
             times.read_rides += t.read_rides;
             times.reverify += t.reverify;
-            if prepared.records.is_empty() {
+            if prepared.rides.is_empty() {
                 return Ok(false);
             }
             let _w = ctx.write_lock.lock().unwrap_or_else(|p| p.into_inner());
             let Some(cursors) = current_cursors(db, &prepared.plan)? else {
                 return Ok(true);
             };
-            let (w, stats) = build_chunk(db, ctx, now_unix_s, &prepared, cursors, times)?;
+            let (w, chunk) = build_chunk(db, ctx, now_unix_s, &prepared, cursors, times)?;
             let t = Instant::now();
             db.commit(w)?;
             times.commit += t.elapsed();
-            let n = prepared.records.len() as u64;
-            summary.rides += n;
-            summary.chunks += 1;
-            summary.postings += stats.postings;
-            summary.fraud_events += stats.fraud_events;
-            summary.incidents += stats.incidents;
-            for (k, v) in stats.outcomes {
-                *summary.outcomes.entry(k).or_insert(0) += v;
-            }
-            metrics::counter!("settlement_settled_rides_total").increment(n);
+            metrics::counter!("settlement_settled_rides_total").increment(chunk.rides);
+            summary.add(chunk);
             // Large buffers are freed off the critical path.
             s.spawn(move || drop(prepared));
         }
@@ -256,21 +262,11 @@ struct ReaderPlan {
 /// A chunk read and re-verified, not yet settled.
 struct Prepared {
     plan: Vec<ReaderPlan>,
-    records: Vec<RideRecord>,
     verdicts: Vec<Verdict>,
     /// The core's view of the rides (built here, off the settling thread).
     rides: Vec<RideIn>,
     /// Distinct credentials of the verified rides, sorted.
     cred_ids: Vec<CredentialId>,
-}
-
-/// What a committed chunk adds to the run summary.
-#[derive(Default)]
-struct ChunkStats {
-    outcomes: BTreeMap<String, u64>,
-    postings: u64,
-    fraud_events: u64,
-    incidents: u64,
 }
 
 /// Picks up to `chunk_rides` unsettled rides reader by reader, reads them
@@ -310,47 +306,34 @@ fn prepare(
         });
         operators.insert(reader.reader_id, reader.operator.clone());
     }
-    let per_reader: Vec<Vec<RideRecord>> = plan
+    let per_reader: Vec<Vec<(RideRecord, bool)>> = plan
         .par_iter()
         .map(|p| db.rides(p.reader_id, p.from, p.to))
         .collect::<Result<_, _>>()?;
-    let records: Vec<RideRecord> = per_reader.into_iter().flatten().collect();
-    // Rides ingest marked for strict re-verification (normally none).
-    let mut strict: HashSet<RideId> = HashSet::new();
-    for p in &plan {
-        for reader_seq in db.strict_rides(p.reader_id, p.from, p.to)? {
-            strict.insert(RideId {
-                reader_id: p.reader_id,
-                reader_seq,
-            });
-        }
-    }
+    let records: Vec<(RideRecord, bool)> = per_reader.into_iter().flatten().collect();
     times.read_rides += t.elapsed();
 
     let t = Instant::now();
     let codes: Vec<CodeToVerify<'_>> = records
         .iter()
-        .map(|r| CodeToVerify {
+        .map(|(r, strict)| CodeToVerify {
             code: &r.code,
             reader_time_unix_s: r.reader_time_unix_s,
-            strict: !strict.is_empty()
-                && strict.contains(&RideId {
-                    reader_id: r.reader_id,
-                    reader_seq: r.reader_seq,
-                }),
+            strict: *strict,
         })
         .collect();
     let verdicts = reverify(&codes, ctx.trust, &ctx.policy);
+    // The records end here: the core needs only this view of them.
     let rides: Vec<RideIn> = records
-        .iter()
-        .map(|r| RideIn {
+        .into_iter()
+        .map(|(r, _)| RideIn {
             ride: RideId {
                 reader_id: r.reader_id,
                 reader_seq: r.reader_seq,
             },
             reader_time_unix_s: r.reader_time_unix_s,
             operator: operators.get(&r.reader_id).cloned().unwrap_or_default(),
-            route: r.route.clone(),
+            route: r.route,
         })
         .collect();
     let mut cred_ids: Vec<CredentialId> = verdicts
@@ -362,7 +345,6 @@ fn prepare(
     times.reverify += t.elapsed();
     Ok(Prepared {
         plan,
-        records,
         verdicts,
         rides,
         cred_ids,
@@ -397,14 +379,18 @@ fn build_chunk(
     prepared: &Prepared,
     cursor_updates: Vec<CursorUpdate>,
     times: &mut PhaseTimes,
-) -> Result<(WriteSet, ChunkStats), StoreError> {
+) -> Result<(WriteSet, RunSummary), StoreError> {
     let mut t = Instant::now();
     let mut lap = |slot: &mut Duration| {
         let now = Instant::now();
         *slot += now - t;
         t = now;
     };
-    let mut stats = ChunkStats::default();
+    let mut stats = RunSummary {
+        rides: prepared.rides.len() as u64,
+        chunks: 1,
+        ..RunSummary::default()
+    };
     let Prepared {
         verdicts,
         rides,
@@ -651,7 +637,6 @@ pub fn purge(
         }
         ride_blocks.remove(db, r.ride)?;
         blocks.remove(db, r.ride)?;
-        w.delete(Space::StrictRides, r.ride.key().to_vec());
         if let (Some(c), Some(_)) = (r.credential_id, r.device_seq) {
             purged_codes.entry(c).or_default().insert(r.ride);
         }

@@ -32,13 +32,9 @@ pub enum Space {
     /// reader id (BE) → [`crate::model::ReaderState`]
     ReaderStates = b's',
     /// reader id BE ‖ (reader seq / `typed::RIDE_BLOCK_RIDES`) BE → the
-    /// block's encoded ride records v1 (see `typed::RideBlocks`)
+    /// block's encoded ride records v1, each with its strict mark (see
+    /// `typed::RideBlock`)
     Rides = b'R',
-    /// ride id ([`crate::model::RideId::key`]) → (): rides whose device
-    /// signature's `R` failed `reverify::code_needs_strict` at ingest (never
-    /// an honest signer's); re-verification checks them with
-    /// `verify_strict` alone, never in a batch
-    StrictRides = b'g',
     /// reader id BE ‖ (reader seq / `typed::RESULT_BLOCK_RIDES`) BE → the
     /// block's [`crate::model::RideResult`]s, sorted by ride id
     Results = b'o',

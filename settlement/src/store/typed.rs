@@ -189,48 +189,88 @@ impl<K: BlockKind> BlockCache<K> {
     }
 }
 
-/// Blocks of raw ride records: value (reader seq BE (8) ‖ length BE (4) ‖
-/// encoded ride record v1) × n, sorted by seq. Checked: ingest extends them.
+/// Blocks of raw ride records: value (reader seq BE (8) ‖ flags (1) ‖
+/// length BE (4) ‖ encoded ride record v1) × n, sorted by seq. Flag bit 0:
+/// ingest marked the ride for strict re-verification
+/// (`reverify::code_needs_strict`). Checked: ingest extends them.
 #[derive(Debug)]
 pub struct RideBlock;
 
+/// One ride of a ride block (the record owned, or borrowed from the block
+/// bytes while reading).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRide<R = Vec<u8>> {
+    /// Reader sequence.
+    pub seq: u64,
+    /// Marked at ingest: its device signature must be checked with
+    /// `verify_strict` alone, never in a batch.
+    pub strict: bool,
+    /// The encoded ride record v1, exactly as the reader signed it.
+    pub record: R,
+}
+
+/// Bytes before a ride block entry's record: seq (8), flags (1), length (4).
+const RIDE_ENTRY_HEADER: usize = 13;
+/// Ride block entry flag: marked for strict re-verification.
+const RIDE_FLAG_STRICT: u8 = 1;
+
 impl BlockKind for RideBlock {
-    type Item = (u64, Vec<u8>);
+    type Item = BlockRide;
     const SPACE: Space = Space::Rides;
     const CHECKED: bool = true;
-    fn decode(v: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn decode(v: &[u8]) -> Result<Vec<BlockRide>, StoreError> {
         Ok(ride_block_entries(v)?
             .into_iter()
-            .map(|(seq, b)| (seq, b.to_vec()))
+            .map(|r| BlockRide {
+                seq: r.seq,
+                strict: r.strict,
+                record: r.record.to_vec(),
+            })
             .collect())
     }
-    fn encode(rides: &[(u64, Vec<u8>)]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(rides.iter().map(|(_, b)| 12 + b.len()).sum());
-        for (seq, b) in rides {
-            v.extend_from_slice(&seq.to_be_bytes());
-            v.extend_from_slice(&(b.len() as u32).to_be_bytes());
-            v.extend_from_slice(b);
+    fn encode(rides: &[BlockRide]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(
+            rides
+                .iter()
+                .map(|r| RIDE_ENTRY_HEADER + r.record.len())
+                .sum(),
+        );
+        for r in rides {
+            v.extend_from_slice(&r.seq.to_be_bytes());
+            v.push(if r.strict { RIDE_FLAG_STRICT } else { 0 });
+            v.extend_from_slice(&(r.record.len() as u32).to_be_bytes());
+            v.extend_from_slice(&r.record);
         }
         v
     }
 }
 
-/// The entries of a ride block, borrowed: (reader seq, encoded record v1).
-fn ride_block_entries(mut v: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
-    let corrupt = || StoreError::Corrupt {
+/// The entries of a ride block, records borrowed from `v`.
+fn ride_block_entries(mut v: &[u8]) -> Result<Vec<BlockRide<&[u8]>>, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt {
         what: "ride_block",
-        why: "truncated entry".into(),
+        why: why.into(),
     };
     let mut out = Vec::new();
     while !v.is_empty() {
-        if v.len() < 12 {
-            return Err(corrupt());
+        if v.len() < RIDE_ENTRY_HEADER {
+            return Err(corrupt("truncated entry"));
         }
         let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes")) as usize;
-        let body = v.get(12..12 + len).ok_or_else(corrupt)?;
-        out.push((seq, body));
-        v = &v[12 + len..];
+        let flags = v[8];
+        if flags & !RIDE_FLAG_STRICT != 0 {
+            return Err(corrupt(&format!("unknown flags {flags:#04x} at seq {seq}")));
+        }
+        let len = u32::from_be_bytes(v[9..13].try_into().expect("4 bytes")) as usize;
+        let body = v
+            .get(RIDE_ENTRY_HEADER..RIDE_ENTRY_HEADER + len)
+            .ok_or_else(|| corrupt("truncated entry"))?;
+        out.push(BlockRide {
+            seq,
+            strict: flags & RIDE_FLAG_STRICT != 0,
+            record: body,
+        });
+        v = &v[RIDE_ENTRY_HEADER + len..];
     }
     Ok(out)
 }
@@ -239,20 +279,32 @@ fn ride_block_entries(mut v: &[u8]) -> Result<Vec<(u64, &[u8])>, StoreError> {
 pub type RideBlocks = BlockCache<RideBlock>;
 
 impl BlockCache<RideBlock> {
-    /// Stores a ride's encoded record (replacing any held one).
-    pub fn put(&mut self, db: &Db, ride: RideId, record: Vec<u8>) -> Result<(), StoreError> {
+    /// Stores a ride's encoded record and its strict mark (replacing any
+    /// held one).
+    pub fn put(
+        &mut self,
+        db: &Db,
+        ride: RideId,
+        record: Vec<u8>,
+        strict: bool,
+    ) -> Result<(), StoreError> {
         let key = ride_block_key(ride);
         let rides = self.block(db, &key)?;
-        match rides.binary_search_by_key(&ride.reader_seq, |(s, _)| *s) {
-            Ok(i) => rides[i].1 = record,
-            Err(i) => rides.insert(i, (ride.reader_seq, record)),
+        let entry = BlockRide {
+            seq: ride.reader_seq,
+            strict,
+            record,
+        };
+        match rides.binary_search_by_key(&ride.reader_seq, |r| r.seq) {
+            Ok(i) => rides[i] = entry,
+            Err(i) => rides.insert(i, entry),
         }
         self.dirty.insert(key);
         Ok(())
     }
     /// Removes a ride's record; true when there was one.
     pub fn remove(&mut self, db: &Db, ride: RideId) -> Result<bool, StoreError> {
-        self.remove_where(db, ride_block_key(ride), |(s, _)| *s != ride.reader_seq)
+        self.remove_where(db, ride_block_key(ride), |r| r.seq != ride.reader_seq)
     }
 }
 
@@ -600,14 +652,14 @@ impl Db {
         );
     }
 
-    /// Calls `f` with each held ride `from..=to` of a reader (encoded
-    /// record v1), in sequence order.
+    /// Calls `f` with each held ride `from..=to` of a reader, in sequence
+    /// order.
     fn each_ride(
         &self,
         reader_id: u32,
         from: u64,
         to: u64,
-        mut f: impl FnMut(&[u8]) -> Result<(), StoreError>,
+        mut f: impl FnMut(BlockRide<&[u8]>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if to < from {
             return Ok(());
@@ -616,9 +668,9 @@ impl Db {
         // Just past the block holding `to`.
         let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
         for (_, v) in self.store.range(Space::Rides, &start, &end, usize::MAX)? {
-            for (seq, b) in ride_block_entries(&v)? {
-                if (from..=to).contains(&seq) {
-                    f(b)?;
+            for r in ride_block_entries(&v)? {
+                if (from..=to).contains(&r.seq) {
+                    f(r)?;
                 }
             }
         }
@@ -632,8 +684,8 @@ impl Db {
         to: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        self.each_ride(reader_id, from, to, |b| {
-            out.push(b.to_vec());
+        self.each_ride(reader_id, from, to, |r| {
+            out.push(r.record.to_vec());
             Ok(())
         })?;
         Ok(out)
@@ -646,66 +698,61 @@ impl Db {
         }
         Ok(n)
     }
-    /// Parsed rides `from..=to` of a reader.
-    pub fn rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<RideRecord>, StoreError> {
+    /// Parsed rides `from..=to` of a reader, each with its strict mark
+    /// (set at ingest: verify its device signature strictly, never in a batch).
+    pub fn rides(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(RideRecord, bool)>, StoreError> {
         let mut out = Vec::new();
-        self.each_ride(reader_id, from, to, |b| {
-            let ride = RideRecord::decode_v1(b).map_err(|e| StoreError::Corrupt {
+        self.each_ride(reader_id, from, to, |r| {
+            let ride = RideRecord::decode_v1(r.record).map_err(|e| StoreError::Corrupt {
                 what: "ride",
                 why: e.to_string(),
             })?;
-            out.push(ride);
+            out.push((ride, r.strict));
             Ok(())
         })?;
         Ok(out)
     }
-
     /// The sequence numbers of a reader's rides in `from..=to` that ingest
-    /// marked for strict re-verification ([`Space::StrictRides`]).
+    /// marked for strict re-verification.
     pub fn strict_rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
-        if to < from {
-            return Ok(Vec::new());
-        }
-        let key = |seq: u64| {
-            RideId {
-                reader_id,
-                reader_seq: seq,
-            }
-            .key()
-        };
-        // `range` excludes its end, so `to` itself is looked up apart (no
-        // key past `to` exists when it is u64::MAX).
         let mut seqs = Vec::new();
-        for (k, _) in self
-            .store
-            .range(Space::StrictRides, &key(from), &key(to), usize::MAX)?
-        {
-            let ride = RideId::from_key(&k).ok_or(StoreError::Corrupt {
-                what: "strict ride key",
-                why: format!("{} bytes, expected 12", k.len()),
-            })?;
-            seqs.push(ride.reader_seq);
-        }
-        if self.store.get(Space::StrictRides, &key(to))?.is_some() {
-            seqs.push(to);
-        }
+        self.each_ride(reader_id, from, to, |r| {
+            if r.strict {
+                seqs.push(r.seq);
+            }
+            Ok(())
+        })?;
         Ok(seqs)
     }
 
     /// A ride's result.
     pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
-        let block = self
-            .get::<Vec<RideResult>>("ride_results", Space::Results, &result_block_key(ride))?
-            .unwrap_or_default();
+        let block = self.read_block::<ResultBlock>(&result_block_key(ride))?;
         Ok(block.into_iter().find(|r| r.ride == ride))
     }
     /// All ride results, in ride id order.
     pub fn results(&self) -> Result<Vec<RideResult>, StoreError> {
-        Ok(self
-            .scan_all::<Vec<RideResult>>("ride_results", Space::Results, b"")?
-            .into_iter()
-            .flat_map(|(_, b)| b)
-            .collect())
+        self.scan_blocks::<ResultBlock>()
+    }
+    /// The items of one stored block (none when it is absent).
+    fn read_block<K: BlockKind>(&self, key: &[u8]) -> Result<Vec<K::Item>, StoreError> {
+        match self.store.get(K::SPACE, key)? {
+            Some(v) => K::decode(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// The items of every stored block of a kind, in key order.
+    fn scan_blocks<K: BlockKind>(&self) -> Result<Vec<K::Item>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.store.scan(K::SPACE, b"", None, usize::MAX)? {
+            out.extend(K::decode(&v)?);
+        }
+        Ok(out)
     }
     /// All incidents.
     pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -744,31 +791,32 @@ impl Db {
     }
     /// A posting.
     pub fn posting(&self, id: &str) -> Result<Option<Posting>, StoreError> {
-        match ride_of_posting_id(id) {
-            Some(ride) => Ok(self
-                .ride_posting_block(&result_block_key(ride))?
-                .into_iter()
-                .find(|p| p.posting_id == id)),
-            None => self.get("posting", Space::Postings, id.as_bytes()),
-        }
+        self.posting_via(id, &mut HashMap::new())
     }
-    fn ride_posting_block(&self, key: &[u8]) -> Result<Vec<Posting>, StoreError> {
-        Ok(self
-            .get::<Vec<Posting>>("ride_postings", Space::RidePostings, key)?
-            .unwrap_or_default())
+    /// A posting: a ride posting from its block (read once into `blocks`,
+    /// for callers looking up many), any other from [`Space::Postings`].
+    fn posting_via(
+        &self,
+        id: &str,
+        blocks: &mut HashMap<Vec<u8>, Vec<Posting>>,
+    ) -> Result<Option<Posting>, StoreError> {
+        let Some(ride) = ride_of_posting_id(id) else {
+            return self.get("posting", Space::Postings, id.as_bytes());
+        };
+        let key = result_block_key(ride);
+        if !blocks.contains_key(&key) {
+            let b = self.read_block::<PostingBlock>(&key)?;
+            blocks.insert(key.clone(), b);
+        }
+        Ok(blocks[&key].iter().find(|p| p.posting_id == id).cloned())
     }
     /// Number of postings held (ride postings and payments).
     pub fn posting_count(&self) -> Result<u64, StoreError> {
-        let mut n = self
+        let payments = self
             .store
             .scan(Space::Postings, b"", None, usize::MAX)?
-            .len() as u64;
-        for (_, block) in
-            self.scan_all::<Vec<Posting>>("ride_postings", Space::RidePostings, b"")?
-        {
-            n += block.len() as u64;
-        }
-        Ok(n)
+            .len();
+        Ok((payments + self.scan_blocks::<PostingBlock>()?.len()) as u64)
     }
     /// All postings, sorted by posting id.
     pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
@@ -777,11 +825,7 @@ impl Db {
             .into_iter()
             .map(|(_, p)| p)
             .collect();
-        for (_, block) in
-            self.scan_all::<Vec<Posting>>("ride_postings", Space::RidePostings, b"")?
-        {
-            out.extend(block);
-        }
+        out.extend(self.scan_blocks::<PostingBlock>()?);
         out.sort_by(|a, b| a.posting_id.cmp(&b.posting_id));
         Ok(out)
     }
@@ -805,21 +849,10 @@ impl Db {
         }
         ids.sort();
         ids.dedup();
-        let mut blocks: HashMap<Vec<u8>, Vec<Posting>> = HashMap::new();
+        let mut blocks = HashMap::new();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let p = match ride_of_posting_id(&id) {
-                Some(ride) => {
-                    let key = result_block_key(ride);
-                    if !blocks.contains_key(&key) {
-                        let b = self.ride_posting_block(&key)?;
-                        blocks.insert(key.clone(), b);
-                    }
-                    blocks[&key].iter().find(|p| p.posting_id == id).cloned()
-                }
-                None => self.get("posting", Space::Postings, id.as_bytes())?,
-            };
-            out.extend(p);
+            out.extend(self.posting_via(&id, &mut blocks)?);
         }
         Ok(out)
     }
@@ -1256,7 +1289,9 @@ mod tests {
         let mut blocks = RideBlocks::default();
         for reader in [1u32, 2] {
             for seq in (1..=3 * b + 5).rev() {
-                blocks.put(&db, id(reader, seq), rec(reader, seq)).unwrap();
+                blocks
+                    .put(&db, id(reader, seq), rec(reader, seq), seq % 7 == 0)
+                    .unwrap();
             }
         }
         let mut w = WriteSet::default();
@@ -1274,6 +1309,9 @@ mod tests {
             let want: Vec<Vec<u8>> = (from..=to.min(3 * b + 5)).map(|s| rec(2, s)).collect();
             assert_eq!(db.ride_bytes(2, from, to).unwrap(), want, "{from}..={to}");
         }
+        // The strict marks come back with their rides.
+        let marked: Vec<u64> = (b - 1..=2 * b).filter(|s| s % 7 == 0).collect();
+        assert_eq!(db.strict_rides(2, b - 1, 2 * b).unwrap(), marked);
         assert!(db.ride_bytes(2, 5, 4).unwrap().is_empty());
         assert!(db.ride_bytes(3, 1, 10).unwrap().is_empty());
 
@@ -1296,9 +1334,9 @@ mod tests {
 
         // Stale read: the commit fails and changes nothing.
         let mut stale = RideBlocks::default();
-        stale.put(&db, id(1, 2), b"stale".to_vec()).unwrap();
+        stale.put(&db, id(1, 2), b"stale".to_vec(), false).unwrap();
         let mut fresh = RideBlocks::default();
-        fresh.put(&db, id(1, 3), b"fresh".to_vec()).unwrap();
+        fresh.put(&db, id(1, 3), b"fresh".to_vec(), false).unwrap();
         let mut w = WriteSet::default();
         fresh.write(&mut w);
         db.commit(w).unwrap();
