@@ -128,6 +128,11 @@ pub struct StorageConfig {
     pub cache_capacity_bytes: u64,
     /// Records per upload batch (≤ the batch format's 4096).
     pub batch_max_records: usize,
+    /// After sled's `flush()`, `fdatasync` its data file so an accepted ride
+    /// survives a power cut, not only a crash (default `true`). `false`
+    /// leaves `flush()` as the only durability point: it is there only so a
+    /// test can show what a power cut then loses; never turn it off on a bus.
+    pub device_sync: bool,
 }
 
 impl Default for StorageConfig {
@@ -140,6 +145,7 @@ impl Default for StorageConfig {
             replay_grace_s: 3600,
             cache_capacity_bytes: 8 << 20,
             batch_max_records: 1000,
+            device_sync: true,
         }
     }
 }

@@ -78,6 +78,9 @@ pub enum ValidatorError {
         /// sled's error.
         source: sled::Error,
     },
+    /// The sync after sled's flush did not reach the device: the write may not survive a power cut.
+    #[error("ride log: {0}")]
+    DeviceSync(#[from] fare_durable::SyncError),
     /// A stored value did not decode: the log is corrupt or from another build.
     #[error("ride log value unreadable: {0}")]
     Codec(#[from] CodecError),

@@ -12,7 +12,9 @@
 //! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
 //!
 //! Durability: an accept is answered only after the ride record's single
-//! sled insert and `Db::flush()` returned. Everything else the accept changes
+//! sled insert, `Db::flush()` and an `fdatasync` of sled's data file
+//! ([`fare_durable::DeviceSync`]) returned: `flush()` alone ends in
+//! `sync_file_range`, which a power cut can undo. Everything else the accept changes
 //! (next sequence, chain head, used bytes, the replay cache) is derived from
 //! the log, so it need not be written with the ride: the reader state is
 //! saved every [`STATE_SAVE_EVERY`] rides and rolled forward over the log's
@@ -164,6 +166,8 @@ pub struct Reader {
     key: SigningKey,
     root: VerifyingKey,
     db: sled::Db,
+    /// The sync after `flush()` that reaches the device.
+    device: fare_durable::DeviceSync,
     rides: sled::Tree,
     /// Replay entries of records compacted while their code could still
     /// pass (rare: only an early compaction of a full log does it).
@@ -353,6 +357,9 @@ impl Reader {
             .map_err(ValidatorError::sled("write identity"))?;
         db.flush().map_err(ValidatorError::sled("flush identity"))?;
         drop(meta);
+        // The files provisioning wrote, and `log/`, are entries of `dir`;
+        // opening syncs the log's own directory and data file.
+        sync_dir(dir)?;
         let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
         reader.install_bundle(bundle_bytes, now_unix_s)?;
         tracing::info!(reader_id = config.reader.reader_id, dir = %dir.display(), "reader provisioned");
@@ -412,6 +419,9 @@ impl Reader {
             Some(db) => db,
             None => Self::open_db(dir, &config)?,
         };
+        // sled may have written a recovery snapshot and renamed it while
+        // opening: make that durable before anything depends on it.
+        let device = fare_durable::DeviceSync::open(&paths::log(dir), config.storage.device_sync)?;
         let tree = |name: &'static str| {
             db.open_tree(name)
                 .map_err(ValidatorError::sled("open tree"))
@@ -473,6 +483,7 @@ impl Reader {
             key,
             root,
             db,
+            device,
             rides,
             replay,
             meta,
@@ -560,9 +571,7 @@ impl Reader {
             );
             self.state = next;
             self.save_state()?;
-            self.db
-                .flush()
-                .map_err(ValidatorError::sled("flush state"))?;
+            self.durable("flush state")?;
         }
         Ok(())
     }
@@ -782,9 +791,7 @@ impl Reader {
         self.meta
             .insert(META_BUNDLE, codec::encode("bundle meta", &meta)?)
             .map_err(ValidatorError::sled("write bundle meta"))?;
-        self.db
-            .flush()
-            .map_err(ValidatorError::sled("flush bundle meta"))?;
+        self.durable("flush bundle meta")?;
         let old = self.installed.replace(Installed { meta, trust, deny });
         if let Some(old) = old {
             if old.meta.deny_file != deny_file {
@@ -968,7 +975,8 @@ impl Reader {
         }
     }
 
-    /// Appends the ride: one sled insert, then `flush()`. The replay cache
+    /// Appends the ride: one sled insert, then the durability point
+    /// ([`Self::durable`]: `flush()` and `fdatasync`). The replay cache
     /// and the state change in memory as soon as the insert applied.
     fn append(&mut self, code: &RideCode, now: u64, keys: &ReplayKeys) -> Result<u64, AppendError> {
         let seq = self.state.next_seq;
@@ -1015,12 +1023,7 @@ impl Reader {
         self.state.used_bytes += len;
         self.replay_cache
             .insert(keys, self.replay_entry(code, seq, now));
-        self.db.flush().map_err(|source| {
-            AppendError::Storage(ValidatorError::Sled {
-                what: "flush ride",
-                source,
-            })
-        })?;
+        self.durable("flush ride").map_err(AppendError::Storage)?;
         if seq % STATE_SAVE_EVERY == 0 {
             // After the answer's durability point, and not flushed: losing
             // it only means rolling forward over a longer tail at open.
@@ -1151,9 +1154,7 @@ impl Reader {
         if self.state.oldest_seq == start.oldest_seq {
             return Ok(());
         }
-        self.db
-            .flush()
-            .map_err(ValidatorError::sled("flush compaction"))?;
+        self.durable("flush compaction")?;
         tracing::info!(
             freed_bytes = start.used_bytes - self.state.used_bytes,
             oldest_seq = self.state.oldest_seq,
@@ -1281,7 +1282,7 @@ impl Reader {
         self.meta
             .insert(META_STATE, codec::encode("reader state", &next)?)
             .map_err(ValidatorError::sled("write ack"))?;
-        self.db.flush().map_err(ValidatorError::sled("flush ack"))?;
+        self.durable("flush ack")?;
         self.state = next;
         Ok(())
     }
@@ -1390,9 +1391,18 @@ impl Reader {
         }
     }
 
-    /// Flushes everything (rejected-scan analytics included). Called on exit.
+    /// Flushes everything (rejected-scan analytics included) to the device. Called on exit.
     pub fn flush(&self) -> Result<(), ValidatorError> {
-        self.db.flush().map_err(ValidatorError::sled("flush"))?;
+        self.durable("flush")
+    }
+
+    /// The durability point: sled's `flush()`, then the `fdatasync` that
+    /// reaches the device (see [`fare_durable`]). Nothing that depends on a
+    /// write being durable (an accept, an acknowledgement, a new bundle)
+    /// happens before this returned.
+    fn durable(&self, what: &'static str) -> Result<(), ValidatorError> {
+        self.db.flush().map_err(ValidatorError::sled(what))?;
+        self.device.sync()?;
         Ok(())
     }
 }

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
+    /// The sync after `flush()` that reaches the device (sled 0.34's flush
+    /// ends in `sync_file_range`, which a power cut can undo).
+    device: fare_durable::DeviceSync,
     tree: sled::Tree,
     // Commits check-then-apply; the mutex makes that sequence atomic with
     // respect to other commits of this process (sled's own transactions would
@@ -38,16 +41,21 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?;
         let tree = db.open_tree("settlement")?;
+        let device = fare_durable::DeviceSync::open(dir, true)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(SledStore {
             db,
+            device,
             tree,
             commit_lock: Mutex::new(()),
         })
     }
-    /// Flushes everything to disk (commits already do).
+    /// Flushes everything to the device (commits already do).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.device
+            .sync()
+            .map_err(|e| StoreError::Backend(e.to_string()))
     }
 }
 
@@ -119,8 +127,8 @@ impl Store for SledStore {
             batch.insert(key(space, &k), v);
         }
         self.tree.apply_batch(batch)?;
-        // The durability point: nothing is acknowledged before this returns.
-        self.db.flush()?;
-        Ok(())
+        // The durability point: nothing is acknowledged before this returns,
+        // and it reaches the device (`fdatasync`), not only the page cache.
+        self.flush()
     }
 }

@@ -1,0 +1,202 @@
+//! The durability point that reaches the device, for sled 0.34.
+//!
+//! sled 0.34.7's `Db::flush()` writes its log with `pwrite` and then, on
+//! Linux, calls `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`
+//! (`src/pagecache/iobuf.rs`). By its manual page that call "does not flush
+//! disk write caches" and does not persist metadata such as a grown file
+//! size; only sled's background flusher calls a real `fsync`, and only every
+//! `flush_every_ms`. A reader's eMMC or SD card has a volatile write cache
+//! and a bus loses power when its ignition goes off, so `flush()` alone is
+//! not a durability point (upstream: sled issue #1452).
+//!
+//! [`DeviceSync`] closes the gap from outside sled: after `Db::flush()`
+//! returned, [`DeviceSync::sync`] calls `fdatasync` on sled's data file
+//! (`<dir>/db`) through a handle of its own. `fdatasync` works on the inode,
+//! not the descriptor, so it writes every dirty page of the file whoever
+//! wrote it, the file size, and sends the device a cache flush. Files sled
+//! creates later are covered too: a value larger than sled's blob threshold
+//! (a quarter of a segment, 128 KiB by default) goes to its own file under
+//! `blobs/`, which sled never syncs; each sync fsyncs blob files it has not
+//! synced before, then the `blobs/` directory. Directory entries sled made at
+//! open (the data file, `conf`, `blobs/`, the recovery snapshot's rename) are
+//! made durable by [`DeviceSync::open`] syncing those directories.
+//!
+//! What remains assumed: a device that acknowledges a cache flush it has not
+//! done (some cheap SD cards) cannot be fixed in software; choose storage
+//! with power-loss protection or that honours FLUSH.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Name of sled 0.34's data file inside its directory.
+pub const SLED_DATA_FILE: &str = "db";
+/// Name of sled 0.34's blob directory inside its directory.
+pub const SLED_BLOB_DIR: &str = "blobs";
+
+/// A sync that did not reach the device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// A file or directory could not be opened or synced.
+    #[error("{what} {path}: {source} (the storage device or its file system refused a sync; the write is not durable)")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SyncError + '_ {
+    move |source| SyncError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Syncs a directory, so the entries created, renamed or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), SyncError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+/// How an open sled database reaches the device after `Db::flush()`.
+#[derive(Debug)]
+pub struct DeviceSync {
+    dir: PathBuf,
+    /// `None`: the extra sync is turned off (a demonstration of the loss only).
+    data: Option<File>,
+    synced_blobs: Mutex<BTreeSet<OsString>>,
+}
+
+impl DeviceSync {
+    /// Call right after sled opened the database in `dir`. Syncs `dir`, its
+    /// parent and `dir/blobs` (sled created or renamed files in them while
+    /// opening) and keeps a handle on the data file. With `enabled` false
+    /// nothing is synced, ever: [`DeviceSync::sync`] is a no-op and `flush()`
+    /// is all the durability there is (tests use it to show what is lost).
+    pub fn open(dir: &Path, enabled: bool) -> Result<DeviceSync, SyncError> {
+        let mut me = DeviceSync {
+            dir: dir.to_path_buf(),
+            data: None,
+            synced_blobs: Mutex::new(BTreeSet::new()),
+        };
+        if !enabled {
+            return Ok(me);
+        }
+        let data_path = dir.join(SLED_DATA_FILE);
+        let data = File::open(&data_path).map_err(io("open sled data file", &data_path))?;
+        data.sync_all().map_err(io("sync sled data file", &data_path))?;
+        me.data = Some(data);
+        // Blob files present at open were written before: sync them once.
+        me.sync_new_blobs()?;
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(me)
+    }
+
+    /// The durability point: call after `Db::flush()` returned. Everything
+    /// that flush wrote is on the device when this returns `Ok`.
+    pub fn sync(&self) -> Result<(), SyncError> {
+        let Some(data) = &self.data else {
+            return Ok(());
+        };
+        // Blobs before the data file: the log entry that points at a blob
+        // must not be durable while the blob is not.
+        self.sync_new_blobs()?;
+        let path = || self.dir.join(SLED_DATA_FILE);
+        data.sync_data().map_err(|source| SyncError::Io {
+            what: "fdatasync sled data file",
+            path: path(),
+            source,
+        })
+    }
+
+    /// Whether the extra sync is on.
+    pub fn enabled(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// fsyncs blob files not synced before, then the blob directory if any
+    /// was new. One `readdir` of a directory that is empty unless values
+    /// pass 128 KiB.
+    fn sync_new_blobs(&self) -> Result<(), SyncError> {
+        let blob_dir = self.dir.join(SLED_BLOB_DIR);
+        let entries = match std::fs::read_dir(&blob_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("read blob directory", &blob_dir)(e)),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = BTreeSet::new();
+        let mut new_any = false;
+        for entry in entries {
+            let entry = entry.map_err(io("read blob directory", &blob_dir))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("sync sled blob", &path))?;
+                new_any = true;
+            }
+            live.insert(name);
+        }
+        if new_any {
+            sync_dir(&blob_dir)?;
+        }
+        // Forget blobs sled removed, so the set stays bounded by what exists.
+        *synced = live;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_an_open_database_and_its_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let db = sled::Config::new().path(&path).open().unwrap();
+        let sync = DeviceSync::open(&path, true).unwrap();
+        assert!(sync.enabled());
+        db.insert(b"small", vec![1u8; 64]).unwrap();
+        // Over the blob threshold: sled writes it to its own file.
+        db.insert(b"big", vec![2u8; 300 << 10]).unwrap();
+        db.flush().unwrap();
+        sync.sync().unwrap();
+        let blobs = std::fs::read_dir(path.join(SLED_BLOB_DIR)).unwrap().count();
+        assert_eq!(blobs, 1, "a 300 KiB value is a blob file");
+        assert_eq!(sync.synced_blobs.lock().unwrap().len(), 1);
+        drop(db);
+        let db = sled::Config::new().path(&path).open().unwrap();
+        assert_eq!(db.get(b"big").unwrap().unwrap().len(), 300 << 10);
+    }
+
+    #[test]
+    fn disabled_sync_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = DeviceSync::open(&dir.path().join("missing"), false).unwrap();
+        assert!(!sync.enabled());
+        sync.sync().unwrap();
+    }
+
+    #[test]
+    fn a_missing_data_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = DeviceSync::open(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("open sled data file"), "{err}");
+    }
+}
