@@ -53,7 +53,7 @@ pub enum SyncError {
     },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SyncError + '_ {
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SyncError + 'a {
     move |source| SyncError::Io {
         what,
         path: path.to_path_buf(),
