@@ -2,14 +2,18 @@
 //!
 //! criterion groups:
 //! - `validator/payload_cold`: new rider, payload → durable accept (two
-//!   `verify_strict`, one sled insert, real `flush()` on this disk);
+//!   `verify_strict`, one sled insert, real `flush()` and `fdatasync` on
+//!   this disk);
 //! - `validator/payload_repeat_rider`: same credential, next device sequence
 //!   (issuer signature cached: one `verify_strict`);
 //! - `validator/frame_640x480`: camera frame → QR decode → durable accept;
 //! - `validator/reject_forged`: a forged code (no disk write);
 //!
 //! then a per-stage latency report (p50/p99 per stage and end to end, via
-//! hdrhistogram) and sequential throughput, printed to stdout.
+//! hdrhistogram) and sequential throughput, printed to stdout, with the new
+//! rider's path measured twice: as shipped (`flush()` + `fdatasync`, the
+//! power-cut-safe durability point) and with `device_sync = false`
+//! (`flush()` alone, what the reader did before), so the sync's cost shows.
 //! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
 
 // criterion_group! generates an undocumented function.
@@ -59,7 +63,7 @@ impl Wallet {
 }
 
 impl Fixture {
-    fn new(deny_entries: u32) -> Fixture {
+    fn new(deny_entries: u32, device_sync: bool) -> Fixture {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let root = generate_signing_key(&mut rng);
         let issuer = generate_signing_key(&mut rng);
@@ -97,6 +101,7 @@ impl Fixture {
             stop: None,
         });
         cfg.storage.max_log_bytes = 1 << 40;
+        cfg.storage.device_sync = device_sync;
         let key = generate_signing_key(&mut rng);
         let reader = Reader::provision(
             &tmp.path().join("r"),
@@ -165,7 +170,7 @@ fn bench(c: &mut Criterion) {
         mut minter,
         mut reader,
         _tmp,
-    } = Fixture::new(1000);
+    } = Fixture::new(1000, true);
 
     g.bench_function("payload_cold", |b| {
         b.iter_batched(
@@ -249,14 +254,8 @@ fn report(name: &str, decisions: &[Decision]) {
     );
 }
 
-fn stage_report() {
-    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
-    let mut fx = Fixture::new(1_000_000);
-    println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
-
+/// `n` new riders, one code each: the cold path's report and throughput.
+fn new_riders(fx: &mut Fixture, n: usize, name: &str) {
     let codes: Vec<Vec<u8>> = (0..n).map(|_| fx.minter.wallet().next_code()).collect();
     let t = Instant::now();
     let cold: Vec<Decision> = codes
@@ -265,10 +264,33 @@ fn stage_report() {
         .collect();
     let secs = t.elapsed().as_secs_f64();
     cold.iter().for_each(expect_accept);
-    report("(a) payload -> durable accept, new rider", &cold);
+    report(name, &cold);
     println!(
-        "  throughput: {:.0} durable accepts/s (sequential)",
+        "  throughput: {:.0} accepts/s (sequential)",
         n as f64 / secs
+    );
+}
+
+fn stage_report() {
+    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
+    {
+        // Before the device sync, for comparison: flush() alone.
+        let mut fx = Fixture::new(1_000_000, false);
+        new_riders(
+            &mut fx,
+            n,
+            "(a0) payload -> accept, new rider, flush() only (NOT power-cut safe)",
+        );
+    }
+    let mut fx = Fixture::new(1_000_000, true);
+    new_riders(
+        &mut fx,
+        n,
+        "(a) payload -> durable accept, new rider (flush() + fdatasync)",
     );
 
     let mut rider = fx.minter.wallet();

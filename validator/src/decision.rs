@@ -32,7 +32,7 @@ pub enum Stage {
     Deny,
     /// Replay cache lookup.
     Replay,
-    /// Durable append: one sled insert of the ride record, then `flush()`.
+    /// Durable append: one sled insert of the ride record, then `flush()` and `fdatasync`.
     Append,
 }
 

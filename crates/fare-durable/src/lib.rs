@@ -19,7 +19,9 @@
 //! `blobs/`, which sled never syncs; each sync fsyncs blob files it has not
 //! synced before, then the `blobs/` directory. Directory entries sled made at
 //! open (the data file, `conf`, `blobs/`, the recovery snapshot's rename) are
-//! made durable by [`DeviceSync::open`] syncing those directories.
+//! made durable by [`DeviceSync::open`] syncing those directories, and the
+//! settings file `conf`, which sled writes once and never syncs, by an
+//! `fsync` of it there.
 //!
 //! What remains assumed: a device that acknowledges a cache flush it has not
 //! done (some cheap SD cards) cannot be fixed in software; choose storage
@@ -34,6 +36,10 @@ use std::sync::Mutex;
 
 /// Name of sled 0.34's data file inside its directory.
 pub const SLED_DATA_FILE: &str = "db";
+/// Name of sled 0.34's settings file inside its directory (written at the
+/// first open and never synced by sled: a power cut right after leaves it
+/// empty or torn, and sled then refuses to open).
+pub const SLED_CONF_FILE: &str = "conf";
 /// Name of sled 0.34's blob directory inside its directory.
 pub const SLED_BLOB_DIR: &str = "blobs";
 
@@ -95,6 +101,10 @@ impl DeviceSync {
         let data_path = dir.join(SLED_DATA_FILE);
         let data = File::open(&data_path).map_err(io("open sled data file", &data_path))?;
         data.sync_all().map_err(io("sync sled data file", &data_path))?;
+        let conf_path = dir.join(SLED_CONF_FILE);
+        File::open(&conf_path)
+            .and_then(|f| f.sync_all())
+            .map_err(io("sync sled settings file", &conf_path))?;
         me.data = Some(data);
         // Blob files present at open were written before: sync them once.
         me.sync_new_blobs()?;
