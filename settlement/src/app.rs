@@ -96,7 +96,9 @@ impl App {
         clock: Arc<dyn Clock>,
         rng_seed: Option<u64>,
     ) -> Result<App, AppError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| AppError::Store {
+        // Synced up the tree: a power cut right after a first start must
+        // not lose the data directory itself.
+        fare_durable::create_dir_all(data_dir).map_err(|e| AppError::Store {
             path: data_dir.into(),
             source: crate::error::StoreError::Backend(e.to_string()),
         })?;

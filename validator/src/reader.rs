@@ -261,31 +261,6 @@ fn sync_dir(dir: &Path) -> Result<(), ValidatorError> {
         .map_err(io("sync directory", dir))
 }
 
-/// `create_dir_all`, then a sync of every directory that gained an entry,
-/// so the new directories survive a power cut (an entry is durable only once
-/// its parent directory is synced).
-fn create_dir_durably(dir: &Path) -> Result<(), ValidatorError> {
-    let mut existing = dir;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(p) if !p.as_os_str().is_empty() => existing = p,
-            _ => break,
-        }
-    }
-    let existing = existing.to_path_buf();
-    std::fs::create_dir_all(dir).map_err(io("create reader directory", dir))?;
-    for d in dir.ancestors().skip(1) {
-        if d.as_os_str().is_empty() {
-            break;
-        }
-        sync_dir(d)?;
-        if d == existing {
-            break;
-        }
-    }
-    Ok(())
-}
-
 fn abort_txn(e: TransactionError<()>) -> sled::Error {
     match e {
         TransactionError::Storage(e) => e,
@@ -341,7 +316,7 @@ impl Reader {
                 reader_id,
             });
         }
-        create_dir_durably(dir)?;
+        fare_durable::create_dir_all(dir)?;
         let public = key.verifying_key();
         write_new_file(
             &paths::key(dir),

@@ -74,6 +74,31 @@ pub fn sync_dir(dir: &Path) -> Result<(), SyncError> {
         .map_err(io("sync directory", dir))
 }
 
+/// `create_dir_all`, then a sync of every directory that gained an entry,
+/// so the new directories survive a power cut (a directory entry is durable
+/// only once its parent directory is synced).
+pub fn create_dir_all(dir: &Path) -> Result<(), SyncError> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => break,
+        }
+    }
+    let existing = existing.to_path_buf();
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    for d in dir.ancestors().skip(1) {
+        if d.as_os_str().is_empty() {
+            break;
+        }
+        sync_dir(d)?;
+        if d == existing {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// How an open sled database reaches the device after `Db::flush()`.
 #[derive(Debug)]
 pub struct DeviceSync {
@@ -100,7 +125,8 @@ impl DeviceSync {
         }
         let data_path = dir.join(SLED_DATA_FILE);
         let data = File::open(&data_path).map_err(io("open sled data file", &data_path))?;
-        data.sync_all().map_err(io("sync sled data file", &data_path))?;
+        data.sync_all()
+            .map_err(io("sync sled data file", &data_path))?;
         let conf_path = dir.join(SLED_CONF_FILE);
         File::open(&conf_path)
             .and_then(|f| f.sync_all())
@@ -193,6 +219,16 @@ mod tests {
         drop(db);
         let db = sled::Config::new().path(&path).open().unwrap();
         assert_eq!(db.get(b"big").unwrap().unwrap().len(), 300 << 10);
+    }
+
+    #[test]
+    fn creates_nested_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        // Existing: a no-op apart from the parent's sync.
+        create_dir_all(&deep).unwrap();
     }
 
     #[test]

@@ -37,9 +37,12 @@ pub fn write_atomic(path: &Path, data: &[u8], secret: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates a directory (and parents) readable by the owner only.
+/// Creates a directory (and parents) readable by the owner only, durably:
+/// every directory that gained an entry is synced, so a power cut right
+/// after a first start cannot lose the keys directory (and with it the
+/// deployment's identity).
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir_all(path)?;
+    fare_durable::create_dir_all(path).map_err(|e| io::Error::other(e.to_string()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
