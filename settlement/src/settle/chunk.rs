@@ -231,10 +231,7 @@ fn write_results(
         }
     }
     for r in std::mem::take(&mut out.results) {
-        *stats
-            .outcomes
-            .entry(r.result.code().to_string())
-            .or_insert(0) += 1;
+        *stats.outcomes.entry(r.result).or_insert(0) += 1;
         blocks.upsert(db, r)?;
     }
     // Disputed fares (a code on readers of two operators): held in suspense.

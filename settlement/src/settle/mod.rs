@@ -42,7 +42,7 @@ pub struct RunSummary {
     /// Chunks committed.
     pub chunks: u64,
     /// Rides per outcome code.
-    pub outcomes: BTreeMap<String, u64>,
+    pub outcomes: BTreeMap<Outcome, u64>,
     /// Postings made.
     pub postings: u64,
     /// Fraud events found.
