@@ -14,9 +14,9 @@
 //!   than one ride is a fraud event. The first by reader time (ties: lower
 //!   ride id) among the rides settled together is charged; a ride settled in
 //!   an earlier run always keeps its charge; every other sighting is
-//!   `duplicate`, never charged. When a sighting is on a reader of another
-//!   operator than the charged ride's, which operator earned the fare is
-//!   disputed ([`DisputedSighting`], [`crate::model::Dispute`]): the caller
+//!   `duplicate`, never charged. When a sighting is on another reader than
+//!   the charged ride's, which reader (and operator) earned the fare is
+//!   disputed (DESIGN §4 invariant 8) ([`DisputedSighting`], [`crate::model::Dispute`]): the caller
 //!   holds the fare in suspense until the dispute is resolved, so no reader
 //!   wins a fare for its operator by uploading first or back-dating a copy.
 //! * **Rating**: per account and service day with `fare_tariff::rate_day`;
@@ -77,8 +77,8 @@ pub struct Facts<'a> {
     pub operators: &'a HashMap<u32, String>,
 }
 
-/// A duplicate sighting on a reader of another operator than the charged
-/// ride's: the fare's operator is disputed.
+/// A duplicate sighting on another reader than the charged ride's: which
+/// reader earned the fare is disputed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DisputedSighting {
     /// The ride charged to the passenger.
@@ -114,7 +114,7 @@ pub struct Output {
     pub fraud: Vec<FraudEvent>,
     /// Reader incidents.
     pub incidents: Vec<Incident>,
-    /// Duplicate sightings across operators (each also a fraud event).
+    /// Duplicate sightings across readers (each also a fraud event).
     pub disputes: Vec<DisputedSighting>,
 }
 
@@ -269,7 +269,7 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
                     .cloned()
                     .unwrap_or_default(),
             };
-            if charged_operator != rides[i].operator {
+            if charged_ride.reader_id != rides[i].ride.reader_id {
                 let d = DisputedSighting {
                     charged_ride,
                     charged_operator,

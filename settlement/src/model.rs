@@ -189,8 +189,9 @@ pub struct FraudEvent {
     pub duplicate_reader_time_unix_s: u64,
 }
 
-/// The same genuine ride code on readers of two (or more) operators: which
-/// operator earned the fare is in doubt, so neither keeps it by racing.
+/// The same genuine ride code on two (or more) readers: which reader, and
+/// so which operator and route, earned the fare is in doubt, so no reader
+/// wins it by racing (DESIGN §4 invariant 8).
 ///
 /// **Rule.** The passenger is charged once, for the first sighting by
 /// reader time (as for any duplicate). The fare credited for it is moved to
@@ -199,8 +200,8 @@ pub struct FraudEvent {
 /// the reader whose ride was genuine (`POST /v1/disputes/R/S/resolve`): one
 /// `release/R:S` posting moves it to that reader's operator. A dispute is
 /// held and released at most once (the posting ids are derived from the
-/// charged ride); further sightings join it. Readers of one operator cannot
-/// divert fares from each other, so their duplicates are no dispute.
+/// charged ride); further sightings join it. The same code twice on one
+/// reader is a plain duplicate (nothing to divert).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispute {
     /// The ride the passenger was charged for (first by reader time).

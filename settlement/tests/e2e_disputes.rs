@@ -1,5 +1,5 @@
 //! A hostile registered reader cannot divert fares: the same genuine code
-//! on readers of two operators is a dispute. The passenger pays once; the
+//! on two readers is a dispute (DESIGN §4 invariant 8). The passenger pays once; the
 //! fare is held in `suspense` (neither operator keeps it, whoever uploaded
 //! first or back-dated its copy), the incident names both readers, and the
 //! operator's resolution releases it once to the awarded reader's operator.
@@ -134,9 +134,9 @@ async fn a_backdated_copy_uploaded_first_wins_no_fare() {
     srv.stop().await;
 }
 
-/// Both sightings settled in one run, plus a third reader of the charged
-/// ride's own operator: one dispute, one hold; the same-operator duplicate
-/// joins nothing (no fare can move between an operator's own readers).
+/// Three sightings settled in one run (a second reader of the charged
+/// ride's own operator among them: the route, and the reader, are in doubt
+/// too): one dispute with every sighting, one hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_readers_in_one_run_hold_the_fare_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,8 +168,8 @@ async fn racing_readers_in_one_run_hold_the_fare_once() {
     let d = disputes(&srv).await;
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["charged_ride"]["reader_id"], 1);
-    assert_eq!(d[0]["sightings"].as_array().unwrap().len(), 2, "{d:?}");
-    assert_eq!(incident_readers(&srv).await, [(1, 1), (2, 1)]);
+    assert_eq!(d[0]["sightings"].as_array().unwrap().len(), 3, "{d:?}");
+    assert_eq!(incident_readers(&srv).await, [(1, 1), (2, 1), (3, 1)]);
     let (_, fraud) = srv.get("/v1/reports/fraud").await;
     assert_eq!(fraud.as_array().unwrap().len(), 2, "{fraud}");
     let (s, v) = srv

@@ -144,8 +144,10 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     assert_eq!(
         inc,
         [
+            (1, "disputed_code".to_string(), 1),
             (1, "forged_ride".to_string(), 2),
             (1, "forged_ride".to_string(), 3),
+            (2, "disputed_code".to_string(), 1),
             (2, "invalid_time_ride".to_string(), 2)
         ]
     );

@@ -234,7 +234,7 @@ fn write_results(
         *stats.outcomes.entry(r.result).or_insert(0) += 1;
         blocks.upsert(db, r)?;
     }
-    // Disputed fares (a code on readers of two operators): held in suspense.
+    // Disputed fares (a code on two readers): held in suspense.
     let holds = open_disputes(db, w, &mut blocks, &out.disputes, now)?;
     blocks.write(w);
     Ok(holds)
@@ -339,7 +339,7 @@ fn write_revocations(
     Ok(())
 }
 
-/// Opens (or extends) the disputes of a chunk's cross-operator duplicate
+/// Opens (or extends) the disputes of a chunk's cross-reader duplicate
 /// sightings: one [`Dispute`] per charged ride; a new one holds the
 /// charged ride's current fare in suspense (returned as postings to book).
 /// `blocks` must already hold the chunk's results (the charged ride's fare
