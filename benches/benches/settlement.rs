@@ -14,8 +14,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fare_credential::record::genesis_hash;
 use fare_credential::{
-    Batch, Credential, CredentialBody, CredentialId, IssuerKey, ManualClock, Profile, RideCode,
-    RideRecord, SigningKey, TrustList,
+    Batch, Credential, CredentialId, IssuerKey, ManualClock, Profile, RideCode, RideRecord,
+    SigningKey, TrustList,
 };
 use fare_settlement::core::{settle_chunk, Facts, RideIn};
 use fare_settlement::model::{Account, CredentialRecord, RideId};
@@ -46,18 +46,14 @@ fn rides(issuer: &SigningKey, n: usize, per: usize) -> (Vec<Credential>, Vec<(u6
     let mut out = Vec::new();
     for i in 0..n {
         let dev = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(i as u64));
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let c = Credential::issue_v1(
-            CredentialBody {
-                issuer_key_id: 1,
-                credential_id: CredentialId(id),
-                device_public_key: dev.verifying_key().to_bytes(),
-                profile: Profile::ALL[i % 4],
-                valid_from_unix_s: (T0 - 86_400) as u32,
-                valid_until_unix_s: (T0 + 86_400) as u32,
-            },
+        let c = fare_credential::testkit::issue(
             issuer,
+            1,
+            &dev,
+            fare_credential::testkit::numbered_credential_id(i as u64),
+            Profile::ALL[i % 4],
+            T0 - 86_400,
+            T0 + 86_400,
         );
         for j in 0..per {
             let t = T0 - 2 * 3600 + j as u64 * 97 * 60 + i as u64 % 3600;
@@ -247,6 +243,7 @@ fn settle_core(c: &mut Criterion) {
         balances: &balances,
         seen_codes: &empty_codes,
         days: &empty_days,
+        operators: &HashMap::new(),
     };
     let mut g = c.benchmark_group("settle_core");
     g.throughput(Throughput::Elements(list.len() as u64));

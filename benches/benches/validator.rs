@@ -23,8 +23,7 @@ use criterion::{criterion_group, BatchSize, Criterion};
 use fare_credential::keys::generate_signing_key;
 use fare_credential::trust::IssuerKey;
 use fare_credential::{
-    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
-    SigningKey,
+    Credential, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey,
 };
 use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage};
 use hdrhistogram::Histogram;
@@ -125,16 +124,14 @@ impl Minter {
         let device = generate_signing_key(&mut self.rng);
         let mut id = [0u8; 16];
         self.rng.fill_bytes(&mut id);
-        let credential = Credential::issue_v1(
-            CredentialBody {
-                issuer_key_id: 1,
-                credential_id: CredentialId(id),
-                device_public_key: device.verifying_key().to_bytes(),
-                profile: Profile::Adult,
-                valid_from_unix_s: (NOW - 60) as u32,
-                valid_until_unix_s: (NOW + 3600) as u32,
-            },
+        let credential = fare_credential::testkit::issue(
             &self.issuer,
+            1,
+            &device,
+            CredentialId(id),
+            Profile::Adult,
+            NOW - 60,
+            NOW + 3600,
         );
         Wallet {
             device,

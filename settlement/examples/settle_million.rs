@@ -12,8 +12,7 @@
 
 use fare_credential::record::genesis_hash;
 use fare_credential::{
-    Credential, CredentialBody, CredentialId, ManualClock, Profile, RideCode, RideRecord,
-    SigningKey,
+    Credential, CredentialId, ManualClock, Profile, RideCode, RideRecord, SigningKey,
 };
 use fare_settlement::core::{settle_chunk, Facts, RideIn};
 use fare_settlement::model::{Account, CredentialRecord, RideId};
@@ -69,18 +68,14 @@ fn main() {
         .map(|i| {
             let mut rng = ChaCha20Rng::seed_from_u64(1_000 + i as u64);
             let dev = SigningKey::generate(&mut rng);
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            let c = Credential::issue_v1(
-                CredentialBody {
-                    issuer_key_id: 1,
-                    credential_id: CredentialId(id),
-                    device_public_key: dev.verifying_key().to_bytes(),
-                    profile: Profile::ALL[i % 4],
-                    valid_from_unix_s: (T0 - 86_400) as u32,
-                    valid_until_unix_s: (T0 + 86_400) as u32,
-                },
+            let c = fare_credential::testkit::issue(
                 &issuer,
+                1,
+                &dev,
+                fare_credential::testkit::numbered_credential_id(i as u64),
+                Profile::ALL[i % 4],
+                T0 - 86_400,
+                T0 + 86_400,
             );
             (dev, c)
         })
@@ -200,6 +195,7 @@ fn main() {
         balances: &balances,
         seen_codes: &empty,
         days: &no_days,
+        operators: &HashMap::new(),
     };
     let t = Instant::now();
     let c0 = cpu_s();

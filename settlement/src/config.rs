@@ -16,10 +16,20 @@
 //! settle_chunk_rides = 100000
 //! bundle_refresh_s = 300           # re-publish a quiet bundle after this long
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
+//! max_connections = 512            # open connections served; past it 503 + Retry-After
+//! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
 //! ```
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Default of [`Config::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Largest [`Config::max_connections`] accepted (each connection is a file
+/// descriptor: see "Connections and open files" in the README).
+pub const MAX_MAX_CONNECTIONS: usize = 60_000;
+/// Default of [`Config::header_read_timeout_ms`].
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 
 /// Settlement configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +67,13 @@ pub struct Config {
     /// of `request_timeout_ms`), then answers `202 Accepted` with a run id
     /// while the run goes on (`GET /v1/settlement/runs/{id}`).
     pub run_wait_ms: u64,
+    /// Connections served at once; a connection past it is answered `503`
+    /// `too_many_connections` with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this after the connection is
+    /// ready for them (also the longest a keep-alive connection may idle
+    /// between requests); else the connection is closed.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -76,6 +93,8 @@ impl Default for Config {
             settle_chunk_rides: 100_000,
             bundle_refresh_s: 300,
             run_wait_ms: 8_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
         }
     }
 }
@@ -156,6 +175,15 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be ≥ 1".into());
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_MAX_CONNECTIONS {
+            return bad(
+                "max_connections",
+                format!("expected 1..={MAX_MAX_CONNECTIONS}"),
+            );
+        }
+        if self.header_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms", "must be ≥ 1".into());
         }
         Ok(())
     }

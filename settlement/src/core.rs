@@ -14,7 +14,11 @@
 //!   than one ride is a fraud event. The first by reader time (ties: lower
 //!   ride id) among the rides settled together is charged; a ride settled in
 //!   an earlier run always keeps its charge; every other sighting is
-//!   `duplicate`, never charged.
+//!   `duplicate`, never charged. When a sighting is on another reader than
+//!   the charged ride's, which reader (and operator) earned the fare is
+//!   disputed (DESIGN §4 invariant 8) ([`DisputedSighting`], [`crate::model::Dispute`]): the caller
+//!   holds the fare in suspense until the dispute is resolved, so no reader
+//!   wins a fare for its operator by uploading first or back-dating a copy.
 //! * **Rating**: per account and service day with `fare_tariff::rate_day`;
 //!   a ride added to a day already rated re-rates that day (and, with a
 //!   rolling cap, the days after it) and posts the differences as
@@ -25,7 +29,7 @@
 
 use crate::model::*;
 use crate::reverify::Verdict;
-use fare_credential::{CredentialId, RejectReason};
+use fare_credential::{CredentialId, RejectClass, RejectReason};
 use fare_ledger::AccountRef;
 use fare_ledger::{over_credit_limit, reconcile_ride, RideParties, RideState};
 use fare_tariff::{rate_day, Date, PriorDay, RideOutcome, RideToRate, Tariff};
@@ -68,6 +72,29 @@ pub struct Facts<'a> {
     /// Stored day states of the accounts concerned, for every day the chunk
     /// can change and the 6 days before (see [`days_to_load`]).
     pub days: &'a HashMap<(String, Date), DayState>,
+    /// Operator of every reader (the charged ride of a duplicate may be
+    /// from an earlier run, on a reader with no ride in this chunk).
+    pub operators: &'a HashMap<u32, String>,
+}
+
+/// A duplicate sighting on another reader than the charged ride's: which
+/// reader earned the fare is disputed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisputedSighting {
+    /// The ride charged to the passenger.
+    pub charged_ride: RideId,
+    /// Its reader's operator (credited so far).
+    pub charged_operator: String,
+    /// The other sighting.
+    pub duplicate_ride: RideId,
+    /// Its reader's operator.
+    pub duplicate_operator: String,
+    /// The credential.
+    pub credential_id: CredentialId,
+    /// Device sequence of the code.
+    pub device_seq: u32,
+    /// Account charged.
+    pub account_id: String,
 }
 
 /// What to write.
@@ -87,6 +114,8 @@ pub struct Output {
     pub fraud: Vec<FraudEvent>,
     /// Reader incidents.
     pub incidents: Vec<Incident>,
+    /// Duplicate sightings across readers (each also a fraud event).
+    pub disputes: Vec<DisputedSighting>,
 }
 
 /// The service day of a moment (rides too far in time fall back to 1970-01-01,
@@ -113,22 +142,39 @@ fn ride_key_str(r: RideId) -> String {
 }
 
 fn outcome_of(o: RideOutcome) -> Outcome {
-    match o {
-        RideOutcome::Charged => Outcome::Charged,
-        RideOutcome::Transfer => Outcome::Transfer,
-        RideOutcome::Capped => Outcome::Capped,
-        RideOutcome::Free => Outcome::Free,
-        RideOutcome::Promotion => Outcome::Promotion,
-        _ => Outcome::Charged,
-    }
+    Outcome::from(o)
 }
 
 fn reject_outcome(r: &RejectReason) -> Outcome {
-    if r.is_clock_related() {
-        Outcome::InvalidTime
-    } else {
-        Outcome::Forged
+    match r.class() {
+        RejectClass::Format | RejectClass::Forgery => Outcome::Forged,
+        RejectClass::Clock => Outcome::InvalidTime,
+        // Re-verification never reports these (the deny list is not
+        // re-applied, replay is the reader's business); a code settlement
+        // cannot show genuine is not charged.
+        RejectClass::Revoked | RejectClass::Replay | RejectClass::Reader => Outcome::Forged,
     }
+}
+
+/// The incidents of a disputed sighting: one against each reader, each
+/// naming the other (idempotent per reader, kind and sequence).
+fn dispute_incidents(d: &DisputedSighting, now_unix_s: u64) -> [Incident; 2] {
+    let detail = format!(
+        "the same ride code (credential {}, device seq {}) on ride {} (operator {}, charged) and ride {} (operator {}): fare held in suspense until the dispute is resolved",
+        d.credential_id.to_hex(),
+        d.device_seq,
+        d.charged_ride,
+        d.charged_operator,
+        d.duplicate_ride,
+        d.duplicate_operator
+    );
+    [d.charged_ride, d.duplicate_ride].map(|ride| Incident {
+        reader_id: ride.reader_id,
+        kind: "disputed_code".into(),
+        seq: ride.reader_seq,
+        detail: detail.clone(),
+        at_unix_s: now_unix_s,
+    })
 }
 
 /// Settles one chunk. `rides[i]` has verdict `verdicts[i]`.
@@ -141,7 +187,7 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
     let base = |ride: &RideIn, outcome: Outcome| RideResult {
         ride: ride.ride,
         outcome,
-        result: outcome.code().into(),
+        result: outcome,
         reason: None,
         account_id: None,
         credential_id: None,
@@ -212,6 +258,31 @@ pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -
             r.device_seq = Some(vr.device_seq);
             r.reason = Some("duplicate_code".into());
             results[i] = Some(r);
+            let charged_operator = match charged_time {
+                Some(_) => first_seen
+                    .get(&key)
+                    .map(|&j| rides[j].operator.clone())
+                    .unwrap_or_default(),
+                None => facts
+                    .operators
+                    .get(&charged_ride.reader_id)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            if charged_ride.reader_id != rides[i].ride.reader_id {
+                let d = DisputedSighting {
+                    charged_ride,
+                    charged_operator,
+                    duplicate_ride: rides[i].ride,
+                    duplicate_operator: rides[i].operator.clone(),
+                    credential_id: vr.credential_id,
+                    device_seq: vr.device_seq,
+                    account_id: account_id.clone(),
+                };
+                out.incidents
+                    .extend(dispute_incidents(&d, facts.now_unix_s));
+                out.disputes.push(d);
+            }
             out.fraud.push(FraudEvent {
                 kind: "duplicate_code".into(),
                 credential_id: vr.credential_id,
@@ -305,7 +376,7 @@ struct AccountOut {
     days: Vec<(String, Date, DayState)>,
     result_updates: Vec<(RideId, Outcome, i64)>,
     /// (ride index in the chunk, outcome, fare, service day, result code)
-    new_results: Vec<(usize, Outcome, i64, String, String)>,
+    new_results: Vec<(usize, Outcome, i64, String, Outcome)>,
 }
 
 fn rate_account(
@@ -421,9 +492,9 @@ fn rate_account(
                 Some(&i) => {
                     let result =
                         if rated.fare_minor > 0 && over_credit_limit(running_balance, limit) {
-                            "over_credit_limit".to_string()
+                            Outcome::OverCreditLimit
                         } else {
-                            outcome.code().to_string()
+                            outcome
                         };
                     out.new_results
                         .push((i, outcome, rated.fare_minor, day.to_string(), result));

@@ -43,8 +43,152 @@ impl From<fare_credential::codec::CodecError> for StoreError {
     }
 }
 
+/// Declares [`ErrorCode`]: every error the HTTP API answers with, its
+/// stable code and its HTTP status, in one table (the single mapping from
+/// errors to HTTP; `settlement/README.md`'s error table is checked against
+/// it by a test).
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($code:literal, $status:ident),)*) => {
+        /// Every error the HTTP API answers with. Each variant has one stable
+        /// snake_case code and one HTTP status ([`ErrorCode::code`],
+        /// [`ErrorCode::status`]); several variants may share a code where the
+        /// same condition has a different status on different routes.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+        impl ErrorCode {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+            /// The stable code a client matches on.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+            /// The HTTP status it is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The batch does not parse (empty, truncated, trailing bytes, bad field).
+    MalformedBatch => ("malformed_batch", BAD_REQUEST),
+    /// The batch's format version is not 1.
+    UnsupportedVersion => ("unsupported_version", BAD_REQUEST),
+    /// The batch is over `MAX_BATCH_BYTES` (or announces more records than allowed).
+    BatchTooLarge => ("batch_too_large", PAYLOAD_TOO_LARGE),
+    /// The records inside the batch do not chain.
+    BrokenChain => ("broken_chain", BAD_REQUEST),
+    /// The batch signature does not verify under the reader's provisioned key.
+    BadBatchSignature => ("bad_batch_signature", UNAUTHORIZED),
+    /// A batch names a reader that is not provisioned.
+    UnknownReader => ("unknown_reader", FORBIDDEN),
+    /// An operator or bundle request names a reader that is not provisioned.
+    NoSuchReader => ("unknown_reader", NOT_FOUND),
+    /// The reader was retired: its uploads and bundles are refused.
+    ReaderRetired => ("reader_retired", FORBIDDEN),
+    /// The batch starts beyond `acked_seq + 1` (the answer carries `acked_seq`).
+    SequenceGap => ("sequence_gap", CONFLICT),
+    /// The batch rewrites records already held, or does not continue the held chain.
+    ChainFork => ("chain_fork", CONFLICT),
+    /// Missing or wrong operator bearer token.
+    Unauthorized => ("unauthorized", UNAUTHORIZED),
+    /// The body is not JSON of the expected shape (unknown fields included).
+    InvalidJson => ("invalid_json", BAD_REQUEST),
+    /// The body is JSON but not an object (an array, a string, a number…).
+    JsonNotObject => ("json_not_object", BAD_REQUEST),
+    /// A field's value is out of range or badly formed.
+    InvalidField => ("invalid_field", BAD_REQUEST),
+    /// A path segment is not what the route expects (not an integer, not UTF-8).
+    InvalidPath => ("invalid_path", BAD_REQUEST),
+    /// A query parameter is not what the route expects.
+    InvalidQuery => ("invalid_query", BAD_REQUEST),
+    /// A JSON body is over `json_body_limit_bytes`.
+    BodyTooLarge => ("body_too_large", PAYLOAD_TOO_LARGE),
+    /// No such account.
+    UnknownAccount => ("unknown_account", NOT_FOUND),
+    /// No such settlement run (runs are kept in memory, the last 100).
+    UnknownRun => ("unknown_run", NOT_FOUND),
+    /// The account exists with other settings.
+    AccountExists => ("account_exists", CONFLICT),
+    /// The device key has a small-order component.
+    WeakDeviceKey => ("weak_device_key", BAD_REQUEST),
+    /// The device key is not a valid ed25519 public key.
+    InvalidDeviceKey => ("invalid_device_key", BAD_REQUEST),
+    /// The account is frozen: no new credentials.
+    AccountFrozen => ("account_frozen", FORBIDDEN),
+    /// The account's debt is over its credit limit: no new credentials.
+    OverCreditLimit => ("over_credit_limit", FORBIDDEN),
+    /// The payment id was used with another amount.
+    PaymentIdReused => ("payment_id_reused", CONFLICT),
+    /// The reader key is not a valid ed25519 public key.
+    InvalidReaderKey => ("invalid_reader_key", BAD_REQUEST),
+    /// The reader id is provisioned with another key or operator.
+    ReaderExists => ("reader_exists", CONFLICT),
+    /// No such report kind.
+    UnknownReport => ("unknown_report", NOT_FOUND),
+    /// No dispute over that ride.
+    UnknownDispute => ("unknown_dispute", NOT_FOUND),
+    /// The dispute was already resolved in favour of another reader.
+    DisputeResolved => ("dispute_resolved", CONFLICT),
+    /// An incident resolution's note is over its limit (reader incidents, #9).
+    InvalidNote => ("invalid_note", BAD_REQUEST),
+    /// No such reader incident to resolve (#9).
+    UnknownIncident => ("unknown_incident", NOT_FOUND),
+    /// No such endpoint.
+    NotFound => ("not_found", NOT_FOUND),
+    /// The endpoint exists but not with this method (the answer carries `Allow`).
+    MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED),
+    /// The request took longer than `request_timeout_ms`.
+    RequestTimeout => ("request_timeout", REQUEST_TIMEOUT),
+    /// The HTTP layer refused the request before it reached a route.
+    BadRequest => ("bad_request", BAD_REQUEST),
+    /// Every connection slot is taken (`max_connections`): retry after `Retry-After` seconds.
+    TooManyConnections => ("too_many_connections", SERVICE_UNAVAILABLE),
+    /// A compare-and-swap lost a race with another writer: retry.
+    ConcurrentUpdate => ("concurrent_update", CONFLICT),
+    /// The database failed (disk, corruption): a server fault.
+    StorageError => ("storage_error", INTERNAL_SERVER_ERROR),
+    /// A server fault with no more specific code (a bug).
+    Internal => ("internal", INTERNAL_SERVER_ERROR),
+    /// The deny list could not be re-published after an account change.
+    DenyRefreshFailed => ("deny_refresh_failed", INTERNAL_SERVER_ERROR),
+    /// The reader bundle could not be built.
+    BundleFailed => ("bundle_failed", INTERNAL_SERVER_ERROR),
+    /// No issuer key can issue now: retry later.
+    IssuerUnavailable => ("issuer_unavailable", SERVICE_UNAVAILABLE),
+    /// A settlement run failed (committed chunks stay; the next run resumes).
+    SettlementFailed => ("settlement_failed", INTERNAL_SERVER_ERROR),
+    /// A purge failed (nothing was deleted).
+    PurgeFailed => ("purge_failed", INTERNAL_SERVER_ERROR),
+}
+
+impl ErrorCode {
+    /// The code for an error answer some lower layer (axum, tower) made with
+    /// only a status: used to give such answers a JSON body.
+    pub fn for_status(status: StatusCode) -> ErrorCode {
+        match status {
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::TooManyConnections,
+            s if s.is_server_error() => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
 /// An API error: HTTP status, stable code and message. Serialised as
 /// `{"error": code, "message": message}` plus optional extra fields.
+/// Made with [`ApiError::of`], so status and code come from [`ErrorCode`].
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
@@ -58,7 +202,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// A new error.
+    /// The error `code` with a human message; its status comes from [`ErrorCode::status`].
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status: code.status(),
+            code: code.code(),
+            message: message.into(),
+            extra: None,
+        }
+    }
+    /// A new error with a status and code given inline. Prefer
+    /// [`ApiError::of`]: a code made here is not in [`ErrorCode`] and so not
+    /// checked against the README.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -67,15 +222,17 @@ impl ApiError {
             extra: None,
         }
     }
-    /// 400 with a code.
+    /// 400 with a code given inline. Kept so code written before
+    /// [`ErrorCode`] still compiles; `no_inline_error_codes_outside_error_rs`
+    /// lists every use: replace it with [`ApiError::of`].
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    /// 404 with a code.
+    /// 404 with a code given inline (see [`ApiError::bad_request`]).
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    /// 409 with a code.
+    /// 409 with a code given inline (see [`ApiError::bad_request`]).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
@@ -116,12 +273,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
         match e {
-            StoreError::Conflict { .. } => ApiError::conflict("concurrent_update", e.to_string()),
-            _ => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage_error",
-                e.to_string(),
-            ),
+            StoreError::Conflict { .. } => ApiError::of(ErrorCode::ConcurrentUpdate, e.to_string()),
+            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
+                ApiError::of(ErrorCode::StorageError, e.to_string())
+            }
         }
     }
 }
@@ -130,5 +285,125 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("settlement_http_errors_total", "code" => self.code).increment(1);
         (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The `(code, status)` pairs of the README's error table: the rows
+    /// after the `| code | status | when |` header; a status cell may list
+    /// several statuses.
+    fn readme_table() -> BTreeSet<(String, u16)> {
+        let readme = include_str!("../README.md");
+        let mut lines = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| code | status |"))
+            .skip(2);
+        let mut out = BTreeSet::new();
+        for line in lines.by_ref().take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells[1].trim_matches('`').to_string();
+            for status in cells[2].split(',') {
+                let status: u16 = status.trim().parse().unwrap_or_else(|_| {
+                    panic!("README error table: status `{}` of `{code}`", cells[2])
+                });
+                out.insert((code.clone(), status));
+            }
+        }
+        assert!(
+            !out.is_empty(),
+            "README.md has no `| code | status |` table"
+        );
+        out
+    }
+
+    #[test]
+    fn readme_error_table_matches_error_codes_both_ways() {
+        let ours: BTreeSet<(String, u16)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.code().to_string(), c.status().as_u16()))
+            .collect();
+        let readme = readme_table();
+        let missing: Vec<_> = ours.difference(&readme).collect();
+        let extra: Vec<_> = readme.difference(&ours).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "settlement/README.md's error table and ErrorCode differ:\n  not in the README: {missing:?}\n  not in ErrorCode: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn codes_are_stable_snake_case_and_each_code_names_one_condition() {
+        for c in ErrorCode::ALL {
+            let code = c.code();
+            assert!(
+                !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+            assert!(
+                c.status().is_client_error() || c.status().is_server_error(),
+                "{code}"
+            );
+        }
+        // A code shared by variants differs only in status.
+        let mut seen = BTreeSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert((c.code(), c.status())), "{c:?} repeats");
+        }
+    }
+
+    /// The one mapping: no file of settlement's library builds an error's
+    /// status or code inline (`ApiError::new`, a `StatusCode::` error
+    /// status); they name an [`ErrorCode`].
+    #[test]
+    fn no_inline_error_codes_outside_error_rs() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "rs") || p.ends_with("error.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let inline = line.contains("ApiError::new(")
+                        || line.contains("ApiError::bad_request(")
+                        || line.contains("ApiError::not_found(")
+                        || line.contains("ApiError::conflict(")
+                        || line.replace("-> ApiError {", "").contains("ApiError {")
+                        || [
+                            "BAD_REQUEST",
+                            "NOT_FOUND",
+                            "CONFLICT",
+                            "FORBIDDEN",
+                            "UNAUTHORIZED",
+                            "PAYLOAD_TOO_LARGE",
+                            "INTERNAL_SERVER_ERROR",
+                            "SERVICE_UNAVAILABLE",
+                            "REQUEST_TIMEOUT",
+                            "METHOD_NOT_ALLOWED",
+                        ]
+                        .iter()
+                        .any(|s| line.contains(&format!("StatusCode::{s}")));
+                    if inline {
+                        offenders.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "errors built inline instead of with ApiError::of(ErrorCode::…) (add the variant in error.rs and a row in README.md's error table):\n{}",
+            offenders.join("\n")
+        );
     }
 }

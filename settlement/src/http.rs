@@ -1,11 +1,12 @@
 //! The HTTP service (axum on tokio). See README.md for the API reference.
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ops;
 use crate::reports;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -46,30 +47,20 @@ pub fn metrics_handle() -> PrometheusHandle {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("task failed: {e}"),
-        )
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::of(ErrorCode::Internal, format!("task failed: {e}")))?
 }
 
 /// Re-publishes the deny list after an account change; a failure here is a
 /// server fault (the account change itself is already durable).
 fn refresh_deny(app: &App) -> Result<crate::bundle::DenyStateSummary, ApiError> {
-    app.refresh_deny().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "deny_refresh_failed",
-            e.to_string(),
-        )
-    })
+    app.refresh_deny()
+        .map_err(|e| ApiError::of(ErrorCode::DenyRefreshFailed, e.to_string()))
 }
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized =
-        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
+    let unauthorized = |m: &str| ApiError::of(ErrorCode::Unauthorized, m.to_string());
     let h = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         unauthorized("operator endpoint: send `Authorization: Bearer <operator_token>`")
     })?;
@@ -85,11 +76,48 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// axum's `Path`, refusing with `invalid_path` (JSON) instead of axum's
+/// plain-text rejection (e.g. a segment that is not UTF-8).
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(e) if e.status().is_server_error() => {
+                Err(ApiError::of(ErrorCode::Internal, e.body_text()))
+            }
+            Err(e) => Err(ApiError::of(
+                ErrorCode::InvalidPath,
+                format!("request path: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// axum's `Query`, refusing with `invalid_query` (JSON).
+struct ApiQuery<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| {
+                ApiError::of(
+                    ErrorCode::InvalidQuery,
+                    format!("query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+        ApiError::of(
+            ErrorCode::BodyTooLarge,
             format!("request body over the limit of {limit} bytes (or unreadable: {e})"),
         )
     })
@@ -106,9 +134,8 @@ async fn json_body<T: DeserializeOwned>(
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > app.config.json_body_limit_bytes {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+            return Err(ApiError::of(
+                ErrorCode::BodyTooLarge,
                 format!(
                     "JSON body of {len} bytes over the limit of {}",
                     app.config.json_body_limit_bytes
@@ -117,8 +144,23 @@ async fn json_body<T: DeserializeOwned>(
         }
     }
     let bytes = read_body(body, app.config.json_body_limit_bytes).await?;
+    // Only an object: serde's derived structs also accept the sequence form
+    // (`["pay-1", 500]` as a payment), which no client means.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => {
+            return Err(ApiError::of(
+                ErrorCode::InvalidJson,
+                "empty body: expected a JSON object",
+            ))
+        }
+        Some(_) => return Err(ApiError::of(
+            ErrorCode::JsonNotObject,
+            "request body: expected a JSON object `{...}` (arrays and other values are refused)",
+        )),
+    }
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))
+        .map_err(|e| ApiError::of(ErrorCode::InvalidJson, format!("request body: {e}")))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
@@ -135,8 +177,8 @@ fn created(new: bool) -> StatusCode {
 
 fn parse_reader_id(s: &str) -> Result<u32, ApiError> {
     s.parse::<u32>().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_path",
+        ApiError::of(
+            ErrorCode::InvalidPath,
             format!("reader id `{s}`: expected an integer 1..=4294967295"),
         )
     })
@@ -146,8 +188,8 @@ fn format_of(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     match q.get("format").map(String::as_str) {
         None | Some("json") => Ok(false),
         Some("csv") => Ok(true),
-        Some(f) => Err(ApiError::bad_request(
-            "invalid_query",
+        Some(f) => Err(ApiError::of(
+            ErrorCode::InvalidQuery,
             format!("format `{f}`: expected json or csv"),
         )),
     }
@@ -171,10 +213,11 @@ async fn metrics_endpoint() -> Response {
 
 async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
     let limit = fare_credential::batch::MAX_BATCH_BYTES;
-    let bytes = read_body(body, limit).await.map_err(|e| ApiError {
-        code: "batch_too_large",
-        message: format!("batch body over MAX_BATCH_BYTES = {limit}"),
-        ..e
+    let bytes = read_body(body, limit).await.map_err(|_| {
+        ApiError::of(
+            ErrorCode::BatchTooLarge,
+            format!("batch body over MAX_BATCH_BYTES = {limit}"),
+        )
     })?;
     let started = Instant::now();
     let ack = blocking(move || {
@@ -188,15 +231,15 @@ async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
 
 async fn get_bundle(
     State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult {
     let reader_id = parse_reader_id(&id)?;
     let since = match q.get("since") {
         None => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_query",
+            ApiError::of(
+                ErrorCode::InvalidQuery,
                 format!("since `{s}`: expected a bundle version (integer)"),
             )
         })?),
@@ -205,26 +248,20 @@ async fn get_bundle(
         match app.db.reader(reader_id)? {
             Some(r) if !r.retired => {}
             Some(_) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "reader_retired",
+                return Err(ApiError::of(
+                    ErrorCode::ReaderRetired,
                     format!("reader {reader_id} was retired"),
                 ))
             }
             None => {
-                return Err(ApiError::not_found(
-                    "unknown_reader",
+                return Err(ApiError::of(
+                    ErrorCode::NoSuchReader,
                     format!("reader {reader_id} is not provisioned"),
                 ))
             }
         }
-        app.bundle(since).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "bundle_failed",
-                e.to_string(),
-            )
-        })
+        app.bundle(since)
+            .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -261,7 +298,7 @@ async fn list_readers(State(app): State<AppState>, headers: HeaderMap) -> ApiRes
 async fn retire_reader(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
     let reader_id = parse_reader_id(&id)?;
@@ -294,7 +331,7 @@ async fn post_account(State(app): State<AppState>, headers: HeaderMap, body: Bod
 async fn get_account(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
     let s = blocking(move || ops::statement(&app.db, &id)).await?;
@@ -304,7 +341,7 @@ async fn get_account(
 async fn post_device(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Body,
 ) -> ApiResult {
     authorize(&app, &headers)?;
@@ -329,7 +366,7 @@ async fn post_device(
 async fn post_payment(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Body,
 ) -> ApiResult {
     authorize(&app, &headers)?;
@@ -358,7 +395,7 @@ struct FreezeReq {
 async fn post_freeze(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Body,
 ) -> ApiResult {
     authorize(&app, &headers)?;
@@ -401,7 +438,7 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
         runs.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finish(run_id, result.clone(), now);
-        result.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "settlement_failed", e))
+        result.map_err(|e| ApiError::of(ErrorCode::SettlementFailed, e))
     });
     // On a timeout the blocking task is detached, not cancelled: it goes on.
     match tokio::time::timeout(wait, task).await {
@@ -421,12 +458,12 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
 async fn get_run(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
     let run_id = id.parse::<u64>().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_path",
+        ApiError::of(
+            ErrorCode::InvalidPath,
             format!("run id `{id}`: expected an integer"),
         )
     })?;
@@ -436,24 +473,50 @@ async fn get_run(
         .unwrap_or_else(|p| p.into_inner())
         .get(run_id)
         .ok_or_else(|| {
-            ApiError::not_found(
-                "unknown_run",
+            ApiError::of(
+                ErrorCode::UnknownRun,
                 format!("no run {run_id} (runs are kept in memory, the last 100)"),
             )
         })?;
     Ok(json(StatusCode::OK, &status))
 }
 
+async fn resolve_dispute(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiPath((reader, seq)): ApiPath<(String, String)>,
+    body: Body,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let ride = crate::model::RideId {
+        reader_id: parse_reader_id(&reader)?,
+        reader_seq: seq.parse::<u64>().map_err(|_| {
+            ApiError::of(
+                ErrorCode::InvalidPath,
+                format!("reader sequence `{seq}`: expected an integer"),
+            )
+        })?,
+    };
+    let req: ops::ResolveDispute = json_body(&app, &headers, body).await?;
+    let (d, new) = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        ops::resolve_dispute(&app.db, ride, &req, app.now())
+    })
+    .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "result": if new { "resolved" } else { "exists" },
+            "dispute": d,
+        }),
+    ))
+}
+
 async fn post_purge(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
     let s = blocking(move || {
-        app.purge().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "purge_failed",
-                e.to_string(),
-            )
-        })
+        app.purge()
+            .map_err(|e| ApiError::of(ErrorCode::PurgeFailed, e.to_string()))
     })
     .await?;
     Ok(json(StatusCode::OK, &s))
@@ -462,14 +525,17 @@ async fn post_purge(State(app): State<AppState>, headers: HeaderMap) -> ApiResul
 async fn report(
     State(app): State<AppState>,
     headers: HeaderMap,
-    Path(kind): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    ApiPath(kind): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
     let as_csv = format_of(&q)?;
     if let Some(d) = q.get("day") {
         d.parse::<fare_tariff::Date>().map_err(|_| {
-            ApiError::bad_request("invalid_query", format!("day `{d}`: expected YYYY-MM-DD"))
+            ApiError::of(
+                ErrorCode::InvalidQuery,
+                format!("day `{d}`: expected YYYY-MM-DD"),
+            )
         })?;
     }
     blocking(move || {
@@ -524,6 +590,7 @@ async fn report(
                 }
             }
             "ledger" => json(StatusCode::OK, &reports::ledger(db)?),
+            "disputes" => json(StatusCode::OK, &db.disputes()?),
             "rides" => json(StatusCode::OK, &{
                 let mut r = db.results()?;
                 if let Some(d) = q.get("day") {
@@ -532,9 +599,8 @@ async fn report(
                 r
             }),
             other => {
-                return Err(ApiError::not_found(
-                    "unknown_report",
-                    format!("report `{other}`: expected daily, exposure, debt, fraud, incidents, deny, ledger or rides"),
+                return Err(ApiError::of(ErrorCode::UnknownReport,
+                    format!("report `{other}`: expected daily, exposure, debt, fraud, incidents, disputes, deny, ledger or rides"),
                 ))
             }
         })
@@ -543,10 +609,57 @@ async fn report(
 }
 
 async fn fallback() -> ApiError {
-    ApiError::not_found(
-        "not_found",
+    ApiError::of(
+        ErrorCode::NotFound,
         "no such endpoint: see the API reference in settlement/README.md",
     )
+}
+
+/// The most bytes of a lower layer's error body kept as the message.
+const MAX_PASSED_ERROR_TEXT: usize = 1024;
+
+/// Gives every error answer a JSON body `{"error","message"}`: answers
+/// made below the handlers with only a status or a text body (axum's 405
+/// for a wrong method, the timeout layer's 408, any extractor rejection
+/// not already mapped) get the code [`ErrorCode::for_status`] names; their
+/// other headers (`Allow` on a 405) are kept.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PASSED_ERROR_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = ErrorCode::for_status(status);
+    let message = if !text.is_empty() {
+        text
+    } else {
+        match code {
+            ErrorCode::MethodNotAllowed => {
+                "method not allowed on this endpoint (see the `Allow` header)".to_string()
+            }
+            ErrorCode::RequestTimeout => {
+                "the request took longer than request_timeout_ms".to_string()
+            }
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
+        }
+    };
+    let err = ApiError::of(code, message).into_response();
+    parts.status = err.status();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (err_parts, err_body) = err.into_parts();
+    for (k, v) in err_parts.headers.iter() {
+        parts.headers.insert(k, v.clone());
+    }
+    Response::from_parts(parts, err_body)
 }
 
 async fn track(req: Request, next: Next) -> Response {
@@ -580,26 +693,29 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/settlement/runs", post(post_run))
         .route("/v1/settlement/runs/{id}", get(get_run))
         .route("/v1/settlement/purge", post(post_purge))
+        .route(
+            "/v1/disputes/{reader_id}/{reader_seq}/resolve",
+            post(resolve_dispute),
+        )
         .route("/v1/reports/{kind}", get(report))
         .fallback(fallback)
         .layer(middleware::from_fn(track))
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout.status(),
             timeout,
         ))
+        .layer(middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Serves until `shutdown` resolves, then finishes in-flight requests
+/// (with the connection limits of [`crate::server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     metrics_handle();
-    tracing::info!(addr = ?listener.local_addr().ok(), "fare-settlement listening");
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::serve(listener, app, shutdown).await
 }

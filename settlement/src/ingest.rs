@@ -6,11 +6,10 @@
 //! and sequence, so a reader retrying does not grow the log); batches from
 //! unknown keys are not recorded at all (anyone can send those).
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::{Incident, ReaderState, RideId};
 use crate::reverify::code_needs_strict;
 use crate::store::{Db, RideBlocks, WriteSet};
-use axum::http::StatusCode;
 use fare_credential::keys::parse_public_key;
 use fare_credential::{FormatError, SignedBatch};
 use rayon::prelude::*;
@@ -32,23 +31,18 @@ fn format_error(e: FormatError) -> ApiError {
     match &e {
         FormatError::TooLarge {
             field: "length", ..
-        } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            e.to_string(),
-        ),
+        } => ApiError::of(ErrorCode::BatchTooLarge, e.to_string()),
         FormatError::UnsupportedVersion { .. } => {
-            ApiError::bad_request("unsupported_version", e.to_string())
+            ApiError::of(ErrorCode::UnsupportedVersion, e.to_string())
         }
-        FormatError::BadSignature { .. } => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_batch_signature",
+        FormatError::BadSignature { .. } => ApiError::of(
+            ErrorCode::BadBatchSignature,
             format!("{e}: the batch is not signed by the key provisioned for this reader"),
         ),
         FormatError::Invalid { field, .. } if field.starts_with("records.") => {
-            ApiError::bad_request("broken_chain", e.to_string())
+            ApiError::of(ErrorCode::BrokenChain, e.to_string())
         }
-        _ => ApiError::bad_request("malformed_batch", e.to_string()),
+        _ => ApiError::of(ErrorCode::MalformedBatch, e.to_string()),
     }
 }
 
@@ -56,31 +50,28 @@ fn format_error(e: FormatError) -> ApiError {
 /// cursor are durably stored, or nothing.
 pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "malformed_batch",
+        return Err(ApiError::of(
+            ErrorCode::MalformedBatch,
             "empty body: expected a batch v1 (binary)",
         ));
     }
     let signed = SignedBatch::parse_v1(body).map_err(format_error)?;
     let reader_id = signed.reader_id();
     let reader = db.reader(reader_id)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "unknown_reader",
+        ApiError::of(
+            ErrorCode::UnknownReader,
             format!("reader {reader_id} is not provisioned: POST /v1/readers first"),
         )
     })?;
     if reader.retired {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "reader_retired",
+        return Err(ApiError::of(
+            ErrorCode::ReaderRetired,
             format!("reader {reader_id} was retired: its uploads are refused"),
         ));
     }
     let vk = parse_public_key(&reader.public_key).map_err(|e| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "unknown_reader",
+        ApiError::of(
+            ErrorCode::UnknownReader,
             format!("stored key unusable: {e}"),
         )
     })?;
@@ -113,8 +104,7 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             },
         );
         db.commit(w)?;
-        return Err(ApiError::conflict(
-            "sequence_gap",
+        return Err(ApiError::of(ErrorCode::SequenceGap,
             format!(
                 "batch starts at sequence {first} but settlement holds reader {reader_id} only up to {}: resend from {}",
                 state.acked_seq,
@@ -139,8 +129,7 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
             },
         );
         db.commit(w)?;
-        Err(ApiError::conflict(
-            "chain_fork",
+        Err(ApiError::of(ErrorCode::ChainFork,
             format!("reader {reader_id} sequence {seq}: {why}; the reader's log disagrees with what it uploaded before"),
         )
         .with_extra(serde_json::json!({"reader_id": reader_id, "acked_seq": state.acked_seq})))

@@ -22,10 +22,11 @@ pub mod model;
 pub mod ops;
 pub mod reports;
 pub mod reverify;
+pub mod server;
 pub mod settle;
 pub mod store;
 
 pub use app::App;
 pub use config::Config;
-pub use error::{ApiError, StoreError};
+pub use error::{ApiError, ErrorCode, StoreError};
 pub use http::{router, serve};

@@ -105,69 +105,23 @@ impl std::fmt::Display for RideId {
     }
 }
 
-/// What settlement decided for one ride.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Charged a fare (possibly discounted by a concession).
-    Charged,
-    /// Charged a transfer fare.
-    Transfer,
-    /// Charged less (or nothing) because a cap was reached.
-    Capped,
-    /// Free by concession (e.g. seniors).
-    Free,
-    /// Free or reduced by a promotion.
-    Promotion,
-    /// The same ride code was already settled from another ride: never charged; a fraud event.
-    Duplicate,
-    /// Failed re-verification (signature, issuer, format): never charged; a reader incident.
-    Forged,
-    /// Genuine code outside its validity at the reader's recorded time: never charged; a reader incident.
-    InvalidTime,
-    /// Genuine code whose credential settlement never issued (no account): not charged; reported.
-    UnknownCredential,
-}
-
-impl Outcome {
-    /// Stable code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Outcome::Charged => "charged",
-            Outcome::Transfer => "transfer",
-            Outcome::Capped => "capped",
-            Outcome::Free => "free",
-            Outcome::Promotion => "promotion",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Forged => "forged",
-            Outcome::InvalidTime => "invalid_time",
-            Outcome::UnknownCredential => "unknown_credential",
-        }
-    }
-    /// True for outcomes that are rated and posted.
-    pub fn is_rated(self) -> bool {
-        matches!(
-            self,
-            Outcome::Charged
-                | Outcome::Transfer
-                | Outcome::Capped
-                | Outcome::Free
-                | Outcome::Promotion
-        )
-    }
-}
+/// What settlement decided for one ride: the one ride-outcome vocabulary,
+/// `fare_ledger::RideResult` (rating → ledger → reports), under its
+/// settlement name.
+pub use fare_ledger::RideResult as Outcome;
 
 /// The settled result of one ride (updated when its service day is re-rated).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RideResult {
     /// The ride.
     pub ride: RideId,
-    /// Outcome.
+    /// What rating (or re-verification) made of the ride; never
+    /// [`Outcome::OverCreditLimit`].
     pub outcome: Outcome,
-    /// `result` code: the outcome's, or `over_credit_limit` when this ride's
-    /// charge left the account beyond its credit limit.
-    pub result: String,
+    /// What is reported: `outcome`, or [`Outcome::OverCreditLimit`] when
+    /// this ride's charge left the account beyond its credit limit (kept
+    /// across re-ratings).
+    pub result: Outcome,
     /// The re-verification reject code for forged / invalid_time rides.
     pub reason: Option<String>,
     /// Account charged, if any.
@@ -233,6 +187,54 @@ pub struct FraudEvent {
     pub charged_reader_time_unix_s: u64,
     /// Reader clock of the duplicate.
     pub duplicate_reader_time_unix_s: u64,
+}
+
+/// The same genuine ride code on two (or more) readers: which reader, and
+/// so which operator and route, earned the fare is in doubt, so no reader
+/// wins it by racing (DESIGN §4 invariant 8).
+///
+/// **Rule.** The passenger is charged once, for the first sighting by
+/// reader time (as for any duplicate). The fare credited for it is moved to
+/// the `suspense` ledger account (posting `hold/R:S`, R:S the charged
+/// ride) and stays there until an operator resolves the dispute by naming
+/// the reader whose ride was genuine (`POST /v1/disputes/R/S/resolve`): one
+/// `release/R:S` posting moves it to that reader's operator. A dispute is
+/// held and released at most once (the posting ids are derived from the
+/// charged ride); further sightings join it. The same code twice on one
+/// reader is a plain duplicate (nothing to divert).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// The ride the passenger was charged for (first by reader time).
+    pub charged_ride: RideId,
+    /// Every sighting of the code: ride, its reader's operator (charged ride first).
+    pub sightings: Vec<(RideId, String)>,
+    /// The credential.
+    pub credential_id: CredentialId,
+    /// Device sequence of the code.
+    pub device_seq: u32,
+    /// Account charged.
+    pub account_id: Option<String>,
+    /// Service day of the charged ride.
+    pub service_day: String,
+    /// Operator the fare was taken from (the charged ride's reader's).
+    pub held_from: String,
+    /// Amount moved to suspense (the charged ride's fare when the dispute opened).
+    pub held_minor: i64,
+    /// When settlement opened it.
+    pub opened_unix_s: u64,
+    /// How it was resolved, once it is.
+    pub resolution: Option<DisputeResolution>,
+}
+
+/// The operator's decision on a [`Dispute`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeResolution {
+    /// The reader whose ride was judged genuine.
+    pub award_reader_id: u32,
+    /// Its operator, credited with the held fare.
+    pub operator: String,
+    /// When.
+    pub at_unix_s: u64,
 }
 
 pub use fare_ledger::{AccountRef, Posting, PostingKind};

@@ -2,11 +2,10 @@
 //! readers). Each validates its input, then commits one write set.
 
 use crate::core::passenger_account;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::*;
 use crate::settle::{is_revoked, set_revoked};
 use crate::store::{Db, Space, WriteSet};
-use axum::http::StatusCode;
 use fare_credential::keys::{parse_device_key_for_issuance, parse_public_key, KeyError};
 use fare_credential::Profile;
 use fare_keys::{IssueRequest, KeyStore};
@@ -26,8 +25,8 @@ fn check_id(field: &'static str, s: &str, max: usize) -> Result<(), ApiError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("{field} `{s}`: expected 1..={max} characters from [A-Za-z0-9_-]"),
         ));
     }
@@ -36,8 +35,8 @@ fn check_id(field: &'static str, s: &str, max: usize) -> Result<(), ApiError> {
 
 fn check_money(field: &'static str, v: i64, min: i64) -> Result<(), ApiError> {
     if v < min || v > MAX_MONEY_MINOR {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!("{field} = {v}: expected {min}..={MAX_MONEY_MINOR} (integer minor units)"),
         ));
     }
@@ -92,8 +91,8 @@ pub fn create_account(
         if old.profile == account.profile && old.credit_limit_minor == account.credit_limit_minor {
             return Ok((old, false));
         }
-        return Err(ApiError::conflict(
-            "account_exists",
+        return Err(ApiError::of(
+            ErrorCode::AccountExists,
             format!(
                 "account `{id}` exists with other settings: use PATCH-like operations, not create"
             ),
@@ -144,49 +143,52 @@ pub fn register_device(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<IssuedCredential, ApiError> {
     let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+        ApiError::of(
+            ErrorCode::UnknownAccount,
+            format!("no account `{account_id}`"),
+        )
     })?;
     let raw = hex::decode(req.device_public_key.trim()).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_device_key",
+        ApiError::of(
+            ErrorCode::InvalidDeviceKey,
             format!("device_public_key: expected 64 hex characters: {e}"),
         )
     })?;
     match parse_device_key_for_issuance(&raw) {
         Ok(_) => {}
         Err(KeyError::Weak) => {
-            return Err(ApiError::bad_request(
-                "weak_device_key",
+            return Err(ApiError::of(
+                ErrorCode::WeakDeviceKey,
                 "device_public_key has small order: such a key would let anyone sign ride codes",
             ))
         }
         Err(KeyError::MixedOrder) => {
-            return Err(ApiError::bad_request(
-                "weak_device_key",
+            return Err(ApiError::of(
+                ErrorCode::WeakDeviceKey,
                 "device_public_key has a small-order component: an honest device never generates \
                  one, and signatures under it can verify differently at readers and at settlement",
             ))
         }
         Err(e) => {
-            return Err(ApiError::bad_request(
-                "invalid_device_key",
+            return Err(ApiError::of(
+                ErrorCode::InvalidDeviceKey,
                 format!("device_public_key: {e}"),
             ))
         }
     }
     if req.valid_for_s == 0 || req.valid_for_s > max_validity_s {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             format!(
                 "valid_for_s = {}: expected 1..={max_validity_s}",
                 req.valid_for_s
             ),
         ));
     }
-    let forbidden = |code, msg: String| Err(ApiError::new(StatusCode::FORBIDDEN, code, msg));
+    let forbidden = |code, msg: String| Err(ApiError::of(code, msg));
     if account.frozen {
         return forbidden(
-            "account_frozen",
+            ErrorCode::AccountFrozen,
             format!("account `{account_id}` is frozen: no new credentials"),
         );
     }
@@ -198,7 +200,7 @@ pub fn register_device(
             .is_some()
     {
         return forbidden(
-            "over_credit_limit",
+            ErrorCode::OverCreditLimit,
             format!(
                 "account `{account_id}` owes {} (credit limit {}): pay first; it is on the deny list",
                 -balance, account.credit_limit_minor
@@ -221,13 +223,7 @@ pub fn register_device(
             now,
             rng,
         )
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "issuer_unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| ApiError::of(ErrorCode::IssuerUnavailable, e.to_string()))?;
     let body = cred.body();
     let rec = CredentialRecord {
         credential_id: body.credential_id,
@@ -271,14 +267,16 @@ pub fn pay(
     check_id("payment_id", &req.payment_id, MAX_PAYMENT_ID_BYTES)?;
     check_money("amount_minor", req.amount_minor, 1)?;
     let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+        ApiError::of(
+            ErrorCode::UnknownAccount,
+            format!("no account `{account_id}`"),
+        )
     })?;
     if let Some(old) = db.payment(account_id, &req.payment_id)? {
         if old.amount_minor == req.amount_minor {
             return Ok((old, false));
         }
-        return Err(ApiError::conflict(
-            "payment_id_reused",
+        return Err(ApiError::of(ErrorCode::PaymentIdReused,
             format!(
                 "payment `{}` was already recorded for account `{account_id}` with amount {}: a different payment needs a new id",
                 req.payment_id, old.amount_minor
@@ -286,7 +284,7 @@ pub fn pay(
         ));
     }
     let posting = fare_ledger::payment_posting(account_id, &req.payment_id, req.amount_minor)
-        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+        .map_err(|e| ApiError::of(ErrorCode::InvalidField, e.to_string()))?;
     let rec = PaymentRecord {
         payment_id: req.payment_id.clone(),
         account_id: account_id.into(),
@@ -319,7 +317,10 @@ pub fn pay(
 /// Freezes or unfreezes an account.
 pub fn set_frozen(db: &Db, account_id: &str, frozen: bool) -> Result<Account, ApiError> {
     let mut account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+        ApiError::of(
+            ErrorCode::UnknownAccount,
+            format!("no account `{account_id}`"),
+        )
     })?;
     account.frozen = frozen;
     let balance = db.balance(&passenger_account(account_id))?;
@@ -350,7 +351,10 @@ pub struct Statement {
 /// Builds a statement.
 pub fn statement(db: &Db, account_id: &str) -> Result<Statement, ApiError> {
     let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::not_found("unknown_account", format!("no account `{account_id}`"))
+        ApiError::of(
+            ErrorCode::UnknownAccount,
+            format!("no account `{account_id}`"),
+        )
     })?;
     let balance = db.balance(&passenger_account(account_id))?;
     Ok(Statement {
@@ -390,21 +394,21 @@ pub fn provision_reader(
     now: u64,
 ) -> Result<(Reader, bool), ApiError> {
     let raw = hex::decode(req.public_key.trim()).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_reader_key",
+        ApiError::of(
+            ErrorCode::InvalidReaderKey,
             format!("public_key: expected 64 hex characters: {e}"),
         )
     })?;
     let vk = parse_public_key(&raw)
-        .map_err(|e| ApiError::bad_request("invalid_reader_key", format!("public_key: {e}")))?;
+        .map_err(|e| ApiError::of(ErrorCode::InvalidReaderKey, format!("public_key: {e}")))?;
     for (field, v) in [
         ("operator", &req.operator),
         ("vehicle", &req.vehicle),
         ("route", &req.route),
     ] {
         if v.is_empty() || v.len() > fare_credential::record::MAX_NAME_BYTES {
-            return Err(ApiError::bad_request(
-                "invalid_field",
+            return Err(ApiError::of(
+                ErrorCode::InvalidField,
                 format!(
                     "{field}: expected 1..={} bytes",
                     fare_credential::record::MAX_NAME_BYTES
@@ -413,8 +417,8 @@ pub fn provision_reader(
         }
     }
     if req.reader_id == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
             "reader_id: expected ≥ 1",
         ));
     }
@@ -431,8 +435,7 @@ pub fn provision_reader(
         if old.public_key == reader.public_key && old.operator == reader.operator && !old.retired {
             return Ok((old, false));
         }
-        return Err(ApiError::conflict(
-            "reader_exists",
+        return Err(ApiError::of(ErrorCode::ReaderExists,
             format!(
                 "reader {} is already provisioned with another key or operator{}: use a new reader id",
                 req.reader_id,
@@ -449,8 +452,8 @@ pub fn provision_reader(
 /// Retires a reader: its later uploads are refused; rides already held still settle.
 pub fn retire_reader(db: &Db, reader_id: u32) -> Result<Reader, ApiError> {
     let mut r = db.reader(reader_id)?.ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_reader",
+        ApiError::of(
+            ErrorCode::NoSuchReader,
             format!("reader {reader_id} is not provisioned"),
         )
     })?;
@@ -459,4 +462,91 @@ pub fn retire_reader(db: &Db, reader_id: u32) -> Result<Reader, ApiError> {
     Db::put_reader(&mut w, &r);
     db.commit(w)?;
     Ok(r)
+}
+
+/// `POST /v1/disputes/{reader_id}/{reader_seq}/resolve` body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveDispute {
+    /// The reader whose ride is judged genuine: one of the dispute's.
+    pub award_reader_id: u32,
+}
+
+/// Resolves the dispute over `charged` (see [`Dispute`] for the rule): the
+/// held fare goes to the operator of the awarded reader, in one
+/// `release/R:S` posting. The same decision again is a no-op (`false`);
+/// another decision on a resolved dispute is refused.
+pub fn resolve_dispute(
+    db: &Db,
+    charged: RideId,
+    req: &ResolveDispute,
+    now: u64,
+) -> Result<(Dispute, bool), ApiError> {
+    let (mut d, raw) = db.dispute(charged)?.ok_or_else(|| {
+        ApiError::of(
+            ErrorCode::UnknownDispute,
+            format!("no dispute over ride {charged} (see GET /v1/reports/disputes)"),
+        )
+    })?;
+    let Some((_, operator)) = d
+        .sightings
+        .iter()
+        .find(|(r, _)| r.reader_id == req.award_reader_id)
+        .cloned()
+    else {
+        let readers: Vec<String> = d
+            .sightings
+            .iter()
+            .map(|(r, _)| r.reader_id.to_string())
+            .collect();
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
+            format!(
+                "award_reader_id = {}: not a reader of this dispute (its readers: {})",
+                req.award_reader_id,
+                readers.join(", ")
+            ),
+        ));
+    };
+    if let Some(res) = &d.resolution {
+        if res.award_reader_id == req.award_reader_id {
+            return Ok((d, false));
+        }
+        return Err(ApiError::of(
+            ErrorCode::DisputeResolved,
+            format!(
+                "the dispute over ride {charged} was resolved for reader {} (operator {})",
+                res.award_reader_id, res.operator
+            ),
+        ));
+    }
+    let mut w = WriteSet::default();
+    if d.held_minor > 0 {
+        let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+        let release = d
+            .service_day
+            .parse::<fare_tariff::Date>()
+            .map_err(|e| e.to_string())
+            .and_then(|day| {
+                fare_ledger::dispute_release(&key, &operator, d.held_minor, day)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| ApiError::of(ErrorCode::Internal, format!("release posting: {e}")))?;
+        let mut balances = HashMap::new();
+        for acc in [&release.debit, &release.credit] {
+            let acc = acc.to_string();
+            let b = db.balance(&acc)?;
+            balances.insert(acc, b);
+        }
+        Db::put_postings(&mut w, std::slice::from_ref(&release), &mut balances);
+        Db::put_balances(&mut w, &balances);
+    }
+    d.resolution = Some(DisputeResolution {
+        award_reader_id: req.award_reader_id,
+        operator,
+        at_unix_s: now,
+    });
+    Db::put_dispute(&mut w, &d, Some(raw));
+    db.commit(w)?;
+    Ok((d, true))
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use fare_credential::{Credential, CredentialBody, Profile, RideCode, SigningKey};
+use fare_credential::{Profile, RideCode, SigningKey};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
@@ -35,16 +35,14 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     // 1/3 a credential from a key this deployment never trusted: forged.
     let fake_issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(77));
     let dev = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(78));
-    let fake = Credential::issue_v1(
-        CredentialBody {
-            issuer_key_id: 1,
-            credential_id: alice.cred.id(),
-            device_public_key: dev.verifying_key().to_bytes(),
-            profile: Profile::Adult,
-            valid_from_unix_s: at(0, 0) as u32,
-            valid_until_unix_s: at(23, 0) as u32,
-        },
+    let fake = fare_credential::testkit::issue(
         &fake_issuer,
+        1,
+        &dev,
+        alice.cred.id(),
+        Profile::Adult,
+        at(0, 0),
+        at(23, 0),
     );
     r1.accept(
         RideCode::sign_v1(&fake, at(10, 0) as u32 - 5, 1, &dev)
@@ -146,8 +144,10 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     assert_eq!(
         inc,
         [
+            (1, "disputed_code".to_string(), 1),
             (1, "forged_ride".to_string(), 2),
             (1, "forged_ride".to_string(), 3),
+            (2, "disputed_code".to_string(), 1),
             (2, "invalid_time_ride".to_string(), 2)
         ]
     );

@@ -37,7 +37,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use code::RideCode;
 pub use credential::{Credential, CredentialBody, CredentialId, Profile};
 pub use error::FormatError;
-pub use reason::RejectReason;
+pub use reason::{RejectClass, RejectReason};
 pub use record::RideRecord;
 pub use trust::{DenyList, IssuerKey, TrustList};
 pub use verify::{verify_ride_code, CredentialCache, Policy, VerifiedRide};

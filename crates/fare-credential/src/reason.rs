@@ -163,28 +163,62 @@ impl RejectReason {
         "no_code_found",
     ];
 
+    /// The class of the failure. An exhaustive `match` (no wildcard), so a
+    /// new reason must be classified here; callers outside this crate, where
+    /// the non-exhaustive `RejectReason` cannot be matched exhaustively,
+    /// match on the class instead.
+    pub fn class(&self) -> RejectClass {
+        match self {
+            RejectReason::Malformed(_) | RejectReason::UnsupportedVersion { .. } => {
+                RejectClass::Format
+            }
+            RejectReason::UnknownIssuerKey { .. }
+            | RejectReason::BadIssuerSignature { .. }
+            | RejectReason::BadDeviceKey
+            | RejectReason::BadDeviceSignature => RejectClass::Forgery,
+            RejectReason::IssuerKeyNotValid { .. }
+            | RejectReason::CredentialExpired { .. }
+            | RejectReason::CredentialNotYetValid { .. }
+            | RejectReason::CodeExpired { .. }
+            | RejectReason::CodeFromFuture { .. } => RejectClass::Clock,
+            RejectReason::Revoked { .. } => RejectClass::Revoked,
+            RejectReason::AlreadyUsed { .. } => RejectClass::Replay,
+            RejectReason::TrustStale { .. }
+            | RejectReason::NotProvisioned
+            | RejectReason::StorageFull { .. }
+            | RejectReason::NoCodeFound => RejectClass::Reader,
+        }
+    }
+
     /// True when the likely cause is a clock (phone's or reader's), not forgery.
     pub fn is_clock_related(&self) -> bool {
-        matches!(
-            self,
-            RejectReason::CredentialExpired { .. }
-                | RejectReason::CredentialNotYetValid { .. }
-                | RejectReason::CodeExpired { .. }
-                | RejectReason::CodeFromFuture { .. }
-                | RejectReason::IssuerKeyNotValid { .. }
-        )
+        self.class() == RejectClass::Clock
     }
 
     /// True when the bytes were tampered with or forged.
     pub fn is_forgery(&self) -> bool {
-        matches!(
-            self,
-            RejectReason::BadIssuerSignature { .. }
-                | RejectReason::BadDeviceSignature
-                | RejectReason::BadDeviceKey
-                | RejectReason::UnknownIssuerKey { .. }
-        )
+        self.class() == RejectClass::Forgery
     }
+}
+
+/// What kind of failure a [`RejectReason`] is ([`RejectReason::class`]).
+/// Not `#[non_exhaustive]`: a new class makes every `match` on it a compile
+/// error until it decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectClass {
+    /// Not a well-formed ride code of a supported version.
+    Format,
+    /// A signature or key that does not verify, or an issuer key not trusted:
+    /// the bytes are not what an issuer and a phone signed.
+    Forgery,
+    /// A genuine code outside a time window (a clock problem, not forgery).
+    Clock,
+    /// The credential is on the deny list.
+    Revoked,
+    /// The code was already used at this reader.
+    Replay,
+    /// The reader's own state (no trust material, stale, disk full, no code in view).
+    Reader,
 }
 
 impl From<FormatError> for RejectReason {

@@ -42,6 +42,27 @@ impl TestIssuer {
         SigningKey::generate(&mut self.rng)
     }
 
+    /// A credential for `device` valid from `valid_from_unix_s` to
+    /// `valid_until_unix_s` (inclusive).
+    pub fn credential_between(
+        &self,
+        device: &SigningKey,
+        id: CredentialId,
+        profile: Profile,
+        valid_from_unix_s: u64,
+        valid_until_unix_s: u64,
+    ) -> Credential {
+        issue(
+            &self.key,
+            Self::KEY_ID,
+            device,
+            id,
+            profile,
+            valid_from_unix_s,
+            valid_until_unix_s,
+        )
+    }
+
     /// A credential for `device`, valid `now ± window_s`.
     pub fn credential(
         &self,
@@ -51,18 +72,53 @@ impl TestIssuer {
         now_unix_s: u64,
         window_s: u64,
     ) -> Credential {
-        Credential::issue_v1(
-            CredentialBody {
-                issuer_key_id: Self::KEY_ID,
-                credential_id: id,
-                device_public_key: device.verifying_key().to_bytes(),
-                profile,
-                valid_from_unix_s: (now_unix_s - window_s) as u32,
-                valid_until_unix_s: (now_unix_s + window_s) as u32,
-            },
-            &self.key,
+        self.credential_between(
+            device,
+            id,
+            profile,
+            now_unix_s - window_s,
+            now_unix_s + window_s,
         )
     }
+}
+
+/// A credential signed by `issuer` (key id `issuer_key_id`) for `device`,
+/// valid from `valid_from_unix_s` to `valid_until_unix_s` inclusive: the one
+/// way tests, benchmarks and examples build credentials by hand (with an
+/// issuer key that is not a [`TestIssuer`]'s, e.g. one a deployment made).
+///
+/// # Panics
+/// When a time does not fit the credential's 32-bit fields (a test's own
+/// mistake).
+pub fn issue(
+    issuer: &SigningKey,
+    issuer_key_id: u32,
+    device: &SigningKey,
+    id: CredentialId,
+    profile: Profile,
+    valid_from_unix_s: u64,
+    valid_until_unix_s: u64,
+) -> Credential {
+    let t32 = |t: u64| u32::try_from(t).expect("a credential time fits 32 bits");
+    Credential::issue_v1(
+        CredentialBody {
+            issuer_key_id,
+            credential_id: id,
+            device_public_key: device.verifying_key().to_bytes(),
+            profile,
+            valid_from_unix_s: t32(valid_from_unix_s),
+            valid_until_unix_s: t32(valid_until_unix_s),
+        },
+        issuer,
+    )
+}
+
+/// Credential id `n` of a numbered test population: `n` big-endian in the
+/// first 8 bytes, the rest zero.
+pub fn numbered_credential_id(n: u64) -> CredentialId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    CredentialId(id)
 }
 
 /// A public key a device could present but no honest one makes: the point

@@ -121,17 +121,24 @@ pub fn credential_stage(
             .ok_or(RejectReason::UnknownIssuerKey {
                 key_id: body.issuer_key_id,
             })?;
-    if now_unix_s < issuer.valid_from_unix_s || now_unix_s > issuer.valid_until_unix_s {
-        return Err(RejectReason::IssuerKeyNotValid {
-            key_id: issuer.key_id,
-            now_unix_s,
-            valid_from_unix_s: issuer.valid_from_unix_s,
-            valid_until_unix_s: issuer.valid_until_unix_s,
-        });
-    }
+    // The signature (or the cache, which holds only credentials whose
+    // signature verified) before the key's window: a tampered credential
+    // under a key outside its window reads as forgery, not as a clock problem.
+    let window = || {
+        if now_unix_s < issuer.valid_from_unix_s || now_unix_s > issuer.valid_until_unix_s {
+            return Err(RejectReason::IssuerKeyNotValid {
+                key_id: issuer.key_id,
+                now_unix_s,
+                valid_from_unix_s: issuer.valid_from_unix_s,
+                valid_until_unix_s: issuer.valid_until_unix_s,
+            });
+        }
+        Ok(())
+    };
     let digest = cred.digest();
     if let Some(cache) = &cache {
         if let Some(vk) = cache.get(&digest) {
+            window()?;
             return Ok(vk);
         }
     }
@@ -150,6 +157,7 @@ pub fn credential_stage(
     if let Some(cache) = cache {
         cache.insert(digest, device_vk);
     }
+    window()?;
     Ok(device_vk)
 }
 

@@ -292,3 +292,53 @@ proptest! {
         prop_assert_eq!(RideRecord::decode_v1(&enc).unwrap(), r);
     }
 }
+
+/// ARCHITECTURE.md: signatures are checked before time windows. A tampered
+/// credential under an issuer key outside its window is a forgery
+/// (`bad_issuer_signature`), not `issuer_key_not_valid`; the untampered one
+/// at the same moment is refused for the window; with a cache the verdicts
+/// are the same.
+#[test]
+fn issuer_signature_is_checked_before_the_issuer_key_window() {
+    let f = fixture();
+    let key = f
+        .trust
+        .get(TestIssuer::KEY_ID)
+        .expect("fixture key")
+        .0
+        .clone();
+    // The fixture's issuer key, valid only until just before NOW.
+    let expired = TrustList::new([IssuerKey {
+        valid_until_unix_s: NOW - 10_000,
+        ..key
+    }])
+    .unwrap();
+    let mut tampered = f.code.as_bytes().to_vec();
+    // A byte of the credential the issuer signed (its id).
+    let (start, _, _, _) = CODE_FIELDS
+        .iter()
+        .find(|(_, _, field, _)| *field == "credential_id")
+        .copied()
+        .expect("a credential validity field");
+    tampered[start] ^= 0x01;
+    for cached in [false, true] {
+        let mut cache = CredentialCache::new(8);
+        let run = |bytes: &[u8], cache: &mut CredentialCache| {
+            verify_ride_code(
+                bytes,
+                &expired,
+                &DenyList::default(),
+                &Policy::default(),
+                NOW,
+                cached.then_some(cache),
+            )
+        };
+        let genuine = run(f.code.as_bytes(), &mut cache).unwrap_err();
+        assert_eq!(genuine.code(), "issuer_key_not_valid", "{genuine}");
+        // Again (the cache now holds it when `cached`): same verdict.
+        let genuine = run(f.code.as_bytes(), &mut cache).unwrap_err();
+        assert_eq!(genuine.code(), "issuer_key_not_valid", "{genuine}");
+        let forged = run(&tampered, &mut cache).unwrap_err();
+        assert_eq!(forged.code(), "bad_issuer_signature", "{forged}");
+    }
+}

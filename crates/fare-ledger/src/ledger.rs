@@ -92,7 +92,7 @@ impl Ledger {
             .balance_minor(&posting.credit)
             .checked_add(amount)
             .ok_or_else(|| overflow(&posting.credit))?;
-        let ride_after = match &posting.ride_key {
+        let ride_after = match posting.ride_money_key() {
             Some(key) => {
                 let s = self.ride_state(key);
                 let net_minor = s
@@ -203,7 +203,7 @@ impl Ledger {
         for p in self.postings.values() {
             *balances.entry(&p.debit).or_default() -= i128::from(p.amount_minor);
             *balances.entry(&p.credit).or_default() += i128::from(p.amount_minor);
-            if let Some(k) = &p.ride_key {
+            if let Some(k) = p.ride_money_key() {
                 let e = rides.entry(k).or_default();
                 e.0 += i128::from(p.ride_net_minor());
                 e.1 += 1;

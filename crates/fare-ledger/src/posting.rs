@@ -31,6 +31,11 @@ pub enum AccountRef {
     OperatorRevenue(String),
     /// Money received from riders (card, bank); the other side of every payment.
     PaymentsClearing,
+    /// Fares held while it is disputed which operator earned them (the same
+    /// ride code on readers of two operators): [`dispute_hold`] moves a
+    /// ride's fare here from the operator first credited, [`dispute_release`]
+    /// to the operator the dispute awards it to.
+    Suspense,
 }
 
 impl AccountRef {
@@ -58,6 +63,7 @@ impl fmt::Display for AccountRef {
             AccountRef::Passenger(id) => write!(f, "passenger:{id}"),
             AccountRef::OperatorRevenue(id) => write!(f, "operator:{id}"),
             AccountRef::PaymentsClearing => f.write_str("payments_clearing"),
+            AccountRef::Suspense => f.write_str(SUSPENSE),
         }
     }
 }
@@ -68,10 +74,13 @@ impl std::str::FromStr for AccountRef {
     fn from_str(s: &str) -> Result<AccountRef, LedgerError> {
         let bad = || LedgerError::InvalidAccount {
             text: s.chars().take(MAX_KEY_BYTES + 16).collect(),
-            expected: "passenger:ID, operator:ID or payments_clearing",
+            expected: "passenger:ID, operator:ID, payments_clearing or suspense",
         };
         if s == "payments_clearing" {
             return Ok(AccountRef::PaymentsClearing);
+        }
+        if s == SUSPENSE {
+            return Ok(AccountRef::Suspense);
         }
         let (kind, id) = s.split_once(':').ok_or_else(bad)?;
         check_key("account id", id).map_err(|_| bad())?;
@@ -82,6 +91,9 @@ impl std::str::FromStr for AccountRef {
         }
     }
 }
+
+/// The [`AccountRef::Suspense`] account's name.
+pub const SUSPENSE: &str = "suspense";
 
 /// What a posting is for. Stable snake_case codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,6 +106,11 @@ pub enum PostingKind {
     RideAdjustment,
     /// A rider's payment (payments clearing → passenger).
     Payment,
+    /// A disputed ride's fare held: operator revenue → suspense ([`dispute_hold`]).
+    DisputeHold,
+    /// A held fare released to the operator the dispute awards it to:
+    /// suspense → operator revenue ([`dispute_release`]).
+    DisputeRelease,
 }
 
 impl PostingKind {
@@ -103,6 +120,8 @@ impl PostingKind {
             PostingKind::RideCharge => "ride_charge",
             PostingKind::RideAdjustment => "ride_adjustment",
             PostingKind::Payment => "payment",
+            PostingKind::DisputeHold => "dispute_hold",
+            PostingKind::DisputeRelease => "dispute_release",
         }
     }
 }
@@ -188,6 +207,25 @@ impl Posting {
                     return Err(bad("a ride charge debits the passenger"));
                 }
             }
+            PostingKind::DisputeHold | PostingKind::DisputeRelease => {
+                let Some(key) = &self.ride_key else {
+                    return Err(bad("a dispute posting needs the disputed ride's key"));
+                };
+                check_key("ride key", key).map_err(|_| {
+                    bad("ride keys must be 1 to 128 bytes without control characters")
+                })?;
+                let hold = self.kind == PostingKind::DisputeHold;
+                let ok = match (&self.debit, &self.credit) {
+                    (AccountRef::OperatorRevenue(_), AccountRef::Suspense) => hold,
+                    (AccountRef::Suspense, AccountRef::OperatorRevenue(_)) => !hold,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(bad(
+                        "a dispute hold moves an operator's revenue to suspense, a release moves it back to an operator",
+                    ));
+                }
+            }
             PostingKind::Payment => {
                 if self.ride_key.is_some() || self.service_day.is_some() {
                     return Err(bad("a payment has no ride_key or service_day"));
@@ -204,13 +242,26 @@ impl Posting {
         Ok(())
     }
 
+    /// The ride whose passenger charge this posting changes: its ride key
+    /// for ride charges and adjustments (which count as the ride's
+    /// revisions), `None` for payments and dispute holds and releases.
+    pub fn ride_money_key(&self) -> Option<&String> {
+        match self.kind {
+            PostingKind::RideCharge | PostingKind::RideAdjustment => self.ride_key.as_ref(),
+            PostingKind::Payment | PostingKind::DisputeHold | PostingKind::DisputeRelease => None,
+        }
+    }
+
     /// What this posting adds to its ride's net charge: `+amount` when it debits the
-    /// passenger, `-amount` when it credits them; 0 for non-ride postings.
+    /// passenger, `-amount` when it credits them; 0 for other postings
+    /// (payments, dispute holds and releases, which move no passenger money).
     pub fn ride_net_minor(&self) -> i64 {
-        match (&self.ride_key, &self.debit) {
-            (None, _) => 0,
-            (Some(_), AccountRef::Passenger(_)) => self.amount_minor,
-            (Some(_), _) => -self.amount_minor,
+        match (self.kind, &self.debit) {
+            (PostingKind::RideCharge | PostingKind::RideAdjustment, AccountRef::Passenger(_)) => {
+                self.amount_minor
+            }
+            (PostingKind::RideCharge | PostingKind::RideAdjustment, _) => -self.amount_minor,
+            (PostingKind::Payment | PostingKind::DisputeHold | PostingKind::DisputeRelease, _) => 0,
         }
     }
 }
@@ -273,6 +324,64 @@ pub fn payment_posting(
         kind: PostingKind::Payment,
         ride_key: None,
         service_day: None,
+    };
+    p.validate()?;
+    Ok(p)
+}
+
+/// Id of the hold of a disputed ride's fare: `hold/{ride_key}` (escaped
+/// like [`ride_posting_id`]); one per ride, so a dispute holds once.
+pub fn dispute_hold_id(ride_key: &str) -> String {
+    format!("hold/{}", escape(ride_key))
+}
+
+/// Id of the release of a disputed ride's held fare: `release/{ride_key}`.
+pub fn dispute_release_id(ride_key: &str) -> String {
+    format!("release/{}", escape(ride_key))
+}
+
+/// Holds `amount_minor` of the fare credited to `operator` for the ride
+/// `ride_key`: operator revenue → suspense. The passenger's charge is
+/// untouched (they rode once and pay once); only who earned it is in doubt.
+pub fn dispute_hold(
+    ride_key: &str,
+    operator: &str,
+    amount_minor: i64,
+    service_day: Date,
+) -> Result<Posting, LedgerError> {
+    check_key("ride key", ride_key)?;
+    check_key("operator id", operator)?;
+    let p = Posting {
+        posting_id: dispute_hold_id(ride_key),
+        debit: AccountRef::operator(operator),
+        credit: AccountRef::Suspense,
+        amount_minor,
+        kind: PostingKind::DisputeHold,
+        ride_key: Some(ride_key.into()),
+        service_day: Some(service_day),
+    };
+    p.validate()?;
+    Ok(p)
+}
+
+/// Releases a held fare to the operator the dispute awards it to:
+/// suspense → `operator`'s revenue.
+pub fn dispute_release(
+    ride_key: &str,
+    operator: &str,
+    amount_minor: i64,
+    service_day: Date,
+) -> Result<Posting, LedgerError> {
+    check_key("ride key", ride_key)?;
+    check_key("operator id", operator)?;
+    let p = Posting {
+        posting_id: dispute_release_id(ride_key),
+        debit: AccountRef::Suspense,
+        credit: AccountRef::operator(operator),
+        amount_minor,
+        kind: PostingKind::DisputeRelease,
+        ride_key: Some(ride_key.into()),
+        service_day: Some(service_day),
     };
     p.validate()?;
     Ok(p)

@@ -3,62 +3,89 @@
 use fare_tariff::RideOutcome;
 use serde::{Deserialize, Serialize};
 
-/// What settlement did with a ride, as reported per ride. Stable snake_case codes
-/// ([`RideResult::code`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What happened to a ride: the one vocabulary from rating to ledger to
+/// reports (one explicit result per ride, like TigerBeetle's
+/// `CreateTransferStatus`), with stable snake_case codes
+/// ([`RideResult::code`]). Deliberately not `#[non_exhaustive]`: every
+/// `match` on it is exhaustive, so a new result makes the compiler list each
+/// place that must decide what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum RideResult {
-    /// Charged its fare.
+    /// Charged its fare (possibly reduced by a partial concession).
     Charged,
-    /// The same ride (same ride id, or the same ride code seen by another reader) was
-    /// already settled: not charged again.
-    Duplicate,
-    /// The ride code failed re-verification: never charged, reported against its reader.
-    Forged,
-    /// Reduced by the daily or rolling 7-day cap.
+    /// Discounted as a transfer.
+    Transfer,
+    /// Reduced (possibly to nothing) by the daily or rolling 7-day cap.
     Capped,
     /// Free by concession.
     Free,
-    /// Discounted as a transfer.
-    Transfer,
     /// Reduced by a promotion.
     Promotion,
-    /// Charged, and the account's debt is now past its credit limit (it goes on the next
-    /// deny list). The ride still posts: it has happened.
+    /// Charged, and this charge took the account's debt past its credit limit
+    /// (it goes on the next deny list). The ride still posts: it has happened.
     OverCreditLimit,
-    /// A re-rating after a late batch changed the ride's fare; the difference was posted.
-    Adjusted,
+    /// The same ride code was already settled from another ride: never
+    /// charged; a fraud event.
+    Duplicate,
+    /// The ride code failed re-verification (signature, issuer, format):
+    /// never charged, reported against its reader.
+    Forged,
+    /// A genuine code outside its validity at the reader's recorded time:
+    /// never charged, reported against its reader.
+    InvalidTime,
+    /// A genuine code of a credential settlement never issued (no account):
+    /// not charged.
+    UnknownCredential,
 }
 
 impl RideResult {
-    /// `charged`, `duplicate`, `forged`, `capped`, `free`, `transfer`, `promotion`,
-    /// `over_credit_limit` or `adjusted`.
+    /// The stable code: `charged`, `transfer`, `capped`, `free`, `promotion`,
+    /// `over_credit_limit`, `duplicate`, `forged`, `invalid_time` or
+    /// `unknown_credential`.
     pub fn code(self) -> &'static str {
         match self {
             RideResult::Charged => "charged",
-            RideResult::Duplicate => "duplicate",
-            RideResult::Forged => "forged",
+            RideResult::Transfer => "transfer",
             RideResult::Capped => "capped",
             RideResult::Free => "free",
-            RideResult::Transfer => "transfer",
             RideResult::Promotion => "promotion",
             RideResult::OverCreditLimit => "over_credit_limit",
-            RideResult::Adjusted => "adjusted",
+            RideResult::Duplicate => "duplicate",
+            RideResult::Forged => "forged",
+            RideResult::InvalidTime => "invalid_time",
+            RideResult::UnknownCredential => "unknown_credential",
+        }
+    }
+
+    /// True for results that were rated and posted to the ledger.
+    pub fn is_rated(self) -> bool {
+        match self {
+            RideResult::Charged
+            | RideResult::Transfer
+            | RideResult::Capped
+            | RideResult::Free
+            | RideResult::Promotion
+            | RideResult::OverCreditLimit => true,
+            RideResult::Duplicate
+            | RideResult::Forged
+            | RideResult::InvalidTime
+            | RideResult::UnknownCredential => false,
         }
     }
 
     /// Every result, for reports that list all codes.
-    pub const ALL: [RideResult; 9] = [
+    pub const ALL: [RideResult; 10] = [
         RideResult::Charged,
-        RideResult::Duplicate,
-        RideResult::Forged,
+        RideResult::Transfer,
         RideResult::Capped,
         RideResult::Free,
-        RideResult::Transfer,
         RideResult::Promotion,
         RideResult::OverCreditLimit,
-        RideResult::Adjusted,
+        RideResult::Duplicate,
+        RideResult::Forged,
+        RideResult::InvalidTime,
+        RideResult::UnknownCredential,
     ];
 }
 
@@ -66,12 +93,11 @@ impl From<RideOutcome> for RideResult {
     /// The tariff's reason for a fare, as a ride result.
     fn from(o: RideOutcome) -> RideResult {
         match o {
+            RideOutcome::Charged => RideResult::Charged,
             RideOutcome::Transfer => RideResult::Transfer,
             RideOutcome::Capped => RideResult::Capped,
             RideOutcome::Free => RideResult::Free,
             RideOutcome::Promotion => RideResult::Promotion,
-            // `RideOutcome` is non-exhaustive: a future reason reads as a plain charge.
-            _ => RideResult::Charged,
         }
     }
 }

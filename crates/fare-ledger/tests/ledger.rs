@@ -265,14 +265,15 @@ fn result_codes_are_stable() {
         codes,
         [
             "charged",
-            "duplicate",
-            "forged",
+            "transfer",
             "capped",
             "free",
-            "transfer",
             "promotion",
             "over_credit_limit",
-            "adjusted"
+            "duplicate",
+            "forged",
+            "invalid_time",
+            "unknown_credential"
         ]
     );
     for r in RideResult::ALL {

@@ -38,9 +38,11 @@ pub struct PriorDay {
 }
 
 /// Why a ride costs what it costs. Stable snake_case codes ([`RideOutcome::code`]).
+/// Not `#[non_exhaustive]`: settlement maps it onto `fare_ledger::RideResult`
+/// with an exhaustive `match`, so a new outcome is a compile error there
+/// instead of silently reading as a charge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum RideOutcome {
     /// Charged its fare (full, or reduced only by a partial concession such as a student
     /// discount).

@@ -69,6 +69,8 @@ pub enum Space {
     Revoked = b'x',
     /// small named values (deny list head, settlement run counter)
     Meta = b'm',
+    /// charged ride key (12 bytes) → [`crate::model::Dispute`]
+    Disputes = b'D',
 }
 
 /// One atomic unit of writes, with compare-and-swap preconditions.

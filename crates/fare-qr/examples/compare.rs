@@ -1,11 +1,11 @@
-//! Side-by-side decode rates and times (ignored; prints, never asserts
+//! Side-by-side decode rates and times (an example: prints, never asserts
 //! timings): fare-qr with the default 20 ms budget, fare-qr unbounded,
 //! plain rqrr, and `zbarimg` on the very same frames (the public photo sets
 //! at 0/90/180/270° and the seeded phone-screen set), written to PNG in a
 //! temporary directory.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/targets/qr cargo test -p fare-qr --test compare -- --ignored --nocapture
+//! cargo run --release -p fare-qr --example compare -- [compare_with_zbar|slowest_default_frames|one_phone_frame]
 //! SHOW_WRONG=1 ...   # also print every payload that differs from the label
 //! ```
 //!
@@ -13,6 +13,7 @@
 //! they overstate its decode time; its rates are what matters. Without
 //! `zbarimg` on `PATH` its column is skipped.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{alternate_label, classify, phone_frame, photo_frames, Outcome};
@@ -171,8 +172,6 @@ fn run_zbar(cases: &[Case], dir: &std::path::Path) -> Option<Tally> {
     Some(tally)
 }
 
-#[test]
-#[ignore]
 fn compare_with_zbar() {
     fare_qr::install_quiet_panic_hook();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -209,8 +208,6 @@ fn compare_with_zbar() {
 
 /// The slowest frames under the default options, timed again (budget
 /// overruns are printed with the frame's group and index).
-#[test]
-#[ignore]
 fn slowest_default_frames() {
     fare_qr::install_quiet_panic_hook();
     let cases = cases();
@@ -246,8 +243,6 @@ fn slowest_default_frames() {
 
 /// One phone-screen frame (`I`, default 0) decoded 30 times with the default
 /// options (for `perf record`).
-#[test]
-#[ignore]
 fn one_phone_frame() {
     fare_qr::install_quiet_panic_hook();
     let i: u64 = std::env::var("I")
@@ -261,5 +256,21 @@ fn one_phone_frame() {
         let t = Instant::now();
         let ok = decode_luma_with(&frame, &DecodeOptions::default()).as_ref() == Ok(&payload);
         println!("{ok} {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
+/// Runs the probe named by the first argument (default `compare_with_zbar`).
+fn main() {
+    let probe = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "compare_with_zbar".to_string());
+    match probe.as_str() {
+        "compare_with_zbar" => compare_with_zbar(),
+        "slowest_default_frames" => slowest_default_frames(),
+        "one_phone_frame" => one_phone_frame(),
+        other => {
+            eprintln!("unknown probe `{other}`: expected one of compare_with_zbar, slowest_default_frames, one_phone_frame");
+            std::process::exit(2);
+        }
     }
 }

@@ -1,11 +1,12 @@
-//! Tuning harness (ignored by default): runs every candidate decode attempt
+//! Tuning harness (an example, run by hand): runs every candidate decode attempt
 //! alone over the public corpus (4 rotations) and the synthetic phone-screen
 //! set, prints what each reads and its time, then a greedy order (each next
 //! attempt = the one reading most frames the previous ones missed). This is
 //! how `DEFAULT_ATTEMPTS` was chosen.
 //!
-//! `cargo test -p fare-qr --test variants -- --ignored --nocapture`
+//! `cargo run --release -p fare-qr --example variants -- [tune_attempts|dump_synth_samples|show_wrong|probe_13|default_budget_rates]`
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::{classify, corpus_dir, phone_frame, photo_frames, rotate, Outcome};
@@ -105,8 +106,6 @@ fn candidates() -> Vec<Attempt> {
     v
 }
 
-#[test]
-#[ignore]
 fn tune_attempts() {
     fare_qr::install_quiet_panic_hook();
     let cases = cases();
@@ -226,8 +225,6 @@ fn tune_attempts() {
     let _ = QrError::NoCodeFound;
 }
 
-#[test]
-#[ignore]
 fn dump_synth_samples() {
     for i in 0..6u64 {
         let (frame, params) = phone_frame(&common::payload(i, 199), 1000 + i);
@@ -237,8 +234,6 @@ fn dump_synth_samples() {
     }
 }
 
-#[test]
-#[ignore]
 fn show_wrong() {
     fare_qr::install_quiet_panic_hook();
     let cases = cases();
@@ -270,8 +265,6 @@ fn show_wrong() {
     }
 }
 
-#[test]
-#[ignore]
 fn probe_13() {
     fare_qr::install_quiet_panic_hook();
     let img = fare_qr::load_frame(corpus_dir().join("qr-photos/qrcode-2/13.png")).unwrap();
@@ -287,8 +280,6 @@ fn probe_13() {
 
 /// Rates with the real default budget (machine- and load-dependent, so
 /// printed, never asserted).
-#[test]
-#[ignore]
 fn default_budget_rates() {
     fare_qr::install_quiet_panic_hook();
     let cases = cases();
@@ -324,4 +315,22 @@ fn default_budget_rates() {
         t.elapsed().as_secs_f64() * 1000.0 / cases.len() as f64,
         worst.as_secs_f64() * 1000.0
     );
+}
+
+/// Runs the probe named by the first argument (default `tune_attempts`).
+fn main() {
+    let probe = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tune_attempts".to_string());
+    match probe.as_str() {
+        "tune_attempts" => tune_attempts(),
+        "dump_synth_samples" => dump_synth_samples(),
+        "show_wrong" => show_wrong(),
+        "probe_13" => probe_13(),
+        "default_budget_rates" => default_budget_rates(),
+        other => {
+            eprintln!("unknown probe `{other}`: expected one of tune_attempts, dump_synth_samples, show_wrong, probe_13, default_budget_rates");
+            std::process::exit(2);
+        }
+    }
 }

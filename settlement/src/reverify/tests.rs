@@ -1,0 +1,346 @@
+//! Agreement with the strict single verifier, batch splitting, the strict routing of `R`.
+
+use super::batch::*;
+use super::*;
+use ed25519_dalek::Signature;
+use fare_credential::code::RIDE_CODE_DOMAIN_V1;
+use fare_credential::testkit::TestIssuer;
+use fare_credential::verify::verify_ride_code;
+use fare_credential::{CredentialId, DenyList, Profile, SigningKey};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+/// `codes[i]` at `times[i]`, strict where `strict` says so.
+fn to_verify<'a>(
+    codes: &'a [Vec<u8>],
+    times: &[u64],
+    strict: impl Fn(&[u8]) -> bool,
+) -> Vec<CodeToVerify<'a>> {
+    codes
+        .iter()
+        .zip(times)
+        .map(|(c, t)| CodeToVerify {
+            code: c,
+            reader_time_unix_s: *t,
+            strict: strict(c),
+        })
+        .collect()
+}
+
+/// `n` genuine codes shown at 5,000 s and read 10 s later, each from its
+/// own device and credential (valid 1,000..100,000 s).
+fn setup(n: usize) -> (TrustList, Vec<Vec<u8>>, Vec<u64>, Vec<SigningKey>) {
+    let mut issuer = TestIssuer::new(7);
+    let mut codes = Vec::new();
+    let mut devices = Vec::new();
+    for i in 0..n {
+        let dev = issuer.next_key();
+        let id = CredentialId([i as u8; 16]);
+        let cred = issuer.credential(&dev, id, Profile::Adult, 50_500, 49_500);
+        let code = fare_credential::RideCode::sign_v1(&cred, 5_000, i as u32, &dev);
+        codes.push(code.as_bytes().to_vec());
+        devices.push(dev);
+    }
+    (issuer.trust, codes, vec![5_010; n], devices)
+}
+
+#[test]
+fn agrees_with_the_strict_single_verifier_on_tampered_codes() {
+    let (trust, mut codes, mut times, _) = setup(40);
+    // Tamper: a byte of the device signature, a byte of the credential,
+    // the issue time (signed), and clock trouble.
+    codes[3][190] ^= 1;
+    codes[5][30] ^= 0x40;
+    codes[7][130] ^= 1;
+    times[9] = 200_000; // credential expired at reader time
+    times[11] = 4_000; // code from the future
+    codes[13].truncate(100);
+    let input = to_verify(&codes, &times, |_| false);
+    let got = reverify(&input, &trust, &Policy::default());
+    for (i, v) in got.iter().enumerate() {
+        let single = verify_ride_code(
+            &codes[i],
+            &trust,
+            &DenyList::default(),
+            &Policy::default(),
+            times[i],
+            None,
+        );
+        match (v, single) {
+            (Ok(a), Ok(b)) => assert_eq!(a, &b, "ride {i}"),
+            (Err((a, _)), Err(b)) => assert_eq!(a.code(), b.code(), "ride {i}"),
+            (a, b) => panic!("ride {i}: batch {a:?} vs single {b:?}"),
+        }
+    }
+    assert!(got[0].is_ok());
+    assert_eq!(
+        got[3].as_ref().unwrap_err().0.code(),
+        "bad_device_signature"
+    );
+    assert_eq!(got[9].as_ref().unwrap_err().0.code(), "credential_expired");
+    assert_eq!(got[13].as_ref().unwrap_err().0.code(), "malformed");
+}
+
+#[test]
+fn small_order_r_signature_is_refused_like_verify_strict() {
+    // A device owner knows its secret scalar a and can make a signature
+    // with R = identity: s = H(R‖A‖M)·a. It satisfies the cofactorless
+    // equation sB = R + kA, so a plain batch check would accept it;
+    // verify_strict refuses small-order R, and so must settlement.
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let (trust, codes, times, devices) = setup(4);
+    let mut forged = codes[1].clone();
+    let dev = &devices[1];
+    let r_bytes = curve25519_dalek::edwards::EdwardsPoint::default()
+        .compress()
+        .to_bytes();
+    let signed_len = forged.len() - 64;
+    let mut msg = RIDE_CODE_DOMAIN_V1.to_vec();
+    msg.extend_from_slice(&forged[..signed_len]);
+    let mut h = Sha512::new();
+    h.update(r_bytes);
+    h.update(dev.verifying_key().as_bytes());
+    h.update(&msg);
+    let k = Scalar::from_hash(h);
+    let s = k * dev.to_scalar();
+    forged[signed_len..signed_len + 32].copy_from_slice(&r_bytes);
+    forged[signed_len + 32..].copy_from_slice(&s.to_bytes());
+    // The lax batch equation holds for it...
+    let sig = Signature::from_bytes(&forged[signed_len..].try_into().unwrap());
+    assert!(ed25519_dalek::verify_batch(&[&msg], &[sig], &[dev.verifying_key()]).is_ok());
+    // ...but settlement refuses it, as verify_strict does.
+    assert!(r_needs_strict(&r_bytes));
+    let mut all = codes.clone();
+    all[1] = forged;
+    let input = to_verify(&all, &times, |_| false);
+    let got = reverify(&input, &trust, &Policy::default());
+    assert_eq!(
+        got[1].as_ref().unwrap_err().0.code(),
+        "bad_device_signature"
+    );
+    assert!(got[0].is_ok() && got[2].is_ok() && got[3].is_ok());
+}
+
+#[test]
+fn prime_subgroup_check_agrees_with_dalek() {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    for n in 0..64u64 {
+        let mut wide = [0u8; 64];
+        rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut wide);
+        let p = ED25519_BASEPOINT_POINT * Scalar::from_bytes_mod_order_wide(&wide);
+        let point = p + EIGHT_TORSION[(n % 8) as usize];
+        let enc = point.compress().to_bytes();
+        assert_eq!(
+            r_outside_prime_subgroup(&enc),
+            !point.is_torsion_free(),
+            "point {n}"
+        );
+        assert_eq!(r_outside_prime_subgroup(&enc), n % 8 != 0, "point {n}");
+    }
+    for t in EIGHT_TORSION.iter().skip(1) {
+        assert!(r_outside_prime_subgroup(&t.compress().to_bytes()));
+    }
+    // Identity is in the subgroup (r_needs_strict catches it as small order).
+    assert!(!r_outside_prime_subgroup(
+        &EIGHT_TORSION[0].compress().to_bytes()
+    ));
+    // Not a point: y with no x on the curve.
+    let mut bad = [0u8; 32];
+    bad[0] = 2;
+    assert!(curve25519_dalek::edwards::CompressedEdwardsY(bad)
+        .decompress()
+        .is_none());
+    assert!(r_outside_prime_subgroup(&bad));
+}
+
+/// Rides marked at ingest (`code_needs_strict`) are refused like the
+/// reader refuses them, whatever the batch randomness; unmarked, the
+/// same codes can slip through a batch (which is why ingest marks them).
+#[test]
+fn mixed_order_r_marked_at_ingest_is_always_refused() {
+    let (trust, codes, times, devices) = setup(64);
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let mut all = codes.clone();
+    for i in (0..64).filter(|i| i % 2 == 1) {
+        all[i] = fare_credential::testkit::resign_with_mixed_order_r(
+            &codes[i],
+            &devices[i],
+            1 + i % 7,
+            &mut rng,
+        );
+    }
+    let input = to_verify(&all, &times, code_needs_strict);
+    for (i, c) in input.iter().enumerate() {
+        assert_eq!(c.strict, i % 2 == 1, "code {i}");
+    }
+    let got = reverify(&input, &trust, &Policy::default());
+    for (i, v) in got.iter().enumerate() {
+        if i % 2 == 1 {
+            assert_eq!(v.as_ref().unwrap_err().0.code(), "bad_device_signature");
+        } else {
+            assert!(v.is_ok(), "code {i}");
+        }
+    }
+    // Unmarked, one by one: order-2 components (torsion index 4) pass a
+    // batch half the time; 32 such codes all refused would have
+    // probability 2^-32.
+    let mut slipped = 0;
+    for (i, code) in codes.iter().enumerate().take(32) {
+        let bad =
+            fare_credential::testkit::resign_with_mixed_order_r(code, &devices[i], 4, &mut rng);
+        let one = [CodeToVerify {
+            code: &bad,
+            reader_time_unix_s: times[i],
+            strict: false,
+        }];
+        if reverify(&one, &trust, &Policy::default())[0].is_ok() {
+            slipped += 1;
+        }
+    }
+    assert!(slipped > 0);
+}
+
+proptest::proptest! {
+    /// Ingest runs `code_needs_strict` on whatever a reader uploaded:
+    /// any bytes, or a genuine code with bytes changed, give an answer
+    /// and no panic; a change outside `R` never marks a code.
+    #[test]
+    fn code_needs_strict_takes_any_bytes(
+        junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        at in 0usize..400,
+        byte in proptest::prelude::any::<u8>(),
+    ) {
+        let _ = code_needs_strict(&junk);
+        let (_, codes, _, _) = setup(1);
+        let mut code = codes[0].clone();
+        proptest::prop_assert!(!code_needs_strict(&code));
+        let n = code.len();
+        code[at % n] = byte;
+        let r_changed = at % n >= n - 64 && at % n < n - 32;
+        if !r_changed {
+            // Unparseable, or parsed with the same genuine `R`.
+            proptest::prop_assert!(!code_needs_strict(&code));
+        }
+    }
+}
+
+#[test]
+fn non_canonical_r_is_flagged() {
+    let mut r = [0xffu8; 32];
+    r[0] = 0xee;
+    r[31] = 0x7f;
+    assert!(r_needs_strict(&r));
+    let mut ok = [0x11u8; 32];
+    ok[31] = 0x22;
+    assert!(!r_needs_strict(&ok));
+}
+
+/// Bad signatures anywhere in a large chunk (alone, in a run, at the
+/// ends) are found by splitting the batch; every verdict equals
+/// `verify_strict`'s.
+#[test]
+fn split_batches_agree_with_verify_strict() {
+    use ed25519_dalek::Signer;
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let keys: Vec<SigningKey> = (0..40).map(|_| SigningKey::generate(&mut rng)).collect();
+    let n = 700;
+    let bad: Vec<usize> = [0, 1, 333, n - 1].into_iter().chain(400..450).collect();
+    let items: Vec<SigItem> = (0..n)
+        .map(|i| {
+            let k = &keys[i % keys.len()];
+            let msg = format!("message {i}").into_bytes();
+            let mut sig = k.sign(&msg).to_bytes();
+            if bad.contains(&i) {
+                // Alternately a wrong message and a flipped `s` bit.
+                if i % 2 == 0 {
+                    sig = k.sign(b"another message").to_bytes();
+                } else {
+                    sig[40] ^= 1;
+                }
+            }
+            (msg, sig, k.verifying_key())
+        })
+        .collect();
+    let refs: Vec<&SigItem> = items.iter().collect();
+    let got = verify_chunk(&refs, |_| false);
+    for (i, (msg, sig, vk)) in items.iter().enumerate() {
+        let strict = vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok();
+        assert_eq!(got[i], strict, "item {i}");
+        assert_eq!(got[i], !bad.contains(&i), "item {i}");
+    }
+    // All good, and all bad.
+    let good: Vec<&SigItem> = refs
+        .iter()
+        .copied()
+        .filter(|it| !bad.iter().any(|b| it.0 == items[*b].0))
+        .collect();
+    assert!(verify_chunk(&good, |_| false).into_iter().all(|ok| ok));
+    let all_bad: Vec<&SigItem> = bad.iter().map(|b| &items[*b]).collect();
+    assert!(verify_chunk(&all_bad, |_| false).into_iter().all(|ok| !ok));
+}
+
+/// The merged-key batch equation accepts exactly the batches
+/// `ed25519_dalek::verify_batch` accepts: all genuine (keys repeated or
+/// not), one forged among many signatures of the same key, a signature
+/// moved to another key, a non-canonical `s`.
+#[test]
+fn merged_batches_agree_with_dalek_verify_batch() {
+    use ed25519_dalek::Signer;
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let keys: Vec<SigningKey> = (0..5).map(|_| SigningKey::generate(&mut rng)).collect();
+    let msgs: Vec<Vec<u8>> = (0..60).map(|i| format!("ride {i}").into_bytes()).collect();
+    let signer = |i: usize| &keys[i % 3 + usize::from(i > 50) * 2];
+    let good: Vec<(Vec<u8>, Signature, VerifyingKey)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.clone(), signer(i).sign(m), signer(i).verifying_key()))
+        .collect();
+    let check = |items: &[(Vec<u8>, Signature, VerifyingKey)]| {
+        let m: Vec<&[u8]> = items.iter().map(|x| x.0.as_slice()).collect();
+        let s: Vec<Signature> = items.iter().map(|x| x.1).collect();
+        let k: Vec<VerifyingKey> = items.iter().map(|x| x.2).collect();
+        let ours = verify_batch_merged(&m, &s, &k);
+        assert_eq!(ours, ed25519_dalek::verify_batch(&m, &s, &k).is_ok());
+        ours
+    };
+    assert!(check(&good));
+    assert!(check(&good[..1]));
+    assert!(check(&[]));
+    // One forged signature among many of the same key.
+    let mut forged = good.clone();
+    forged[30].1 = signer(30).sign(b"something else");
+    assert!(!check(&forged));
+    // A genuine signature presented with another key (same message).
+    let mut moved = good.clone();
+    moved[7].2 = keys[4].verifying_key();
+    assert!(!check(&moved));
+    // Two signatures swapped between messages of the same key.
+    let mut swapped = good.clone();
+    let (a, b) = (swapped[3].1, swapped[6].1);
+    swapped[3].1 = b;
+    swapped[6].1 = a;
+    assert!(!check(&swapped));
+    // Non-canonical s (s + l): refused.
+    let mut bytes = good[10].1.to_bytes();
+    // The group order l, little-endian.
+    let l: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for k in 0..32 {
+        let v = bytes[32 + k] as u16 + l[k] as u16 + carry;
+        bytes[32 + k] = v as u8;
+        carry = v >> 8;
+    }
+    let mut noncanon = good.clone();
+    noncanon[10].1 = Signature::from_bytes(&bytes);
+    assert!(!verify_batch_merged(
+        &noncanon.iter().map(|x| x.0.as_slice()).collect::<Vec<_>>(),
+        &noncanon.iter().map(|x| x.1).collect::<Vec<_>>(),
+        &noncanon.iter().map(|x| x.2).collect::<Vec<_>>(),
+    ));
+}

@@ -1,0 +1,429 @@
+//! One chunk's write set, in short steps: load the facts the pure core
+//! needs, run it, then turn its output into writes (results, disputes,
+//! postings and balances, day states, sightings, fraud events, incidents,
+//! revocations, cursors). Everything is read after the previous chunk's
+//! commit and under the write lock, and committed in one atomic write set.
+
+use super::{CursorUpdate, PhaseTimes, Prepared, RunSummary, SettleContext, POSTING_CHUNK_META};
+use crate::core::{
+    days_to_load, passenger_account, service_day, settle_chunk, DisputedSighting, Facts, Output,
+    RideIn,
+};
+use crate::error::StoreError;
+use crate::model::*;
+use crate::reverify::Verdict;
+use crate::store::{
+    typed::{code_key, enc, CodeSighting},
+    Db, ResultBlocks, Space, WriteSet,
+};
+use fare_credential::CredentialId;
+use fare_tariff::{Date, Tariff};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// The stored facts of a chunk, owned ([`Facts`] borrows them).
+#[derive(Default)]
+struct Loaded {
+    credentials: HashMap<CredentialId, CredentialRecord>,
+    /// Codes already settled: the first ride holding each.
+    seen_codes: HashMap<(CredentialId, u32), RideId>,
+    /// Each credential's stored sightings (new ones are merged in).
+    sightings: HashMap<CredentialId, Vec<CodeSighting>>,
+    accounts: HashMap<String, Account>,
+    /// Passenger balances by account id, before the chunk.
+    balances: HashMap<String, i64>,
+    days: HashMap<(String, Date), DayState>,
+    operators: HashMap<u32, String>,
+}
+
+impl Loaded {
+    fn facts<'a>(&'a self, tariff: &'a Tariff, now_unix_s: u64) -> Facts<'a> {
+        Facts {
+            tariff,
+            now_unix_s,
+            credentials: &self.credentials,
+            accounts: &self.accounts,
+            balances: &self.balances,
+            seen_codes: &self.seen_codes,
+            days: &self.days,
+            operators: &self.operators,
+        }
+    }
+}
+
+/// Settles a prepared chunk: loads the facts, runs the pure core and
+/// returns the chunk's whole write set (cursors included).
+pub(super) fn build_chunk(
+    db: &Db,
+    ctx: &SettleContext<'_>,
+    now: u64,
+    prepared: &Prepared,
+    cursor_updates: Vec<CursorUpdate>,
+    times: &mut PhaseTimes,
+) -> Result<(WriteSet, RunSummary), StoreError> {
+    let mut t = Instant::now();
+    let mut lap = |slot: &mut Duration| {
+        let now = Instant::now();
+        *slot += now - t;
+        t = now;
+    };
+    let Prepared {
+        verdicts,
+        rides,
+        cred_ids,
+        ..
+    } = prepared;
+    let mut loaded = load_credentials(db, cred_ids)?;
+    load_accounts(db, ctx.tariff, verdicts, rides, &mut loaded)?;
+    loaded.operators = db
+        .readers()?
+        .into_iter()
+        .map(|r| (r.reader_id, r.operator))
+        .collect();
+    lap(&mut times.load_facts);
+
+    let mut out = settle_chunk(rides, verdicts, &loaded.facts(ctx.tariff, now));
+    lap(&mut times.core);
+
+    let mut w = WriteSet::default();
+    let mut stats = RunSummary {
+        rides: rides.len() as u64,
+        chunks: 1,
+        postings: out.postings.len() as u64,
+        fraud_events: out.fraud.len() as u64,
+        incidents: out.incidents.len() as u64,
+        ..RunSummary::default()
+    };
+    let holds = write_results(db, &mut w, &mut out, now, &mut stats)?;
+    let ledger_balances = write_postings(db, &mut w, &out.postings, &holds, &loaded.balances)?;
+    write_days(&mut w, &out);
+    write_sightings(&mut w, &out, &mut loaded.sightings);
+    write_fraud_and_incidents(&mut w, &out);
+    write_revocations(db, &mut w, &loaded, &ledger_balances)?;
+    for (id, raw, st) in cursor_updates {
+        Db::put_reader_state(&mut w, id, raw, &st);
+    }
+    lap(&mut times.build_writes);
+    Ok((w, stats))
+}
+
+/// Each distinct credential's record and sightings: one read each, not one
+/// per ride; point reads in parallel.
+fn load_credentials(db: &Db, cred_ids: &[CredentialId]) -> Result<Loaded, StoreError> {
+    type CredFacts = (CredentialId, Option<CredentialRecord>, Vec<CodeSighting>);
+    let read: Vec<CredFacts> = cred_ids
+        .par_iter()
+        .with_min_len(64)
+        .map(|id| {
+            let c = db.credential(id)?;
+            let list = match c {
+                Some(_) => db.code_sightings(id)?,
+                None => Vec::new(),
+            };
+            Ok((*id, c, list))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let mut loaded = Loaded::default();
+    for (id, c, list) in read {
+        let Some(c) = c else { continue };
+        loaded.credentials.insert(id, c);
+        for s in &list {
+            loaded.seen_codes.insert((id, s.device_seq), s.ride);
+        }
+        loaded.sightings.insert(id, list);
+    }
+    Ok(loaded)
+}
+
+/// The range of service days each account of the chunk needs (the days its
+/// rides can change and the 6 before them).
+fn account_day_ranges(
+    tariff: &Tariff,
+    verdicts: &[Verdict],
+    rides: &[RideIn],
+    credentials: &HashMap<CredentialId, CredentialRecord>,
+) -> HashMap<String, (Date, Date)> {
+    let mut account_days: HashMap<String, (Date, Date)> = HashMap::new();
+    let mut day_ranges: HashMap<Date, (Date, Date)> = HashMap::new();
+    for (v, ride) in verdicts.iter().zip(rides) {
+        let Ok(vr) = v else { continue };
+        let Some(c) = credentials.get(&vr.credential_id) else {
+            continue;
+        };
+        let day = service_day(tariff, ride.reader_time_unix_s);
+        // A chunk spans few service days: their ranges are computed once.
+        let (lo, hi) = *day_ranges.entry(day).or_insert_with(|| {
+            let need = days_to_load(tariff, day);
+            (need[0], need[need.len() - 1])
+        });
+        match account_days.get_mut(c.account_id.as_str()) {
+            Some((a, b)) => {
+                *a = (*a).min(lo);
+                *b = (*b).max(hi);
+            }
+            None => {
+                account_days.insert(c.account_id.clone(), (lo, hi));
+            }
+        }
+    }
+    account_days
+}
+
+/// Each account's record, balance and day states; point reads in parallel.
+fn load_accounts(
+    db: &Db,
+    tariff: &Tariff,
+    verdicts: &[Verdict],
+    rides: &[RideIn],
+    loaded: &mut Loaded,
+) -> Result<(), StoreError> {
+    type AccountFacts = (String, Option<Account>, i64, Vec<(String, DayState)>);
+    let ranges: Vec<(String, (Date, Date))> =
+        account_day_ranges(tariff, verdicts, rides, &loaded.credentials)
+            .into_iter()
+            .collect();
+    let read: Vec<AccountFacts> = ranges
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|(acc, (lo, hi))| {
+            let a = db.account(&acc)?;
+            let bal = db.balance(&passenger_account(&acc))?;
+            let d = db.days(&acc, &lo.to_string(), &hi.to_string())?;
+            Ok((acc, a, bal, d))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (acc, a, bal, d) in read {
+        if let Some(a) = a {
+            loaded.accounts.insert(acc.clone(), a);
+        }
+        for (d, st) in d {
+            if let Ok(date) = d.parse::<Date>() {
+                loaded.days.insert((acc.clone(), date), st);
+            }
+        }
+        loaded.balances.insert(acc, bal);
+    }
+    Ok(())
+}
+
+/// Ride results: re-rated rides of earlier chunks first (as stored), then
+/// this chunk's; every touched block is read once and written once. Opens
+/// the chunk's disputes, whose holds (postings) it returns.
+fn write_results(
+    db: &Db,
+    w: &mut WriteSet,
+    out: &mut Output,
+    now: u64,
+    stats: &mut RunSummary,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut blocks = ResultBlocks::default();
+    for (ride, outcome, amount) in &out.result_updates {
+        if let Some(r) = blocks.get_mut(db, *ride)? {
+            if r.outcome == *outcome && r.amount_minor == *amount {
+                continue;
+            }
+            r.outcome = *outcome;
+            r.amount_minor = *amount;
+            if r.result != Outcome::OverCreditLimit {
+                r.result = *outcome;
+            }
+        }
+    }
+    for r in std::mem::take(&mut out.results) {
+        *stats.outcomes.entry(r.result).or_insert(0) += 1;
+        blocks.upsert(db, r)?;
+    }
+    // Disputed fares (a code on two readers): held in suspense.
+    let holds = open_disputes(db, w, &mut blocks, &out.disputes, now)?;
+    blocks.write(w);
+    Ok(holds)
+}
+
+/// Ride postings (in blocks, indexed per account and chunk), dispute holds
+/// and the balances they move. Returns the new balances by ledger account.
+fn write_postings(
+    db: &Db,
+    w: &mut WriteSet,
+    postings: &[Posting],
+    holds: &[Posting],
+    passenger_balances: &HashMap<String, i64>,
+) -> Result<HashMap<String, i64>, StoreError> {
+    // Balances of the accounts the postings touch: passengers' were loaded
+    // with the facts (nothing else writes while the write lock is held).
+    let mut balances: HashMap<String, i64> = HashMap::new();
+    for p in postings.iter().chain(holds) {
+        for acc in [&p.debit, &p.credit] {
+            if let Some(id) = acc.passenger_id() {
+                if let Some(b) = passenger_balances.get(id) {
+                    balances.entry(acc.to_string()).or_insert(*b);
+                    continue;
+                }
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = balances.entry(acc.to_string()) {
+                let b = db.balance(e.key())?;
+                e.insert(b);
+            }
+        }
+    }
+    // Chunks are numbered (for the per-account posting index records).
+    let chunk_no = db.meta::<u64>(POSTING_CHUNK_META)?.unwrap_or(0) + 1;
+    Db::put_meta(w, POSTING_CHUNK_META, &chunk_no);
+    db.put_ride_postings(w, postings, &mut balances, chunk_no)?;
+    Db::put_postings(w, holds, &mut balances);
+    Db::put_balances(w, &balances);
+    Ok(balances)
+}
+
+/// Changed account day states.
+fn write_days(w: &mut WriteSet, out: &Output) {
+    for (acc, day, st) in &out.days {
+        Db::put_day(w, acc, &day.to_string(), st);
+    }
+}
+
+/// New first sightings merged into each credential's record (the core only
+/// reports codes not seen before, so nothing is replaced).
+fn write_sightings(
+    w: &mut WriteSet,
+    out: &Output,
+    sightings: &mut HashMap<CredentialId, Vec<CodeSighting>>,
+) {
+    let mut touched: HashSet<CredentialId> = HashSet::new();
+    for ((cred, seq), ride) in &out.codes {
+        sightings.entry(*cred).or_default().push(CodeSighting {
+            device_seq: *seq,
+            ride: *ride,
+        });
+        touched.insert(*cred);
+    }
+    for cred in touched {
+        let list = sightings.get_mut(&cred).expect("just inserted");
+        list.sort_by_key(|s| s.device_seq);
+        list.dedup_by_key(|s| s.device_seq);
+        Db::put_code_sightings(w, &cred, list);
+    }
+}
+
+/// Fraud events (keyed by code and duplicate ride) and reader incidents
+/// (idempotent keys).
+fn write_fraud_and_incidents(w: &mut WriteSet, out: &Output) {
+    for f in &out.fraud {
+        let mut k = code_key(&f.credential_id, f.device_seq);
+        k.extend_from_slice(&f.duplicate_ride.key());
+        w.put(Space::Fraud, k, enc("fraud_event", f));
+    }
+    for i in &out.incidents {
+        Db::put_incident(w, i);
+    }
+}
+
+/// Revocation status of the chunk's accounts: written only where it changes
+/// (the flags are read in one scan).
+fn write_revocations(
+    db: &Db,
+    w: &mut WriteSet,
+    loaded: &Loaded,
+    ledger_balances: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let revoked: HashSet<String> = db.revoked_accounts()?.into_iter().collect();
+    for (acc, a) in &loaded.accounts {
+        let bal = ledger_balances
+            .get(&passenger_account(acc))
+            .copied()
+            .unwrap_or(loaded.balances[acc]);
+        if is_revoked(a, bal) != revoked.contains(acc) {
+            set_revoked(w, a, bal);
+        }
+    }
+    Ok(())
+}
+
+/// Opens (or extends) the disputes of a chunk's cross-reader duplicate
+/// sightings: one [`Dispute`] per charged ride; a new one holds the
+/// charged ride's current fare in suspense (returned as postings to book).
+/// `blocks` must already hold the chunk's results (the charged ride's fare
+/// is read there).
+fn open_disputes(
+    db: &Db,
+    w: &mut WriteSet,
+    blocks: &mut ResultBlocks,
+    sightings: &[DisputedSighting],
+    now: u64,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut by_charged: BTreeMap<RideId, Vec<&DisputedSighting>> = BTreeMap::new();
+    for s in sightings {
+        by_charged.entry(s.charged_ride).or_default().push(s);
+    }
+    let mut holds = Vec::new();
+    for (charged, list) in by_charged {
+        let first = list[0];
+        let (mut d, raw) = match db.dispute(charged)? {
+            Some((d, raw)) => (d, Some(raw)),
+            None => {
+                let (amount, day) = match blocks.get_mut(db, charged)? {
+                    Some(r) => (r.amount_minor, r.service_day.clone()),
+                    None => (0, String::new()),
+                };
+                let mut held_minor = 0;
+                if amount > 0 {
+                    let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+                    let hold = day
+                        .parse::<Date>()
+                        .map_err(|e| e.to_string())
+                        .and_then(|date| {
+                            fare_ledger::dispute_hold(&key, &first.charged_operator, amount, date)
+                                .map_err(|e| e.to_string())
+                        });
+                    match hold {
+                        Ok(p) => {
+                            holds.push(p);
+                            held_minor = amount;
+                        }
+                        // Only for out-of-range keys or amounts, which
+                        // validation upstream excludes.
+                        Err(e) => {
+                            tracing::error!(ride = %charged, error = %e, "dispute hold refused")
+                        }
+                    }
+                }
+                let d = Dispute {
+                    charged_ride: charged,
+                    sightings: vec![(charged, first.charged_operator.clone())],
+                    credential_id: first.credential_id,
+                    device_seq: first.device_seq,
+                    account_id: Some(first.account_id.clone()),
+                    service_day: day,
+                    held_from: first.charged_operator.clone(),
+                    held_minor,
+                    opened_unix_s: now,
+                    resolution: None,
+                };
+                (d, None)
+            }
+        };
+        for s in list {
+            if d.sightings.iter().all(|(r, _)| *r != s.duplicate_ride) {
+                d.sightings
+                    .push((s.duplicate_ride, s.duplicate_operator.clone()));
+            }
+        }
+        Db::put_dispute(w, &d, raw);
+        metrics::counter!("settlement_disputes_total").increment(1);
+    }
+    Ok(holds)
+}
+
+/// True when the account must be deny-listed: frozen, or debt above its limit.
+pub fn is_revoked(a: &Account, balance_minor: i64) -> bool {
+    a.frozen || fare_ledger::over_credit_limit(balance_minor, a.credit_limit_minor)
+}
+
+/// Queues the account's revocation flag.
+pub fn set_revoked(w: &mut WriteSet, a: &Account, balance_minor: i64) {
+    if is_revoked(a, balance_minor) {
+        w.put(Space::Revoked, a.account_id.as_bytes().to_vec(), Vec::new());
+    } else {
+        w.delete(Space::Revoked, a.account_id.as_bytes().to_vec());
+    }
+}

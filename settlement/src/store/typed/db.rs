@@ -1,0 +1,601 @@
+//! The [`Db`] accessors: typed reads and queued writes, space by space.
+
+use super::blocks::*;
+use super::keys::*;
+use super::*;
+
+impl Db {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Db {
+        Db { store }
+    }
+    /// The raw store.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+    /// Commits a write set.
+    pub fn commit(&self, w: WriteSet) -> Result<(), StoreError> {
+        if w.is_empty() && w.checks.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(w)
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.get(space, key)? {
+            Some(v) => Ok(Some(dec(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry of `space` under `prefix`, in key order, read in pages
+    /// of [`PAGE`] entries (no store call reads without a limit).
+    pub fn scan_paged(&self, space: Space, prefix: &[u8]) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan(space, prefix, after.as_deref(), PAGE)?;
+            let n = page.len();
+            after = page.last().map(|(k, _)| k.clone());
+            out.extend(page);
+            if n < PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every entry of `space` with `start <= key < end`, in key order, read
+    /// in pages of [`PAGE`] entries.
+    pub fn range_paged(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let page = self.store.range(space, &from, end, PAGE)?;
+            let n = page.len();
+            if let Some((k, _)) = page.last() {
+                // The smallest key after `k`.
+                from = k.clone();
+                from.push(0);
+            }
+            out.extend(page);
+            if n < PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn scan_all<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.scan(space, prefix, after.as_deref(), PAGE)?;
+            let n = page.len();
+            for (k, v) in page {
+                let t = dec(what, &v)?;
+                after = Some(k.clone());
+                out.push((k, t));
+            }
+            if n < PAGE {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// An account.
+    pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.get("account", Space::Accounts, id.as_bytes())
+    }
+    /// All accounts.
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        Ok(self
+            .scan_all("account", Space::Accounts, b"")?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+    /// Queues an account write.
+    pub fn put_account(w: &mut WriteSet, a: &Account) {
+        w.put(Space::Accounts, a.account_id.as_bytes(), enc("account", a));
+    }
+
+    /// A credential's record.
+    pub fn credential(&self, id: &CredentialId) -> Result<Option<CredentialRecord>, StoreError> {
+        self.get("credential", Space::Credentials, &id.0)
+    }
+    /// Credentials issued to an account.
+    pub fn credentials_of(&self, account_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+        let mut prefix = account_id.as_bytes().to_vec();
+        prefix.push(0);
+        let keys = self.scan_paged(Space::AccountCredentials, &prefix)?;
+        let mut out = Vec::new();
+        for (k, _) in keys {
+            let id: [u8; 16] = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt {
+                    what: "account_credentials",
+                    why: "bad key length".into(),
+                })?;
+            if let Some(c) = self.credential(&CredentialId(id))? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+    /// Queues a credential record and its account index entry.
+    pub fn put_credential(w: &mut WriteSet, c: &CredentialRecord) {
+        w.put(
+            Space::Credentials,
+            c.credential_id.0.to_vec(),
+            enc("credential", c),
+        );
+        w.put(
+            Space::AccountCredentials,
+            pair_key(c.account_id.as_bytes(), &c.credential_id.0),
+            Vec::new(),
+        );
+    }
+
+    /// A reader.
+    pub fn reader(&self, id: u32) -> Result<Option<Reader>, StoreError> {
+        self.get("reader", Space::Readers, &id.to_be_bytes())
+    }
+    /// All readers.
+    pub fn readers(&self) -> Result<Vec<Reader>, StoreError> {
+        Ok(self
+            .scan_all("reader", Space::Readers, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+    /// Queues a reader write.
+    pub fn put_reader(w: &mut WriteSet, r: &Reader) {
+        w.put(
+            Space::Readers,
+            r.reader_id.to_be_bytes().to_vec(),
+            enc("reader", r),
+        );
+    }
+    /// A reader's cursors, with the stored bytes (for compare-and-swap).
+    pub fn reader_state(&self, id: u32) -> Result<(ReaderState, Option<Vec<u8>>), StoreError> {
+        match self.store.get(Space::ReaderStates, &id.to_be_bytes())? {
+            Some(raw) => Ok((dec("reader_state", &raw)?, Some(raw))),
+            None => Ok((
+                ReaderState {
+                    acked_seq: 0,
+                    head_hash: genesis_hash(id),
+                    settled_seq: 0,
+                },
+                None,
+            )),
+        }
+    }
+    /// Queues a reader state write, checked against the state read before.
+    pub fn put_reader_state(
+        w: &mut WriteSet,
+        id: u32,
+        expected_raw: Option<Vec<u8>>,
+        s: &ReaderState,
+    ) {
+        w.check(Space::ReaderStates, id.to_be_bytes().to_vec(), expected_raw);
+        w.put(
+            Space::ReaderStates,
+            id.to_be_bytes().to_vec(),
+            enc("reader_state", s),
+        );
+    }
+
+    /// Calls `f` with each held ride `from..=to` of a reader, in sequence
+    /// order.
+    fn each_ride(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(BlockRide<&[u8]>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if to < from {
+            return Ok(());
+        }
+        let start = block_key(reader_id, from / RIDE_BLOCK_RIDES);
+        // Just past the block holding `to`.
+        let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
+        for (_, v) in self.range_paged(Space::Rides, &start, &end)? {
+            for r in ride_block_entries(&v)? {
+                if (from..=to).contains(&r.seq) {
+                    f(r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Encoded rides `from..=to` of a reader (those held), in sequence order.
+    pub fn ride_bytes(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        self.each_ride(reader_id, from, to, |r| {
+            out.push(r.record.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// Number of raw ride records held (all readers).
+    pub fn ride_count(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for (_, v) in self.scan_paged(Space::Rides, b"")? {
+            n += ride_block_entries(&v)?.len() as u64;
+        }
+        Ok(n)
+    }
+    /// Parsed rides `from..=to` of a reader, each with its strict mark
+    /// (set at ingest: verify its device signature strictly, never in a batch).
+    pub fn rides(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(RideRecord, bool)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_ride(reader_id, from, to, |r| {
+            let ride = RideRecord::decode_v1(r.record).map_err(|e| StoreError::Corrupt {
+                what: "ride",
+                why: e.to_string(),
+            })?;
+            out.push((ride, r.strict));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    /// The sequence numbers of a reader's rides in `from..=to` that ingest
+    /// marked for strict re-verification.
+    pub fn strict_rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::new();
+        self.each_ride(reader_id, from, to, |r| {
+            if r.strict {
+                seqs.push(r.seq);
+            }
+            Ok(())
+        })?;
+        Ok(seqs)
+    }
+
+    /// A ride's result.
+    pub fn result(&self, ride: RideId) -> Result<Option<RideResult>, StoreError> {
+        let block = self.read_block::<ResultBlock>(&result_block_key(ride))?;
+        Ok(block.into_iter().find(|r| r.ride == ride))
+    }
+    /// All ride results, in ride id order.
+    pub fn results(&self) -> Result<Vec<RideResult>, StoreError> {
+        self.scan_blocks::<ResultBlock>()
+    }
+    /// The items of one stored block (none when it is absent).
+    fn read_block<K: BlockKind>(&self, key: &[u8]) -> Result<Vec<K::Item>, StoreError> {
+        match self.store.get(K::SPACE, key)? {
+            Some(v) => K::decode(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// The items of every stored block of a kind, in key order.
+    fn scan_blocks<K: BlockKind>(&self) -> Result<Vec<K::Item>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in self.scan_paged(K::SPACE, b"")? {
+            out.extend(K::decode(&v)?);
+        }
+        Ok(out)
+    }
+    /// All incidents.
+    pub fn incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self
+            .scan_all("incident", Space::Incidents, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+    /// Queues an incident (idempotent key).
+    pub fn put_incident(w: &mut WriteSet, i: &Incident) {
+        w.put(Space::Incidents, i.key(), enc("incident", i));
+    }
+    /// All fraud events.
+    pub fn fraud_events(&self) -> Result<Vec<FraudEvent>, StoreError> {
+        Ok(self
+            .scan_all("fraud_event", Space::Fraud, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// The dispute over a charged ride, with its stored bytes (for a
+    /// compare-and-swap on update).
+    pub fn dispute(&self, charged: RideId) -> Result<Option<(Dispute, Vec<u8>)>, StoreError> {
+        match self.store.get(Space::Disputes, &charged.key())? {
+            Some(v) => Ok(Some((dec("dispute", &v)?, v))),
+            None => Ok(None),
+        }
+    }
+    /// All disputes, by charged ride.
+    pub fn disputes(&self) -> Result<Vec<Dispute>, StoreError> {
+        Ok(self
+            .scan_all("dispute", Space::Disputes, b"")?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+    /// Queues a dispute, checked against the bytes it replaces (`None`: new).
+    pub fn put_dispute(w: &mut WriteSet, d: &Dispute, replaces: Option<Vec<u8>>) {
+        let key = d.charged_ride.key().to_vec();
+        w.check(Space::Disputes, key.clone(), replaces);
+        w.put(Space::Disputes, key, enc("dispute", d));
+    }
+
+    /// A ledger account's balance (credits minus debits).
+    pub fn balance(&self, ledger_account: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .get::<i64>("balance", Space::Balances, ledger_account.as_bytes())?
+            .unwrap_or(0))
+    }
+    /// All balances.
+    pub fn balances(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .scan_all::<i64>("balance", Space::Balances, b"")?
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect())
+    }
+    /// A posting.
+    pub fn posting(&self, id: &str) -> Result<Option<Posting>, StoreError> {
+        self.posting_via(id, &mut HashMap::new())
+    }
+    /// A posting: a ride posting from its block (read once into `blocks`,
+    /// for callers looking up many), any other from [`Space::Postings`].
+    fn posting_via(
+        &self,
+        id: &str,
+        blocks: &mut HashMap<Vec<u8>, Vec<Posting>>,
+    ) -> Result<Option<Posting>, StoreError> {
+        let Some(ride) = ride_of_posting_id(id) else {
+            return self.get("posting", Space::Postings, id.as_bytes());
+        };
+        let key = result_block_key(ride);
+        if !blocks.contains_key(&key) {
+            let b = self.read_block::<PostingBlock>(&key)?;
+            blocks.insert(key.clone(), b);
+        }
+        Ok(blocks[&key].iter().find(|p| p.posting_id == id).cloned())
+    }
+    /// Number of postings held (ride postings and payments).
+    pub fn posting_count(&self) -> Result<u64, StoreError> {
+        let payments = self.scan_paged(Space::Postings, b"")?.len();
+        Ok((payments + self.scan_blocks::<PostingBlock>()?.len()) as u64)
+    }
+    /// All postings, sorted by posting id.
+    pub fn postings(&self) -> Result<Vec<Posting>, StoreError> {
+        let mut out: Vec<Posting> = self
+            .scan_all("posting", Space::Postings, b"")?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        out.extend(self.scan_blocks::<PostingBlock>()?);
+        out.sort_by(|a, b| a.posting_id.cmp(&b.posting_id));
+        Ok(out)
+    }
+    /// Postings touching one passenger or clearing ledger account (operator
+    /// accounts are not indexed: use [`Db::postings`] for them), sorted by
+    /// posting id.
+    pub fn postings_of(&self, ledger_account: &str) -> Result<Vec<Posting>, StoreError> {
+        let mut prefix = ledger_account.as_bytes().to_vec();
+        prefix.push(0);
+        let entries = self.scan_paged(Space::AccountPostings, &prefix)?;
+        let mut ids: Vec<String> = Vec::new();
+        for (k, v) in entries {
+            let suffix = &k[prefix.len()..];
+            if suffix.first() == Some(&CHUNK_LIST_TAG) {
+                ids.extend(dec::<Vec<String>>("chunk_posting_ids", &v)?);
+            } else {
+                ids.push(String::from_utf8_lossy(suffix).into_owned());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let mut blocks = HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.posting_via(&id, &mut blocks)?);
+        }
+        Ok(out)
+    }
+    /// Queues a settlement chunk's ride postings (into their blocks, see
+    /// [`PostingBlocks`]), one index record per passenger or clearing
+    /// account listing the ids (`chunk_no` numbers the chunk: unique per
+    /// committed chunk), and the balance changes they imply, given the
+    /// balances they start from (`balances` is updated in place).
+    pub fn put_ride_postings(
+        &self,
+        w: &mut WriteSet,
+        postings: &[Posting],
+        balances: &mut std::collections::HashMap<String, i64>,
+        chunk_no: u64,
+    ) -> Result<(), StoreError> {
+        let mut blocks = PostingBlocks::default();
+        let mut index: HashMap<String, Vec<String>> = HashMap::new();
+        for p in postings {
+            blocks.add(self, p.clone())?;
+            book_posting(p, balances, |acc| {
+                index
+                    .entry(acc.to_string())
+                    .or_default()
+                    .push(p.posting_id.clone())
+            });
+        }
+        blocks.write(w);
+        for (acc, ids) in index {
+            let mut k = acc.into_bytes();
+            k.push(0);
+            k.push(CHUNK_LIST_TAG);
+            k.extend_from_slice(&chunk_no.to_be_bytes());
+            w.put(Space::AccountPostings, k, enc("chunk_posting_ids", &ids));
+        }
+        Ok(())
+    }
+    /// Queues single postings (payments; ride postings go through
+    /// [`Db::put_ride_postings`]) and the balance changes they imply, given
+    /// the balances they start from (`balances` is updated in place).
+    pub fn put_postings(
+        w: &mut WriteSet,
+        postings: &[Posting],
+        balances: &mut std::collections::HashMap<String, i64>,
+    ) {
+        for p in postings {
+            debug_assert!(ride_of_posting_id(&p.posting_id).is_none());
+            let id = p.posting_id.as_bytes();
+            // Exactly once: a posting id is written only if absent.
+            w.check(Space::Postings, id.to_vec(), None);
+            w.put(Space::Postings, id.to_vec(), enc("posting", p));
+            book_posting(p, balances, |acc| {
+                w.put(
+                    Space::AccountPostings,
+                    pair_key(acc.as_bytes(), id),
+                    Vec::new(),
+                )
+            });
+        }
+    }
+    /// Queues balance values.
+    pub fn put_balances(w: &mut WriteSet, balances: &std::collections::HashMap<String, i64>) {
+        for (k, v) in balances {
+            w.put(Space::Balances, k.as_bytes().to_vec(), enc("balance", v));
+        }
+    }
+
+    /// An account's day states from `from_day` to `to_day` inclusive (`YYYY-MM-DD`).
+    pub fn days(
+        &self,
+        account_id: &str,
+        from_day: &str,
+        to_day: &str,
+    ) -> Result<Vec<(String, DayState)>, StoreError> {
+        let start = day_key(account_id, from_day);
+        let mut end = day_key(account_id, to_day);
+        end.push(0xff);
+        let mut out = Vec::new();
+        let prefix_len = account_id.len() + 1;
+        for (k, v) in self.range_paged(Space::Days, &start, &end)? {
+            let d = String::from_utf8_lossy(&k[prefix_len..]).into_owned();
+            let day = if d.len() == 8 {
+                format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+            } else {
+                d
+            };
+            out.push((day, dec("day_state", &v)?));
+        }
+        Ok(out)
+    }
+    /// Queues a day state.
+    pub fn put_day(w: &mut WriteSet, account_id: &str, day: &str, s: &DayState) {
+        w.put(Space::Days, day_key(account_id, day), enc("day_state", s));
+    }
+
+    /// The first ride holding this code, if settled already.
+    pub fn code_seen(
+        &self,
+        cred: &CredentialId,
+        device_seq: u32,
+    ) -> Result<Option<RideId>, StoreError> {
+        Ok(self
+            .code_sightings(cred)?
+            .iter()
+            .find(|s| s.device_seq == device_seq)
+            .map(|s| s.ride))
+    }
+    /// Every settled code of a credential (sorted by device sequence): one
+    /// record per credential, so a settlement chunk reads and writes it once
+    /// per credential instead of once per ride.
+    pub fn code_sightings(&self, cred: &CredentialId) -> Result<Vec<CodeSighting>, StoreError> {
+        match self.store.get(Space::Codes, &cred.0)? {
+            Some(v) => decode_sightings(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// Queues a credential's code sightings (sorted by device sequence;
+    /// removes the record when empty).
+    pub fn put_code_sightings(w: &mut WriteSet, cred: &CredentialId, list: &[CodeSighting]) {
+        if list.is_empty() {
+            w.delete(Space::Codes, cred.0.to_vec());
+        } else {
+            w.put(Space::Codes, cred.0.to_vec(), encode_sightings(list));
+        }
+    }
+
+    /// A payment record.
+    pub fn payment(
+        &self,
+        account_id: &str,
+        payment_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        self.get(
+            "payment",
+            Space::Payments,
+            &payment_key(account_id, payment_id),
+        )
+    }
+
+    /// The published deny list.
+    pub fn deny_state(&self) -> Result<(DenyState, Option<Vec<u8>>), StoreError> {
+        match self.store.get(Space::Meta, b"deny_head")? {
+            Some(raw) => Ok((dec("deny_state", &raw)?, Some(raw))),
+            None => Ok((DenyState::default(), None)),
+        }
+    }
+    /// One deny list version record.
+    pub fn deny_version(&self, v: u64) -> Result<Option<DenyVersion>, StoreError> {
+        self.get("deny_version", Space::DenyVersions, &v.to_be_bytes())
+    }
+    /// Queues a new deny list version (checked against the head read before).
+    pub fn put_deny(
+        w: &mut WriteSet,
+        expected_raw: Option<Vec<u8>>,
+        state: &DenyState,
+        change: &DenyVersion,
+    ) {
+        w.check(Space::Meta, b"deny_head".to_vec(), expected_raw);
+        w.put(Space::Meta, b"deny_head".to_vec(), enc("deny_state", state));
+        w.put(
+            Space::DenyVersions,
+            change.version.to_be_bytes().to_vec(),
+            enc("deny_version", change),
+        );
+    }
+    /// Account ids currently revoked (frozen or over their credit limit).
+    pub fn revoked_accounts(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_paged(Space::Revoked, b"")?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+    /// A small named meta value.
+    pub fn meta<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        self.get("meta", Space::Meta, name.as_bytes())
+    }
+    /// Queues a meta value.
+    pub fn put_meta<T: Serialize>(w: &mut WriteSet, name: &str, v: &T) {
+        w.put(Space::Meta, name.as_bytes().to_vec(), enc("meta", v));
+    }
+}
