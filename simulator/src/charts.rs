@@ -67,37 +67,39 @@ where
             y_desc,
             bars,
         } => {
-            let n = bars.len().max(1);
+            let n = bars.len().max(1) as u32;
             let ymax = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 * 1.1;
             let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-            let fmt = |x: &f64| {
-                labels
-                    .get(x.floor().max(0.0) as usize)
-                    .cloned()
-                    .unwrap_or_default()
+            let fmt = |x: &SegmentValue<u32>| match x {
+                SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
             };
             let mut c = ChartBuilder::on(&root)
                 .caption(title.as_str(), ("sans-serif", 24))
                 .margin(14)
                 .x_label_area_size(70)
                 .y_label_area_size(80)
-                .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+                .build_cartesian_2d((0u32..n).into_segmented(), 0f64..ymax)
                 .map_err(e)?;
             c.configure_mesh()
                 .disable_x_mesh()
-                .x_labels(n.min(30))
+                .x_labels(n as usize + 1)
                 .x_label_formatter(&fmt)
-                .x_label_style(("sans-serif", if n > 12 { 11 } else { 14 }))
+                .x_label_style(("sans-serif", if n > 8 { 10 } else { 13 }))
                 .x_desc(x_desc.as_str())
                 .y_desc(y_desc.as_str())
                 .draw()
                 .map_err(e)?;
-            c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                Rectangle::new(
-                    [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, *v as f64)],
-                    BLUE.mix(0.7).filled(),
-                )
-            }))
+            c.draw_series(
+                Histogram::vertical(&c)
+                    .style(BLUE.mix(0.7).filled())
+                    .margin(2)
+                    .data(
+                        bars.iter()
+                            .enumerate()
+                            .map(|(i, (_, v))| (i as u32, *v as f64)),
+                    ),
+            )
             .map_err(e)?;
         }
         Chart::Line {

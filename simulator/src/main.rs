@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         seed,
         work_dir,
         progress: std::io::stderr().is_terminal(),
+        log_phases: true,
     };
     let replay = fare_simulator::replay_command(&scenario, seed);
     match fare_simulator::run(sc, &scenario, &opts, out.as_deref()) {

@@ -404,6 +404,8 @@ pub struct RunOptions {
     pub work_dir: Option<PathBuf>,
     /// Show progress bars (on a terminal only).
     pub progress: bool,
+    /// Print each phase's end and wall time to stderr.
+    pub log_phases: bool,
 }
 
 fn local_midnight(day: &str) -> Result<u64, String> {
@@ -692,6 +694,9 @@ impl World {
                     m
                 });
         let routes: Vec<&String> = buses_by_route.keys().collect();
+        let real_buses: Vec<u32> = (0..self.buses.len() as u32)
+            .filter(|i| self.buses[*i as usize].real)
+            .collect();
         let hour_weights = &s.demand.hourly;
         let mut plan: Vec<(u64, Ev)> = Vec::new();
         let n_special = s.attacks.expired_credential
@@ -768,7 +773,11 @@ impl World {
             for (k, t) in times.iter().enumerate() {
                 let route = routes[if k % 2 == 0 { home } else { other }];
                 let list = &buses_by_route[route];
-                let bus = list[below(&mut demand, list.len() as u64) as usize];
+                let mut bus = list[below(&mut demand, list.len() as u64) as usize];
+                if part != RiderPart::Honest && !self.buses[bus as usize].real {
+                    // Attackers and special riders ride real readers.
+                    bus = real_buses[below(&mut demand, real_buses.len() as u64) as usize];
+                }
                 match part {
                     RiderPart::Expired => plan.push((
                         *t,
@@ -834,7 +843,9 @@ impl World {
         let honest: Vec<usize> = plan
             .iter()
             .enumerate()
-            .filter(|(_, (_, e))| matches!(e, Ev::Ride { .. }))
+            .filter(
+                |(_, (_, e))| matches!(e, Ev::Ride { bus, .. } if self.buses[*bus as usize].real),
+            )
             .map(|(i, _)| i)
             .collect();
         let mut tag_sources = |n: u32, what: &'static str, plan: &mut Vec<(u64, Ev)>| {
@@ -962,6 +973,7 @@ impl World {
         bar.finish();
         self.phase_wall_s
             .insert("setup".into(), t0.elapsed().as_secs_f64());
+        self.log(opts, "setup");
 
         self.schedule_day();
         let t1 = std::time::Instant::now();
@@ -983,14 +995,28 @@ impl World {
         bar.finish();
         self.phase_wall_s
             .insert("day".into(), t1.elapsed().as_secs_f64());
+        self.log(opts, "day");
 
         let t2 = std::time::Instant::now();
         let end = self.at_hour(f64::from(self.scenario.sync.depot_hour) + 1.0);
         self.liveness(end)?;
         self.phase_wall_s
             .insert("liveness".into(), t2.elapsed().as_secs_f64());
+        self.log(opts, "liveness");
         self.link_stats = self.link.stats();
         Ok(())
+    }
+
+    fn log(&self, opts: &RunOptions, phase: &str) {
+        if opts.log_phases {
+            eprintln!(
+                "fare-simulator: phase {phase} done in {:.1} s ({} scans, {} accepted, {} riders enrolled)",
+                self.phase_wall_s.get(phase).copied().unwrap_or(0.0),
+                self.scanned,
+                self.journal.len(),
+                self.riders.iter().filter(|r| r.phone.is_some()).count()
+            );
+        }
     }
 
     fn enrol(&mut self, now: u64, bar: &indicatif::ProgressBar) -> Result<(), String> {

@@ -8,6 +8,7 @@ fn opts(seed: u64) -> RunOptions {
         seed,
         work_dir: None,
         progress: false,
+        log_phases: false,
     }
 }
 
