@@ -110,6 +110,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
         "forks_and_gaps_loud",
         "duplicates_held_charged_once",
         "reports_match_ledger",
+        "bad_input_changes_nothing",
     ] {
         hold(&mut v, name);
     }

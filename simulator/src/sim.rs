@@ -430,14 +430,24 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A 640×480 camera frame holding the code's QR, centred on grey (as fare-demo).
+/// A 640×480 camera frame holding the code's QR, centred on grey (as
+/// fare-demo). Rows are copied with slice copies: generic per-pixel image
+/// code would be compiled unoptimised here in debug builds.
 pub fn camera_frame(code: &[u8]) -> Result<image::GrayImage, String> {
     let qr = fare_qr::render_luma(code, 4, 4).map_err(|e| e.to_string())?;
-    let mut frame = image::GrayImage::from_pixel(FRAME_W, FRAME_H, image::Luma([200]));
-    let x0 = (FRAME_W - qr.width()) / 2;
-    let y0 = (FRAME_H - qr.height()) / 2;
-    image::imageops::replace(&mut frame, &qr, i64::from(x0), i64::from(y0));
-    Ok(frame)
+    let (qw, qh) = (qr.width() as usize, qr.height() as usize);
+    let (fw, fh) = (FRAME_W as usize, FRAME_H as usize);
+    if qw > fw || qh > fh {
+        return Err("QR larger than the frame".into());
+    }
+    let mut buf = vec![200u8; fw * fh];
+    let (x0, y0) = ((fw - qw) / 2, (fh - qh) / 2);
+    let src = qr.as_raw();
+    for y in 0..qh {
+        let d = (y0 + y) * fw + x0;
+        buf[d..d + qw].copy_from_slice(&src[y * qw..(y + 1) * qw]);
+    }
+    image::GrayImage::from_raw(FRAME_W, FRAME_H, buf).ok_or_else(|| "frame buffer".to_string())
 }
 
 impl World {
@@ -1072,7 +1082,12 @@ impl World {
 
     fn settle_at(&mut self, t: u64) -> Result<(), String> {
         self.settlement.set_time(t);
+        let started = std::time::Instant::now();
         let (version, ids) = self.settlement.settle()?;
+        *self
+            .phase_wall_s
+            .entry("settlement_runs".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
         self.settle_runs += 1;
         self.note_deny(version, t, ids);
         Ok(())
@@ -1445,6 +1460,7 @@ impl World {
                 latency_ns: 0,
             };
         };
+        let started = std::time::Instant::now();
         let frame = if frame_ok {
             camera_frame(code).ok()
         } else {
@@ -1461,6 +1477,7 @@ impl World {
             }
         };
         let version = reader.bundle_version();
+        *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += started.elapsed().as_secs_f64();
         self.scanned += 1;
         self.latency_us.push(ans.latency_ns / 1000);
         let key = code_key(code);
@@ -1581,7 +1598,11 @@ impl World {
             };
             self.upload_attempts += 1;
             let before = reader.acked_up_to();
-            match self.link.send(&self.settlement, &bytes) {
+            let started = std::time::Instant::now();
+            let delivery = self.link.send(&self.settlement, &bytes);
+            *self.phase_wall_s.entry("uploads".into()).or_insert(0.0) +=
+                started.elapsed().as_secs_f64();
+            match delivery {
                 Delivery::Timeout => {
                     self.upload_retries += 1;
                     self.failed_uploads.push((bus, first, last));
@@ -1628,11 +1649,14 @@ impl World {
         let Some(reader) = b.reader.as_mut() else {
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         let (bundle, version, ids) = self.settlement.bundle(Some(reader.bundle_version()))?;
         if reader.install_bundle(&bundle, rnow)? {
             self.installs.push((bus, t, reader.bundle_version()));
         }
         reader.maintenance(rnow)?;
+        *self.phase_wall_s.entry("bundles".into()).or_insert(0.0) +=
+            started.elapsed().as_secs_f64();
         // The bus's OS clock is set from settlement's at a successful sync.
         b.jump = 0;
         self.note_deny(version, t, ids);
@@ -1646,7 +1670,12 @@ impl World {
         }
         // A crash: the reader goes away without a flush or a goodbye.
         b.reader = None;
+        let started = std::time::Instant::now();
         let r = BusReader::open(&b.dir, b.reader_now(t))?;
+        *self
+            .phase_wall_s
+            .entry("reader_reopens".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
         if r.last_seq() < b.max_accepted {
             self.violations.push((
                 "accepted_rides_durable",
@@ -1939,6 +1968,28 @@ impl World {
         self.settlement.set_time(t);
         self.link.heal();
         self.link.flush(&self.settlement);
+        // §4.6: bad input changes nothing and is refused with a specific error.
+        let held = self.settlement.ride_count()?;
+        let mut garbage = vec![0u8; 512];
+        self.rng_attack.fill_bytes(&mut garbage);
+        for body in [&garbage[..], &[][..], &garbage[..3]] {
+            match self.settlement.ingest(body) {
+                IngestAnswer::Refused { code, .. } if !code.is_empty() && code != "unknown" => {}
+                other => self.violations.push((
+                    "bad_input_changes_nothing",
+                    format!(
+                        "a malformed batch of {} bytes was answered {other:?}",
+                        body.len()
+                    ),
+                )),
+            }
+        }
+        if self.settlement.ride_count()? != held {
+            self.violations.push((
+                "bad_input_changes_nothing",
+                "malformed batches changed the rides held".into(),
+            ));
+        }
         for bus in 0..self.buses.len() as u32 {
             let b = &self.buses[bus as usize];
             if b.reader.is_none() || b.retired {
