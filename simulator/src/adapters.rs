@@ -1,0 +1,674 @@
+//! Every call the simulator makes into the wallet, reader and settlement
+//! libraries, in one place.
+//!
+//! Those libraries are being changed on other branches (the reader's sync
+//! protocol, settlement's error/outcome types), so the rest of the simulator
+//! talks only to the small types below. After a merge, fix this file.
+//!
+//! Library calls made here (the list the report names):
+//!
+//! * wallet: `DeviceWallet::generate`, `public_key`, `install`,
+//!   `observe_server_time`, `make_code`; `Credential::from_bytes`.
+//! * reader: `ReaderConfig::new`, `ReaderIdentityConfig`, `Reader::provision`,
+//!   `Reader::open`, `decide_payload`, `decide_frame`, `next_batch`,
+//!   `acknowledge`, `install_bundle`, `bundle_version`, `state`,
+//!   `records`, `verify_chain`, `maintenance`; `Decision::{is_accept,
+//!   ride_id, reason_code, total_ns}`; `ValidatorError::AckBeyondLog`,
+//!   `BundleError::NotNewer`.
+//! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
+//!   `ops::{create_account, register_device, provision_reader, pay,
+//!   set_frozen}`, `ingest::ingest_batch`, `reports::{daily, exposure,
+//!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
+//!   balance, postings_of, ride_count, commit, put_postings, put_balances}`,
+//!   `core::passenger_account`; `ApiError::{body, status}`.
+
+use fare_credential::{Clock, Credential, CredentialId, ManualClock, Profile, SigningKey};
+use fare_settlement::{App, Config};
+use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
+use fare_wallet::DeviceWallet;
+use rand_core::CryptoRngCore;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Errors from the libraries, as text (the simulator reports, never matches on them).
+pub type AdapterResult<T> = Result<T, String>;
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+// ------------------------------------------------------------------ wallet
+
+/// A phone: the pure wallet core.
+#[derive(Debug)]
+pub struct Phone {
+    inner: DeviceWallet,
+}
+
+impl Phone {
+    /// A phone with a fresh device key.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> Phone {
+        Phone {
+            inner: DeviceWallet::generate(rng),
+        }
+    }
+    /// Its device public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.inner.public_key()
+    }
+    /// Installs a credential (bytes as issued) and learns the server's time.
+    pub fn install(
+        &mut self,
+        credential: &[u8],
+        server_now: u64,
+        device_now: u64,
+    ) -> AdapterResult<()> {
+        let c = Credential::from_bytes(credential).map_err(s)?;
+        self.inner.install(c).map_err(s)?;
+        self.inner.observe_server_time(server_now, device_now);
+        Ok(())
+    }
+    /// Pretends the server's time was `server_now` when the phone read `device_now`
+    /// (a tampered phone clock correction).
+    pub fn set_offset(&mut self, server_now: u64, device_now: u64) {
+        self.inner.observe_server_time(server_now, device_now);
+    }
+    /// The next ride code at the phone's clock reading.
+    pub fn code(&mut self, device_now: u64) -> AdapterResult<Vec<u8>> {
+        Ok(self
+            .inner
+            .make_code(device_now)
+            .map_err(s)?
+            .as_bytes()
+            .to_vec())
+    }
+}
+
+// ------------------------------------------------------------------ reader
+
+/// What the reader answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Sequence of the accepted ride (`None` on reject).
+    pub accepted_seq: Option<u64>,
+    /// Stable reject reason (`None` on accept).
+    pub reason: Option<String>,
+    /// Wall-clock decision time, nanoseconds (not deterministic).
+    pub latency_ns: u64,
+}
+
+/// Reader storage options the scenario controls.
+#[derive(Clone, Copy, Debug)]
+pub struct ReaderStorage {
+    /// Logical log limit, bytes (`None`: the reader's default).
+    pub max_log_bytes: Option<u64>,
+    /// fdatasync after flush (off on tmpfs-backed simulations for speed is fine; on by default).
+    pub device_sync: bool,
+    /// Records per upload batch.
+    pub batch_max_records: usize,
+}
+
+/// Identity of a reader to provision.
+#[derive(Clone, Debug)]
+pub struct ReaderIdentity {
+    /// Reader id (≥ 1).
+    pub reader_id: u32,
+    /// Operator.
+    pub operator: String,
+    /// Vehicle.
+    pub vehicle: String,
+    /// Route.
+    pub route: String,
+}
+
+/// Why an upload answer could not be applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckError {
+    /// Settlement acknowledged beyond the reader's log (a restored reader).
+    BeyondLog,
+    /// Anything else.
+    Other(String),
+}
+
+/// A real bus reader on its sled log.
+pub struct BusReader {
+    inner: Reader,
+    batch_max_records: usize,
+}
+
+impl std::fmt::Debug for BusReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusReader").finish_non_exhaustive()
+    }
+}
+
+fn answer(d: fare_validator::decision::Decision) -> Answer {
+    Answer {
+        accepted_seq: d.ride_id().map(|r| r.seq),
+        reason: d.reason_code().map(str::to_string),
+        latency_ns: d.total_ns,
+    }
+}
+
+impl BusReader {
+    /// Provisions a reader in `dir` with its key, the root key and a first bundle.
+    pub fn provision(
+        dir: &Path,
+        id: &ReaderIdentity,
+        storage: ReaderStorage,
+        root_public: [u8; 32],
+        key: SigningKey,
+        bundle: &[u8],
+        now: u64,
+    ) -> AdapterResult<BusReader> {
+        let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
+            reader_id: id.reader_id,
+            operator: id.operator.clone(),
+            vehicle: id.vehicle.clone(),
+            route: id.route.clone(),
+            stop: None,
+        });
+        if let Some(m) = storage.max_log_bytes {
+            cfg.storage.max_log_bytes = m;
+        }
+        cfg.storage.device_sync = storage.device_sync;
+        cfg.storage.batch_max_records = storage.batch_max_records;
+        // Many readers in one process: keep sled's page cache small.
+        cfg.storage.cache_capacity_bytes = 1 << 20;
+        // The most generous decode budget: a loaded machine must not turn a
+        // frame into `no_code_found` (that would make runs differ).
+        cfg.camera.decode_budget_ms = fare_validator::config::MAX_DECODE_BUDGET_MS;
+        let root = fare_credential::keys::parse_public_key(&root_public).map_err(s)?;
+        let inner = Reader::provision(dir, cfg, root, key, bundle, now).map_err(s)?;
+        Ok(BusReader {
+            inner,
+            batch_max_records: storage.batch_max_records,
+        })
+    }
+    /// Opens a provisioned reader (after a crash or a restore).
+    pub fn open(dir: &Path, now: u64) -> AdapterResult<BusReader> {
+        let inner = Reader::open(dir, now).map_err(s)?;
+        let batch_max_records = inner.config().storage.batch_max_records;
+        Ok(BusReader {
+            inner,
+            batch_max_records,
+        })
+    }
+    /// Decides on payload bytes.
+    pub fn decide_payload(&mut self, bytes: &[u8], now: u64) -> Answer {
+        answer(self.inner.decide_payload(bytes, now))
+    }
+    /// Decides on a camera frame.
+    pub fn decide_frame(&mut self, frame: &image::GrayImage, now: u64) -> Answer {
+        answer(self.inner.decide_frame(frame, now))
+    }
+    /// The next signed batch `(bytes, first, last)`.
+    pub fn next_batch(&self) -> AdapterResult<Option<(Vec<u8>, u64, u64)>> {
+        self.inner.next_batch(self.batch_max_records).map_err(s)
+    }
+    /// Applies an acknowledgement.
+    pub fn acknowledge(&mut self, acked: u64) -> Result<(), AckError> {
+        match self.inner.acknowledge(acked) {
+            Ok(()) => Ok(()),
+            Err(fare_validator::ValidatorError::AckBeyondLog { .. }) => Err(AckError::BeyondLog),
+            Err(e) => Err(AckError::Other(e.to_string())),
+        }
+    }
+    /// Installs a bundle; `Ok(false)` when it is not newer.
+    pub fn install_bundle(&mut self, bytes: &[u8], now: u64) -> AdapterResult<bool> {
+        match self.inner.install_bundle(bytes, now) {
+            Ok(_) => Ok(true),
+            Err(fare_validator::ValidatorError::Bundle(
+                fare_validator::error::BundleError::NotNewer { .. },
+            )) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    /// Installed bundle version.
+    pub fn bundle_version(&self) -> u64 {
+        self.inner.bundle_version()
+    }
+    /// Highest acknowledged sequence.
+    pub fn acked_up_to(&self) -> u64 {
+        self.inner.state().acked_up_to
+    }
+    /// Last sequence written (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.state().next_seq - 1
+    }
+    /// Housekeeping (replay pruning, compaction).
+    pub fn maintenance(&mut self, now: u64) -> AdapterResult<()> {
+        self.inner.maintenance(now).map_err(s)
+    }
+    /// Walks the chain; the number of records.
+    pub fn verify_chain(&self) -> AdapterResult<u64> {
+        self.inner.verify_chain().map_err(s)
+    }
+    /// Every record in the log `(seq, reader time, encoded record)`.
+    pub fn records(&self) -> AdapterResult<Vec<fare_credential::RideRecord>> {
+        self.inner.records().map(|r| r.map_err(s)).collect()
+    }
+}
+
+// -------------------------------------------------------------- settlement
+
+/// What settlement answered to a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestAnswer {
+    /// Stored or already held: the acknowledged sequence.
+    Acked(u64),
+    /// Refused with a stable code and, when settlement says, what it holds.
+    Refused {
+        /// Stable error code (`sequence_gap`, `chain_fork`, ...).
+        code: String,
+        /// Settlement's acknowledged sequence, when given.
+        acked_seq: Option<u64>,
+    },
+}
+
+/// One settled ride as settlement reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledRide {
+    /// Reader.
+    pub reader_id: u32,
+    /// Reader sequence.
+    pub seq: u64,
+    /// Outcome code (`charged`, `duplicate`, `forged`, ...).
+    pub outcome: String,
+    /// True when the outcome is rated (charged in some amount, possibly 0).
+    pub rated: bool,
+    /// Account charged.
+    pub account_id: Option<String>,
+    /// Credential and device sequence of the code, when it parsed.
+    pub code_key: Option<([u8; 16], u32)>,
+    /// Amount currently rated.
+    pub amount_minor: i64,
+    /// Operator credited.
+    pub operator: String,
+}
+
+/// A fraud event: `(kind, charged ride, duplicate ride)`, rides as `(reader, seq)`.
+pub type FraudEvent = (String, (u32, u64), (u32, u64));
+
+/// Planted settlement bugs (tests of the oracle only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// After each settlement run, charge the first newly charged ride a second time.
+    pub double_charge: bool,
+}
+
+/// The settlement service, in process, on its sled data dir.
+pub struct Backoffice {
+    app: Option<App>,
+    dir: PathBuf,
+    config: Config,
+    clock: ManualClock,
+    seed: u64,
+    opens: u64,
+    bugs: PlantedBugs,
+    doubled: bool,
+}
+
+impl std::fmt::Debug for Backoffice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backoffice")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn api<T>(r: Result<T, fare_settlement::ApiError>) -> AdapterResult<T> {
+    r.map_err(|e| e.body().to_string())
+}
+
+fn api_code(e: &fare_settlement::ApiError) -> String {
+    e.body()["error"].as_str().unwrap_or("unknown").to_string()
+}
+
+impl Backoffice {
+    /// Opens (initialising keys on first open) settlement in `dir` with the
+    /// tariff JSON in `tariff_file`, at simulated time `now`.
+    pub fn open(
+        dir: &Path,
+        tariff_file: &Path,
+        now: u64,
+        seed: u64,
+        bugs: PlantedBugs,
+    ) -> AdapterResult<Backoffice> {
+        let config = Config {
+            operator_token: "simulator".into(),
+            tariff_file: Some(tariff_file.to_path_buf()),
+            ..Config::default()
+        };
+        let clock = ManualClock::new(now);
+        let mut b = Backoffice {
+            app: None,
+            dir: dir.to_path_buf(),
+            config,
+            clock,
+            seed,
+            opens: 0,
+            bugs,
+            doubled: false,
+        };
+        b.reopen()?;
+        Ok(b)
+    }
+    fn reopen(&mut self) -> AdapterResult<()> {
+        self.app = None;
+        let app = App::open(
+            &self.dir,
+            self.config.clone(),
+            Arc::new(self.clock.clone()),
+            Some(self.seed.wrapping_add(self.opens)),
+        )
+        .map_err(s)?;
+        self.opens += 1;
+        self.app = Some(app);
+        Ok(())
+    }
+    /// A crash and restart: drops the app (its database closes) and opens it again.
+    pub fn restart(&mut self) -> AdapterResult<()> {
+        self.reopen()
+    }
+    fn app(&self) -> &App {
+        self.app
+            .as_ref()
+            .expect("settlement is open between restarts")
+    }
+    /// Sets settlement's clock.
+    pub fn set_time(&self, now: u64) {
+        self.clock.set(now);
+    }
+    /// Current settlement time.
+    pub fn now(&self) -> u64 {
+        self.clock.now_unix_s()
+    }
+    /// Credential validity settlement issues (and the code validity / skew readers use).
+    pub fn policy(&self) -> (u64, u64, u64) {
+        (
+            self.config.max_credential_validity_s,
+            self.config.code_validity_s,
+            self.config.skew_tolerance_s,
+        )
+    }
+    /// The deployment root public key.
+    pub fn root_public_key(&self) -> AdapterResult<[u8; 32]> {
+        let path = self.dir.join("keys").join("root.pub");
+        let text = std::fs::read_to_string(&path).map_err(s)?;
+        let b = hex::decode(text.trim()).map_err(s)?;
+        b.try_into()
+            .map_err(|_| "root.pub: not 32 bytes".to_string())
+    }
+    /// Creates an account.
+    pub fn create_account(
+        &self,
+        id: &str,
+        profile: Profile,
+        credit_limit: i64,
+    ) -> AdapterResult<()> {
+        let app = self.app();
+        let req = fare_settlement::ops::CreateAccount {
+            account_id: Some(id.into()),
+            profile: Some(profile),
+            credit_limit_minor: Some(credit_limit),
+        };
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        api(fare_settlement::ops::create_account(
+            &app.db,
+            &req,
+            self.config.default_credit_limit_minor,
+            self.now(),
+            &mut *rng,
+        ))?;
+        Ok(())
+    }
+    /// Registers a device key and issues a credential: `(credential bytes, id, valid until)`.
+    pub fn issue(
+        &self,
+        account: &str,
+        device_public_key: [u8; 32],
+        valid_for_s: u64,
+    ) -> AdapterResult<(Vec<u8>, [u8; 16], u64)> {
+        let app = self.app();
+        let req = fare_settlement::ops::RegisterDevice {
+            device_public_key: hex::encode(device_public_key),
+            valid_for_s,
+        };
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let c = api(fare_settlement::ops::register_device(
+            &app.db,
+            &app.keys,
+            account,
+            &req,
+            self.config.max_credential_validity_s,
+            self.now(),
+            &mut *rng,
+        ))?;
+        let id = CredentialId::from_hex(&c.credential_id).map_err(s)?;
+        Ok((
+            hex::decode(&c.credential).map_err(s)?,
+            id.0,
+            c.valid_until_unix_s,
+        ))
+    }
+    /// Provisions a reader.
+    pub fn provision_reader(&self, id: &ReaderIdentity, public_key: [u8; 32]) -> AdapterResult<()> {
+        let req = fare_settlement::ops::ProvisionReader {
+            reader_id: id.reader_id,
+            public_key: hex::encode(public_key),
+            operator: id.operator.clone(),
+            vehicle: id.vehicle.clone(),
+            route: id.route.clone(),
+        };
+        api(fare_settlement::ops::provision_reader(
+            &self.app().db,
+            &req,
+            self.now(),
+        ))?;
+        Ok(())
+    }
+    /// A reader bundle (deny list delta since `since`), with the deny list
+    /// it carries: `(bytes, deny version, denied credential ids)`. (Serving a
+    /// bundle publishes a new deny version when the revoked set changed.)
+    pub fn bundle(&self, since: Option<u64>) -> AdapterResult<(Vec<u8>, u64, Vec<[u8; 16]>)> {
+        let bytes = self.app().bundle(since).map_err(s)?;
+        let head = self.app().refresh_deny().map_err(s)?;
+        Ok((
+            bytes,
+            head.version,
+            head.credential_ids.iter().map(|c| c.0).collect(),
+        ))
+    }
+    /// Ingests a batch.
+    pub fn ingest(&self, bytes: &[u8]) -> IngestAnswer {
+        match fare_settlement::ingest::ingest_batch(&self.app().db, bytes, self.now()) {
+            Ok(a) => IngestAnswer::Acked(a.acked_seq),
+            Err(e) => IngestAnswer::Refused {
+                code: api_code(&e),
+                acked_seq: e.body()["acked_seq"].as_u64(),
+            },
+        }
+    }
+    /// Runs settlement and publishes the deny list: `(rides settled, deny version, denied ids)`.
+    pub fn settle(&mut self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
+        self.app().settle().map_err(s)?;
+        if self.bugs.double_charge && !self.doubled {
+            self.plant_double_charge()?;
+        }
+        let d = self.app().refresh_deny().map_err(s)?;
+        Ok((d.version, d.credential_ids.iter().map(|c| c.0).collect()))
+    }
+    /// The planted bug: one charged ride charged a second time (a balanced
+    /// posting, so only an oracle comparing amounts can see it).
+    fn plant_double_charge(&mut self) -> AdapterResult<()> {
+        let app = self.app();
+        let Some(r) = app
+            .db
+            .results()
+            .map_err(s)?
+            .into_iter()
+            .find(|r| r.outcome.is_rated() && r.amount_minor > 0 && r.account_id.is_some())
+        else {
+            return Ok(());
+        };
+        let account = r.account_id.clone().unwrap_or_default();
+        let posting = fare_ledger::Posting {
+            posting_id: format!("planted-double/{}", r.ride),
+            debit: fare_ledger::AccountRef::passenger(&account),
+            credit: fare_ledger::AccountRef::operator(&r.operator),
+            amount_minor: r.amount_minor,
+            kind: fare_ledger::PostingKind::RideAdjustment,
+            ride_key: Some(r.ride.to_string()),
+            service_day: r.service_day.parse().ok(),
+        };
+        let mut balances = std::collections::HashMap::new();
+        for acc in [posting.debit.to_string(), posting.credit.to_string()] {
+            balances.insert(acc.clone(), app.db.balance(&acc).map_err(s)?);
+        }
+        let mut w = fare_settlement::store::WriteSet::default();
+        fare_settlement::store::Db::put_postings(
+            &mut w,
+            std::slice::from_ref(&posting),
+            &mut balances,
+        );
+        fare_settlement::store::Db::put_balances(&mut w, &balances);
+        app.db.commit(w).map_err(s)?;
+        self.doubled = true;
+        Ok(())
+    }
+    /// Records a payment.
+    pub fn pay(&self, account: &str, payment_id: &str, amount: i64) -> AdapterResult<()> {
+        let req = fare_settlement::ops::MakePayment {
+            payment_id: payment_id.into(),
+            amount_minor: amount,
+        };
+        api(fare_settlement::ops::pay(
+            &self.app().db,
+            account,
+            &req,
+            self.now(),
+        ))?;
+        Ok(())
+    }
+    /// Freezes an account (a reported stolen phone).
+    pub fn freeze(&self, account: &str) -> AdapterResult<()> {
+        api(fare_settlement::ops::set_frozen(
+            &self.app().db,
+            account,
+            true,
+        ))?;
+        Ok(())
+    }
+    /// An account's balance (negative: debt).
+    pub fn balance(&self, account: &str) -> AdapterResult<i64> {
+        let app = self.app();
+        app.db
+            .balance(&fare_settlement::core::passenger_account(account))
+            .map_err(s)
+    }
+    /// The sum of an account's postings (credits minus debits).
+    pub fn postings_sum(&self, account: &str) -> AdapterResult<i64> {
+        let app = self.app();
+        let acc = fare_settlement::core::passenger_account(account);
+        let mut sum = 0i64;
+        for p in app.db.postings_of(&acc).map_err(s)? {
+            if p.credit.to_string() == acc {
+                sum += p.amount_minor;
+            }
+            if p.debit.to_string() == acc {
+                sum -= p.amount_minor;
+            }
+        }
+        Ok(sum)
+    }
+    /// Every settled ride.
+    pub fn results(&self) -> AdapterResult<Vec<SettledRide>> {
+        Ok(self
+            .app()
+            .db
+            .results()
+            .map_err(s)?
+            .into_iter()
+            .map(|r| SettledRide {
+                reader_id: r.ride.reader_id,
+                seq: r.ride.reader_seq,
+                outcome: r.outcome.code().to_string(),
+                rated: r.outcome.is_rated(),
+                account_id: r.account_id,
+                code_key: r.credential_id.zip(r.device_seq).map(|(c, d)| (c.0, d)),
+                amount_minor: r.amount_minor,
+                operator: r.operator,
+            })
+            .collect())
+    }
+    /// Rides held (ingested).
+    pub fn ride_count(&self) -> AdapterResult<u64> {
+        self.app().db.ride_count().map_err(s)
+    }
+    /// Reader incidents `(reader, kind, seq)`.
+    pub fn incidents(&self) -> AdapterResult<Vec<(u32, String, u64)>> {
+        Ok(self
+            .app()
+            .db
+            .incidents()
+            .map_err(s)?
+            .into_iter()
+            .map(|i| (i.reader_id, i.kind, i.seq))
+            .collect())
+    }
+    /// Fraud events `(kind, charged ride, duplicate ride)`.
+    pub fn fraud_events(&self) -> AdapterResult<Vec<FraudEvent>> {
+        Ok(self
+            .app()
+            .db
+            .fraud_events()
+            .map_err(s)?
+            .into_iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    (f.charged_ride.reader_id, f.charged_ride.reader_seq),
+                    (f.duplicate_ride.reader_id, f.duplicate_ride.reader_seq),
+                )
+            })
+            .collect())
+    }
+    /// Accounts on the deny list.
+    pub fn revoked_accounts(&self) -> AdapterResult<Vec<String>> {
+        self.app().db.revoked_accounts().map_err(s)
+    }
+    /// Revenue per operator from the daily report (all days).
+    pub fn revenue_by_operator(&self) -> AdapterResult<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for l in fare_settlement::reports::daily(&self.app().db, None).map_err(s)? {
+            *out.entry(l.operator).or_insert(0) += l.revenue_minor;
+        }
+        Ok(out)
+    }
+    /// Ledger check: `(sum of all balances, posting count, operator revenue balances)`.
+    pub fn ledger(&self) -> AdapterResult<(i64, u64, BTreeMap<String, i64>)> {
+        let l = fare_settlement::reports::ledger(&self.app().db).map_err(s)?;
+        let ops = l
+            .balances
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("operator:").map(|o| (o.to_string(), *v)))
+            .collect();
+        Ok((l.sum_minor, l.postings, ops))
+    }
+    /// Exposure report: account → (debt, bound).
+    pub fn exposure(&self) -> AdapterResult<BTreeMap<String, (i64, Option<i64>)>> {
+        let app = self.app();
+        Ok(fare_settlement::reports::exposure(
+            &app.db,
+            &app.tariff,
+            self.now(),
+            self.config.skew_tolerance_s,
+        )
+        .map_err(s)?
+        .into_iter()
+        .map(|e| (e.account_id, (e.debt_minor, e.exposure_bound_minor)))
+        .collect())
+    }
+}

@@ -1,0 +1,2018 @@
+//! The event loop: one simulated service day over the real wallet, reader
+//! and settlement code, with faults and attackers, recorded for the oracle.
+
+use crate::adapters::{
+    AckError, Answer, Backoffice, BusReader, IngestAnswer, Phone, PlantedBugs, ReaderIdentity,
+    ReaderStorage,
+};
+use crate::link::{Delivery, Faults, FaultyLink, Link};
+use crate::scenario::Scenario;
+use fare_credential::{Profile, SigningKey};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A code's identity at settlement: (credential id, device sequence).
+pub type CodeKey = ([u8; 16], u32);
+
+/// Seconds in an hour.
+const HOUR_S: u64 = 3600;
+/// When riders enrol and readers are provisioned (local hour).
+const SETUP_HOUR: u64 = 4;
+/// Interval of the upload-backlog samples.
+pub const SAMPLE_EVERY_S: u64 = 900;
+/// Upload rounds per sync before a bus gives up until its next window.
+const MAX_ROUNDS_PER_SYNC: u32 = 64;
+/// Depot sync attempts per bus (each one a full sync).
+const DEPOT_ATTEMPTS: u32 = 8;
+/// Logical log limit of a reader whose storage is nearly full (≈ 40 records).
+const NEARLY_FULL_LOG_BYTES: u64 = 12_000;
+/// Credential lifetime asked for a rider whose credential will have expired.
+const SHORT_CREDENTIAL_S: u64 = 1800;
+/// Credential lifetime of ordinary riders.
+const CREDENTIAL_S: u64 = 3 * 86_400;
+/// Camera frame size.
+const FRAME_W: u32 = 640;
+/// Camera frame size.
+const FRAME_H: u32 = 480;
+/// Byte of a ride code inside its issue time (changing it breaks the device signature).
+const TAMPER_BYTE: usize = 130;
+/// Thief rides per stolen phone.
+const THIEF_RIDES: u64 = 4;
+/// Codes kept for attacks that need a genuine accepted code.
+const CODE_BANK: usize = 64;
+
+/// Derives a component's seed from the run seed.
+pub fn sub_seed(seed: u64, what: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(what.as_bytes());
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// A seeded RNG for one component.
+pub fn rng_for(seed: u64, what: &str) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(sub_seed(seed, what))
+}
+
+fn below(rng: &mut ChaCha20Rng, n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        rng.next_u64() % n
+    }
+}
+
+fn percent(rng: &mut ChaCha20Rng, p: u32) -> bool {
+    p > 0 && (rng.next_u32() % 100) < p
+}
+
+fn signed_upto(rng: &mut ChaCha20Rng, max: u64) -> i64 {
+    if max == 0 {
+        0
+    } else {
+        (below(rng, 2 * max + 1) as i64) - max as i64
+    }
+}
+
+/// The code key of ride code bytes (`None`: not a parseable code).
+pub fn code_key(code: &[u8]) -> Option<CodeKey> {
+    let c = fare_credential::RideCode::from_bytes(code).ok()?;
+    Some((c.credential().body().credential_id.0, c.device_seq()))
+}
+
+/// What a bus is for in the scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Ordinary.
+    Normal,
+    /// No en-route network all day.
+    Offline,
+    /// Small log limit, no en-route network.
+    NearlyFull,
+    /// Backed up in the morning, restored in the evening.
+    Restored,
+    /// Compromised: forges its upload at the depot.
+    Compromised,
+    /// Planted bug: drops a flushed ride, undeclared.
+    UndeclaredDrop,
+}
+
+/// A rider of the day, derived from the seed and the account index.
+#[derive(Debug)]
+pub struct Rider {
+    /// Account id at settlement.
+    pub account: String,
+    /// Profile.
+    pub profile: Profile,
+    /// Credit limit.
+    pub credit_limit: i64,
+    /// The phone (None until enrolled, or for modelled-only riders).
+    pub phone: Option<Phone>,
+    /// Phone clock error, seconds.
+    pub phone_off: i64,
+    /// Credential id.
+    pub credential: [u8; 16],
+    /// Special part in the scenario.
+    pub part: RiderPart,
+}
+
+/// A rider's part in the scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RiderPart {
+    /// Ordinary.
+    Honest,
+    /// Credential expired before riding.
+    Expired,
+    /// Frozen before the day.
+    DenyListed,
+    /// Phone stolen during the day.
+    Stolen,
+    /// Small credit limit, rides past it.
+    OverLimit,
+}
+
+/// A ride a reader accepted, as the simulator saw the answer.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// Bus index (reader id − 1).
+    pub bus: u32,
+    /// Reader sequence.
+    pub seq: u64,
+    /// Reader clock at the decision.
+    pub reader_time: u64,
+    /// True time.
+    pub true_time: u64,
+    /// Code identity (None for codes that do not parse).
+    pub code: Option<CodeKey>,
+    /// The account the code belongs to (None: forged).
+    pub account: Option<String>,
+    /// Profile of the code's credential.
+    pub profile: Profile,
+    /// Genuine code (issuer- and device-signed as issued).
+    pub genuine: bool,
+    /// What kind of scan it was.
+    pub tag: &'static str,
+}
+
+/// What an attack must lead to.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    /// The reader refuses it.
+    ReaderRefuses,
+    /// The reader refuses it, or settlement rates exactly one ride with this code.
+    RefusedOrOneRated(CodeKey),
+    /// Settlement's result of this ride has one of these outcomes.
+    Outcome {
+        /// Reader id.
+        reader: u32,
+        /// Sequence.
+        seq: u64,
+        /// Acceptable outcomes.
+        outcomes: &'static [&'static str],
+    },
+    /// Settlement recorded this incident for the reader.
+    Incident {
+        /// Reader id.
+        reader: u32,
+        /// Incident kind.
+        kind: &'static str,
+    },
+    /// The account is on the deny list at the end (or was, before paying).
+    Revoked(String),
+    /// Refused when the reader held the deny list naming it (counted, not required).
+    RefusedIfDenied,
+}
+
+/// One attack attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// Kind (report key).
+    pub kind: &'static str,
+    /// Whether the oracle requires it caught.
+    pub must_catch: bool,
+    /// What catching it means.
+    pub expect: Expect,
+    /// The reader's answer, if it was a scan.
+    pub reader_refused: Option<bool>,
+}
+
+/// What a compromised reader uploaded (declared to the oracle).
+#[derive(Clone, Debug, Default)]
+pub struct Compromise {
+    /// Reader id.
+    pub reader: u32,
+    /// Acknowledged before the attack.
+    pub acked_before: u64,
+    /// Honest records kept are `acked_before+1 ..= honest_to` (one of them altered).
+    pub honest_to: u64,
+    /// The altered record's sequence.
+    pub altered: Option<u64>,
+    /// Fake records appended: `(seq, kind)`.
+    pub fakes: Vec<(u64, &'static str)>,
+    /// Whether the oracle was told.
+    pub declared: bool,
+    /// The fake rides' details: `(seq, reader time, code, genuine code)`.
+    pub fake_rides: Vec<(u64, u64, Option<CodeKey>, bool)>,
+}
+
+/// A reader restored from a backup.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// Reader id.
+    pub reader: u32,
+    /// Last sequence in the backup.
+    pub backup_last: u64,
+    /// Last sequence before the restore.
+    pub last_before: u64,
+    /// The reader's acknowledged sequence just before the restore.
+    pub acked_before: u64,
+    /// The reader saw an acknowledgement beyond its log afterwards.
+    pub ack_beyond_log: bool,
+    /// When it was restored (true time).
+    pub at: u64,
+}
+
+/// One bus.
+pub struct Bus {
+    /// Identity.
+    pub ident: ReaderIdentity,
+    dir: PathBuf,
+    key: SigningKey,
+    reader: Option<BusReader>,
+    /// Runs on a real reader.
+    pub real: bool,
+    /// Scenario role.
+    pub role: Role,
+    drift: i64,
+    jump: i64,
+    /// Highest sequence the reader answered accept for.
+    pub max_accepted: u64,
+    /// No more uploads (compromised, after its attack).
+    pub retired: bool,
+    backup: Option<(PathBuf, u64)>,
+}
+
+impl Bus {
+    fn reader_now(&self, t: u64) -> u64 {
+        (t as i64 + self.drift + self.jump).max(0) as u64
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Ride {
+        rider: u32,
+        bus: u32,
+        companion: bool,
+        source: Option<&'static str>,
+    },
+    Scan {
+        bus: u32,
+        code: Vec<u8>,
+        account: Option<String>,
+        profile: Profile,
+        genuine: bool,
+        tag: &'static str,
+        attempt: Option<Attempt>,
+    },
+    Forged {
+        bus: u32,
+    },
+    ExpiredRide {
+        rider: u32,
+        bus: u32,
+    },
+    StolenReport {
+        rider: u32,
+    },
+    Sync {
+        bus: u32,
+        depot: bool,
+    },
+    Settle,
+    Sample,
+    PowerCut {
+        bus: u32,
+    },
+    ClockJump {
+        bus: u32,
+    },
+    SettlementRestart,
+    Backup {
+        bus: u32,
+    },
+    RestoreBackup {
+        bus: u32,
+    },
+    Payments,
+}
+
+/// Everything the run recorded.
+pub struct World {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Run seed.
+    pub seed: u64,
+    /// Local midnight of the day, unix seconds.
+    pub midnight: u64,
+    /// Buses.
+    pub buses: Vec<Bus>,
+    /// Riders of the day.
+    pub riders: Vec<Rider>,
+    /// Accepted rides.
+    pub journal: Vec<Accepted>,
+    /// Attack attempts.
+    pub attempts: Vec<Attempt>,
+    /// Compromised readers' uploads.
+    pub compromises: Vec<Compromise>,
+    /// Restored readers.
+    pub restores: Vec<Restore>,
+    /// Settlement.
+    pub settlement: Backoffice,
+    /// Scans.
+    pub scanned: u64,
+    /// Scans shown as camera frames.
+    pub frames: u64,
+    /// Scans shown as payloads.
+    pub payloads: u64,
+    /// Rides generated for buses not run on real readers.
+    pub modelled_only_rides: u64,
+    /// Rejects by reason.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Decision latencies, microseconds (wall clock).
+    pub latency_us: Vec<u64>,
+    /// Upload attempts and retries (timeouts, refusals).
+    pub upload_attempts: u64,
+    /// Upload retries.
+    pub upload_retries: u64,
+    /// Syncs that found no network.
+    pub syncs_offline: u64,
+    /// Deny list versions: (version, true time, ids).
+    pub deny_versions: Vec<(u64, u64, BTreeSet<[u8; 16]>)>,
+    /// Bundle installs: (bus, true time, version).
+    pub installs: Vec<(u32, u64, u64)>,
+    /// Upload backlog samples: (true time, unacknowledged rides).
+    pub backlog: Vec<(u64, u64)>,
+    /// Violations seen while running (invariant name, detail).
+    pub violations: Vec<(&'static str, String)>,
+    /// Payments made: account → total.
+    pub payments: BTreeMap<String, i64>,
+    /// Accounts frozen.
+    pub frozen: BTreeSet<String>,
+    /// Power cuts survived (reader reopened holding every accepted ride).
+    pub power_cuts: u64,
+    /// Settlement restarts done.
+    pub settlement_restarts: u64,
+    /// Settlement runs.
+    pub settle_runs: u64,
+    /// Scans refused because the deny list named the credential, checked against the model.
+    pub deny_checks: u64,
+    /// Link counters.
+    pub link_stats: crate::link::LinkStats,
+    /// Wallet refusals (e.g. expired credential on the phone).
+    pub wallet_refusals: u64,
+    /// Wall time of each phase, seconds (not deterministic).
+    pub phase_wall_s: BTreeMap<String, f64>,
+    /// Uploads refused by settlement, by code.
+    pub upload_refusals: BTreeMap<String, u64>,
+    /// Uploads that timed out: (bus, first seq, last seq).
+    pub failed_uploads: Vec<(u32, u64, u64)>,
+    link: FaultyLink,
+    queue: BTreeMap<(u64, u64), Ev>,
+    next_ev: u64,
+    rng_frames: ChaCha20Rng,
+    rng_sync: ChaCha20Rng,
+    rng_attack: ChaCha20Rng,
+    code_bank: Vec<(Vec<u8>, u64)>,
+    forger: fare_credential::testkit::TestIssuer,
+    root_public: [u8; 32],
+    /// Keeps the temp dir alive.
+    _tmp: Option<tempfile::TempDir>,
+    work: PathBuf,
+}
+
+/// Options of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Run seed.
+    pub seed: u64,
+    /// Where readers' and settlement's data go (a temp dir inside it; default /dev/shm or the system temp dir).
+    pub work_dir: Option<PathBuf>,
+    /// Show progress bars (on a terminal only).
+    pub progress: bool,
+    /// Print each phase's end and wall time to stderr.
+    pub log_phases: bool,
+}
+
+fn local_midnight(day: &str) -> Result<u64, String> {
+    let z: jiff::Zoned = format!("{day}T00:00:00[Asia/Shanghai]")
+        .parse()
+        .map_err(|e| format!("day {day}: {e}"))?;
+    Ok(z.timestamp().as_second() as u64)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let p = e.path();
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&p, &target)?;
+        } else {
+            std::fs::copy(&p, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A 640×480 camera frame holding the code's QR, centred on grey (as
+/// fare-demo). Rows are copied with slice copies: generic per-pixel image
+/// code would be compiled unoptimised here in debug builds.
+pub fn camera_frame(code: &[u8]) -> Result<image::GrayImage, String> {
+    let qr = fare_qr::render_luma(code, 4, 4).map_err(|e| e.to_string())?;
+    let (qw, qh) = (qr.width() as usize, qr.height() as usize);
+    let (fw, fh) = (FRAME_W as usize, FRAME_H as usize);
+    if qw > fw || qh > fh {
+        return Err("QR larger than the frame".into());
+    }
+    let mut buf = vec![200u8; fw * fh];
+    let (x0, y0) = ((fw - qw) / 2, (fh - qh) / 2);
+    let src = qr.as_raw();
+    for y in 0..qh {
+        let d = (y0 + y) * fw + x0;
+        buf[d..d + qw].copy_from_slice(&src[y * qw..(y + 1) * qw]);
+    }
+    image::GrayImage::from_raw(FRAME_W, FRAME_H, buf).ok_or_else(|| "frame buffer".to_string())
+}
+
+impl World {
+    fn push(&mut self, t: u64, ev: Ev) {
+        self.queue.insert((t, self.next_ev), ev);
+        self.next_ev += 1;
+    }
+
+    fn at_hour(&self, h: f64) -> u64 {
+        self.midnight + (h * HOUR_S as f64) as u64
+    }
+
+    /// Builds the world: settlement, fleet, riders, the day's plan.
+    pub fn build(scenario: Scenario, opts: &RunOptions) -> Result<World, String> {
+        let seed = opts.seed;
+        let base = opts.work_dir.clone().unwrap_or_else(|| {
+            let shm = PathBuf::from("/dev/shm");
+            if shm.is_dir() {
+                shm
+            } else {
+                std::env::temp_dir()
+            }
+        });
+        let tmp = tempfile::Builder::new()
+            .prefix("fare-sim-")
+            .tempdir_in(&base)
+            .map_err(|e| format!("work dir in {}: {e}", base.display()))?;
+        let work = tmp.path().to_path_buf();
+        let midnight = local_midnight(&scenario.day)?;
+        let setup = midnight + SETUP_HOUR * HOUR_S;
+        let tariff_path = work.join("tariff.json");
+        let tariff =
+            fare_tariff::Tariff::from_spec(scenario.tariff_spec()).map_err(|e| e.to_string())?;
+        std::fs::write(&tariff_path, tariff.to_json()).map_err(|e| e.to_string())?;
+        let bugs = PlantedBugs {
+            double_charge: scenario.execution.planted_double_charge,
+        };
+        let settlement = Backoffice::open(
+            &work.join("settlement"),
+            &tariff_path,
+            setup,
+            sub_seed(seed, "settlement"),
+            bugs,
+        )?;
+        let root_public = settlement.root_public_key()?;
+        let f = &scenario.faults;
+        let link = FaultyLink::new(
+            rng_for(seed, "link"),
+            Faults {
+                drop: f.link_drop_percent,
+                duplicate: f.link_duplicate_percent,
+                reorder: f.link_reorder_percent,
+                lost_reply: f.link_lost_reply_percent,
+            },
+        );
+        let mut w = World {
+            seed,
+            midnight,
+            buses: Vec::new(),
+            riders: Vec::new(),
+            journal: Vec::new(),
+            attempts: Vec::new(),
+            compromises: Vec::new(),
+            restores: Vec::new(),
+            settlement,
+            scanned: 0,
+            frames: 0,
+            payloads: 0,
+            modelled_only_rides: 0,
+            rejected_by_reason: BTreeMap::new(),
+            latency_us: Vec::new(),
+            upload_attempts: 0,
+            upload_retries: 0,
+            syncs_offline: 0,
+            deny_versions: Vec::new(),
+            installs: Vec::new(),
+            backlog: Vec::new(),
+            violations: Vec::new(),
+            payments: BTreeMap::new(),
+            frozen: BTreeSet::new(),
+            power_cuts: 0,
+            settlement_restarts: 0,
+            settle_runs: 0,
+            deny_checks: 0,
+            link_stats: Default::default(),
+            wallet_refusals: 0,
+            phase_wall_s: BTreeMap::new(),
+            upload_refusals: BTreeMap::new(),
+            failed_uploads: Vec::new(),
+            link,
+            queue: BTreeMap::new(),
+            next_ev: 0,
+            rng_frames: rng_for(seed, "frames"),
+            rng_sync: rng_for(seed, "sync"),
+            rng_attack: rng_for(seed, "attacks"),
+            code_bank: Vec::new(),
+            forger: fare_credential::testkit::TestIssuer::new(sub_seed(seed, "forger")),
+            root_public,
+            _tmp: Some(tmp),
+            work,
+            scenario,
+        };
+        w.build_fleet()?;
+        w.build_riders()?;
+        Ok(w)
+    }
+
+    fn build_fleet(&mut self) -> Result<(), String> {
+        let s = self.scenario.clone();
+        let total = s.total_buses();
+        let real_n = if s.execution.real_buses == 0 {
+            total
+        } else {
+            u64::from(s.execution.real_buses).min(total)
+        };
+        let stride = (total / real_n).max(1);
+        let mut rng = rng_for(self.seed, "fleet");
+        let mut ix: u64 = 0;
+        for op in &s.operators {
+            for r in 1..=op.routes {
+                for v in 0..op.buses_per_route {
+                    let id = (ix + 1) as u32;
+                    let real = ix % stride == 0 && ix / stride < real_n;
+                    let key = SigningKey::generate(&mut rng);
+                    let drift = signed_upto(&mut rng, s.faults.reader_clock_drift_max_s);
+                    self.buses.push(Bus {
+                        ident: ReaderIdentity {
+                            reader_id: id,
+                            operator: op.id.clone(),
+                            vehicle: format!("{}-{}{}-{}", op.id, op.route_prefix, r, v + 1),
+                            route: format!("{}{r}", op.route_prefix),
+                        },
+                        dir: self.work.join("readers").join(id.to_string()),
+                        key,
+                        reader: None,
+                        real,
+                        role: Role::Normal,
+                        drift,
+                        jump: 0,
+                        max_accepted: 0,
+                        retired: false,
+                        backup: None,
+                    });
+                    ix += 1;
+                }
+            }
+        }
+        // Special roles on distinct real buses, drawn from the fleet RNG.
+        let real_ix: Vec<usize> = (0..self.buses.len())
+            .filter(|i| self.buses[*i].real)
+            .collect();
+        let mut pool = real_ix.clone();
+        let mut take = |n: u32, role: Role, buses: &mut Vec<Bus>, rng: &mut ChaCha20Rng| {
+            for _ in 0..n {
+                if pool.is_empty() {
+                    break;
+                }
+                let k = below(rng, pool.len() as u64) as usize;
+                let b = pool.swap_remove(k);
+                buses[b].role = role;
+            }
+        };
+        take(
+            s.faults.offline_buses,
+            Role::Offline,
+            &mut self.buses,
+            &mut rng,
+        );
+        take(
+            s.faults.storage_nearly_full,
+            Role::NearlyFull,
+            &mut self.buses,
+            &mut rng,
+        );
+        take(
+            s.faults.restore_from_backup,
+            Role::Restored,
+            &mut self.buses,
+            &mut rng,
+        );
+        take(
+            s.attacks.compromised_reader,
+            Role::Compromised,
+            &mut self.buses,
+            &mut rng,
+        );
+        take(
+            u32::from(s.attacks.undeclared_reader_drop),
+            Role::UndeclaredDrop,
+            &mut self.buses,
+            &mut rng,
+        );
+        Ok(())
+    }
+
+    /// Provisions every real reader with the current bundle.
+    fn provision_fleet(&mut self, now: u64, bar: &indicatif::ProgressBar) -> Result<(), String> {
+        let (bundle, version, ids) = self.settlement.bundle(None)?;
+        self.note_deny(version, now, ids);
+        let batch = self.scenario.sync.batch_max_records;
+        let device_sync = self.scenario.execution.device_sync;
+        for b in self.buses.iter_mut().filter(|b| b.real) {
+            self.settlement
+                .provision_reader(&b.ident, b.key.verifying_key().to_bytes())?;
+            let storage = ReaderStorage {
+                max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
+                device_sync,
+                batch_max_records: batch,
+            };
+            let r = BusReader::provision(
+                &b.dir,
+                &b.ident,
+                storage,
+                self.root_public,
+                b.key.clone(),
+                &bundle,
+                b.reader_now(now),
+            )?;
+            self.installs
+                .push((b.ident.reader_id - 1, now, r.bundle_version()));
+            b.reader = Some(r);
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
+    fn pick_weighted(rng: &mut ChaCha20Rng, weights: &[u32]) -> usize {
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        let mut x = below(rng, total);
+        for (i, w) in weights.iter().enumerate() {
+            if x < u64::from(*w) {
+                return i;
+            }
+            x -= u64::from(*w);
+        }
+        weights.len() - 1
+    }
+
+    /// The day's riders and their rides (lazily derived accounts: only riders of the day exist).
+    fn build_riders(&mut self) -> Result<(), String> {
+        let s = self.scenario.clone();
+        let mut rng = rng_for(self.seed, "riders");
+        let mut demand = rng_for(self.seed, "demand");
+        let mut seen = BTreeSet::new();
+        let mut rides_left = s.riders.rides;
+        let buses_by_route: BTreeMap<String, Vec<u32>> =
+            self.buses
+                .iter()
+                .enumerate()
+                .fold(BTreeMap::new(), |mut m, (i, b)| {
+                    m.entry(b.ident.route.clone())
+                        .or_insert_with(Vec::new)
+                        .push(i as u32);
+                    m
+                });
+        let routes: Vec<&String> = buses_by_route.keys().collect();
+        let real_buses: Vec<u32> = (0..self.buses.len() as u32)
+            .filter(|i| self.buses[*i as usize].real)
+            .collect();
+        let hour_weights = &s.demand.hourly;
+        let mut plan: Vec<(u64, Ev)> = Vec::new();
+        let n_special = s.attacks.expired_credential
+            + s.attacks.deny_listed
+            + s.attacks.stolen_phone
+            + s.attacks.over_credit_limit;
+        let mut special_left: Vec<RiderPart> =
+            std::iter::repeat_n(RiderPart::Expired, s.attacks.expired_credential as usize)
+                .chain(std::iter::repeat_n(
+                    RiderPart::DenyListed,
+                    s.attacks.deny_listed as usize,
+                ))
+                .chain(std::iter::repeat_n(
+                    RiderPart::Stolen,
+                    s.attacks.stolen_phone as usize,
+                ))
+                .chain(std::iter::repeat_n(
+                    RiderPart::OverLimit,
+                    s.attacks.over_credit_limit as usize,
+                ))
+                .collect();
+        let mut guard = 0u64;
+        while rides_left > 0 || !special_left.is_empty() {
+            guard += 1;
+            if guard > s.riders.rides * 4 + u64::from(n_special) + 1000 {
+                return Err("could not draw distinct accounts (riders.accounts too small for riders.rides?)".into());
+            }
+            let idx = below(&mut rng, s.riders.accounts);
+            if !seen.insert(idx) {
+                continue;
+            }
+            // The account's own attributes, derived from the seed and its index.
+            let mut arng = rng_for(self.seed, &format!("account/{idx}"));
+            let profile = [
+                Profile::Adult,
+                Profile::Senior,
+                Profile::Student,
+                Profile::Child,
+            ][Self::pick_weighted(&mut arng, &s.riders.profile_weights)];
+            let lw: Vec<u32> = s.riders.credit_limits.iter().map(|l| l[1] as u32).collect();
+            let mut credit_limit = s.riders.credit_limits[Self::pick_weighted(&mut arng, &lw)][0];
+            let phone_off = if percent(&mut arng, s.riders.phone_clock_off_percent) {
+                signed_upto(&mut arng, s.riders.phone_clock_off_max_s)
+            } else {
+                0
+            };
+            let part = special_left.pop().unwrap_or(RiderPart::Honest);
+            let rider_ix = self.riders.len() as u32;
+            let mut n_rides = s.riders.rides_per_rider
+                [below(&mut arng, s.riders.rides_per_rider.len() as u64) as usize]
+                as u64;
+            if part == RiderPart::OverLimit {
+                credit_limit = 100;
+                n_rides = 6;
+            }
+            let profile = if part == RiderPart::OverLimit {
+                Profile::Adult
+            } else {
+                profile
+            };
+            if part == RiderPart::Honest {
+                n_rides = n_rides.min(rides_left);
+                rides_left -= n_rides;
+            }
+            let home = below(&mut arng, routes.len() as u64) as usize;
+            let other = below(&mut arng, routes.len() as u64) as usize;
+            let mut times: Vec<u64> = (0..n_rides)
+                .map(|_| {
+                    let h = Self::pick_weighted(&mut demand, hour_weights) as u64;
+                    self.midnight + h * HOUR_S + below(&mut demand, HOUR_S)
+                })
+                .collect();
+            times.sort_unstable();
+            for (k, t) in times.iter().enumerate() {
+                let route = routes[if k % 2 == 0 { home } else { other }];
+                let list = &buses_by_route[route];
+                let mut bus = list[below(&mut demand, list.len() as u64) as usize];
+                if part != RiderPart::Honest && !self.buses[bus as usize].real {
+                    // Attackers and special riders ride real readers.
+                    bus = real_buses[below(&mut demand, real_buses.len() as u64) as usize];
+                }
+                match part {
+                    RiderPart::Expired => plan.push((
+                        *t,
+                        Ev::ExpiredRide {
+                            rider: rider_ix,
+                            bus,
+                        },
+                    )),
+                    _ => {
+                        let companion = percent(&mut demand, s.riders.companion_percent);
+                        plan.push((
+                            *t,
+                            Ev::Ride {
+                                rider: rider_ix,
+                                bus,
+                                companion,
+                                source: None,
+                            },
+                        ));
+                    }
+                }
+            }
+            if part == RiderPart::Stolen {
+                // Stolen between 12:00 and 15:00; the thief rides, the owner reports 20 min later.
+                let theft = self.at_hour(12.0) + below(&mut rng, 3 * HOUR_S);
+                for k in 0..THIEF_RIDES {
+                    let bus = below(&mut rng, self.buses.len() as u64) as u32;
+                    let t = theft + 600 + k * 45 * 60;
+                    // The code is made at scan time from the stolen phone (see `thief`).
+                    let attempt = Attempt {
+                        kind: "stolen_phone",
+                        must_catch: false,
+                        expect: Expect::RefusedIfDenied,
+                        reader_refused: None,
+                    };
+                    plan.push((
+                        t,
+                        Ev::Scan {
+                            bus,
+                            code: Vec::new(),
+                            account: Some(format!("thief-of:{rider_ix}")),
+                            profile,
+                            genuine: true,
+                            tag: "thief",
+                            attempt: Some(attempt),
+                        },
+                    ));
+                }
+                plan.push((theft + 1200, Ev::StolenReport { rider: rider_ix }));
+            }
+            self.riders.push(Rider {
+                account: format!("acct-{idx}"),
+                profile,
+                credit_limit,
+                phone: None,
+                phone_off,
+                credential: [0; 16],
+                part,
+            });
+        }
+        // Attack sources: honest rides whose accepted code is then abused.
+        let a = &s.attacks;
+        let honest: Vec<usize> = plan
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, (_, e))| matches!(e, Ev::Ride { bus, .. } if self.buses[*bus as usize].real),
+            )
+            .map(|(i, _)| i)
+            .collect();
+        let mut tag_sources = |n: u32, what: &'static str, plan: &mut Vec<(u64, Ev)>| {
+            for _ in 0..n {
+                if honest.is_empty() {
+                    return;
+                }
+                let i = honest[below(&mut self.rng_attack, honest.len() as u64) as usize];
+                if let Ev::Ride { source, .. } = &mut plan[i].1 {
+                    if source.is_none() {
+                        *source = Some(what);
+                    }
+                }
+            }
+        };
+        tag_sources(a.screenshot_later, "screenshot_later", &mut plan);
+        tag_sources(a.replay_same_reader, "replay_same_reader", &mut plan);
+        tag_sources(a.screenshot_shared, "screenshot_shared", &mut plan);
+        tag_sources(a.tampered, "tampered", &mut plan);
+        for _ in 0..a.forged {
+            let t = self.at_hour(6.0) + below(&mut self.rng_attack, 16 * HOUR_S);
+            let bus = below(&mut self.rng_attack, self.buses.len() as u64) as u32;
+            plan.push((t, Ev::Forged { bus }));
+        }
+        for (t, e) in plan {
+            self.push(t, e);
+        }
+        Ok(())
+    }
+
+    fn schedule_day(&mut self) {
+        let s = self.scenario.clone();
+        let mut rng = rng_for(self.seed, "faults");
+        let day_start = self.at_hour(5.0);
+        let depot = self.at_hour(f64::from(s.sync.depot_hour));
+        for (i, b) in self.buses.iter().enumerate() {
+            if !b.real {
+                continue;
+            }
+            let phase = below(&mut rng, s.sync.en_route_interval_s);
+            let mut t = day_start + phase;
+            while t < depot {
+                self.queue.insert(
+                    (t, self.next_ev),
+                    Ev::Sync {
+                        bus: i as u32,
+                        depot: false,
+                    },
+                );
+                self.next_ev += 1;
+                t += s.sync.en_route_interval_s;
+            }
+            self.queue.insert(
+                (depot + (i as u64 % 1800), self.next_ev),
+                Ev::Sync {
+                    bus: i as u32,
+                    depot: true,
+                },
+            );
+            self.next_ev += 1;
+        }
+        let mut t = day_start;
+        while t <= depot + HOUR_S {
+            self.push(t, Ev::Settle);
+            t += s.sync.settle_every_s;
+        }
+        let mut t = day_start;
+        while t <= depot + HOUR_S {
+            self.push(t, Ev::Sample);
+            t += SAMPLE_EVERY_S;
+        }
+        let real: Vec<u32> = (0..self.buses.len() as u32)
+            .filter(|i| self.buses[*i as usize].real)
+            .collect();
+        let pick = |rng: &mut ChaCha20Rng| real[below(rng, real.len() as u64) as usize];
+        for _ in 0..s.faults.power_cuts {
+            let t = day_start + below(&mut rng, depot - day_start);
+            let bus = pick(&mut rng);
+            self.push(t, Ev::PowerCut { bus });
+        }
+        for _ in 0..s.faults.reader_clock_jumps {
+            let t = self.at_hour(8.0) + below(&mut rng, 10 * HOUR_S);
+            let bus = pick(&mut rng);
+            self.push(t, Ev::ClockJump { bus });
+        }
+        for _ in 0..s.faults.settlement_restarts {
+            let t = self.at_hour(6.0) + below(&mut rng, 15 * HOUR_S);
+            self.push(t, Ev::SettlementRestart);
+        }
+        for i in 0..self.buses.len() as u32 {
+            if self.buses[i as usize].role == Role::Restored {
+                self.push(
+                    self.at_hour(11.0) + below(&mut rng, HOUR_S),
+                    Ev::Backup { bus: i },
+                );
+                self.push(
+                    self.at_hour(f64::from(s.sync.depot_hour) - 1.5),
+                    Ev::RestoreBackup { bus: i },
+                );
+            }
+        }
+        self.push(self.at_hour(21.0), Ev::Payments);
+    }
+
+    /// Runs the whole day, then the liveness phase.
+    pub fn run(&mut self, opts: &RunOptions) -> Result<(), String> {
+        let mp = indicatif::MultiProgress::new();
+        if !opts.progress {
+            mp.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let style =
+            indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {msg}")
+                .map_err(|e| e.to_string())?
+                .progress_chars("=> ");
+        let t0 = std::time::Instant::now();
+        let setup = self.midnight + SETUP_HOUR * HOUR_S;
+        let bar = mp.add(indicatif::ProgressBar::new(
+            self.riders.len() as u64 + self.buses.iter().filter(|b| b.real).count() as u64,
+        ));
+        bar.set_style(style.clone());
+        bar.set_prefix("setup");
+        self.enrol(setup, &bar)?;
+        self.settle_at(setup)?;
+        self.provision_fleet(setup, &bar)?;
+        bar.finish();
+        self.phase_wall_s
+            .insert("setup".into(), t0.elapsed().as_secs_f64());
+        self.log(opts, "setup");
+
+        self.schedule_day();
+        let t1 = std::time::Instant::now();
+        let bar = mp.add(indicatif::ProgressBar::new(self.queue.len() as u64));
+        bar.set_style(style.clone());
+        bar.set_prefix("day");
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            self.step(t, ev)?;
+            bar.inc(1);
+            if bar.position() % 4096 == 0 {
+                bar.set_length(bar.position() + self.queue.len() as u64);
+                bar.set_message(format!(
+                    "{} scans, {} accepted",
+                    self.scanned,
+                    self.journal.len()
+                ));
+            }
+        }
+        bar.finish();
+        self.phase_wall_s
+            .insert("day".into(), t1.elapsed().as_secs_f64());
+        self.log(opts, "day");
+
+        let t2 = std::time::Instant::now();
+        let end = self.at_hour(f64::from(self.scenario.sync.depot_hour) + 1.0);
+        self.liveness(end)?;
+        self.phase_wall_s
+            .insert("liveness".into(), t2.elapsed().as_secs_f64());
+        self.log(opts, "liveness");
+        self.link_stats = self.link.stats();
+        Ok(())
+    }
+
+    fn log(&self, opts: &RunOptions, phase: &str) {
+        if opts.log_phases {
+            eprintln!(
+                "fare-simulator: phase {phase} done in {:.1} s ({} scans, {} accepted, {} riders enrolled)",
+                self.phase_wall_s.get(phase).copied().unwrap_or(0.0),
+                self.scanned,
+                self.journal.len(),
+                self.riders.iter().filter(|r| r.phone.is_some()).count()
+            );
+        }
+    }
+
+    fn enrol(&mut self, now: u64, bar: &indicatif::ProgressBar) -> Result<(), String> {
+        self.settlement.set_time(now);
+        // Which riders touch a real bus.
+        let mut needed = vec![false; self.riders.len()];
+        for ev in self.queue.values() {
+            match ev {
+                Ev::Ride { rider, bus, .. } | Ev::ExpiredRide { rider, bus }
+                    if self.buses[*bus as usize].real =>
+                {
+                    needed[*rider as usize] = true
+                }
+                _ => {}
+            }
+        }
+        for (i, r) in self.riders.iter_mut().enumerate() {
+            bar.inc(1);
+            if !needed[i] && r.part == RiderPart::Honest {
+                continue;
+            }
+            let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
+            let mut phone = Phone::generate(&mut prng);
+            self.settlement
+                .create_account(&r.account, r.profile, r.credit_limit)?;
+            let valid = if r.part == RiderPart::Expired {
+                SHORT_CREDENTIAL_S
+            } else {
+                CREDENTIAL_S
+            };
+            let (cred, id, _) = self
+                .settlement
+                .issue(&r.account, phone.public_key(), valid)?;
+            let device_now = (now as i64 + r.phone_off) as u64;
+            phone.install(&cred, now, device_now)?;
+            r.credential = id;
+            r.phone = Some(phone);
+            if r.part == RiderPart::DenyListed {
+                self.settlement.freeze(&r.account)?;
+                self.frozen.insert(r.account.clone());
+            }
+            if r.part == RiderPart::OverLimit {
+                self.attempts.push(Attempt {
+                    kind: "over_credit_limit",
+                    must_catch: true,
+                    expect: Expect::Revoked(r.account.clone()),
+                    reader_refused: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn settle_at(&mut self, t: u64) -> Result<(), String> {
+        self.settlement.set_time(t);
+        let started = std::time::Instant::now();
+        let (version, ids) = self.settlement.settle()?;
+        *self
+            .phase_wall_s
+            .entry("settlement_runs".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
+        self.settle_runs += 1;
+        self.note_deny(version, t, ids);
+        Ok(())
+    }
+
+    /// Records a deny list version settlement published.
+    fn note_deny(&mut self, version: u64, t: u64, ids: Vec<[u8; 16]>) {
+        let set: BTreeSet<[u8; 16]> = ids.into_iter().collect();
+        if self
+            .deny_versions
+            .last()
+            .is_none_or(|(v, _, _)| *v < version)
+        {
+            self.deny_versions.push((version, t, set));
+        }
+    }
+
+    /// The deny set a reader holding bundle `version` enforces.
+    fn denied_at(&self, version: u64, cred: &[u8; 16]) -> bool {
+        self.deny_versions
+            .iter()
+            .rev()
+            .find(|(v, _, _)| *v <= version)
+            .is_some_and(|(_, _, s)| s.contains(cred))
+    }
+
+    fn step(&mut self, t: u64, ev: Ev) -> Result<(), String> {
+        self.settlement.set_time(t);
+        match ev {
+            Ev::Ride {
+                rider,
+                bus,
+                companion,
+                source,
+            } => self.ride(t, rider, bus, companion, source)?,
+            Ev::Scan {
+                bus,
+                code,
+                account,
+                profile,
+                genuine,
+                tag,
+                attempt,
+            } => {
+                if tag == "thief" {
+                    self.thief(t, bus, account.as_deref().unwrap_or(""), attempt)?;
+                } else {
+                    self.scan(t, bus, &code, account, profile, genuine, tag, attempt);
+                }
+            }
+            Ev::Forged { bus } => self.forged(t, bus),
+            Ev::ExpiredRide { rider, bus } => self.expired_ride(t, rider, bus),
+            Ev::StolenReport { rider } => {
+                let acct = self.riders[rider as usize].account.clone();
+                self.settlement.freeze(&acct)?;
+                self.frozen.insert(acct);
+            }
+            Ev::Sync { bus, depot } => self.sync(t, bus, depot)?,
+            Ev::Settle => self.settle_at(t)?,
+            Ev::Sample => {
+                let backlog = self
+                    .buses
+                    .iter()
+                    .filter_map(|b| b.reader.as_ref())
+                    .map(|r| r.last_seq() - r.acked_up_to())
+                    .sum();
+                self.backlog.push((t, backlog));
+            }
+            Ev::PowerCut { bus } => self.power_cut(t, bus)?,
+            Ev::ClockJump { bus } => {
+                self.buses[bus as usize].jump = self.scenario.faults.reader_clock_jump_s as i64
+            }
+            Ev::SettlementRestart => {
+                self.settlement.restart()?;
+                self.settlement_restarts += 1;
+            }
+            Ev::Backup { bus } => self.backup(t, bus)?,
+            Ev::RestoreBackup { bus } => self.restore(t, bus)?,
+            Ev::Payments => self.payments()?,
+        }
+        Ok(())
+    }
+
+    fn ride(
+        &mut self,
+        t: u64,
+        rider: u32,
+        bus: u32,
+        companion: bool,
+        source: Option<&'static str>,
+    ) -> Result<(), String> {
+        if !self.buses[bus as usize].real {
+            self.modelled_only_rides += 1 + u64::from(companion);
+            return Ok(());
+        }
+        let r = &mut self.riders[rider as usize];
+        let (account, profile) = (r.account.clone(), r.profile);
+        let device_now = (t as i64 + r.phone_off) as u64;
+        let Some(phone) = r.phone.as_mut() else {
+            return Ok(());
+        };
+        let code = match phone.code(device_now) {
+            Ok(c) => c,
+            Err(_) => {
+                self.wallet_refusals += 1;
+                return Ok(());
+            }
+        };
+        let (tag, attempt) = if r.part == RiderPart::DenyListed {
+            (
+                "deny_listed",
+                Some(Attempt {
+                    kind: "deny_listed",
+                    must_catch: true,
+                    expect: Expect::ReaderRefuses,
+                    reader_refused: None,
+                }),
+            )
+        } else {
+            ("honest", None)
+        };
+        let ans = self.scan(
+            t,
+            bus,
+            &code,
+            Some(account.clone()),
+            profile,
+            true,
+            tag,
+            attempt,
+        );
+        if companion {
+            let r = &mut self.riders[rider as usize];
+            if let Some(Ok(c2)) = r.phone.as_mut().map(|p| p.code(device_now + 3)) {
+                self.scan(
+                    t + 3,
+                    bus,
+                    &c2,
+                    Some(account.clone()),
+                    profile,
+                    true,
+                    "companion",
+                    None,
+                );
+            }
+        }
+        if ans.accepted_seq.is_some() {
+            if self.code_bank.len() < CODE_BANK {
+                self.code_bank.push((code.clone(), t));
+            }
+            if let Some(kind) = source {
+                self.abuse(t, bus, &code, account, profile, kind);
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules an attack that reuses an accepted code.
+    fn abuse(
+        &mut self,
+        t: u64,
+        bus: u32,
+        code: &[u8],
+        account: String,
+        profile: Profile,
+        kind: &'static str,
+    ) {
+        let key = code_key(code).expect("an accepted code parses");
+        let other = self.other_bus(bus, false);
+        let same_route = self.other_bus(bus, true);
+        let (at, on, bytes, expect, must, tag) = match kind {
+            "screenshot_later" => (
+                t + 900 + below(&mut self.rng_attack, 1800),
+                other,
+                code.to_vec(),
+                Expect::ReaderRefuses,
+                true,
+                "screenshot_later",
+            ),
+            "replay_same_reader" => (
+                t + 5,
+                bus,
+                code.to_vec(),
+                Expect::ReaderRefuses,
+                true,
+                "replay_same_reader",
+            ),
+            "screenshot_shared" => (
+                t + 10,
+                same_route,
+                code.to_vec(),
+                Expect::RefusedOrOneRated(key),
+                true,
+                "screenshot_shared",
+            ),
+            _ => {
+                let mut b = code.to_vec();
+                b[TAMPER_BYTE] ^= 0x01;
+                (t + 3, bus, b, Expect::ReaderRefuses, true, "tampered")
+            }
+        };
+        let genuine = kind != "tampered";
+        self.push(
+            at,
+            Ev::Scan {
+                bus: on,
+                code: bytes,
+                account: Some(account),
+                profile,
+                genuine,
+                tag,
+                attempt: Some(Attempt {
+                    kind,
+                    must_catch: must,
+                    expect,
+                    reader_refused: None,
+                }),
+            },
+        );
+    }
+
+    fn other_bus(&mut self, bus: u32, same_route: bool) -> u32 {
+        let route = self.buses[bus as usize].ident.route.clone();
+        let cands: Vec<u32> = (0..self.buses.len() as u32)
+            .filter(|i| {
+                *i != bus
+                    && self.buses[*i as usize].real
+                    && (!same_route || self.buses[*i as usize].ident.route == route)
+            })
+            .collect();
+        if cands.is_empty() {
+            if same_route {
+                return self.other_bus(bus, false);
+            }
+            return bus;
+        }
+        cands[below(&mut self.rng_attack, cands.len() as u64) as usize]
+    }
+
+    fn forged(&mut self, t: u64, bus: u32) {
+        let bus = if self.buses[bus as usize].real {
+            bus
+        } else {
+            self.other_bus(bus, false)
+        };
+        let device = self.forger.next_key();
+        let mut id = [0u8; 16];
+        self.rng_attack.fill_bytes(&mut id);
+        let cred = self.forger.credential(
+            &device,
+            fare_credential::CredentialId(id),
+            Profile::Adult,
+            t,
+            86_400,
+        );
+        let code = fare_credential::RideCode::sign_v1(&cred, t as u32, 1, &device);
+        let attempt = Attempt {
+            kind: "forged",
+            must_catch: true,
+            expect: Expect::ReaderRefuses,
+            reader_refused: None,
+        };
+        self.scan(
+            t,
+            bus,
+            code.as_bytes(),
+            None,
+            Profile::Adult,
+            false,
+            "forged",
+            Some(attempt),
+        );
+    }
+
+    fn expired_ride(&mut self, t: u64, rider: u32, bus: u32) {
+        let bus = if self.buses[bus as usize].real {
+            bus
+        } else {
+            self.other_bus(bus, false)
+        };
+        let r = &mut self.riders[rider as usize];
+        let (account, profile) = (r.account.clone(), r.profile);
+        let Some(phone) = r.phone.as_mut() else {
+            return;
+        };
+        // A tampered phone clock correction makes the wallet stamp a time
+        // inside the credential's (past) validity.
+        let setup = self.midnight + SETUP_HOUR * HOUR_S;
+        let device_now = (t as i64 + r.phone_off) as u64;
+        phone.set_offset(setup + SHORT_CREDENTIAL_S - 60, device_now);
+        let Ok(code) = phone.code(device_now) else {
+            self.wallet_refusals += 1;
+            return;
+        };
+        let attempt = Attempt {
+            kind: "expired_credential",
+            must_catch: true,
+            expect: Expect::ReaderRefuses,
+            reader_refused: None,
+        };
+        self.scan(
+            t,
+            bus,
+            &code,
+            Some(account),
+            profile,
+            true,
+            "expired_credential",
+            Some(attempt),
+        );
+    }
+
+    fn thief(
+        &mut self,
+        t: u64,
+        bus: u32,
+        who: &str,
+        attempt: Option<Attempt>,
+    ) -> Result<(), String> {
+        let bus = if self.buses[bus as usize].real {
+            bus
+        } else {
+            self.other_bus(bus, false)
+        };
+        let rider: usize = who
+            .trim_start_matches("thief-of:")
+            .parse()
+            .map_err(|_| "thief tag".to_string())?;
+        let r = &mut self.riders[rider];
+        let (account, profile) = (r.account.clone(), r.profile);
+        let device_now = (t as i64 + r.phone_off) as u64;
+        let Some(Ok(code)) = r.phone.as_mut().map(|p| p.code(device_now)) else {
+            self.wallet_refusals += 1;
+            return Ok(());
+        };
+        self.scan(
+            t,
+            bus,
+            &code,
+            Some(account),
+            profile,
+            true,
+            "thief",
+            attempt,
+        );
+        Ok(())
+    }
+
+    /// One scan at a real reader: frame or payload, recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &mut self,
+        t: u64,
+        bus: u32,
+        code: &[u8],
+        account: Option<String>,
+        profile: Profile,
+        genuine: bool,
+        tag: &'static str,
+        attempt: Option<Attempt>,
+    ) -> Answer {
+        let frame_ok = self.frames < self.scenario.execution.max_frames
+            && percent(&mut self.rng_frames, self.scenario.execution.frame_percent);
+        let b = &mut self.buses[bus as usize];
+        let rnow = b.reader_now(t);
+        let Some(reader) = b.reader.as_mut() else {
+            return Answer {
+                accepted_seq: None,
+                reason: Some("reader_down".into()),
+                latency_ns: 0,
+            };
+        };
+        let started = std::time::Instant::now();
+        let frame = if frame_ok {
+            camera_frame(code).ok()
+        } else {
+            None
+        };
+        let ans = match &frame {
+            Some(f) => {
+                self.frames += 1;
+                reader.decide_frame(f, rnow)
+            }
+            None => {
+                self.payloads += 1;
+                reader.decide_payload(code, rnow)
+            }
+        };
+        let version = reader.bundle_version();
+        *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += started.elapsed().as_secs_f64();
+        self.scanned += 1;
+        self.latency_us.push(ans.latency_ns / 1000);
+        let key = code_key(code);
+        if let Some(k) = key.filter(|_| genuine) {
+            if self.denied_at(version, &k.0) {
+                self.deny_checks += 1;
+                if ans.accepted_seq.is_some() {
+                    self.violations.push(("deny_list_enforced", format!("reader {} accepted a credential its deny list (bundle v{version}) names", bus + 1)));
+                }
+            } else if ans.reason.as_deref() == Some("revoked") {
+                self.violations.push((
+                    "deny_list_enforced",
+                    format!(
+                        "reader {} refused as revoked a credential its deny list does not name",
+                        bus + 1
+                    ),
+                ));
+            }
+        }
+        match (&ans.accepted_seq, &ans.reason) {
+            (Some(seq), _) => {
+                let b = &mut self.buses[bus as usize];
+                b.max_accepted = b.max_accepted.max(*seq);
+                if !genuine {
+                    self.violations.push((
+                        "no_forgery_accepted",
+                        format!("reader {} accepted a {tag} code", bus + 1),
+                    ));
+                }
+                self.journal.push(Accepted {
+                    bus,
+                    seq: *seq,
+                    reader_time: rnow,
+                    true_time: t,
+                    code: key,
+                    account,
+                    profile,
+                    genuine,
+                    tag,
+                });
+            }
+            (None, reason) => {
+                let reason = reason.clone().unwrap_or_else(|| "unknown".into());
+                if genuine
+                    && matches!(
+                        reason.as_str(),
+                        "bad_issuer_signature"
+                            | "bad_device_signature"
+                            | "malformed"
+                            | "unknown_issuer_key"
+                    )
+                {
+                    self.violations.push((
+                        "no_genuine_refused_as_forgery",
+                        format!(
+                            "reader {} refused a genuine {tag} code as {reason}",
+                            bus + 1
+                        ),
+                    ));
+                }
+                *self.rejected_by_reason.entry(reason).or_insert(0) += 1;
+            }
+        }
+        if let Some(mut a) = attempt {
+            a.reader_refused = Some(ans.accepted_seq.is_none());
+            self.attempts.push(a);
+        }
+        ans
+    }
+
+    /// One sync: uploads until done or the link fails, then a bundle.
+    fn sync(&mut self, t: u64, bus: u32, depot: bool) -> Result<(), String> {
+        let b = &self.buses[bus as usize];
+        if b.reader.is_none() || b.retired {
+            return Ok(());
+        }
+        if depot && matches!(b.role, Role::Compromised | Role::UndeclaredDrop) {
+            return self.compromise(t, bus);
+        }
+        if !depot {
+            // A compromised reader keeps its day to itself until the depot.
+            let offline = matches!(
+                b.role,
+                Role::Offline | Role::NearlyFull | Role::Compromised | Role::UndeclaredDrop
+            );
+            if offline
+                || !percent(
+                    &mut self.rng_sync,
+                    self.scenario.sync.en_route_online_percent,
+                )
+            {
+                self.syncs_offline += 1;
+                return Ok(());
+            }
+        }
+        let attempts = if depot { DEPOT_ATTEMPTS } else { 1 };
+        for _ in 0..attempts {
+            if self.sync_once(t, bus)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns true when everything was uploaded and the bundle fetched.
+    fn sync_once(&mut self, t: u64, bus: u32) -> Result<bool, String> {
+        let rid = self.buses[bus as usize].ident.reader_id;
+        let rnow = self.buses[bus as usize].reader_now(t);
+        let mut complete = false;
+        for _ in 0..MAX_ROUNDS_PER_SYNC {
+            let b = &mut self.buses[bus as usize];
+            let Some(reader) = b.reader.as_mut() else {
+                return Ok(false);
+            };
+            let Some((bytes, first, last)) = reader.next_batch()? else {
+                complete = true;
+                break;
+            };
+            self.upload_attempts += 1;
+            let before = reader.acked_up_to();
+            let started = std::time::Instant::now();
+            let delivery = self.link.send(&self.settlement, &bytes);
+            *self.phase_wall_s.entry("uploads".into()).or_insert(0.0) +=
+                started.elapsed().as_secs_f64();
+            match delivery {
+                Delivery::Timeout => {
+                    self.upload_retries += 1;
+                    self.failed_uploads.push((bus, first, last));
+                    return Ok(false);
+                }
+                Delivery::Answer(IngestAnswer::Acked(acked)) => {
+                    if let Err(e) = reader.acknowledge(acked) {
+                        if e == AckError::BeyondLog {
+                            if let Some(r) = self.restores.iter_mut().find(|r| r.reader == rid) {
+                                r.ack_beyond_log = true;
+                            }
+                        }
+                        *self
+                            .upload_refusals
+                            .entry("ack_beyond_log".into())
+                            .or_insert(0) += 1;
+                        return Ok(false);
+                    }
+                }
+                Delivery::Answer(IngestAnswer::Refused { code, acked_seq }) => {
+                    *self.upload_refusals.entry(code.clone()).or_insert(0) += 1;
+                    self.upload_retries += 1;
+                    match acked_seq {
+                        Some(a) if code == "sequence_gap" && a > before => {
+                            if reader.acknowledge(a).is_err() {
+                                return Ok(false);
+                            }
+                        }
+                        _ => return Ok(false),
+                    }
+                }
+            }
+            if reader.acked_up_to() <= before {
+                return Ok(false);
+            }
+        }
+        if !complete {
+            return Ok(false);
+        }
+        if !self.link.fetch_ok() {
+            return Ok(false);
+        }
+        let b = &mut self.buses[bus as usize];
+        let Some(reader) = b.reader.as_mut() else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        let (bundle, version, ids) = self.settlement.bundle(Some(reader.bundle_version()))?;
+        if reader.install_bundle(&bundle, rnow)? {
+            self.installs.push((bus, t, reader.bundle_version()));
+        }
+        reader.maintenance(rnow)?;
+        *self.phase_wall_s.entry("bundles".into()).or_insert(0.0) +=
+            started.elapsed().as_secs_f64();
+        // The bus's OS clock is set from settlement's at a successful sync.
+        b.jump = 0;
+        self.note_deny(version, t, ids);
+        Ok(true)
+    }
+
+    fn power_cut(&mut self, t: u64, bus: u32) -> Result<(), String> {
+        let b = &mut self.buses[bus as usize];
+        if b.reader.is_none() {
+            return Ok(());
+        }
+        // A crash: the reader goes away without a flush or a goodbye.
+        b.reader = None;
+        let started = std::time::Instant::now();
+        let r = BusReader::open(&b.dir, b.reader_now(t))?;
+        *self
+            .phase_wall_s
+            .entry("reader_reopens".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
+        if r.last_seq() < b.max_accepted {
+            self.violations.push((
+                "accepted_rides_durable",
+                format!(
+                    "reader {} reopened at sequence {} after accepting {}",
+                    bus + 1,
+                    r.last_seq(),
+                    b.max_accepted
+                ),
+            ));
+        }
+        if let Err(e) = r.verify_chain() {
+            self.violations.push((
+                "accepted_rides_durable",
+                format!("reader {} chain after power cut: {e}", bus + 1),
+            ));
+        }
+        b.reader = Some(r);
+        self.power_cuts += 1;
+        Ok(())
+    }
+
+    fn backup(&mut self, t: u64, bus: u32) -> Result<(), String> {
+        let b = &mut self.buses[bus as usize];
+        let Some(r) = b.reader.take() else {
+            return Ok(());
+        };
+        let last = r.last_seq();
+        drop(r);
+        let to = b.dir.with_extension("backup");
+        copy_dir(&b.dir, &to).map_err(|e| format!("backup reader {}: {e}", bus + 1))?;
+        b.backup = Some((to, last));
+        b.reader = Some(BusReader::open(&b.dir, b.reader_now(t))?);
+        Ok(())
+    }
+
+    fn restore(&mut self, t: u64, bus: u32) -> Result<(), String> {
+        let b = &mut self.buses[bus as usize];
+        let Some((from, backup_last)) = b.backup.clone() else {
+            return Ok(());
+        };
+        let Some(r) = b.reader.take() else {
+            return Ok(());
+        };
+        let (last_before, acked_before) = (r.last_seq(), r.acked_up_to());
+        drop(r);
+        std::fs::remove_dir_all(&b.dir).map_err(|e| e.to_string())?;
+        copy_dir(&from, &b.dir).map_err(|e| format!("restore reader {}: {e}", bus + 1))?;
+        b.reader = Some(BusReader::open(&b.dir, b.reader_now(t))?);
+        // The restored log ends at the backup's last ride: the simulator's
+        // own high-water mark follows it (the rides after it are the fault's loss).
+        b.max_accepted = backup_last;
+        self.restores.push(Restore {
+            reader: b.ident.reader_id,
+            backup_last,
+            last_before,
+            acked_before,
+            ack_beyond_log: false,
+            at: t,
+        });
+        Ok(())
+    }
+
+    fn payments(&mut self) -> Result<(), String> {
+        let revoked = self.settlement.revoked_accounts()?;
+        let mut rng = rng_for(self.seed, "payments");
+        for acct in revoked {
+            if self.frozen.contains(&acct)
+                || !percent(&mut rng, self.scenario.riders.debtors_paying_percent)
+            {
+                continue;
+            }
+            let debt = -self.settlement.balance(&acct)?;
+            if debt > 0 {
+                self.settlement
+                    .pay(&acct, &format!("sim-pay-{acct}"), debt)?;
+                *self.payments.entry(acct).or_insert(0) += debt;
+            }
+        }
+        Ok(())
+    }
+
+    /// A compromised reader's depot upload: alter, duplicate, invent, back-date, then drop.
+    fn compromise(&mut self, t: u64, bus: u32) -> Result<(), String> {
+        use fare_credential::record::{genesis_hash, record_hash};
+        use fare_credential::{Batch, RideRecord};
+        let declared = self.buses[bus as usize].role == Role::Compromised;
+        let b = &mut self.buses[bus as usize];
+        b.retired = true;
+        let rid = b.ident.reader_id;
+        let Some(reader) = b.reader.as_ref() else {
+            return Ok(());
+        };
+        let acked = reader.acked_up_to();
+        let all = reader.records()?;
+        let prev = match all.iter().find(|r| r.reader_seq == acked) {
+            Some(r) => r.hash().map_err(|e| e.to_string())?,
+            None if acked == 0 => genesis_hash(rid),
+            None => {
+                return Err(format!(
+                    "compromised reader {rid}: record {acked} compacted"
+                ))
+            }
+        };
+        let before_code = all
+            .iter()
+            .rev()
+            .find(|r| r.reader_seq <= acked)
+            .map(|r| r.code.clone());
+        let tail: Vec<RideRecord> = all.into_iter().filter(|r| r.reader_seq > acked).collect();
+        let keep = tail.len() / 2;
+        let mut out: Vec<RideRecord> = tail[..keep].to_vec();
+        let mut c = Compromise {
+            reader: rid,
+            acked_before: acked,
+            honest_to: acked + keep as u64,
+            declared,
+            ..Default::default()
+        };
+        let rnow = b.reader_now(t);
+        let template = tail.first().cloned().unwrap_or(RideRecord {
+            reader_id: rid,
+            reader_seq: 0,
+            reader_time_unix_s: rnow,
+            vehicle: b.ident.vehicle.clone(),
+            route: b.ident.route.clone(),
+            stop: None,
+            code: Vec::new(),
+            prev_hash: [0; 32],
+        });
+        if declared {
+            if let Some(first) = out.first_mut() {
+                first.code[TAMPER_BYTE] ^= 0x01;
+                c.altered = Some(first.reader_seq);
+            }
+            // Duplicate: a ride it uploads (unaltered) or already uploaded, again under a new sequence.
+            if let Some(src) = out
+                .get(1)
+                .map(|r| r.code.clone())
+                .or(before_code)
+                .or_else(|| self.code_bank.first().map(|c| c.0.clone()))
+            {
+                out.push(RideRecord {
+                    code: src,
+                    reader_time_unix_s: rnow,
+                    ..template.clone()
+                });
+                c.fakes.push((0, "duplicate"));
+            }
+            // Invented: a code under a credential no issuer signed.
+            let device = self.forger.next_key();
+            let mut id = [0u8; 16];
+            self.rng_attack.fill_bytes(&mut id);
+            let cred = self.forger.credential(
+                &device,
+                fare_credential::CredentialId(id),
+                Profile::Adult,
+                t,
+                86_400,
+            );
+            let code = fare_credential::RideCode::sign_v1(&cred, t as u32, 1, &device);
+            out.push(RideRecord {
+                code: code.as_bytes().to_vec(),
+                reader_time_unix_s: rnow,
+                ..template.clone()
+            });
+            c.fakes.push((0, "invent"));
+            // Back-dated: a genuine code seen elsewhere, recorded at its own issue time.
+            if let Some((code, _)) = self
+                .code_bank
+                .get(1)
+                .cloned()
+                .or_else(|| self.code_bank.first().cloned())
+            {
+                let issued = fare_credential::RideCode::from_bytes(&code)
+                    .map(|c| u64::from(c.issued_at_unix_s()))
+                    .unwrap_or(rnow);
+                out.push(RideRecord {
+                    code,
+                    reader_time_unix_s: issued,
+                    ..template.clone()
+                });
+                c.fakes.push((0, "back_date"));
+            }
+        }
+        // Re-sequence and re-chain what it uploads.
+        let mut h = prev;
+        let mut fake_i = 0;
+        for (i, r) in out.iter_mut().enumerate() {
+            r.reader_seq = acked + 1 + i as u64;
+            r.prev_hash = h;
+            h = record_hash(&r.encode_v1().map_err(|e| e.to_string())?);
+            if i >= keep {
+                c.fakes[fake_i].0 = r.reader_seq;
+                c.fake_rides.push((
+                    r.reader_seq,
+                    r.reader_time_unix_s,
+                    code_key(&r.code),
+                    c.fakes[fake_i].1 != "invent",
+                ));
+                fake_i += 1;
+            }
+        }
+        let key = self.buses[bus as usize].key.clone();
+        if !out.is_empty() {
+            let bytes = Batch {
+                reader_id: rid,
+                prev_hash: prev,
+                records: out.clone(),
+            }
+            .sign_v1(&key)
+            .map_err(|e| e.to_string())?;
+            let _ = self.settlement.ingest(&bytes);
+        }
+        // Drop: the next ride is withheld; the rest continues after a gap.
+        let gap_seq = acked + out.len() as u64 + 2;
+        let gap = RideRecord {
+            reader_seq: gap_seq,
+            prev_hash: [7; 32],
+            ..tail.get(keep).cloned().unwrap_or(template)
+        };
+        let gap = RideRecord {
+            code: if gap.code.is_empty() {
+                self.code_bank
+                    .first()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_default()
+            } else {
+                gap.code
+            },
+            ..gap
+        };
+        if !gap.code.is_empty() {
+            let bytes = Batch {
+                reader_id: rid,
+                prev_hash: gap.prev_hash,
+                records: vec![gap],
+            }
+            .sign_v1(&key)
+            .map_err(|e| e.to_string())?;
+            let _ = self.settlement.ingest(&bytes);
+        }
+        if declared {
+            for ((seq, kind), (_, _, key, _)) in c.fakes.iter().zip(&c.fake_rides) {
+                // An invented ride is refused; a duplicated or back-dated genuine
+                // code is still rated exactly once (whichever ride settlement keeps).
+                let expect = match (*kind, key) {
+                    ("invent", _) | (_, None) => Expect::Outcome {
+                        reader: rid,
+                        seq: *seq,
+                        outcomes: &["forged"],
+                    },
+                    (_, Some(k)) => Expect::RefusedOrOneRated(*k),
+                };
+                self.attempts.push(Attempt {
+                    kind: "compromised_reader",
+                    must_catch: true,
+                    expect,
+                    reader_refused: None,
+                });
+            }
+            if let Some(seq) = c.altered {
+                self.attempts.push(Attempt {
+                    kind: "compromised_reader",
+                    must_catch: true,
+                    expect: Expect::Outcome {
+                        reader: rid,
+                        seq,
+                        outcomes: &["forged"],
+                    },
+                    reader_refused: None,
+                });
+            }
+            self.attempts.push(Attempt {
+                kind: "compromised_reader",
+                must_catch: true,
+                expect: Expect::Incident {
+                    reader: rid,
+                    kind: "sequence_gap",
+                },
+                reader_refused: None,
+            });
+        }
+        self.compromises.push(c);
+        Ok(())
+    }
+
+    /// Heals the network and lets every honest reader upload everything, then settles.
+    fn liveness(&mut self, t: u64) -> Result<(), String> {
+        self.settlement.set_time(t);
+        self.link.heal();
+        self.link.flush(&self.settlement);
+        // §4.6: bad input changes nothing and is refused with a specific error.
+        let held = self.settlement.ride_count()?;
+        let mut garbage = vec![0u8; 512];
+        self.rng_attack.fill_bytes(&mut garbage);
+        for body in [&garbage[..], &[][..], &garbage[..3]] {
+            match self.settlement.ingest(body) {
+                IngestAnswer::Refused { code, .. } if !code.is_empty() && code != "unknown" => {}
+                other => self.violations.push((
+                    "bad_input_changes_nothing",
+                    format!(
+                        "a malformed batch of {} bytes was answered {other:?}",
+                        body.len()
+                    ),
+                )),
+            }
+        }
+        if self.settlement.ride_count()? != held {
+            self.violations.push((
+                "bad_input_changes_nothing",
+                "malformed batches changed the rides held".into(),
+            ));
+        }
+        for bus in 0..self.buses.len() as u32 {
+            let b = &self.buses[bus as usize];
+            if b.reader.is_none() || b.retired {
+                continue;
+            }
+            for _ in 0..DEPOT_ATTEMPTS {
+                if self.sync_once(t, bus)? {
+                    break;
+                }
+            }
+        }
+        self.settle_at(t + 60)?;
+        // Every honest reader's chain is intact.
+        for b in &self.buses {
+            if let Some(r) = &b.reader {
+                if let Err(e) = r.verify_chain() {
+                    self.violations.push((
+                        "reader_chains_valid",
+                        format!("reader {}: {e}", b.ident.reader_id),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

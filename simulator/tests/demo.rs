@@ -1,0 +1,154 @@
+//! The `demo` preset end to end, determinism, and the oracle catching planted bugs.
+
+use fare_simulator::report::WALL_CLOCK_KEYS;
+use fare_simulator::{RunOptions, Scenario};
+
+fn opts(seed: u64) -> RunOptions {
+    RunOptions {
+        seed,
+        work_dir: None,
+        progress: false,
+        log_phases: false,
+    }
+}
+
+fn without_wall_clock(json: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("report.json is JSON");
+    let m = v.as_object_mut().expect("an object");
+    for k in WALL_CLOCK_KEYS {
+        assert!(m.remove(k).is_some(), "report.json lacks {k}");
+    }
+    v
+}
+
+#[test]
+fn demo_with_faults_and_adversaries_passes() {
+    let out = tempfile::tempdir().unwrap();
+    let o = fare_simulator::run(
+        Scenario::preset("demo").unwrap(),
+        "demo",
+        &opts(1),
+        Some(out.path()),
+    )
+    .unwrap();
+    let r = &o.report;
+    assert!(
+        o.ok,
+        "invariants failed: {:#?}\n{}",
+        r.failures,
+        fare_simulator::report::summary(r)
+    );
+    // Every attack was tried and every fault happened.
+    for kind in [
+        "screenshot_later",
+        "replay_same_reader",
+        "screenshot_shared",
+        "forged",
+        "tampered",
+        "expired_credential",
+        "deny_listed",
+        "stolen_phone",
+        "over_credit_limit",
+        "compromised_reader",
+    ] {
+        assert!(
+            r.attacks.get(kind).is_some_and(|a| a.attempted > 0),
+            "no {kind} attempt: {:?}",
+            r.attacks
+        );
+    }
+    assert!(
+        r.faults.power_cuts > 0
+            && r.faults.settlement_restarts > 0
+            && !r.faults.restores.is_empty()
+    );
+    assert!(
+        r.uploads.link.dropped
+            + r.uploads.link.lost_replies
+            + r.uploads.link.reordered
+            + r.uploads.link.duplicated
+            > 0
+    );
+    assert!(r.rides.via_camera_frames > 0 && r.rides.via_payloads > 0);
+    assert!(
+        r.rides.rejected_by_reason.contains_key("storage_full"),
+        "{:?}",
+        r.rides.rejected_by_reason
+    );
+    assert!(r.queue.delivered > 0 && r.queue.lost == 0);
+    // The report and the charts are there.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    for k in [
+        "seed",
+        "invariants",
+        "rides",
+        "latency_us",
+        "uploads",
+        "attacks",
+        "wall_s",
+    ] {
+        assert!(json.get(k).is_some(), "report.json lacks {k}");
+    }
+    for k in ["scanned", "accepted", "rejected_by_reason"] {
+        assert!(json["rides"].get(k).is_some());
+    }
+    for k in ["p50", "p99", "max"] {
+        assert!(json["latency_us"].get(k).is_some());
+    }
+    for c in [
+        "decision_latency",
+        "rides_per_hour",
+        "rejects_by_reason",
+        "deny_list_propagation",
+        "upload_backlog",
+    ] {
+        for ext in ["png", "svg"] {
+            let p = out.path().join(format!("{c}.{ext}"));
+            assert!(
+                std::fs::metadata(&p)
+                    .map(|m| m.len() > 1000)
+                    .unwrap_or(false),
+                "{} missing or empty",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_report() {
+    let a = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(7), None).unwrap();
+    let b = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(7), None).unwrap();
+    assert_eq!(without_wall_clock(&a.json), without_wall_clock(&b.json));
+    assert!(a.ok, "{:#?}", a.report.failures);
+}
+
+#[test]
+fn oracle_catches_settlement_charging_a_ride_twice() {
+    let mut s = Scenario::preset("demo").unwrap();
+    s.execution.planted_double_charge = true;
+    let o = fare_simulator::run(s, "demo", &opts(3), None).unwrap();
+    assert!(!o.ok, "the planted double charge went unnoticed");
+    assert!(
+        !o.report.invariants["charges_match_oracle"],
+        "{:#?}",
+        o.report.failures
+    );
+    // The planted posting is balanced: only the oracle's amounts show it.
+    assert!(o.report.invariants["ledger_balances"]);
+}
+
+#[test]
+fn oracle_catches_a_reader_dropping_a_flushed_ride() {
+    let mut s = Scenario::preset("demo").unwrap();
+    s.attacks.undeclared_reader_drop = true;
+    let o = fare_simulator::run(s, "demo", &opts(5), None).unwrap();
+    assert!(!o.ok, "the dropped ride went unnoticed");
+    assert!(
+        !o.report.invariants["exactly_once_delivery"],
+        "{:#?}",
+        o.report.failures
+    );
+    assert!(o.report.queue.lost > 0);
+}
