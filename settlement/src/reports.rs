@@ -31,6 +31,24 @@ pub struct DailyLine {
 /// Daily revenue and rides per operator and route, for one day or all.
 pub fn daily(db: &Db, day: Option<&str>) -> Result<Vec<DailyLine>, StoreError> {
     let mut map: BTreeMap<(String, String, String), DailyLine> = BTreeMap::new();
+    // Disputed fares are held in suspense, not revenue (DESIGN §4.8): the
+    // charged ride's line gives up the held amount, and the line of the ride
+    // a resolution awarded it to gains it. (reader id, seq) → amount ± .
+    let mut moves: BTreeMap<(u32, u64), i64> = BTreeMap::new();
+    for d in db.disputes()? {
+        let charged = (d.charged_ride.reader_id, d.charged_ride.reader_seq);
+        *moves.entry(charged).or_default() -= d.held_minor;
+        if let Some(res) = &d.resolution {
+            let awarded = d
+                .sightings
+                .iter()
+                .find(|(ride, _)| ride.reader_id == res.award_reader_id)
+                .map(|(ride, _)| (ride.reader_id, ride.reader_seq));
+            if let Some(a) = awarded {
+                *moves.entry(a).or_default() += d.held_minor;
+            }
+        }
+    }
     for r in db.results()? {
         if day.is_some_and(|d| d != r.service_day) {
             continue;
@@ -50,6 +68,9 @@ pub fn daily(db: &Db, day: Option<&str>) -> Result<Vec<DailyLine>, StoreError> {
             line.revenue_minor += r.amount_minor;
         } else {
             line.refused_rides += 1;
+        }
+        if let Some(m) = moves.get(&(r.ride.reader_id, r.ride.reader_seq)) {
+            line.revenue_minor += m;
         }
     }
     Ok(map.into_values().collect())

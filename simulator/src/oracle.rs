@@ -346,6 +346,30 @@ pub fn check(w: &World) -> Result<Verdict, String> {
             }
         }
     }
+    // Disputed fares (DESIGN §4.8): a genuine code seen on two or more
+    // readers is charged once, but its fare is held in suspense, not
+    // credited to the charged ride's operator (nobody resolves disputes
+    // during a simulated day).
+    let mut readers_by_code: BTreeMap<CodeKey, BTreeSet<u32>> = BTreeMap::new();
+    for ((rid, _), (_, key, genuine)) in &universe {
+        if let (Some(k), true) = (key, genuine) {
+            readers_by_code.entry(*k).or_default().insert(*rid);
+        }
+    }
+    for (k, readers) in &readers_by_code {
+        if readers.len() < 2 {
+            continue;
+        }
+        let Some(&(rid, seq)) = rated_by_code.get(k).and_then(|l| l.first()) else {
+            continue;
+        };
+        let (Some(fare), Some((info, _, _))) =
+            (expected_fare.get(&(rid, seq)), universe.get(&(rid, seq)))
+        else {
+            continue;
+        };
+        *v.expected_revenue.entry(info.operator.clone()).or_insert(0) -= fare;
+    }
     let mut fare_diffs = Vec::new();
     for r in results.iter().filter(|r| r.rated) {
         let want = expected_fare
