@@ -169,17 +169,20 @@ async fn metrics_endpoint() -> Response {
         .into_response()
 }
 
-async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
+async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
     let limit = fare_credential::batch::MAX_BATCH_BYTES;
     let bytes = read_body(body, limit).await.map_err(|e| ApiError {
         code: "batch_too_large",
         message: format!("batch body over MAX_BATCH_BYTES = {limit}"),
         ..e
     })?;
+    let reader_time = crate::acks::reader_time_header(&headers);
     let started = Instant::now();
     let ack = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        crate::ingest::ingest_batch(&app.db, &bytes, app.now())
+        let now = app.now();
+        let result = crate::ingest::ingest_batch(&app.db, &bytes, now);
+        crate::acks::answer(&app.db, &app.acks, &bytes, reader_time, now, result)
     })
     .await?;
     metrics::histogram!("settlement_ingest_seconds").record(started.elapsed().as_secs_f64());
@@ -246,16 +249,27 @@ async fn list_readers(State(app): State<AppState>, headers: HeaderMap) -> ApiRes
     let v = blocking(move || {
         let mut out = Vec::new();
         for r in app.db.readers()? {
-            let (s, _) = app.db.reader_state(r.reader_id)?;
-            out.push(serde_json::json!({
-                "reader": r, "acked_seq": s.acked_seq, "settled_seq": s.settled_seq,
-                "head_hash": hex::encode(s.head_hash),
-            }));
+            out.push(crate::readers::overview(&app.db, &r)?);
         }
         Ok(out)
     })
     .await?;
     Ok(json(StatusCode::OK, &v))
+}
+
+async fn resolve_incident(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: crate::readers::Resolve = json_body(&app, &headers, body).await?;
+    let (r, new) = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::readers::resolve(&app.db, &req, app.now())
+    })
+    .await?;
+    Ok(json(created(new), &r))
 }
 
 async fn retire_reader(
@@ -572,6 +586,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/readers", post(post_reader).get(list_readers))
         .route("/v1/readers/{id}/bundle", get(get_bundle))
         .route("/v1/readers/{id}/retire", post(retire_reader))
+        .route("/v1/incidents/resolve", post(resolve_incident))
         .route("/v1/accounts", post(post_account))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/accounts/{id}/devices", post(post_device))

@@ -53,7 +53,7 @@ pub enum SyncError {
     },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SyncError + '_ {
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SyncError + 'a {
     move |source| SyncError::Io {
         what,
         path: path.to_path_buf(),
@@ -94,7 +94,8 @@ impl DeviceSync {
         }
         let data_path = dir.join(SLED_DATA_FILE);
         let data = File::open(&data_path).map_err(io("open sled data file", &data_path))?;
-        data.sync_all().map_err(io("sync sled data file", &data_path))?;
+        data.sync_all()
+            .map_err(io("sync sled data file", &data_path))?;
         me.data = Some(data);
         // Blob files present at open were written before: sync them once.
         me.sync_new_blobs()?;
