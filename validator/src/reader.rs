@@ -1435,7 +1435,21 @@ impl Reader {
         &self,
         max_records: usize,
     ) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
-        let first = self.state.acked_up_to + 1;
+        self.batch_from(self.state.acked_up_to + 1, max_records)
+    }
+
+    /// A signed batch of the held records from `first` (at most
+    /// `max_records`), acknowledged or not: `None` past the log's end or
+    /// below what compaction kept. Used to show settlement the records of a
+    /// fork the reader found (so settlement records the incident too).
+    pub fn batch_from(
+        &self,
+        first: u64,
+        max_records: usize,
+    ) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
+        if first < self.state.oldest_seq {
+            return Ok(None);
+        }
         let last_written = self.state.next_seq - 1;
         if first > last_written {
             return Ok(None);

@@ -595,9 +595,18 @@ async fn upload_all<A: ReaderAccess, L: Link>(
                 why: e.to_string(),
             })?;
         *contacted = true;
-        let (outcome, server_time, acked) = reader.with(|r| {
+        let applied = reader.with(|r| {
             apply_reply(r, &bytes, first, &reply, now()).map(|(o, t)| (o, t, r.state().acked_up_to))
-        })?;
+        });
+        let (outcome, server_time, acked) = match applied {
+            Ok(v) => v,
+            Err(ValidatorError::Forked { at, why }) => {
+                in_flight.batch = None;
+                show_fork(reader, link, at, now).await;
+                return Err(ValidatorError::Forked { at, why });
+            }
+            Err(e) => return Err(e),
+        };
         *offset = Some(now() as i64 - server_time as i64);
         // A verified answer settles this batch: the next one is built anew
         // from the acknowledged sequence.
@@ -614,6 +623,23 @@ async fn upload_all<A: ReaderAccess, L: Link>(
                     });
                 }
             }
+        }
+    }
+}
+
+/// Sends settlement the records from `at` (where this reader found its
+/// chain to differ) so that settlement records the fork as an incident
+/// too; its answer changes nothing here.
+async fn show_fork<A: ReaderAccess, L: Link>(
+    reader: &A,
+    link: &L,
+    at: u64,
+    now: &(dyn Fn() -> u64 + Send + Sync),
+) {
+    let batch = reader.with(|r| r.batch_from(at.max(1), r.config().storage.batch_max_records));
+    if let Ok(Some((bytes, _, _))) = batch {
+        if let Err(e) = link.post_batch(bytes, now()).await {
+            tracing::warn!(error = %e, "could not show settlement the forked records");
         }
     }
 }
