@@ -136,7 +136,7 @@ async fn upload(r: &Mutex<Reader>, url: &str) {
     let link = HttpLink::new(url, Duration::from_secs(60)).unwrap();
     let rep = contact(r, &link, &mut InFlight::default(), &|| NOW)
         .await
-        .unwrap_or_else(|(_, e)| panic!("{e}"));
+        .unwrap_or_else(|f| panic!("{}", f.error));
     assert_eq!(rep.pending, 0);
 }
 

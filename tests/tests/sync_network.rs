@@ -437,7 +437,7 @@ async fn contact_once(
     let link = HttpLink::new(url, LINK_TIMEOUT).unwrap();
     contact(reader, &link, in_flight, &|| NOW)
         .await
-        .map_err(|(_, e)| e)
+        .map_err(|f| f.error)
 }
 
 /// Settlement holds exactly the reader's records, each once, and the
@@ -1025,7 +1025,7 @@ async fn a_reader_offline_for_a_week_uploads_its_backlog_within_the_limits() {
     let link = HttpLink::new(&s.url(), Duration::from_secs(60)).unwrap();
     let rep = contact(&reader, &link, &mut InFlight::default(), &move || end)
         .await
-        .unwrap_or_else(|(_, e)| panic!("{e}"));
+        .unwrap_or_else(|f| panic!("{}", f.error));
     let per_batch = fare_validator::StorageConfig::default().batch_max_records as u64;
     assert_eq!(u64::from(rep.batches_sent), total.div_ceil(per_batch));
     assert_eq!(rep.pending, 0);

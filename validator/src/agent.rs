@@ -132,7 +132,8 @@ pub async fn run<A, L>(
                 }
                 interval
             }
-            Err((report, e)) => {
+            Err(failure) => {
+                let (report, e) = (failure.report, failure.error);
                 let retry_in = backoff.next_delay();
                 tracing::warn!(error = %e, code = e.code(), retry_in_ms = retry_in.as_millis() as u64, "sync failed; retrying");
                 if let Some(tx) = &events {

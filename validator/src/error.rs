@@ -215,7 +215,7 @@ impl ValidatorError {
             ValidatorError::Format(_) => "bad_record",
             ValidatorError::Sync { .. } => "sync_failed",
             ValidatorError::LogBehind { .. } => "log_behind_high_water_mark",
-            ValidatorError::AckRefused { code, .. } => *code,
+            ValidatorError::AckRefused { code, .. } => code,
             ValidatorError::Forked { .. } => "chain_forked",
             ValidatorError::SettlementBehind { .. } => "settlement_behind",
         }

@@ -626,7 +626,7 @@ fn decide_stream(
                 }
                 Err(why) => print_json(&input_reject(line_no, why, t)),
             }
-            after(&mut *reader, t);
+            after(&mut reader, t);
         }
     } else {
         let path = Path::new(frames);
@@ -647,7 +647,7 @@ fn decide_stream(
             let mut v = d.to_json();
             v["frame"] = serde_json::json!(f.display().to_string());
             print_json(&v);
-            after(&mut *reader, t);
+            after(&mut reader, t);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -446,6 +446,15 @@ impl ReaderAccess for Mutex<&mut Reader> {
     }
 }
 
+/// A contact that failed: what it did before, and why.
+#[derive(Debug)]
+pub struct ContactFailure {
+    /// What the contact did (batches sent, bundle installed, ...).
+    pub report: SyncReport,
+    /// The upload's error, else the bundle's.
+    pub error: ValidatorError,
+}
+
 /// The batch the agent keeps sending until it is acknowledged.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight {
@@ -462,7 +471,7 @@ pub async fn contact<A: ReaderAccess, L: Link>(
     link: &L,
     in_flight: &mut InFlight,
     now: &(dyn Fn() -> u64 + Send + Sync),
-) -> Result<SyncReport, (SyncReport, ValidatorError)> {
+) -> Result<SyncReport, Box<ContactFailure>> {
     let mut report = SyncReport::default();
     let mut offset: Option<i64> = None;
     let mut contacted = false;
@@ -496,7 +505,7 @@ fn finish_contact(
     mut report: SyncReport,
     offset: Option<i64>,
     contacted: bool,
-) -> Result<SyncReport, (SyncReport, ValidatorError)> {
+) -> Result<SyncReport, Box<ContactFailure>> {
     let mut st = r.sync_state().clone();
     if contacted {
         st.last_contact_unix_s = Some(t);
@@ -536,7 +545,7 @@ fn finish_contact(
     report.clock_offset_s = offset;
     match err {
         None => Ok(report),
-        Some(e) => Err((report, e)),
+        Some(error) => Err(Box::new(ContactFailure { report, error })),
     }
 }
 
@@ -699,14 +708,15 @@ pub async fn sync(
     let timeout = Duration::from_millis(reader.config().sync.request_timeout_ms);
     let link = HttpLink::new(server_url, timeout)?;
     let mut in_flight = InFlight::default();
-    let access = Mutex::new(&mut *reader);
-    let res = contact(&access, &link, &mut in_flight, &move || now_unix_s).await;
-    drop(access);
+    let res = {
+        let access = Mutex::new(&mut *reader);
+        contact(&access, &link, &mut in_flight, &move || now_unix_s).await
+    };
     match res {
         Ok(report) => {
             let _ = reader.compact(now_unix_s)?;
             Ok(report)
         }
-        Err((_, e)) => Err(e),
+        Err(f) => Err(f.error),
     }
 }
