@@ -177,6 +177,34 @@ pub fn contact(db: &Db, reader_id: u32) -> Result<Option<ReaderContact>, StoreEr
     db.meta(&contact_meta_name(reader_id))
 }
 
+/// Records that a reader was heard from (a batch, or a bundle fetch of a
+/// registered reader), with the clock it reported, and updates the gauges.
+pub fn note_contact(
+    db: &Db,
+    reader_id: u32,
+    reader_time_unix_s: Option<u64>,
+    now_unix_s: u64,
+    batches: u64,
+) -> Result<(), StoreError> {
+    let name = contact_meta_name(reader_id);
+    let mut c: ReaderContact = db.meta(&name)?.unwrap_or_default();
+    c.last_contact_unix_s = now_unix_s;
+    if let Some(t) = reader_time_unix_s {
+        c.clock_offset_s = Some(t as i64 - now_unix_s as i64);
+    }
+    c.batches += batches;
+    let mut w = WriteSet::default();
+    Db::put_meta(&mut w, &name, &c);
+    db.commit(w)?;
+    metrics::gauge!("settlement_reader_last_contact_unix_s", "reader" => reader_id.to_string())
+        .set(now_unix_s as f64);
+    if let Some(off) = c.clock_offset_s {
+        metrics::gauge!("settlement_reader_clock_offset_s", "reader" => reader_id.to_string())
+            .set(off as f64);
+    }
+    Ok(())
+}
+
 /// Signs the answer to a batch and records the contact. `result` is what
 /// ingest decided; the acknowledgement is added to a success, a
 /// `sequence_gap` or a `chain_fork` (each names a registered reader whose
@@ -199,20 +227,7 @@ pub fn answer(
         .map(|b| b.reader_id())
         .map_err(|e| ApiError::bad_request("malformed_batch", e.to_string()))?;
     let ack = signer.sign(db, kind, reader_id, body, now_unix_s)?;
-    let name = contact_meta_name(reader_id);
-    let mut c: ReaderContact = db.meta(&name)?.unwrap_or_default();
-    c.last_contact_unix_s = now_unix_s;
-    c.clock_offset_s = reader_time_unix_s.map(|t| t as i64 - now_unix_s as i64);
-    c.batches += 1;
-    let mut w = WriteSet::default();
-    Db::put_meta(&mut w, &name, &c);
-    db.commit(w)?;
-    metrics::gauge!("settlement_reader_last_contact_unix_s", "reader" => reader_id.to_string())
-        .set(now_unix_s as f64);
-    if let Some(off) = c.clock_offset_s {
-        metrics::gauge!("settlement_reader_clock_offset_s", "reader" => reader_id.to_string())
-            .set(off as f64);
-    }
+    note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?;
     match result {
         Ok(a) => {
             let mut v = serde_json::to_value(a).expect("ack serialises");

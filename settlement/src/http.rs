@@ -191,6 +191,7 @@ async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body)
 
 async fn get_bundle(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
@@ -221,13 +222,16 @@ async fn get_bundle(
                 ))
             }
         }
-        app.bundle(since).map_err(|e| {
+        let bytes = app.bundle(since).map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "bundle_failed",
                 e.to_string(),
             )
-        })
+        })?;
+        let reader_time = crate::acks::reader_time_header(&headers);
+        crate::acks::note_contact(&app.db, reader_id, reader_time, app.now(), 0)?;
+        Ok(bytes)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())

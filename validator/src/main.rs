@@ -270,6 +270,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                         operator_token.as_deref().unwrap_or_default(),
                         &config,
                         &key.verifying_key(),
+                        now(at),
                     ))?
                 }
                 (None, None) => unreachable!("clap requires --bundle or --server"),

@@ -16,11 +16,13 @@ pub const ONBOARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Registers `public_key` as reader `config.reader.reader_id` and returns
 /// the bundle settlement serves it (not yet verified: provisioning does).
+/// `now_unix_s` is the reader clock, reported to settlement.
 pub async fn register_and_fetch(
     server_url: &str,
     operator_token: &str,
     config: &ReaderConfig,
     public_key: &VerifyingKey,
+    now_unix_s: u64,
 ) -> Result<Vec<u8>, ValidatorError> {
     let base = server_url.trim_end_matches('/');
     let err = |url: &str, why: String| ValidatorError::Sync {
@@ -59,7 +61,7 @@ pub async fn register_and_fetch(
     }
     let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
     let reply = link
-        .get_bundle(r.reader_id, 0)
+        .get_bundle(r.reader_id, 0, now_unix_s)
         .await
         .map_err(|e| err(&link.describe(), e.to_string()))?;
     if reply.status != 200 {

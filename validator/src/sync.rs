@@ -125,11 +125,13 @@ pub trait Link: Send + Sync {
         body: Vec<u8>,
         reader_time_unix_s: u64,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
-    /// Fetches the bundle for `reader_id` at version `since`.
+    /// Fetches the bundle for `reader_id` at version `since`;
+    /// `reader_time_unix_s` goes in [`READER_TIME_HEADER`].
     fn get_bundle(
         &self,
         reader_id: u32,
         since: u64,
+        reader_time_unix_s: u64,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
     /// Where it talks to (for messages).
     fn describe(&self) -> String;
@@ -203,13 +205,19 @@ impl Link for HttpLink {
         read_limited(resp, MAX_ACK_REPLY_BYTES).await
     }
 
-    async fn get_bundle(&self, reader_id: u32, since: u64) -> Result<Reply, LinkError> {
+    async fn get_bundle(
+        &self,
+        reader_id: u32,
+        since: u64,
+        reader_time_unix_s: u64,
+    ) -> Result<Reply, LinkError> {
         let resp = self
             .client
             .get(format!(
                 "{}/v1/readers/{reader_id}/bundle?since={since}",
                 self.base
             ))
+            .header(READER_TIME_HEADER, reader_time_unix_s.to_string())
             .send()
             .await
             .map_err(transport)?;
@@ -664,7 +672,7 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
     let (id, version) = reader.with(|r| (r.reader_id(), r.bundle_version()));
     let url = || format!("{}/v1/readers/{id}/bundle?since={version}", link.describe());
     let reply = link
-        .get_bundle(id, version)
+        .get_bundle(id, version, now())
         .await
         .map_err(|e| ValidatorError::Sync {
             url: url(),
