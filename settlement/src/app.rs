@@ -52,6 +52,9 @@ pub enum AppError {
     /// Bundle / deny list publication.
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    /// The acknowledgement key.
+    #[error(transparent)]
+    AckKey(#[from] crate::acks::AckKeyError),
 }
 
 /// Everything a request or a run needs.
@@ -76,6 +79,8 @@ pub struct App {
     pub operator_token: String,
     /// Settlement runs started over HTTP (shared with their background tasks).
     pub runs: Arc<Mutex<settle::RunRegistry>>,
+    /// Signs batch acknowledgements (`crate::acks`).
+    pub acks: crate::acks::AckSigner,
 }
 
 impl std::fmt::Debug for App {
@@ -155,7 +160,9 @@ impl App {
         } else {
             config.operator_token.clone()
         };
+        let acks = crate::acks::AckSigner::open_or_create(&keys, clock.now_unix_s(), &mut rng)?;
         Ok(App {
+            acks,
             db: Db::new(Arc::new(store)),
             keys: Mutex::new(keys),
             tariff,

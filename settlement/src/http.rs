@@ -211,7 +211,7 @@ async fn metrics_endpoint() -> Response {
         .into_response()
 }
 
-async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
+async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
     let limit = fare_credential::batch::MAX_BATCH_BYTES;
     let bytes = read_body(body, limit).await.map_err(|_| {
         ApiError::of(
@@ -219,10 +219,13 @@ async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
             format!("batch body over MAX_BATCH_BYTES = {limit}"),
         )
     })?;
+    let reader_time = crate::acks::reader_time_header(&headers);
     let started = Instant::now();
     let ack = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        crate::ingest::ingest_batch(&app.db, &bytes, app.now())
+        let now = app.now();
+        let result = crate::ingest::ingest_batch(&app.db, &bytes, now);
+        crate::acks::answer(&app.db, &app.acks, &bytes, reader_time, now, result)
     })
     .await?;
     metrics::histogram!("settlement_ingest_seconds").record(started.elapsed().as_secs_f64());
@@ -231,6 +234,7 @@ async fn post_batch(State(app): State<AppState>, body: Body) -> ApiResult {
 
 async fn get_bundle(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult {
@@ -260,8 +264,12 @@ async fn get_bundle(
                 ))
             }
         }
-        app.bundle(since)
-            .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))
+        let bytes = app
+            .bundle(since)
+            .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
+        let reader_time = crate::acks::reader_time_header(&headers);
+        crate::acks::note_contact(&app.db, reader_id, reader_time, app.now(), 0)?;
+        Ok(bytes)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -283,16 +291,27 @@ async fn list_readers(State(app): State<AppState>, headers: HeaderMap) -> ApiRes
     let v = blocking(move || {
         let mut out = Vec::new();
         for r in app.db.readers()? {
-            let (s, _) = app.db.reader_state(r.reader_id)?;
-            out.push(serde_json::json!({
-                "reader": r, "acked_seq": s.acked_seq, "settled_seq": s.settled_seq,
-                "head_hash": hex::encode(s.head_hash),
-            }));
+            out.push(crate::readers::overview(&app.db, &r)?);
         }
         Ok(out)
     })
     .await?;
     Ok(json(StatusCode::OK, &v))
+}
+
+async fn resolve_incident(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    authorize(&app, &headers)?;
+    let req: crate::readers::Resolve = json_body(&app, &headers, body).await?;
+    let (r, new) = blocking(move || {
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::readers::resolve(&app.db, &req, app.now())
+    })
+    .await?;
+    Ok(json(created(new), &r))
 }
 
 async fn retire_reader(
@@ -685,6 +704,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/readers", post(post_reader).get(list_readers))
         .route("/v1/readers/{id}/bundle", get(get_bundle))
         .route("/v1/readers/{id}/retire", post(retire_reader))
+        .route("/v1/incidents/resolve", post(resolve_incident))
         .route("/v1/accounts", post(post_account))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/accounts/{id}/devices", post(post_device))

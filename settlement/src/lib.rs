@@ -1,7 +1,8 @@
 //! The fare system's back office: turns uploaded ride logs into money,
 //! correctly and exactly once, and feeds the deny list back to the fleet.
 //!
-//! * [`ingest`]: reader-signed, hash-chained batches → durable rides.
+//! * [`ingest`]: reader-signed, hash-chained batches → durable rides;
+//!   [`acks`]: the signed acknowledgement of each.
 //! * [`reverify`]: every ride code verified again (batched, all cores).
 //! * [`core`]: pure settlement (dedup, rating, postings, credit limits).
 //! * [`settle`]: resumable, idempotent runs over the [`store`].
@@ -11,6 +12,7 @@
 //! See `README.md` for the HTTP API, policies and measured numbers.
 #![forbid(unsafe_code)]
 
+pub mod acks;
 pub mod app;
 pub mod bundle;
 pub mod config;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod ingest;
 pub mod model;
 pub mod ops;
+pub mod readers;
 pub mod reports;
 pub mod reverify;
 pub mod server;

@@ -26,6 +26,49 @@ pub struct ReaderConfig {
     /// Camera frame decoding.
     #[serde(default)]
     pub camera: CameraConfig,
+    /// The background sync agent (`run --server`).
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`: how the reader talks to settlement (see validator/README.md,
+/// "Sync").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Time between contacts when everything is uploaded (the bundle is
+    /// fetched on every contact), milliseconds.
+    pub interval_ms: u64,
+    /// First retry delay after a failed contact, milliseconds (doubles per
+    /// failure up to `max_backoff_ms`, plus up to as much again of jitter).
+    pub min_backoff_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub max_backoff_ms: u64,
+    /// One request's time limit (connect, send, answer), milliseconds.
+    pub request_timeout_ms: u64,
+    /// Warn when the reader clock and settlement's disagree by more than this.
+    pub clock_warn_s: u64,
+    /// Seed of the retry jitter (ChaCha8); `0`: derived from the reader id,
+    /// so a fleet coming back online does not retry in step.
+    pub jitter_seed: u64,
+}
+
+/// Smallest `sync.min_backoff_ms`.
+pub const MIN_BACKOFF_MS: u64 = 1;
+/// Largest `sync.max_backoff_ms` (one hour).
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            interval_ms: 60_000,
+            min_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            request_timeout_ms: 30_000,
+            clock_warn_s: 30,
+            jitter_seed: 0,
+        }
+    }
 }
 
 /// `[camera]`: how much time one camera frame may cost.
@@ -159,6 +202,7 @@ impl ReaderConfig {
             trust: TrustPolicy::default(),
             storage: StorageConfig::default(),
             camera: CameraConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 
@@ -193,6 +237,25 @@ impl ReaderConfig {
                     "{}: expected 1..={MAX_DECODE_BUDGET_MS} milliseconds",
                     self.camera.decode_budget_ms
                 ),
+            ));
+        }
+        let sc = self.sync;
+        if sc.min_backoff_ms < MIN_BACKOFF_MS
+            || sc.max_backoff_ms > MAX_BACKOFF_MS
+            || sc.min_backoff_ms > sc.max_backoff_ms
+        {
+            return Err(bad(
+                "sync.min_backoff_ms",
+                format!(
+                    "{}..{}: expected {MIN_BACKOFF_MS} ≤ min ≤ max ≤ {MAX_BACKOFF_MS}",
+                    sc.min_backoff_ms, sc.max_backoff_ms
+                ),
+            ));
+        }
+        if sc.request_timeout_ms == 0 || sc.interval_ms == 0 {
+            return Err(bad(
+                "sync.request_timeout_ms",
+                "request_timeout_ms and interval_ms must be at least 1".into(),
             ));
         }
         if self.policy.code_validity_s == 0 {

@@ -152,9 +152,75 @@ pub enum ValidatorError {
         /// What failed.
         why: String,
     },
+    /// The ride log ends below (or disagrees with) its high-water mark: its
+    /// tail was damaged or truncated. The reader refuses to decide rather
+    /// than reuse sequence numbers or forget used codes.
+    #[error("ride log went backwards: {why}; records {missing_from}..={missing_to} are missing. The reader refuses rides: upload what remains, then re-provision it under a new reader id (validator/README.md, \"Damaged log\")")]
+    LogBehind {
+        /// First missing (or rewritten) sequence.
+        missing_from: u64,
+        /// Last missing sequence (the high-water mark).
+        missing_to: u64,
+        /// What was found.
+        why: String,
+    },
+    /// An acknowledgement was refused: unsigned, wrongly signed, for another
+    /// reader or request, or naming a chain hash this reader does not hold
+    /// at that sequence. Nothing was acknowledged.
+    #[error("acknowledgement refused ({code}): {why}")]
+    AckRefused {
+        /// `ack_unsigned`, `ack_bad_signature` or `ack_mismatch`.
+        code: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// This reader's chain forked from what settlement holds. It keeps every
+    /// record and stops compacting until an operator recovers it.
+    #[error("chain forked from settlement at sequence {at}: {why}. Every record is kept and nothing is compacted; recover per validator/README.md (\"Forked reader\")")]
+    Forked {
+        /// Sequence where the chains disagree (or settlement's head).
+        at: u64,
+        /// What was seen.
+        why: String,
+    },
+    /// Settlement holds less than this reader believed acknowledged, and
+    /// the reader no longer has some of the records settlement lacks.
+    #[error("settlement holds this reader only up to {settlement_holds}; records {missing_from}..={missing_to} were compacted here and must be restored at settlement from its backup or written off (validator/README.md, \"Settlement restored\")")]
+    SettlementBehind {
+        /// What settlement holds.
+        settlement_holds: u64,
+        /// First record neither side holds.
+        missing_from: u64,
+        /// Last record neither side holds.
+        missing_to: u64,
+    },
 }
 
 impl ValidatorError {
+    /// Stable machine-readable code (`status --json`, logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ValidatorError::Io { .. } => "io_error",
+            ValidatorError::Sled { .. } => "storage_error",
+            ValidatorError::DeviceSync(_) => "device_sync_failed",
+            ValidatorError::Codec(_) => "stored_value_unreadable",
+            ValidatorError::Corrupt { .. } => "log_corrupt",
+            ValidatorError::Config { .. } => "bad_config",
+            ValidatorError::NotProvisioned { .. } => "not_provisioned",
+            ValidatorError::AlreadyProvisioned { .. } => "already_provisioned",
+            ValidatorError::ReaderIdMismatch { .. } => "reader_id_mismatch",
+            ValidatorError::Key { .. } => "bad_key_file",
+            ValidatorError::Bundle(b) => b.code(),
+            ValidatorError::AckBeyondLog { .. } => "ack_beyond_log",
+            ValidatorError::Format(_) => "bad_record",
+            ValidatorError::Sync { .. } => "sync_failed",
+            ValidatorError::LogBehind { .. } => "log_behind_high_water_mark",
+            ValidatorError::AckRefused { code, .. } => code,
+            ValidatorError::Forked { .. } => "chain_forked",
+            ValidatorError::SettlementBehind { .. } => "settlement_behind",
+        }
+    }
+
     pub(crate) fn sled(what: &'static str) -> impl FnOnce(sled::Error) -> ValidatorError {
         move |source| ValidatorError::Sled { what, source }
     }

@@ -11,15 +11,20 @@
 //! crate's README for the config reference, the CLI and the threat model.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod config;
 pub mod decision;
 pub mod error;
 pub mod frames;
+pub mod hwm;
+pub mod onboard;
 pub mod reader;
 mod replay;
 pub mod sync;
 
-pub use config::{CameraConfig, ReaderConfig, ReaderIdentityConfig, StorageConfig, TrustPolicy};
+pub use config::{
+    CameraConfig, ReaderConfig, ReaderIdentityConfig, StorageConfig, SyncConfig, TrustPolicy,
+};
 pub use decision::{Decision, Outcome, RideId, Stage, StageTimes};
 pub use error::{BundleError, ValidatorError};
 pub use reader::{read_public_key_file, Reader, ReaderState, RejectedScan, Status};

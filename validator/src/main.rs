@@ -40,9 +40,16 @@ enum Cmd {
         /// Route name (≤ 32 bytes).
         #[arg(long)]
         route: String,
-        /// Root-signed reader bundle file.
+        /// Root-signed reader bundle file (offline provisioning).
+        #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+        bundle: Option<PathBuf>,
+        /// Settlement base URL: register the new key there and fetch the
+        /// first bundle (online provisioning, with --operator-token).
+        #[arg(long, requires = "operator_token")]
+        server: Option<String>,
+        /// Operator bearer token for registering the reader.
         #[arg(long)]
-        bundle: PathBuf,
+        operator_token: Option<String>,
         /// Deployment root public key (hex file, `root.pub` from fare-keys).
         #[arg(long)]
         root_key: PathBuf,
@@ -102,8 +109,13 @@ enum Cmd {
         /// Pin the clock for every decision (unix seconds).
         #[arg(long)]
         at: Option<u64>,
+        /// Settlement base URL: upload and fetch bundles in the background
+        /// (retrying with backoff) while deciding.
+        #[arg(long)]
+        server: Option<String>,
     },
-    /// Upload unacknowledged rides and fetch a newer bundle.
+    /// Upload unacknowledged rides and fetch a newer bundle (one contact;
+    /// exits 2 on any failure, a fork or a refused acknowledgement).
     Sync {
         /// Reader directory.
         #[arg(long)]
@@ -183,6 +195,41 @@ fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, ValidatorError>
     })
 }
 
+/// Reads a bundle file, refusing one over the reader's bundle limit
+/// before reading it.
+fn read_file_bounded(path: &Path, what: &'static str) -> Result<Vec<u8>, ValidatorError> {
+    let limit = fare_validator::sync::MAX_FETCHED_BUNDLE_BYTES;
+    let len = std::fs::metadata(path)
+        .map_err(|source| ValidatorError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len > limit as u64 {
+        return Err(ValidatorError::Config {
+            field: "--bundle",
+            why: format!(
+                "{}: {len} bytes, over the reader's {limit}-byte bundle limit",
+                path.display()
+            ),
+        });
+    }
+    read_file(path, what)
+}
+
+fn runtime(dir: &Path) -> Result<tokio::runtime::Runtime, ValidatorError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|source| ValidatorError::Io {
+            what: "start async runtime",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 fn print_json(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
@@ -197,6 +244,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             vehicle,
             route,
             bundle,
+            server,
+            operator_token,
             root_key,
             operator,
             stop,
@@ -204,7 +253,6 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
             json,
         } => {
             let root = read_public_key_file(&root_key)?;
-            let bundle = read_file(&bundle, "read bundle")?;
             let config = ReaderConfig::new(ReaderIdentityConfig {
                 reader_id,
                 operator,
@@ -213,6 +261,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                 stop,
             });
             let key = fare_credential::keys::generate_signing_key_os();
+            let bundle = match (bundle, server) {
+                (Some(path), _) => read_file_bounded(&path, "read bundle")?,
+                (None, Some(url)) => {
+                    let rt = runtime(&dir)?;
+                    rt.block_on(fare_validator::onboard::register_and_fetch(
+                        &url,
+                        operator_token.as_deref().unwrap_or_default(),
+                        &config,
+                        &key.verifying_key(),
+                        now(at),
+                    ))?
+                }
+                (None, None) => unreachable!("clap requires --bundle or --server"),
+            };
             let reader = Reader::provision(&dir, config, root, key, &bundle, now(at))?;
             let pk = hex::encode(reader.public_key().as_bytes());
             if json {
@@ -305,18 +367,16 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                 }
             }
         }
-        Cmd::Run { dir, frames, at } => run_stream(&dir, &frames, at),
+        Cmd::Run {
+            dir,
+            frames,
+            at,
+            server,
+        } => run_stream(&dir, &frames, at, server.as_deref()),
         Cmd::Sync { dir, server, at } => {
             let t = now(at);
             let mut reader = Reader::open(&dir, t)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| ValidatorError::Io {
-                    what: "start async runtime",
-                    path: dir.clone(),
-                    source,
-                })?;
+            let rt = runtime(&dir)?;
             let report = rt.block_on(fare_validator::sync::sync(&mut reader, &server, t))?;
             print_json(&serde_json::to_value(&report).expect("report serialises"));
             Ok(ExitCode::SUCCESS)
@@ -324,7 +384,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
         Cmd::InstallBundle { dir, bundle, at } => {
             let t = now(at);
             let mut reader = Reader::open(&dir, t)?;
-            let bytes = read_file(&bundle, "read bundle")?;
+            let bytes = read_file_bounded(&bundle, "read bundle")?;
             let v = reader.install_bundle(&bytes, t)?;
             println!(
                 "bundle {v} installed ({} deny-list entries)",
@@ -361,6 +421,26 @@ fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
                     s.deny_entries,
                     s.clock_offset_at_install_s
                 );
+                let opt = |v: Option<u64>| v.map_or("never".to_string(), |x| x.to_string());
+                println!(
+                    "sync {}: pending {} (oldest ride at {}), last contact {}, last success {}, clock offset {}, refused acks {}",
+                    s.sync_state,
+                    s.unacked,
+                    opt(s.oldest_pending_unix_s),
+                    opt(s.sync.last_contact_unix_s),
+                    opt(s.sync.last_success_unix_s),
+                    s.sync.clock_offset_s.map_or("unknown".into(), |o| format!("{o} s")),
+                    s.sync.refused_acks
+                );
+                if let Some(e) = &s.sync.last_error {
+                    println!("last error: {e}");
+                }
+                if let Some(f) = &s.sync.forked {
+                    println!("FORKED at {}: {}", f.at_seq, f.why);
+                }
+                if let Some(r) = &s.refusing {
+                    println!("REFUSING RIDES: {r}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -454,8 +534,58 @@ fn input_reject(line_no: usize, why: String, at: u64) -> serde_json::Value {
     })
 }
 
-fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, ValidatorError> {
-    let mut reader = Reader::open(dir, now(at))?;
+fn run_stream(
+    dir: &Path,
+    frames: &str,
+    at: Option<u64>,
+    server: Option<&str>,
+) -> Result<ExitCode, ValidatorError> {
+    let reader = Reader::open(dir, now(at))?;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(reader));
+    // The agent runs on its own runtime thread; decisions never wait for the network.
+    let agent = match server {
+        None => None,
+        Some(url) => {
+            let rt = runtime(dir)?;
+            let timeout = shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .config()
+                .sync
+                .request_timeout_ms;
+            let link = fare_validator::sync::HttpLink::new(
+                url,
+                std::time::Duration::from_millis(timeout),
+            )?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let clock: std::sync::Arc<dyn Fn() -> u64 + Send + Sync> =
+                std::sync::Arc::new(move || now(at));
+            let task = rt.spawn(fare_validator::agent::run(
+                shared.clone(),
+                link,
+                clock,
+                None,
+                stop_rx,
+            ));
+            Some((rt, stop_tx, task))
+        }
+    };
+    let res = decide_stream(&shared, frames, at);
+    if let Some((rt, stop_tx, task)) = agent {
+        let _ = stop_tx.send(true);
+        let _ = rt.block_on(task);
+    }
+    let reader = shared.lock().unwrap_or_else(|p| p.into_inner());
+    reader.flush()?;
+    res
+}
+
+fn decide_stream(
+    shared: &std::sync::Mutex<Reader>,
+    frames: &str,
+    at: Option<u64>,
+) -> Result<ExitCode, ValidatorError> {
+    let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
     let after = |reader: &mut Reader, t: u64| {
         if let Err(e) = reader.maintenance(t) {
             tracing::warn!(error = %e, "maintenance failed");
@@ -489,6 +619,7 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
+            let mut reader = lock();
             match decode_hex_payload(trimmed) {
                 Ok(bytes) => {
                     let d = reader.decide_payload(&bytes, t);
@@ -512,6 +643,7 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
         files.sort();
         for f in files {
             let t = now(at);
+            let mut reader = lock();
             let d = reader.decide_image_file(&f, t);
             let mut v = d.to_json();
             v["frame"] = serde_json::json!(f.display().to_string());
@@ -519,6 +651,5 @@ fn run_stream(dir: &Path, frames: &str, at: Option<u64>) -> Result<ExitCode, Val
             after(&mut reader, t);
         }
     }
-    reader.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! | `root.pub` | deployment root public key hex (verifies bundles) |
 //! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
 //! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
+//! | `log.hwm` | high-water mark of the log: last sequence and chain hash ([`crate::hwm`]) |
 //!
 //! Durability: an accept is answered only after the ride record's single
 //! sled insert, `Db::flush()` and an `fdatasync` of sled's data file
@@ -45,6 +46,7 @@ use std::time::Instant;
 const META_STATE: &[u8] = b"state";
 const META_IDENTITY: &[u8] = b"identity";
 const META_BUNDLE: &[u8] = b"bundle";
+const META_SYNC: &[u8] = b"sync";
 /// Replay entries are pruned at most this often (seconds of reader time).
 const PRUNE_INTERVAL_S: u64 = 60;
 /// The reader state is saved after every this many accepted rides (not
@@ -157,6 +159,16 @@ pub struct Status {
     pub rejected_entries: u64,
     /// Chain head hex.
     pub chain_head: String,
+    /// Why the reader refuses every ride, when it does (damaged log,
+    /// storage failure); `None` while it decides normally.
+    pub refusing: Option<String>,
+    /// Upload state: fork, settlement behind, last contact, last error,
+    /// clock offset, refused acknowledgements.
+    pub sync: crate::sync::SyncState,
+    /// `ok`, `forked`, `settlement_behind` or `log_damaged`.
+    pub sync_state: &'static str,
+    /// Reader time of the oldest unacknowledged ride, when there is one.
+    pub oldest_pending_unix_s: Option<u64>,
 }
 
 /// An open reader. One process at a time (sled locks the log).
@@ -182,6 +194,12 @@ pub struct Reader {
     rejected_count: u64,
     last_prune_unix_s: u64,
     failed: Option<String>,
+    /// The log's high-water mark, written after each accept's durability point.
+    hwm: crate::hwm::HighWaterMark,
+    /// Set when the log was found below its high-water mark at open.
+    damaged: Option<ValidatorError>,
+    /// Upload state (fork, last contact, ...), persisted in `meta`.
+    sync: crate::sync::SyncState,
 }
 
 impl std::fmt::Debug for Reader {
@@ -476,6 +494,11 @@ impl Reader {
             None => 0,
         };
         let rejected_count = rejected.len() as u64;
+        let sync: crate::sync::SyncState = match get(META_SYNC)? {
+            Some(v) => codec::decode("sync state", &v)?,
+            None => crate::sync::SyncState::default(),
+        };
+        let (hwm, mark) = crate::hwm::HighWaterMark::open(dir, config.storage.device_sync)?;
         let cache = CredentialCache::new(config.storage.credential_cache_entries);
         let mut reader = Reader {
             dir: dir.to_path_buf(),
@@ -496,8 +519,12 @@ impl Reader {
             rejected_count,
             last_prune_unix_s: 0,
             failed: None,
+            hwm,
+            damaged: None,
+            sync,
         };
         reader.roll_state_forward()?;
+        reader.check_high_water_mark(mark)?;
         reader.rebuild_replay_cache(now_unix_s)?;
         reader.maintenance(now_unix_s)?;
         Ok(reader)
@@ -573,6 +600,165 @@ impl Reader {
             self.save_state()?;
             self.durable("flush state")?;
         }
+        Ok(())
+    }
+
+    /// Compares the log with its high-water mark. A log ending below the
+    /// mark, or holding another record at it, lost accepted rides (a
+    /// damaged or truncated tail): the reader then refuses every ride,
+    /// naming the missing range, and never reuses those sequences. A log one
+    /// record past the mark is a power cut between the ride's durability
+    /// point and its mark (that ride was not answered yet); the mark catches up.
+    fn check_high_water_mark(
+        &mut self,
+        mark: Option<crate::hwm::Mark>,
+    ) -> Result<(), ValidatorError> {
+        let last = self.state.next_seq - 1;
+        let here = crate::hwm::Mark {
+            seq: last,
+            chain_hash: self.state.chain_head,
+        };
+        let Some(mark) = mark else {
+            // A reader made before the mark existed, or a new one.
+            if last > 0 {
+                tracing::warn!(last, "no high-water mark yet: starting it at the log's end");
+            }
+            return self.hwm.reset(&here);
+        };
+        let damage = if last < mark.seq {
+            Some((
+                last + 1,
+                format!(
+                    "the log ends at {last} but its high-water mark is {}",
+                    mark.seq
+                ),
+            ))
+        } else {
+            match self.chain_hash_at(mark.seq)? {
+                Some(h) if h != mark.chain_hash => Some((
+                    mark.seq,
+                    format!(
+                        "record {} differs from the one the high-water mark names",
+                        mark.seq
+                    ),
+                )),
+                _ => None,
+            }
+        };
+        if let Some((from, why)) = damage {
+            let e = ValidatorError::LogBehind {
+                missing_from: from,
+                missing_to: mark.seq,
+                why,
+            };
+            tracing::error!(error = %e, "ride log damaged: refusing rides");
+            self.failed = Some(e.to_string());
+            self.damaged = Some(e);
+            return Ok(());
+        }
+        if last > mark.seq {
+            self.hwm.record(&here)?;
+        }
+        Ok(())
+    }
+
+    /// The chain hash of record `seq` as this log holds it: the genesis
+    /// hash for 0, the head for the last record, else from the record (or
+    /// its successor's `prev_hash`). `None` when compaction removed both or
+    /// `seq` is beyond the log.
+    pub fn chain_hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>, ValidatorError> {
+        let last = self.state.next_seq - 1;
+        if seq > last {
+            return Ok(None);
+        }
+        if seq == last {
+            return Ok(Some(self.state.chain_head));
+        }
+        if seq == 0 {
+            return Ok(Some(genesis_hash(self.reader_id())));
+        }
+        if let Some(v) = self
+            .rides
+            .get(seq.to_be_bytes())
+            .map_err(ValidatorError::sled("read ride"))?
+        {
+            return Ok(Some(record_hash(&v)));
+        }
+        match self
+            .rides
+            .get((seq + 1).to_be_bytes())
+            .map_err(ValidatorError::sled("read ride"))?
+        {
+            Some(v) => Ok(Some(RideRecord::decode_v1(&v)?.prev_hash)),
+            None => Ok(None),
+        }
+    }
+
+    /// Why the log is damaged, when its high-water mark found it so at open.
+    pub fn log_damage(&self) -> Option<&ValidatorError> {
+        self.damaged.as_ref()
+    }
+
+    /// The upload state (persisted).
+    pub fn sync_state(&self) -> &crate::sync::SyncState {
+        &self.sync
+    }
+
+    /// Replaces the upload state. `durable`: wait for the device (a fork,
+    /// which must survive a power cut); else the next flush carries it.
+    pub fn set_sync_state(
+        &mut self,
+        state: crate::sync::SyncState,
+        durable: bool,
+    ) -> Result<(), ValidatorError> {
+        self.meta
+            .insert(META_SYNC, codec::encode("sync state", &state)?)
+            .map_err(ValidatorError::sled("write sync state"))?;
+        if durable {
+            self.durable("flush sync state")?;
+        }
+        self.sync = state;
+        Ok(())
+    }
+
+    /// The deployment root key (verifies bundles and acknowledgements).
+    pub fn root_key(&self) -> &VerifyingKey {
+        &self.root
+    }
+
+    /// Signs `domain || message` with the reader key (signed requests).
+    pub fn sign_with_reader_key(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
+        fare_credential::keys::sign_domain(&self.key, domain, message)
+    }
+
+    /// Moves the acknowledged sequence back to `to` because settlement,
+    /// in a verified acknowledgement, holds only that much (it was restored
+    /// from a backup): the records after it are uploaded again. Refuses
+    /// with [`ValidatorError::SettlementBehind`] when some of them were
+    /// compacted here. Persisted and flushed.
+    pub fn rewind_acknowledged(&mut self, to: u64) -> Result<(), ValidatorError> {
+        if to >= self.state.acked_up_to {
+            return Ok(());
+        }
+        if to + 1 < self.state.oldest_seq {
+            return Err(ValidatorError::SettlementBehind {
+                settlement_holds: to,
+                missing_from: to + 1,
+                missing_to: self.state.oldest_seq - 1,
+            });
+        }
+        let mut next = self.state.clone();
+        next.acked_up_to = to;
+        self.meta
+            .insert(META_STATE, codec::encode("reader state", &next)?)
+            .map_err(ValidatorError::sled("write ack"))?;
+        self.durable("flush ack rewind")?;
+        tracing::warn!(
+            from = self.state.acked_up_to,
+            to,
+            "settlement holds less than it acknowledged: re-sending"
+        );
+        self.state = next;
         Ok(())
     }
 
@@ -1024,6 +1210,14 @@ impl Reader {
         self.replay_cache
             .insert(keys, self.replay_entry(code, seq, now));
         self.durable("flush ride").map_err(AppendError::Storage)?;
+        // After the ride is on the device, before the answer: the mark is
+        // never ahead of the log (see `crate::hwm`).
+        self.hwm
+            .record(&crate::hwm::Mark {
+                seq,
+                chain_hash: chain_head,
+            })
+            .map_err(AppendError::Storage)?;
         if seq % STATE_SAVE_EVERY == 0 {
             // After the answer's durability point, and not flushed: losing
             // it only means rolling forward over a longer tail at open.
@@ -1140,6 +1334,10 @@ impl Reader {
         need_bytes: u64,
         now_unix_s: u64,
     ) -> Result<(), ValidatorError> {
+        if self.sync.forked.is_some() {
+            // A forked reader keeps every record for the operator's review.
+            return Ok(());
+        }
         let start = self.state.clone();
         loop {
             let freed = start.used_bytes - self.state.used_bytes;
@@ -1237,7 +1435,21 @@ impl Reader {
         &self,
         max_records: usize,
     ) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
-        let first = self.state.acked_up_to + 1;
+        self.batch_from(self.state.acked_up_to + 1, max_records)
+    }
+
+    /// A signed batch of the held records from `first` (at most
+    /// `max_records`), acknowledged or not: `None` past the log's end or
+    /// below what compaction kept. Used to show settlement the records of a
+    /// fork the reader found (so settlement records the incident too).
+    pub fn batch_from(
+        &self,
+        first: u64,
+        max_records: usize,
+    ) -> Result<Option<(Vec<u8>, u64, u64)>, ValidatorError> {
+        if first < self.state.oldest_seq {
+            return Ok(None);
+        }
         let last_written = self.state.next_seq - 1;
         if first > last_written {
             return Ok(None);
@@ -1276,6 +1488,12 @@ impl Reader {
         }
         if acked_seq <= self.state.acked_up_to {
             return Ok(());
+        }
+        if let Some(f) = &self.sync.forked {
+            return Err(ValidatorError::Forked {
+                at: f.at_seq,
+                why: f.why.clone(),
+            });
         }
         let mut next = self.state.clone();
         next.acked_up_to = acked_seq;
@@ -1388,7 +1606,29 @@ impl Reader {
             replay_entries: self.replay_cache.len(),
             rejected_entries: self.rejected_count,
             chain_head: hex::encode(self.state.chain_head),
+            refusing: self.failed.clone(),
+            sync_state: if self.damaged.is_some() {
+                "log_damaged"
+            } else if self.sync.forked.is_some() {
+                "forked"
+            } else if self.sync.settlement_behind.is_some() {
+                "settlement_behind"
+            } else {
+                "ok"
+            },
+            sync: self.sync.clone(),
+            oldest_pending_unix_s: self.oldest_pending_time(),
         }
+    }
+
+    /// Reader time of the first unacknowledged ride still held.
+    fn oldest_pending_time(&self) -> Option<u64> {
+        let first = self.state.acked_up_to + 1;
+        if first >= self.state.next_seq {
+            return None;
+        }
+        let v = self.rides.get(first.to_be_bytes()).ok()??;
+        RideRecord::decode_v1(&v).ok().map(|r| r.reader_time_unix_s)
     }
 
     /// Flushes everything (rejected-scan analytics included) to the device. Called on exit.

@@ -1,12 +1,15 @@
-//! Rewrites `testvectors/ride_codes_v1.json` from the seed. Run after an
-//! intended format change; the `golden` test fails until you do.
+//! Rewrites `testvectors/ride_codes_v1.json` and `testvectors/acks_v1.json`
+//! from the seed. Run after an intended format change; the `golden` test
+//! fails until you do.
+
+use fare_credential::testvectors as tv;
 
 fn main() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testvectors/ride_codes_v1.json");
-    let text = fare_credential::testvectors::to_json(&fare_credential::testvectors::generate(
-        fare_credential::testvectors::SEED,
-    ));
-    std::fs::write(&path, text).expect("write vectors");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testvectors");
+    let path = dir.join("ride_codes_v1.json");
+    std::fs::write(&path, tv::to_json(&tv::generate(tv::SEED))).expect("write vectors");
+    println!("wrote {}", path.display());
+    let path = dir.join("acks_v1.json");
+    std::fs::write(&path, tv::acks_to_json(&tv::generate_acks(tv::SEED))).expect("write vectors");
     println!("wrote {}", path.display());
 }

@@ -10,11 +10,14 @@
 //! | reader bundle | [`bundle`] | deployment root key | `FARE-BUNDLE\0v1` |
 //! | ride record (hash-chained) | [`record`] | (chain hash) | `FARE-RIDE\0v1` |
 //! | batch | [`batch`] | reader key | `FARE-BATCH\0v1` |
+//! | acknowledgement-key certificate | [`ack`] | deployment root key | `FARE-ACKKEY\0v1` |
+//! | batch acknowledgement | [`ack`] | acknowledgement key | `FARE-ACK\0v1` |
 //!
 //! The verification core ([`verify`]) does no I/O and reads no clock.
 //! Every refusal is a [`RejectReason`] with a stable code.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod batch;
 pub mod bundle;
 pub mod clock;
@@ -31,6 +34,7 @@ pub mod trust;
 pub mod verify;
 mod wire;
 
+pub use ack::{Ack, AckKeyCert, AckKind};
 pub use batch::{Batch, SignedBatch};
 pub use bundle::{DenyUpdate, ReaderBundle};
 pub use clock::{Clock, ManualClock, SystemClock};

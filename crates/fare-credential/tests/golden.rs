@@ -52,3 +52,30 @@ fn every_vector_gets_its_expected_reason() {
     }
     assert!(negatives >= 25, "negative classes present: {negatives}");
 }
+
+#[test]
+fn committed_ack_vectors_match_the_generator_and_verify_as_expected() {
+    use fare_credential::testvectors::{acks_to_json, generate_acks};
+    use fare_credential::{Ack, FormatError};
+    let file = generate_acks(SEED);
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testvectors/acks_v1.json"),
+    )
+    .expect("testvectors/acks_v1.json is committed");
+    assert!(
+        acks_to_json(&file) == committed,
+        "ack vectors differ from the generator: run `cargo run -p fare-credential --example gen_vectors`"
+    );
+    let root =
+        fare_credential::keys::parse_public_key(&hex::decode(&file.root_public_key).unwrap())
+            .unwrap();
+    for v in &file.vectors {
+        let got = match Ack::verify_v1(&hex::decode(&v.ack_hex).unwrap(), &root) {
+            Ok(_) => "ok",
+            Err(FormatError::BadSignature { object: "ack" }) => "bad_signature",
+            Err(FormatError::BadSignature { .. }) => "bad_cert_signature",
+            Err(_) => "invalid",
+        };
+        assert_eq!(got, v.expect, "vector {}", v.name);
+    }
+}

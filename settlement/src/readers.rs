@@ -1,0 +1,116 @@
+//! The fleet as settlement sees it (`GET /v1/readers`) and the operator's
+//! side of reader incidents (`POST /v1/incidents/resolve`).
+//!
+//! A `sequence_gap` or `chain_fork` incident stays **open** until an
+//! operator resolves it; resolutions are kept beside the incidents (meta
+//! values `incident_resolved/<reader>/<kind>/<seq>`), so the incident log
+//! itself is never rewritten. Recovery of a forked reader is documented in
+//! settlement/README.md ("Forked reader").
+
+use crate::acks::{self, ReaderContact};
+use crate::error::{ApiError, StoreError};
+use crate::model::Incident;
+use crate::store::{Db, WriteSet};
+
+/// Incident kinds that stay open until an operator resolves them.
+pub const OPEN_UNTIL_RESOLVED: &[&str] = &["sequence_gap", "chain_fork"];
+/// Longest resolution note, bytes.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// An operator's resolution of an incident.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// Reader.
+    pub reader_id: u32,
+    /// Incident kind (`sequence_gap`, `chain_fork`).
+    pub kind: String,
+    /// Incident sequence.
+    pub seq: u64,
+    /// What was done (e.g. "re-provisioned as reader 1007; tail reviewed").
+    pub note: String,
+}
+
+/// A stored resolution.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resolution {
+    /// What was done.
+    pub note: String,
+    /// Settlement time of the resolution.
+    pub at_unix_s: u64,
+}
+
+fn resolution_name(reader_id: u32, kind: &str, seq: u64) -> String {
+    format!("incident_resolved/{reader_id}/{kind}/{seq}")
+}
+
+/// Open incidents of a reader (unresolved gaps and forks), oldest first.
+pub fn open_incidents(db: &Db, reader_id: u32) -> Result<Vec<Incident>, StoreError> {
+    let mut out = Vec::new();
+    for i in db.incidents()? {
+        if i.reader_id != reader_id || !OPEN_UNTIL_RESOLVED.contains(&i.kind.as_str()) {
+            continue;
+        }
+        let r: Option<Resolution> = db.meta(&resolution_name(i.reader_id, &i.kind, i.seq))?;
+        if r.is_none() {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves an incident. Refused (`unknown_incident`) when no such incident
+/// exists; resolving twice keeps the first resolution.
+pub fn resolve(db: &Db, req: &Resolve, now_unix_s: u64) -> Result<(Resolution, bool), ApiError> {
+    if req.note.len() > MAX_NOTE_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_note",
+            format!("note is {} bytes, at most {MAX_NOTE_BYTES}", req.note.len()),
+        ));
+    }
+    let exists = db
+        .incidents()?
+        .iter()
+        .any(|i| i.reader_id == req.reader_id && i.kind == req.kind && i.seq == req.seq);
+    if !exists {
+        return Err(ApiError::not_found(
+            "unknown_incident",
+            format!(
+                "no {} incident at sequence {} for reader {}: see GET /v1/reports/incidents",
+                req.kind, req.seq, req.reader_id
+            ),
+        ));
+    }
+    let name = resolution_name(req.reader_id, &req.kind, req.seq);
+    if let Some(r) = db.meta::<Resolution>(&name)? {
+        return Ok((r, false));
+    }
+    let r = Resolution {
+        note: req.note.clone(),
+        at_unix_s: now_unix_s,
+    };
+    let mut w = WriteSet::default();
+    Db::put_meta(&mut w, &name, &r);
+    db.commit(w)?;
+    Ok((r, true))
+}
+
+/// One reader's line in `GET /v1/readers`.
+pub fn overview(db: &Db, reader: &crate::model::Reader) -> Result<serde_json::Value, StoreError> {
+    let (s, _) = db.reader_state(reader.reader_id)?;
+    let contact: Option<ReaderContact> = acks::contact(db, reader.reader_id)?;
+    let open = open_incidents(db, reader.reader_id)?;
+    let id = reader.reader_id.to_string();
+    metrics::gauge!("settlement_reader_acked_seq", "reader" => id.clone()).set(s.acked_seq as f64);
+    metrics::gauge!("settlement_reader_open_incidents", "reader" => id).set(open.len() as f64);
+    Ok(serde_json::json!({
+        "reader": reader,
+        "acked_seq": s.acked_seq,
+        "settled_seq": s.settled_seq,
+        "head_hash": hex::encode(s.head_hash),
+        "last_contact_unix_s": contact.as_ref().map(|c| c.last_contact_unix_s),
+        "clock_offset_s": contact.as_ref().and_then(|c| c.clock_offset_s),
+        "open_incident": open.first(),
+        "open_incidents": open.len(),
+    }))
+}

@@ -1,0 +1,79 @@
+//! Online provisioning (`fare-validator provision --server URL
+//! --operator-token T`): register the new reader key with settlement
+//! (`POST /v1/readers`, operator token), then fetch the reader's first
+//! bundle. The caller installs it with [`crate::Reader::provision`], which
+//! verifies it against the root key given out of band (`--root-key`): the
+//! network is never trusted for the trust anchor.
+
+use crate::config::ReaderConfig;
+use crate::error::ValidatorError;
+use crate::sync::{HttpLink, Link, MAX_FETCHED_BUNDLE_BYTES};
+use fare_credential::VerifyingKey;
+use std::time::Duration;
+
+/// Time limit of each onboarding request.
+pub const ONBOARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Registers `public_key` as reader `config.reader.reader_id` and returns
+/// the bundle settlement serves it (not yet verified: provisioning does).
+/// `now_unix_s` is the reader clock, reported to settlement.
+pub async fn register_and_fetch(
+    server_url: &str,
+    operator_token: &str,
+    config: &ReaderConfig,
+    public_key: &VerifyingKey,
+    now_unix_s: u64,
+) -> Result<Vec<u8>, ValidatorError> {
+    let base = server_url.trim_end_matches('/');
+    let err = |url: &str, why: String| ValidatorError::Sync {
+        url: url.to_string(),
+        why,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(ONBOARD_TIMEOUT)
+        .build()
+        .map_err(|e| err(base, e.to_string()))?;
+    let url = format!("{base}/v1/readers");
+    let r = &config.reader;
+    let resp = client
+        .post(&url)
+        .bearer_auth(operator_token)
+        .json(&serde_json::json!({
+            "reader_id": r.reader_id,
+            "public_key": hex::encode(public_key.as_bytes()),
+            "operator": r.operator,
+            "vehicle": r.vehicle,
+            "route": r.route,
+        }))
+        .send()
+        .await
+        .map_err(|e| err(&url, e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(err(
+            &url,
+            format!(
+                "registration refused: HTTP {status}: {}",
+                &body[..body.len().min(512)]
+            ),
+        ));
+    }
+    let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
+    let reply = link
+        .get_bundle(r.reader_id, 0, now_unix_s)
+        .await
+        .map_err(|e| err(&link.describe(), e.to_string()))?;
+    if reply.status != 200 {
+        return Err(err(
+            &link.describe(),
+            format!(
+                "bundle: HTTP {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body[..reply.body.len().min(512)])
+            ),
+        ));
+    }
+    debug_assert!(reply.body.len() <= MAX_FETCHED_BUNDLE_BYTES);
+    Ok(reply.body)
+}
