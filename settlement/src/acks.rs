@@ -11,7 +11,7 @@
 //! the digest of the exact batch bytes answered, whether the batch was
 //! stored, already held, or refused as a sequence gap or a chain fork.
 
-use crate::error::{ApiError, StoreError};
+use crate::error::{ApiError, ErrorCode, StoreError};
 use crate::ingest::IngestAck;
 use crate::store::{Db, WriteSet};
 use fare_credential::ack::{request_digest, Ack, AckKeyCert, AckKind, ACK_KEY_CERT_LEN};
@@ -225,7 +225,7 @@ pub fn answer(
     };
     let reader_id = SignedBatch::parse_v1(body)
         .map(|b| b.reader_id())
-        .map_err(|e| ApiError::bad_request("malformed_batch", e.to_string()))?;
+        .map_err(|e| ApiError::of(ErrorCode::MalformedBatch, e.to_string()))?;
     let ack = signer.sign(db, kind, reader_id, body, now_unix_s)?;
     note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?;
     match result {

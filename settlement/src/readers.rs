@@ -8,7 +8,7 @@
 //! settlement/README.md ("Forked reader").
 
 use crate::acks::{self, ReaderContact};
-use crate::error::{ApiError, StoreError};
+use crate::error::{ApiError, ErrorCode, StoreError};
 use crate::model::Incident;
 use crate::store::{Db, WriteSet};
 
@@ -63,9 +63,17 @@ pub fn open_incidents(db: &Db, reader_id: u32) -> Result<Vec<Incident>, StoreErr
 /// exists; resolving twice keeps the first resolution.
 pub fn resolve(db: &Db, req: &Resolve, now_unix_s: u64) -> Result<(Resolution, bool), ApiError> {
     if req.note.len() > MAX_NOTE_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_note",
+        return Err(ApiError::of(
+            ErrorCode::InvalidNote,
             format!("note is {} bytes, at most {MAX_NOTE_BYTES}", req.note.len()),
+        ));
+    }
+    if req.kind == "disputed_code" {
+        // Closing it here would leave the fare in suspense for ever: a
+        // dispute is resolved by awarding its fare.
+        return Err(ApiError::of(
+            ErrorCode::InvalidField,
+            "a disputed_code incident is resolved with POST /v1/disputes/{reader_id}/{reader_seq}/resolve (it awards the held fare)".to_string(),
         ));
     }
     let exists = db
@@ -73,8 +81,8 @@ pub fn resolve(db: &Db, req: &Resolve, now_unix_s: u64) -> Result<(Resolution, b
         .iter()
         .any(|i| i.reader_id == req.reader_id && i.kind == req.kind && i.seq == req.seq);
     if !exists {
-        return Err(ApiError::not_found(
-            "unknown_incident",
+        return Err(ApiError::of(
+            ErrorCode::UnknownIncident,
             format!(
                 "no {} incident at sequence {} for reader {}: see GET /v1/reports/incidents",
                 req.kind, req.seq, req.reader_id
