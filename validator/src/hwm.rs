@@ -22,6 +22,7 @@
 //! the one ride whose mark a power cut interrupted.
 
 use crate::error::ValidatorError;
+use crate::reader::io;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -72,17 +73,6 @@ fn decode(b: &[u8]) -> Option<Mark> {
         seq: u64::from_be_bytes(b[8..16].try_into().ok()?),
         chain_hash: b[16..48].try_into().ok()?,
     })
-}
-
-fn io<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
-    move |source| ValidatorError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl HighWaterMark {

@@ -212,7 +212,8 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-fn io<'a>(
+/// Maps an I/O error to [`ValidatorError::Io`] naming what was done to which file.
+pub(crate) fn io<'a>(
     what: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
@@ -270,13 +271,6 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Validat
     f.write_all(contents).map_err(io("write", path))?;
     f.sync_all().map_err(io("sync", path))?;
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), ValidatorError> {
-    // A rename or a new file is durable only once its directory is synced.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync directory", dir))
 }
 
 fn abort_txn(e: TransactionError<()>) -> sled::Error {
@@ -352,7 +346,7 @@ impl Reader {
             0o644,
         )?;
         write_new_file(&paths::config(dir), config.to_toml().as_bytes(), 0o644)?;
-        sync_dir(dir)?;
+        fare_durable::sync_dir(dir)?;
         let db = Self::open_db(dir, &config)?;
         let meta = db
             .open_tree("meta")
@@ -377,7 +371,7 @@ impl Reader {
         drop(meta);
         // The files provisioning wrote, and `log/`, are entries of `dir`;
         // opening syncs the log's own directory and data file.
-        sync_dir(dir)?;
+        fare_durable::sync_dir(dir)?;
         let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
         reader.install_bundle(bundle_bytes, now_unix_s)?;
         tracing::info!(reader_id = config.reader.reader_id, dir = %dir.display(), "reader provisioned");
@@ -963,7 +957,7 @@ impl Reader {
             f.sync_all().map_err(io("sync deny list", &tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io("rename deny list", &path))?;
-        sync_dir(&self.dir)?;
+        fare_durable::sync_dir(&self.dir)?;
         let meta = BundleMeta {
             version: bundle.bundle_version,
             server_time_unix_s: bundle.server_time_unix_s,
