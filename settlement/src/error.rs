@@ -1,8 +1,14 @@
-//! Errors: the storage layer's, and the HTTP API's (a stable snake_case code,
-//! an HTTP status and a human message).
+//! Errors: the storage layer's ([`StoreError`]), each boundary's typed
+//! refusals ([`IngestError`] for reader batches, [`OpsError`] for account,
+//! reader and dispute operations), and the HTTP API's answer ([`ApiError`]:
+//! a stable snake_case code, an HTTP status and a human message). This file
+//! is the one mapping from an error to its [`ErrorCode`] and status.
 
+use crate::model::RideId;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use fare_credential::keys::KeyError;
+use fare_credential::FormatError;
 
 /// Why a storage operation failed. Always a server-side problem (disk, a
 /// corrupt value, a lost race), never the client's.
@@ -272,12 +278,7 @@ impl std::error::Error for ApiError {}
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
-        match e {
-            StoreError::Conflict { .. } => ApiError::of(ErrorCode::ConcurrentUpdate, e.to_string()),
-            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
-                ApiError::of(ErrorCode::StorageError, e.to_string())
-            }
-        }
+        ApiError::of(e.code(), e.to_string())
     }
 }
 
@@ -285,6 +286,359 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("settlement_http_errors_total", "code" => self.code).increment(1);
         (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// Why a reader batch was refused (`POST /v1/batches`,
+/// [`crate::ingest::ingest_batch`]). Each variant says what was wrong and
+/// where; [`IngestError::code`] is its one mapping to an [`ErrorCode`] (and
+/// so to an HTTP status). A sequence gap and a chain fork are answers to a
+/// registered reader whose signature verified (`acks` signs an
+/// acknowledgement for them); the other refusals are not.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The request body was empty.
+    #[error("empty body: expected a batch v1 (binary)")]
+    EmptyBody,
+    /// The request body is over the batch size limit.
+    #[error("batch body over MAX_BATCH_BYTES = {limit}: split the upload into smaller batches")]
+    BodyTooLarge {
+        /// The limit (`fare_credential::batch::MAX_BATCH_BYTES`).
+        limit: usize,
+    },
+    /// The batch bytes do not parse, or do not verify, as a batch v1.
+    #[error("{error}{}", format_cause(.error))]
+    Format {
+        /// What the parser or verifier found (object, field, limit).
+        error: FormatError,
+    },
+    /// The batch names a reader that is not provisioned.
+    #[error("reader {reader_id} is not provisioned: POST /v1/readers first")]
+    UnknownReader {
+        /// The reader id the batch names.
+        reader_id: u32,
+    },
+    /// The reader was retired.
+    #[error("reader {reader_id} was retired: its uploads are refused")]
+    ReaderRetired {
+        /// The reader id.
+        reader_id: u32,
+    },
+    /// The key stored for the reader does not parse (a corrupt store).
+    #[error("reader {reader_id}: stored key unusable: {error}")]
+    StoredKeyUnusable {
+        /// The reader id.
+        reader_id: u32,
+        /// Why the key does not parse.
+        error: KeyError,
+    },
+    /// The batch starts beyond the next sequence settlement expects.
+    #[error("batch starts at sequence {first} but settlement holds reader {reader_id} only up to {acked_seq}: resend from {}", acked_seq + 1)]
+    SequenceGap {
+        /// The reader.
+        reader_id: u32,
+        /// The batch's first sequence.
+        first: u64,
+        /// The highest contiguous sequence settlement holds.
+        acked_seq: u64,
+    },
+    /// The batch rewrites or does not continue what settlement holds.
+    #[error("reader {reader_id} sequence {seq}: {why}; the reader's log disagrees with what it uploaded before")]
+    ChainFork {
+        /// The reader.
+        reader_id: u32,
+        /// The first sequence that disagrees.
+        seq: u64,
+        /// What disagrees.
+        why: &'static str,
+        /// The highest contiguous sequence settlement holds.
+        acked_seq: u64,
+    },
+    /// Storage failed (a server fault; nothing was stored).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The likely cause of a batch format error, appended to its message.
+fn format_cause(e: &FormatError) -> &'static str {
+    match e {
+        FormatError::BadSignature { .. } => {
+            ": the batch is not signed by the key provisioned for this reader"
+        }
+        FormatError::Truncated { .. }
+        | FormatError::TrailingBytes { .. }
+        | FormatError::UnsupportedVersion { .. }
+        | FormatError::TooLarge { .. }
+        | FormatError::Invalid { .. } => "",
+    }
+}
+
+impl From<FormatError> for IngestError {
+    fn from(error: FormatError) -> Self {
+        IngestError::Format { error }
+    }
+}
+
+impl IngestError {
+    /// The one mapping of an ingest refusal to its code and HTTP status.
+    /// Exhaustive over [`FormatError`] too: a new format error must decide
+    /// its code here.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IngestError::EmptyBody => ErrorCode::MalformedBatch,
+            IngestError::BodyTooLarge { .. } => ErrorCode::BatchTooLarge,
+            IngestError::Format { error } => match error {
+                FormatError::TooLarge { field, .. } if *field == "length" => {
+                    ErrorCode::BatchTooLarge
+                }
+                FormatError::Invalid { field, .. } if field.starts_with("records.") => {
+                    ErrorCode::BrokenChain
+                }
+                FormatError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+                FormatError::BadSignature { .. } => ErrorCode::BadBatchSignature,
+                FormatError::Truncated { .. }
+                | FormatError::TrailingBytes { .. }
+                | FormatError::TooLarge { .. }
+                | FormatError::Invalid { .. } => ErrorCode::MalformedBatch,
+            },
+            IngestError::UnknownReader { .. } | IngestError::StoredKeyUnusable { .. } => {
+                ErrorCode::UnknownReader
+            }
+            IngestError::ReaderRetired { .. } => ErrorCode::ReaderRetired,
+            IngestError::SequenceGap { .. } => ErrorCode::SequenceGap,
+            IngestError::ChainFork { .. } => ErrorCode::ChainFork,
+            IngestError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl IngestError {
+    /// For a refusal answered with settlement's cursor (a sequence gap or a
+    /// chain fork, from a registered reader whose signature verified): the
+    /// reader and the highest contiguous sequence held.
+    pub fn held_cursor(&self) -> Option<(u32, u64)> {
+        match self {
+            IngestError::SequenceGap {
+                reader_id,
+                acked_seq,
+                ..
+            }
+            | IngestError::ChainFork {
+                reader_id,
+                acked_seq,
+                ..
+            } => Some((*reader_id, *acked_seq)),
+            IngestError::EmptyBody
+            | IngestError::BodyTooLarge { .. }
+            | IngestError::Format { .. }
+            | IngestError::UnknownReader { .. }
+            | IngestError::ReaderRetired { .. }
+            | IngestError::StoredKeyUnusable { .. }
+            | IngestError::Store(_) => None,
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        if let IngestError::Store(e) = e {
+            return e.into();
+        }
+        let cursor = e.held_cursor();
+        let err = ApiError::of(e.code(), e.to_string());
+        match cursor {
+            Some((reader_id, acked_seq)) => {
+                err.with_extra(serde_json::json!({"reader_id": reader_id, "acked_seq": acked_seq}))
+            }
+            None => err,
+        }
+    }
+}
+
+/// Why an account, credential, payment, reader or dispute operation was
+/// refused ([`crate::ops`]). Each variant names the field or object and
+/// what was expected; [`OpsError::code`] is its one mapping to an
+/// [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// A field's value is out of range or badly formed.
+    #[error("{field} = {found}: expected {expected}")]
+    InvalidField {
+        /// The request field.
+        field: &'static str,
+        /// The value given (shortened where long).
+        found: String,
+        /// What the field accepts.
+        expected: String,
+    },
+    /// No account with this id.
+    #[error("no account `{account_id}`")]
+    UnknownAccount {
+        /// The id asked for.
+        account_id: String,
+    },
+    /// The account exists with other settings.
+    #[error(
+        "account `{account_id}` exists with other settings: use PATCH-like operations, not create"
+    )]
+    AccountExists {
+        /// The id.
+        account_id: String,
+    },
+    /// The device key is not a usable ed25519 public key.
+    #[error("device_public_key: {why}")]
+    InvalidDeviceKey {
+        /// What is wrong with it (hex, length, not a point).
+        why: String,
+    },
+    /// The device key has a small-order component.
+    #[error("device_public_key: {error}: signatures under it could verify differently at readers and at settlement (or anyone could sign ride codes)")]
+    WeakDeviceKey {
+        /// [`KeyError::Weak`] or [`KeyError::MixedOrder`].
+        error: KeyError,
+    },
+    /// The account is frozen.
+    #[error("account `{account_id}` is frozen: no new credentials")]
+    AccountFrozen {
+        /// The account.
+        account_id: String,
+    },
+    /// The account's debt is over its credit limit.
+    #[error("account `{account_id}` owes {owes_minor} (credit limit {credit_limit_minor}): pay first; it is on the deny list")]
+    OverCreditLimit {
+        /// The account.
+        account_id: String,
+        /// Its debt (minor units).
+        owes_minor: i64,
+        /// Its credit limit (minor units).
+        credit_limit_minor: i64,
+    },
+    /// No issuer key can issue now.
+    #[error("no credential issued: {why} (is an issuer key valid now? rotate with fare-keys)")]
+    IssuerUnavailable {
+        /// What the key store said.
+        why: String,
+    },
+    /// The payment id was used with another amount.
+    #[error("payment `{payment_id}` was already recorded for account `{account_id}` with amount {recorded_minor}: a different payment needs a new id")]
+    PaymentIdReused {
+        /// The account.
+        account_id: String,
+        /// The reused id.
+        payment_id: String,
+        /// The amount recorded under it.
+        recorded_minor: i64,
+    },
+    /// The reader key is not a usable ed25519 public key.
+    #[error("public_key: {why}")]
+    InvalidReaderKey {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The reader id is provisioned with another key or operator.
+    #[error("reader {reader_id} is already provisioned with another key or operator{}: use a new reader id", if *retired { " (and retired)" } else { "" })]
+    ReaderExists {
+        /// The reader id.
+        reader_id: u32,
+        /// Whether it is retired.
+        retired: bool,
+    },
+    /// No reader with this id.
+    #[error("reader {reader_id} is not provisioned")]
+    NoSuchReader {
+        /// The reader id.
+        reader_id: u32,
+    },
+    /// No dispute over that ride.
+    #[error("no dispute over ride {ride} (see GET /v1/reports/disputes)")]
+    UnknownDispute {
+        /// The charged ride named in the path.
+        ride: RideId,
+    },
+    /// The awarded reader is not one of the dispute's.
+    #[error("award_reader_id = {award_reader_id}: not a reader of this dispute (its readers: {})", list(.dispute_readers))]
+    NotADisputeReader {
+        /// The reader asked for.
+        award_reader_id: u32,
+        /// The dispute's readers.
+        dispute_readers: Vec<u32>,
+    },
+    /// The dispute was resolved for another reader.
+    #[error("the dispute over ride {ride} was resolved for reader {award_reader_id} (operator {operator})")]
+    DisputeResolved {
+        /// The charged ride.
+        ride: RideId,
+        /// The reader it was resolved for.
+        award_reader_id: u32,
+        /// That reader's operator.
+        operator: String,
+    },
+    /// The ledger refused the posting that releases a held fare (a bug or
+    /// a corrupt dispute record).
+    #[error("release posting for the dispute over ride {ride}: {why}")]
+    ReleasePosting {
+        /// The charged ride.
+        ride: RideId,
+        /// What the ledger said.
+        why: String,
+    },
+    /// Storage failed (a server fault; nothing was changed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list(ids: &[u32]) -> String {
+    ids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl OpsError {
+    /// The one mapping of an operation's refusal to its code and HTTP status.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            OpsError::InvalidField { .. } | OpsError::NotADisputeReader { .. } => {
+                ErrorCode::InvalidField
+            }
+            OpsError::UnknownAccount { .. } => ErrorCode::UnknownAccount,
+            OpsError::AccountExists { .. } => ErrorCode::AccountExists,
+            OpsError::InvalidDeviceKey { .. } => ErrorCode::InvalidDeviceKey,
+            OpsError::WeakDeviceKey { .. } => ErrorCode::WeakDeviceKey,
+            OpsError::AccountFrozen { .. } => ErrorCode::AccountFrozen,
+            OpsError::OverCreditLimit { .. } => ErrorCode::OverCreditLimit,
+            OpsError::IssuerUnavailable { .. } => ErrorCode::IssuerUnavailable,
+            OpsError::PaymentIdReused { .. } => ErrorCode::PaymentIdReused,
+            OpsError::InvalidReaderKey { .. } => ErrorCode::InvalidReaderKey,
+            OpsError::ReaderExists { .. } => ErrorCode::ReaderExists,
+            OpsError::NoSuchReader { .. } => ErrorCode::NoSuchReader,
+            OpsError::UnknownDispute { .. } => ErrorCode::UnknownDispute,
+            OpsError::DisputeResolved { .. } => ErrorCode::DisputeResolved,
+            OpsError::ReleasePosting { .. } => ErrorCode::Internal,
+            OpsError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> Self {
+        match e {
+            OpsError::Store(e) => e.into(),
+            e => ApiError::of(e.code(), e.to_string()),
+        }
+    }
+}
+
+impl StoreError {
+    /// Its code: a lost compare-and-swap is `concurrent_update` (retry), any
+    /// other storage failure `storage_error`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Conflict { .. } => ErrorCode::ConcurrentUpdate,
+            StoreError::Backend(_) | StoreError::Corrupt { .. } => ErrorCode::StorageError,
+        }
     }
 }
 
@@ -353,6 +707,55 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(seen.insert((c.code(), c.status())), "{c:?} repeats");
         }
+    }
+
+    /// The typed boundaries (ingest, operations) return their own error
+    /// enums and never pick an HTTP answer: only this file maps them.
+    #[test]
+    fn typed_boundaries_leave_codes_and_statuses_to_error_rs() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for file in ["ingest.rs", "ops.rs"] {
+            let text = std::fs::read_to_string(src.join(file)).unwrap();
+            for word in ["ApiError", "ErrorCode", "StatusCode"] {
+                assert!(
+                    !text.contains(word),
+                    "{file} names `{word}`: return IngestError / OpsError and map it in error.rs"
+                );
+            }
+        }
+    }
+
+    /// A gap and a fork carry settlement's cursor into the answer; other
+    /// refusals do not, and each names what was wrong.
+    #[test]
+    fn ingest_refusals_map_to_their_codes_with_the_cursor() {
+        let gap = ApiError::from(IngestError::SequenceGap {
+            reader_id: 7,
+            first: 12,
+            acked_seq: 9,
+        });
+        assert_eq!((gap.code, gap.status.as_u16()), ("sequence_gap", 409));
+        assert_eq!(gap.body()["acked_seq"], 9);
+        assert!(gap.message.contains("resend from 10"), "{}", gap.message);
+        let sig = ApiError::from(IngestError::from(FormatError::BadSignature {
+            object: "batch",
+        }));
+        assert_eq!(sig.code, "bad_batch_signature");
+        assert!(sig.message.contains("key provisioned"), "{}", sig.message);
+        assert!(sig.body().get("acked_seq").is_none());
+        let long = ApiError::from(IngestError::from(FormatError::TooLarge {
+            object: "batch",
+            field: "length",
+            limit: 1,
+            found: 2,
+        }));
+        assert_eq!((long.code, long.status.as_u16()), ("batch_too_large", 413));
+        let chain = ApiError::from(IngestError::from(FormatError::Invalid {
+            object: "batch",
+            field: "records.prev_hash",
+            why: "x".into(),
+        }));
+        assert_eq!(chain.code, "broken_chain");
     }
 
     /// The one mapping: no file of settlement's library builds an error's

@@ -1,7 +1,7 @@
 //! The HTTP service (axum on tokio). See README.md for the API reference.
 
 use crate::app::App;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, IngestError};
 use crate::ops;
 use crate::reports;
 use axum::body::{Body, Bytes};
@@ -213,18 +213,15 @@ async fn metrics_endpoint() -> Response {
 
 async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
     let limit = fare_credential::batch::MAX_BATCH_BYTES;
-    let bytes = read_body(body, limit).await.map_err(|_| {
-        ApiError::of(
-            ErrorCode::BatchTooLarge,
-            format!("batch body over MAX_BATCH_BYTES = {limit}"),
-        )
-    })?;
+    let bytes = read_body(body, limit)
+        .await
+        .map_err(|_| IngestError::BodyTooLarge { limit })?;
     let reader_time = crate::acks::reader_time_header(&headers);
     let started = Instant::now();
     let ack = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = app.now();
-        let result = crate::ingest::ingest_batch(&app.db, &bytes, now);
+        let result = crate::ingest::ingest_batch(&app.db, &bytes, now).map_err(ApiError::from);
         crate::acks::answer(&app.db, &app.acks, &bytes, reader_time, now, result)
     })
     .await?;
@@ -280,7 +277,7 @@ async fn post_reader(State(app): State<AppState>, headers: HeaderMap, body: Body
     let req: ops::ProvisionReader = json_body(&app, &headers, body).await?;
     let (reader, new) = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        ops::provision_reader(&app.db, &req, app.now())
+        Ok(ops::provision_reader(&app.db, &req, app.now())?)
     })
     .await?;
     Ok(json(created(new), &reader))
@@ -323,7 +320,7 @@ async fn retire_reader(
     let reader_id = parse_reader_id(&id)?;
     let r = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        ops::retire_reader(&app.db, reader_id)
+        Ok(ops::retire_reader(&app.db, reader_id)?)
     })
     .await?;
     Ok(json(StatusCode::OK, &r))
@@ -335,13 +332,13 @@ async fn post_account(State(app): State<AppState>, headers: HeaderMap, body: Bod
     let (a, new) = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
-        ops::create_account(
+        Ok(ops::create_account(
             &app.db,
             &req,
             app.config.default_credit_limit_minor,
             app.now(),
             &mut *rng,
-        )
+        )?)
     })
     .await?;
     Ok(json(created(new), &a))
@@ -353,7 +350,7 @@ async fn get_account(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
     authorize(&app, &headers)?;
-    let s = blocking(move || ops::statement(&app.db, &id)).await?;
+    let s = blocking(move || Ok(ops::statement(&app.db, &id)?)).await?;
     Ok(json(StatusCode::OK, &s))
 }
 
@@ -368,7 +365,7 @@ async fn post_device(
     let c = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
-        ops::register_device(
+        Ok(ops::register_device(
             &app.db,
             &app.keys,
             &id,
@@ -376,7 +373,7 @@ async fn post_device(
             app.config.max_credential_validity_s,
             app.now(),
             &mut *rng,
-        )
+        )?)
     })
     .await?;
     Ok(json(StatusCode::CREATED, &c))
@@ -519,7 +516,7 @@ async fn resolve_dispute(
     let req: ops::ResolveDispute = json_body(&app, &headers, body).await?;
     let (d, new) = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        ops::resolve_dispute(&app.db, ride, &req, app.now())
+        Ok(ops::resolve_dispute(&app.db, ride, &req, app.now())?)
     })
     .await?;
     Ok(json(
@@ -557,74 +554,65 @@ async fn report(
             )
         })?;
     }
-    blocking(move || {
-        let db = &app.db;
-        Ok(match kind.as_str() {
-            "daily" => {
-                let lines = reports::daily(db, q.get("day").map(String::as_str))?;
-                if as_csv {
-                    csv(reports::daily_csv(&lines))
-                } else {
-                    json(StatusCode::OK, &lines)
-                }
+    blocking(move || report_answer(&app, &kind, &q, as_csv)).await
+}
+
+/// Rows as JSON, or as CSV made by `to_csv`.
+fn rows_as<T: serde::Serialize + ?Sized>(
+    as_csv: bool,
+    rows: &T,
+    to_csv: impl FnOnce(&T) -> String,
+) -> Response {
+    if as_csv {
+        csv(to_csv(rows))
+    } else {
+        json(StatusCode::OK, &rows)
+    }
+}
+
+/// The answer to `GET /v1/reports/{kind}` (`day` checked by the caller).
+fn report_answer(app: &App, kind: &str, q: &HashMap<String, String>, as_csv: bool) -> ApiResult {
+    let db = &app.db;
+    let day = q.get("day");
+    Ok(match kind {
+        "daily" => rows_as(
+            as_csv,
+            &reports::daily(db, day.map(String::as_str))?[..],
+            reports::daily_csv,
+        ),
+        "exposure" | "debt" => {
+            let mut rows =
+                reports::exposure(db, &app.tariff, app.now(), app.config.skew_tolerance_s)?;
+            if kind == "debt" {
+                rows.retain(|r| r.debt_minor > 0);
             }
-            "exposure" | "debt" => {
-                let mut rows = reports::exposure(db, &app.tariff, app.now(), app.config.skew_tolerance_s)?;
-                if kind == "debt" {
-                    rows.retain(|r| r.debt_minor > 0);
-                }
-                if as_csv {
-                    csv(reports::exposure_csv(&rows))
-                } else {
-                    json(StatusCode::OK, &rows)
-                }
+            rows_as(as_csv, &rows[..], reports::exposure_csv)
+        }
+        "fraud" => rows_as(as_csv, &db.fraud_events()?[..], reports::fraud_csv),
+        "incidents" => rows_as(as_csv, &db.incidents()?[..], reports::incidents_csv),
+        "deny" => rows_as(as_csv, &refresh_deny(app)?, |d| {
+            let mut s = String::from("credential_id\n");
+            for id in &d.credential_ids {
+                s.push_str(&id.to_hex());
+                s.push('\n');
             }
-            "fraud" => {
-                let rows = db.fraud_events()?;
-                if as_csv {
-                    csv(reports::fraud_csv(&rows))
-                } else {
-                    json(StatusCode::OK, &rows)
-                }
+            s
+        }),
+        "ledger" => json(StatusCode::OK, &reports::ledger(db)?),
+        "disputes" => json(StatusCode::OK, &db.disputes()?),
+        "rides" => {
+            let mut r = db.results()?;
+            if let Some(d) = day {
+                r.retain(|x| &x.service_day == d);
             }
-            "incidents" => {
-                let rows = db.incidents()?;
-                if as_csv {
-                    csv(reports::incidents_csv(&rows))
-                } else {
-                    json(StatusCode::OK, &rows)
-                }
-            }
-            "deny" => {
-                let d = refresh_deny(&app)?;
-                if as_csv {
-                    let mut s = String::from("credential_id\n");
-                    for id in &d.credential_ids {
-                        s.push_str(&id.to_hex());
-                        s.push('\n');
-                    }
-                    csv(s)
-                } else {
-                    json(StatusCode::OK, &d)
-                }
-            }
-            "ledger" => json(StatusCode::OK, &reports::ledger(db)?),
-            "disputes" => json(StatusCode::OK, &db.disputes()?),
-            "rides" => json(StatusCode::OK, &{
-                let mut r = db.results()?;
-                if let Some(d) = q.get("day") {
-                    r.retain(|x| &x.service_day == d);
-                }
-                r
-            }),
-            other => {
-                return Err(ApiError::of(ErrorCode::UnknownReport,
-                    format!("report `{other}`: expected daily, exposure, debt, fraud, incidents, disputes, deny, ledger or rides"),
-                ))
-            }
-        })
+            json(StatusCode::OK, &r)
+        }
+        other => {
+            return Err(ApiError::of(ErrorCode::UnknownReport,
+                format!("report `{other}`: expected daily, exposure, debt, fraud, incidents, disputes, deny, ledger or rides"),
+            ))
+        }
     })
-    .await
 }
 
 async fn fallback() -> ApiError {

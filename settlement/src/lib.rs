@@ -31,5 +31,5 @@ pub mod store;
 
 pub use app::App;
 pub use config::Config;
-pub use error::{ApiError, ErrorCode, StoreError};
+pub use error::{ApiError, ErrorCode, IngestError, OpsError, StoreError};
 pub use http::{router, serve};

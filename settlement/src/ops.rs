@@ -2,11 +2,12 @@
 //! readers). Each validates its input, then commits one write set.
 
 use crate::core::passenger_account;
-use crate::error::{ApiError, ErrorCode};
+pub use crate::error::OpsError;
 use crate::model::*;
 use crate::settle::{is_revoked, set_revoked};
 use crate::store::{Db, Space, WriteSet};
 use fare_credential::keys::{parse_device_key_for_issuance, parse_public_key, KeyError};
+use fare_credential::Credential;
 use fare_credential::Profile;
 use fare_keys::{IssueRequest, KeyStore};
 use rand_core::{CryptoRng, RngCore};
@@ -18,29 +19,54 @@ pub const MAX_MONEY_MINOR: i64 = 1_000_000_000;
 /// Longest client payment id.
 pub const MAX_PAYMENT_ID_BYTES: usize = 64;
 
-fn check_id(field: &'static str, s: &str, max: usize) -> Result<(), ApiError> {
+/// The longest value quoted back in an [`OpsError::InvalidField`].
+const MAX_QUOTED_BYTES: usize = 80;
+
+fn invalid(field: &'static str, found: &str, expected: String) -> OpsError {
+    let mut end = found.len().min(MAX_QUOTED_BYTES);
+    while !found.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < found.len() { "…" } else { "" };
+    OpsError::InvalidField {
+        field,
+        found: format!("`{}{more}`", &found[..end]),
+        expected,
+    }
+}
+
+fn check_id(field: &'static str, s: &str, max: usize) -> Result<(), OpsError> {
     if s.is_empty()
         || s.len() > max
         || !s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(ApiError::of(
-            ErrorCode::InvalidField,
-            format!("{field} `{s}`: expected 1..={max} characters from [A-Za-z0-9_-]"),
+        return Err(invalid(
+            field,
+            s,
+            format!("1..={max} characters from [A-Za-z0-9_-]"),
         ));
     }
     Ok(())
 }
 
-fn check_money(field: &'static str, v: i64, min: i64) -> Result<(), ApiError> {
+fn check_money(field: &'static str, v: i64, min: i64) -> Result<(), OpsError> {
     if v < min || v > MAX_MONEY_MINOR {
-        return Err(ApiError::of(
-            ErrorCode::InvalidField,
-            format!("{field} = {v}: expected {min}..={MAX_MONEY_MINOR} (integer minor units)"),
-        ));
+        return Err(OpsError::InvalidField {
+            field,
+            found: v.to_string(),
+            expected: format!("{min}..={MAX_MONEY_MINOR} (integer minor units)"),
+        });
     }
     Ok(())
+}
+
+fn account_of(db: &Db, account_id: &str) -> Result<Account, OpsError> {
+    db.account(account_id)?
+        .ok_or_else(|| OpsError::UnknownAccount {
+            account_id: account_id.into(),
+        })
 }
 
 /// `POST /v1/accounts` body.
@@ -66,7 +92,7 @@ pub fn create_account(
     default_limit: i64,
     now: u64,
     rng: &mut (impl RngCore + CryptoRng),
-) -> Result<(Account, bool), ApiError> {
+) -> Result<(Account, bool), OpsError> {
     let id = match &req.account_id {
         Some(id) => {
             check_id("account_id", id, MAX_ACCOUNT_ID_BYTES)?;
@@ -91,12 +117,7 @@ pub fn create_account(
         if old.profile == account.profile && old.credit_limit_minor == account.credit_limit_minor {
             return Ok((old, false));
         }
-        return Err(ApiError::of(
-            ErrorCode::AccountExists,
-            format!(
-                "account `{id}` exists with other settings: use PATCH-like operations, not create"
-            ),
-        ));
+        return Err(OpsError::AccountExists { account_id: id });
     }
     let mut w = WriteSet::default();
     Db::put_account(&mut w, &account);
@@ -141,75 +162,17 @@ pub fn register_device(
     max_validity_s: u64,
     now: u64,
     rng: &mut (impl RngCore + CryptoRng),
-) -> Result<IssuedCredential, ApiError> {
-    let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::UnknownAccount,
-            format!("no account `{account_id}`"),
-        )
-    })?;
-    let raw = hex::decode(req.device_public_key.trim()).map_err(|e| {
-        ApiError::of(
-            ErrorCode::InvalidDeviceKey,
-            format!("device_public_key: expected 64 hex characters: {e}"),
-        )
-    })?;
-    match parse_device_key_for_issuance(&raw) {
-        Ok(_) => {}
-        Err(KeyError::Weak) => {
-            return Err(ApiError::of(
-                ErrorCode::WeakDeviceKey,
-                "device_public_key has small order: such a key would let anyone sign ride codes",
-            ))
-        }
-        Err(KeyError::MixedOrder) => {
-            return Err(ApiError::of(
-                ErrorCode::WeakDeviceKey,
-                "device_public_key has a small-order component: an honest device never generates \
-                 one, and signatures under it can verify differently at readers and at settlement",
-            ))
-        }
-        Err(e) => {
-            return Err(ApiError::of(
-                ErrorCode::InvalidDeviceKey,
-                format!("device_public_key: {e}"),
-            ))
-        }
-    }
+) -> Result<IssuedCredential, OpsError> {
+    let account = account_of(db, account_id)?;
+    let device_public_key = device_key(&req.device_public_key)?;
     if req.valid_for_s == 0 || req.valid_for_s > max_validity_s {
-        return Err(ApiError::of(
-            ErrorCode::InvalidField,
-            format!(
-                "valid_for_s = {}: expected 1..={max_validity_s}",
-                req.valid_for_s
-            ),
-        ));
+        return Err(OpsError::InvalidField {
+            field: "valid_for_s",
+            found: req.valid_for_s.to_string(),
+            expected: format!("1..={max_validity_s}"),
+        });
     }
-    let forbidden = |code, msg: String| Err(ApiError::of(code, msg));
-    if account.frozen {
-        return forbidden(
-            ErrorCode::AccountFrozen,
-            format!("account `{account_id}` is frozen: no new credentials"),
-        );
-    }
-    let balance = db.balance(&passenger_account(account_id))?;
-    if is_revoked(&account, balance)
-        || db
-            .store()
-            .get(Space::Revoked, account_id.as_bytes())?
-            .is_some()
-    {
-        return forbidden(
-            ErrorCode::OverCreditLimit,
-            format!(
-                "account `{account_id}` owes {} (credit limit {}): pay first; it is on the deny list",
-                -balance, account.credit_limit_minor
-            ),
-        );
-    }
-    let device_public_key: [u8; 32] = raw
-        .try_into()
-        .expect("length checked by parse_device_key_for_issuance");
+    may_get_credentials(db, &account)?;
     let cred = keys
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -223,7 +186,61 @@ pub fn register_device(
             now,
             rng,
         )
-        .map_err(|e| ApiError::of(ErrorCode::IssuerUnavailable, e.to_string()))?;
+        .map_err(|e| OpsError::IssuerUnavailable { why: e.to_string() })?;
+    record_credential(db, account_id, &cred, now)
+}
+
+/// Parses a device key offered for a credential (hex), refusing invalid,
+/// weak and mixed-order keys.
+fn device_key(hex_key: &str) -> Result<[u8; 32], OpsError> {
+    let raw = hex::decode(hex_key.trim()).map_err(|e| OpsError::InvalidDeviceKey {
+        why: format!("expected 64 hex characters: {e}"),
+    })?;
+    match parse_device_key_for_issuance(&raw) {
+        Ok(key) => Ok(key.to_bytes()),
+        Err(error @ (KeyError::Weak | KeyError::MixedOrder)) => {
+            Err(OpsError::WeakDeviceKey { error })
+        }
+        Err(error @ (KeyError::NotAPoint | KeyError::Length { .. })) => {
+            Err(OpsError::InvalidDeviceKey {
+                why: error.to_string(),
+            })
+        }
+    }
+}
+
+/// Refuses a frozen account, and one on the deny list or over its credit
+/// limit.
+fn may_get_credentials(db: &Db, account: &Account) -> Result<(), OpsError> {
+    let account_id = &account.account_id;
+    if account.frozen {
+        return Err(OpsError::AccountFrozen {
+            account_id: account_id.clone(),
+        });
+    }
+    let balance = db.balance(&passenger_account(account_id))?;
+    if is_revoked(account, balance)
+        || db
+            .store()
+            .get(Space::Revoked, account_id.as_bytes())?
+            .is_some()
+    {
+        return Err(OpsError::OverCreditLimit {
+            account_id: account_id.clone(),
+            owes_minor: -balance,
+            credit_limit_minor: account.credit_limit_minor,
+        });
+    }
+    Ok(())
+}
+
+/// Stores the issued credential's record (which account it belongs to).
+fn record_credential(
+    db: &Db,
+    account_id: &str,
+    cred: &Credential,
+    now: u64,
+) -> Result<IssuedCredential, OpsError> {
     let body = cred.body();
     let rec = CredentialRecord {
         credential_id: body.credential_id,
@@ -263,28 +280,26 @@ pub fn pay(
     account_id: &str,
     req: &MakePayment,
     now: u64,
-) -> Result<(PaymentRecord, bool), ApiError> {
+) -> Result<(PaymentRecord, bool), OpsError> {
     check_id("payment_id", &req.payment_id, MAX_PAYMENT_ID_BYTES)?;
     check_money("amount_minor", req.amount_minor, 1)?;
-    let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::UnknownAccount,
-            format!("no account `{account_id}`"),
-        )
-    })?;
+    let account = account_of(db, account_id)?;
     if let Some(old) = db.payment(account_id, &req.payment_id)? {
         if old.amount_minor == req.amount_minor {
             return Ok((old, false));
         }
-        return Err(ApiError::of(ErrorCode::PaymentIdReused,
-            format!(
-                "payment `{}` was already recorded for account `{account_id}` with amount {}: a different payment needs a new id",
-                req.payment_id, old.amount_minor
-            ),
-        ));
+        return Err(OpsError::PaymentIdReused {
+            account_id: account_id.into(),
+            payment_id: req.payment_id.clone(),
+            recorded_minor: old.amount_minor,
+        });
     }
     let posting = fare_ledger::payment_posting(account_id, &req.payment_id, req.amount_minor)
-        .map_err(|e| ApiError::of(ErrorCode::InvalidField, e.to_string()))?;
+        .map_err(|e| OpsError::InvalidField {
+            field: "payment",
+            found: format!("{} of {}", req.payment_id, req.amount_minor),
+            expected: format!("a payment the ledger accepts ({e})"),
+        })?;
     let rec = PaymentRecord {
         payment_id: req.payment_id.clone(),
         account_id: account_id.into(),
@@ -315,13 +330,8 @@ pub fn pay(
 }
 
 /// Freezes or unfreezes an account.
-pub fn set_frozen(db: &Db, account_id: &str, frozen: bool) -> Result<Account, ApiError> {
-    let mut account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::UnknownAccount,
-            format!("no account `{account_id}`"),
-        )
-    })?;
+pub fn set_frozen(db: &Db, account_id: &str, frozen: bool) -> Result<Account, OpsError> {
+    let mut account = account_of(db, account_id)?;
     account.frozen = frozen;
     let balance = db.balance(&passenger_account(account_id))?;
     let mut w = WriteSet::default();
@@ -349,13 +359,8 @@ pub struct Statement {
 }
 
 /// Builds a statement.
-pub fn statement(db: &Db, account_id: &str) -> Result<Statement, ApiError> {
-    let account = db.account(account_id)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::UnknownAccount,
-            format!("no account `{account_id}`"),
-        )
-    })?;
+pub fn statement(db: &Db, account_id: &str) -> Result<Statement, OpsError> {
+    let account = account_of(db, account_id)?;
     let balance = db.balance(&passenger_account(account_id))?;
     Ok(Statement {
         revoked: db
@@ -392,56 +397,16 @@ pub fn provision_reader(
     db: &Db,
     req: &ProvisionReader,
     now: u64,
-) -> Result<(Reader, bool), ApiError> {
-    let raw = hex::decode(req.public_key.trim()).map_err(|e| {
-        ApiError::of(
-            ErrorCode::InvalidReaderKey,
-            format!("public_key: expected 64 hex characters: {e}"),
-        )
-    })?;
-    let vk = parse_public_key(&raw)
-        .map_err(|e| ApiError::of(ErrorCode::InvalidReaderKey, format!("public_key: {e}")))?;
-    for (field, v) in [
-        ("operator", &req.operator),
-        ("vehicle", &req.vehicle),
-        ("route", &req.route),
-    ] {
-        if v.is_empty() || v.len() > fare_credential::record::MAX_NAME_BYTES {
-            return Err(ApiError::of(
-                ErrorCode::InvalidField,
-                format!(
-                    "{field}: expected 1..={} bytes",
-                    fare_credential::record::MAX_NAME_BYTES
-                ),
-            ));
-        }
-    }
-    if req.reader_id == 0 {
-        return Err(ApiError::of(
-            ErrorCode::InvalidField,
-            "reader_id: expected ≥ 1",
-        ));
-    }
-    let reader = Reader {
-        reader_id: req.reader_id,
-        public_key: vk.to_bytes(),
-        operator: req.operator.clone(),
-        vehicle: req.vehicle.clone(),
-        route: req.route.clone(),
-        retired: false,
-        provisioned_unix_s: now,
-    };
+) -> Result<(Reader, bool), OpsError> {
+    let reader = check_reader(req, now)?;
     if let Some(old) = db.reader(req.reader_id)? {
         if old.public_key == reader.public_key && old.operator == reader.operator && !old.retired {
             return Ok((old, false));
         }
-        return Err(ApiError::of(ErrorCode::ReaderExists,
-            format!(
-                "reader {} is already provisioned with another key or operator{}: use a new reader id",
-                req.reader_id,
-                if old.retired { " (and retired)" } else { "" }
-            ),
-        ));
+        return Err(OpsError::ReaderExists {
+            reader_id: req.reader_id,
+            retired: old.retired,
+        });
     }
     let mut w = WriteSet::default();
     Db::put_reader(&mut w, &reader);
@@ -449,14 +414,46 @@ pub fn provision_reader(
     Ok((reader, true))
 }
 
-/// Retires a reader: its later uploads are refused; rides already held still settle.
-pub fn retire_reader(db: &Db, reader_id: u32) -> Result<Reader, ApiError> {
-    let mut r = db.reader(reader_id)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::NoSuchReader,
-            format!("reader {reader_id} is not provisioned"),
-        )
+/// The reader a provisioning request describes, each field checked.
+fn check_reader(req: &ProvisionReader, now: u64) -> Result<Reader, OpsError> {
+    let raw = hex::decode(req.public_key.trim()).map_err(|e| OpsError::InvalidReaderKey {
+        why: format!("expected 64 hex characters: {e}"),
     })?;
+    let vk =
+        parse_public_key(&raw).map_err(|e| OpsError::InvalidReaderKey { why: e.to_string() })?;
+    let max = fare_credential::record::MAX_NAME_BYTES;
+    for (field, v) in [
+        ("operator", &req.operator),
+        ("vehicle", &req.vehicle),
+        ("route", &req.route),
+    ] {
+        if v.is_empty() || v.len() > max {
+            return Err(invalid(field, v, format!("1..={max} bytes")));
+        }
+    }
+    if req.reader_id == 0 {
+        return Err(OpsError::InvalidField {
+            field: "reader_id",
+            found: "0".into(),
+            expected: "1..=4294967295".into(),
+        });
+    }
+    Ok(Reader {
+        reader_id: req.reader_id,
+        public_key: vk.to_bytes(),
+        operator: req.operator.clone(),
+        vehicle: req.vehicle.clone(),
+        route: req.route.clone(),
+        retired: false,
+        provisioned_unix_s: now,
+    })
+}
+
+/// Retires a reader: its later uploads are refused; rides already held still settle.
+pub fn retire_reader(db: &Db, reader_id: u32) -> Result<Reader, OpsError> {
+    let mut r = db
+        .reader(reader_id)?
+        .ok_or(OpsError::NoSuchReader { reader_id })?;
     r.retired = true;
     let mut w = WriteSet::default();
     Db::put_reader(&mut w, &r);
@@ -481,72 +478,72 @@ pub fn resolve_dispute(
     charged: RideId,
     req: &ResolveDispute,
     now: u64,
-) -> Result<(Dispute, bool), ApiError> {
-    let (mut d, raw) = db.dispute(charged)?.ok_or_else(|| {
-        ApiError::of(
-            ErrorCode::UnknownDispute,
-            format!("no dispute over ride {charged} (see GET /v1/reports/disputes)"),
-        )
-    })?;
+) -> Result<(Dispute, bool), OpsError> {
+    let (mut d, raw) = db
+        .dispute(charged)?
+        .ok_or(OpsError::UnknownDispute { ride: charged })?;
+    let award_reader_id = req.award_reader_id;
     let Some((_, operator)) = d
         .sightings
         .iter()
-        .find(|(r, _)| r.reader_id == req.award_reader_id)
+        .find(|(r, _)| r.reader_id == award_reader_id)
         .cloned()
     else {
-        let readers: Vec<String> = d
-            .sightings
-            .iter()
-            .map(|(r, _)| r.reader_id.to_string())
-            .collect();
-        return Err(ApiError::of(
-            ErrorCode::InvalidField,
-            format!(
-                "award_reader_id = {}: not a reader of this dispute (its readers: {})",
-                req.award_reader_id,
-                readers.join(", ")
-            ),
-        ));
+        return Err(OpsError::NotADisputeReader {
+            award_reader_id,
+            dispute_readers: d.sightings.iter().map(|(r, _)| r.reader_id).collect(),
+        });
     };
     if let Some(res) = &d.resolution {
-        if res.award_reader_id == req.award_reader_id {
+        if res.award_reader_id == award_reader_id {
             return Ok((d, false));
         }
-        return Err(ApiError::of(
-            ErrorCode::DisputeResolved,
-            format!(
-                "the dispute over ride {charged} was resolved for reader {} (operator {})",
-                res.award_reader_id, res.operator
-            ),
-        ));
+        return Err(OpsError::DisputeResolved {
+            ride: charged,
+            award_reader_id: res.award_reader_id,
+            operator: res.operator.clone(),
+        });
     }
     let mut w = WriteSet::default();
     if d.held_minor > 0 {
-        let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
-        let release = d
-            .service_day
-            .parse::<fare_tariff::Date>()
-            .map_err(|e| e.to_string())
-            .and_then(|day| {
-                fare_ledger::dispute_release(&key, &operator, d.held_minor, day)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| ApiError::of(ErrorCode::Internal, format!("release posting: {e}")))?;
-        let mut balances = HashMap::new();
-        for acc in [&release.debit, &release.credit] {
-            let acc = acc.to_string();
-            let b = db.balance(&acc)?;
-            balances.insert(acc, b);
-        }
-        Db::put_postings(&mut w, std::slice::from_ref(&release), &mut balances);
-        Db::put_balances(&mut w, &balances);
+        release_held_fare(db, &mut w, charged, &d, &operator)?;
     }
     d.resolution = Some(DisputeResolution {
-        award_reader_id: req.award_reader_id,
+        award_reader_id,
         operator,
         at_unix_s: now,
     });
     Db::put_dispute(&mut w, &d, Some(raw));
     db.commit(w)?;
     Ok((d, true))
+}
+
+/// Queues the `release/R:S` posting that moves a disputed fare from
+/// suspense to `operator`, with the balances it changes.
+fn release_held_fare(
+    db: &Db,
+    w: &mut WriteSet,
+    charged: RideId,
+    d: &Dispute,
+    operator: &str,
+) -> Result<(), OpsError> {
+    let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+    let release = d
+        .service_day
+        .parse::<fare_tariff::Date>()
+        .map_err(|e| e.to_string())
+        .and_then(|day| {
+            fare_ledger::dispute_release(&key, operator, d.held_minor, day)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|why| OpsError::ReleasePosting { ride: charged, why })?;
+    let mut balances = HashMap::new();
+    for acc in [&release.debit, &release.credit] {
+        let acc = acc.to_string();
+        let b = db.balance(&acc)?;
+        balances.insert(acc, b);
+    }
+    Db::put_postings(w, std::slice::from_ref(&release), &mut balances);
+    Db::put_balances(w, &balances);
+    Ok(())
 }

@@ -318,12 +318,8 @@ impl std::fmt::Debug for Backoffice {
     }
 }
 
-fn api<T>(r: Result<T, fare_settlement::ApiError>) -> AdapterResult<T> {
-    r.map_err(|e| e.body().to_string())
-}
-
-fn api_code(e: &fare_settlement::ApiError) -> String {
-    e.body()["error"].as_str().unwrap_or("unknown").to_string()
+fn api<T, E: Into<fare_settlement::ApiError>>(r: Result<T, E>) -> AdapterResult<T> {
+    r.map_err(|e| e.into().body().to_string())
 }
 
 impl Backoffice {
@@ -486,8 +482,8 @@ impl Backoffice {
         match fare_settlement::ingest::ingest_batch(&self.app().db, bytes, self.now()) {
             Ok(a) => IngestAnswer::Acked(a.acked_seq),
             Err(e) => IngestAnswer::Refused {
-                code: api_code(&e),
-                acked_seq: e.body()["acked_seq"].as_u64(),
+                code: e.code().code().to_string(),
+                acked_seq: e.held_cursor().map(|(_, acked_seq)| acked_seq),
             },
         }
     }

@@ -5,8 +5,11 @@ use thiserror::Error;
 /// Why bytes could not be parsed (or a value could not be encoded) as one
 /// of this crate's formats. Carries the object and field so an operator can
 /// tell *which* byte range is wrong.
+///
+/// Not `#[non_exhaustive]`: callers in other crates (settlement's ingest)
+/// map each variant to a stable error code with an exhaustive `match`, so a
+/// new variant makes the compiler list every place that must decide.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum FormatError {
     /// The input ended inside a field.
     #[error(

@@ -11,8 +11,11 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const SIGNATURE_LEN: usize = 64;
 
 /// Why a key could not be used.
+///
+/// Not `#[non_exhaustive]`: settlement maps each variant to a stable error
+/// code with an exhaustive `match`, so a new variant makes the compiler list
+/// every place that must decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum KeyError {
     /// The 32 bytes are not a valid compressed Edwards point.
     #[error("public key is not a valid ed25519 point encoding")]
