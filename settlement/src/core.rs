@@ -29,7 +29,7 @@
 
 use crate::model::*;
 use crate::reverify::Verdict;
-use fare_credential::{CredentialId, RejectClass, RejectReason};
+use fare_credential::{CredentialId, RejectClass, RejectReason, RideCode};
 use fare_ledger::AccountRef;
 use fare_ledger::{over_credit_limit, reconcile_ride, RideParties, RideState};
 use fare_tariff::{rate_day, Date, PriorDay, RideOutcome, RideToRate, Tariff};
@@ -145,14 +145,18 @@ fn outcome_of(o: RideOutcome) -> Outcome {
     Outcome::from(o)
 }
 
-fn reject_outcome(r: &RejectReason) -> Outcome {
+/// The outcome of a ride refused by re-verification, and the kind of the
+/// incident filed against its reader.
+fn reject_outcome(r: &RejectReason) -> (Outcome, &'static str) {
     match r.class() {
-        RejectClass::Format | RejectClass::Forgery => Outcome::Forged,
-        RejectClass::Clock => Outcome::InvalidTime,
+        RejectClass::Format | RejectClass::Forgery => (Outcome::Forged, "forged_ride"),
+        RejectClass::Clock => (Outcome::InvalidTime, "invalid_time_ride"),
         // Re-verification never reports these (the deny list is not
         // re-applied, replay is the reader's business); a code settlement
         // cannot show genuine is not charged.
-        RejectClass::Revoked | RejectClass::Replay | RejectClass::Reader => Outcome::Forged,
+        RejectClass::Revoked | RejectClass::Replay | RejectClass::Reader => {
+            (Outcome::Forged, "forged_ride")
+        }
     }
 }
 
@@ -180,187 +184,248 @@ fn dispute_incidents(d: &DisputedSighting, now_unix_s: u64) -> [Incident; 2] {
 /// Settles one chunk. `rides[i]` has verdict `verdicts[i]`.
 pub fn settle_chunk(rides: &[RideIn], verdicts: &[Verdict], facts: &Facts<'_>) -> Output {
     assert_eq!(rides.len(), verdicts.len(), "one verdict per ride");
-    let mut out = Output::default();
-    let tariff = facts.tariff;
-    // Results by index; rated ones are filled in later.
-    let mut results: Vec<Option<RideResult>> = vec![None; rides.len()];
-    let base = |ride: &RideIn, outcome: Outcome| RideResult {
-        ride: ride.ride,
-        outcome,
-        result: outcome,
-        reason: None,
-        account_id: None,
-        credential_id: None,
-        device_seq: None,
-        service_day: service_day(tariff, ride.reader_time_unix_s).to_string(),
-        operator: ride.operator.clone(),
-        route: ride.route.clone(),
-        amount_minor: 0,
-        reader_time_unix_s: ride.reader_time_unix_s,
+    let mut pass = Pass {
+        rides,
+        verdicts,
+        facts,
+        results: vec![None; rides.len()],
+        out: Output::default(),
     };
-
     // 1. Refused codes, unknown credentials; candidates for charging.
-    let mut candidates: Vec<usize> = Vec::new();
-    for (i, (ride, v)) in rides.iter().zip(verdicts).enumerate() {
-        match v {
-            Err((reason, code)) => {
-                let outcome = reject_outcome(reason);
-                let mut r = base(ride, outcome);
-                r.reason = Some(reason.code().into());
-                if let Some(c) = code {
-                    r.credential_id = Some(c.credential().id());
-                    r.device_seq = Some(c.device_seq());
-                }
-                out.incidents.push(Incident {
-                    reader_id: ride.ride.reader_id,
-                    kind: if outcome == Outcome::Forged {
-                        "forged_ride".into()
-                    } else {
-                        "invalid_time_ride".into()
-                    },
-                    seq: ride.ride.reader_seq,
-                    detail: reason.to_string(),
-                    at_unix_s: facts.now_unix_s,
-                });
-                results[i] = Some(r);
-            }
-            Ok(vr) => {
-                if facts.credentials.contains_key(&vr.credential_id) {
-                    candidates.push(i);
-                } else {
-                    let mut r = base(ride, Outcome::UnknownCredential);
-                    r.credential_id = Some(vr.credential_id);
-                    r.device_seq = Some(vr.device_seq);
-                    r.reason = Some("unknown_credential".into());
-                    results[i] = Some(r);
-                }
-            }
-        }
-    }
-
+    let candidates = pass.refuse_unverified();
     // 2. Duplicates: first by reader time wins; earlier runs always win.
-    candidates.sort_by_key(|&i| (rides[i].reader_time_unix_s, rides[i].ride));
-    let mut first_seen: HashMap<(CredentialId, u32), usize> = HashMap::new();
-    let mut chargeable: Vec<usize> = Vec::new();
-    for &i in &candidates {
-        let vr = verdicts[i].as_ref().expect("candidates verified");
-        let key = (vr.credential_id, vr.device_seq);
-        let earlier = facts.seen_codes.get(&key).map(|r| (*r, None)).or_else(|| {
-            first_seen
-                .get(&key)
-                .map(|&j| (rides[j].ride, Some(rides[j].reader_time_unix_s)))
-        });
-        if let Some((charged_ride, charged_time)) = earlier {
-            let account_id = facts.credentials[&vr.credential_id].account_id.clone();
-            let mut r = base(&rides[i], Outcome::Duplicate);
-            r.account_id = Some(account_id.clone());
-            r.credential_id = Some(vr.credential_id);
-            r.device_seq = Some(vr.device_seq);
-            r.reason = Some("duplicate_code".into());
-            results[i] = Some(r);
-            let charged_operator = match charged_time {
-                Some(_) => first_seen
-                    .get(&key)
-                    .map(|&j| rides[j].operator.clone())
-                    .unwrap_or_default(),
-                None => facts
-                    .operators
-                    .get(&charged_ride.reader_id)
-                    .cloned()
-                    .unwrap_or_default(),
-            };
-            if charged_ride.reader_id != rides[i].ride.reader_id {
-                let d = DisputedSighting {
-                    charged_ride,
-                    charged_operator,
-                    duplicate_ride: rides[i].ride,
-                    duplicate_operator: rides[i].operator.clone(),
-                    credential_id: vr.credential_id,
-                    device_seq: vr.device_seq,
-                    account_id: account_id.clone(),
-                };
-                out.incidents
-                    .extend(dispute_incidents(&d, facts.now_unix_s));
-                out.disputes.push(d);
-            }
-            out.fraud.push(FraudEvent {
-                kind: "duplicate_code".into(),
-                credential_id: vr.credential_id,
-                account_id: Some(account_id),
-                device_seq: vr.device_seq,
-                charged_ride,
-                duplicate_ride: rides[i].ride,
-                charged_reader_time_unix_s: charged_time.unwrap_or(0),
-                duplicate_reader_time_unix_s: rides[i].reader_time_unix_s,
-            });
-        } else {
-            first_seen.insert(key, i);
-            out.codes.push((key, rides[i].ride));
-            chargeable.push(i);
-        }
-    }
-
+    let chargeable = pass.set_duplicates_aside(candidates);
     // 3. Add chargeable rides to their account's service days.
-    let mut per_account: BTreeMap<String, AccountWork> = BTreeMap::new();
-    let mut new_ride_index: HashMap<RideId, usize> = HashMap::new();
-    for &i in &chargeable {
-        let vr = verdicts[i].as_ref().expect("verified");
-        let account_id = &facts.credentials[&vr.credential_id].account_id;
-        let day = service_day(tariff, rides[i].reader_time_unix_s);
-        if !per_account.contains_key(account_id) {
-            per_account.insert(account_id.clone(), AccountWork::default());
-        }
-        let work = per_account.get_mut(account_id).expect("just inserted");
-        let st = work.day_states.entry(day).or_insert_with(|| {
-            facts
-                .days
-                .get(&(account_id.clone(), day))
-                .cloned()
-                .unwrap_or_default()
-        });
-        if st.rides.iter().all(|r| r.ride != rides[i].ride) {
-            st.rides.push(DayRide {
-                ride: rides[i].ride,
-                reader_time_unix_s: rides[i].reader_time_unix_s,
-                route: rides[i].route.clone(),
-                operator: rides[i].operator.clone(),
-                profile: vr.profile,
-                posted_minor: 0,
-                revisions: 0,
-            });
-        }
-        new_ride_index.insert(rides[i].ride, i);
-        work.touched.insert(day);
-        let mut r = base(&rides[i], Outcome::Charged);
-        r.account_id = Some(account_id.clone());
-        r.credential_id = Some(vr.credential_id);
-        r.device_seq = Some(vr.device_seq);
-        results[i] = Some(r);
-    }
-
+    let (per_account, new_ride_index) = pass.add_to_service_days(&chargeable);
     // 4. Re-rate every affected day of each account, in date order, and post
     //    differences. Accounts are independent: all cores, merged in account order.
     let rated: Vec<AccountOut> = per_account
         .into_par_iter()
         .map(|(account_id, work)| rate_account(&account_id, work, facts, &new_ride_index))
         .collect();
-    for a in rated {
-        out.postings.extend(a.postings);
-        out.days.extend(a.days);
-        out.result_updates.extend(a.result_updates);
-        for (i, outcome, amount, day, result) in a.new_results {
-            let r = results[i].as_mut().expect("chargeable result set");
-            r.outcome = outcome;
-            r.amount_minor = amount;
-            r.service_day = day;
-            r.result = result;
-        }
-    }
-    out.results = results
+    pass.apply_ratings(rated);
+    let mut out = pass.out;
+    out.results = pass
+        .results
         .into_iter()
         .map(|r| r.expect("every ride has a result"))
         .collect();
     out
+}
+
+/// One chunk on its way through [`settle_chunk`]: the results by ride index
+/// (rated ones are filled in last) and what to write.
+struct Pass<'a, 'f> {
+    rides: &'a [RideIn],
+    verdicts: &'a [Verdict],
+    facts: &'a Facts<'f>,
+    results: Vec<Option<RideResult>>,
+    out: Output,
+}
+
+impl Pass<'_, '_> {
+    /// The result of ride `i` with `outcome` and nothing else known yet.
+    fn base(&self, i: usize, outcome: Outcome) -> RideResult {
+        let ride = &self.rides[i];
+        RideResult {
+            ride: ride.ride,
+            outcome,
+            result: outcome,
+            reason: None,
+            account_id: None,
+            credential_id: None,
+            device_seq: None,
+            service_day: service_day(self.facts.tariff, ride.reader_time_unix_s).to_string(),
+            operator: ride.operator.clone(),
+            route: ride.route.clone(),
+            amount_minor: 0,
+            reader_time_unix_s: ride.reader_time_unix_s,
+        }
+    }
+
+    /// Files refused codes (with an incident against their reader) and codes
+    /// of credentials settlement never issued; returns the other rides.
+    fn refuse_unverified(&mut self) -> Vec<usize> {
+        let mut candidates = Vec::new();
+        for i in 0..self.rides.len() {
+            match &self.verdicts[i] {
+                Err((reason, code)) => self.refuse(i, reason, code.as_deref()),
+                Ok(vr) if self.facts.credentials.contains_key(&vr.credential_id) => {
+                    candidates.push(i)
+                }
+                Ok(vr) => {
+                    let mut r = self.base(i, Outcome::UnknownCredential);
+                    r.credential_id = Some(vr.credential_id);
+                    r.device_seq = Some(vr.device_seq);
+                    r.reason = Some("unknown_credential".into());
+                    self.results[i] = Some(r);
+                }
+            }
+        }
+        candidates
+    }
+
+    /// Files ride `i`, refused by re-verification for `reason`.
+    fn refuse(&mut self, i: usize, reason: &RejectReason, code: Option<&RideCode>) {
+        let (outcome, kind) = reject_outcome(reason);
+        let mut r = self.base(i, outcome);
+        r.reason = Some(reason.code().into());
+        if let Some(c) = code {
+            r.credential_id = Some(c.credential().id());
+            r.device_seq = Some(c.device_seq());
+        }
+        self.out.incidents.push(Incident {
+            reader_id: self.rides[i].ride.reader_id,
+            kind: kind.into(),
+            seq: self.rides[i].ride.reader_seq,
+            detail: reason.to_string(),
+            at_unix_s: self.facts.now_unix_s,
+        });
+        self.results[i] = Some(r);
+    }
+
+    /// Sorts the candidates by reader time and files every later sighting of
+    /// a code as a duplicate; returns the rides to charge.
+    fn set_duplicates_aside(&mut self, mut candidates: Vec<usize>) -> Vec<usize> {
+        let rides = self.rides;
+        candidates.sort_by_key(|&i| (rides[i].reader_time_unix_s, rides[i].ride));
+        let mut first_seen: HashMap<(CredentialId, u32), usize> = HashMap::new();
+        let mut chargeable: Vec<usize> = Vec::new();
+        for i in candidates {
+            let vr = self.verdicts[i].as_ref().expect("candidates verified");
+            let key = (vr.credential_id, vr.device_seq);
+            match self.facts.seen_codes.get(&key) {
+                // Settled in an earlier run: that ride keeps its charge.
+                Some(&charged_ride) => {
+                    let operator = self.facts.operators.get(&charged_ride.reader_id);
+                    let charged = (charged_ride, None, operator.cloned().unwrap_or_default());
+                    self.duplicate(i, charged);
+                }
+                None => match first_seen.get(&key) {
+                    Some(&j) => {
+                        let first = &rides[j];
+                        let charged = (
+                            first.ride,
+                            Some(first.reader_time_unix_s),
+                            first.operator.clone(),
+                        );
+                        self.duplicate(i, charged);
+                    }
+                    None => {
+                        first_seen.insert(key, i);
+                        self.out.codes.push((key, rides[i].ride));
+                        chargeable.push(i);
+                    }
+                },
+            }
+        }
+        chargeable
+    }
+
+    /// Files ride `i` as a duplicate of `(charged ride, its reader time when
+    /// settled in this chunk, its operator)`: a fraud event, and a dispute
+    /// when the two are on different readers.
+    fn duplicate(
+        &mut self,
+        i: usize,
+        (charged_ride, charged_time, charged_operator): (RideId, Option<u64>, String),
+    ) {
+        let vr = self.verdicts[i].as_ref().expect("candidates verified");
+        let ride = &self.rides[i];
+        let account_id = self.facts.credentials[&vr.credential_id].account_id.clone();
+        let mut r = self.base(i, Outcome::Duplicate);
+        r.account_id = Some(account_id.clone());
+        r.credential_id = Some(vr.credential_id);
+        r.device_seq = Some(vr.device_seq);
+        r.reason = Some("duplicate_code".into());
+        self.results[i] = Some(r);
+        if charged_ride.reader_id != ride.ride.reader_id {
+            let d = DisputedSighting {
+                charged_ride,
+                charged_operator,
+                duplicate_ride: ride.ride,
+                duplicate_operator: ride.operator.clone(),
+                credential_id: vr.credential_id,
+                device_seq: vr.device_seq,
+                account_id: account_id.clone(),
+            };
+            self.out
+                .incidents
+                .extend(dispute_incidents(&d, self.facts.now_unix_s));
+            self.out.disputes.push(d);
+        }
+        self.out.fraud.push(FraudEvent {
+            kind: "duplicate_code".into(),
+            credential_id: vr.credential_id,
+            account_id: Some(account_id),
+            device_seq: vr.device_seq,
+            charged_ride,
+            duplicate_ride: ride.ride,
+            charged_reader_time_unix_s: charged_time.unwrap_or(0),
+            duplicate_reader_time_unix_s: ride.reader_time_unix_s,
+        });
+    }
+
+    /// Adds each chargeable ride to its account's service day (loading the
+    /// stored day state); returns the work per account and the chunk index
+    /// of each new ride.
+    fn add_to_service_days(
+        &mut self,
+        chargeable: &[usize],
+    ) -> (BTreeMap<String, AccountWork>, HashMap<RideId, usize>) {
+        let (rides, facts) = (self.rides, self.facts);
+        let mut per_account: BTreeMap<String, AccountWork> = BTreeMap::new();
+        let mut new_ride_index: HashMap<RideId, usize> = HashMap::new();
+        for &i in chargeable {
+            let vr = self.verdicts[i].as_ref().expect("verified");
+            let account_id = &facts.credentials[&vr.credential_id].account_id;
+            let day = service_day(facts.tariff, rides[i].reader_time_unix_s);
+            let work = per_account.entry(account_id.clone()).or_default();
+            let st = work.day_states.entry(day).or_insert_with(|| {
+                facts
+                    .days
+                    .get(&(account_id.clone(), day))
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            if st.rides.iter().all(|r| r.ride != rides[i].ride) {
+                st.rides.push(DayRide {
+                    ride: rides[i].ride,
+                    reader_time_unix_s: rides[i].reader_time_unix_s,
+                    route: rides[i].route.clone(),
+                    operator: rides[i].operator.clone(),
+                    profile: vr.profile,
+                    posted_minor: 0,
+                    revisions: 0,
+                });
+            }
+            new_ride_index.insert(rides[i].ride, i);
+            work.touched.insert(day);
+            let mut r = self.base(i, Outcome::Charged);
+            r.account_id = Some(account_id.clone());
+            r.credential_id = Some(vr.credential_id);
+            r.device_seq = Some(vr.device_seq);
+            self.results[i] = Some(r);
+        }
+        (per_account, new_ride_index)
+    }
+
+    /// Merges the accounts' ratings (in account order) into the output and
+    /// the new rides' results.
+    fn apply_ratings(&mut self, rated: Vec<AccountOut>) {
+        for a in rated {
+            self.out.postings.extend(a.postings);
+            self.out.days.extend(a.days);
+            self.out.result_updates.extend(a.result_updates);
+            for (i, outcome, amount, day, result) in a.new_results {
+                let r = self.results[i].as_mut().expect("chargeable result set");
+                r.outcome = outcome;
+                r.amount_minor = amount;
+                r.service_day = day;
+                r.result = result;
+            }
+        }
+    }
 }
 
 /// One account's share of a chunk, before rating.
@@ -371,6 +436,7 @@ struct AccountWork {
 }
 
 /// What rating one account produced.
+#[derive(Default)]
 struct AccountOut {
     postings: Vec<fare_ledger::Posting>,
     days: Vec<(String, Date, DayState)>,
@@ -385,48 +451,80 @@ fn rate_account(
     facts: &Facts<'_>,
     new_ride_index: &HashMap<RideId, usize>,
 ) -> AccountOut {
-    let tariff = facts.tariff;
-    let mut out = AccountOut {
-        postings: Vec::new(),
-        days: Vec::new(),
-        result_updates: Vec::new(),
-        new_results: Vec::new(),
+    let mut rating = AccountRating {
+        account_id,
+        facts,
+        new_ride_index,
+        out: AccountOut::default(),
+        totals: HashMap::new(),
+        running_balance: facts.balances.get(account_id).copied().unwrap_or(0),
+        limit: facts
+            .accounts
+            .get(account_id)
+            .map(|a| a.credit_limit_minor)
+            .unwrap_or(0),
     };
-    let key_of = |d: Date| (account_id.to_string(), d);
-    let mut to_rate: BTreeSet<Date> = BTreeSet::new();
+    for day in days_to_rate(account_id, &work, facts) {
+        let st = work
+            .day_states
+            .remove(&day)
+            .or_else(|| facts.days.get(&(account_id.to_string(), day)).cloned())
+            .unwrap_or_default();
+        rating.rate(day, st);
+    }
+    rating.out
+}
+
+/// The days a chunk's new rides can change: each touched day and, with a
+/// rolling cap, the days after it that hold rides.
+fn days_to_rate(account_id: &str, work: &AccountWork, facts: &Facts<'_>) -> BTreeSet<Date> {
+    let mut to_rate = BTreeSet::new();
     for d in &work.touched {
-        for a in tariff.days_affected_by(*d) {
-            if work.day_states.contains_key(&a) || facts.days.contains_key(&key_of(a)) {
+        for a in facts.tariff.days_affected_by(*d) {
+            if work.day_states.contains_key(&a)
+                || facts.days.contains_key(&(account_id.to_string(), a))
+            {
                 to_rate.insert(a);
             }
         }
     }
-    let mut totals: HashMap<Date, PriorDay> = HashMap::new();
-    let prior_of = |d: Date, st: &DayState| PriorDay {
-        day: d,
+    to_rate
+}
+
+/// The totals of a rated day, as the rolling cap of later days needs them.
+fn prior_of(day: Date, st: &DayState) -> PriorDay {
+    PriorDay {
+        day,
         charged_minor: st.rides.iter().map(|r| r.posted_minor).sum(),
         paid_rides: st.rides.iter().filter(|r| r.posted_minor > 0).count() as u32,
-    };
-    let mut running_balance = facts.balances.get(account_id).copied().unwrap_or(0);
-    let limit = facts
-        .accounts
-        .get(account_id)
-        .map(|a| a.credit_limit_minor)
-        .unwrap_or(0);
-    for day in to_rate {
-        let mut st = work
-            .day_states
-            .remove(&day)
-            .or_else(|| facts.days.get(&key_of(day)).cloned())
-            .unwrap_or_default();
+    }
+}
+
+/// One account's days being rated in date order.
+struct AccountRating<'a, 'f> {
+    account_id: &'a str,
+    facts: &'a Facts<'f>,
+    new_ride_index: &'a HashMap<RideId, usize>,
+    out: AccountOut,
+    /// Totals of the days rated so far (they win over the stored ones).
+    totals: HashMap<Date, PriorDay>,
+    /// The passenger balance as the rides posted so far leave it.
+    running_balance: i64,
+    limit: i64,
+}
+
+impl AccountRating<'_, '_> {
+    /// Rates `day` (state `st`) and posts each ride's difference.
+    fn rate(&mut self, day: Date, mut st: DayState) {
+        let tariff = self.facts.tariff;
         let prior: Vec<PriorDay> = tariff
             .prior_days_needed(day)
             .into_iter()
             .filter_map(|p| {
-                totals
-                    .get(&p)
-                    .copied()
-                    .or_else(|| facts.days.get(&key_of(p)).map(|s| prior_of(p, s)))
+                self.totals.get(&p).copied().or_else(|| {
+                    let stored = self.facts.days.get(&(self.account_id.to_string(), p));
+                    stored.map(|s| prior_of(p, s))
+                })
             })
             .collect();
         let to_rate: Vec<RideToRate> = st
@@ -445,10 +543,10 @@ fn rate_account(
             // Unreachable with rides grouped by service_day and unique ride
             // ids; keep what was posted rather than guess.
             Err(e) => {
-                tracing::error!(account = %account_id, %day, error = %e, "rating failed; day left as posted");
-                totals.insert(day, prior_of(day, &st));
-                out.days.push((account_id.to_string(), day, st));
-                continue;
+                tracing::error!(account = %self.account_id, %day, error = %e, "rating failed; day left as posted");
+                self.totals.insert(day, prior_of(day, &st));
+                self.out.days.push((self.account_id.to_string(), day, st));
+                return;
             }
         };
         let by_key: HashMap<&str, &fare_tariff::RatedRide> = rating
@@ -460,52 +558,59 @@ fn rate_account(
         // the limit: replay the day's fares (not the adjustments, whose order
         // depends on upload order) on top of the balance without this day.
         st.rides.sort_by_key(|r| (r.reader_time_unix_s, r.ride));
-        running_balance += st.rides.iter().map(|r| r.posted_minor).sum::<i64>();
+        self.running_balance += st.rides.iter().map(|r| r.posted_minor).sum::<i64>();
         for dr in st.rides.iter_mut() {
-            let rated = by_key[ride_key_str(dr.ride).as_str()];
-            let parties = RideParties {
-                ride_key: ride_key_str(dr.ride),
-                account_id: account_id.to_string(),
-                operator: dr.operator.clone(),
-                service_day: day,
-            };
-            let state = RideState {
-                net_minor: dr.posted_minor,
-                revisions: dr.revisions,
-            };
-            match reconcile_ride(&parties, state, rated.fare_minor) {
-                Ok(Some(p)) => {
-                    out.postings.push(p);
-                    dr.posted_minor = rated.fare_minor;
-                    dr.revisions += 1;
-                }
-                Ok(None) => {}
-                // Only for out-of-range keys or fares, which validation upstream
-                // excludes; leave the ride as posted rather than guess.
-                Err(e) => {
-                    tracing::error!(ride = %dr.ride, error = %e, "ride posting refused by the ledger")
-                }
+            self.post(day, dr, by_key[ride_key_str(dr.ride).as_str()]);
+        }
+        self.totals.insert(day, rating.prior_day());
+        self.out.days.push((self.account_id.to_string(), day, st));
+    }
+
+    /// Posts the difference between what ride `dr` has posted and its new
+    /// fare, and files its result (new ride) or result update (earlier ride).
+    fn post(&mut self, day: Date, dr: &mut DayRide, rated: &fare_tariff::RatedRide) {
+        let parties = RideParties {
+            ride_key: ride_key_str(dr.ride),
+            account_id: self.account_id.to_string(),
+            operator: dr.operator.clone(),
+            service_day: day,
+        };
+        let state = RideState {
+            net_minor: dr.posted_minor,
+            revisions: dr.revisions,
+        };
+        match reconcile_ride(&parties, state, rated.fare_minor) {
+            Ok(Some(p)) => {
+                self.out.postings.push(p);
+                dr.posted_minor = rated.fare_minor;
+                dr.revisions += 1;
             }
-            running_balance -= dr.posted_minor;
-            let outcome = outcome_of(rated.outcome);
-            match new_ride_index.get(&dr.ride) {
-                Some(&i) => {
-                    let result =
-                        if rated.fare_minor > 0 && over_credit_limit(running_balance, limit) {
-                            Outcome::OverCreditLimit
-                        } else {
-                            outcome
-                        };
-                    out.new_results
-                        .push((i, outcome, rated.fare_minor, day.to_string(), result));
-                }
-                None => out
-                    .result_updates
-                    .push((dr.ride, outcome, rated.fare_minor)),
+            Ok(None) => {}
+            // Only for out-of-range keys or fares, which validation upstream
+            // excludes; leave the ride as posted rather than guess.
+            Err(e) => {
+                tracing::error!(ride = %dr.ride, error = %e, "ride posting refused by the ledger")
             }
         }
-        totals.insert(day, rating.prior_day());
-        out.days.push((account_id.to_string(), day, st));
+        self.running_balance -= dr.posted_minor;
+        let outcome = outcome_of(rated.outcome);
+        match self.new_ride_index.get(&dr.ride) {
+            Some(&i) => {
+                let result = if rated.fare_minor > 0
+                    && over_credit_limit(self.running_balance, self.limit)
+                {
+                    Outcome::OverCreditLimit
+                } else {
+                    outcome
+                };
+                self.out
+                    .new_results
+                    .push((i, outcome, rated.fare_minor, day.to_string(), result));
+            }
+            None => self
+                .out
+                .result_updates
+                .push((dr.ride, outcome, rated.fare_minor)),
+        }
     }
-    out
 }
