@@ -120,46 +120,9 @@ impl App {
             .keys_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("keys"));
-        let keys = if keys_dir.join("root.key").exists() {
-            KeyStore::open(&keys_dir)
-        } else {
-            let k = KeyStore::init(&keys_dir, clock.now_unix_s(), &mut rng);
-            if k.is_ok() {
-                tracing::warn!(
-                    root_public_key = %keys_dir.join("root.pub").display(),
-                    "no KEYS dir: initialised a new deployment; provision readers with this root public key"
-                );
-            }
-            k
-        }
-        .map_err(|source| AppError::Keys { path: keys_dir.clone(), source })?;
-        let (tariff, tariff_json) = match &config.tariff_file {
-            None => {
-                let t = Tariff::demo();
-                let j = t.to_json().into_bytes();
-                (t, j)
-            }
-            Some(p) => {
-                let bytes = std::fs::read(p).map_err(|e| AppError::Tariff {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-                let t = Tariff::from_json_bytes(&bytes).map_err(|e| AppError::Tariff {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-                (t, bytes)
-            }
-        };
-        let operator_token = if config.operator_token.is_empty() {
-            let mut b = [0u8; 16];
-            rand_core::RngCore::fill_bytes(&mut rng, &mut b);
-            let t = hex::encode(b);
-            tracing::warn!(token = %t, "no operator_token configured: using a random one for this run");
-            t
-        } else {
-            config.operator_token.clone()
-        };
+        let keys = open_keys(&keys_dir, clock.now_unix_s(), &mut rng)?;
+        let (tariff, tariff_json) = load_tariff(config.tariff_file.as_deref())?;
+        let operator_token = operator_token(&config, &mut rng);
         let acks = crate::acks::AckSigner::open_or_create(&keys, clock.now_unix_s(), &mut rng)?;
         Ok(App {
             acks,
@@ -255,4 +218,53 @@ impl App {
             self.config.bundle_refresh_s,
         )?)
     }
+}
+
+/// Opens the KEYS directory, or initialises a new deployment there.
+fn open_keys(keys_dir: &Path, now: u64, rng: &mut ChaCha20Rng) -> Result<KeyStore, AppError> {
+    let keys = if keys_dir.join("root.key").exists() {
+        KeyStore::open(keys_dir)
+    } else {
+        let k = KeyStore::init(keys_dir, now, rng);
+        if k.is_ok() {
+            tracing::warn!(
+                root_public_key = %keys_dir.join("root.pub").display(),
+                "no KEYS dir: initialised a new deployment; provision readers with this root public key"
+            );
+        }
+        k
+    };
+    keys.map_err(|source| AppError::Keys {
+        path: keys_dir.to_path_buf(),
+        source,
+    })
+}
+
+/// The tariff and the JSON bytes it was read from (the demo tariff when no
+/// file is configured).
+fn load_tariff(file: Option<&Path>) -> Result<(Tariff, Vec<u8>), AppError> {
+    let Some(p) = file else {
+        let t = Tariff::demo();
+        let j = t.to_json().into_bytes();
+        return Ok((t, j));
+    };
+    let err = |message: String| AppError::Tariff {
+        path: p.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(p).map_err(|e| err(e.to_string()))?;
+    let t = Tariff::from_json_bytes(&bytes).map_err(|e| err(e.to_string()))?;
+    Ok((t, bytes))
+}
+
+/// The configured operator token, or a random one for this run.
+fn operator_token(config: &Config, rng: &mut ChaCha20Rng) -> String {
+    if !config.operator_token.is_empty() {
+        return config.operator_token.clone();
+    }
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(rng, &mut b);
+    let t = hex::encode(b);
+    tracing::warn!(token = %t, "no operator_token configured: using a random one for this run");
+    t
 }

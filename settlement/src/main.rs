@@ -112,40 +112,15 @@ fn run(cli: Cli) -> Result<(), String> {
             data,
             listen,
             config,
-        } => {
-            let config = load_config(&config)?;
-            let addr = listen.unwrap_or_else(|| config.listen.clone());
-            let app = Arc::new(open(&data, config)?);
-            let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&addr)
-                    .await
-                    .map_err(|e| format!("listen on {addr}: {e}"))?;
-                eprintln!(
-                    "fare-settlement listening on {}",
-                    listener.local_addr().map_err(|e| e.to_string())?
-                );
-                fare_settlement::serve(listener, app, shutdown_signal())
-                    .await
-                    .map_err(|e| format!("serve: {e}"))
-            })
-        }
+        } => serve(&data, listen, &config),
         Cmd::Settle { data, config } => {
             let app = open(&data, load_config(&config)?)?;
-            let s = app.settle().map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&s).expect("summary serialises")
-            );
+            print_json(&app.settle().map_err(|e| e.to_string())?);
             Ok(())
         }
         Cmd::Purge { data, config } => {
             let app = open(&data, load_config(&config)?)?;
-            let s = app.purge().map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&s).expect("summary serialises")
-            );
+            print_json(&app.purge().map_err(|e| e.to_string())?);
             Ok(())
         }
         Cmd::Report {
@@ -161,58 +136,85 @@ fn run(cli: Cli) -> Result<(), String> {
                 "csv" => true,
                 f => return Err(format!("--format {f}: expected json or csv")),
             };
-            let e = |e: fare_settlement::StoreError| e.to_string();
-            let out = match kind.as_str() {
-                "daily" => {
-                    let lines = reports::daily(&app.db, day.as_deref()).map_err(e)?;
-                    if csv {
-                        reports::daily_csv(&lines)
-                    } else {
-                        serde_json::to_string_pretty(&lines).expect("serialises")
-                    }
-                }
-                "exposure" => {
-                    let rows = reports::exposure(
-                        &app.db,
-                        &app.tariff,
-                        app.now(),
-                        app.config.skew_tolerance_s,
-                    )
-                    .map_err(e)?;
-                    if csv {
-                        reports::exposure_csv(&rows)
-                    } else {
-                        serde_json::to_string_pretty(&rows).expect("serialises")
-                    }
-                }
-                "fraud" => {
-                    let rows = app.db.fraud_events().map_err(e)?;
-                    if csv {
-                        reports::fraud_csv(&rows)
-                    } else {
-                        serde_json::to_string_pretty(&rows).expect("serialises")
-                    }
-                }
-                "incidents" => {
-                    let rows = app.db.incidents().map_err(e)?;
-                    if csv {
-                        reports::incidents_csv(&rows)
-                    } else {
-                        serde_json::to_string_pretty(&rows).expect("serialises")
-                    }
-                }
-                "ledger" => serde_json::to_string_pretty(&reports::ledger(&app.db).map_err(e)?)
-                    .expect("serialises"),
-                k => {
-                    return Err(format!(
-                        "--kind {k}: expected daily, exposure, fraud, incidents or ledger"
-                    ))
-                }
-            };
+            let out = report(&app, &kind, day.as_deref(), csv)?;
             println!("{}", out.trim_end());
             Ok(())
         }
     }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("summary serialises")
+    );
+}
+
+fn serve(data: &Path, listen: Option<String>, config: &Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(config)?;
+    let addr = listen.unwrap_or_else(|| config.listen.clone());
+    let app = Arc::new(open(data, config)?);
+    let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("listen on {addr}: {e}"))?;
+        eprintln!(
+            "fare-settlement listening on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        fare_settlement::serve(listener, app, shutdown_signal())
+            .await
+            .map_err(|e| format!("serve: {e}"))
+    })
+}
+
+/// Rows as pretty JSON, or as CSV made by `to_csv`.
+fn rows_as<T: serde::Serialize + ?Sized>(
+    csv: bool,
+    rows: &T,
+    to_csv: impl FnOnce(&T) -> String,
+) -> String {
+    if csv {
+        to_csv(rows)
+    } else {
+        serde_json::to_string_pretty(rows).expect("serialises")
+    }
+}
+
+fn report(app: &App, kind: &str, day: Option<&str>, csv: bool) -> Result<String, String> {
+    let e = |e: fare_settlement::StoreError| e.to_string();
+    Ok(match kind {
+        "daily" => rows_as(
+            csv,
+            &reports::daily(&app.db, day).map_err(e)?[..],
+            reports::daily_csv,
+        ),
+        "exposure" => {
+            let rows =
+                reports::exposure(&app.db, &app.tariff, app.now(), app.config.skew_tolerance_s)
+                    .map_err(e)?;
+            rows_as(csv, &rows[..], reports::exposure_csv)
+        }
+        "fraud" => rows_as(
+            csv,
+            &app.db.fraud_events().map_err(e)?[..],
+            reports::fraud_csv,
+        ),
+        "incidents" => rows_as(
+            csv,
+            &app.db.incidents().map_err(e)?[..],
+            reports::incidents_csv,
+        ),
+        "ledger" => {
+            serde_json::to_string_pretty(&reports::ledger(&app.db).map_err(e)?).expect("serialises")
+        }
+        k => {
+            return Err(format!(
+                "--kind {k}: expected daily, exposure, fraud, incidents or ledger"
+            ))
+        }
+    })
 }
 
 fn main() -> ExitCode {

@@ -67,6 +67,29 @@ fn is_peer_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// Answers a connection past the cap with `503` if few such answers are
+/// under way, else closes it at once (dropping the stream).
+fn refuse_connection(
+    refuse: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+    refusing: &Arc<Semaphore>,
+    io: TokioIo<tokio::net::TcpStream>,
+    max: usize,
+) {
+    metrics::counter!("settlement_http_connections_refused_total").increment(1);
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    let answer = hyper::service::service_fn(move |_req| async move {
+        Ok::<_, Infallible>(too_many_connections(max))
+    });
+    let conn = graceful.watch(refuse.serve_connection(io, answer));
+    tokio::spawn(async move {
+        let _ = conn.await;
+        drop(permit);
+    });
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish and returns.
 pub async fn serve(
@@ -111,8 +134,8 @@ pub async fn serve(
         let io = TokioIo::new(stream);
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let conn = graceful
-                    .watch(http.serve_connection(io, TowerToHyperService::new(router.clone())));
+                let service = TowerToHyperService::new(router.clone());
+                let conn = graceful.watch(http.serve_connection(io, service));
                 metrics::gauge!("settlement_http_connections").increment(1.0);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -122,22 +145,7 @@ pub async fn serve(
                     metrics::gauge!("settlement_http_connections").decrement(1.0);
                 });
             }
-            Err(_) => {
-                metrics::counter!("settlement_http_connections_refused_total").increment(1);
-                // Past the cap: answer 503 if few such answers are under
-                // way, else close at once (dropping the stream).
-                let Ok(permit) = refusing.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let answer = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(too_many_connections(max))
-                });
-                let conn = graceful.watch(refuse.serve_connection(io, answer));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(permit);
-                });
-            }
+            Err(_) => refuse_connection(&refuse, &graceful, &refusing, io, max),
         }
     }
     drop(listener);

@@ -357,50 +357,9 @@ fn open_disputes(
     }
     let mut holds = Vec::new();
     for (charged, list) in by_charged {
-        let first = list[0];
         let (mut d, raw) = match db.dispute(charged)? {
             Some((d, raw)) => (d, Some(raw)),
-            None => {
-                let (amount, day) = match blocks.get_mut(db, charged)? {
-                    Some(r) => (r.amount_minor, r.service_day.clone()),
-                    None => (0, String::new()),
-                };
-                let mut held_minor = 0;
-                if amount > 0 {
-                    let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
-                    let hold = day
-                        .parse::<Date>()
-                        .map_err(|e| e.to_string())
-                        .and_then(|date| {
-                            fare_ledger::dispute_hold(&key, &first.charged_operator, amount, date)
-                                .map_err(|e| e.to_string())
-                        });
-                    match hold {
-                        Ok(p) => {
-                            holds.push(p);
-                            held_minor = amount;
-                        }
-                        // Only for out-of-range keys or amounts, which
-                        // validation upstream excludes.
-                        Err(e) => {
-                            tracing::error!(ride = %charged, error = %e, "dispute hold refused")
-                        }
-                    }
-                }
-                let d = Dispute {
-                    charged_ride: charged,
-                    sightings: vec![(charged, first.charged_operator.clone())],
-                    credential_id: first.credential_id,
-                    device_seq: first.device_seq,
-                    account_id: Some(first.account_id.clone()),
-                    service_day: day,
-                    held_from: first.charged_operator.clone(),
-                    held_minor,
-                    opened_unix_s: now,
-                    resolution: None,
-                };
-                (d, None)
-            }
+            None => (new_dispute(db, blocks, list[0], now, &mut holds)?, None),
         };
         for s in list {
             if d.sightings.iter().all(|(r, _)| *r != s.duplicate_ride) {
@@ -412,6 +371,56 @@ fn open_disputes(
         metrics::counter!("settlement_disputes_total").increment(1);
     }
     Ok(holds)
+}
+
+/// A new dispute over `first.charged_ride`, holding its current fare in
+/// suspense (the hold posting is pushed on `holds`).
+fn new_dispute(
+    db: &Db,
+    blocks: &mut ResultBlocks,
+    first: &DisputedSighting,
+    now: u64,
+    holds: &mut Vec<Posting>,
+) -> Result<Dispute, StoreError> {
+    let charged = first.charged_ride;
+    let (amount, day) = match blocks.get_mut(db, charged)? {
+        Some(r) => (r.amount_minor, r.service_day.clone()),
+        None => (0, String::new()),
+    };
+    let mut held_minor = 0;
+    if amount > 0 {
+        let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+        let hold = day
+            .parse::<Date>()
+            .map_err(|e| e.to_string())
+            .and_then(|date| {
+                fare_ledger::dispute_hold(&key, &first.charged_operator, amount, date)
+                    .map_err(|e| e.to_string())
+            });
+        match hold {
+            Ok(p) => {
+                holds.push(p);
+                held_minor = amount;
+            }
+            // Only for out-of-range keys or amounts, which
+            // validation upstream excludes.
+            Err(e) => {
+                tracing::error!(ride = %charged, error = %e, "dispute hold refused")
+            }
+        }
+    }
+    Ok(Dispute {
+        charged_ride: charged,
+        sightings: vec![(charged, first.charged_operator.clone())],
+        credential_id: first.credential_id,
+        device_seq: first.device_seq,
+        account_id: Some(first.account_id.clone()),
+        service_day: day,
+        held_from: first.charged_operator.clone(),
+        held_minor,
+        opened_unix_s: now,
+        resolution: None,
+    })
 }
 
 /// True when the account must be deny-listed: frozen, or debt above its limit.

@@ -220,32 +220,7 @@ fn prepare(
     times: &mut PhaseTimes,
 ) -> Result<Prepared, StoreError> {
     let t = Instant::now();
-    let mut plan: Vec<ReaderPlan> = Vec::new();
-    let mut operators: HashMap<u32, String> = HashMap::new();
-    let mut n = 0usize;
-    for reader in db.readers()? {
-        if n >= ctx.chunk_rides {
-            break;
-        }
-        let (state, _) = db.reader_state(reader.reader_id)?;
-        let settled_seq = settled
-            .get(&reader.reader_id)
-            .copied()
-            .unwrap_or(0)
-            .max(state.settled_seq);
-        if settled_seq >= state.acked_seq {
-            continue;
-        }
-        let room = (ctx.chunk_rides - n) as u64;
-        let to = state.acked_seq.min(settled_seq + room);
-        n += (to - settled_seq) as usize;
-        plan.push(ReaderPlan {
-            reader_id: reader.reader_id,
-            from: settled_seq + 1,
-            to,
-        });
-        operators.insert(reader.reader_id, reader.operator.clone());
-    }
+    let (plan, operators) = plan_chunk(db, ctx.chunk_rides, settled)?;
     let per_reader: Vec<Vec<(RideRecord, bool)>> = plan
         .par_iter()
         .map(|p| db.rides(p.reader_id, p.from, p.to))
@@ -289,6 +264,43 @@ fn prepare(
         rides,
         cred_ids,
     })
+}
+
+/// Up to `chunk_rides` unsettled rides, reader by reader (each reader's
+/// range from its settled cursor, or `settled`'s when further), and the
+/// operator of each planned reader.
+fn plan_chunk(
+    db: &Db,
+    chunk_rides: usize,
+    settled: &HashMap<u32, u64>,
+) -> Result<(Vec<ReaderPlan>, HashMap<u32, String>), StoreError> {
+    let mut plan: Vec<ReaderPlan> = Vec::new();
+    let mut operators: HashMap<u32, String> = HashMap::new();
+    let mut n = 0usize;
+    for reader in db.readers()? {
+        if n >= chunk_rides {
+            break;
+        }
+        let (state, _) = db.reader_state(reader.reader_id)?;
+        let settled_seq = settled
+            .get(&reader.reader_id)
+            .copied()
+            .unwrap_or(0)
+            .max(state.settled_seq);
+        if settled_seq >= state.acked_seq {
+            continue;
+        }
+        let room = (chunk_rides - n) as u64;
+        let to = state.acked_seq.min(settled_seq + room);
+        n += (to - settled_seq) as usize;
+        plan.push(ReaderPlan {
+            reader_id: reader.reader_id,
+            from: settled_seq + 1,
+            to,
+        });
+        operators.insert(reader.reader_id, reader.operator.clone());
+    }
+    Ok((plan, operators))
 }
 
 /// A reader's new state, with the stored bytes it replaces (compare-and-swap).
