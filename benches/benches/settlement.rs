@@ -13,6 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fare_credential::record::genesis_hash;
+use fare_credential::testkit::{chain_records, seeded_key, DEMO_DAY_T0};
 use fare_credential::{
     Batch, Credential, CredentialId, IssuerKey, ManualClock, Profile, RideCode, RideRecord,
     SigningKey, TrustList,
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const T0: u64 = 1_773_100_800;
+const T0: u64 = DEMO_DAY_T0;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -45,7 +46,7 @@ fn rides(issuer: &SigningKey, n: usize, per: usize) -> (Vec<Credential>, Vec<(u6
     let mut creds = Vec::new();
     let mut out = Vec::new();
     for i in 0..n {
-        let dev = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(i as u64));
+        let dev = seeded_key(i as u64);
         let c = fare_credential::testkit::issue(
             issuer,
             1,
@@ -75,23 +76,7 @@ fn chained(
     prev: [u8; 32],
     codes: &[(u64, Vec<u8>)],
 ) -> (Vec<RideRecord>, [u8; 32]) {
-    let mut prev = prev;
-    let mut out = Vec::with_capacity(codes.len());
-    for (k, (t, c)) in codes.iter().enumerate() {
-        let r = RideRecord {
-            reader_id,
-            reader_seq: from_seq + k as u64,
-            reader_time_unix_s: *t,
-            vehicle: "bus-1".into(),
-            route: "1".into(),
-            stop: None,
-            code: c.clone(),
-            prev_hash: prev,
-        };
-        prev = r.hash().unwrap();
-        out.push(r);
-    }
-    (out, prev)
+    chain_records(reader_id, from_seq, prev, "bus-1", "1", codes)
 }
 
 fn ingest_http(c: &mut Criterion) {
@@ -110,7 +95,7 @@ fn ingest_http(c: &mut Criterion) {
         )
         .unwrap(),
     );
-    let reader_key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(99));
+    let reader_key = seeded_key(99);
     ops::provision_reader(
         &app.db,
         &ops::ProvisionReader {
@@ -131,7 +116,7 @@ fn ingest_http(c: &mut Criterion) {
     let server = rt.spawn(fare_settlement::serve(listener, app.clone(), async {
         let _ = rx.await;
     }));
-    let issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(7));
+    let issuer = seeded_key(7);
     let (_, pool) = rides(&issuer, 103, 10);
     let pool = &pool[..1024];
     let client = reqwest::Client::new();
@@ -170,7 +155,7 @@ fn ingest_http(c: &mut Criterion) {
 }
 
 fn settle_core(c: &mut Criterion) {
-    let issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(7));
+    let issuer = seeded_key(7);
     let trust = TrustList::new([IssuerKey {
         key_id: 1,
         public_key: issuer.verifying_key().to_bytes(),
@@ -271,7 +256,7 @@ fn settle_run(c: &mut Criterion) {
             Some(1),
         )
         .unwrap();
-        let reader_key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(99));
+        let reader_key = seeded_key(99);
         ops::provision_reader(
             &app.db,
             &ops::ProvisionReader {

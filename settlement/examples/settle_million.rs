@@ -11,9 +11,8 @@
 //! ```
 
 use fare_credential::record::genesis_hash;
-use fare_credential::{
-    Credential, CredentialId, ManualClock, Profile, RideCode, RideRecord, SigningKey,
-};
+use fare_credential::testkit::{chain_records, seeded_key, DEMO_DAY_T0};
+use fare_credential::{Credential, CredentialId, ManualClock, Profile, RideCode, SigningKey};
 use fare_settlement::core::{settle_chunk, Facts, RideIn};
 use fare_settlement::model::{Account, CredentialRecord, RideId};
 use fare_settlement::reverify::{reverify, CodeToVerify};
@@ -28,7 +27,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const T0: u64 = 1_773_100_800; // 2026-03-10 08:00 Asia/Shanghai
+const T0: u64 = DEMO_DAY_T0; // 2026-03-10 08:00 Asia/Shanghai
 
 /// CPU seconds (user + system) this process used so far, from /proc (Linux):
 /// the shared build machine is often loaded, so wall time alone misleads.
@@ -55,7 +54,7 @@ fn main() {
 
     // Generation (not measured as settlement): issuer, credentials, codes.
     let t = Instant::now();
-    let issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let issuer = seeded_key(1);
     let trust_keys = vec![fare_credential::IssuerKey {
         key_id: 1,
         public_key: issuer.verifying_key().to_bytes(),
@@ -66,8 +65,7 @@ fn main() {
     let creds: Vec<(SigningKey, Credential)> = (0..n_creds)
         .into_par_iter()
         .map(|i| {
-            let mut rng = ChaCha20Rng::seed_from_u64(1_000 + i as u64);
-            let dev = SigningKey::generate(&mut rng);
+            let dev = seeded_key(1_000 + i as u64);
             let c = fare_credential::testkit::issue(
                 &issuer,
                 1,
@@ -319,7 +317,7 @@ fn store_run(
     let t = Instant::now();
     for (ri, list) in by_reader.iter().enumerate() {
         let reader_id = ri as u32 + 1;
-        let key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(50_000 + reader_id as u64));
+        let key = seeded_key(50_000 + reader_id as u64);
         fare_settlement::ops::provision_reader(
             &app.db,
             &fare_settlement::ops::ProvisionReader {
@@ -341,27 +339,12 @@ fn store_run(
         )
         .unwrap();
         let mut prev = genesis_hash(reader_id);
-        let mut seq = 0u64;
+        let mut seq = 1u64;
+        let vehicle = format!("bus-{reader_id}");
         for chunk in list.chunks(fare_credential::batch::MAX_BATCH_RECORDS) {
             let batch_prev = prev;
-            let records: Vec<RideRecord> = chunk
-                .iter()
-                .map(|(t, c)| {
-                    seq += 1;
-                    let r = RideRecord {
-                        reader_id,
-                        reader_seq: seq,
-                        reader_time_unix_s: *t,
-                        vehicle: format!("bus-{reader_id}"),
-                        route: "1".into(),
-                        stop: None,
-                        code: c.clone(),
-                        prev_hash: prev,
-                    };
-                    prev = r.hash().unwrap();
-                    r
-                })
-                .collect();
+            let (records, head) = chain_records(reader_id, seq, prev, &vehicle, "1", chunk);
+            (prev, seq) = (head, seq + chunk.len() as u64);
             let body = fare_credential::Batch {
                 reader_id,
                 prev_hash: batch_prev,

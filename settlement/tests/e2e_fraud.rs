@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use fare_credential::{Profile, RideCode, SigningKey};
+use fare_credential::{Profile, RideCode};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
@@ -33,8 +33,8 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     altered[150] ^= 1;
     r1.accept(altered, at(9, 0));
     // 1/3 a credential from a key this deployment never trusted: forged.
-    let fake_issuer = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(77));
-    let dev = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(78));
+    let fake_issuer = fare_credential::testkit::seeded_key(77);
+    let dev = fare_credential::testkit::seeded_key(78);
     let fake = fare_credential::testkit::issue(
         &fake_issuer,
         1,

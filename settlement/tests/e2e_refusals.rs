@@ -5,9 +5,6 @@
 mod common;
 
 use common::*;
-use fare_credential::SigningKey;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use serde_json::json;
 
 fn stored_rides(srv: &Server) -> usize {
@@ -76,7 +73,7 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
     unsigned[n - 64..].fill(0);
     cases.push(("unsigned", unsigned, 401, "bad_batch_signature"));
     let mut impostor = FakeReader::new(1, "city-bus", "1");
-    impostor.key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(666));
+    impostor.key = fare_credential::testkit::seeded_key(666);
     impostor.log = r1.log.clone();
     cases.push((
         "wrong key",
@@ -260,7 +257,7 @@ async fn bad_api_requests_get_specific_json_errors() {
         assert_eq!((s, v["error"].as_str()), (400, Some(code)), "{v}");
     }
     let good_key = hex::encode(
-        SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(5))
+        fare_credential::testkit::seeded_key(5)
             .verifying_key()
             .to_bytes(),
     );

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use fare_credential::{Credential, ManualClock, SigningKey};
-use fare_settlement::{ingest, ops, App, Config};
+use fare_credential::ManualClock;
+use fare_settlement::{ingest, App, Config};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 /// A deterministic day: `accounts` riders, `rides` rides each, over 4 readers.
 fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
-    let now = app.now();
     let mut readers = vec![
         FakeReader::new(1, "city-bus", "1"),
         FakeReader::new(2, "city-bus", "7"),
@@ -24,50 +23,16 @@ fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
         FakeReader::new(4, "metro", "L2"),
     ];
     for r in &readers {
-        ops::provision_reader(
-            &app.db,
-            &ops::ProvisionReader {
-                reader_id: r.id,
-                public_key: hex::encode(r.key.verifying_key().to_bytes()),
-                operator: r.operator.clone(),
-                vehicle: format!("bus-{}", r.id),
-                route: r.route.clone(),
-            },
-            now,
-        )
-        .unwrap();
+        provision_in_process(app, r);
     }
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let profiles = ["adult", "senior", "student", "adult"];
-    let mut phones = Vec::new();
-    for a in 0..accounts {
-        let id = format!("acc-{a}");
-        let req: ops::CreateAccount = serde_json::from_value(
-            serde_json::json!({"account_id": id, "profile": profiles[a % 4], "credit_limit_minor": 500 + 100 * (a as i64 % 7)}),
-        )
-        .unwrap();
-        ops::create_account(&app.db, &req, 0, now, &mut rng).unwrap();
-        let device = SigningKey::generate(&mut rng);
-        let issued = ops::register_device(
-            &app.db,
-            &app.keys,
-            &id,
-            &ops::RegisterDevice {
-                device_public_key: hex::encode(device.verifying_key().to_bytes()),
-                valid_for_s: 3 * 86_400,
-            },
-            3 * 86_400,
-            now,
-            &mut rng,
-        )
-        .unwrap();
-        let cred = Credential::from_bytes(&hex::decode(issued.credential).unwrap()).unwrap();
-        phones.push(Phone {
-            device,
-            cred,
-            seq: 0,
-        });
-    }
+    let mut phones: Vec<Phone> = (0..accounts)
+        .map(|a| {
+            let limit = 500 + 100 * (a as i64 % 7);
+            phone_in_process(app, &format!("acc-{a}"), profiles[a % 4], limit, &mut rng)
+        })
+        .collect();
     // Rides every 37 minutes from 06:00, spread over the readers.
     for i in 0..rides {
         for (a, phone) in phones.iter_mut().enumerate() {

@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use fare_credential::{Credential, ManualClock, SigningKey};
+use fare_credential::ManualClock;
 use fare_ledger::{AccountRef, Ledger};
-use fare_settlement::{ingest, ops, App, Config};
+use fare_settlement::{ingest, App, Config};
 use proptest::prelude::*;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -37,48 +37,12 @@ fn open(dir: &std::path::Path) -> App {
 
 /// Accounts, devices and readers, identical in every app (same seeds).
 fn setup(app: &App) -> Vec<Phone> {
-    let now = app.now();
     for (id, op, route) in READERS {
-        let key = FakeReader::new(id, op, route).key;
-        ops::provision_reader(
-            &app.db,
-            &ops::ProvisionReader {
-                reader_id: id,
-                public_key: hex::encode(key.verifying_key().to_bytes()),
-                operator: op.into(),
-                vehicle: "v".into(),
-                route: route.into(),
-            },
-            now,
-        )
-        .unwrap();
+        provision_in_process(app, &FakeReader::new(id, op, route));
     }
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     (0..ACCOUNTS)
-        .map(|a| {
-            let id = format!("p{a}");
-            let req: ops::CreateAccount = serde_json::from_value(
-                serde_json::json!({"account_id": id, "profile": PROFILES[a], "credit_limit_minor": 300}),
-            )
-            .unwrap();
-            ops::create_account(&app.db, &req, 0, now, &mut rng).unwrap();
-            let device = SigningKey::generate(&mut rng);
-            let issued = ops::register_device(
-                &app.db,
-                &app.keys,
-                &id,
-                &ops::RegisterDevice {
-                    device_public_key: hex::encode(device.verifying_key().to_bytes()),
-                    valid_for_s: 3 * 86_400,
-                },
-                3 * 86_400,
-                now,
-                &mut rng,
-            )
-            .unwrap();
-            let cred = Credential::from_bytes(&hex::decode(issued.credential).unwrap()).unwrap();
-            Phone { device, cred, seq: 0 }
-        })
+        .map(|a| phone_in_process(app, &format!("p{a}"), PROFILES[a], 300, &mut rng))
         .collect()
 }
 

@@ -17,7 +17,7 @@
 mod common;
 
 use common::*;
-use fare_credential::{Credential, SigningKey};
+use fare_credential::Credential;
 use fare_lazyfs::{mount_or_skip, PowerCut};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -192,7 +192,7 @@ fn acknowledged_batches_survive_power_cuts() {
             Some(json!({"account_id": id, "profile": "adult", "credit_limit_minor": 1_000_000})),
         );
         assert_eq!(s, 201, "create account: {v}");
-        let device = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed ^ (100 + a)));
+        let device = fare_credential::testkit::seeded_key(seed ^ (100 + a));
         let (s, v) = http.op(
             &svc.url,
             &format!("/v1/accounts/{id}/devices"),

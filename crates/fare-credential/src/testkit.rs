@@ -186,6 +186,143 @@ pub fn resign_with_mixed_order_r(
     out
 }
 
+/// 2026-03-10 00:00 UTC (08:00 in Asia/Shanghai): the start of service day
+/// 2026-03-10 of the demo tariff, the day settlement's tests, benchmarks
+/// and examples ride on.
+pub const DEMO_DAY_T0: u64 = 1_773_100_800;
+
+/// A fixed "now" for tests that need only some valid moment (2027-01-15).
+pub const TEST_NOW: u64 = 1_800_000_000;
+
+/// The ed25519 key derived from `seed` (ChaCha20): a device, a reader or
+/// an issuer key a test can make again from its number.
+pub fn seeded_key(seed: u64) -> SigningKey {
+    SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed))
+}
+
+/// `<workspace root>/../shared/corpus/<sub>`, the shared test corpus beside
+/// the checkout, or a clear failure naming where it was expected.
+///
+/// # Panics
+/// When that directory or file does not exist.
+pub fn corpus_path(sub: &str) -> std::path::PathBuf {
+    // crates/fare-credential -> workspace root -> ../shared/corpus
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus")
+        .join(sub);
+    assert!(
+        p.exists(),
+        "missing shared corpus at {}: the tests need ../shared/corpus beside the repository checkout",
+        p.display()
+    );
+    p
+}
+
+/// Ride records of reader `reader_id` chained from `prev_hash`, sequences
+/// from `from_seq`, one per `(reader time, ride code)`; returns them and
+/// the hash of the last (the next batch's `prev_hash`).
+///
+/// # Panics
+/// When a record does not encode (a code over its limit: a test's mistake).
+pub fn chain_records(
+    reader_id: u32,
+    from_seq: u64,
+    prev_hash: [u8; 32],
+    vehicle: &str,
+    route: &str,
+    codes: &[(u64, Vec<u8>)],
+) -> (Vec<crate::RideRecord>, [u8; 32]) {
+    let mut prev = prev_hash;
+    let mut out = Vec::with_capacity(codes.len());
+    for (k, (t, code)) in codes.iter().enumerate() {
+        let r = crate::RideRecord {
+            reader_id,
+            reader_seq: from_seq + k as u64,
+            reader_time_unix_s: *t,
+            vehicle: vehicle.into(),
+            route: route.into(),
+            stop: None,
+            code: code.clone(),
+            prev_hash: prev,
+        };
+        prev = r.hash().expect("a test record encodes");
+        out.push(r);
+    }
+    (out, prev)
+}
+
+/// A reader's log without the reader: real hash-chained records and real
+/// reader-signed batches of them, for tests that play a reader (honest or
+/// not) against settlement.
+#[derive(Clone, Debug)]
+pub struct TestReaderLog {
+    /// Reader id.
+    pub reader_id: u32,
+    /// The reader's signing key.
+    pub key: SigningKey,
+    /// Vehicle written in each record.
+    pub vehicle: String,
+    /// Route written in each record.
+    pub route: String,
+    /// The records, sequence 1 first.
+    pub log: Vec<crate::RideRecord>,
+}
+
+impl TestReaderLog {
+    /// An empty log of reader `reader_id` on `route`, key `seeded_key(1000 + reader_id)`.
+    pub fn new(reader_id: u32, route: &str) -> TestReaderLog {
+        TestReaderLog {
+            reader_id,
+            key: seeded_key(1000 + reader_id as u64),
+            vehicle: format!("bus-{reader_id}"),
+            route: route.into(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Appends an accepted ride (`code` at reader time `t`); returns its sequence.
+    pub fn accept(&mut self, code: Vec<u8>, t: u64) -> u64 {
+        let seq = self.log.len() as u64 + 1;
+        let prev = self.hash_before(seq);
+        let (mut recs, _) = chain_records(
+            self.reader_id,
+            seq,
+            prev,
+            &self.vehicle,
+            &self.route,
+            &[(t, code)],
+        );
+        self.log.append(&mut recs);
+        seq
+    }
+
+    /// The chain hash before sequence `seq` (the genesis hash before 1).
+    pub fn hash_before(&self, seq: u64) -> [u8; 32] {
+        match seq {
+            0 | 1 => crate::record::genesis_hash(self.reader_id),
+            s => self.log[(s - 2) as usize]
+                .hash()
+                .expect("a test record encodes"),
+        }
+    }
+
+    /// The signed batch of records `from..=to` (1-based).
+    pub fn batch(&self, from: u64, to: u64) -> Vec<u8> {
+        crate::Batch {
+            reader_id: self.reader_id,
+            prev_hash: self.hash_before(from),
+            records: self.log[(from - 1) as usize..to as usize].to_vec(),
+        }
+        .sign_v1(&self.key)
+        .expect("a test batch encodes")
+    }
+
+    /// The signed batch of the whole log.
+    pub fn all(&self) -> Vec<u8> {
+        self.batch(1, self.log.len() as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,17 +2,15 @@
 //! real keys, real signed credentials, ride codes and batches.
 #![allow(dead_code)]
 
-use fare_credential::record::genesis_hash;
-use fare_credential::{Batch, Credential, ManualClock, RideCode, RideRecord, SigningKey};
+use fare_credential::testkit::{seeded_key, TestReaderLog, DEMO_DAY_T0};
+use fare_credential::{Credential, ManualClock, RideCode, SigningKey};
 use fare_settlement::{App, Config};
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// 2026-03-10 08:00 in Asia/Shanghai (00:00 UTC): service day 2026-03-10 of the demo tariff.
-pub const T0: u64 = 1_773_100_800;
+pub const T0: u64 = DEMO_DAY_T0;
 /// Operator token of the tests.
 pub const TOKEN: &str = "test-operator-token";
 
@@ -173,7 +171,7 @@ impl Server {
 
     /// Registers a fresh device key for the account; returns the phone.
     pub async fn phone(&self, account: &str, seed: u64) -> Phone {
-        let device = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        let device = seeded_key(seed);
         let (s, v) = self
             .post(
                 &format!("/v1/accounts/{account}/devices"),
@@ -214,6 +212,60 @@ impl Server {
     }
 }
 
+/// Provisions `r` through `ops` directly (in process, no HTTP).
+pub fn provision_in_process(app: &App, r: &FakeReader) {
+    fare_settlement::ops::provision_reader(
+        &app.db,
+        &fare_settlement::ops::ProvisionReader {
+            reader_id: r.id,
+            public_key: hex::encode(r.key.verifying_key().to_bytes()),
+            operator: r.operator.clone(),
+            vehicle: format!("bus-{}", r.id),
+            route: r.route.clone(),
+        },
+        app.now(),
+    )
+    .unwrap();
+}
+
+/// Creates account `id` and registers a device key drawn from `rng` for it
+/// through `ops` directly (in process, no HTTP); returns the phone.
+pub fn phone_in_process(
+    app: &App,
+    id: &str,
+    profile: &str,
+    credit_limit_minor: i64,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Phone {
+    use fare_settlement::ops;
+    let now = app.now();
+    let req: ops::CreateAccount = serde_json::from_value(
+        json!({"account_id": id, "profile": profile, "credit_limit_minor": credit_limit_minor}),
+    )
+    .unwrap();
+    ops::create_account(&app.db, &req, 0, now, rng).unwrap();
+    let device = SigningKey::generate(rng);
+    let issued = ops::register_device(
+        &app.db,
+        &app.keys,
+        id,
+        &ops::RegisterDevice {
+            device_public_key: hex::encode(device.verifying_key().to_bytes()),
+            valid_for_s: 3 * 86_400,
+        },
+        3 * 86_400,
+        now,
+        rng,
+    )
+    .unwrap();
+    let cred = Credential::from_bytes(&hex::decode(issued.credential).unwrap()).unwrap();
+    Phone {
+        device,
+        cred,
+        seq: 0,
+    }
+}
+
 /// A phone: device key, credential, device sequence.
 pub struct Phone {
     pub device: SigningKey,
@@ -231,64 +283,33 @@ impl Phone {
     }
 }
 
-/// A reader's log and key: builds real chained, signed batches.
+/// A reader's log and key ([`TestReaderLog`]: real chained records, real
+/// signed batches) with the operator it is provisioned for.
 pub struct FakeReader {
     pub id: u32,
-    pub key: SigningKey,
     pub operator: String,
-    pub route: String,
-    pub log: Vec<RideRecord>,
+    reader: TestReaderLog,
 }
 
 impl FakeReader {
     pub fn new(id: u32, operator: &str, route: &str) -> FakeReader {
         FakeReader {
             id,
-            key: SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1000 + id as u64)),
             operator: operator.into(),
-            route: route.into(),
-            log: Vec::new(),
+            reader: TestReaderLog::new(id, route),
         }
     }
+}
 
-    /// Appends an accepted ride to the log; returns its sequence.
-    pub fn accept(&mut self, code: Vec<u8>, t: u64) -> u64 {
-        let prev_hash = match self.log.last() {
-            Some(r) => r.hash().unwrap(),
-            None => genesis_hash(self.id),
-        };
-        let seq = self.log.len() as u64 + 1;
-        self.log.push(RideRecord {
-            reader_id: self.id,
-            reader_seq: seq,
-            reader_time_unix_s: t,
-            vehicle: format!("bus-{}", self.id),
-            route: self.route.clone(),
-            stop: None,
-            code,
-            prev_hash,
-        });
-        seq
+impl std::ops::Deref for FakeReader {
+    type Target = TestReaderLog;
+    fn deref(&self) -> &TestReaderLog {
+        &self.reader
     }
+}
 
-    /// Signed batch of records `from..=to` (1-based).
-    pub fn batch(&self, from: u64, to: u64) -> Vec<u8> {
-        let records: Vec<RideRecord> = self.log[(from - 1) as usize..to as usize].to_vec();
-        let prev_hash = if from == 1 {
-            genesis_hash(self.id)
-        } else {
-            self.log[(from - 2) as usize].hash().unwrap()
-        };
-        Batch {
-            reader_id: self.id,
-            prev_hash,
-            records,
-        }
-        .sign_v1(&self.key)
-        .unwrap()
-    }
-
-    pub fn all(&self) -> Vec<u8> {
-        self.batch(1, self.log.len() as u64)
+impl std::ops::DerefMut for FakeReader {
+    fn deref_mut(&mut self) -> &mut TestReaderLog {
+        &mut self.reader
     }
 }
