@@ -15,7 +15,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::hint::black_box;
 
-const NOW: u64 = 1_800_000_000;
+const NOW: u64 = fare_credential::testkit::TEST_NOW;
 
 struct Setup {
     trust: TrustList,

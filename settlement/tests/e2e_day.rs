@@ -44,6 +44,9 @@ fn expect(got: &HashMap<(u64, u64), (i64, String)>, ride: (u64, u64), amount: i6
     );
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,10 @@ async fn incident_readers(srv: &Server) -> Vec<(u64, u64)> {
 /// The hostile reader (metro) uploads first and back-dates its copy inside
 /// the skew tolerance, in a run of its own; the honest reader's ride comes
 /// later. Neither operator keeps the fare; resolution pays it out once.
+///
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backdated_copy_uploaded_first_wins_no_fare() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,9 @@ fn post_req(path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_is_json_with_a_stable_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,9 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +183,10 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
 /// `verify_strict` refuses them; a batch verification alone would accept
 /// each with probability 1/ord(T). Ingest marks them and settlement checks
 /// them strictly, so every one is refused as forged, after a restart too.
+///
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_order_signatures_from_a_colluding_reader_are_always_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,9 @@ async fn acked(srv: &Server, reader: u32) -> u64 {
         .unwrap()
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,6 +165,9 @@ async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
     srv.stop().await;
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_api_requests_get_specific_json_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,6 +154,9 @@ async fn restart_during_ingest_loses_nothing() {
     assert_eq!(ledger_and_rides(&app), expected);
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[test]
 fn killing_the_settle_binary_mid_run_loses_nothing() {
     let bin = env!("CARGO_BIN_EXE_fare-settlement");

@@ -143,6 +143,9 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// Long by design: one scenario told in order, whose steps share the
+/// service, readers and phones it builds; each assertion reads as the next
+/// line of the story (split, the state would travel through many arguments).
 #[test]
 fn acknowledged_batches_survive_power_cuts() {
     let Some(lfs) = mount_or_skip(TEST) else {

@@ -8,7 +8,7 @@ use fare_e2e::{cmd, run_ok, stdout_ok};
 use std::path::Path;
 use std::process::Command;
 
-const T0: u64 = 1_800_000_000;
+const T0: u64 = fare_credential::testkit::TEST_NOW;
 
 struct Flow {
     _tmp: tempfile::TempDir,

@@ -3,15 +3,13 @@
 //! bundle, offline decisions, `sync` upload, settlement, and the deny list
 //! flowing back to the reader.
 
-use fare_credential::{Credential, ManualClock, RideCode, SigningKey};
+use fare_credential::{Credential, ManualClock, RideCode};
 use fare_settlement::{App, Config};
 use fare_validator::{sync, Reader, ReaderConfig};
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const T0: u64 = 1_773_100_800; // 2026-03-10 08:00 Asia/Shanghai
+const T0: u64 = fare_credential::testkit::DEMO_DAY_T0; // 2026-03-10 08:00 Asia/Shanghai
 const TOKEN: &str = "op-token";
 
 async fn op(client: &reqwest::Client, url: &str, path: &str, body: Value) -> (u16, Value) {
@@ -44,7 +42,7 @@ async fn reader_rides_sync_to_settlement_are_charged_and_the_deny_list_comes_bac
     let client = reqwest::Client::new();
 
     // Provision reader 1 with settlement, then the reader with settlement's bundle.
-    let reader_key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1));
+    let reader_key = fare_credential::testkit::seeded_key(1);
     let (s, v) = op(
         &client,
         &url,
@@ -79,7 +77,7 @@ async fn reader_rides_sync_to_settlement_are_charged_and_the_deny_list_comes_bac
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let device = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(2));
+    let device = fare_credential::testkit::seeded_key(2);
     let (s, v) = op(
         &client,
         &url,

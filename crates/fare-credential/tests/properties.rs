@@ -10,7 +10,7 @@ use fare_credential::testvectors::CODE_FIELDS;
 use fare_credential::*;
 use proptest::prelude::*;
 
-const NOW: u64 = 1_800_000_000;
+const NOW: u64 = fare_credential::testkit::TEST_NOW;
 
 struct Fixture {
     trust: TrustList,

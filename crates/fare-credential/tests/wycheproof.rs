@@ -6,15 +6,7 @@ use fare_credential::keys::{parse_public_key, verify_domain};
 use std::path::PathBuf;
 
 fn corpus() -> PathBuf {
-    // crates/fare-credential -> repo root -> ../shared
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/corpus/ed25519/wycheproof-ed25519.json");
-    assert!(
-        p.exists(),
-        "missing shared corpus at {}: the tests need ../shared/corpus beside the repository checkout",
-        p.display()
-    );
-    p
+    fare_credential::testkit::corpus_path("ed25519/wycheproof-ed25519.json")
 }
 
 #[test]
