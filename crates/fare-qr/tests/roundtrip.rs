@@ -18,13 +18,7 @@ fn random_payload(rng: &mut ChaCha20Rng, len: usize) -> Vec<u8> {
 }
 
 fn corpus_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    assert!(
-        root.is_dir(),
-        "QR corpus missing: expected {} (the shared corpus next to the workspace)",
-        root.display()
-    );
-    root
+    fare_credential::testkit::corpus_path("")
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// `<workspace root>/../shared/corpus`, or a clear failure.
 pub fn corpus_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    let root = fare_credential::testkit::corpus_path("");
     assert!(
         root.join("qr-photos").is_dir() && root.join("qr-rqrr").is_dir(),
         "QR corpus missing: expected qr-photos/ and qr-rqrr/ under {} \
