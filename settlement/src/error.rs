@@ -167,6 +167,26 @@ error_codes! {
     SettlementFailed => ("settlement_failed", INTERNAL_SERVER_ERROR),
     /// A purge failed (nothing was deleted).
     PurgeFailed => ("purge_failed", INTERNAL_SERVER_ERROR),
+    /// The device key was certified before, for this or another account.
+    DeviceKeyReused => ("device_key_reused", CONFLICT),
+    /// The passenger token was rotated away or reported lost.
+    TokenRevoked => ("token_revoked", UNAUTHORIZED),
+    /// A passenger token asked about another account.
+    OtherAccount => ("other_account", FORBIDDEN),
+    /// A passenger token called an operator route.
+    OperatorOnly => ("operator_only", FORBIDDEN),
+    /// The operator token called a route meant for a passenger token.
+    PassengerOnly => ("passenger_only", FORBIDDEN),
+    /// The account already has `MAX_ACTIVE_TOKENS` passenger tokens.
+    TooManyTokens => ("too_many_tokens", CONFLICT),
+    /// The account has no passenger token with that id.
+    UnknownToken => ("unknown_token", NOT_FOUND),
+    /// No issuer key with that id.
+    UnknownIssuerKey => ("unknown_issuer_key", NOT_FOUND),
+    /// Retiring this issuer key would leave none to issue credentials with.
+    LastIssuerKey => ("last_issuer_key", CONFLICT),
+    /// The KEYS directory could not be changed (disk, lock).
+    IssuerKeysFailed => ("issuer_keys_failed", INTERNAL_SERVER_ERROR),
 }
 
 impl ErrorCode {

@@ -130,14 +130,42 @@ pub struct IssuedCredential {
     pub profile: Profile,
 }
 
+/// The account, or 404 `unknown_account`.
+pub fn account_or_404(db: &Db, account_id: &str) -> Result<Account, ApiError> {
+    db.account(account_id)?.ok_or_else(|| {
+        ApiError::of(
+            ErrorCode::UnknownAccount,
+            format!("no account `{account_id}`"),
+        )
+    })
+}
+
 /// Registers a device key and issues a credential, unless the account is
-/// frozen, deny-listed or over its credit limit, or the key is weak/invalid.
+/// frozen, deny-listed or over its credit limit, or the key is weak/invalid
+/// or was certified before (`device_key_reused`).
 #[allow(clippy::too_many_arguments)]
 pub fn register_device(
     db: &Db,
     keys: &std::sync::Mutex<KeyStore>,
     account_id: &str,
     req: &RegisterDevice,
+    max_validity_s: u64,
+    now: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<IssuedCredential, ApiError> {
+    register_device_via(db, keys, account_id, req, None, max_validity_s, now, rng)
+}
+
+/// [`register_device`] on behalf of the passenger enrolment `device_id`
+/// (`None`: the operator), linked to it so a lost phone's credentials can
+/// be deny-listed (`crate::passengers`).
+#[allow(clippy::too_many_arguments)]
+pub fn register_device_via(
+    db: &Db,
+    keys: &std::sync::Mutex<KeyStore>,
+    account_id: &str,
+    req: &RegisterDevice,
+    device_id: Option<[u8; 16]>,
     max_validity_s: u64,
     now: u64,
     rng: &mut (impl RngCore + CryptoRng),
@@ -210,6 +238,7 @@ pub fn register_device(
     let device_public_key: [u8; 32] = raw
         .try_into()
         .expect("length checked by parse_device_key_for_issuance");
+    crate::passengers::check_device_key_unused(db, &device_public_key)?;
     let cred = keys
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -235,6 +264,16 @@ pub fn register_device(
     };
     let mut w = WriteSet::default();
     Db::put_credential(&mut w, &rec);
+    crate::passengers::record_device_key(
+        &mut w,
+        &device_public_key,
+        &crate::passengers::DeviceKeyRecord {
+            account_id: account_id.into(),
+            credential_id: body.credential_id,
+            device_id,
+            issued_unix_s: now,
+        },
+    );
     db.commit(w)?;
     metrics::counter!("settlement_credentials_issued_total").increment(1);
     Ok(IssuedCredential {
