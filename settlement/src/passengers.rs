@@ -7,7 +7,8 @@
 //!   (`POST /v1/accounts/{id}/tokens/rotate`). Settlement stores only the
 //!   SHA-256 of the secret. A token belongs to one *device enrolment* (a
 //!   random id kept across rotations); it may renew credentials and read its
-//!   own account's statement, nothing else ([`passenger_scope`]).
+//!   own account's statement, list its account's phones and revoke a lost
+//!   one, nothing else ([`passenger_scope`]).
 //! * **Device keys are used once**: every key settlement ever certified is
 //!   remembered ([`Space::DeviceKeys`]), for any account; a second request
 //!   for it is refused `device_key_reused`, so one phone key never rides on
@@ -257,6 +258,7 @@ pub fn account_caller(
 pub const PASSENGER_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/accounts/*"),
     ("POST", "/v1/accounts/*/devices"),
+    ("GET", "/v1/accounts/*/tokens"),
     ("POST", "/v1/accounts/*/tokens/rotate"),
     ("POST", "/v1/accounts/*/tokens/*/revoke"),
 ];
@@ -667,8 +669,9 @@ pub mod http {
         headers: HeaderMap,
         ApiPath(id): ApiPath<String>,
     ) -> ApiResult {
-        crate::http::authorize_operator(&app.operator_token, &headers)?;
         let v = blocking(move || {
+            // A passenger sees its account's phones, to revoke a lost one.
+            account_caller(&app.db, &app.operator_token, &headers, &id)?;
             crate::ops::account_or_404(&app.db, &id)?;
             Ok(tokens_of(&app.db, &id)?
                 .iter()

@@ -106,6 +106,12 @@ async fn a_passenger_token_renews_and_reads_only_its_own_account() {
     let (s, v) = renew(&srv, "alice", &alice, 1).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["server_time_unix_s"], srv.app.now());
+    let (s, v) = call(&srv, Method::GET, "/v1/accounts/alice/tokens", &alice, None).await;
+    assert_eq!(
+        (s, v.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "its phones: {v}"
+    );
 
     // Everything else: 401 or 403, and nothing changes.
     let denied: &[(Method, &str, Option<Value>)] = &[
@@ -133,7 +139,7 @@ async fn a_passenger_token_renews_and_reads_only_its_own_account() {
             Some(json!({"frozen": false})),
         ),
         (Method::POST, "/v1/accounts/alice/tokens", Some(json!({}))),
-        (Method::GET, "/v1/accounts/alice/tokens", None),
+        (Method::GET, "/v1/accounts/bob/tokens", None),
         (Method::GET, "/v1/accounts/alice/payments", None),
         (Method::POST, "/v1/readers", Some(json!({}))),
         (Method::GET, "/v1/readers", None),

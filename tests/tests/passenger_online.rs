@@ -599,3 +599,100 @@ async fn issuer_keys_rotate_and_retire_on_a_running_service_and_readers_follow()
     );
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_phone_is_revoked_from_the_passengers_other_phone_and_readers_refuse_it() {
+    let svc = Svc::start().await;
+    let rdir = tempfile::tempdir().unwrap();
+    let mut reader = svc.reader(rdir.path(), 4).await;
+    let token_a = svc.account_and_token("erin").await;
+    let (s, v) = svc
+        .op("/v1/accounts/erin/tokens", json!({"label": "tablet"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let token_b = v["token"].as_str().unwrap().to_string();
+    let w = tempfile::tempdir().unwrap();
+    let (phone_a, phone_b) = (w.path().join("a"), w.path().join("b"));
+    for (dir, token) in [(&phone_a, &token_a), (&phone_b, &token_b)] {
+        ok(&run(
+            "fare-wallet",
+            args(&[
+                "enroll",
+                "--dir",
+                &dir_arg(dir),
+                "--server",
+                &svc.url,
+                "--account",
+                "erin",
+                "--token",
+                token,
+                "--at",
+                &phone_now(&svc),
+            ]),
+        )
+        .await);
+    }
+    let stolen_code = code(&svc, &phone_a).await;
+    assert!(reader
+        .decide_payload(&stolen_code, svc.app.now())
+        .is_accept());
+
+    // Phone A is stolen. From phone B: list the phones, revoke the other one.
+    let phones: Value = serde_json::from_str(&ok(&run(
+        "fare-wallet",
+        args(&["phones", "--dir", &dir_arg(&phone_b)]),
+    )
+    .await))
+    .unwrap();
+    let list = phones.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{phones}");
+    let a_id = list
+        .iter()
+        .find(|p| p["this_phone"] == false && p["revoked_unix_s"].is_null())
+        .unwrap()["token_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out: Value = serde_json::from_str(&ok(&run(
+        "fare-wallet",
+        args(&[
+            "revoke-phone",
+            "--dir",
+            &dir_arg(&phone_b),
+            "--token-id",
+            &a_id,
+        ]),
+    )
+    .await))
+    .unwrap();
+    assert_eq!(
+        out["credentials_denied"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+
+    // The reader's next sync brings the deny list: the thief's next code is refused.
+    svc.clock.advance(120);
+    sync::sync(&mut reader, &svc.url, svc.app.now())
+        .await
+        .unwrap();
+    let thief = code(&svc, &phone_a).await;
+    let d = reader.decide_payload(&thief, svc.app.now());
+    assert_eq!(d.reason_code(), Some("revoked"), "{}", d.message());
+    // The thief cannot renew; phone B still rides.
+    let out = run(
+        "fare-wallet",
+        args(&[
+            "renew",
+            "--dir",
+            &dir_arg(&phone_a),
+            "--at",
+            &phone_now(&svc),
+        ]),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token_revoked"));
+    let mine = code(&svc, &phone_b).await;
+    assert!(reader.decide_payload(&mine, svc.app.now()).is_accept());
+    svc.stop().await;
+}

@@ -103,6 +103,22 @@ enum Cmd {
         #[arg(long)]
         at: Option<u64>,
     },
+    /// List the account's enrolled phones (token ids; this one is marked).
+    Phones {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Revoke another phone of the account (lost or stolen): its token
+    /// stops working and its credentials go on the readers' deny list.
+    RevokePhone {
+        /// Wallet directory (of a phone you still have).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lost phone's token id (`fare-wallet phones` lists them).
+        #[arg(long)]
+        token_id: String,
+    },
     /// A live QR in the terminal, refreshed every 30 s.
     Show {
         /// Wallet directory.
@@ -237,6 +253,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 &mut rand_core::OsRng,
             )?;
             report_renewal("renewed", &r);
+        }
+        Cmd::Phones { dir } => {
+            let v = online::phones(&Wallet::open(&dir)?)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::RevokePhone { dir, token_id } => {
+            let v = online::revoke_phone(&Wallet::open(&dir)?, &token_id)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Show {
             dir,

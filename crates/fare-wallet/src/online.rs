@@ -113,8 +113,9 @@ fn save_link(dir: &Path, link: &PassengerLink) -> Result<(), WalletError> {
     write_atomic(&p, text.as_bytes(), true).map_err(|source| WalletError::Io { path: p, source })
 }
 
-/// One POST with the passenger token; the answer's JSON, or the refusal.
-fn post(server: &str, path: &str, token: &str, body: Value) -> Result<Value, OnlineError> {
+/// One POST (or, with `body` `None`, GET) with the passenger token; the
+/// answer's JSON, or the refusal.
+fn post(server: &str, path: &str, token: &str, body: Option<Value>) -> Result<Value, OnlineError> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let net = |m: String| OnlineError::Network {
         url: url.clone(),
@@ -129,10 +130,12 @@ fn post(server: &str, path: &str, token: &str, body: Value) -> Result<Value, Onl
             .timeout(HTTP_TIMEOUT)
             .build()
             .map_err(|e| net(e.to_string()))?;
-        let resp = client
-            .post(&url)
+        let rq = match &body {
+            Some(b) => client.post(&url).json(b),
+            None => client.get(&url),
+        };
+        let resp = rq
             .bearer_auth(token)
-            .json(&body)
             .send()
             .await
             .map_err(|e| net(e.to_string()))?;
@@ -185,7 +188,7 @@ pub fn renew(
         &link.server,
         &format!("/v1/accounts/{}/devices", link.account_id),
         &link.token,
-        json!({"device_public_key": public, "valid_for_s": valid_for_s}),
+        Some(json!({"device_public_key": public, "valid_for_s": valid_for_s})),
     )?;
     let now = device_now();
     let server_time = field(&answer, "server_time_unix_s")?
@@ -227,7 +230,7 @@ pub fn enroll(
         server,
         &format!("/v1/accounts/{account_id}/tokens/rotate"),
         token.trim(),
-        json!({}),
+        Some(json!({})),
     )?;
     let fresh = field(&answer, "token")?
         .as_str()
@@ -241,4 +244,43 @@ pub fn enroll(
         },
     )?;
     renew(&mut wallet, None, valid_for_s, device_now, rng)
+}
+
+/// The account's enrolled phones: its active passenger tokens as
+/// settlement lists them (token ids, labels), this phone's marked
+/// `"this_phone": true`.
+pub fn phones(wallet: &Wallet) -> Result<Value, OnlineError> {
+    let link = load_link(wallet.dir())?.ok_or(OnlineError::NotEnrolled)?;
+    let mut v = post(
+        &link.server,
+        &format!("/v1/accounts/{}/tokens", link.account_id),
+        &link.token,
+        None,
+    )?;
+    let own = link.token.get(4..36).unwrap_or_default().to_string();
+    if let Some(list) = v.as_array_mut() {
+        // Tokens rotated away or revoked are history, not phones.
+        list.retain(|t| t["revoked_unix_s"].is_null());
+        for t in list {
+            let mine = t["token_id"].as_str() == Some(own.as_str());
+            t["this_phone"] = mine.into();
+        }
+    }
+    Ok(v)
+}
+
+/// A lost or stolen phone of the same account, revoked from this one: its
+/// token dies and its credentials go on the deny list.
+pub fn revoke_phone(wallet: &Wallet, token_id: &str) -> Result<Value, OnlineError> {
+    let link = load_link(wallet.dir())?.ok_or(OnlineError::NotEnrolled)?;
+    post(
+        &link.server,
+        &format!(
+            "/v1/accounts/{}/tokens/{}/revoke",
+            link.account_id,
+            token_id.trim()
+        ),
+        &link.token,
+        Some(json!({})),
+    )
 }
