@@ -597,6 +597,26 @@ async fn issuer_keys_rotate_and_retire_on_a_running_service_and_readers_follow()
         ride(&mut reader, &third, 52, 1, svc.app.now()).is_accept(),
         "the reader learnt key 3"
     );
+
+    // Settlement re-verifies each ride at its reader time against the same
+    // windows: the five accepted rides (two under key 1 before its end) are
+    // all genuine, none is reported as fraud.
+    sync::sync(&mut reader, &svc.url, svc.app.now())
+        .await
+        .unwrap();
+    let (s, run) = svc.op("/v1/settlement/runs", json!({})).await;
+    assert_eq!((s, run["rides"].as_u64()), (200, Some(5)), "{run}");
+    let fraud: Value = svc
+        .client
+        .get(format!("{}/v1/reports/fraud", svc.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fraud, json!([]));
     svc.stop().await;
 }
 
