@@ -214,7 +214,14 @@ impl App {
         let now = self.now();
         let cutoff = now.saturating_sub(self.config.ride_retention_days * 86_400);
         let day = crate::core::service_day(&self.tariff, cutoff).to_string();
-        Ok(settle::purge(&self.db, &self.write_lock, cutoff, &day)?)
+        let summary = settle::purge(&self.db, &self.write_lock, cutoff, &day)?;
+        // Lost phones' credentials that already left the deny list.
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::passengers::purge_denied(
+            &self.db,
+            now.saturating_sub(self.config.skew_tolerance_s),
+        )?;
+        Ok(summary)
     }
 
     /// The keys, re-read first when `fare-keys` (or another process)

@@ -480,11 +480,54 @@ fn credentials_of_device(
         .collect()
 }
 
+/// The tokens and credentials a revocation of `target` (a token id in hex,
+/// or `all`) covers: every token of that token's enrolment and the
+/// credentials it requested; `all`: every token and credential of the account.
+fn revocation_scope(
+    db: &Db,
+    account_id: &str,
+    target: &str,
+) -> Result<(Vec<TokenRecord>, Vec<CredentialRecord>), ApiError> {
+    let tokens = tokens_of(db, account_id)?;
+    if target == "all" {
+        return Ok((tokens, db.credentials_of(account_id)?));
+    }
+    let id: [u8; TOKEN_ID_BYTES] = hex::decode(target)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::of(
+                ErrorCode::InvalidPath,
+                format!("token `{target}`: expected a token id (32 hex characters) or `all`"),
+            )
+        })?;
+    let device = tokens
+        .iter()
+        .find(|t| t.token_id == id)
+        .map(|t| t.device_id)
+        .ok_or_else(|| {
+            ApiError::of(
+                ErrorCode::UnknownToken,
+                format!("account `{account_id}` has no passenger token {target}"),
+            )
+        })?;
+    let mut creds = Vec::new();
+    for c in credentials_of_device(db, &device)? {
+        if let Some(r) = db.credential(&c)? {
+            creds.push(r);
+        }
+    }
+    let tokens = tokens
+        .into_iter()
+        .filter(|t| t.device_id == device)
+        .collect();
+    Ok((tokens, creds))
+}
+
 /// Revokes the enrolment of token `target` (hex id, or `all`) of
-/// `account_id` and deny-lists the credentials it requested (`all`: every
-/// token and every credential of the account). The caller re-publishes
-/// the deny list. Returns what changed (the deny version is filled in by
-/// the caller).
+/// `account_id` and deny-lists the unexpired credentials it requested
+/// ([`revocation_scope`]). The caller re-publishes the deny list and fills
+/// in its version.
 pub fn revoke_device(
     db: &Db,
     account_id: &str,
@@ -492,48 +535,14 @@ pub fn revoke_device(
     now: u64,
 ) -> Result<Revoked, ApiError> {
     crate::ops::account_or_404(db, account_id)?;
-    let tokens = tokens_of(db, account_id)?;
-    let (chosen, creds): (Vec<&TokenRecord>, Vec<CredentialRecord>) = if target == "all" {
-        (tokens.iter().collect(), db.credentials_of(account_id)?)
-    } else {
-        let id: [u8; TOKEN_ID_BYTES] = hex::decode(target)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| {
-                ApiError::of(
-                    ErrorCode::InvalidPath,
-                    format!("token `{target}`: expected a token id (32 hex characters) or `all`"),
-                )
-            })?;
-        let device = tokens
-            .iter()
-            .find(|t| t.token_id == id)
-            .map(|t| t.device_id)
-            .ok_or_else(|| {
-                ApiError::of(
-                    ErrorCode::UnknownToken,
-                    format!("account `{account_id}` has no passenger token {target}"),
-                )
-            })?;
-        let mut creds = Vec::new();
-        for c in credentials_of_device(db, &device)? {
-            if let Some(r) = db.credential(&c)? {
-                creds.push(r);
-            }
-        }
-        (
-            tokens.iter().filter(|t| t.device_id == device).collect(),
-            creds,
-        )
-    };
+    let (tokens, creds) = revocation_scope(db, account_id, target)?;
     let mut w = WriteSet::default();
     let mut out = Revoked {
         tokens_revoked: Vec::new(),
         credentials_denied: Vec::new(),
         deny_version: 0,
     };
-    for t in chosen.into_iter().filter(|t| t.revoked_unix_s.is_none()) {
-        let mut t = t.clone();
+    for mut t in tokens.into_iter().filter(|t| t.revoked_unix_s.is_none()) {
         t.revoked_unix_s = Some(now);
         out.tokens_revoked.push(hex::encode(t.token_id));
         put_token(&mut w, &t);
@@ -560,6 +569,22 @@ pub fn revoke_device(
     }
     db.commit(w)?;
     Ok(out)
+}
+
+/// Deletes the denied credentials that ended before `cutoff_unix_s` (they
+/// left the deny list already; `App::purge` passes now minus the skew
+/// tolerance). Returns how many.
+pub fn purge_denied(db: &Db, cutoff_unix_s: u64) -> Result<usize, StoreError> {
+    let mut w = WriteSet::default();
+    let mut n = 0;
+    for (id, until) in denied_credentials(db)? {
+        if until < cutoff_unix_s {
+            w.delete(Space::DeniedCredentials, id.0.to_vec());
+            n += 1;
+        }
+    }
+    db.commit(w)?;
+    Ok(n)
 }
 
 /// Credentials denied because their phone was lost: `(id, valid until)`.

@@ -360,6 +360,17 @@ async fn a_stolen_phone_is_revoked_and_its_credentials_denied() {
     // A denied credential leaves the list after its end (plus skew).
     srv.clock.set(srv.app.now() + 2 * 86_400);
     assert_eq!(deny_list(&srv).await, vec![]);
+    // ... and the purge deletes its record.
+    let stored = |srv: &Server| {
+        srv.app
+            .db
+            .scan_paged(fare_settlement::store::Space::DeniedCredentials, b"")
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stored(&srv), 4);
+    assert_eq!(srv.post("/v1/settlement/purge", json!({})).await.0, 200);
+    assert_eq!(stored(&srv), 0);
     srv.stop().await;
 }
 
