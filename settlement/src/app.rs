@@ -77,6 +77,8 @@ pub struct App {
     pub write_lock: Mutex<()>,
     /// Operator bearer token in effect.
     pub operator_token: String,
+    /// Where it came from, for the start-up message (never the token itself).
+    pub operator_token_source: String,
     /// Settlement runs started over HTTP (shared with their background tasks).
     pub runs: Arc<Mutex<settle::RunRegistry>>,
     /// Signs batch acknowledgements (`crate::acks`).
@@ -122,7 +124,13 @@ impl App {
             .unwrap_or_else(|| data_dir.join("keys"));
         let keys = open_keys(&keys_dir, clock.now_unix_s(), &mut rng)?;
         let (tariff, tariff_json) = load_tariff(config.tariff_file.as_deref())?;
-        let operator_token = operator_token(&config, &mut rng);
+        let (operator_token, operator_token_source) =
+            crate::config::operator_token(&config, data_dir, &mut rng).map_err(|e| {
+                AppError::Store {
+                    path: data_dir.join(crate::config::OPERATOR_TOKEN_FILE),
+                    source: crate::error::StoreError::Backend(e.to_string()),
+                }
+            })?;
         let acks = crate::acks::AckSigner::open_or_create(&keys, clock.now_unix_s(), &mut rng)?;
         Ok(App {
             acks,
@@ -135,6 +143,7 @@ impl App {
             rng: Mutex::new(rng),
             write_lock: Mutex::new(()),
             operator_token,
+            operator_token_source,
             runs: Arc::default(),
         })
     }
@@ -146,11 +155,7 @@ impl App {
 
     /// The trust list from the keys.
     pub fn trust(&self) -> Result<TrustList, AppError> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .trust_list();
+        let keys = self.reload_keys()?.trust_list();
         TrustList::new(keys).map_err(|e| AppError::Trust(e.to_string()))
     }
 
@@ -180,16 +185,34 @@ impl App {
         let now = self.now();
         let cutoff = now.saturating_sub(self.config.ride_retention_days * 86_400);
         let day = crate::core::service_day(&self.tariff, cutoff).to_string();
-        Ok(settle::purge(&self.db, &self.write_lock, cutoff, &day)?)
+        let summary = settle::purge(&self.db, &self.write_lock, cutoff, &day)?;
+        // Lost phones' credentials that already left the deny list.
+        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::passengers::purge_denied(
+            &self.db,
+            now.saturating_sub(self.config.skew_tolerance_s),
+        )?;
+        Ok(summary)
+    }
+
+    /// The keys, re-read first when `fare-keys` (or another process)
+    /// changed the KEYS directory beside this service: a rotation made there
+    /// is published, never undone.
+    pub fn reload_keys(&self) -> Result<std::sync::MutexGuard<'_, KeyStore>, AppError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let path = keys.dir().to_path_buf();
+        if keys
+            .reload_if_changed()
+            .map_err(|source| AppError::Keys { path, source })?
+        {
+            tracing::info!(trust = ?keys.trust_list(), "KEYS directory changed beside the service: reloaded");
+        }
+        Ok(keys)
     }
 
     /// Publishes a new deny list version if it changed.
     pub fn refresh_deny(&self) -> Result<bundle::DenyStateSummary, AppError> {
-        let trust = self
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .trust_list();
+        let trust = self.reload_keys()?.trust_list();
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let head = bundle::refresh(
             &self.db,
@@ -207,6 +230,7 @@ impl App {
 
     /// The signed bundle for a reader at deny version `since`.
     pub fn bundle(&self, since: Option<u64>) -> Result<Vec<u8>, AppError> {
+        drop(self.reload_keys()?);
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         Ok(bundle::reader_bundle(
             &self.db,
@@ -255,16 +279,4 @@ fn load_tariff(file: Option<&Path>) -> Result<(Tariff, Vec<u8>), AppError> {
     let bytes = std::fs::read(p).map_err(|e| err(e.to_string()))?;
     let t = Tariff::from_json_bytes(&bytes).map_err(|e| err(e.to_string()))?;
     Ok((t, bytes))
-}
-
-/// The configured operator token, or a random one for this run.
-fn operator_token(config: &Config, rng: &mut ChaCha20Rng) -> String {
-    if !config.operator_token.is_empty() {
-        return config.operator_token.clone();
-    }
-    let mut b = [0u8; 16];
-    rand_core::RngCore::fill_bytes(rng, &mut b);
-    let t = hex::encode(b);
-    tracing::warn!(token = %t, "no operator_token configured: using a random one for this run");
-    t
 }

@@ -59,6 +59,12 @@ pub fn desired_deny(
             }
         }
     }
+    // A lost or stolen phone's credentials (crate::passengers).
+    for (id, until) in crate::passengers::denied_credentials(db)? {
+        if until.saturating_add(skew_s) >= now_unix_s {
+            ids.insert(id);
+        }
+    }
     Ok(ids.into_iter().collect())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"        # overridden by --listen
-//! operator_token = "change-me"     # bearer token of the operator API
+//! operator_token = "change-me"     # bearer token of the operator API (or $FARE_OPERATOR_TOKEN;
+//!                                  # neither: made at first start, kept in DATA/operator-token)
 //! keys_dir = "/var/lib/fare/keys"  # default: DATA/keys (initialised if missing)
 //! tariff_file = "tariff.json"      # default: the built-in demo tariff
 //! request_timeout_ms = 10000
@@ -19,9 +20,55 @@
 //! max_connections = 512            # open connections served; past it 503 + Retry-After
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
 //! ```
+//!
+//! `settlement/settlement.example.toml` is a commented example of every field.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Environment variable that sets the operator token (over the config file's).
+pub const OPERATOR_TOKEN_ENV: &str = "FARE_OPERATOR_TOKEN";
+/// File in the data directory holding the operator token made at first
+/// start when none is configured (owner-only).
+pub const OPERATOR_TOKEN_FILE: &str = "operator-token";
+/// Shortest operator token accepted from the config or the environment.
+pub const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
+
+/// The operator token in effect and where it is: the configured one
+/// (config file or [`OPERATOR_TOKEN_ENV`], already merged into `config`),
+/// else the one in `DATA/`[`OPERATOR_TOKEN_FILE`], made there (random,
+/// 0600) at the first start. The token survives restarts either way.
+pub fn operator_token(
+    config: &Config,
+    data_dir: &Path,
+    rng: &mut impl rand_core::RngCore,
+) -> std::io::Result<(String, String)> {
+    if !config.operator_token.is_empty() {
+        return Ok((
+            config.operator_token.clone(),
+            format!("configured (config file `operator_token` or ${OPERATOR_TOKEN_ENV})"),
+        ));
+    }
+    let p = data_dir.join(OPERATOR_TOKEN_FILE);
+    if p.exists() {
+        let t = std::fs::read_to_string(&p)?.trim().to_string();
+        if t.len() < MIN_OPERATOR_TOKEN_BYTES {
+            return Err(std::io::Error::other(format!(
+                "{}: expected an operator token of at least {MIN_OPERATOR_TOKEN_BYTES} characters",
+                p.display()
+            )));
+        }
+        return Ok((t, format!("stored in {}", p.display())));
+    }
+    let mut b = [0u8; 24];
+    rng.fill_bytes(&mut b);
+    let t = hex::encode(b);
+    fare_keys::files::write_atomic(&p, format!("{t}\n").as_bytes(), true)?;
+    Ok((
+        t,
+        format!("generated at first start and stored in {}", p.display()),
+    ))
+}
 
 /// Default of [`Config::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -37,8 +84,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub struct Config {
     /// Listen address when `--listen` is not given.
     pub listen: String,
-    /// Bearer token for operator endpoints. Empty: a random token is made at
-    /// start and logged (demo only).
+    /// Bearer token for operator endpoints ([`OPERATOR_TOKEN_ENV`] overrides
+    /// it). Empty: a random token is made at the first start and kept in
+    /// `DATA/operator-token` ([`operator_token`]).
     pub operator_token: String,
     /// KEYS directory (`fare-keys init`); default `DATA/keys`.
     pub keys_dir: Option<PathBuf>,
@@ -180,6 +228,24 @@ impl Config {
             return bad(
                 "max_connections",
                 format!("expected 1..={MAX_MAX_CONNECTIONS}"),
+            );
+        }
+        if self
+            .operator_token
+            .starts_with(crate::passengers::TOKEN_PREFIX)
+        {
+            return bad(
+                "operator_token",
+                format!(
+                    "must not start with `{}` (the passenger tokens' prefix)",
+                    crate::passengers::TOKEN_PREFIX
+                ),
+            );
+        }
+        if !self.operator_token.is_empty() && self.operator_token.len() < MIN_OPERATOR_TOKEN_BYTES {
+            return bad(
+                "operator_token",
+                format!("expected at least {MIN_OPERATOR_TOKEN_BYTES} characters (or empty: one is made at first start)"),
             );
         }
         if self.header_read_timeout_ms == 0 {

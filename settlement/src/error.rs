@@ -173,6 +173,26 @@ error_codes! {
     SettlementFailed => ("settlement_failed", INTERNAL_SERVER_ERROR),
     /// A purge failed (nothing was deleted).
     PurgeFailed => ("purge_failed", INTERNAL_SERVER_ERROR),
+    /// The device key was certified before, for this or another account.
+    DeviceKeyReused => ("device_key_reused", CONFLICT),
+    /// The passenger token was rotated away or reported lost.
+    TokenRevoked => ("token_revoked", UNAUTHORIZED),
+    /// A passenger token asked about another account.
+    OtherAccount => ("other_account", FORBIDDEN),
+    /// A passenger token called an operator route.
+    OperatorOnly => ("operator_only", FORBIDDEN),
+    /// The operator token called a route meant for a passenger token.
+    PassengerOnly => ("passenger_only", FORBIDDEN),
+    /// The account already has `MAX_ACTIVE_TOKENS` passenger tokens.
+    TooManyTokens => ("too_many_tokens", CONFLICT),
+    /// The account has no passenger token with that id.
+    UnknownToken => ("unknown_token", NOT_FOUND),
+    /// No issuer key with that id.
+    UnknownIssuerKey => ("unknown_issuer_key", NOT_FOUND),
+    /// Retiring this issuer key would leave none to issue credentials with.
+    LastIssuerKey => ("last_issuer_key", CONFLICT),
+    /// The KEYS directory could not be changed (disk, lock).
+    IssuerKeysFailed => ("issuer_keys_failed", INTERNAL_SERVER_ERROR),
 }
 
 impl ErrorCode {
@@ -473,6 +493,9 @@ pub enum OpsError {
         /// What the field accepts.
         expected: String,
     },
+    /// The device key was certified before, for this or another account.
+    #[error("device_public_key was certified before: make a fresh device key for every credential (`fare-wallet renew` does), so codes of different credentials cannot be linked")]
+    DeviceKeyReused,
     /// No account with this id.
     #[error("no account `{account_id}`")]
     UnknownAccount {
@@ -604,6 +627,7 @@ impl OpsError {
                 ErrorCode::InvalidField
             }
             OpsError::UnknownAccount { .. } => ErrorCode::UnknownAccount,
+            OpsError::DeviceKeyReused => ErrorCode::DeviceKeyReused,
             OpsError::AccountExists { .. } => ErrorCode::AccountExists,
             OpsError::InvalidDeviceKey { .. } => ErrorCode::InvalidDeviceKey,
             OpsError::WeakDeviceKey { .. } => ErrorCode::WeakDeviceKey,

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-type AppState = Arc<App>;
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type AppState = Arc<App>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// The process-wide Prometheus handle. The recorder is installed once per
 /// process (several services in one test process share it).
@@ -44,7 +44,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// Runs `f` on the blocking pool (storage flushes and signature checks must
 /// not stall the async workers).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -54,12 +54,27 @@ async fn blocking<T: Send + 'static>(
 
 /// Re-publishes the deny list after an account change; a failure here is a
 /// server fault (the account change itself is already durable).
-fn refresh_deny(app: &App) -> Result<crate::bundle::DenyStateSummary, ApiError> {
+pub(crate) fn refresh_deny(app: &App) -> Result<crate::bundle::DenyStateSummary, ApiError> {
     app.refresh_deny()
         .map_err(|e| ApiError::of(ErrorCode::DenyRefreshFailed, e.to_string()))
 }
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize_operator(&app.operator_token, headers)
+}
+
+/// Checks the operator bearer token; a passenger token is refused 403
+/// `operator_only` (it is known, but not allowed here).
+pub(crate) fn authorize_operator(
+    operator_token: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if crate::passengers::has_passenger_token(headers) {
+        return Err(ApiError::of(
+            ErrorCode::OperatorOnly,
+            "this endpoint needs the operator token: a passenger token may only renew credentials and read its own account",
+        ));
+    }
     let unauthorized = |m: &str| ApiError::of(ErrorCode::Unauthorized, m.to_string());
     let h = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         unauthorized("operator endpoint: send `Authorization: Bearer <operator_token>`")
@@ -70,7 +85,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|s| s.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("Authorization header must be `Bearer <operator_token>`"))?;
     // Compare digests so the comparison time does not depend on the token.
-    if blake3::hash(token.trim().as_bytes()) != blake3::hash(app.operator_token.as_bytes()) {
+    if blake3::hash(token.trim().as_bytes()) != blake3::hash(operator_token.as_bytes()) {
         return Err(unauthorized("wrong operator token"));
     }
     Ok(())
@@ -78,7 +93,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// axum's `Path`, refusing with `invalid_path` (JSON) instead of axum's
 /// plain-text rejection (e.g. a segment that is not UTF-8).
-struct ApiPath<T>(T);
+pub(crate) struct ApiPath<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
     type Rejection = ApiError;
@@ -123,7 +138,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn json_body<T: DeserializeOwned>(
+pub(crate) async fn json_body<T: DeserializeOwned>(
     app: &App,
     headers: &HeaderMap,
     body: Body,
@@ -163,7 +178,7 @@ async fn json_body<T: DeserializeOwned>(
         .map_err(|e| ApiError::of(ErrorCode::InvalidJson, format!("request body: {e}")))
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response {
     (status, Json(v)).into_response()
 }
 
@@ -349,8 +364,11 @@ async fn get_account(
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult {
-    authorize(&app, &headers)?;
-    let s = blocking(move || Ok(ops::statement(&app.db, &id)?)).await?;
+    let s = blocking(move || {
+        crate::passengers::account_caller(&app.db, &app.operator_token, &headers, &id)?;
+        Ok(ops::statement(&app.db, &id)?)
+    })
+    .await?;
     Ok(json(StatusCode::OK, &s))
 }
 
@@ -360,20 +378,32 @@ async fn post_device(
     ApiPath(id): ApiPath<String>,
     body: Body,
 ) -> ApiResult {
-    authorize(&app, &headers)?;
     let req: ops::RegisterDevice = json_body(&app, &headers, body).await?;
     let c = blocking(move || {
+        // The operator, or this account's own passenger token.
+        let caller =
+            crate::passengers::account_caller(&app.db, &app.operator_token, &headers, &id)?;
+        drop(
+            app.reload_keys()
+                .map_err(|e| ApiError::of(ErrorCode::IssuerUnavailable, e.to_string()))?,
+        );
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(ops::register_device(
+        let c = ops::register_device_via(
             &app.db,
             &app.keys,
             &id,
             &req,
+            caller.device_id(),
             app.config.max_credential_validity_s,
             app.now(),
             &mut *rng,
-        )?)
+        )?;
+        // The wallet sets its clock offset from this (DESIGN §2, clocks).
+        let mut v = serde_json::to_value(&c)
+            .map_err(|e| ApiError::of(ErrorCode::Internal, e.to_string()))?;
+        v["server_time_unix_s"] = app.now().into();
+        Ok(v)
     })
     .await?;
     Ok(json(StatusCode::CREATED, &c))
@@ -706,7 +736,10 @@ pub fn router(app: Arc<App>) -> Router {
             post(resolve_dispute),
         )
         .route("/v1/reports/{kind}", get(report))
+        .merge(crate::passengers::http::routes())
+        .merge(crate::issuers::http::routes())
         .fallback(fallback)
+        .layer(middleware::from_fn(crate::passengers::passenger_scope))
         .layer(middleware::from_fn(track))
         .layer(TimeoutLayer::with_status_code(
             ErrorCode::RequestTimeout.status(),

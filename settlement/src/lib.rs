@@ -8,11 +8,15 @@
 //! * [`settle`]: resumable, idempotent runs over the [`store`].
 //! * [`bundle`]: versioned deny list and root-signed reader bundles.
 //! * [`ops`], [`reports`], [`http`]: accounts, readers, reports, the service.
+//! * [`passengers`]: passenger tokens, device keys used once, lost phones;
+//!   [`issuers`]: issuer key rotation and retirement on a live service;
+//!   [`admin`]: the operator CLI over the HTTP API.
 //!
 //! See `README.md` for the HTTP API, policies and measured numbers.
 #![forbid(unsafe_code)]
 
 pub mod acks;
+pub mod admin;
 pub mod app;
 pub mod bundle;
 pub mod config;
@@ -20,8 +24,10 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod issuers;
 pub mod model;
 pub mod ops;
+pub mod passengers;
 pub mod readers;
 pub mod reports;
 pub mod reverify;

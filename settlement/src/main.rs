@@ -56,6 +56,22 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Operator commands against a running service (issuer keys, accounts,
+    /// passenger enrolment, lost phones) over its HTTP API.
+    Admin {
+        /// The service's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: String,
+        /// Operator token (default: $FARE_OPERATOR_TOKEN, else --operator-token-file).
+        #[arg(long)]
+        operator_token: Option<String>,
+        /// File holding the operator token (e.g. DATA/operator-token).
+        #[arg(long)]
+        operator_token_file: Option<PathBuf>,
+        /// The command.
+        #[command(subcommand)]
+        cmd: fare_settlement::admin::AdminCmd,
+    },
     /// Print a report.
     Report {
         /// Data directory.
@@ -77,9 +93,36 @@ enum Cmd {
 }
 
 fn load_config(p: &Option<PathBuf>) -> Result<Config, String> {
-    match p {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
+    let mut c = match p {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    // The environment wins over the file (containers, systemd credentials).
+    if let Ok(t) = std::env::var(fare_settlement::config::OPERATOR_TOKEN_ENV) {
+        c.operator_token = t.trim().to_string();
+        c.validate()
+            .map_err(|e| format!("${}: {e}", fare_settlement::config::OPERATOR_TOKEN_ENV))?;
+    }
+    Ok(c)
+}
+
+/// The admin command's operator token: flag, environment, then file.
+fn admin_token(flag: Option<String>, file: Option<PathBuf>) -> Result<String, String> {
+    if let Some(t) = flag {
+        return Ok(t);
+    }
+    if let Ok(t) = std::env::var(fare_settlement::config::OPERATOR_TOKEN_ENV) {
+        return Ok(t.trim().to_string());
+    }
+    match file {
+        Some(p) => std::fs::read_to_string(&p)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("--operator-token-file {}: {e}", p.display())),
+        None => Err(format!(
+            "no operator token: pass --operator-token, set ${} or pass --operator-token-file DATA/{}",
+            fare_settlement::config::OPERATOR_TOKEN_ENV,
+            fare_settlement::config::OPERATOR_TOKEN_FILE
+        )),
     }
 }
 
@@ -113,6 +156,16 @@ fn run(cli: Cli) -> Result<(), String> {
             listen,
             config,
         } => serve(&data, listen, &config),
+        Cmd::Admin {
+            server,
+            operator_token,
+            operator_token_file,
+            cmd,
+        } => {
+            let token = admin_token(operator_token, operator_token_file)?;
+            print_json(&fare_settlement::admin::run(&server, &token, &cmd)?);
+            Ok(())
+        }
         Cmd::Settle { data, config } => {
             let app = open(&data, load_config(&config)?)?;
             print_json(&app.settle().map_err(|e| e.to_string())?);
@@ -154,6 +207,11 @@ fn serve(data: &Path, listen: Option<String>, config: &Option<PathBuf>) -> Resul
     let config = load_config(config)?;
     let addr = listen.unwrap_or_else(|| config.listen.clone());
     let app = Arc::new(open(data, config)?);
+    eprintln!(
+        "fare-settlement: operator token {} (send it as `Authorization: Bearer <token>`; \
+         `fare-settlement admin --operator-token-file` reads it)",
+        app.operator_token_source
+    );
     let rt = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&addr)

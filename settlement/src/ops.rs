@@ -151,14 +151,37 @@ pub struct IssuedCredential {
     pub profile: Profile,
 }
 
+/// The account, or 404 `unknown_account`.
+pub fn account_or_404(db: &Db, account_id: &str) -> Result<Account, OpsError> {
+    account_of(db, account_id)
+}
+
 /// Registers a device key and issues a credential, unless the account is
-/// frozen, deny-listed or over its credit limit, or the key is weak/invalid.
+/// frozen, deny-listed or over its credit limit, or the key is weak/invalid
+/// or was certified before (`device_key_reused`).
 #[allow(clippy::too_many_arguments)]
 pub fn register_device(
     db: &Db,
     keys: &std::sync::Mutex<KeyStore>,
     account_id: &str,
     req: &RegisterDevice,
+    max_validity_s: u64,
+    now: u64,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<IssuedCredential, OpsError> {
+    register_device_via(db, keys, account_id, req, None, max_validity_s, now, rng)
+}
+
+/// [`register_device`] on behalf of the passenger enrolment `device_id`
+/// (`None`: the operator), linked to it so a lost phone's credentials can
+/// be deny-listed (`crate::passengers`).
+#[allow(clippy::too_many_arguments)]
+pub fn register_device_via(
+    db: &Db,
+    keys: &std::sync::Mutex<KeyStore>,
+    account_id: &str,
+    req: &RegisterDevice,
+    device_id: Option<[u8; 16]>,
     max_validity_s: u64,
     now: u64,
     rng: &mut (impl RngCore + CryptoRng),
@@ -173,6 +196,7 @@ pub fn register_device(
         });
     }
     may_get_credentials(db, &account)?;
+    crate::passengers::check_device_key_unused(db, &device_public_key)?;
     let cred = keys
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -187,7 +211,7 @@ pub fn register_device(
             rng,
         )
         .map_err(|e| OpsError::IssuerUnavailable { why: e.to_string() })?;
-    record_credential(db, account_id, &cred, now)
+    record_credential(db, account_id, &cred, device_id, now)
 }
 
 /// Parses a device key offered for a credential (hex), refusing invalid,
@@ -239,9 +263,11 @@ fn record_credential(
     db: &Db,
     account_id: &str,
     cred: &Credential,
+    device_id: Option<[u8; 16]>,
     now: u64,
 ) -> Result<IssuedCredential, OpsError> {
     let body = cred.body();
+    let device_public_key = body.device_public_key;
     let rec = CredentialRecord {
         credential_id: body.credential_id,
         account_id: account_id.into(),
@@ -252,6 +278,16 @@ fn record_credential(
     };
     let mut w = WriteSet::default();
     Db::put_credential(&mut w, &rec);
+    crate::passengers::record_device_key(
+        &mut w,
+        &device_public_key,
+        &crate::passengers::DeviceKeyRecord {
+            account_id: account_id.into(),
+            credential_id: body.credential_id,
+            device_id,
+            issued_unix_s: now,
+        },
+    );
     db.commit(w)?;
     metrics::counter!("settlement_credentials_issued_total").increment(1);
     Ok(IssuedCredential {

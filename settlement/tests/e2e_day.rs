@@ -270,10 +270,24 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
             remove: vec![carol.cred.id()]
         }
     );
-    let (s, _) = srv
+    // Paid up: a new credential, for a fresh device key (a key certified
+    // once is never certified again: device_key_reused).
+    let (s, v) = srv
         .post(
             "/v1/accounts/carol/devices",
             json!({"device_public_key": hex::encode(carol.device.verifying_key().to_bytes()), "valid_for_s": 3600}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (409, Some("device_key_reused")),
+        "{v}"
+    );
+    let fresh = fare_credential::SigningKey::from_bytes(&[0x5a; 32]);
+    let (s, _) = srv
+        .post(
+            "/v1/accounts/carol/devices",
+            json!({"device_public_key": hex::encode(fresh.verifying_key().to_bytes()), "valid_for_s": 3600}),
         )
         .await;
     assert_eq!(s, 201);

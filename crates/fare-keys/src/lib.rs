@@ -9,6 +9,12 @@
 //! | `issuer-<id>.key` | issuer signing key seed (hex) | 0600 |
 //! | `keys.json` | manifest: issuer key ids, public keys, validity windows, next bundle version | 0644 |
 //! | `issued.jsonl` | one line per credential issued offline by the CLI: id → account | 0600 |
+//! | `keys.lock` | empty; an exclusive `flock` on it serialises changes to `keys.json` | 0644 |
+//!
+//! Several processes may change one KEYS directory (a running settlement
+//! service publishing bundles, `fare-keys rotate-issuer` beside it). Every
+//! change takes the lock, re-reads `keys.json`, applies itself and writes it
+//! back, so no process overwrites a change another one made.
 //!
 //! The root key signs reader bundles (trust list, deny list, tariff); issuer
 //! keys sign credentials and rotate without touching readers: a rotation adds
@@ -113,7 +119,13 @@ pub struct KeyStore {
     /// Issuer keys with their windows; `keys.json` is written from these.
     issuers: Vec<(IssuerKey, SigningKey)>,
     next_bundle_version: u64,
+    /// `keys.json` as last read or written: a different file means another
+    /// process changed the keys ([`KeyStore::reload_if_changed`]).
+    manifest_text: String,
 }
+
+/// File whose exclusive lock serialises changes to a KEYS directory.
+pub const LOCK_FILE: &str = "keys.lock";
 
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,7 +186,9 @@ impl KeyStore {
             root,
             issuers: vec![(issuer_entry, issuer)],
             next_bundle_version: 1,
+            manifest_text: String::new(),
         };
+        let mut store = store;
         store.save_manifest()?;
         // The root key last: its presence marks a complete store.
         let p = dir.join("root.key");
@@ -216,10 +230,63 @@ impl KeyStore {
             root,
             issuers,
             next_bundle_version: manifest.next_bundle_version,
+            manifest_text: text,
         })
     }
 
-    fn save_manifest(&self) -> Result<(), KeysError> {
+    /// Runs `change` holding the directory's lock ([`LOCK_FILE`]) on the
+    /// keys as they are on disk now: a change another process made since
+    /// this store was read (a rotation beside a running service) is
+    /// loaded first, never overwritten.
+    fn locked<T>(
+        &mut self,
+        change: impl FnOnce(&mut KeyStore) -> Result<T, KeysError>,
+    ) -> Result<T, KeysError> {
+        let p = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        fs2::FileExt::lock_exclusive(&file).map_err(io_err(&p))?;
+        self.reload()?;
+        let out = change(self);
+        // Closing the file releases the lock.
+        drop(file);
+        out
+    }
+
+    /// Re-reads the directory (another process may have rotated or retired
+    /// a key, or published bundles). The root key must be the same.
+    pub fn reload(&mut self) -> Result<(), KeysError> {
+        let fresh = KeyStore::open(&self.dir)?;
+        if fresh.root.verifying_key() != self.root.verifying_key() {
+            return Err(KeysError::Corrupt {
+                path: self.dir.join("root.key"),
+                why: "the root key changed under a running process".into(),
+            });
+        }
+        self.issuers = fresh.issuers;
+        self.next_bundle_version = self.next_bundle_version.max(fresh.next_bundle_version);
+        self.manifest_text = fresh.manifest_text;
+        Ok(())
+    }
+
+    /// Re-reads the directory when `keys.json` differs from what this store
+    /// last read or wrote; returns whether it did. Cheap (one small file
+    /// read), so a service calls it before every bundle it builds.
+    pub fn reload_if_changed(&mut self) -> Result<bool, KeysError> {
+        let mp = self.dir.join("keys.json");
+        let text = std::fs::read_to_string(&mp).map_err(io_err(&mp))?;
+        if text == self.manifest_text {
+            return Ok(false);
+        }
+        self.reload()?;
+        Ok(true)
+    }
+
+    fn save_manifest(&mut self) -> Result<(), KeysError> {
         let p = self.dir.join("keys.json");
         let manifest = Manifest {
             format: 1,
@@ -228,7 +295,9 @@ impl KeyStore {
             next_bundle_version: self.next_bundle_version,
         };
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-        write_atomic(&p, text.as_bytes(), false).map_err(io_err(&p))
+        write_atomic(&p, text.as_bytes(), false).map_err(io_err(&p))?;
+        self.manifest_text = text;
+        Ok(())
     }
 
     /// The directory.
@@ -239,6 +308,14 @@ impl KeyStore {
     /// Adds a new issuer key valid from `now_unix_s`. Older keys keep their
     /// windows, so credentials they signed keep working until they expire.
     pub fn rotate_issuer(
+        &mut self,
+        now_unix_s: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<u32, KeysError> {
+        self.locked(|ks| ks.rotate_issuer_unlocked(now_unix_s, rng))
+    }
+
+    fn rotate_issuer_unlocked(
         &mut self,
         now_unix_s: u64,
         rng: &mut impl CryptoRngCore,
@@ -268,6 +345,10 @@ impl KeyStore {
     /// Retires an issuer key early (e.g. suspected compromise): its window
     /// ends at `at_unix_s`. Readers refuse its credentials after their next bundle.
     pub fn retire_issuer(&mut self, key_id: u32, at_unix_s: u64) -> Result<(), KeysError> {
+        self.locked(|ks| ks.retire_issuer_unlocked(key_id, at_unix_s))
+    }
+
+    fn retire_issuer_unlocked(&mut self, key_id: u32, at_unix_s: u64) -> Result<(), KeysError> {
         let (k, _) = self
             .issuers
             .iter_mut()
@@ -352,10 +433,12 @@ impl KeyStore {
 
     /// Takes the next bundle version number (persisted, strictly increasing).
     pub fn next_bundle_version(&mut self) -> Result<u64, KeysError> {
-        let v = self.next_bundle_version;
-        self.next_bundle_version += 1;
-        self.save_manifest()?;
-        Ok(v)
+        self.locked(|ks| {
+            let v = ks.next_bundle_version;
+            ks.next_bundle_version += 1;
+            ks.save_manifest()?;
+            Ok(v)
+        })
     }
 
     /// Records an offline issuance (CLI use): credential id → account.
@@ -500,6 +583,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A rotation made by another process (the CLI beside a running
+    /// service) survives the service's next bundle version, and the
+    /// service's store sees the new key after `reload_if_changed`.
+    #[test]
+    fn a_change_made_beside_an_open_store_is_never_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let mut service = KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        assert_eq!(service.next_bundle_version().unwrap(), 1);
+        let mut cli = KeyStore::open(d.path()).unwrap();
+        assert_eq!(cli.rotate_issuer(T0 + 5, &mut rng).unwrap(), 2);
+        cli.retire_issuer(1, T0 + 50).unwrap();
+        // The service publishes a bundle with its stale view in memory.
+        assert_eq!(service.next_bundle_version().unwrap(), 2);
+        let on_disk = KeyStore::open(d.path()).unwrap().trust_list();
+        assert_eq!(on_disk.len(), 2, "the rotation survived");
+        assert_eq!(
+            on_disk[0].valid_until_unix_s,
+            T0 + 50,
+            "the retirement survived"
+        );
+        assert_eq!(
+            service.trust_list(),
+            on_disk,
+            "the service reloaded under the lock"
+        );
+        // The CLI's own bundle counter continues after the service's.
+        assert_eq!(cli.next_bundle_version().unwrap(), 3);
+        assert!(service.reload_if_changed().unwrap());
+        assert!(!service.reload_if_changed().unwrap());
+        assert_eq!(service.next_bundle_version().unwrap(), 4);
     }
 
     #[test]

@@ -40,6 +40,19 @@ enum Cmd {
         #[arg(long)]
         at: Option<u64>,
     },
+    /// End an issuer key's window (e.g. suspected compromise); readers
+    /// refuse its credentials after that once they have the next bundle.
+    RetireIssuer {
+        /// Keys directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The key id (`fare-keys show` lists them).
+        #[arg(long)]
+        key_id: u32,
+        /// End of the window (unix seconds); default now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
     /// Issue a credential for a device key and print its id.
     Issue {
         /// Keys directory.
@@ -124,7 +137,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mut ks = KeyStore::open(&dir)?;
             let id = ks.rotate_issuer(now(at), &mut rng)?;
             println!("issuer key {id} created; older keys stay valid until their end");
-            println!("publish a new bundle (`fare-keys bundle`) so readers learn the new key");
+            println!("a running fare-settlement on this KEYS dir publishes it in its next bundle; offline, `fare-keys bundle`");
+        }
+        Cmd::RetireIssuer { dir, key_id, at } => {
+            let mut ks = KeyStore::open(&dir)?;
+            let t = now(at);
+            ks.retire_issuer(key_id, t)?;
+            println!("issuer key {key_id} ends at {t}; readers refuse its credentials after that once they have the next bundle");
+            if ks.current_issuer(t.saturating_add(1)).is_err() {
+                eprintln!("fare-keys: warning: no issuer key is valid after {t}: run `fare-keys rotate-issuer`");
+            }
         }
         Cmd::Issue {
             dir,

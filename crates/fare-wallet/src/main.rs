@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use fare_credential::{Clock, SystemClock};
-use fare_wallet::{Wallet, CODE_REFRESH_S};
+use fare_wallet::{online, Wallet, CODE_REFRESH_S};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +35,8 @@ enum Cmd {
         /// Wallet directory.
         #[arg(long)]
         dir: PathBuf,
-        /// Credential file (126 bytes).
+        /// Credential file: the 126-byte binary (`fare-keys issue --out`) or
+        /// its 252 hex characters (the `credential` field settlement answers).
         #[arg(long)]
         credential: PathBuf,
         /// Server time (unix s) seen at this online contact, to correct the phone's clock.
@@ -62,6 +63,61 @@ enum Cmd {
         /// Print the code bytes as hex.
         #[arg(long)]
         hex: bool,
+    },
+    /// Enrol this phone online with the passenger token the operator gave
+    /// (`fare-settlement admin enrol`): keeps a token only this phone knows,
+    /// then gets a first credential for a fresh device key.
+    Enroll {
+        /// Wallet directory (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Settlement's base URL, e.g. https://fares.example.org.
+        #[arg(long)]
+        server: String,
+        /// The account id.
+        #[arg(long)]
+        account: String,
+        /// The passenger token from the operator (`fpt_…`); used once.
+        #[arg(long)]
+        token: String,
+        /// Credential lifetime asked for (settlement caps it), e.g. 72h.
+        #[arg(long, default_value = "72h")]
+        valid_for: String,
+        /// Pin the phone's clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Renew online: a fresh device key, a new credential for it, the clock
+    /// offset from the server's time.
+    Renew {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Settlement's base URL (default: the one used at enrolment).
+        #[arg(long)]
+        server: Option<String>,
+        /// Credential lifetime asked for (settlement caps it), e.g. 72h.
+        #[arg(long, default_value = "72h")]
+        valid_for: String,
+        /// Pin the phone's clock (unix seconds).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// List the account's enrolled phones (token ids; this one is marked).
+    Phones {
+        /// Wallet directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Revoke another phone of the account (lost or stolen): its token
+    /// stops working and its credentials go on the readers' deny list.
+    RevokePhone {
+        /// Wallet directory (of a phone you still have).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lost phone's token id (`fare-wallet phones` lists them).
+        #[arg(long)]
+        token_id: String,
     },
     /// A live QR in the terminal, refreshed every 30 s.
     Show {
@@ -91,6 +147,18 @@ fn now(at: Option<u64>) -> u64 {
     at.unwrap_or_else(|| SystemClock.now_unix_s())
 }
 
+fn valid_for_s(s: &str) -> Result<u64, String> {
+    fare_keys::files::parse_duration_s(s).map_err(|e| format!("--valid-for: {e}"))
+}
+
+fn report_renewal(what: &str, r: &online::Renewed) {
+    println!("{}", r.credential_id);
+    eprintln!(
+        "{what}: credential {} valid until {}, fresh device key {}, phone clock offset {} s",
+        r.credential_id, r.valid_until_unix_s, r.device_public_key, r.clock_offset_s
+    );
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
         Cmd::Init { dir, rotate } => {
@@ -106,7 +174,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mut w = Wallet::open(&dir)?;
             let bytes =
                 std::fs::read(&credential).map_err(|e| format!("{}: {e}", credential.display()))?;
-            w.install(&bytes, server_time.map(|s| (s, now(at))))?;
+            w.install(&bytes, server_time.map(|s| (s, now(at))))
+                .map_err(|e| format!("{}: {e}", credential.display()))?;
             let c = w.core().credential().expect("just installed");
             println!(
                 "installed credential {} ({}), valid {}..={}",
@@ -125,6 +194,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let mut w = Wallet::open(&dir)?;
             let code = w.next_code(now(at))?;
+            if let Some(warning) = w.expiry_warning(now(at)) {
+                eprintln!("fare-wallet: warning: {warning}");
+            }
             if let Some(p) = &png {
                 let bytes = fare_qr::render_png(code.as_bytes(), module_px)?;
                 fare_keys::files::write_atomic(p, &bytes, false)
@@ -147,6 +219,49 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
         }
+        Cmd::Enroll {
+            dir,
+            server,
+            account,
+            token,
+            valid_for,
+            at,
+        } => {
+            let r = online::enroll(
+                &dir,
+                &server,
+                &account,
+                &token,
+                valid_for_s(&valid_for)?,
+                &|| now(at),
+                &mut rand_core::OsRng,
+            )?;
+            report_renewal("enrolled", &r);
+        }
+        Cmd::Renew {
+            dir,
+            server,
+            valid_for,
+            at,
+        } => {
+            let mut w = Wallet::open(&dir)?;
+            let r = online::renew(
+                &mut w,
+                server.as_deref(),
+                valid_for_s(&valid_for)?,
+                &|| now(at),
+                &mut rand_core::OsRng,
+            )?;
+            report_renewal("renewed", &r);
+        }
+        Cmd::Phones { dir } => {
+            let v = online::phones(&Wallet::open(&dir)?)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::RevokePhone { dir, token_id } => {
+            let v = online::revoke_phone(&Wallet::open(&dir)?, &token_id)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         Cmd::Show {
             dir,
             refresh_s,
@@ -156,6 +271,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let mut shown = 0u64;
             loop {
                 let code = w.next_code(now(None))?;
+                let warning = w.expiry_warning(now(None));
                 let mut out = std::io::stdout().lock();
                 // Clear the screen and home the cursor, then draw.
                 write!(
@@ -168,6 +284,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     "ride code seq {} (refreshes every {refresh_s} s; Ctrl-C to stop)",
                     code.device_seq()
                 )?;
+                if let Some(warning) = warning {
+                    writeln!(out, "warning: {warning}")?;
+                }
                 out.flush()?;
                 shown += 1;
                 if count.is_some_and(|c| shown >= c) {

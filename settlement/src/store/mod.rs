@@ -71,6 +71,19 @@ pub enum Space {
     Meta = b'm',
     /// charged ride key (12 bytes) → [`crate::model::Dispute`]
     Disputes = b'D',
+    /// passenger token id (16 bytes) → [`crate::passengers::TokenRecord`]
+    PassengerTokens = b't',
+    /// account id ‖ 0 ‖ passenger token id → () (tokens of an account)
+    AccountTokens = b'u',
+    /// device public key (32 bytes) → [`crate::passengers::DeviceKeyRecord`]:
+    /// every device key ever certified, for any account (used once only)
+    DeviceKeys = b'e',
+    /// passenger enrolment (device) id ‖ 0 ‖ credential id → () (the
+    /// credentials an enrolment requested: deny-listed if its phone is lost)
+    DeviceCredentials = b'T',
+    /// credential id → [`crate::passengers::DeniedCredential`] (a lost
+    /// phone's credentials, on the deny list until they expire)
+    DeniedCredentials = b'n',
 }
 
 /// One atomic unit of writes, with compare-and-swap preconditions.
