@@ -8,6 +8,7 @@
 //! * [`settle`]: resumable, idempotent runs over the [`store`].
 //! * [`bundle`]: versioned deny list and root-signed reader bundles.
 //! * [`ops`], [`reports`], [`http`]: accounts, readers, reports, the service.
+//! * [`ui`]: the operator's web dashboard under `/ui`.
 //!
 //! See `README.md` for the HTTP API, policies and measured numbers.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod reverify;
 pub mod server;
 pub mod settle;
 pub mod store;
+pub mod ui;
 
 pub use app::App;
 pub use config::Config;
