@@ -130,6 +130,21 @@ async fn accounts_payment_and_freeze_go_through_the_api_operations() {
         st["balance_minor"].as_i64().unwrap()
     );
     assert_eq!(minor_of(&html, "debt"), 250);
+    // The statement's signed amounts add up to the API's balance.
+    let postings = &html[html.find("id=\"postings\"").unwrap()..];
+    let postings = &postings[..postings.find("</table>").unwrap()];
+    let total: i64 = postings
+        .match_indices("data-minor=\"")
+        .map(|(i, _)| {
+            let v = &postings[i + 12..];
+            v[..v.find('"').unwrap()].parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(total, st["balance_minor"].as_i64().unwrap());
+    assert_eq!(
+        postings.matches("<tr>").count(),
+        st["postings"].as_array().unwrap().len() + 1
+    );
     assert_eq!(text_of(&html, "deny-state"), "denied");
     assert_eq!(st["revoked"], true);
     let (_, exp) = srv.get("/v1/reports/exposure").await;
@@ -352,7 +367,7 @@ async fn login_sessions_and_csrf() {
         assert!(html.contains("name=\"viewport\""), "{p}: phone width");
     }
     // A form without the session's CSRF token does nothing.
-    let (s, _) = ui
+    let (s, body) = ui
         .post_raw(
             "/ui/accounts/carol/payments",
             &[
@@ -362,7 +377,10 @@ async fn login_sessions_and_csrf() {
             ],
         )
         .await;
-    assert_eq!(s, 403);
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (403, "csrf_rejected")
+    );
     let (s, _) = ui.post_raw("/ui/readers/1/retire", &[]).await;
     assert_eq!(s, 400, "no csrf field at all");
     assert_eq!(srv.balance("carol").await, -250);
@@ -418,7 +436,12 @@ async fn an_operators_staff_see_only_its_readers_and_revenue() {
     assert!(!html.contains("data-reader=\"1\"") && !html.contains("data-reader=\"2\""));
     // Deployment-wide pages and other operators' readers are refused.
     for p in ["/ui/accounts", "/ui/accounts/carol", "/ui/runs"] {
-        assert_eq!(ui.get(p).await.0, 403, "{p}");
+        let (s, body) = ui.get(p).await;
+        assert_eq!(
+            (s, text_of(&body, "error-code").as_str()),
+            (403, "out_of_scope"),
+            "{p}"
+        );
     }
     assert_eq!(ui.post("/ui/runs", &[]).await.0, 403);
     assert_eq!(ui.post("/ui/readers/1/retire", &[]).await.0, 403);

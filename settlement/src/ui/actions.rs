@@ -99,7 +99,7 @@ pub async fn login(
     let Some(scope) = session::scope_of_token(&app.config, &app.operator_token, &f.token) else {
         tracing::warn!("dashboard login refused: wrong token");
         let mut r = html_response(
-            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized.status(),
             login_form(&expected, Some("Wrong token.")),
         );
         set_cookie(

@@ -16,7 +16,7 @@ pub mod session;
 mod view;
 
 use crate::app::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -75,18 +75,17 @@ impl From<crate::error::StoreError> for UiError {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
+        let e = match self {
             UiError::Login => return Redirect::to("/ui/login").into_response(),
-            UiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
-            UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid_field", m),
-            UiError::Csrf => (
-                StatusCode::FORBIDDEN,
-                "csrf",
-                "the form's CSRF token is missing or out of date: reload the page and try again"
-                    .to_string(),
+            UiError::Forbidden(m) => ApiError::of(ErrorCode::OutOfScope, m),
+            UiError::BadRequest(m) => ApiError::of(ErrorCode::InvalidField, m),
+            UiError::Csrf => ApiError::of(
+                ErrorCode::CsrfRejected,
+                "the form's CSRF token is missing or out of date: reload the page and try again",
             ),
-            UiError::Api(e) => (e.status, e.code, e.message),
+            UiError::Api(e) => e,
         };
+        let (status, code, message) = (e.status, e.code, e.message);
         let body = view::error_page(status, code, &message);
         html_response(status, body.into_string())
     }
@@ -173,7 +172,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, UiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         UiError::Api(ApiError::of(
-            crate::error::ErrorCode::Internal,
+            ErrorCode::Internal,
             format!("task failed: {e}"),
         ))
     })?
@@ -204,7 +203,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn not_found() -> UiError {
     UiError::Api(ApiError::of(
-        crate::error::ErrorCode::NotFound,
+        ErrorCode::NotFound,
         "no such dashboard page: start at /ui",
     ))
 }
@@ -241,7 +240,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout.status(),
             timeout,
         ))
         .with_state(ui)

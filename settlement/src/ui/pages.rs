@@ -393,6 +393,7 @@ pub async fn account(State(ui): State<Ui>, staff: Staff, Path(id): Path<String>)
     let suggested_payment_id = format!("ui-{}", &super::session::random_hex(&mut *rng)[..16]);
     drop(rng);
     let s = &staff.0;
+    let passenger = crate::core::passenger_account(&id);
     let body = html! {
         section.stats {
             (stat("balance", "Balance", money(st.balance_minor)))
@@ -420,14 +421,15 @@ pub async fn account(State(ui): State<Ui>, staff: Staff, Path(id): Path<String>)
             }
         }
         h2 { "Statement" }
-        (table("postings", &["posting", "day", "debit", "credit", "amount", "kind"], html! {
+        p.note { "Every posting on the passenger's ledger account; + is money in (a payment), − a charge." }
+        (table("postings", &["posting", "day", "kind", "debit", "credit", "for the passenger"], html! {
             @for p in &st.postings {
-                @let v = serde_json::to_value(p).unwrap_or_default();
-                tr { td { code { (v["posting_id"].as_str().unwrap_or("")) } }
-                     td { (v["service_day"].as_str().unwrap_or("")) }
-                     td { (v["debit"].as_str().unwrap_or("")) } td { (v["credit"].as_str().unwrap_or("")) }
-                     td.num { (money(v["amount_minor"].as_i64().unwrap_or(0))) }
-                     td { (v["kind"].as_str().unwrap_or("")) } }
+                @let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                @let mine = p.credit.to_string() == passenger;
+                tr { td { code { (p.posting_id) } }
+                     td { @if let Some(d) = p.service_day { (d) } }
+                     td { (kind) } td { (p.debit) } td { (p.credit) }
+                     td.num { (money(if mine { p.amount_minor } else { -p.amount_minor })) } }
             }
         }))
         h2 { "Credentials" }
@@ -508,8 +510,8 @@ fn incident_row(app: &App, s: &super::session::Session, i: &Incident) -> Result<
     };
     Ok(html! {
         tr data-incident={(i.reader_id) "/" (i.kind) "/" (i.seq)} {
-            td { (i.reader_id) } td { code { (i.kind) } } td.num { (i.seq) } td { (utc(i.at_unix_s)) } td { (i.detail) }
-            td.state {
+            td { (i.reader_id) } td { code { (i.kind) } } td.num { (i.seq) } td { (utc(i.at_unix_s)) } td.wrap { (i.detail) }
+            td.state.wrap {
                 @if let Some(r) = &res { "resolved: " (r.note) }
                 @else if resolvable { strong { "open" } } @else { "logged" }
                 @if let Some(a) = &ack { br; "acknowledged by " (a.by) }

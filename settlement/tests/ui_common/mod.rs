@@ -18,8 +18,8 @@ pub fn config() -> fare_settlement::Config {
     c
 }
 
-/// Uploads and settles a small day: 11 rides on readers 1–3 (carol ends
-/// over her credit limit, on the deny list), and reader 4 uploading its
+/// Uploads and settles a small day: 11 rated rides on readers 1–3 (carol
+/// ends over her credit limit, on the deny list), one forged code, and reader 4 uploading its
 /// second ride without its first (an open `sequence_gap` incident).
 pub async fn small_day(srv: &Server) {
     let mut r1 = FakeReader::new(1, "city-bus", "1");
@@ -47,6 +47,12 @@ pub async fn small_day(srv: &Server) {
     r3.accept(carol.code(at(15, 0)), at(15, 0));
     r2.accept(alice.code(at(18, 0)), at(18, 0));
     r1.accept(alice.code(at(20, 0)), at(20, 0));
+    // A code whose signature a reader should never have accepted: settlement
+    // refuses it (a refusal by reason on the overview, an incident).
+    let mut forged = carol.code(at(19, 10));
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    r2.accept(forged, at(19, 10));
     r4.accept(bob.code(at(19, 0)), at(19, 0));
     r4.accept(bob.code(at(19, 30)), at(19, 30));
     srv.clock.set(at(21, 0));
@@ -57,7 +63,7 @@ pub async fn small_day(srv: &Server) {
     let (s, v) = srv.upload(r4.batch(2, 2)).await;
     assert_eq!(s, 409, "a batch skipping sequence 1 is a gap: {v}");
     let run = srv.settle().await;
-    assert_eq!(run["rides"], 11, "{run}");
+    assert_eq!(run["rides"], 12, "{run}");
 }
 
 /// A dashboard session over real HTTP (no redirects followed: each test
