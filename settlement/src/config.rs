@@ -19,6 +19,9 @@
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! max_connections = 512            # open connections served; past it 503 + Retry-After
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
+//!
+//! [ui_staff]                       # dashboard logins scoped to one operator (operator id = token)
+//! metro = "a-long-random-token-for-metro-staff"
 //! ```
 //!
 //! `settlement/settlement.example.toml` is a commented example of every field.
@@ -122,7 +125,14 @@ pub struct Config {
     /// ready for them (also the longest a keep-alive connection may idle
     /// between requests); else the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// Dashboard (`/ui`) logins of one operator's staff: operator id →
+    /// token (at least [`MIN_UI_STAFF_TOKEN_BYTES`]). Such a login sees only
+    /// that operator's readers, rides and revenue (see `ui::session`).
+    pub ui_staff: std::collections::BTreeMap<String, String>,
 }
+
+/// Shortest token accepted in [`Config::ui_staff`].
+pub const MIN_UI_STAFF_TOKEN_BYTES: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -143,6 +153,7 @@ impl Default for Config {
             run_wait_ms: 8_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            ui_staff: Default::default(),
         }
     }
 }
@@ -250,6 +261,14 @@ impl Config {
         }
         if self.header_read_timeout_ms == 0 {
             return bad("header_read_timeout_ms", "must be ≥ 1".into());
+        }
+        for (operator, token) in &self.ui_staff {
+            if token.len() < MIN_UI_STAFF_TOKEN_BYTES || *token == self.operator_token {
+                return bad(
+                    "ui_staff",
+                    format!("operator `{operator}`: its token must have at least {MIN_UI_STAFF_TOKEN_BYTES} bytes and differ from operator_token"),
+                );
+            }
         }
         Ok(())
     }

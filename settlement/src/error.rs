@@ -105,6 +105,11 @@ error_codes! {
     ChainFork => ("chain_fork", CONFLICT),
     /// Missing or wrong operator bearer token.
     Unauthorized => ("unauthorized", UNAUTHORIZED),
+    /// Dashboard: a logged-in operator's staff asked for another operator's
+    /// reader or a deployment-wide page (accounts, settlement runs).
+    OutOfScope => ("out_of_scope", FORBIDDEN),
+    /// Dashboard: a form without this session's CSRF token.
+    CsrfRejected => ("csrf_rejected", FORBIDDEN),
     /// The body is not JSON of the expected shape (unknown fields included).
     InvalidJson => ("invalid_json", BAD_REQUEST),
     /// The body is JSON but not an object (an array, a string, a number…).

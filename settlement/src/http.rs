@@ -746,6 +746,8 @@ pub fn router(app: Arc<App>) -> Router {
             timeout,
         ))
         .layer(middleware::from_fn(json_errors))
+        // The dashboard (/ui): outside the JSON error layer, its errors are pages.
+        .merge(crate::ui::router(app.clone()))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

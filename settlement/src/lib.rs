@@ -11,6 +11,7 @@
 //! * [`passengers`]: passenger tokens, device keys used once, lost phones;
 //!   [`issuers`]: issuer key rotation and retirement on a live service;
 //!   [`admin`]: the operator CLI over the HTTP API.
+//! * [`ui`]: the operator's web dashboard under `/ui`.
 //!
 //! See `README.md` for the HTTP API, policies and measured numbers.
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod reverify;
 pub mod server;
 pub mod settle;
 pub mod store;
+pub mod ui;
 
 pub use app::App;
 pub use config::Config;

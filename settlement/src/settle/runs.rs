@@ -70,6 +70,10 @@ impl RunRegistry {
             }
         }
     }
+    /// Every kept run, newest first (the dashboard's history).
+    pub fn list(&self) -> Vec<RunStatus> {
+        self.runs.values().rev().cloned().collect()
+    }
     /// A run's status.
     pub fn get(&self, run_id: u64) -> Option<RunStatus> {
         self.runs.get(&run_id).cloned()

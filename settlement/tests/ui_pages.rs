@@ -1,0 +1,476 @@
+//! The dashboard (/ui) over real HTTP on loopback: every page and form,
+//! with its key numbers checked against the JSON API after a small day of
+//! rides; login, sessions, CSRF and the per-operator scope.
+
+mod common;
+mod ui_common;
+
+use common::*;
+use serde_json::Value;
+use ui_common::*;
+
+async fn day() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), config()).await;
+    small_day(&srv).await;
+    (dir, srv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_numbers_equal_the_api() {
+    let (_d, srv) = day().await;
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, html) = ui.get("/ui").await;
+    assert_eq!(s, 200);
+    let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
+    assert_eq!(text_of(&html, "service-day"), DAY);
+    assert_eq!(
+        text_of(&html, "rides-today"),
+        sum(&daily, "rides").to_string()
+    );
+    assert_eq!(
+        minor_of(&html, "revenue-today"),
+        sum(&daily, "revenue_minor")
+    );
+    assert_eq!(
+        minor_of(&html, "revenue-today"),
+        850,
+        "200 + 200 + 450: e2e_day's hand-worked day"
+    );
+    assert_eq!(
+        text_of(&html, "refused-today"),
+        sum(&daily, "refused_rides").to_string()
+    );
+    let (_, readers) = srv.get("/v1/readers").await;
+    let open: i64 = sum(&readers, "open_incidents");
+    assert_eq!(open, 1, "reader 4's gap");
+    assert_eq!(text_of(&html, "open-incidents"), open.to_string());
+    // All four readers uploaded at 21:00 (the clock): all in contact.
+    assert_eq!(text_of(&html, "readers-contact"), "4");
+    assert_eq!(text_of(&html, "readers-stale"), "0");
+    // Two hours later they are silent; a day later stale.
+    srv.clock.set(at(23, 0));
+    let (_, html) = ui.get("/ui").await;
+    assert_eq!(text_of(&html, "readers-silent"), "4");
+    assert_eq!(text_of(&html, "upload-lag"), "2 h");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_page_csv_and_chart_equal_the_api() {
+    let (_d, srv) = day().await;
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, html) = ui.get(&format!("/ui/reports?from={DAY}&to={DAY}")).await;
+    assert_eq!(s, 200, "{html}");
+    let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
+    assert_eq!(
+        text_of(&html, "report-rides"),
+        sum(&daily, "rides").to_string()
+    );
+    assert_eq!(
+        minor_of(&html, "report-revenue"),
+        sum(&daily, "revenue_minor")
+    );
+    // The chart's bars add up to the rides, at the local hours they happened.
+    let bars: Vec<(u64, u64)> = html
+        .match_indices("data-hour=\"")
+        .map(|(i, _)| {
+            let rest = &html[i + 11..];
+            let h: u64 = rest[..rest.find('"').unwrap()].parse().unwrap();
+            let j = rest.find("data-rides=\"").unwrap() + 12;
+            (
+                h,
+                rest[j..j + rest[j..].find('"').unwrap()].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bars.len(), 24);
+    assert_eq!(
+        bars.iter().map(|b| b.1 as i64).sum::<i64>(),
+        sum(&daily, "rides")
+    );
+    assert_eq!(bars[8].1, 2, "08:00 and 08:30 (Asia/Shanghai)");
+    // The CSV is the API's, byte for byte.
+    let (s, csv) = ui
+        .get(&format!("/ui/reports.csv?from={DAY}&to={DAY}"))
+        .await;
+    assert_eq!(s, 200);
+    let api_csv = srv
+        .http
+        .get(format!("{}/v1/reports/daily?day={DAY}&format=csv", srv.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, api_csv);
+    assert!(csv.lines().count() > 1, "{csv}");
+    // A range without rides; a bad date.
+    let (_, html) = ui.get("/ui/reports?from=2026-03-11").await;
+    assert_eq!(text_of(&html, "report-rides"), "0");
+    let (s, html) = ui.get("/ui/reports?from=10%2F03%2F2026").await;
+    assert_eq!(s, 400);
+    assert!(text_of(&html, "error-message").contains("from `10/03/2026`: expected YYYY-MM-DD"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_payment_and_freeze_go_through_the_api_operations() {
+    let (_d, srv) = day().await;
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, html) = ui.get("/ui/accounts?q=car").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("href=\"/ui/accounts/carol\""));
+    assert!(!html.contains("href=\"/ui/accounts/alice\""));
+    let (s, html) = ui.get("/ui/accounts/carol").await;
+    assert_eq!(s, 200);
+    let (_, st) = srv.get("/v1/accounts/carol").await;
+    assert_eq!(
+        minor_of(&html, "balance"),
+        st["balance_minor"].as_i64().unwrap()
+    );
+    assert_eq!(minor_of(&html, "debt"), 250);
+    // The statement's signed amounts add up to the API's balance.
+    let postings = &html[html.find("id=\"postings\"").unwrap()..];
+    let postings = &postings[..postings.find("</table>").unwrap()];
+    let total: i64 = postings
+        .match_indices("data-minor=\"")
+        .map(|(i, _)| {
+            let v = &postings[i + 12..];
+            v[..v.find('"').unwrap()].parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(total, st["balance_minor"].as_i64().unwrap());
+    assert_eq!(
+        postings.matches("<tr>").count(),
+        st["postings"].as_array().unwrap().len() + 1
+    );
+    assert_eq!(text_of(&html, "deny-state"), "denied");
+    assert_eq!(st["revoked"], true);
+    let (_, exp) = srv.get("/v1/reports/exposure").await;
+    let carol = exp
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account_id"] == "carol")
+        .unwrap();
+    assert_eq!(
+        minor_of(&html, "exposure"),
+        carol["exposure_bound_minor"].as_i64().unwrap()
+    );
+
+    // A bad amount is refused with the field named; nothing recorded.
+    let (s, body) = ui
+        .post(
+            "/ui/accounts/carol/payments",
+            &[("payment_id", "p1"), ("amount_minor", "2.50")],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(body.contains("amount_minor `2.50`"), "{body}");
+    assert_eq!(srv.balance("carol").await, -250);
+    // Paying the debt takes carol off the deny list.
+    let (s, loc) = ui
+        .post(
+            "/ui/accounts/carol/payments",
+            &[("payment_id", "p1"), ("amount_minor", "250")],
+        )
+        .await;
+    assert_eq!((s, loc.as_str()), (303, "/ui/accounts/carol"));
+    let (_, st) = srv.get("/v1/accounts/carol").await;
+    assert_eq!(
+        (st["balance_minor"].as_i64(), st["revoked"].as_bool()),
+        (Some(0), Some(false))
+    );
+    let (_, html) = ui.get("/ui/accounts/carol").await;
+    assert_eq!(text_of(&html, "deny-state"), "allowed");
+    // The same payment id with another amount: the API's refusal, as a page.
+    let (s, body) = ui
+        .post(
+            "/ui/accounts/carol/payments",
+            &[("payment_id", "p1"), ("amount_minor", "10")],
+        )
+        .await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body.contains("payment_id_reused"));
+    // Freeze: on the deny list again, as the API reports.
+    let (s, _) = ui
+        .post("/ui/accounts/carol/freeze", &[("frozen", "true")])
+        .await;
+    assert_eq!(s, 303);
+    let (_, st) = srv.get("/v1/accounts/carol").await;
+    assert_eq!(
+        (st["account"]["frozen"].as_bool(), st["revoked"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (s, _) = ui.get("/ui/accounts/nobody").await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_incidents_and_runs() {
+    let (_d, srv) = day().await;
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, html) = ui.get("/ui/readers").await;
+    assert_eq!(s, 200);
+    let (_, readers) = srv.get("/v1/readers").await;
+    for r in readers.as_array().unwrap() {
+        let id = r["reader"]["reader_id"].as_u64().unwrap();
+        let row = &html[html.find(&format!("data-reader=\"{id}\"")).unwrap()..];
+        let acked = &row[row.find("class=\"num acked\">").unwrap() + 18..];
+        assert_eq!(
+            acked[..acked.find('<').unwrap()],
+            r["acked_seq"].to_string(),
+            "reader {id}"
+        );
+    }
+    // Retire reader 2.
+    let (s, _) = ui.post("/ui/readers/2/retire", &[]).await;
+    assert_eq!(s, 303);
+    let (_, readers) = srv.get("/v1/readers").await;
+    assert_eq!(readers[1]["reader"]["retired"], true);
+
+    // Incidents: the gap is open; acknowledge, then resolve, with who did it.
+    let (s, html) = ui.get("/ui/incidents").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("data-incident=\"4/sequence_gap/1\""),
+        "{html}"
+    );
+    let gap = [("reader_id", "4"), ("kind", "sequence_gap"), ("seq", "1")];
+    let (s, _) = ui.post("/ui/incidents/acknowledge", &gap).await;
+    assert_eq!(s, 303);
+    let (_, html) = ui.get("/ui/incidents").await;
+    assert!(
+        html.contains("acknowledged by Ann (all operators)"),
+        "{html}"
+    );
+    let mut f = gap.to_vec();
+    f.push(("note", "reader 4 re-sent from 1"));
+    let (s, _) = ui.post("/ui/incidents/resolve", &f).await;
+    assert_eq!(s, 303);
+    let (_, readers) = srv.get("/v1/readers").await;
+    assert_eq!(sum(&readers, "open_incidents"), 0);
+    let (_, html) = ui.get("/ui/incidents").await;
+    assert!(
+        html.contains("resolved: reader 4 re-sent from 1 (by Ann (all operators))"),
+        "{html}"
+    );
+    let (s, body) = ui
+        .post(
+            "/ui/incidents/resolve",
+            &[
+                ("reader_id", "4"),
+                ("kind", "chain_fork"),
+                ("seq", "9"),
+                ("note", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("unknown_incident"));
+
+    // A settlement run: started here, followed here, the same in the API.
+    let (s, loc) = ui.post("/ui/runs", &[]).await;
+    assert_eq!(s, 303);
+    let id = loc.strip_prefix("/ui/runs/").unwrap().to_string();
+    let status = loop {
+        let (s, frag) = ui.get(&format!("/ui/runs/{id}/status")).await;
+        assert_eq!(s, 200);
+        if !frag.contains("data-status=\"running\"") {
+            break frag;
+        }
+        assert!(
+            frag.contains("hx-trigger=\"every 1s\""),
+            "a running run polls: {frag}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.contains("data-status=\"done\""), "{status}");
+    assert!(
+        !status.contains("hx-trigger"),
+        "a finished run stops polling"
+    );
+    let (_, api) = srv.get(&format!("/v1/settlement/runs/{id}")).await;
+    assert_eq!(api["status"], "done");
+    assert_eq!(
+        text_of(&status, "run-rides"),
+        api["summary"]["rides"].to_string()
+    );
+    let (s, html) = ui.get("/ui/runs").await;
+    assert_eq!(s, 200);
+    assert!(html.contains(&format!("href=\"/ui/runs/{id}\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sessions_and_csrf() {
+    let (_d, srv) = day().await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Without a session every page sends to the login page.
+    for p in [
+        "/ui",
+        "/ui/reports",
+        "/ui/accounts",
+        "/ui/accounts/carol",
+        "/ui/readers",
+        "/ui/incidents",
+        "/ui/runs",
+        "/ui/runs/1",
+        "/ui/reports.csv",
+    ] {
+        let r = plain.get(format!("{}{p}", srv.url)).send().await.unwrap();
+        assert_eq!(
+            (
+                r.status().as_u16(),
+                r.headers()["location"].to_str().unwrap()
+            ),
+            (303, "/ui/login"),
+            "{p}"
+        );
+    }
+    // A wrong token: 401, no session cookie, the token not echoed.
+    let r = post_login(&srv.url, "Mallory", "guess-guess-guess").await;
+    assert_eq!(r.status(), 401);
+    assert!(set_cookie(&r, "fare_ui_session").is_none());
+    assert!(!r.text().await.unwrap().contains("guess-guess-guess"));
+    // A login without the login form's cookie is refused (login CSRF).
+    let r = plain
+        .post(format!("{}/ui/login", srv.url))
+        .form(&[("csrf", "x"), ("name", "a"), ("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The session cookie: HttpOnly, SameSite=Strict; the token nowhere.
+    let r = post_login(&srv.url, "Ann", TOKEN).await;
+    let c = set_cookie(&r, "fare_ui_session").unwrap();
+    assert!(
+        c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/ui"),
+        "{c}"
+    );
+    assert!(!c.contains(TOKEN) && !r.headers()["location"].to_str().unwrap().contains(TOKEN));
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    for p in [
+        "/ui",
+        "/ui/reports",
+        "/ui/accounts/carol",
+        "/ui/readers",
+        "/ui/incidents",
+        "/ui/runs",
+    ] {
+        let (s, html) = ui.get(p).await;
+        assert_eq!(s, 200, "{p}");
+        assert!(!html.contains(TOKEN), "{p} shows the token");
+        assert!(html.contains("name=\"viewport\""), "{p}: phone width");
+    }
+    // A form without the session's CSRF token does nothing.
+    let (s, body) = ui
+        .post_raw(
+            "/ui/accounts/carol/payments",
+            &[
+                ("csrf", "0000"),
+                ("payment_id", "p9"),
+                ("amount_minor", "250"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (403, "csrf_rejected")
+    );
+    let (s, _) = ui.post_raw("/ui/readers/1/retire", &[]).await;
+    assert_eq!(s, 400, "no csrf field at all");
+    assert_eq!(srv.balance("carol").await, -250);
+    let (_, readers) = srv.get("/v1/readers").await;
+    assert_eq!(readers[0]["reader"]["retired"], false);
+    // Sessions expire on the injected clock (8 h idle).
+    srv.clock.set(at(21, 0) + 8 * 3600);
+    let (s, _) = ui.get("/ui").await;
+    assert_eq!(s, 303);
+    // Logout ends a session.
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, loc) = ui.post("/ui/logout", &[]).await;
+    assert_eq!((s, loc.as_str()), (303, "/ui/login"));
+    let (s, _) = ui.get("/ui").await;
+    assert_eq!(s, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_staff_see_only_its_readers_and_revenue() {
+    let (_d, srv) = day().await;
+    let ui = UiClient::login(&srv.url, "Mei", METRO_TOKEN).await;
+    let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
+    let metro: Vec<Value> = daily
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["operator"] == "metro")
+        .cloned()
+        .collect();
+    let metro = Value::Array(metro);
+    let (s, html) = ui.get("/ui").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        text_of(&html, "rides-today"),
+        sum(&metro, "rides").to_string()
+    );
+    assert_eq!(
+        minor_of(&html, "revenue-today"),
+        sum(&metro, "revenue_minor")
+    );
+    assert_eq!(minor_of(&html, "revenue-today"), 450);
+    assert_eq!(text_of(&html, "readers-contact"), "2", "readers 3 and 4");
+    assert!(
+        !html.contains("href=\"/ui/accounts\""),
+        "no accounts link for staff"
+    );
+    let (_, html) = ui.get("/ui/reports").await;
+    assert!(!html.contains("city-bus"));
+    let (_, csv) = ui.get("/ui/reports.csv").await;
+    assert!(!csv.contains("city-bus") && csv.contains("metro"), "{csv}");
+    let (_, html) = ui.get("/ui/readers").await;
+    assert!(html.contains("data-reader=\"3\"") && html.contains("data-reader=\"4\""));
+    assert!(!html.contains("data-reader=\"1\"") && !html.contains("data-reader=\"2\""));
+    // Deployment-wide pages and other operators' readers are refused.
+    for p in ["/ui/accounts", "/ui/accounts/carol", "/ui/runs"] {
+        let (s, body) = ui.get(p).await;
+        assert_eq!(
+            (s, text_of(&body, "error-code").as_str()),
+            (403, "out_of_scope"),
+            "{p}"
+        );
+    }
+    assert_eq!(ui.post("/ui/runs", &[]).await.0, 403);
+    assert_eq!(ui.post("/ui/readers/1/retire", &[]).await.0, 403);
+    assert_eq!(
+        ui.post(
+            "/ui/accounts/carol/payments",
+            &[("payment_id", "x"), ("amount_minor", "1")]
+        )
+        .await
+        .0,
+        403
+    );
+    let (_, readers) = srv.get("/v1/readers").await;
+    assert_eq!(readers[0]["reader"]["retired"], false);
+    // Its own reader's incident it may resolve.
+    let f = [
+        ("reader_id", "4"),
+        ("kind", "sequence_gap"),
+        ("seq", "1"),
+        ("note", "checked"),
+    ];
+    assert_eq!(ui.post("/ui/incidents/resolve", &f).await.0, 303);
+    // The JSON API takes none of the staff tokens.
+    let r = srv
+        .http
+        .get(format!("{}/v1/readers", srv.url))
+        .bearer_auth(METRO_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
