@@ -11,16 +11,18 @@
 //!   `observe_server_time`, `make_code`; `Credential::from_bytes`.
 //! * reader: `ReaderConfig::new`, `ReaderIdentityConfig`, `Reader::provision`,
 //!   `Reader::open`, `decide_payload`, `decide_frame`, `next_batch`,
-//!   `acknowledge`, `install_bundle`, `bundle_version`, `state`,
-//!   `records`, `verify_chain`, `maintenance`; `Decision::{is_accept,
-//!   ride_id, reason_code, total_ns}`; `ValidatorError::AckBeyondLog`,
-//!   `BundleError::NotNewer`.
+//!   `install_bundle`, `bundle_version`, `state`, `records`,
+//!   `verify_chain`, `maintenance`; `Decision::{is_accept, ride_id,
+//!   reason_code, total_ns}`; `BundleError::NotNewer`. Uploads and bundle
+//!   fetches go through `sync::contact` (see [`crate::link`]).
 //! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
 //!   `ops::{create_account, register_device, provision_reader, pay,
-//!   set_frozen}`, `ingest::ingest_batch`, `reports::{daily, exposure,
+//!   set_frozen}`, `ingest::ingest_batch` with `acks::{answer,
+//!   note_contact}` (what `POST /v1/batches` and the bundle route do, served
+//!   in process), `serve` (`--network`), `reports::{daily, exposure,
 //!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
-//!   balance, postings_of, ride_count, commit, put_postings, put_balances}`,
-//!   `core::passenger_account`; `ApiError::{body, status}`.
+//!   balance, postings_of, ride_count, commit, put_postings, put_balances,
+//!   reader}`, `core::passenger_account`; `ApiError::{body, status}`.
 
 use fare_credential::{Clock, Credential, CredentialId, ManualClock, Profile, SigningKey};
 use fare_settlement::{App, Config};
@@ -122,15 +124,6 @@ pub struct ReaderIdentity {
     pub route: String,
 }
 
-/// Why an upload answer could not be applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AckError {
-    /// Settlement acknowledged beyond the reader's log (a restored reader).
-    BeyondLog,
-    /// Anything else.
-    Other(String),
-}
-
 /// A real bus reader on its sled log.
 pub struct BusReader {
     inner: Reader,
@@ -207,13 +200,10 @@ impl BusReader {
     pub fn next_batch(&self) -> AdapterResult<Option<(Vec<u8>, u64, u64)>> {
         self.inner.next_batch(self.batch_max_records).map_err(s)
     }
-    /// Applies an acknowledgement.
-    pub fn acknowledge(&mut self, acked: u64) -> Result<(), AckError> {
-        match self.inner.acknowledge(acked) {
-            Ok(()) => Ok(()),
-            Err(fare_validator::ValidatorError::AckBeyondLog { .. }) => Err(AckError::BeyondLog),
-            Err(e) => Err(AckError::Other(e.to_string())),
-        }
+    /// The real reader, for the sync glue in [`crate::link`] (the
+    /// validator's `sync::contact` takes the reader itself).
+    pub fn reader_mut(&mut self) -> &mut Reader {
+        &mut self.inner
     }
     /// Installs a bundle; `Ok(false)` when it is not newer.
     pub fn install_bundle(&mut self, bytes: &[u8], now: u64) -> AdapterResult<bool> {
@@ -253,20 +243,6 @@ impl BusReader {
 
 // -------------------------------------------------------------- settlement
 
-/// What settlement answered to a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IngestAnswer {
-    /// Stored or already held: the acknowledged sequence.
-    Acked(u64),
-    /// Refused with a stable code and, when settlement says, what it holds.
-    Refused {
-        /// Stable error code (`sequence_gap`, `chain_fork`, ...).
-        code: String,
-        /// Settlement's acknowledged sequence, when given.
-        acked_seq: Option<u64>,
-    },
-}
-
 /// One settled ride as settlement reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettledRide {
@@ -298,9 +274,26 @@ pub struct PlantedBugs {
     pub double_charge: bool,
 }
 
+/// `fare-settlement serve` on a loopback listener (`--network`): the
+/// library's own server (`fare_settlement::serve`) on its own runtime,
+/// sharing the [`App`] the simulator administers directly.
+struct Server {
+    rt: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    link: fare_validator::sync::HttpLink,
+}
+
+/// Per-request time limit of the readers' HTTP link in `--network` runs:
+/// generous, so a loaded machine cannot turn an answer into a timeout (that
+/// would make runs differ); the injected faults are the link's only failures.
+pub const NETWORK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The settlement service, in process, on its sled data dir.
 pub struct Backoffice {
-    app: Option<App>,
+    app: Option<Arc<App>>,
+    server: Option<Server>,
+    network: bool,
     dir: PathBuf,
     config: Config,
     clock: ManualClock,
@@ -322,10 +315,6 @@ fn api<T>(r: Result<T, fare_settlement::ApiError>) -> AdapterResult<T> {
     r.map_err(|e| e.body().to_string())
 }
 
-fn api_code(e: &fare_settlement::ApiError) -> String {
-    e.body()["error"].as_str().unwrap_or("unknown").to_string()
-}
-
 impl Backoffice {
     /// Opens (initialising keys on first open) settlement in `dir` with the
     /// tariff JSON in `tariff_file`, at simulated time `now`.
@@ -335,6 +324,7 @@ impl Backoffice {
         now: u64,
         seed: u64,
         bugs: PlantedBugs,
+        network: bool,
     ) -> AdapterResult<Backoffice> {
         let config = Config {
             operator_token: "simulator".into(),
@@ -344,6 +334,8 @@ impl Backoffice {
         let clock = ManualClock::new(now);
         let mut b = Backoffice {
             app: None,
+            server: None,
+            network,
             dir: dir.to_path_buf(),
             config,
             clock,
@@ -356,17 +348,124 @@ impl Backoffice {
         Ok(b)
     }
     fn reopen(&mut self) -> AdapterResult<()> {
-        self.app = None;
-        let app = App::open(
-            &self.dir,
-            self.config.clone(),
-            Arc::new(self.clock.clone()),
-            Some(self.seed.wrapping_add(self.opens)),
-        )
-        .map_err(s)?;
+        self.stop_server()?;
+        if let Some(app) = self.app.take() {
+            // Every clone (the server's) is gone: the database closes here.
+            Arc::try_unwrap(app).map_err(|_| "settlement still in use at restart".to_string())?;
+        }
+        let app = Arc::new(
+            App::open(
+                &self.dir,
+                self.config.clone(),
+                Arc::new(self.clock.clone()),
+                Some(self.seed.wrapping_add(self.opens)),
+            )
+            .map_err(s)?,
+        );
         self.opens += 1;
+        if self.network {
+            self.server = Some(Self::start_server(app.clone())?);
+        }
         self.app = Some(app);
         Ok(())
+    }
+    fn start_server(app: Arc<App>) -> AdapterResult<Server> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sim-settlement")
+            .enable_all()
+            .build()
+            .map_err(s)?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(s)?;
+        std_listener.set_nonblocking(true).map_err(s)?;
+        let addr = std_listener.local_addr().map_err(s)?;
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener).map_err(s)?
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(fare_settlement::serve(listener, app, async {
+            let _ = rx.await;
+        }));
+        // A new client per server: no pooled connection to a stopped one.
+        let link =
+            fare_validator::sync::HttpLink::new(&format!("http://{addr}"), NETWORK_REQUEST_TIMEOUT)
+                .map_err(s)?;
+        Ok(Server {
+            rt,
+            stop,
+            task,
+            link,
+        })
+    }
+    fn stop_server(&mut self) -> AdapterResult<()> {
+        if let Some(srv) = self.server.take() {
+            let _ = srv.stop.send(());
+            srv.rt
+                .block_on(srv.task)
+                .map_err(s)?
+                .map_err(|e| format!("settlement server: {e}"))?;
+            srv.rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        }
+        Ok(())
+    }
+    /// The HTTP link to the loopback server (`--network` runs only).
+    pub fn http_link(&self) -> Option<&fare_validator::sync::HttpLink> {
+        self.server.as_ref().map(|s| &s.link)
+    }
+    /// Stops the server, if any (end of a run).
+    pub fn shutdown(&mut self) -> AdapterResult<()> {
+        self.stop_server()
+    }
+    /// Answers a batch as `POST /v1/batches` does (ingest, then the signed
+    /// acknowledgement), in process: `(HTTP status, JSON body)`.
+    pub fn answer_batch(&self, body: &[u8], reader_time: u64) -> (u16, Vec<u8>) {
+        let app = self.app();
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = app.now();
+        let result = fare_settlement::ingest::ingest_batch(&app.db, body, now);
+        match fare_settlement::acks::answer(
+            &app.db,
+            &app.acks,
+            body,
+            Some(reader_time),
+            now,
+            result,
+        ) {
+            Ok(v) => (200, v.to_string().into_bytes()),
+            Err(e) => (e.status.as_u16(), e.body().to_string().into_bytes()),
+        }
+    }
+    /// Answers `GET /v1/readers/{id}/bundle?since=` in process: `(HTTP status, body)`.
+    pub fn answer_bundle(&self, reader_id: u32, since: u64, reader_time: u64) -> (u16, Vec<u8>) {
+        let app = self.app();
+        let err =
+            |e: fare_settlement::ApiError| (e.status.as_u16(), e.body().to_string().into_bytes());
+        match app.db.reader(reader_id) {
+            Ok(Some(r)) if !r.retired => {}
+            Ok(_) => {
+                return err(fare_settlement::ApiError::of(
+                    fare_settlement::ErrorCode::NoSuchReader,
+                    format!("reader {reader_id} is not provisioned or retired"),
+                ))
+            }
+            Err(e) => return err(e.into()),
+        }
+        let bytes = match app.bundle(Some(since)) {
+            Ok(b) => b,
+            Err(e) => {
+                return err(fare_settlement::ApiError::of(
+                    fare_settlement::ErrorCode::BundleFailed,
+                    e.to_string(),
+                ))
+            }
+        };
+        if let Err(e) =
+            fare_settlement::acks::note_contact(&app.db, reader_id, Some(reader_time), app.now(), 0)
+        {
+            return err(e.into());
+        }
+        (200, bytes)
     }
     /// A crash and restart: drops the app (its database closes) and opens it again.
     pub fn restart(&mut self) -> AdapterResult<()> {
@@ -374,7 +473,7 @@ impl Backoffice {
     }
     fn app(&self) -> &App {
         self.app
-            .as_ref()
+            .as_deref()
             .expect("settlement is open between restarts")
     }
     /// Sets settlement's clock.
@@ -474,22 +573,16 @@ impl Backoffice {
     /// bundle publishes a new deny version when the revoked set changed.)
     pub fn bundle(&self, since: Option<u64>) -> AdapterResult<(Vec<u8>, u64, Vec<[u8; 16]>)> {
         let bytes = self.app().bundle(since).map_err(s)?;
+        let (version, ids) = self.deny_head()?;
+        Ok((bytes, version, ids))
+    }
+    /// The published deny list: `(version, denied credential ids)`.
+    pub fn deny_head(&self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
         let head = self.app().refresh_deny().map_err(s)?;
         Ok((
-            bytes,
             head.version,
             head.credential_ids.iter().map(|c| c.0).collect(),
         ))
-    }
-    /// Ingests a batch.
-    pub fn ingest(&self, bytes: &[u8]) -> IngestAnswer {
-        match fare_settlement::ingest::ingest_batch(&self.app().db, bytes, self.now()) {
-            Ok(a) => IngestAnswer::Acked(a.acked_seq),
-            Err(e) => IngestAnswer::Refused {
-                code: api_code(&e),
-                acked_seq: e.body()["acked_seq"].as_u64(),
-            },
-        }
     }
     /// Runs settlement and publishes the deny list: `(rides settled, deny version, denied ids)`.
     pub fn settle(&mut self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
