@@ -289,6 +289,25 @@ struct Server {
 /// would make runs differ); the injected faults are the link's only failures.
 pub const NETWORK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// A disputed fare held in suspense: `(charged ride (reader, seq), operator
+/// held from, amount held)`.
+pub type HeldDispute = ((u32, u64), String, i64);
+
+/// A rider to enrol ([`Backoffice::enrol_batch`]).
+#[derive(Clone, Debug)]
+pub struct Enrolment {
+    /// Account id.
+    pub account: String,
+    /// Concession profile.
+    pub profile: Profile,
+    /// Credit limit, minor units.
+    pub credit_limit: i64,
+    /// The phone's device public key.
+    pub device_public_key: [u8; 32],
+    /// Credential lifetime asked for.
+    pub valid_for_s: u64,
+}
+
 /// The settlement service, in process, on its sled data dir.
 pub struct Backoffice {
     app: Option<Arc<App>>,
@@ -523,6 +542,65 @@ impl Backoffice {
         ))?;
         Ok(())
     }
+    /// Enrols riders in one write set (one commit, one flush) instead of
+    /// the two commits per rider of `create_account` + `register_device`:
+    /// the same account and credential records (`Db::put_account`,
+    /// `KeyStore::issue_credential`, `Db::put_credential`), the same draws
+    /// from settlement's RNG in the same order, so the same credential ids.
+    /// For fresh accounts only (the simulator's riders); returns each
+    /// rider's `(credential bytes, credential id)`.
+    pub fn enrol_batch(&self, riders: &[Enrolment]) -> AdapterResult<Vec<(Vec<u8>, [u8; 16])>> {
+        use fare_settlement::model::{Account, CredentialRecord};
+        use fare_settlement::store::{Db, WriteSet};
+        let app = self.app();
+        let now = self.now();
+        let mut w = WriteSet::default();
+        let mut out = Vec::with_capacity(riders.len());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = app.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for r in riders {
+            fare_credential::keys::parse_device_key_for_issuance(&r.device_public_key)
+                .map_err(|e| format!("{}: device key: {e}", r.account))?;
+            Db::put_account(
+                &mut w,
+                &Account {
+                    account_id: r.account.clone(),
+                    profile: r.profile,
+                    credit_limit_minor: r.credit_limit,
+                    frozen: false,
+                    created_unix_s: now,
+                },
+            );
+            let valid_for_s = r.valid_for_s.min(self.config.max_credential_validity_s);
+            let cred = keys
+                .issue_credential(
+                    &fare_keys::IssueRequest {
+                        device_public_key: r.device_public_key,
+                        profile: r.profile,
+                        valid_from_unix_s: now,
+                        valid_for_s,
+                    },
+                    now,
+                    &mut *rng,
+                )
+                .map_err(s)?;
+            let body = cred.body();
+            Db::put_credential(
+                &mut w,
+                &CredentialRecord {
+                    credential_id: body.credential_id,
+                    account_id: r.account.clone(),
+                    profile: body.profile,
+                    valid_from_unix_s: u64::from(body.valid_from_unix_s),
+                    valid_until_unix_s: u64::from(body.valid_until_unix_s),
+                    issued_unix_s: now,
+                },
+            );
+            out.push((cred.as_bytes().to_vec(), body.credential_id.0));
+        }
+        app.db.commit(w).map_err(s)?;
+        Ok(out)
+    }
     /// Registers a device key and issues a credential: `(credential bytes, id, valid until)`.
     pub fn issue(
         &self,
@@ -724,6 +802,23 @@ impl Backoffice {
                     f.kind,
                     (f.charged_ride.reader_id, f.charged_ride.reader_seq),
                     (f.duplicate_ride.reader_id, f.duplicate_ride.reader_seq),
+                )
+            })
+            .collect())
+    }
+    /// Disputed fares held in suspense.
+    pub fn disputes(&self) -> AdapterResult<Vec<HeldDispute>> {
+        Ok(self
+            .app()
+            .db
+            .disputes()
+            .map_err(s)?
+            .into_iter()
+            .map(|d| {
+                (
+                    (d.charged_ride.reader_id, d.charged_ride.reader_seq),
+                    d.held_from,
+                    d.held_minor,
                 )
             })
             .collect())

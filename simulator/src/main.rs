@@ -36,6 +36,10 @@ enum Cmd {
         /// Buses run on real readers (overrides the scenario; 0 = all).
         #[arg(long)]
         real_buses: Option<u32>,
+        /// Runs the city scaled by this factor in (0, 1]: routes, rides and
+        /// accounts shrink in proportion (for measuring at reduced scale).
+        #[arg(long)]
+        scale: Option<f64>,
         /// Readers talk to a real `fare-settlement` HTTP server on loopback
         /// (the validator's sync code over reqwest) instead of in process.
         #[arg(long)]
@@ -80,7 +84,7 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, seed, out, work_dir, real_buses, network) = match cli.cmd {
+    let (scenario, seed, out, work_dir, real_buses, scale, network) = match cli.cmd {
         Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
         Cmd::Run {
             scenario,
@@ -88,8 +92,9 @@ fn main() -> ExitCode {
             out,
             work_dir,
             real_buses,
+            scale,
             network,
-        } => (scenario, seed, out, work_dir, real_buses, network),
+        } => (scenario, seed, out, work_dir, real_buses, scale, network),
     };
     let mut sc = match fare_simulator::Scenario::load(&scenario) {
         Ok(s) => s,
@@ -98,6 +103,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(f) = scale {
+        sc = match sc.scaled(f) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fare-simulator: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
     if let Some(n) = real_buses {
         sc.execution.real_buses = n;
     }

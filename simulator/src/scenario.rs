@@ -276,6 +276,25 @@ impl Scenario {
     }
 
     /// Buses in the fleet.
+    /// The same city scaled by `factor` (0 < factor ≤ 1): routes per
+    /// operator, rides and accounts shrink in proportion (each at least 1),
+    /// buses per route, demand, faults and attacks stay. For measuring at
+    /// reduced scale: the per-bus and per-ride load are the full day's.
+    pub fn scaled(mut self, factor: f64) -> Result<Scenario, String> {
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(format!("--scale {factor}: expected a factor in (0, 1]"));
+        }
+        let f = |n: u64| ((n as f64 * factor).round() as u64).max(1);
+        for op in &mut self.operators {
+            op.routes = f(u64::from(op.routes)) as u32;
+        }
+        self.riders.rides = f(self.riders.rides);
+        self.riders.accounts = f(self.riders.accounts).max(self.riders.rides);
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Buses in the fleet.
     pub fn total_buses(&self) -> u64 {
         self.operators
             .iter()

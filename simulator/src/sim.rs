@@ -2,7 +2,7 @@
 //! and settlement code, with faults and attackers, recorded for the oracle.
 
 use crate::adapters::{
-    Answer, Backoffice, BusReader, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
+    Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
 };
 use crate::link::{FaultPlan, Faults, Transport};
 use crate::scenario::Scenario;
@@ -29,6 +29,8 @@ const NEARLY_FULL_LOG_BYTES: u64 = 12_000;
 const SHORT_CREDENTIAL_S: u64 = 1800;
 /// Credential lifetime of ordinary riders.
 const CREDENTIAL_S: u64 = 3 * 86_400;
+/// Riders enrolled per settlement write set (one commit and flush each).
+const ENROL_BATCH: usize = 1000;
 /// Camera frame size.
 const FRAME_W: u32 = 640;
 /// Camera frame size.
@@ -1056,27 +1058,42 @@ impl World {
                 _ => {}
             }
         }
-        for (i, r) in self.riders.iter_mut().enumerate() {
-            bar.inc(1);
-            if !needed[i] && r.part == RiderPart::Honest {
-                continue;
+        let todo: Vec<usize> = (0..self.riders.len())
+            .filter(|i| needed[*i] || self.riders[*i].part != RiderPart::Honest)
+            .collect();
+        bar.inc((self.riders.len() - todo.len()) as u64);
+        for chunk in todo.chunks(ENROL_BATCH) {
+            let mut phones = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let r = &self.riders[i];
+                let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
+                let phone = Phone::generate(&mut prng);
+                batch.push(Enrolment {
+                    account: r.account.clone(),
+                    profile: r.profile,
+                    credit_limit: r.credit_limit,
+                    device_public_key: phone.public_key(),
+                    valid_for_s: if r.part == RiderPart::Expired {
+                        SHORT_CREDENTIAL_S
+                    } else {
+                        CREDENTIAL_S
+                    },
+                });
+                phones.push(phone);
             }
-            let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
-            let mut phone = Phone::generate(&mut prng);
-            self.settlement
-                .create_account(&r.account, r.profile, r.credit_limit)?;
-            let valid = if r.part == RiderPart::Expired {
-                SHORT_CREDENTIAL_S
-            } else {
-                CREDENTIAL_S
-            };
-            let (cred, id, _) = self
-                .settlement
-                .issue(&r.account, phone.public_key(), valid)?;
-            let device_now = (now as i64 + r.phone_off) as u64;
-            phone.install(&cred, now, device_now)?;
-            r.credential = id;
-            r.phone = Some(phone);
+            let issued = self.settlement.enrol_batch(&batch)?;
+            for ((&i, mut phone), (cred, id)) in chunk.iter().zip(phones).zip(issued) {
+                let r = &mut self.riders[i];
+                let device_now = (now as i64 + r.phone_off) as u64;
+                phone.install(&cred, now, device_now)?;
+                r.credential = id;
+                r.phone = Some(phone);
+                bar.inc(1);
+            }
+        }
+        for i in todo {
+            let r = &self.riders[i];
             if r.part == RiderPart::DenyListed {
                 self.settlement.freeze(&r.account)?;
                 self.frozen.insert(r.account.clone());
