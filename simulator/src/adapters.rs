@@ -109,6 +109,8 @@ pub struct ReaderStorage {
     pub device_sync: bool,
     /// Records per upload batch.
     pub batch_max_records: usize,
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
 }
 
 /// Identity of a reader to provision.
@@ -168,7 +170,7 @@ impl BusReader {
         cfg.storage.device_sync = storage.device_sync;
         cfg.storage.batch_max_records = storage.batch_max_records;
         // Many readers in one process: keep sled's page cache small.
-        cfg.storage.cache_capacity_bytes = 1 << 20;
+        cfg.storage.cache_capacity_bytes = storage.cache_bytes;
         // The most generous decode budget: a loaded machine must not turn a
         // frame into `no_code_found` (that would make runs differ).
         cfg.camera.decode_budget_ms = fare_validator::config::MAX_DECODE_BUDGET_MS;

@@ -60,11 +60,16 @@ pub fn commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The command that replays a run.
-pub fn replay_command(scenario_arg: &str, seed: u64, network: bool) -> String {
+/// The command that replays a run (`extra`: further arguments, e.g. `--scale 0.1`).
+pub fn replay_command(scenario_arg: &str, seed: u64, network: bool, extra: &str) -> String {
     let net = if network { " --network" } else { "" };
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" {extra}")
+    };
     format!(
-        "cargo run --release -p fare-simulator -- run --scenario {scenario_arg} --seed {seed}{net}"
+        "cargo run --release -p fare-simulator -- run --scenario {scenario_arg} --seed {seed}{net}{extra}"
     )
 }
 
@@ -84,7 +89,7 @@ pub fn run(
         .phase_wall_s
         .insert("oracle".into(), t.elapsed().as_secs_f64());
     let commit = commit();
-    let replay = replay_command(scenario_arg, opts.seed, opts.network);
+    let replay = replay_command(scenario_arg, opts.seed, opts.network, &opts.replay_args);
     let mut charts = Vec::new();
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;

@@ -115,14 +115,22 @@ fn main() -> ExitCode {
     if let Some(n) = real_buses {
         sc.execution.real_buses = n;
     }
+    let mut replay_args = Vec::new();
+    if let Some(f) = scale {
+        replay_args.push(format!("--scale {f}"));
+    }
+    if let Some(n) = real_buses {
+        replay_args.push(format!("--real-buses {n}"));
+    }
     let opts = fare_simulator::RunOptions {
         seed,
         work_dir,
         progress: std::io::stderr().is_terminal(),
         log_phases: true,
         network,
+        replay_args: replay_args.join(" "),
     };
-    let replay = fare_simulator::replay_command(&scenario, seed, network);
+    let replay = fare_simulator::replay_command(&scenario, seed, network, &opts.replay_args);
     match fare_simulator::run(sc, &scenario, &opts, out.as_deref()) {
         Ok(o) => {
             print!("{}", fare_simulator::report::summary(&o.report));

@@ -193,10 +193,20 @@ pub struct ExecutionConfig {
     pub real_buses: u32,
     /// fdatasync after each accept (the reader's default; off only to measure).
     pub device_sync: bool,
+    /// Each reader's sled page cache, KiB (many readers share one process).
+    #[serde(default = "default_reader_cache_kib")]
+    pub reader_cache_kib: u64,
     /// Test only: settlement's adapter charges one ride twice.
     #[serde(default)]
     pub planted_double_charge: bool,
 }
+
+fn default_reader_cache_kib() -> u64 {
+    DEFAULT_READER_CACHE_KIB
+}
+
+/// Default of `execution.reader_cache_kib`.
+pub const DEFAULT_READER_CACHE_KIB: u64 = 1024;
 
 impl Scenario {
     /// A preset by name.

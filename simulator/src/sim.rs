@@ -413,6 +413,9 @@ pub struct RunOptions {
     pub log_phases: bool,
     /// Readers talk to `fare-settlement serve` on loopback over HTTP.
     pub network: bool,
+    /// Further command-line arguments the replay command must repeat
+    /// (`--scale F`, `--real-buses N`).
+    pub replay_args: String,
 }
 
 fn local_midnight(day: &str) -> Result<u64, String> {
@@ -663,27 +666,41 @@ impl World {
         self.note_deny(version, now, ids);
         let batch = self.scenario.sync.batch_max_records;
         let device_sync = self.scenario.execution.device_sync;
-        for b in self.buses.iter_mut().filter(|b| b.real) {
+        for b in self.buses.iter().filter(|b| b.real) {
             self.settlement
                 .provision_reader(&b.ident, b.key.verifying_key().to_bytes())?;
-            let storage = ReaderStorage {
-                max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
-                device_sync,
-                batch_max_records: batch,
-            };
-            let r = BusReader::provision(
-                &b.dir,
-                &b.ident,
-                storage,
-                self.root_public,
-                b.key.clone(),
-                &bundle,
-                b.reader_now(now),
-            )?;
-            self.installs
-                .push((b.ident.reader_id - 1, now, r.bundle_version()));
-            b.reader = Some(r);
-            bar.inc(1);
+        }
+        // Readers are independent (own directory, own key from the fleet
+        // RNG, the same bundle): provisioned in parallel, same result.
+        use rayon::prelude::*;
+        let cache_bytes = self.scenario.execution.reader_cache_kib << 10;
+        let root_public = self.root_public;
+        self.buses
+            .par_iter_mut()
+            .filter(|b| b.real)
+            .try_for_each(|b| -> Result<(), String> {
+                let storage = ReaderStorage {
+                    max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
+                    device_sync,
+                    batch_max_records: batch,
+                    cache_bytes,
+                };
+                let r = BusReader::provision(
+                    &b.dir,
+                    &b.ident,
+                    storage,
+                    root_public,
+                    b.key.clone(),
+                    &bundle,
+                    b.reader_now(now),
+                )?;
+                b.reader = Some(r);
+                bar.inc(1);
+                Ok(())
+            })?;
+        for b in self.buses.iter().filter(|b| b.real) {
+            let v = b.reader.as_ref().map_or(0, BusReader::bundle_version);
+            self.installs.push((b.ident.reader_id - 1, now, v));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ fn opts(seed: u64) -> RunOptions {
         progress: false,
         log_phases: false,
         network: false,
+        replay_args: String::new(),
     }
 }
 
