@@ -33,6 +33,9 @@ pub struct LinkStats {
     pub lost_replies: u64,
     /// Bundle fetches lost.
     pub bundle_fetches_lost: u64,
+    /// Batches answered by a forger (not delivered) with an acknowledgement
+    /// claiming them stored, signed with a key the root never certified.
+    pub forged_acks: u64,
 }
 
 /// Fault percentages.
@@ -46,10 +49,59 @@ pub struct Faults {
     pub reorder: u32,
     /// Answer lost after commit.
     pub lost_reply: u32,
+    /// The request intercepted and answered by a forger (an attack).
+    pub forged_ack: u32,
+}
+
+/// The forger: its own "root" certifying its own acknowledgement key.
+struct Forger {
+    key: fare_credential::SigningKey,
+    cert: Vec<u8>,
+}
+
+impl std::fmt::Debug for Forger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forger").finish_non_exhaustive()
+    }
+}
+
+impl Forger {
+    fn new(rng: &mut ChaCha20Rng) -> Forger {
+        let root = fare_credential::SigningKey::generate(rng);
+        let key = fare_credential::SigningKey::generate(rng);
+        let cert = fare_credential::ack::AckKeyCert {
+            public_key: key.verifying_key().to_bytes(),
+            valid_from_unix_s: 0,
+            valid_until_unix_s: u64::MAX / 2,
+        }
+        .sign_v1(&root);
+        Forger { key, cert }
+    }
+    /// A 200 answer claiming `body` stored up to its last record.
+    fn answer(&self, body: &[u8], t: u64) -> Option<Reply> {
+        let batch = fare_credential::SignedBatch::parse_v1(body).ok()?;
+        let (_, last) = batch.seq_range();
+        let ack = fare_credential::ack::Ack {
+            kind: fare_credential::ack::AckKind::Held,
+            reader_id: batch.reader_id(),
+            acked_seq: last,
+            chain_hash: [0; 32],
+            server_time_unix_s: t,
+            request_digest: fare_credential::ack::request_digest(body),
+        }
+        .sign_v1(&self.cert, &self.key)
+        .ok()?;
+        let json = serde_json::json!({"acked_seq": last, "ack": hex::encode(ack)});
+        Some(Reply {
+            status: 200,
+            body: json.to_string().into_bytes(),
+        })
+    }
 }
 
 #[derive(Debug)]
 struct FaultState {
+    forger: Forger,
     rng: ChaCha20Rng,
     faults: Faults,
     healed: bool,
@@ -69,8 +121,9 @@ pub struct FaultPlan(Mutex<FaultState>);
 
 impl FaultPlan {
     /// Faults drawn from `rng`.
-    pub fn new(rng: ChaCha20Rng, faults: Faults) -> FaultPlan {
+    pub fn new(mut rng: ChaCha20Rng, faults: Faults) -> FaultPlan {
         FaultPlan(Mutex::new(FaultState {
+            forger: Forger::new(&mut rng),
             rng,
             faults,
             healed: false,
@@ -146,6 +199,19 @@ fn injected(what: &str) -> LinkError {
 
 impl Link for FaultyLink<'_> {
     async fn post_batch(&self, body: Vec<u8>, t: u64) -> Result<Reply, LinkError> {
+        let forged = {
+            let mut s = self.plan.state();
+            let p = s.faults.forged_ack;
+            if s.roll(p) {
+                s.forger.answer(&body, t)
+            } else {
+                None
+            }
+        };
+        if let Some(reply) = forged {
+            self.plan.state().stats.forged_acks += 1;
+            return Ok(reply);
+        }
         let (drop, delay) = {
             let mut s = self.plan.state();
             s.stats.sent += 1;
@@ -227,6 +293,9 @@ pub struct ContactOutcome {
     pub error_code: Option<String>,
     /// Bundle version installed by this contact.
     pub bundle_installed: Option<u64>,
+    /// A forger answered one of its batches: whether the reader refused
+    /// the acknowledgement (its acknowledged sequence did not move on it).
+    pub forged_ack_refused: Option<bool>,
 }
 
 /// One contact of `reader` with settlement through the faulty link at
@@ -241,22 +310,33 @@ pub fn contact_once(
     now: u64,
 ) -> ContactOutcome {
     let link = FaultyLink { to, plan };
+    let forged_before = plan.stats().forged_acks;
+    let refused_before = reader.reader_mut().sync_state().refused_acks;
     let access = Mutex::new(reader.reader_mut());
     let clock = move || now;
-    match rt.block_on(contact(&access, &link, in_flight, &clock)) {
+    let mut out = match rt.block_on(contact(&access, &link, in_flight, &clock)) {
         Ok(r) => ContactOutcome {
             batches_sent: u64::from(r.batches_sent),
             ok: true,
             error_code: None,
             bundle_installed: r.bundle_installed,
+            forged_ack_refused: None,
         },
         Err(f) => ContactOutcome {
             batches_sent: u64::from(f.report.batches_sent),
             ok: false,
             error_code: Some(f.error.code().to_string()),
             bundle_installed: f.report.bundle_installed,
+            forged_ack_refused: None,
         },
+    };
+    if plan.stats().forged_acks > forged_before {
+        // A refused acknowledgement stops the contact: one forgery per contact.
+        let refused = reader.reader_mut().sync_state().refused_acks > refused_before
+            && out.error_code.as_deref() == Some("ack_bad_signature");
+        out.forged_ack_refused = Some(refused);
     }
+    out
 }
 
 /// Posts `body` as a reader's batch, without faults (an adversary's upload,

@@ -175,6 +175,10 @@ pub struct AttackConfig {
     pub over_credit_limit: u32,
     /// Compromised readers (each invents, alters, drops, duplicates and back-dates a ride).
     pub compromised_reader: u32,
+    /// Percent of batch uploads intercepted by a forger answering with an
+    /// acknowledgement signed by a key the root never certified.
+    #[serde(default)]
+    pub forged_ack_percent: u32,
     /// Test only: a reader drops a flushed ride without the oracle being told.
     #[serde(default)]
     pub undeclared_reader_drop: bool,

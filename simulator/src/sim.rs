@@ -512,6 +512,7 @@ impl World {
                 duplicate: f.link_duplicate_percent,
                 reorder: f.link_reorder_percent,
                 lost_reply: f.link_lost_reply_percent,
+                forged_ack: scenario.attacks.forged_ack_percent,
             },
         );
         let mut w = World {
@@ -1652,6 +1653,14 @@ impl World {
             .entry("sync_contacts".into())
             .or_insert(0.0) += started.elapsed().as_secs_f64();
         self.upload_attempts += out.batches_sent;
+        if let Some(refused) = out.forged_ack_refused {
+            self.attempts.push(Attempt {
+                kind: "forged_ack",
+                must_catch: true,
+                expect: Expect::ReaderRefuses,
+                reader_refused: Some(refused),
+            });
+        }
         if let Some(code) = &out.error_code {
             self.upload_retries += 1;
             *self.upload_refusals.entry(code.clone()).or_insert(0) += 1;

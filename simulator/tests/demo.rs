@@ -52,6 +52,7 @@ fn demo_with_faults_and_adversaries_passes() {
         "stolen_phone",
         "over_credit_limit",
         "compromised_reader",
+        "forged_ack",
     ] {
         assert!(
             r.attacks.get(kind).is_some_and(|a| a.attempted > 0),
