@@ -107,6 +107,9 @@ struct FaultState {
     healed: bool,
     delayed: Vec<(Vec<u8>, u64)>,
     stats: LinkStats,
+    /// Wall time settlement spent answering batches / bundles, seconds
+    /// (in process only; not deterministic).
+    served_s: (f64, f64),
 }
 
 impl FaultState {
@@ -129,6 +132,7 @@ impl FaultPlan {
             healed: false,
             delayed: Vec::new(),
             stats: LinkStats::default(),
+            served_s: (0.0, 0.0),
         }))
     }
     fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
@@ -142,6 +146,10 @@ impl FaultPlan {
     pub fn stats(&self) -> LinkStats {
         self.state().stats
     }
+    /// Wall time in-process settlement spent answering `(batches, bundles)`, seconds.
+    pub fn served_s(&self) -> (f64, f64) {
+        self.state().served_s
+    }
 }
 
 /// Where requests go: settlement in process, or its HTTP server.
@@ -153,6 +161,19 @@ pub enum Transport<'a> {
     Http(&'a HttpLink),
 }
 
+fn timed<T>(plan: &FaultPlan, bundle: bool, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = f();
+    let mut s = plan.state();
+    let d = t.elapsed().as_secs_f64();
+    if bundle {
+        s.served_s.1 += d;
+    } else {
+        s.served_s.0 += d;
+    }
+    out
+}
+
 impl<'a> Transport<'a> {
     /// The transport of a run: HTTP when settlement serves one.
     pub fn of(settlement: &'a Backoffice) -> Transport<'a> {
@@ -161,19 +182,25 @@ impl<'a> Transport<'a> {
             None => Transport::InProcess(settlement),
         }
     }
-    async fn post(&self, body: Vec<u8>, t: u64) -> Result<Reply, LinkError> {
+    async fn post(&self, body: Vec<u8>, t: u64, plan: &FaultPlan) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = b.answer_batch(&body, t);
+                let (status, body) = timed(plan, false, || b.answer_batch(&body, t));
                 Ok(Reply { status, body })
             }
             Transport::Http(l) => l.post_batch(body, t).await,
         }
     }
-    async fn bundle(&self, id: u32, since: u64, t: u64) -> Result<Reply, LinkError> {
+    async fn bundle(
+        &self,
+        id: u32,
+        since: u64,
+        t: u64,
+        plan: &FaultPlan,
+    ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = b.answer_bundle(id, since, t);
+                let (status, body) = timed(plan, true, || b.answer_bundle(id, since, t));
                 Ok(Reply { status, body })
             }
             Transport::Http(l) => l.get_bundle(id, since, t).await,
@@ -233,7 +260,7 @@ impl Link for FaultyLink<'_> {
         if delay {
             return Err(injected("request delayed"));
         }
-        let reply = self.to.post(body.clone(), t).await;
+        let reply = self.to.post(body.clone(), t, self.plan).await;
         let (dup, lost) = {
             let mut s = self.plan.state();
             let f = s.faults;
@@ -244,7 +271,7 @@ impl Link for FaultyLink<'_> {
             (dup, lost)
         };
         if dup {
-            let _ = self.to.post(body, t).await;
+            let _ = self.to.post(body, t, self.plan).await;
         }
         // Whatever was delayed arrives after this request.
         self.deliver_delayed().await;
@@ -265,7 +292,7 @@ impl Link for FaultyLink<'_> {
         if lost {
             return Err(injected("bundle fetch lost"));
         }
-        self.to.bundle(id, since, t).await
+        self.to.bundle(id, since, t, self.plan).await
     }
 
     fn describe(&self) -> String {
@@ -277,7 +304,7 @@ impl FaultyLink<'_> {
     async fn deliver_delayed(&self) {
         let delayed = std::mem::take(&mut self.plan.state().delayed);
         for (b, t) in delayed {
-            let _ = self.to.post(b, t).await;
+            let _ = self.to.post(b, t, self.plan).await;
         }
     }
 }
@@ -347,7 +374,10 @@ pub fn post_raw(
     body: Vec<u8>,
     t: u64,
 ) -> Result<(u16, Option<String>), String> {
-    let reply = rt.block_on(to.post(body, t)).map_err(|e| e.to_string())?;
+    let quiet = FaultPlan::new(rand_core::SeedableRng::seed_from_u64(0), Faults::default());
+    let reply = rt
+        .block_on(to.post(body, t, &quiet))
+        .map_err(|e| e.to_string())?;
     let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
         .ok()
         .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string));

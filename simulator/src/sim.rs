@@ -1046,6 +1046,11 @@ impl World {
             .insert("liveness".into(), t2.elapsed().as_secs_f64());
         self.log(opts, "liveness");
         self.link_stats = self.faults.stats();
+        let (batches, bundles) = self.faults.served_s();
+        self.phase_wall_s
+            .insert("sync_settlement_batches".into(), batches);
+        self.phase_wall_s
+            .insert("sync_settlement_bundles".into(), bundles);
         self.settlement.shutdown()?;
         Ok(())
     }
