@@ -441,7 +441,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// A 640×480 camera frame holding the code's QR, centred on grey (as
-/// fare-demo). Rows are copied with slice copies: generic per-pixel image
+/// the walkthrough). Rows are copied with slice copies: generic per-pixel image
 /// code would be compiled unoptimised here in debug builds.
 pub fn camera_frame(code: &[u8]) -> Result<image::GrayImage, String> {
     let qr = fare_qr::render_luma(code, 4, 4).map_err(|e| e.to_string())?;
