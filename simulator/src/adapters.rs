@@ -11,16 +11,18 @@
 //!   `observe_server_time`, `make_code`; `Credential::from_bytes`.
 //! * reader: `ReaderConfig::new`, `ReaderIdentityConfig`, `Reader::provision`,
 //!   `Reader::open`, `decide_payload`, `decide_frame`, `next_batch`,
-//!   `acknowledge`, `install_bundle`, `bundle_version`, `state`,
-//!   `records`, `verify_chain`, `maintenance`; `Decision::{is_accept,
-//!   ride_id, reason_code, total_ns}`; `ValidatorError::AckBeyondLog`,
-//!   `BundleError::NotNewer`.
+//!   `install_bundle`, `bundle_version`, `state`, `records`,
+//!   `verify_chain`, `maintenance`; `Decision::{is_accept, ride_id,
+//!   reason_code, total_ns}`; `BundleError::NotNewer`. Uploads and bundle
+//!   fetches go through `sync::contact` (see [`crate::link`]).
 //! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
 //!   `ops::{create_account, register_device, provision_reader, pay,
-//!   set_frozen}`, `ingest::ingest_batch`, `reports::{daily, exposure,
+//!   set_frozen}`, `ingest::ingest_batch` with `acks::{answer,
+//!   note_contact}` (what `POST /v1/batches` and the bundle route do, served
+//!   in process), `serve` (`--network`), `reports::{daily, exposure,
 //!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
-//!   balance, postings_of, ride_count, commit, put_postings, put_balances}`,
-//!   `core::passenger_account`; `ApiError::{body, status}`.
+//!   balance, postings_of, ride_count, commit, put_postings, put_balances,
+//!   reader}`, `core::passenger_account`; `ApiError::{body, status}`.
 
 use fare_credential::{Clock, Credential, CredentialId, ManualClock, Profile, SigningKey};
 use fare_settlement::{App, Config};
@@ -107,6 +109,8 @@ pub struct ReaderStorage {
     pub device_sync: bool,
     /// Records per upload batch.
     pub batch_max_records: usize,
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
 }
 
 /// Identity of a reader to provision.
@@ -120,15 +124,6 @@ pub struct ReaderIdentity {
     pub vehicle: String,
     /// Route.
     pub route: String,
-}
-
-/// Why an upload answer could not be applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AckError {
-    /// Settlement acknowledged beyond the reader's log (a restored reader).
-    BeyondLog,
-    /// Anything else.
-    Other(String),
 }
 
 /// A real bus reader on its sled log.
@@ -175,7 +170,7 @@ impl BusReader {
         cfg.storage.device_sync = storage.device_sync;
         cfg.storage.batch_max_records = storage.batch_max_records;
         // Many readers in one process: keep sled's page cache small.
-        cfg.storage.cache_capacity_bytes = 1 << 20;
+        cfg.storage.cache_capacity_bytes = storage.cache_bytes;
         // The most generous decode budget: a loaded machine must not turn a
         // frame into `no_code_found` (that would make runs differ).
         cfg.camera.decode_budget_ms = fare_validator::config::MAX_DECODE_BUDGET_MS;
@@ -207,13 +202,10 @@ impl BusReader {
     pub fn next_batch(&self) -> AdapterResult<Option<(Vec<u8>, u64, u64)>> {
         self.inner.next_batch(self.batch_max_records).map_err(s)
     }
-    /// Applies an acknowledgement.
-    pub fn acknowledge(&mut self, acked: u64) -> Result<(), AckError> {
-        match self.inner.acknowledge(acked) {
-            Ok(()) => Ok(()),
-            Err(fare_validator::ValidatorError::AckBeyondLog { .. }) => Err(AckError::BeyondLog),
-            Err(e) => Err(AckError::Other(e.to_string())),
-        }
+    /// The real reader, for the sync glue in [`crate::link`] (the
+    /// validator's `sync::contact` takes the reader itself).
+    pub fn reader_mut(&mut self) -> &mut Reader {
+        &mut self.inner
     }
     /// Installs a bundle; `Ok(false)` when it is not newer.
     pub fn install_bundle(&mut self, bytes: &[u8], now: u64) -> AdapterResult<bool> {
@@ -253,20 +245,6 @@ impl BusReader {
 
 // -------------------------------------------------------------- settlement
 
-/// What settlement answered to a batch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IngestAnswer {
-    /// Stored or already held: the acknowledged sequence.
-    Acked(u64),
-    /// Refused with a stable code and, when settlement says, what it holds.
-    Refused {
-        /// Stable error code (`sequence_gap`, `chain_fork`, ...).
-        code: String,
-        /// Settlement's acknowledged sequence, when given.
-        acked_seq: Option<u64>,
-    },
-}
-
 /// One settled ride as settlement reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettledRide {
@@ -298,9 +276,45 @@ pub struct PlantedBugs {
     pub double_charge: bool,
 }
 
+/// `fare-settlement serve` on a loopback listener (`--network`): the
+/// library's own server (`fare_settlement::serve`) on its own runtime,
+/// sharing the [`App`] the simulator administers directly.
+struct Server {
+    rt: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    link: fare_validator::sync::HttpLink,
+}
+
+/// Per-request time limit of the readers' HTTP link in `--network` runs:
+/// generous, so a loaded machine cannot turn an answer into a timeout (that
+/// would make runs differ); the injected faults are the link's only failures.
+pub const NETWORK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A disputed fare held in suspense: `(charged ride (reader, seq), operator
+/// held from, amount held)`.
+pub type HeldDispute = ((u32, u64), String, i64);
+
+/// A rider to enrol ([`Backoffice::enrol_batch`]).
+#[derive(Clone, Debug)]
+pub struct Enrolment {
+    /// Account id.
+    pub account: String,
+    /// Concession profile.
+    pub profile: Profile,
+    /// Credit limit, minor units.
+    pub credit_limit: i64,
+    /// The phone's device public key.
+    pub device_public_key: [u8; 32],
+    /// Credential lifetime asked for.
+    pub valid_for_s: u64,
+}
+
 /// The settlement service, in process, on its sled data dir.
 pub struct Backoffice {
-    app: Option<App>,
+    app: Option<Arc<App>>,
+    server: Option<Server>,
+    network: bool,
     dir: PathBuf,
     config: Config,
     clock: ManualClock,
@@ -331,6 +345,7 @@ impl Backoffice {
         now: u64,
         seed: u64,
         bugs: PlantedBugs,
+        network: bool,
     ) -> AdapterResult<Backoffice> {
         let config = Config {
             operator_token: "simulator".into(),
@@ -340,6 +355,8 @@ impl Backoffice {
         let clock = ManualClock::new(now);
         let mut b = Backoffice {
             app: None,
+            server: None,
+            network,
             dir: dir.to_path_buf(),
             config,
             clock,
@@ -352,17 +369,125 @@ impl Backoffice {
         Ok(b)
     }
     fn reopen(&mut self) -> AdapterResult<()> {
-        self.app = None;
-        let app = App::open(
-            &self.dir,
-            self.config.clone(),
-            Arc::new(self.clock.clone()),
-            Some(self.seed.wrapping_add(self.opens)),
-        )
-        .map_err(s)?;
+        self.stop_server()?;
+        if let Some(app) = self.app.take() {
+            // Every clone (the server's) is gone: the database closes here.
+            Arc::try_unwrap(app).map_err(|_| "settlement still in use at restart".to_string())?;
+        }
+        let app = Arc::new(
+            App::open(
+                &self.dir,
+                self.config.clone(),
+                Arc::new(self.clock.clone()),
+                Some(self.seed.wrapping_add(self.opens)),
+            )
+            .map_err(s)?,
+        );
         self.opens += 1;
+        if self.network {
+            self.server = Some(Self::start_server(app.clone())?);
+        }
         self.app = Some(app);
         Ok(())
+    }
+    fn start_server(app: Arc<App>) -> AdapterResult<Server> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sim-settlement")
+            .enable_all()
+            .build()
+            .map_err(s)?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(s)?;
+        std_listener.set_nonblocking(true).map_err(s)?;
+        let addr = std_listener.local_addr().map_err(s)?;
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener).map_err(s)?
+        };
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(fare_settlement::serve(listener, app, async {
+            let _ = rx.await;
+        }));
+        // A new client per server: no pooled connection to a stopped one.
+        let link =
+            fare_validator::sync::HttpLink::new(&format!("http://{addr}"), NETWORK_REQUEST_TIMEOUT)
+                .map_err(s)?;
+        Ok(Server {
+            rt,
+            stop,
+            task,
+            link,
+        })
+    }
+    fn stop_server(&mut self) -> AdapterResult<()> {
+        if let Some(srv) = self.server.take() {
+            let _ = srv.stop.send(());
+            srv.rt
+                .block_on(srv.task)
+                .map_err(s)?
+                .map_err(|e| format!("settlement server: {e}"))?;
+            srv.rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        }
+        Ok(())
+    }
+    /// The HTTP link to the loopback server (`--network` runs only).
+    pub fn http_link(&self) -> Option<&fare_validator::sync::HttpLink> {
+        self.server.as_ref().map(|s| &s.link)
+    }
+    /// Stops the server, if any (end of a run).
+    pub fn shutdown(&mut self) -> AdapterResult<()> {
+        self.stop_server()
+    }
+    /// Answers a batch as `POST /v1/batches` does (ingest, then the signed
+    /// acknowledgement), in process: `(HTTP status, JSON body)`.
+    pub fn answer_batch(&self, body: &[u8], reader_time: u64) -> (u16, Vec<u8>) {
+        let app = self.app();
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = app.now();
+        let result = fare_settlement::ingest::ingest_batch(&app.db, body, now)
+            .map_err(fare_settlement::ApiError::from);
+        match fare_settlement::acks::answer(
+            &app.db,
+            &app.acks,
+            body,
+            Some(reader_time),
+            now,
+            result,
+        ) {
+            Ok(v) => (200, v.to_string().into_bytes()),
+            Err(e) => (e.status.as_u16(), e.body().to_string().into_bytes()),
+        }
+    }
+    /// Answers `GET /v1/readers/{id}/bundle?since=` in process: `(HTTP status, body)`.
+    pub fn answer_bundle(&self, reader_id: u32, since: u64, reader_time: u64) -> (u16, Vec<u8>) {
+        let app = self.app();
+        let err =
+            |e: fare_settlement::ApiError| (e.status.as_u16(), e.body().to_string().into_bytes());
+        match app.db.reader(reader_id) {
+            Ok(Some(r)) if !r.retired => {}
+            Ok(_) => {
+                return err(fare_settlement::ApiError::of(
+                    fare_settlement::ErrorCode::NoSuchReader,
+                    format!("reader {reader_id} is not provisioned or retired"),
+                ))
+            }
+            Err(e) => return err(e.into()),
+        }
+        let bytes = match app.bundle(Some(since)) {
+            Ok(b) => b,
+            Err(e) => {
+                return err(fare_settlement::ApiError::of(
+                    fare_settlement::ErrorCode::BundleFailed,
+                    e.to_string(),
+                ))
+            }
+        };
+        if let Err(e) =
+            fare_settlement::acks::note_contact(&app.db, reader_id, Some(reader_time), app.now(), 0)
+        {
+            return err(e.into());
+        }
+        (200, bytes)
     }
     /// A crash and restart: drops the app (its database closes) and opens it again.
     pub fn restart(&mut self) -> AdapterResult<()> {
@@ -370,7 +495,7 @@ impl Backoffice {
     }
     fn app(&self) -> &App {
         self.app
-            .as_ref()
+            .as_deref()
             .expect("settlement is open between restarts")
     }
     /// Sets settlement's clock.
@@ -419,6 +544,65 @@ impl Backoffice {
             &mut *rng,
         ))?;
         Ok(())
+    }
+    /// Enrols riders in one write set (one commit, one flush) instead of
+    /// the two commits per rider of `create_account` + `register_device`:
+    /// the same account and credential records (`Db::put_account`,
+    /// `KeyStore::issue_credential`, `Db::put_credential`), the same draws
+    /// from settlement's RNG in the same order, so the same credential ids.
+    /// For fresh accounts only (the simulator's riders); returns each
+    /// rider's `(credential bytes, credential id)`.
+    pub fn enrol_batch(&self, riders: &[Enrolment]) -> AdapterResult<Vec<(Vec<u8>, [u8; 16])>> {
+        use fare_settlement::model::{Account, CredentialRecord};
+        use fare_settlement::store::{Db, WriteSet};
+        let app = self.app();
+        let now = self.now();
+        let mut w = WriteSet::default();
+        let mut out = Vec::with_capacity(riders.len());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = app.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for r in riders {
+            fare_credential::keys::parse_device_key_for_issuance(&r.device_public_key)
+                .map_err(|e| format!("{}: device key: {e}", r.account))?;
+            Db::put_account(
+                &mut w,
+                &Account {
+                    account_id: r.account.clone(),
+                    profile: r.profile,
+                    credit_limit_minor: r.credit_limit,
+                    frozen: false,
+                    created_unix_s: now,
+                },
+            );
+            let valid_for_s = r.valid_for_s.min(self.config.max_credential_validity_s);
+            let cred = keys
+                .issue_credential(
+                    &fare_keys::IssueRequest {
+                        device_public_key: r.device_public_key,
+                        profile: r.profile,
+                        valid_from_unix_s: now,
+                        valid_for_s,
+                    },
+                    now,
+                    &mut *rng,
+                )
+                .map_err(s)?;
+            let body = cred.body();
+            Db::put_credential(
+                &mut w,
+                &CredentialRecord {
+                    credential_id: body.credential_id,
+                    account_id: r.account.clone(),
+                    profile: body.profile,
+                    valid_from_unix_s: u64::from(body.valid_from_unix_s),
+                    valid_until_unix_s: u64::from(body.valid_until_unix_s),
+                    issued_unix_s: now,
+                },
+            );
+            out.push((cred.as_bytes().to_vec(), body.credential_id.0));
+        }
+        app.db.commit(w).map_err(s)?;
+        Ok(out)
     }
     /// Registers a device key and issues a credential: `(credential bytes, id, valid until)`.
     pub fn issue(
@@ -470,22 +654,16 @@ impl Backoffice {
     /// bundle publishes a new deny version when the revoked set changed.)
     pub fn bundle(&self, since: Option<u64>) -> AdapterResult<(Vec<u8>, u64, Vec<[u8; 16]>)> {
         let bytes = self.app().bundle(since).map_err(s)?;
+        let (version, ids) = self.deny_head()?;
+        Ok((bytes, version, ids))
+    }
+    /// The published deny list: `(version, denied credential ids)`.
+    pub fn deny_head(&self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
         let head = self.app().refresh_deny().map_err(s)?;
         Ok((
-            bytes,
             head.version,
             head.credential_ids.iter().map(|c| c.0).collect(),
         ))
-    }
-    /// Ingests a batch.
-    pub fn ingest(&self, bytes: &[u8]) -> IngestAnswer {
-        match fare_settlement::ingest::ingest_batch(&self.app().db, bytes, self.now()) {
-            Ok(a) => IngestAnswer::Acked(a.acked_seq),
-            Err(e) => IngestAnswer::Refused {
-                code: e.code().code().to_string(),
-                acked_seq: e.held_cursor().map(|(_, acked_seq)| acked_seq),
-            },
-        }
     }
     /// Runs settlement and publishes the deny list: `(rides settled, deny version, denied ids)`.
     pub fn settle(&mut self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
@@ -627,6 +805,23 @@ impl Backoffice {
                     f.kind,
                     (f.charged_ride.reader_id, f.charged_ride.reader_seq),
                     (f.duplicate_ride.reader_id, f.duplicate_ride.reader_seq),
+                )
+            })
+            .collect())
+    }
+    /// Disputed fares held in suspense.
+    pub fn disputes(&self) -> AdapterResult<Vec<HeldDispute>> {
+        Ok(self
+            .app()
+            .db
+            .disputes()
+            .map_err(s)?
+            .into_iter()
+            .map(|d| {
+                (
+                    (d.charged_ride.reader_id, d.charged_ride.reader_seq),
+                    d.held_from,
+                    d.held_minor,
                 )
             })
             .collect())

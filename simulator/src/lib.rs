@@ -6,9 +6,12 @@
 //! per component seeded from the run seed (as TigerBeetle's VOPR drives
 //! real replicas): phones ([`adapters::Phone`]) make real signed ride
 //! codes, real readers ([`adapters::BusReader`]) decide on payloads and on
-//! rendered camera frames and log to sled in a temp dir, uploads go through
-//! an in-process [`link::Link`] with injected faults to the real settlement
-//! library ([`adapters::Backoffice`]) on its own sled store. The
+//! rendered camera frames and log to sled in a temp dir, uploads and bundle
+//! fetches go through the validator's own sync code (`sync::contact`,
+//! signed acknowledgements) over a link with injected faults ([`link`]) to
+//! the real settlement library ([`adapters::Backoffice`]) on its own sled
+//! store, served in process or (`--network`) by `fare-settlement serve` on
+//! loopback HTTP. The
 //! [`oracle`] then checks DESIGN.md §4's invariants and its own rating of
 //! the day against settlement's ledger and reports.
 //!
@@ -23,6 +26,7 @@ pub mod oracle;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod walkthrough;
 
 pub use report::Report;
 pub use scenario::Scenario;
@@ -56,9 +60,17 @@ pub fn commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The command that replays a run.
-pub fn replay_command(scenario_arg: &str, seed: u64) -> String {
-    format!("cargo run --release -p fare-simulator -- run --scenario {scenario_arg} --seed {seed}")
+/// The command that replays a run (`extra`: further arguments, e.g. `--scale 0.1`).
+pub fn replay_command(scenario_arg: &str, seed: u64, network: bool, extra: &str) -> String {
+    let net = if network { " --network" } else { "" };
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" {extra}")
+    };
+    format!(
+        "cargo run --release -p fare-simulator -- run --scenario {scenario_arg} --seed {seed}{net}{extra}"
+    )
 }
 
 /// Runs a scenario; writes `report.json` and the charts into `out` when given.
@@ -77,7 +89,7 @@ pub fn run(
         .phase_wall_s
         .insert("oracle".into(), t.elapsed().as_secs_f64());
     let commit = commit();
-    let replay = replay_command(scenario_arg, opts.seed);
+    let replay = replay_command(scenario_arg, opts.seed, opts.network, &opts.replay_args);
     let mut charts = Vec::new();
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| format!("--out {}: {e}", dir.display()))?;

@@ -1,23 +1,27 @@
-//! The reader → settlement link, in process, behind a trait, with injected
-//! faults: drop, duplicate, reorder and a lost reply after commit.
+//! The reader → settlement path: every upload and bundle fetch goes through
+//! the validator's real sync code (`fare_validator::sync::contact` over its
+//! [`Link`] trait: batches built from the log, signed FARE-ACK
+//! acknowledgements verified by the reader, forks and rewinds, the in-flight
+//! batch re-sent byte for byte), to settlement served in process (the same
+//! calls `POST /v1/batches` and the bundle route make) or, with
+//! `--network`, to `fare-settlement serve` on loopback over reqwest
+//! ([`fare_validator::sync::HttpLink`]). Faults are injected between the
+//! two from a seeded RNG: drop, duplicate, reorder (delay past the next
+//! request), lost reply after commit, lost bundle fetch.
+//!
+//! All the glue with `validator/src/sync.rs` is in this module (that API is
+//! being changed on another branch: fix it here after a merge).
 
-use crate::adapters::{Backoffice, IngestAnswer};
+use crate::adapters::{Backoffice, BusReader};
+use fare_validator::sync::{contact, HttpLink, InFlight, Link, LinkError, Reply};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
+use std::sync::Mutex;
 
-/// What the reader sees of one upload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// Settlement's answer arrived.
-    Answer(IngestAnswer),
-    /// Nothing came back (the request or the answer was lost, or it is delayed).
-    Timeout,
-}
-
-/// How the fault injection treated one request (counted in the report).
+/// How the fault injection treated the requests (counted in the report).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LinkStats {
-    /// Requests sent.
+    /// Batch requests sent.
     pub sent: u64,
     /// Lost before settlement.
     pub dropped: u64,
@@ -29,18 +33,9 @@ pub struct LinkStats {
     pub lost_replies: u64,
     /// Bundle fetches lost.
     pub bundle_fetches_lost: u64,
-}
-
-/// A link from readers to settlement.
-pub trait Link {
-    /// Sends one batch; settlement may or may not have seen it, whatever the answer.
-    fn send(&mut self, settlement: &Backoffice, batch: &[u8]) -> Delivery;
-    /// Whether a bundle fetch gets through.
-    fn fetch_ok(&mut self) -> bool;
-    /// Delivers everything still delayed (the network heals).
-    fn flush(&mut self, settlement: &Backoffice);
-    /// Counters.
-    fn stats(&self) -> LinkStats;
+    /// Batches answered by a forger (not delivered) with an acknowledgement
+    /// claiming them stored, signed with a key the root never certified.
+    pub forged_acks: u64,
 }
 
 /// Fault percentages.
@@ -54,83 +49,349 @@ pub struct Faults {
     pub reorder: u32,
     /// Answer lost after commit.
     pub lost_reply: u32,
+    /// The request intercepted and answered by a forger (an attack).
+    pub forged_ack: u32,
 }
 
-/// The in-process link with seeded fault injection.
+/// The forger: its own "root" certifying its own acknowledgement key.
+struct Forger {
+    key: fare_credential::SigningKey,
+    cert: Vec<u8>,
+}
+
+impl std::fmt::Debug for Forger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forger").finish_non_exhaustive()
+    }
+}
+
+impl Forger {
+    fn new(rng: &mut ChaCha20Rng) -> Forger {
+        let root = fare_credential::SigningKey::generate(rng);
+        let key = fare_credential::SigningKey::generate(rng);
+        let cert = fare_credential::ack::AckKeyCert {
+            public_key: key.verifying_key().to_bytes(),
+            valid_from_unix_s: 0,
+            valid_until_unix_s: u64::MAX / 2,
+        }
+        .sign_v1(&root);
+        Forger { key, cert }
+    }
+    /// A 200 answer claiming `body` stored up to its last record.
+    fn answer(&self, body: &[u8], t: u64) -> Option<Reply> {
+        let batch = fare_credential::SignedBatch::parse_v1(body).ok()?;
+        let (_, last) = batch.seq_range();
+        let ack = fare_credential::ack::Ack {
+            kind: fare_credential::ack::AckKind::Held,
+            reader_id: batch.reader_id(),
+            acked_seq: last,
+            chain_hash: [0; 32],
+            server_time_unix_s: t,
+            request_digest: fare_credential::ack::request_digest(body),
+        }
+        .sign_v1(&self.cert, &self.key)
+        .ok()?;
+        let json = serde_json::json!({"acked_seq": last, "ack": hex::encode(ack)});
+        Some(Reply {
+            status: 200,
+            body: json.to_string().into_bytes(),
+        })
+    }
+}
+
 #[derive(Debug)]
-pub struct FaultyLink {
+struct FaultState {
+    forger: Forger,
     rng: ChaCha20Rng,
     faults: Faults,
     healed: bool,
-    delayed: Vec<Vec<u8>>,
+    delayed: Vec<(Vec<u8>, u64)>,
     stats: LinkStats,
+    /// Wall time settlement spent answering batches / bundles, seconds
+    /// (in process only; not deterministic).
+    served_s: (f64, f64),
 }
 
-impl FaultyLink {
-    /// A link drawing its faults from `rng`.
-    pub fn new(rng: ChaCha20Rng, faults: Faults) -> FaultyLink {
-        FaultyLink {
-            rng,
-            faults,
-            healed: false,
-            delayed: Vec::new(),
-            stats: LinkStats::default(),
-        }
-    }
-    /// No more faults from now on (the liveness phase).
-    pub fn heal(&mut self) {
-        self.healed = true;
-    }
+impl FaultState {
     fn roll(&mut self, percent: u32) -> bool {
         !self.healed && percent > 0 && (self.rng.next_u32() % 100) < percent
     }
 }
 
-impl Link for FaultyLink {
-    fn send(&mut self, settlement: &Backoffice, batch: &[u8]) -> Delivery {
-        self.stats.sent += 1;
-        let out = if self.roll(self.faults.drop) {
-            self.stats.dropped += 1;
-            Delivery::Timeout
-        } else if self.roll(self.faults.reorder) {
-            self.stats.reordered += 1;
-            self.delayed.push(batch.to_vec());
-            Delivery::Timeout
-        } else {
-            let answer = settlement.ingest(batch);
-            if self.roll(self.faults.duplicate) {
-                self.stats.duplicated += 1;
-                let _ = settlement.ingest(batch);
+/// The seeded fault injector shared by every reader's link.
+#[derive(Debug)]
+pub struct FaultPlan(Mutex<FaultState>);
+
+impl FaultPlan {
+    /// Faults drawn from `rng`.
+    pub fn new(mut rng: ChaCha20Rng, faults: Faults) -> FaultPlan {
+        FaultPlan(Mutex::new(FaultState {
+            forger: Forger::new(&mut rng),
+            rng,
+            faults,
+            healed: false,
+            delayed: Vec::new(),
+            stats: LinkStats::default(),
+            served_s: (0.0, 0.0),
+        }))
+    }
+    fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// No more faults from now on (the liveness phase).
+    pub fn heal(&self) {
+        self.state().healed = true;
+    }
+    /// Counters.
+    pub fn stats(&self) -> LinkStats {
+        self.state().stats
+    }
+    /// Wall time in-process settlement spent answering `(batches, bundles)`, seconds.
+    pub fn served_s(&self) -> (f64, f64) {
+        self.state().served_s
+    }
+}
+
+/// Where requests go: settlement in process, or its HTTP server.
+#[derive(Clone, Copy)]
+pub enum Transport<'a> {
+    /// The settlement library called as its routes do.
+    InProcess(&'a Backoffice),
+    /// `fare-settlement serve` on loopback.
+    Http(&'a HttpLink),
+}
+
+fn timed<T>(plan: &FaultPlan, bundle: bool, f: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = f();
+    let mut s = plan.state();
+    let d = t.elapsed().as_secs_f64();
+    if bundle {
+        s.served_s.1 += d;
+    } else {
+        s.served_s.0 += d;
+    }
+    out
+}
+
+impl<'a> Transport<'a> {
+    /// The transport of a run: HTTP when settlement serves one.
+    pub fn of(settlement: &'a Backoffice) -> Transport<'a> {
+        match settlement.http_link() {
+            Some(l) => Transport::Http(l),
+            None => Transport::InProcess(settlement),
+        }
+    }
+    async fn post(&self, body: Vec<u8>, t: u64, plan: &FaultPlan) -> Result<Reply, LinkError> {
+        match self {
+            Transport::InProcess(b) => {
+                let (status, body) = timed(plan, false, || b.answer_batch(&body, t));
+                Ok(Reply { status, body })
             }
-            if self.roll(self.faults.lost_reply) {
-                self.stats.lost_replies += 1;
-                Delivery::Timeout
+            Transport::Http(l) => l.post_batch(body, t).await,
+        }
+    }
+    async fn bundle(
+        &self,
+        id: u32,
+        since: u64,
+        t: u64,
+        plan: &FaultPlan,
+    ) -> Result<Reply, LinkError> {
+        match self {
+            Transport::InProcess(b) => {
+                let (status, body) = timed(plan, true, || b.answer_bundle(id, since, t));
+                Ok(Reply { status, body })
+            }
+            Transport::Http(l) => l.get_bundle(id, since, t).await,
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            Transport::InProcess(_) => "in-process settlement".into(),
+            Transport::Http(l) => l.describe(),
+        }
+    }
+}
+
+/// A [`Link`] through the fault injector.
+struct FaultyLink<'a> {
+    to: Transport<'a>,
+    plan: &'a FaultPlan,
+}
+
+fn injected(what: &str) -> LinkError {
+    LinkError::Transport(format!("{what} (injected fault)"))
+}
+
+impl Link for FaultyLink<'_> {
+    async fn post_batch(&self, body: Vec<u8>, t: u64) -> Result<Reply, LinkError> {
+        let forged = {
+            let mut s = self.plan.state();
+            let p = s.faults.forged_ack;
+            if s.roll(p) {
+                s.forger.answer(&body, t)
             } else {
-                Delivery::Answer(answer)
+                None
             }
         };
+        if let Some(reply) = forged {
+            self.plan.state().stats.forged_acks += 1;
+            return Ok(reply);
+        }
+        let (drop, delay) = {
+            let mut s = self.plan.state();
+            s.stats.sent += 1;
+            let f = s.faults;
+            let drop = s.roll(f.drop);
+            let delay = !drop && s.roll(f.reorder);
+            if drop {
+                s.stats.dropped += 1;
+            }
+            if delay {
+                s.stats.reordered += 1;
+                s.delayed.push((body.clone(), t));
+            }
+            (drop, delay)
+        };
+        if drop {
+            return Err(injected("request lost"));
+        }
+        if delay {
+            return Err(injected("request delayed"));
+        }
+        let reply = self.to.post(body.clone(), t, self.plan).await;
+        let (dup, lost) = {
+            let mut s = self.plan.state();
+            let f = s.faults;
+            let dup = s.roll(f.duplicate);
+            let lost = s.roll(f.lost_reply);
+            s.stats.duplicated += u64::from(dup);
+            s.stats.lost_replies += u64::from(lost);
+            (dup, lost)
+        };
+        if dup {
+            let _ = self.to.post(body, t, self.plan).await;
+        }
         // Whatever was delayed arrives after this request.
-        if !self.delayed.is_empty()
-            && !matches!(out, Delivery::Timeout if self.delayed.last().map(Vec::as_slice) == Some(batch))
-        {
-            self.flush(settlement);
+        self.deliver_delayed().await;
+        if lost {
+            return Err(injected("answer lost after commit"));
         }
-        out
+        reply
     }
-    fn fetch_ok(&mut self) -> bool {
-        if self.roll(self.faults.drop) {
-            self.stats.bundle_fetches_lost += 1;
-            false
-        } else {
-            true
+
+    async fn get_bundle(&self, id: u32, since: u64, t: u64) -> Result<Reply, LinkError> {
+        let lost = {
+            let mut s = self.plan.state();
+            let f = s.faults;
+            let lost = s.roll(f.drop);
+            s.stats.bundle_fetches_lost += u64::from(lost);
+            lost
+        };
+        if lost {
+            return Err(injected("bundle fetch lost"));
+        }
+        self.to.bundle(id, since, t, self.plan).await
+    }
+
+    fn describe(&self) -> String {
+        self.to.describe()
+    }
+}
+
+impl FaultyLink<'_> {
+    async fn deliver_delayed(&self) {
+        let delayed = std::mem::take(&mut self.plan.state().delayed);
+        for (b, t) in delayed {
+            let _ = self.to.post(b, t, self.plan).await;
         }
     }
-    fn flush(&mut self, settlement: &Backoffice) {
-        for b in std::mem::take(&mut self.delayed) {
-            let _ = settlement.ingest(&b);
-        }
+}
+
+/// What one contact did, as the simulator counts it.
+#[derive(Clone, Debug, Default)]
+pub struct ContactOutcome {
+    /// Batches posted (re-sends included).
+    pub batches_sent: u64,
+    /// Everything uploaded and the bundle fetched.
+    pub ok: bool,
+    /// The stable code of the failure (`sync_failed`, `chain_forked`, `ack_bad_signature`, ...).
+    pub error_code: Option<String>,
+    /// Bundle version installed by this contact.
+    pub bundle_installed: Option<u64>,
+    /// A forger answered one of its batches: whether the reader refused
+    /// the acknowledgement (its acknowledged sequence did not move on it).
+    pub forged_ack_refused: Option<bool>,
+}
+
+/// One contact of `reader` with settlement through the faulty link at
+/// reader time `now`; `in_flight` is the batch the reader keeps re-sending
+/// until it is acknowledged (kept per reader across contacts).
+pub fn contact_once(
+    rt: &tokio::runtime::Runtime,
+    reader: &mut BusReader,
+    to: Transport<'_>,
+    plan: &FaultPlan,
+    in_flight: &mut InFlight,
+    now: u64,
+) -> ContactOutcome {
+    let link = FaultyLink { to, plan };
+    let forged_before = plan.stats().forged_acks;
+    let refused_before = reader.reader_mut().sync_state().refused_acks;
+    let access = Mutex::new(reader.reader_mut());
+    let clock = move || now;
+    let mut out = match rt.block_on(contact(&access, &link, in_flight, &clock)) {
+        Ok(r) => ContactOutcome {
+            batches_sent: u64::from(r.batches_sent),
+            ok: true,
+            error_code: None,
+            bundle_installed: r.bundle_installed,
+            forged_ack_refused: None,
+        },
+        Err(f) => ContactOutcome {
+            batches_sent: u64::from(f.report.batches_sent),
+            ok: false,
+            error_code: Some(f.error.code().to_string()),
+            bundle_installed: f.report.bundle_installed,
+            forged_ack_refused: None,
+        },
+    };
+    if plan.stats().forged_acks > forged_before {
+        // A refused acknowledgement stops the contact: one forgery per contact.
+        let refused = reader.reader_mut().sync_state().refused_acks > refused_before
+            && out.error_code.as_deref() == Some("ack_bad_signature");
+        out.forged_ack_refused = Some(refused);
     }
-    fn stats(&self) -> LinkStats {
-        self.stats
-    }
+    out
+}
+
+/// Posts `body` as a reader's batch, without faults (an adversary's upload,
+/// or the malformed-input check): `(HTTP status, the answer's error code)`.
+pub fn post_raw(
+    rt: &tokio::runtime::Runtime,
+    to: Transport<'_>,
+    body: Vec<u8>,
+    t: u64,
+) -> Result<(u16, Option<String>), String> {
+    let quiet = FaultPlan::new(rand_core::SeedableRng::seed_from_u64(0), Faults::default());
+    let reply = rt
+        .block_on(to.post(body, t, &quiet))
+        .map_err(|e| e.to_string())?;
+    let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string));
+    Ok((reply.status, code))
+}
+
+/// Delivers what is still delayed (the network heals).
+pub fn flush(rt: &tokio::runtime::Runtime, to: Transport<'_>, plan: &FaultPlan) {
+    let link = FaultyLink { to, plan };
+    rt.block_on(link.deliver_delayed());
+}
+
+/// A fresh in-flight slot (after a reader's power cut or restore: the
+/// agent's memory is gone; it starts again from the acknowledged sequence).
+pub fn fresh_in_flight() -> InFlight {
+    InFlight::default()
 }

@@ -1,4 +1,5 @@
-//! `fare-simulator run --scenario demo|wuhan|FILE --seed N [--out DIR]`.
+//! `fare-simulator run --scenario demo|wuhan|FILE --seed N [--out DIR] [--network]`
+//! and `fare-simulator walkthrough [--out DIR] [--seed N]`.
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -35,28 +36,66 @@ enum Cmd {
         /// Buses run on real readers (overrides the scenario; 0 = all).
         #[arg(long)]
         real_buses: Option<u32>,
-        /// Drive the readers and settlement over the network (not yet available).
+        /// Runs the city scaled by this factor in (0, 1]: routes, rides and
+        /// accounts shrink in proportion (for measuring at reduced scale).
+        #[arg(long)]
+        scale: Option<f64>,
+        /// Readers talk to a real `fare-settlement` HTTP server on loopback
+        /// (the validator's sync code over reqwest) instead of in process.
         #[arg(long)]
         network: bool,
     },
+    /// The scripted, hand-worked day (four riders, three readers, settlement
+    /// on loopback HTTP); exits 0 only if settlement agrees with the hand-worked amounts.
+    Walkthrough {
+        /// Where to keep the run's files (default: a new `demo-out/run-<unix time>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed for every key and id, so a run replays exactly.
+        #[arg(long, default_value_t = 2017)]
+        seed: u64,
+    },
+}
+
+fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
+    let out = out.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from("demo-out").join(format!("run-{t}"))
+    });
+    fare_qr::install_quiet_panic_hook();
+    match fare_simulator::walkthrough::run_and_check(&out, seed, true) {
+        Err(e) => {
+            eprintln!("fare-simulator walkthrough: error: {e}");
+            ExitCode::from(2)
+        }
+        Ok(true) => {
+            println!("OK: every ride accounted for, amounts match the hand-worked example");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("MISMATCH: settlement disagrees with the hand-worked example");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Cmd::Run {
-        scenario,
-        seed,
-        out,
-        work_dir,
-        real_buses,
-        network,
-    } = cli.cmd;
-    if network {
-        eprintln!(
-            "fare-simulator: --network is not yet available: needs the sync agent (issue #9)"
-        );
-        return ExitCode::from(2);
-    }
+    let (scenario, seed, out, work_dir, real_buses, scale, network) = match cli.cmd {
+        Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
+        Cmd::Run {
+            scenario,
+            seed,
+            out,
+            work_dir,
+            real_buses,
+            scale,
+            network,
+        } => (scenario, seed, out, work_dir, real_buses, scale, network),
+    };
     let mut sc = match fare_simulator::Scenario::load(&scenario) {
         Ok(s) => s,
         Err(e) => {
@@ -64,16 +103,34 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(f) = scale {
+        sc = match sc.scaled(f) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fare-simulator: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
     if let Some(n) = real_buses {
         sc.execution.real_buses = n;
+    }
+    let mut replay_args = Vec::new();
+    if let Some(f) = scale {
+        replay_args.push(format!("--scale {f}"));
+    }
+    if let Some(n) = real_buses {
+        replay_args.push(format!("--real-buses {n}"));
     }
     let opts = fare_simulator::RunOptions {
         seed,
         work_dir,
         progress: std::io::stderr().is_terminal(),
         log_phases: true,
+        network,
+        replay_args: replay_args.join(" "),
     };
-    let replay = fare_simulator::replay_command(&scenario, seed);
+    let replay = fare_simulator::replay_command(&scenario, seed, network, &opts.replay_args);
     match fare_simulator::run(sc, &scenario, &opts, out.as_deref()) {
         Ok(o) => {
             print!("{}", fare_simulator::report::summary(&o.report));

@@ -404,10 +404,26 @@ pub fn check(w: &World) -> Result<Verdict, String> {
         .map(|(k, x)| (k.clone(), *x))
         .collect();
     if exp_rev != got_rev {
+        // Name the disputes whose held amount is not the charged ride's fare now.
+        let held_diffs: Vec<String> = s
+            .disputes()?
+            .into_iter()
+            .filter_map(|((rid, seq), op, held)| {
+                let fare = results
+                    .iter()
+                    .find(|r| r.reader_id == rid && r.seq == seq)
+                    .map(|r| r.amount_minor)?;
+                (fare != held).then(|| format!("{rid}/{seq} ({op}): held {held}, fare now {fare}"))
+            })
+            .take(MAX_LISTED)
+            .collect();
         fail(
             &mut v,
             "charges_match_oracle",
-            format!("revenue by operator: settlement {got_rev:?}, oracle {exp_rev:?}"),
+            format!(
+                "revenue by operator: settlement {got_rev:?}, oracle {exp_rev:?}; \
+                 disputes holding another amount than the ride's fare: {held_diffs:?}"
+            ),
         );
     }
     let (sum, _, op_balances) = s.ledger()?;

@@ -86,6 +86,10 @@ pub struct Report {
     pub commit: String,
     /// Command that replays the run.
     pub replay: String,
+    /// How readers reached settlement: `in_process` or `loopback_http`
+    /// (`--network`: `fare-settlement serve` on 127.0.0.1, reqwest); both
+    /// through the validator's `sync::contact`.
+    pub transport: String,
     /// Fleet.
     pub buses: u64,
     /// Buses run on real readers (sled logs in a temp dir).
@@ -193,6 +197,12 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
         seed: w.seed,
         commit: commit.to_string(),
         replay: replay.to_string(),
+        transport: if w.network {
+            "loopback_http"
+        } else {
+            "in_process"
+        }
+        .to_string(),
         buses: w.buses.len() as u64,
         real_buses: w.buses.iter().filter(|b| b.real).count() as u64,
         accounts: w.scenario.riders.accounts,
@@ -262,8 +272,8 @@ pub fn summary(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "fare-simulator: scenario `{}`, seed {}, commit {}",
-        r.scenario, r.seed, r.commit
+        "fare-simulator: scenario `{}`, seed {}, commit {}, readers to settlement: {}",
+        r.scenario, r.seed, r.commit, r.transport
     );
     let _ = writeln!(
         s,

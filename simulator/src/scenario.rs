@@ -175,6 +175,10 @@ pub struct AttackConfig {
     pub over_credit_limit: u32,
     /// Compromised readers (each invents, alters, drops, duplicates and back-dates a ride).
     pub compromised_reader: u32,
+    /// Percent of batch uploads intercepted by a forger answering with an
+    /// acknowledgement signed by a key the root never certified.
+    #[serde(default)]
+    pub forged_ack_percent: u32,
     /// Test only: a reader drops a flushed ride without the oracle being told.
     #[serde(default)]
     pub undeclared_reader_drop: bool,
@@ -193,10 +197,20 @@ pub struct ExecutionConfig {
     pub real_buses: u32,
     /// fdatasync after each accept (the reader's default; off only to measure).
     pub device_sync: bool,
+    /// Each reader's sled page cache, KiB (many readers share one process).
+    #[serde(default = "default_reader_cache_kib")]
+    pub reader_cache_kib: u64,
     /// Test only: settlement's adapter charges one ride twice.
     #[serde(default)]
     pub planted_double_charge: bool,
 }
+
+fn default_reader_cache_kib() -> u64 {
+    DEFAULT_READER_CACHE_KIB
+}
+
+/// Default of `execution.reader_cache_kib`.
+pub const DEFAULT_READER_CACHE_KIB: u64 = 1024;
 
 impl Scenario {
     /// A preset by name.
@@ -273,6 +287,25 @@ impl Scenario {
         }
         jiff::civil::Date::strptime("%Y-%m-%d", &self.day).map_err(|e| format!("day: {e}"))?;
         Ok(())
+    }
+
+    /// Buses in the fleet.
+    /// The same city scaled by `factor` (0 < factor ≤ 1): routes per
+    /// operator, rides and accounts shrink in proportion (each at least 1),
+    /// buses per route, demand, faults and attacks stay. For measuring at
+    /// reduced scale: the per-bus and per-ride load are the full day's.
+    pub fn scaled(mut self, factor: f64) -> Result<Scenario, String> {
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(format!("--scale {factor}: expected a factor in (0, 1]"));
+        }
+        let f = |n: u64| ((n as f64 * factor).round() as u64).max(1);
+        for op in &mut self.operators {
+            op.routes = f(u64::from(op.routes)) as u32;
+        }
+        self.riders.rides = f(self.riders.rides);
+        self.riders.accounts = f(self.riders.accounts).max(self.riders.rides);
+        self.validate()?;
+        Ok(self)
     }
 
     /// Buses in the fleet.

@@ -2,10 +2,9 @@
 //! and settlement code, with faults and attackers, recorded for the oracle.
 
 use crate::adapters::{
-    AckError, Answer, Backoffice, BusReader, IngestAnswer, Phone, PlantedBugs, ReaderIdentity,
-    ReaderStorage,
+    Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
 };
-use crate::link::{Delivery, Faults, FaultyLink, Link};
+use crate::link::{FaultPlan, Faults, Transport};
 use crate::scenario::Scenario;
 use fare_credential::{Profile, SigningKey};
 use rand_chacha::ChaCha20Rng;
@@ -22,8 +21,6 @@ const HOUR_S: u64 = 3600;
 const SETUP_HOUR: u64 = 4;
 /// Interval of the upload-backlog samples.
 pub const SAMPLE_EVERY_S: u64 = 900;
-/// Upload rounds per sync before a bus gives up until its next window.
-const MAX_ROUNDS_PER_SYNC: u32 = 64;
 /// Depot sync attempts per bus (each one a full sync).
 const DEPOT_ATTEMPTS: u32 = 8;
 /// Logical log limit of a reader whose storage is nearly full (≈ 40 records).
@@ -32,6 +29,8 @@ const NEARLY_FULL_LOG_BYTES: u64 = 12_000;
 const SHORT_CREDENTIAL_S: u64 = 1800;
 /// Credential lifetime of ordinary riders.
 const CREDENTIAL_S: u64 = 3 * 86_400;
+/// Riders enrolled per settlement write set (one commit and flush each).
+const ENROL_BATCH: usize = 1000;
 /// Camera frame size.
 const FRAME_W: u32 = 640;
 /// Camera frame size.
@@ -254,6 +253,8 @@ pub struct Bus {
     /// No more uploads (compromised, after its attack).
     pub retired: bool,
     backup: Option<(PathBuf, u64)>,
+    /// The batch the reader's sync keeps re-sending until acknowledged.
+    in_flight: fare_validator::sync::InFlight,
 }
 
 impl Bus {
@@ -371,6 +372,8 @@ pub struct World {
     pub settle_runs: u64,
     /// Scans refused because the deny list named the credential, checked against the model.
     pub deny_checks: u64,
+    /// Readers reach settlement over loopback HTTP (`--network`).
+    pub network: bool,
     /// Link counters.
     pub link_stats: crate::link::LinkStats,
     /// Wallet refusals (e.g. expired credential on the phone).
@@ -381,7 +384,9 @@ pub struct World {
     pub upload_refusals: BTreeMap<String, u64>,
     /// Uploads that timed out: (bus, first seq, last seq).
     pub failed_uploads: Vec<(u32, u64, u64)>,
-    link: FaultyLink,
+    faults: FaultPlan,
+    /// Runs the readers' sync contacts (and their HTTP client with `--network`).
+    rt: tokio::runtime::Runtime,
     queue: BTreeMap<(u64, u64), Ev>,
     next_ev: u64,
     rng_frames: ChaCha20Rng,
@@ -406,6 +411,11 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print each phase's end and wall time to stderr.
     pub log_phases: bool,
+    /// Readers talk to `fare-settlement serve` on loopback over HTTP.
+    pub network: bool,
+    /// Further command-line arguments the replay command must repeat
+    /// (`--scale F`, `--real-buses N`).
+    pub replay_args: String,
 }
 
 fn local_midnight(day: &str) -> Result<u64, String> {
@@ -431,7 +441,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// A 640×480 camera frame holding the code's QR, centred on grey (as
-/// fare-demo). Rows are copied with slice copies: generic per-pixel image
+/// the walkthrough). Rows are copied with slice copies: generic per-pixel image
 /// code would be compiled unoptimised here in debug builds.
 pub fn camera_frame(code: &[u8]) -> Result<image::GrayImage, String> {
     let qr = fare_qr::render_luma(code, 4, 4).map_err(|e| e.to_string())?;
@@ -491,16 +501,18 @@ impl World {
             setup,
             sub_seed(seed, "settlement"),
             bugs,
+            opts.network,
         )?;
         let root_public = settlement.root_public_key()?;
         let f = &scenario.faults;
-        let link = FaultyLink::new(
+        let faults = FaultPlan::new(
             rng_for(seed, "link"),
             Faults {
                 drop: f.link_drop_percent,
                 duplicate: f.link_duplicate_percent,
                 reorder: f.link_reorder_percent,
                 lost_reply: f.link_lost_reply_percent,
+                forged_ack: scenario.attacks.forged_ack_percent,
             },
         );
         let mut w = World {
@@ -533,11 +545,16 @@ impl World {
             settle_runs: 0,
             deny_checks: 0,
             link_stats: Default::default(),
+            network: opts.network,
             wallet_refusals: 0,
             phase_wall_s: BTreeMap::new(),
             upload_refusals: BTreeMap::new(),
             failed_uploads: Vec::new(),
-            link,
+            faults,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("sync runtime: {e}"))?,
             queue: BTreeMap::new(),
             next_ev: 0,
             rng_frames: rng_for(seed, "frames"),
@@ -590,6 +607,7 @@ impl World {
                         max_accepted: 0,
                         retired: false,
                         backup: None,
+                        in_flight: Default::default(),
                     });
                     ix += 1;
                 }
@@ -649,27 +667,41 @@ impl World {
         self.note_deny(version, now, ids);
         let batch = self.scenario.sync.batch_max_records;
         let device_sync = self.scenario.execution.device_sync;
-        for b in self.buses.iter_mut().filter(|b| b.real) {
+        for b in self.buses.iter().filter(|b| b.real) {
             self.settlement
                 .provision_reader(&b.ident, b.key.verifying_key().to_bytes())?;
-            let storage = ReaderStorage {
-                max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
-                device_sync,
-                batch_max_records: batch,
-            };
-            let r = BusReader::provision(
-                &b.dir,
-                &b.ident,
-                storage,
-                self.root_public,
-                b.key.clone(),
-                &bundle,
-                b.reader_now(now),
-            )?;
-            self.installs
-                .push((b.ident.reader_id - 1, now, r.bundle_version()));
-            b.reader = Some(r);
-            bar.inc(1);
+        }
+        // Readers are independent (own directory, own key from the fleet
+        // RNG, the same bundle): provisioned in parallel, same result.
+        use rayon::prelude::*;
+        let cache_bytes = self.scenario.execution.reader_cache_kib << 10;
+        let root_public = self.root_public;
+        self.buses
+            .par_iter_mut()
+            .filter(|b| b.real)
+            .try_for_each(|b| -> Result<(), String> {
+                let storage = ReaderStorage {
+                    max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
+                    device_sync,
+                    batch_max_records: batch,
+                    cache_bytes,
+                };
+                let r = BusReader::provision(
+                    &b.dir,
+                    &b.ident,
+                    storage,
+                    root_public,
+                    b.key.clone(),
+                    &bundle,
+                    b.reader_now(now),
+                )?;
+                b.reader = Some(r);
+                bar.inc(1);
+                Ok(())
+            })?;
+        for b in self.buses.iter().filter(|b| b.real) {
+            let v = b.reader.as_ref().map_or(0, BusReader::bundle_version);
+            self.installs.push((b.ident.reader_id - 1, now, v));
         }
         Ok(())
     }
@@ -1013,7 +1045,13 @@ impl World {
         self.phase_wall_s
             .insert("liveness".into(), t2.elapsed().as_secs_f64());
         self.log(opts, "liveness");
-        self.link_stats = self.link.stats();
+        self.link_stats = self.faults.stats();
+        let (batches, bundles) = self.faults.served_s();
+        self.phase_wall_s
+            .insert("sync_settlement_batches".into(), batches);
+        self.phase_wall_s
+            .insert("sync_settlement_bundles".into(), bundles);
+        self.settlement.shutdown()?;
         Ok(())
     }
 
@@ -1043,27 +1081,42 @@ impl World {
                 _ => {}
             }
         }
-        for (i, r) in self.riders.iter_mut().enumerate() {
-            bar.inc(1);
-            if !needed[i] && r.part == RiderPart::Honest {
-                continue;
+        let todo: Vec<usize> = (0..self.riders.len())
+            .filter(|i| needed[*i] || self.riders[*i].part != RiderPart::Honest)
+            .collect();
+        bar.inc((self.riders.len() - todo.len()) as u64);
+        for chunk in todo.chunks(ENROL_BATCH) {
+            let mut phones = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let r = &self.riders[i];
+                let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
+                let phone = Phone::generate(&mut prng);
+                batch.push(Enrolment {
+                    account: r.account.clone(),
+                    profile: r.profile,
+                    credit_limit: r.credit_limit,
+                    device_public_key: phone.public_key(),
+                    valid_for_s: if r.part == RiderPart::Expired {
+                        SHORT_CREDENTIAL_S
+                    } else {
+                        CREDENTIAL_S
+                    },
+                });
+                phones.push(phone);
             }
-            let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
-            let mut phone = Phone::generate(&mut prng);
-            self.settlement
-                .create_account(&r.account, r.profile, r.credit_limit)?;
-            let valid = if r.part == RiderPart::Expired {
-                SHORT_CREDENTIAL_S
-            } else {
-                CREDENTIAL_S
-            };
-            let (cred, id, _) = self
-                .settlement
-                .issue(&r.account, phone.public_key(), valid)?;
-            let device_now = (now as i64 + r.phone_off) as u64;
-            phone.install(&cred, now, device_now)?;
-            r.credential = id;
-            r.phone = Some(phone);
+            let issued = self.settlement.enrol_batch(&batch)?;
+            for ((&i, mut phone), (cred, id)) in chunk.iter().zip(phones).zip(issued) {
+                let r = &mut self.riders[i];
+                let device_now = (now as i64 + r.phone_off) as u64;
+                phone.install(&cred, now, device_now)?;
+                r.credential = id;
+                r.phone = Some(phone);
+                bar.inc(1);
+            }
+        }
+        for i in todo {
+            let r = &self.riders[i];
             if r.part == RiderPart::DenyListed {
                 self.settlement.freeze(&r.account)?;
                 self.frozen.insert(r.account.clone());
@@ -1582,85 +1635,70 @@ impl World {
         Ok(())
     }
 
-    /// Returns true when everything was uploaded and the bundle fetched.
+    /// One contact through the validator's sync code; true when everything
+    /// was uploaded and the bundle fetched.
     fn sync_once(&mut self, t: u64, bus: u32) -> Result<bool, String> {
-        let rid = self.buses[bus as usize].ident.reader_id;
-        let rnow = self.buses[bus as usize].reader_now(t);
-        let mut complete = false;
-        for _ in 0..MAX_ROUNDS_PER_SYNC {
-            let b = &mut self.buses[bus as usize];
-            let Some(reader) = b.reader.as_mut() else {
-                return Ok(false);
-            };
-            let Some((bytes, first, last)) = reader.next_batch()? else {
-                complete = true;
-                break;
-            };
-            self.upload_attempts += 1;
-            let before = reader.acked_up_to();
-            let started = std::time::Instant::now();
-            let delivery = self.link.send(&self.settlement, &bytes);
-            *self.phase_wall_s.entry("uploads".into()).or_insert(0.0) +=
-                started.elapsed().as_secs_f64();
-            match delivery {
-                Delivery::Timeout => {
-                    self.upload_retries += 1;
-                    self.failed_uploads.push((bus, first, last));
-                    return Ok(false);
-                }
-                Delivery::Answer(IngestAnswer::Acked(acked)) => {
-                    if let Err(e) = reader.acknowledge(acked) {
-                        if e == AckError::BeyondLog {
-                            if let Some(r) = self.restores.iter_mut().find(|r| r.reader == rid) {
-                                r.ack_beyond_log = true;
-                            }
-                        }
-                        *self
-                            .upload_refusals
-                            .entry("ack_beyond_log".into())
-                            .or_insert(0) += 1;
-                        return Ok(false);
-                    }
-                }
-                Delivery::Answer(IngestAnswer::Refused { code, acked_seq }) => {
-                    *self.upload_refusals.entry(code.clone()).or_insert(0) += 1;
-                    self.upload_retries += 1;
-                    match acked_seq {
-                        Some(a) if code == "sequence_gap" && a > before => {
-                            if reader.acknowledge(a).is_err() {
-                                return Ok(false);
-                            }
-                        }
-                        _ => return Ok(false),
-                    }
-                }
-            }
-            if reader.acked_up_to() <= before {
-                return Ok(false);
-            }
-        }
-        if !complete {
-            return Ok(false);
-        }
-        if !self.link.fetch_ok() {
-            return Ok(false);
-        }
         let b = &mut self.buses[bus as usize];
+        let rnow = b.reader_now(t);
+        let rid = b.ident.reader_id;
         let Some(reader) = b.reader.as_mut() else {
             return Ok(false);
         };
         let started = std::time::Instant::now();
-        let (bundle, version, ids) = self.settlement.bundle(Some(reader.bundle_version()))?;
-        if reader.install_bundle(&bundle, rnow)? {
-            self.installs.push((bus, t, reader.bundle_version()));
+        let out = crate::link::contact_once(
+            &self.rt,
+            reader,
+            Transport::of(&self.settlement),
+            &self.faults,
+            &mut b.in_flight,
+            rnow,
+        );
+        *self
+            .phase_wall_s
+            .entry("sync_contacts".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
+        self.upload_attempts += out.batches_sent;
+        if let Some(refused) = out.forged_ack_refused {
+            self.attempts.push(Attempt {
+                kind: "forged_ack",
+                must_catch: true,
+                expect: Expect::ReaderRefuses,
+                reader_refused: Some(refused),
+            });
         }
-        reader.maintenance(rnow)?;
-        *self.phase_wall_s.entry("bundles".into()).or_insert(0.0) +=
-            started.elapsed().as_secs_f64();
-        // The bus's OS clock is set from settlement's at a successful sync.
-        b.jump = 0;
-        self.note_deny(version, t, ids);
-        Ok(true)
+        if let Some(code) = &out.error_code {
+            self.upload_retries += 1;
+            *self.upload_refusals.entry(code.clone()).or_insert(0) += 1;
+            let (acked, last) = (reader.acked_up_to(), reader.last_seq());
+            if last > acked {
+                self.failed_uploads.push((bus, acked + 1, last));
+            }
+            if code == "chain_forked" {
+                if let Some(r) = self.restores.iter_mut().find(|r| r.reader == rid) {
+                    r.ack_beyond_log = true;
+                }
+            }
+        }
+        if out.ok {
+            let started = std::time::Instant::now();
+            reader.maintenance(rnow)?;
+            *self.phase_wall_s.entry("maintenance".into()).or_insert(0.0) +=
+                started.elapsed().as_secs_f64();
+            // The bus's OS clock is set from settlement's at a successful sync.
+            b.jump = 0;
+        }
+        if let Some(v) = out.bundle_installed {
+            self.installs.push((bus, t, v));
+            if self
+                .deny_versions
+                .last()
+                .is_none_or(|(known, _, _)| *known < v)
+            {
+                let (version, ids) = self.settlement.deny_head()?;
+                self.note_deny(version, t, ids);
+            }
+        }
+        Ok(out.ok)
     }
 
     fn power_cut(&mut self, t: u64, bus: u32) -> Result<(), String> {
@@ -1668,8 +1706,10 @@ impl World {
         if b.reader.is_none() {
             return Ok(());
         }
-        // A crash: the reader goes away without a flush or a goodbye.
+        // A crash: the reader goes away without a flush or a goodbye (and
+        // its sync agent's memory with it).
         b.reader = None;
+        b.in_flight = crate::link::fresh_in_flight();
         let started = std::time::Instant::now();
         let r = BusReader::open(&b.dir, b.reader_now(t))?;
         *self
@@ -1725,6 +1765,7 @@ impl World {
         std::fs::remove_dir_all(&b.dir).map_err(|e| e.to_string())?;
         copy_dir(&from, &b.dir).map_err(|e| format!("restore reader {}: {e}", bus + 1))?;
         b.reader = Some(BusReader::open(&b.dir, b.reader_now(t))?);
+        b.in_flight = crate::link::fresh_in_flight();
         // The restored log ends at the backup's last ride: the simulator's
         // own high-water mark follows it (the rides after it are the fault's loss).
         b.max_accepted = backup_last;
@@ -1888,7 +1929,7 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            let _ = self.settlement.ingest(&bytes);
+            self.post_raw(bytes, rnow)?;
         }
         // Drop: the next ride is withheld; the rest continues after a gap.
         let gap_seq = acked + out.len() as u64 + 2;
@@ -1916,7 +1957,7 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            let _ = self.settlement.ingest(&bytes);
+            self.post_raw(bytes, rnow)?;
         }
         if declared {
             for ((seq, kind), (_, _, key, _)) in c.fakes.iter().zip(&c.fake_rides) {
@@ -1963,18 +2004,23 @@ impl World {
         Ok(())
     }
 
+    /// Posts a batch as it is (no faults): `(HTTP status, error code)`.
+    fn post_raw(&mut self, body: Vec<u8>, t: u64) -> Result<(u16, Option<String>), String> {
+        crate::link::post_raw(&self.rt, Transport::of(&self.settlement), body, t)
+    }
+
     /// Heals the network and lets every honest reader upload everything, then settles.
     fn liveness(&mut self, t: u64) -> Result<(), String> {
         self.settlement.set_time(t);
-        self.link.heal();
-        self.link.flush(&self.settlement);
+        self.faults.heal();
+        crate::link::flush(&self.rt, Transport::of(&self.settlement), &self.faults);
         // §4.6: bad input changes nothing and is refused with a specific error.
         let held = self.settlement.ride_count()?;
         let mut garbage = vec![0u8; 512];
         self.rng_attack.fill_bytes(&mut garbage);
         for body in [&garbage[..], &[][..], &garbage[..3]] {
-            match self.settlement.ingest(body) {
-                IngestAnswer::Refused { code, .. } if !code.is_empty() && code != "unknown" => {}
+            match self.post_raw(body.to_vec(), t)? {
+                (400..=499, Some(code)) if !code.is_empty() => {}
                 other => self.violations.push((
                     "bad_input_changes_nothing",
                     format!(

@@ -9,6 +9,8 @@ fn opts(seed: u64) -> RunOptions {
         work_dir: None,
         progress: false,
         log_phases: false,
+        network: false,
+        replay_args: String::new(),
     }
 }
 
@@ -50,6 +52,7 @@ fn demo_with_faults_and_adversaries_passes() {
         "stolen_phone",
         "over_credit_limit",
         "compromised_reader",
+        "forged_ack",
     ] {
         assert!(
             r.attacks.get(kind).is_some_and(|a| a.attempted > 0),
@@ -114,6 +117,38 @@ fn demo_with_faults_and_adversaries_passes() {
             );
         }
     }
+}
+
+/// `--network`: the readers' real sync code over reqwest to
+/// `fare-settlement serve` on loopback, with the same injected faults; the
+/// day comes out exactly as in process.
+#[test]
+fn demo_over_loopback_http_passes_and_matches_in_process() {
+    let mut net = opts(1);
+    net.network = true;
+    let n = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &net, None).unwrap();
+    assert!(
+        n.ok,
+        "invariants failed over HTTP: {:#?}\n{}",
+        n.report.failures,
+        fare_simulator::report::summary(&n.report)
+    );
+    assert_eq!(n.report.transport, "loopback_http");
+    assert!(
+        n.report.replay.ends_with("--network"),
+        "{}",
+        n.report.replay
+    );
+    let l = &n.report.uploads.link;
+    assert!(l.dropped > 0 && l.lost_replies > 0 && l.reordered > 0 && l.duplicated > 0);
+    let p = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(1), None).unwrap();
+    let (mut a, mut b) = (without_wall_clock(&n.json), without_wall_clock(&p.json));
+    for v in [&mut a, &mut b] {
+        let m = v.as_object_mut().unwrap();
+        m.remove("replay");
+        m.remove("transport");
+    }
+    assert_eq!(a, b, "the same day over HTTP differs from in process");
 }
 
 #[test]

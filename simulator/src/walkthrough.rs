@@ -1,13 +1,13 @@
-//! The main job: one service day of the fare system, end to end, on the
-//! embedded default store, with every component real: a settlement server on
+//! `fare-simulator walkthrough`: one scripted service day of the fare
+//! system, end to end, on the embedded default store, with every component real: a settlement server on
 //! loopback HTTP (sled), phones with device keys and issued credentials,
 //! readers deciding on rendered 640×480 camera frames with a flushed sled
 //! log, uploads of signed batches, a settlement run, and the reports.
 //!
 //! The day is scripted (deterministic from the seed) so its amounts can be
 //! worked out by hand; the demo checks the settled amounts against that
-//! hand-worked answer and fails loudly if they differ.
-#![forbid(unsafe_code)]
+//! hand-worked answer and fails loudly if they differ. (It was the
+//! `fare-demo` crate; the seeded, faulty, city-scale day is [`crate::run`].)
 
 use fare_credential::{Clock, ManualClock, RideCode, SigningKey};
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The operator token the demo's settlement service uses.
+/// The operator token the walkthrough's settlement service uses.
 pub const OPERATOR_TOKEN: &str = "demo-operator-token";
 
 /// What the demo established.
@@ -466,4 +466,30 @@ pub fn hand_worked() -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
     ]
     .into();
     (revenue, balances)
+}
+
+/// Runs the walkthrough (printing each step when `verbose`) and compares
+/// settlement's amounts with [`hand_worked`]: `Ok(true)` when they agree.
+pub fn run_and_check(out_dir: &Path, seed: u64, verbose: bool) -> DemoResult<bool> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(run(out_dir, seed, verbose))?;
+    let (revenue, balances) = hand_worked();
+    let ok = summary.revenue_by_operator == revenue && summary.balances == balances;
+    println!("== 8. check against the hand-worked day");
+    println!(
+        "   revenue  expected {revenue:?}\n            settled  {:?}",
+        summary.revenue_by_operator
+    );
+    println!(
+        "   balances expected {balances:?}\n            settled  {:?}",
+        summary.balances
+    );
+    println!(
+        "   files: {} (wallets, readers' sled logs, settlement db, alice-0730.png, daily-report.csv)",
+        summary.out_dir.display()
+    );
+    Ok(ok)
 }
