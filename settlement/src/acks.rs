@@ -78,6 +78,11 @@ fn io_err<'a>(path: &'a Path) -> impl FnOnce(std::io::Error) -> AckKeyError + 'a
 }
 
 impl AckSigner {
+    /// The service's bundle publisher id ([`crate::bundle::publisher_id`]).
+    pub fn publisher_id(&self) -> [u8; fare_credential::bundle::PUBLISHER_ID_LEN] {
+        crate::bundle::publisher_id(&self.cert)
+    }
+
     /// Loads `ack.key` and `ack.cert` from the KEYS directory, or makes them
     /// (key from `rng`, certificate signed by the root key) when absent. The
     /// certificate must be the root's and name the key.
@@ -228,6 +233,10 @@ pub fn answer(
         .map_err(|e| ApiError::of(ErrorCode::MalformedBatch, e.to_string()))?;
     let ack = signer.sign(db, kind, reader_id, body, now_unix_s)?;
     note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?;
+    // The gauge `GET /v1/readers` also sets, kept current on every answer.
+    let (state, _) = db.reader_state(reader_id)?;
+    metrics::gauge!("settlement_reader_acked_seq", "reader" => reader_id.to_string())
+        .set(state.acked_seq as f64);
     match result {
         Ok(a) => {
             let mut v = serde_json::to_value(a).expect("ack serialises");

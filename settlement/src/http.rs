@@ -220,10 +220,36 @@ async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body)
         )
     })?;
     let reader_time = crate::acks::reader_time_header(&headers);
+    let auth = reader_auth(&headers)?;
     let started = Instant::now();
     let ack = blocking(move || {
         let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = app.now();
+        if let Some(auth) = auth {
+            // The body carries the reader's signature already; the request
+            // signature adds freshness and names the same reader.
+            let signer = crate::readers::check_signed_request(
+                &app.db,
+                &app.recent_requests,
+                crate::readers::SignedRequest {
+                    header: &auth,
+                    route_reader: None,
+                    method: "POST",
+                    target: "/v1/batches",
+                    body: &bytes,
+                },
+                now,
+            )?;
+            let named = bytes
+                .get(1..5)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+            if named.is_some_and(|id| id != signer) {
+                return Err(ApiError::of(
+                    ErrorCode::RequestBadSignature,
+                    format!("request signed by reader {signer} for another reader's batch"),
+                ));
+            }
+        }
         let result = crate::ingest::ingest_batch(&app.db, &bytes, now);
         crate::acks::answer(&app.db, &app.acks, &bytes, reader_time, now, result)
     })
@@ -232,9 +258,71 @@ async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body)
     Ok(json(StatusCode::OK, &ack))
 }
 
+/// Header with settlement's clock (unix s) on every answer: a reader whose
+/// signed request was refused as `request_stale` time-stamps the next one by it.
+pub const SERVER_TIME_HEADER: &str = "x-server-time";
+
+async fn server_time(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&app.now().to_string()) {
+        resp.headers_mut().insert(SERVER_TIME_HEADER, v);
+    }
+    resp
+}
+
+/// The `X-Reader-Auth` header's value, if sent.
+fn reader_auth(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(fare_credential::request::REQUEST_AUTH_HEADER) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+            ApiError::of(
+                ErrorCode::RequestBadSignature,
+                "X-Reader-Auth is not ASCII hex".to_string(),
+            )
+        }),
+    }
+}
+
+/// A bundle holds the reader's deny list: only the reader (a request signed
+/// with its registered key) or an operator (the bearer token) may read it.
+fn authorize_bundle(
+    app: &App,
+    headers: &HeaderMap,
+    reader_id: u32,
+    target: &str,
+) -> Result<(), ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return authorize(app, headers);
+    }
+    let Some(auth) = reader_auth(headers)? else {
+        return Err(ApiError::of(
+            ErrorCode::RequestUnsigned,
+            format!(
+                "reader {reader_id}'s bundle: sign the request with the reader key (X-Reader-Auth) \
+                 or send the operator token"
+            ),
+        ));
+    };
+    let now = app.now();
+    crate::readers::check_signed_request(
+        &app.db,
+        &app.recent_requests,
+        crate::readers::SignedRequest {
+            header: &auth,
+            route_reader: Some(reader_id),
+            method: "GET",
+            target,
+            body: b"",
+        },
+        now,
+    )
+    .map(|_| ())
+}
+
 async fn get_bundle(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult {
@@ -248,7 +336,11 @@ async fn get_bundle(
             )
         })?),
     };
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
     let bytes = blocking(move || {
+        authorize_bundle(&app, &headers, reader_id, &target)?;
         match app.db.reader(reader_id)? {
             Some(r) if !r.retired => {}
             Some(_) => {
@@ -719,6 +811,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/reports/{kind}", get(report))
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(app.clone(), server_time))
         .layer(middleware::from_fn(track))
         .layer(TimeoutLayer::with_status_code(
             ErrorCode::RequestTimeout.status(),

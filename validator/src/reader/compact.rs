@@ -94,6 +94,7 @@ impl Reader {
     /// its whole write set in memory: compacting a week of a busy bus
     /// (≈ 56k records) in one piece doubled the reader's peak memory.
     /// Returns whether it removed anything.
+    // Longer than a screen: one transaction: what it reads and what it writes atomically are kept together.
     fn compact_chunk(
         &mut self,
         older_than_unix_s: u64,

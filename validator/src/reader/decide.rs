@@ -106,6 +106,7 @@ impl Reader {
         decision
     }
 
+    // Longer than a screen: the order of the checks, top to bottom, is the specification (SPEC §3); one stage per line.
     fn pipeline(
         &mut self,
         bytes: &[u8],
@@ -196,6 +197,7 @@ impl Reader {
     /// Appends the ride: one sled insert, then the durability point
     /// ([`Self::durable`]: `flush()` and `fdatasync`). The replay cache
     /// and the state change in memory as soon as the insert applied.
+    // Longer than a screen: the accept path in its durability order (encode, room, insert, state, flush, mark); splitting it would hide that order.
     fn append(&mut self, code: &RideCode, now: u64, keys: &ReplayKeys) -> Result<u64, AppendError> {
         let seq = self.state.next_seq;
         let rc = &self.config.reader;

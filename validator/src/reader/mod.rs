@@ -32,6 +32,7 @@ use crate::config::ReaderConfig;
 use crate::decision::{Decision, Outcome, RideId, Stage, StageTimes};
 use crate::error::{BundleError, ValidatorError};
 use crate::replay::{ReplayCache, ReplayEntry, ReplayKeys};
+use fare_credential::bundle::PublishedBundle;
 use fare_credential::codec;
 use fare_credential::keys::parse_public_key;
 use fare_credential::record::{genesis_hash, record_hash};
@@ -40,8 +41,8 @@ use fare_credential::verify::{
     credential_stage, deny_stage, device_stage, parse_stage, time_stage,
 };
 use fare_credential::{
-    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, ReaderBundle, RejectReason,
-    RideCode, RideRecord, SigningKey, TrustList, VerifyingKey,
+    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, RejectReason, RideCode, RideRecord,
+    SigningKey, TrustList, VerifyingKey,
 };
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -54,6 +55,8 @@ const META_STATE: &[u8] = b"state";
 const META_IDENTITY: &[u8] = b"identity";
 const META_BUNDLE: &[u8] = b"bundle";
 const META_SYNC: &[u8] = b"sync";
+/// The installed bundle's publisher id (16 bytes; absent: the v1 line).
+const META_PUBLISHER: &[u8] = b"bundle_publisher";
 /// Replay entries are pruned at most this often (seconds of reader time).
 const PRUNE_INTERVAL_S: u64 = 60;
 /// The reader state is saved after every this many accepted rides (not
@@ -120,6 +123,8 @@ struct Installed {
     meta: BundleMeta,
     trust: TrustList,
     deny: DenyList,
+    /// Who published it ([`fare_credential::bundle::V1_PUBLISHER`] for v1).
+    publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
 }
 
 /// Reader status for `status` and monitoring.
@@ -207,6 +212,11 @@ pub struct Reader {
     damaged: Option<ValidatorError>,
     /// Upload state (fork, last contact, ...), persisted in `meta`.
     sync: crate::sync::SyncState,
+    /// Nonce of the next signed request ([`Reader::sign_request`]).
+    request_nonce: u64,
+    /// Clock offset for time-stamping requests learnt from a `request_stale`
+    /// refusal; cleared when a signed answer measures the offset.
+    request_offset_s: Option<i64>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -330,6 +340,9 @@ impl Reader {
         state: crate::sync::SyncState,
         durable: bool,
     ) -> Result<(), ValidatorError> {
+        if state.clock_offset_s.is_some() && state.clock_offset_s != self.sync.clock_offset_s {
+            self.request_offset_s = None;
+        }
         self.meta
             .insert(META_SYNC, codec::encode("sync state", &state)?)
             .map_err(ValidatorError::sled("write sync state"))?;
@@ -343,11 +356,6 @@ impl Reader {
     /// The deployment root key (verifies bundles and acknowledgements).
     pub fn root_key(&self) -> &VerifyingKey {
         &self.root
-    }
-
-    /// Signs `domain || message` with the reader key (signed requests).
-    pub fn sign_with_reader_key(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
-        fare_credential::keys::sign_domain(&self.key, domain, message)
     }
 
     /// Writes the in-memory state to `meta` (not flushed).

@@ -8,6 +8,7 @@ impl Reader {
     /// (0600), the root key, the config with every default, creates the log
     /// and installs the first bundle. The bundle is verified before anything
     /// is written, so a bad bundle leaves the directory untouched.
+    // Longer than a screen: the files are written in a durability order (key, root, config, dir sync, log) that is easiest to check in one piece.
     pub fn provision(
         dir: &Path,
         config: ReaderConfig,
@@ -17,7 +18,7 @@ impl Reader {
         now_unix_s: u64,
     ) -> Result<Reader, ValidatorError> {
         config.validate()?;
-        ReaderBundle::verify_v1(bundle_bytes, &root).map_err(BundleError::from)?;
+        PublishedBundle::verify(bundle_bytes, &root).map_err(BundleError::from)?;
         if paths::config(dir).exists() || paths::log(dir).exists() {
             let reader_id =
                 ReaderConfig::load(&paths::config(dir)).map_or(0, |c| c.reader.reader_id);
@@ -111,6 +112,7 @@ impl Reader {
         Self::open_with(dir, now_unix_s, None)
     }
 
+    // Longer than a screen: the fields of `Reader` are loaded and checked in order, each a few lines; the order (identity before state, state before the mark) is the point.
     fn open_with(
         dir: &Path,
         now_unix_s: u64,
@@ -174,7 +176,14 @@ impl Reader {
         let installed = match get(META_BUNDLE)? {
             Some(v) => {
                 let meta: BundleMeta = codec::decode("bundle meta", &v)?;
-                Some(Self::load_installed(dir, meta)?)
+                let publisher = match get(META_PUBLISHER)? {
+                    Some(p) => p.as_ref().try_into().map_err(|_| ValidatorError::Corrupt {
+                        seq: 0,
+                        why: format!("stored bundle publisher is {} bytes, not 16", p.len()),
+                    })?,
+                    None => fare_credential::bundle::V1_PUBLISHER,
+                };
+                Some(Self::load_installed(dir, meta, publisher)?)
             }
             None => None,
         };
@@ -214,6 +223,11 @@ impl Reader {
             hwm,
             damaged: None,
             sync,
+            // Only distinctness matters (settlement refuses a (time, nonce)
+            // it saw from this reader): a random start keeps a restarted
+            // process from repeating the last one's nonces within a second.
+            request_nonce: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+            request_offset_s: None,
         };
         reader.roll_state_forward()?;
         reader.check_high_water_mark(mark)?;
@@ -227,6 +241,7 @@ impl Reader {
     /// crash kept from being saved), checking that they are contiguous and
     /// chained from the saved chain head, and adds them to the counters.
     /// Cheap consistency check at open; `verify_chain` walks everything.
+    // Longer than a screen: one walk with its three consistency checks side by side.
     fn roll_state_forward(&mut self) -> Result<(), ValidatorError> {
         let saved = self.state.clone();
         let saved_last = saved.next_seq - 1;

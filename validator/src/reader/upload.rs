@@ -110,4 +110,40 @@ impl Reader {
         self.state = next;
         Ok(())
     }
+
+    /// Signs a request to settlement with the reader key (SPEC §9), for the
+    /// `X-Reader-Auth` header. The time signed is the reader clock
+    /// corrected by the offset measured on the last signed answer, so a
+    /// reader whose clock drifted still falls in settlement's window.
+    pub fn sign_request(
+        &mut self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        now_unix_s: u64,
+    ) -> Result<String, ValidatorError> {
+        let offset = self
+            .request_offset_s
+            .or(self.sync.clock_offset_s)
+            .unwrap_or(0);
+        let t = now_unix_s.saturating_add_signed(offset.saturating_neg());
+        self.request_nonce = self.request_nonce.wrapping_add(1);
+        let auth = fare_credential::RequestAuth::sign_v1(
+            &self.key,
+            self.reader_id(),
+            t,
+            self.request_nonce,
+            method,
+            target,
+            body,
+        )?;
+        Ok(auth.to_header())
+    }
+
+    /// Sets the clock offset (reader minus settlement, s) used to time-stamp
+    /// signed requests until the next signed answer measures it
+    /// ([`crate::sync::note_stale`]).
+    pub fn set_request_clock_offset(&mut self, offset_s: i64) {
+        self.request_offset_s = Some(offset_s);
+    }
 }

@@ -71,6 +71,35 @@ impl Deployment {
         .unwrap()
     }
 
+    /// A bundle v2 of `publisher`; a delta names `base`'s digest (the
+    /// deny list it applies to; `None` for a snapshot).
+    pub fn bundle_v2(
+        &self,
+        publisher: u8,
+        version: u64,
+        server_time: u64,
+        deny: DenyUpdate,
+        base: Option<&[CredentialId]>,
+    ) -> Vec<u8> {
+        let deny_base_hash = base.map(|ids| {
+            let list = fare_credential::DenyList::from_ids(ids.to_vec());
+            fare_credential::bundle::deny_digest(list.ids())
+        });
+        fare_credential::bundle::PublishedBundle {
+            publisher: [publisher; 16],
+            deny_base_hash,
+            bundle: ReaderBundle {
+                bundle_version: version,
+                server_time_unix_s: server_time,
+                trust: self.trust(),
+                deny,
+                tariff: br#"{"note":"test"}"#.to_vec(),
+            },
+        }
+        .sign_v2(&self.root)
+        .unwrap()
+    }
+
     pub fn snapshot(&self, version: u64, deny: Vec<CredentialId>) -> Vec<u8> {
         self.bundle(version, NOW, DenyUpdate::Snapshot(deny))
     }
