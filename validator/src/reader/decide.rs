@@ -243,7 +243,7 @@ impl Reader {
         self.state.used_bytes += len;
         self.replay_cache
             .insert(keys, self.replay_entry(code, seq, now));
-        self.durable("flush ride").map_err(AppendError::Storage)?;
+        self.durable_accept().map_err(AppendError::Storage)?;
         // After the ride is on the device, before the answer: the mark is
         // never ahead of the log (see `crate::hwm`).
         self.hwm

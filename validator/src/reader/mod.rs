@@ -409,6 +409,19 @@ impl Reader {
         self.device.sync()?;
         Ok(())
     }
+
+    /// [`Self::durable`] for an accept: the ride record (≤ `MAX_RECORD_BYTES`,
+    /// far below sled's 128 KiB blob threshold) is the only value written
+    /// since the last full sync that the answer depends on, and the one
+    /// large value the reader writes (the bundle meta) is followed by a full
+    /// sync at once, so `blobs/` need not be read on the hot path.
+    fn durable_accept(&self) -> Result<(), ValidatorError> {
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush ride"))?;
+        self.device.sync_data_file()?;
+        Ok(())
+    }
 }
 
 /// The sequence number a `rides` key holds (big-endian u64).
