@@ -810,21 +810,7 @@ async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
     assert_eq!(e.code(), "chain_forked");
     // Settlement shows an open incident until an operator resolves it.
     let http = reqwest::Client::new();
-    let readers: serde_json::Value = http
-        .get(format!("{}/v1/readers", s.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me = readers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["reader"]["reader_id"] == 12)
-        .unwrap();
+    let me = fleet_line(&http, &s.url(), 12).await;
     assert_eq!(me["open_incidents"], 1, "{me}");
     let inc = me["open_incident"].clone();
     assert_eq!(inc["kind"], "chain_fork");
@@ -836,21 +822,7 @@ async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    let readers: serde_json::Value = http
-        .get(format!("{}/v1/readers", s.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me = readers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["reader"]["reader_id"] == 12)
-        .unwrap();
+    let me = fleet_line(&http, &s.url(), 12).await;
     assert_eq!(me["open_incidents"], 0, "{me}");
 }
 
@@ -1042,4 +1014,24 @@ async fn a_reader_offline_for_a_week_uploads_its_backlog_within_the_limits() {
         Some((end - NOW) as i64),
         "the reader sees its clock is a week ahead of this test's settlement"
     );
+}
+
+/// Reader `id`'s line in settlement's `GET /v1/readers`.
+async fn fleet_line(http: &reqwest::Client, url: &str, id: u32) -> serde_json::Value {
+    let readers: serde_json::Value = http
+        .get(format!("{url}/v1/readers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    readers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["reader"]["reader_id"] == id)
+        .unwrap()
+        .clone()
 }
