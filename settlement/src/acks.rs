@@ -11,7 +11,7 @@
 //! the digest of the exact batch bytes answered, whether the batch was
 //! stored, already held, or refused as a sequence gap or a chain fork.
 
-use crate::error::{ApiError, ErrorCode, StoreError};
+use crate::error::{ApiError, ErrorCode, IngestError, StoreError};
 use crate::ingest::IngestAck;
 use crate::store::{Db, WriteSet};
 use fare_credential::ack::{request_digest, Ack, AckKeyCert, AckKind, ACK_KEY_CERT_LEN};
@@ -78,6 +78,11 @@ fn io_err<'a>(path: &'a Path) -> impl FnOnce(std::io::Error) -> AckKeyError + 'a
 }
 
 impl AckSigner {
+    /// The service's bundle publisher id ([`crate::bundle::publisher_id`]).
+    pub fn publisher_id(&self) -> [u8; fare_credential::bundle::PUBLISHER_ID_LEN] {
+        crate::bundle::publisher_id(&self.cert)
+    }
+
     /// Loads `ack.key` and `ack.cert` from the KEYS directory, or makes them
     /// (key from `rng`, certificate signed by the root key) when absent. The
     /// certificate must be the root's and name the key.
@@ -215,19 +220,27 @@ pub fn answer(
     body: &[u8],
     reader_time_unix_s: Option<u64>,
     now_unix_s: u64,
-    result: Result<IngestAck, ApiError>,
+    result: Result<IngestAck, IngestError>,
 ) -> Result<serde_json::Value, ApiError> {
     let kind = match &result {
         Ok(_) => AckKind::Held,
-        Err(e) if e.code == "sequence_gap" => AckKind::SequenceGap,
-        Err(e) if e.code == "chain_fork" => AckKind::ChainFork,
-        Err(_) => return result.map(|a| serde_json::to_value(a).expect("ack serialises")),
+        Err(IngestError::SequenceGap { .. }) => AckKind::SequenceGap,
+        Err(IngestError::ChainFork { .. }) => AckKind::ChainFork,
+        Err(_) => {
+            return result
+                .map(|a| serde_json::to_value(a).expect("ack serialises"))
+                .map_err(ApiError::from)
+        }
     };
     let reader_id = SignedBatch::parse_v1(body)
         .map(|b| b.reader_id())
         .map_err(|e| ApiError::of(ErrorCode::MalformedBatch, e.to_string()))?;
     let ack = signer.sign(db, kind, reader_id, body, now_unix_s)?;
     note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?;
+    // The gauge `GET /v1/readers` also sets, kept current on every answer.
+    let (state, _) = db.reader_state(reader_id)?;
+    metrics::gauge!("settlement_reader_acked_seq", "reader" => reader_id.to_string())
+        .set(state.acked_seq as f64);
     match result {
         Ok(a) => {
             let mut v = serde_json::to_value(a).expect("ack serialises");
@@ -235,7 +248,8 @@ pub fn answer(
             v["server_time_unix_s"] = now_unix_s.into();
             Ok(v)
         }
-        Err(mut e) => {
+        Err(e) => {
+            let mut e = ApiError::from(e);
             let mut extra = e.extra.take().unwrap_or_else(|| serde_json::json!({}));
             extra["ack"] = serde_json::Value::String(ack);
             extra["server_time_unix_s"] = now_unix_s.into();

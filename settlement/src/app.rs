@@ -83,6 +83,8 @@ pub struct App {
     pub runs: Arc<Mutex<settle::RunRegistry>>,
     /// Signs batch acknowledgements (`crate::acks`).
     pub acks: crate::acks::AckSigner,
+    /// Signed reader requests seen recently (replay refusal, `crate::readers`).
+    pub recent_requests: crate::readers::RecentRequests,
 }
 
 impl std::fmt::Debug for App {
@@ -134,6 +136,7 @@ impl App {
         let acks = crate::acks::AckSigner::open_or_create(&keys, clock.now_unix_s(), &mut rng)?;
         Ok(App {
             acks,
+            recent_requests: Default::default(),
             db: Db::new(Arc::new(store)),
             keys: Mutex::new(keys),
             tariff,
@@ -233,6 +236,7 @@ impl App {
         drop(self.reload_keys()?);
         let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         Ok(bundle::reader_bundle(
+            self.acks.publisher_id(),
             &self.db,
             &self.keys,
             &self.tariff_json,

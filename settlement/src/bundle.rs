@@ -10,7 +10,7 @@
 use crate::error::StoreError;
 use crate::model::DenyVersion;
 use crate::store::{Db, DenyState, WriteSet};
-use fare_credential::bundle::{DenyUpdate, ReaderBundle};
+use fare_credential::bundle::{DenyUpdate, PublishedBundle, ReaderBundle};
 use fare_credential::{CredentialId, IssuerKey};
 use fare_keys::KeyStore;
 use std::collections::BTreeSet;
@@ -43,6 +43,9 @@ pub enum BundleError {
     /// The KEYS directory.
     #[error("keys: {0}")]
     Keys(#[from] fare_keys::KeysError),
+    /// The bundle could not be encoded (a limit).
+    #[error("bundle: {0}")]
+    Format(#[from] fare_credential::FormatError),
 }
 
 /// The deny list as it should be now.
@@ -165,8 +168,41 @@ pub fn deny_update(
     })
 }
 
-/// Builds and root-signs the bundle for a reader at deny version `since`.
+/// The digest (`deny_digest`) of the deny list a delta from `head` was
+/// computed from: the head without what the delta adds, with what it removes.
+pub fn delta_base_digest(
+    head: &[CredentialId],
+    add: &[CredentialId],
+    remove: &[CredentialId],
+) -> [u8; 32] {
+    let mut base: BTreeSet<CredentialId> = head.iter().copied().collect();
+    for id in add {
+        base.remove(id);
+    }
+    base.extend(remove.iter().copied());
+    fare_credential::bundle::deny_digest(&base)
+}
+
+/// This service's publisher id (bundle v2): derived from its
+/// acknowledgement-key certificate, which the service makes once for its
+/// KEYS directory, so it differs from the offline line of `fare-keys
+/// bundle` (v1, [`fare_credential::bundle::V1_PUBLISHER`]) and from any
+/// other service with its own KEYS directory.
+pub fn publisher_id(ack_key_cert: &[u8]) -> [u8; fare_credential::bundle::PUBLISHER_ID_LEN] {
+    let h = blake3::Hasher::new()
+        .update(b"FARE-PUBLISHER\0v1")
+        .update(ack_key_cert)
+        .finalize();
+    let mut id = [0; fare_credential::bundle::PUBLISHER_ID_LEN];
+    id.copy_from_slice(&h.as_bytes()[..fare_credential::bundle::PUBLISHER_ID_LEN]);
+    id
+}
+
+/// Builds and root-signs (bundle v2, as `publisher`) the bundle for a
+/// reader at deny version `since`; a delta names its base's digest.
+#[allow(clippy::too_many_arguments)] // the service's settings, passed through flat
 pub fn reader_bundle(
+    publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
     db: &Db,
     keys: &Mutex<KeyStore>,
     tariff_json: &[u8],
@@ -192,10 +228,17 @@ pub fn reader_bundle(
         deny,
         tariff: tariff_json.to_vec(),
     };
-    Ok(keys
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .sign_bundle(&bundle)?)
+    let deny_base_hash = match &bundle.deny {
+        DenyUpdate::Snapshot(_) => None,
+        DenyUpdate::Delta { add, remove, .. } => Some(delta_base_digest(&head.ids, add, remove)),
+    };
+    let published = PublishedBundle {
+        publisher,
+        deny_base_hash,
+        bundle,
+    };
+    let keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(published.sign_v2(keys.root_signing_key())?)
 }
 
 /// The deny list as reported.

@@ -152,6 +152,14 @@ error_codes! {
     InvalidNote => ("invalid_note", BAD_REQUEST),
     /// No such reader incident to resolve (#9).
     UnknownIncident => ("unknown_incident", NOT_FOUND),
+    /// A bundle request carries neither a reader signature (`X-Reader-Auth`) nor the operator token.
+    RequestUnsigned => ("request_unsigned", UNAUTHORIZED),
+    /// A reader signature that does not parse, names another reader than the route, or does not verify with the registered key.
+    RequestBadSignature => ("request_bad_signature", UNAUTHORIZED),
+    /// A signed request whose time is outside `REQUEST_SKEW_S` of settlement's clock.
+    RequestStale => ("request_stale", UNAUTHORIZED),
+    /// A signed request already accepted (replayed), or too many within the window.
+    RequestReplayed => ("request_replayed", UNAUTHORIZED),
     /// No such endpoint.
     NotFound => ("not_found", NOT_FOUND),
     /// The endpoint exists but not with this method (the answer carries `Allow`).

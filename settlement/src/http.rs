@@ -232,21 +232,44 @@ async fn post_batch(State(app): State<AppState>, headers: HeaderMap, body: Body)
         .await
         .map_err(|_| IngestError::BodyTooLarge { limit })?;
     let reader_time = crate::acks::reader_time_header(&headers);
+    let auth = reader_auth(&headers)?;
     let started = Instant::now();
-    let ack = blocking(move || {
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let now = app.now();
-        let result = crate::ingest::ingest_batch(&app.db, &bytes, now).map_err(ApiError::from);
-        crate::acks::answer(&app.db, &app.acks, &bytes, reader_time, now, result)
-    })
-    .await?;
+    let ack =
+        blocking(move || crate::intake::answer_batch(&app, &bytes, auth.as_deref(), reader_time))
+            .await?;
     metrics::histogram!("settlement_ingest_seconds").record(started.elapsed().as_secs_f64());
     Ok(json(StatusCode::OK, &ack))
+}
+
+/// Header with settlement's clock (unix s) on every answer: a reader whose
+/// signed request was refused as `request_stale` time-stamps the next one by it.
+pub const SERVER_TIME_HEADER: &str = "x-server-time";
+
+async fn server_time(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&app.now().to_string()) {
+        resp.headers_mut().insert(SERVER_TIME_HEADER, v);
+    }
+    resp
+}
+
+/// The `X-Reader-Auth` header's value, if sent.
+fn reader_auth(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(fare_credential::request::REQUEST_AUTH_HEADER) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+            ApiError::of(
+                ErrorCode::RequestBadSignature,
+                "X-Reader-Auth is not ASCII hex".to_string(),
+            )
+        }),
+    }
 }
 
 async fn get_bundle(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult {
@@ -260,28 +283,21 @@ async fn get_bundle(
             )
         })?),
     };
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
     let bytes = blocking(move || {
-        match app.db.reader(reader_id)? {
-            Some(r) if !r.retired => {}
-            Some(_) => {
-                return Err(ApiError::of(
-                    ErrorCode::ReaderRetired,
-                    format!("reader {reader_id} was retired"),
-                ))
-            }
-            None => {
-                return Err(ApiError::of(
-                    ErrorCode::NoSuchReader,
-                    format!("reader {reader_id} is not provisioned"),
-                ))
-            }
+        let operator = headers.contains_key(header::AUTHORIZATION);
+        if operator {
+            authorize(&app, &headers)?;
         }
-        let bytes = app
-            .bundle(since)
-            .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
+        let auth = reader_auth(&headers)?;
+        let caller = match operator {
+            true => crate::intake::BundleCaller::Operator,
+            false => crate::intake::BundleCaller::Reader(auth.as_deref()),
+        };
         let reader_time = crate::acks::reader_time_header(&headers);
-        crate::acks::note_contact(&app.db, reader_id, reader_time, app.now(), 0)?;
-        Ok(bytes)
+        crate::intake::answer_bundle(&app, reader_id, since, caller, &target, reader_time)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -740,6 +756,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::issuers::http::routes())
         .fallback(fallback)
         .layer(middleware::from_fn(crate::passengers::passenger_scope))
+        .layer(middleware::from_fn_with_state(app.clone(), server_time))
         .layer(middleware::from_fn(track))
         .layer(TimeoutLayer::with_status_code(
             ErrorCode::RequestTimeout.status(),

@@ -25,6 +25,7 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod intake;
 pub mod issuers;
 pub mod model;
 pub mod ops;

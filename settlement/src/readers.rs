@@ -122,3 +122,117 @@ pub fn overview(db: &Db, reader: &crate::model::Reader) -> Result<serde_json::Va
         "open_incidents": open.len(),
     }))
 }
+
+/// How far a signed request's time may be from settlement's clock (s).
+/// Readers correct their clock by the offset measured on their last
+/// signed answer, so only a reader that never reached settlement and whose
+/// clock is far off is refused (`request_stale`, its status names it).
+pub const REQUEST_SKEW_S: u64 = 300;
+/// Requests remembered per reader for replay detection (those within
+/// [`REQUEST_SKEW_S`]); past this a reader is refused with
+/// `request_replayed` until older ones age out: about 3 requests a second,
+/// sustained for the whole window, far above a reader's one batch in flight.
+pub const MAX_RECENT_REQUESTS_PER_READER: usize = 1024;
+
+/// The signed requests each reader made within the time window, so a
+/// captured one cannot be played again. In memory: after a restart a
+/// request signed before it could be replayed once inside the window; it
+/// reads (a bundle any replayer already saw) or re-sends an idempotent batch.
+#[derive(Debug, Default)]
+pub struct RecentRequests {
+    seen: std::sync::Mutex<std::collections::HashMap<u32, std::collections::BTreeSet<(u64, u64)>>>,
+}
+
+/// A request as a reader signed it (SPEC §9).
+#[derive(Clone, Copy, Debug)]
+pub struct SignedRequest<'a> {
+    /// The `X-Reader-Auth` header's value.
+    pub header: &'a str,
+    /// The reader the route is about (a bundle's id), if any.
+    pub route_reader: Option<u32>,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path and query as received.
+    pub target: &'a str,
+    /// Body as received.
+    pub body: &'a [u8],
+}
+
+/// Checks a request's `X-Reader-Auth` against the registered key of the
+/// reader it names (signature first), settlement's clock and the requests
+/// already seen. Returns the signing reader.
+pub fn check_signed_request(
+    db: &Db,
+    recent: &RecentRequests,
+    req: SignedRequest<'_>,
+    now_unix_s: u64,
+) -> Result<u32, ApiError> {
+    let SignedRequest {
+        header,
+        route_reader,
+        method,
+        target,
+        body,
+    } = req;
+    let bad = |m: String| ApiError::of(ErrorCode::RequestBadSignature, m);
+    let auth =
+        fare_credential::RequestAuth::parse_header(header).map_err(|e| bad(e.to_string()))?;
+    if let Some(id) = route_reader.filter(|&id| id != auth.reader_id) {
+        return Err(bad(format!(
+            "signed by reader {} for reader {id}'s route",
+            auth.reader_id
+        )));
+    }
+    let reader = match db.reader(auth.reader_id)? {
+        Some(r) => r,
+        None => return Err(bad(format!("reader {} is not provisioned", auth.reader_id))),
+    };
+    let key = fare_credential::keys::parse_public_key(&reader.public_key).map_err(|e| {
+        bad(format!(
+            "registered key of reader {}: {e}",
+            reader.reader_id
+        ))
+    })?;
+    auth.verify_v1(&key, method, target, body).map_err(|_| {
+        bad(format!(
+            "signature does not verify with reader {}'s registered key",
+            reader.reader_id
+        ))
+    })?;
+    if auth.time_unix_s.abs_diff(now_unix_s) > REQUEST_SKEW_S {
+        return Err(ApiError::of(
+            ErrorCode::RequestStale,
+            format!(
+                "signed at {} but settlement's clock is {now_unix_s} (window ±{REQUEST_SKEW_S} s): fix the reader clock",
+                auth.time_unix_s
+            ),
+        ));
+    }
+    recent.admit(auth.reader_id, auth.time_unix_s, auth.nonce, now_unix_s)?;
+    Ok(auth.reader_id)
+}
+
+impl RecentRequests {
+    /// Records `(time, nonce)` for `reader`, refusing one seen before.
+    fn admit(&self, reader: u32, time: u64, nonce: u64, now: u64) -> Result<(), ApiError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let set = seen.entry(reader).or_default();
+        let oldest = now.saturating_sub(REQUEST_SKEW_S);
+        while set.first().is_some_and(|&(t, _)| t < oldest) {
+            set.pop_first();
+        }
+        let replayed = |m: String| ApiError::of(ErrorCode::RequestReplayed, m);
+        if set.contains(&(time, nonce)) {
+            return Err(replayed(format!(
+                "request (time {time}, nonce {nonce}) of reader {reader} was already accepted"
+            )));
+        }
+        if set.len() >= MAX_RECENT_REQUESTS_PER_READER {
+            return Err(replayed(format!(
+                "reader {reader} sent over {MAX_RECENT_REQUESTS_PER_READER} requests within {REQUEST_SKEW_S} s"
+            )));
+        }
+        set.insert((time, nonce));
+        Ok(())
+    }
+}

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use fare_credential::bundle::{DenyUpdate, ReaderBundle};
+use fare_credential::bundle::DenyUpdate;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -135,11 +135,15 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     let resp = srv
         .http
         .get(format!("{}/v1/readers/1/bundle", srv.url))
+        .bearer_auth(common::TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let bundle = ReaderBundle::verify_v1(&resp.bytes().await.unwrap(), &root).unwrap();
+    let bundle =
+        fare_credential::bundle::PublishedBundle::verify(&resp.bytes().await.unwrap(), &root)
+            .unwrap()
+            .bundle;
     assert_eq!(bundle.deny, DenyUpdate::Snapshot(vec![carol.cred.id()]));
     assert_eq!(bundle.server_time_unix_s, at(21, 0));
     fare_tariff::Tariff::from_json_bytes(&bundle.tariff).unwrap();
@@ -257,10 +261,13 @@ async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
     let resp = srv
         .http
         .get(format!("{}/v1/readers/1/bundle?since={v_before}", srv.url))
+        .bearer_auth(common::TOKEN)
         .send()
         .await
         .unwrap();
-    let b2 = ReaderBundle::verify_v1(&resp.bytes().await.unwrap(), &root).unwrap();
+    let b2 = fare_credential::bundle::PublishedBundle::verify(&resp.bytes().await.unwrap(), &root)
+        .unwrap()
+        .bundle;
     assert!(b2.bundle_version > v_before);
     assert_eq!(
         b2.deny,

@@ -438,56 +438,39 @@ impl Backoffice {
     pub fn shutdown(&mut self) -> AdapterResult<()> {
         self.stop_server()
     }
-    /// Answers a batch as `POST /v1/batches` does (ingest, then the signed
-    /// acknowledgement), in process: `(HTTP status, JSON body)`.
-    pub fn answer_batch(&self, body: &[u8], reader_time: u64) -> (u16, Vec<u8>) {
-        let app = self.app();
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let now = app.now();
-        let result = fare_settlement::ingest::ingest_batch(&app.db, body, now)
-            .map_err(fare_settlement::ApiError::from);
-        match fare_settlement::acks::answer(
-            &app.db,
-            &app.acks,
-            body,
-            Some(reader_time),
-            now,
-            result,
-        ) {
+    /// Answers a batch as `POST /v1/batches` does (settlement's own
+    /// `intake::answer_batch`), in process: `(HTTP status, JSON body)`.
+    pub fn answer_batch(&self, body: &[u8], reader_time: u64, auth: &str) -> (u16, Vec<u8>) {
+        let r =
+            fare_settlement::intake::answer_batch(self.app(), body, Some(auth), Some(reader_time));
+        match r {
             Ok(v) => (200, v.to_string().into_bytes()),
             Err(e) => (e.status.as_u16(), e.body().to_string().into_bytes()),
         }
     }
-    /// Answers `GET /v1/readers/{id}/bundle?since=` in process: `(HTTP status, body)`.
-    pub fn answer_bundle(&self, reader_id: u32, since: u64, reader_time: u64) -> (u16, Vec<u8>) {
+    /// Answers `GET /v1/readers/{id}/bundle?since=` in process (settlement's
+    /// own `intake::answer_bundle`): `(HTTP status, body)`.
+    pub fn answer_bundle(
+        &self,
+        reader_id: u32,
+        since: u64,
+        reader_time: u64,
+        auth: &str,
+    ) -> (u16, Vec<u8>) {
+        let target = fare_validator::sync::bundle_target(reader_id, since);
+        let caller = fare_settlement::intake::BundleCaller::Reader(Some(auth));
         let app = self.app();
-        let err =
-            |e: fare_settlement::ApiError| (e.status.as_u16(), e.body().to_string().into_bytes());
-        match app.db.reader(reader_id) {
-            Ok(Some(r)) if !r.retired => {}
-            Ok(_) => {
-                return err(fare_settlement::ApiError::of(
-                    fare_settlement::ErrorCode::NoSuchReader,
-                    format!("reader {reader_id} is not provisioned or retired"),
-                ))
-            }
-            Err(e) => return err(e.into()),
+        match fare_settlement::intake::answer_bundle(
+            app,
+            reader_id,
+            Some(since),
+            caller,
+            &target,
+            Some(reader_time),
+        ) {
+            Ok(bytes) => (200, bytes),
+            Err(e) => (e.status.as_u16(), e.body().to_string().into_bytes()),
         }
-        let bytes = match app.bundle(Some(since)) {
-            Ok(b) => b,
-            Err(e) => {
-                return err(fare_settlement::ApiError::of(
-                    fare_settlement::ErrorCode::BundleFailed,
-                    e.to_string(),
-                ))
-            }
-        };
-        if let Err(e) =
-            fare_settlement::acks::note_contact(&app.db, reader_id, Some(reader_time), app.now(), 0)
-        {
-            return err(e.into());
-        }
-        (200, bytes)
     }
     /// A crash and restart: drops the app (its database closes) and opens it again.
     pub fn restart(&mut self) -> AdapterResult<()> {

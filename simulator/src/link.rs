@@ -94,6 +94,7 @@ impl Forger {
         let json = serde_json::json!({"acked_seq": last, "ack": hex::encode(ack)});
         Some(Reply {
             status: 200,
+            date_unix_s: None,
             body: json.to_string().into_bytes(),
         })
     }
@@ -105,7 +106,7 @@ struct FaultState {
     rng: ChaCha20Rng,
     faults: Faults,
     healed: bool,
-    delayed: Vec<(Vec<u8>, u64)>,
+    delayed: Vec<(Vec<u8>, u64, String)>,
     stats: LinkStats,
     /// Wall time settlement spent answering batches / bundles, seconds
     /// (in process only; not deterministic).
@@ -182,13 +183,24 @@ impl<'a> Transport<'a> {
             None => Transport::InProcess(settlement),
         }
     }
-    async fn post(&self, body: Vec<u8>, t: u64, plan: &FaultPlan) -> Result<Reply, LinkError> {
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        t: u64,
+        auth: String,
+        plan: &FaultPlan,
+    ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = timed(plan, false, || b.answer_batch(&body, t));
-                Ok(Reply { status, body })
+                let (status, body) = timed(plan, false, || b.answer_batch(&body, t, &auth));
+                let date_unix_s = Some(b.now());
+                Ok(Reply {
+                    status,
+                    date_unix_s,
+                    body,
+                })
             }
-            Transport::Http(l) => l.post_batch(body, t).await,
+            Transport::Http(l) => l.post_batch(body, t, auth).await,
         }
     }
     async fn bundle(
@@ -196,14 +208,20 @@ impl<'a> Transport<'a> {
         id: u32,
         since: u64,
         t: u64,
+        auth: String,
         plan: &FaultPlan,
     ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = timed(plan, true, || b.answer_bundle(id, since, t));
-                Ok(Reply { status, body })
+                let (status, body) = timed(plan, true, || b.answer_bundle(id, since, t, &auth));
+                let date_unix_s = Some(b.now());
+                Ok(Reply {
+                    status,
+                    date_unix_s,
+                    body,
+                })
             }
-            Transport::Http(l) => l.get_bundle(id, since, t).await,
+            Transport::Http(l) => l.get_bundle(id, since, t, auth).await,
         }
     }
     fn describe(&self) -> String {
@@ -225,7 +243,7 @@ fn injected(what: &str) -> LinkError {
 }
 
 impl Link for FaultyLink<'_> {
-    async fn post_batch(&self, body: Vec<u8>, t: u64) -> Result<Reply, LinkError> {
+    async fn post_batch(&self, body: Vec<u8>, t: u64, auth: String) -> Result<Reply, LinkError> {
         let forged = {
             let mut s = self.plan.state();
             let p = s.faults.forged_ack;
@@ -250,7 +268,7 @@ impl Link for FaultyLink<'_> {
             }
             if delay {
                 s.stats.reordered += 1;
-                s.delayed.push((body.clone(), t));
+                s.delayed.push((body.clone(), t, auth.clone()));
             }
             (drop, delay)
         };
@@ -260,7 +278,7 @@ impl Link for FaultyLink<'_> {
         if delay {
             return Err(injected("request delayed"));
         }
-        let reply = self.to.post(body.clone(), t, self.plan).await;
+        let reply = self.to.post(body.clone(), t, auth.clone(), self.plan).await;
         let (dup, lost) = {
             let mut s = self.plan.state();
             let f = s.faults;
@@ -271,7 +289,7 @@ impl Link for FaultyLink<'_> {
             (dup, lost)
         };
         if dup {
-            let _ = self.to.post(body, t, self.plan).await;
+            let _ = self.to.post(body, t, auth, self.plan).await;
         }
         // Whatever was delayed arrives after this request.
         self.deliver_delayed().await;
@@ -281,7 +299,13 @@ impl Link for FaultyLink<'_> {
         reply
     }
 
-    async fn get_bundle(&self, id: u32, since: u64, t: u64) -> Result<Reply, LinkError> {
+    async fn get_bundle(
+        &self,
+        id: u32,
+        since: u64,
+        t: u64,
+        auth: String,
+    ) -> Result<Reply, LinkError> {
         let lost = {
             let mut s = self.plan.state();
             let f = s.faults;
@@ -292,7 +316,7 @@ impl Link for FaultyLink<'_> {
         if lost {
             return Err(injected("bundle fetch lost"));
         }
-        self.to.bundle(id, since, t, self.plan).await
+        self.to.bundle(id, since, t, auth, self.plan).await
     }
 
     fn describe(&self) -> String {
@@ -303,8 +327,8 @@ impl Link for FaultyLink<'_> {
 impl FaultyLink<'_> {
     async fn deliver_delayed(&self) {
         let delayed = std::mem::take(&mut self.plan.state().delayed);
-        for (b, t) in delayed {
-            let _ = self.to.post(b, t, self.plan).await;
+        for (b, t, auth) in delayed {
+            let _ = self.to.post(b, t, auth, self.plan).await;
         }
     }
 }
@@ -373,10 +397,11 @@ pub fn post_raw(
     to: Transport<'_>,
     body: Vec<u8>,
     t: u64,
+    auth: String,
 ) -> Result<(u16, Option<String>), String> {
     let quiet = FaultPlan::new(rand_core::SeedableRng::seed_from_u64(0), Faults::default());
     let reply = rt
-        .block_on(to.post(body, t, &quiet))
+        .block_on(to.post(body, t, auth, &quiet))
         .map_err(|e| e.to_string())?;
     let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
         .ok()

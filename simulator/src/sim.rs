@@ -1929,7 +1929,7 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            self.post_raw(bytes, rnow)?;
+            self.post_signed(&key, rid, bytes, rnow)?;
         }
         // Drop: the next ride is withheld; the rest continues after a gap.
         let gap_seq = acked + out.len() as u64 + 2;
@@ -1957,7 +1957,7 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            self.post_raw(bytes, rnow)?;
+            self.post_signed(&key, rid, bytes, rnow)?;
         }
         if declared {
             for ((seq, kind), (_, _, key, _)) in c.fakes.iter().zip(&c.fake_rides) {
@@ -2004,9 +2004,32 @@ impl World {
         Ok(())
     }
 
-    /// Posts a batch as it is (no faults): `(HTTP status, error code)`.
-    fn post_raw(&mut self, body: Vec<u8>, t: u64) -> Result<(u16, Option<String>), String> {
-        crate::link::post_raw(&self.rt, Transport::of(&self.settlement), body, t)
+    /// Posts a batch as it is (no faults), with the request signature
+    /// `auth`: `(HTTP status, error code)`.
+    fn post_raw(
+        &mut self,
+        body: Vec<u8>,
+        t: u64,
+        auth: String,
+    ) -> Result<(u16, Option<String>), String> {
+        crate::link::post_raw(&self.rt, Transport::of(&self.settlement), body, t, auth)
+    }
+
+    /// Posts a compromised reader's batch, the request signed with its key
+    /// as a real reader's would be.
+    fn post_signed(
+        &mut self,
+        key: &fare_credential::SigningKey,
+        reader_id: u32,
+        body: Vec<u8>,
+        t: u64,
+    ) -> Result<(u16, Option<String>), String> {
+        let nonce = self.rng_attack.next_u64();
+        let target = fare_validator::sync::BATCH_TARGET;
+        let auth =
+            fare_credential::RequestAuth::sign_v1(key, reader_id, t, nonce, "POST", target, &body)
+                .map_err(|e| e.to_string())?;
+        self.post_raw(body, t, auth.to_header())
     }
 
     /// Heals the network and lets every honest reader upload everything, then settles.
@@ -2019,7 +2042,8 @@ impl World {
         let mut garbage = vec![0u8; 512];
         self.rng_attack.fill_bytes(&mut garbage);
         for body in [&garbage[..], &[][..], &garbage[..3]] {
-            match self.post_raw(body.to_vec(), t)? {
+            // Unsigned too: an empty `X-Reader-Auth` is refused as unparseable.
+            match self.post_raw(body.to_vec(), t, String::new())? {
                 (400..=499, Some(code)) if !code.is_empty() => {}
                 other => self.violations.push((
                     "bad_input_changes_nothing",

@@ -79,7 +79,12 @@ impl Api {
         self.call(reqwest::Method::GET, path, None).await
     }
     async fn bytes(&self, path: &str) -> DemoResult<Vec<u8>> {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             return Err(format!("{path}: HTTP {}", resp.status()).into());
         }

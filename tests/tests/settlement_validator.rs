@@ -54,6 +54,7 @@ async fn reader_rides_sync_to_settlement_are_charged_and_the_deny_list_comes_bac
     assert_eq!(s, 201, "{v}");
     let bundle = client
         .get(format!("{url}/v1/readers/1/bundle"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()

@@ -103,6 +103,26 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
     assert!(reader.next_batch(100).unwrap().is_none());
     assert!(report.bundle_version >= first_bundle);
 
+    // The fleet gauges for this reader on /metrics.
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"settlement_reader_acked_seq{reader="7"} 10"#,
+        &format!(r#"settlement_reader_last_contact_unix_s{{reader="7"}} {NOW}"#),
+        r#"settlement_reader_clock_offset_s{reader="7"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from /metrics:\n{metrics}"
+        );
+    }
+
     // Sync again: nothing to send; acknowledgement persisted across a restart.
     drop(reader);
     let mut reader = Reader::open(&dir, NOW).unwrap();
@@ -114,4 +134,180 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+}
+
+/// A settlement service on loopback with readers 7 and 8 registered; their keys.
+async fn served_with_two_readers() -> (
+    tempfile::TempDir,
+    String,
+    Arc<App>,
+    [fare_credential::SigningKey; 2],
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        operator_token: "op-token".into(),
+        ..Config::default()
+    };
+    let clock = Arc::new(ManualClock::new(NOW));
+    let app = Arc::new(App::open(&tmp.path().join("s"), config, clock, Some(3)).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(fare_settlement::serve(listener, app.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let keys = [
+        fare_credential::keys::generate_signing_key(&mut rng),
+        fare_credential::keys::generate_signing_key(&mut rng),
+    ];
+    for (id, key) in [(7u32, &keys[0]), (8, &keys[1])] {
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/v1/readers"))
+            .bearer_auth("op-token")
+            .json(&serde_json::json!({
+                "reader_id": id,
+                "public_key": hex::encode(key.verifying_key().as_bytes()),
+                "operator": "city-bus", "vehicle": format!("bus-{id}"), "route": "7",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    (tmp, url, app, keys, stop_tx)
+}
+
+/// GETs `target` with `X-Reader-Auth: auth` (if any): status and error code.
+async fn get_signed(url: &str, target: &str, auth: Option<String>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("{url}{target}"));
+    if let Some(a) = auth {
+        req = req.header(fare_credential::request::REQUEST_AUTH_HEADER, a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_reader_itself_or_an_operator_reads_its_bundle() {
+    use fare_credential::RequestAuth;
+    let (_tmp, url, _app, [k7, k8], stop) = served_with_two_readers().await;
+    let target = "/v1/readers/7/bundle?since=0";
+    let sign = |key, id, t, nonce| {
+        Some(
+            RequestAuth::sign_v1(key, id, t, nonce, "GET", target, b"")
+                .unwrap()
+                .to_header(),
+        )
+    };
+    // No signature, no operator token.
+    assert_eq!(
+        get_signed(&url, target, None).await,
+        (401, "request_unsigned".into())
+    );
+    // Reader 8's key claiming to be reader 7.
+    assert_eq!(
+        get_signed(&url, target, sign(&k8, 7, NOW, 1)).await,
+        (401, "request_bad_signature".into())
+    );
+    // Reader 8, honestly signed, asking for reader 7's bundle.
+    assert_eq!(
+        get_signed(&url, target, sign(&k8, 8, NOW, 2)).await,
+        (401, "request_bad_signature".into())
+    );
+    // Reader 7's key, but signed for another target (since=1).
+    let other = RequestAuth::sign_v1(&k7, 7, NOW, 3, "GET", "/v1/readers/7/bundle?since=1", b"")
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        get_signed(&url, target, Some(other)).await,
+        (401, "request_bad_signature".into())
+    );
+    // Reader 7's key, outside the time window either way.
+    let skew = fare_settlement::readers::REQUEST_SKEW_S;
+    for t in [NOW - skew - 1, NOW + skew + 1] {
+        assert_eq!(
+            get_signed(&url, target, sign(&k7, 7, t, 4)).await,
+            (401, "request_stale".into()),
+            "{t}"
+        );
+    }
+    // Reader 7 itself, at the window's edge: the bundle.
+    let good = sign(&k7, 7, NOW - skew, 5);
+    let (status, _) = get_signed(&url, target, good.clone()).await;
+    assert_eq!(status, 200);
+    // The same signed request again: a replay.
+    assert_eq!(
+        get_signed(&url, target, good).await,
+        (401, "request_replayed".into())
+    );
+    // A header that does not parse.
+    assert_eq!(
+        get_signed(&url, target, Some("00ff".into())).await,
+        (401, "request_bad_signature".into())
+    );
+    // The operator token still reads any reader's bundle.
+    let resp = reqwest::Client::new()
+        .get(format!("{url}{target}"))
+        .bearer_auth("op-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_request_signed_by_another_reader_is_refused() {
+    use fare_credential::{Batch, RequestAuth};
+    let (_tmp, url, _app, [k7, k8], stop) = served_with_two_readers().await;
+    let body = Batch {
+        reader_id: 7,
+        prev_hash: fare_credential::record::genesis_hash(7),
+        records: vec![],
+    }
+    .sign_v1(&k7)
+    .unwrap();
+    let post = |auth: Option<String>| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{url}/v1/batches"))
+            .body(body.clone());
+        if let Some(a) = auth {
+            req = req.header(fare_credential::request::REQUEST_AUTH_HEADER, a);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = resp.json().await.unwrap();
+            (status, v["error"].as_str().unwrap_or("").to_string())
+        }
+    };
+    let sign = |key, id, nonce| {
+        Some(
+            RequestAuth::sign_v1(key, id, NOW, nonce, "POST", "/v1/batches", &body)
+                .unwrap()
+                .to_header(),
+        )
+    };
+    // Reader 8 signing reader 7's batch request, as 7 or as itself.
+    assert_eq!(
+        post(sign(&k8, 7, 1)).await,
+        (401, "request_bad_signature".into())
+    );
+    assert_eq!(
+        post(sign(&k8, 8, 2)).await,
+        (401, "request_bad_signature".into())
+    );
+    // Reader 7: answered, and not twice.
+    let good = sign(&k7, 7, 3);
+    assert_eq!(post(good.clone()).await.0, 200);
+    assert_eq!(post(good).await, (401, "request_replayed".into()));
+    let _ = stop.send(());
 }

@@ -96,6 +96,7 @@ pub enum AgentEvent {
 /// Runs contacts until `stop` resolves: after a success, the next contact
 /// is `sync.interval_ms` later; after a failure, per [`Backoff`]. `now`
 /// is the reader clock (unix s). `events` receives each contact's result.
+// Longer than a screen: the retry loop with its backoff state; the contact itself is `sync::contact`.
 pub async fn run<A, L>(
     reader: Arc<A>,
     link: L,

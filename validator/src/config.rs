@@ -207,6 +207,7 @@ impl ReaderConfig {
     }
 
     /// Checks values a record or batch could not hold.
+    // Longer than a screen: one check per configuration field, listed flat.
     pub fn validate(&self) -> Result<(), ValidatorError> {
         let bad = |field: &'static str, why: String| ValidatorError::Config { field, why };
         for (field, v) in [

@@ -37,6 +37,41 @@ pub enum BundleError {
         /// Offered version.
         offered: u64,
     },
+    /// A deny-list delta whose base deny list is not the one this reader
+    /// holds (its base hash differs), or a v1 delta, which names no base hash.
+    #[error("bundle {offered}'s deny-list delta was computed from another deny list than the one this reader holds (version {installed}): {why}; ask for a snapshot")]
+    DeltaBaseHash {
+        /// Installed version.
+        installed: u64,
+        /// Offered version.
+        offered: u64,
+        /// What differs.
+        why: &'static str,
+    },
+    /// A deny-list delta from another publisher than the installed bundle's.
+    #[error("bundle {offered} is a delta from publisher {publisher}, but the installed bundle is publisher {installed}'s: ask for a snapshot")]
+    OtherPublisher {
+        /// Installed bundle's publisher id (hex).
+        installed: String,
+        /// Offered bundle's publisher id (hex).
+        publisher: String,
+        /// Offered version.
+        offered: u64,
+    },
+    /// A bundle of another publisher signed no later than the installed one:
+    /// versions of two publishers are not comparable, so only a newer
+    /// signed server time may switch lines.
+    #[error("bundle from publisher {publisher} was signed at {offered_time}, not after the installed one of publisher {installed} ({installed_time}): refused")]
+    PublisherRollback {
+        /// Installed bundle's publisher id (hex).
+        installed: String,
+        /// Offered bundle's publisher id (hex).
+        publisher: String,
+        /// Installed bundle's server time.
+        installed_time: u64,
+        /// Offered bundle's server time.
+        offered_time: u64,
+    },
     /// The trust list is unusable (weak key, duplicate id, empty window).
     #[error("bundle trust list refused: {0}")]
     Trust(#[from] TrustError),
@@ -51,6 +86,9 @@ impl BundleError {
             BundleError::Rollback { .. } => "bundle_rollback",
             BundleError::NotNewer { .. } => "bundle_not_newer",
             BundleError::DeltaBase { .. } => "bundle_delta_base_mismatch",
+            BundleError::DeltaBaseHash { .. } => "bundle_delta_base_hash",
+            BundleError::OtherPublisher { .. } => "bundle_other_publisher",
+            BundleError::PublisherRollback { .. } => "bundle_publisher_rollback",
             BundleError::Trust(_) => "bundle_bad_trust_list",
         }
     }

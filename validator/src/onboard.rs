@@ -7,21 +7,23 @@
 
 use crate::config::ReaderConfig;
 use crate::error::ValidatorError;
-use crate::sync::{HttpLink, Link, MAX_FETCHED_BUNDLE_BYTES};
-use fare_credential::VerifyingKey;
+use crate::sync::{bundle_target, HttpLink, Link, MAX_FETCHED_BUNDLE_BYTES};
+use fare_credential::{RequestAuth, SigningKey};
 use std::time::Duration;
 
 /// Time limit of each onboarding request.
 pub const ONBOARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Registers `public_key` as reader `config.reader.reader_id` and returns
-/// the bundle settlement serves it (not yet verified: provisioning does).
-/// `now_unix_s` is the reader clock, reported to settlement.
+/// Registers `key`'s public half as reader `config.reader.reader_id` and
+/// returns the bundle settlement serves it (not yet verified: provisioning
+/// does), fetched with a request signed by `key` (which also shows the
+/// registration took). `now_unix_s` is the reader clock, reported to settlement.
+// Longer than a screen: the two requests of onboarding and their error messages, in order.
 pub async fn register_and_fetch(
     server_url: &str,
     operator_token: &str,
     config: &ReaderConfig,
-    public_key: &VerifyingKey,
+    key: &SigningKey,
     now_unix_s: u64,
 ) -> Result<Vec<u8>, ValidatorError> {
     let base = server_url.trim_end_matches('/');
@@ -40,7 +42,7 @@ pub async fn register_and_fetch(
         .bearer_auth(operator_token)
         .json(&serde_json::json!({
             "reader_id": r.reader_id,
-            "public_key": hex::encode(public_key.as_bytes()),
+            "public_key": hex::encode(key.verifying_key().as_bytes()),
             "operator": r.operator,
             "vehicle": r.vehicle,
             "route": r.route,
@@ -60,8 +62,12 @@ pub async fn register_and_fetch(
         ));
     }
     let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
+    let target = bundle_target(r.reader_id, 0);
+    let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+    let auth = RequestAuth::sign_v1(key, r.reader_id, now_unix_s, nonce, "GET", &target, b"")
+        .map_err(|e| err(&target, e.to_string()))?;
     let reply = link
-        .get_bundle(r.reader_id, 0, now_unix_s)
+        .get_bundle(r.reader_id, 0, now_unix_s, auth.to_header())
         .await
         .map_err(|e| err(&link.describe(), e.to_string()))?;
     if reply.status != 200 {

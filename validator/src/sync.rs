@@ -27,7 +27,9 @@
 use crate::error::{BundleError, ValidatorError};
 use crate::reader::Reader;
 use fare_credential::ack::{request_digest, Ack, AckKind};
-use fare_credential::{FormatError, ReaderBundle};
+use fare_credential::bundle::PublishedBundle;
+use fare_credential::request::REQUEST_AUTH_HEADER;
+use fare_credential::FormatError;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +43,15 @@ pub const MAX_ACK_REPLY_BYTES: usize = 64 << 10;
 pub const MAX_FETCHED_BUNDLE_BYTES: usize = 32 << 20;
 /// Header carrying the reader's clock (unix s) on each batch.
 pub const READER_TIME_HEADER: &str = "x-reader-time";
+/// Header with settlement's clock on its answers (unsigned).
+pub const SERVER_TIME_HEADER: &str = "x-server-time";
+/// Path of batch uploads (signed as the request target).
+pub const BATCH_TARGET: &str = "/v1/batches";
+
+/// Path and query of a bundle request (signed as the request target).
+pub fn bundle_target(reader_id: u32, since: u64) -> String {
+    format!("/v1/readers/{reader_id}/bundle?since={since}")
+}
 
 /// A fork recorded by the reader.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -96,6 +107,9 @@ pub struct SyncState {
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
+    /// Settlement's clock from the answer's [`SERVER_TIME_HEADER`], if any
+    /// (unsigned: used only to time-stamp signed requests, see [`note_stale`]).
+    pub date_unix_s: Option<u64>,
     /// Body (read within the limit of the request).
     pub body: Vec<u8>,
 }
@@ -119,19 +133,22 @@ pub enum LinkError {
 /// The transport to settlement. Production: [`HttpLink`]; a simulator may
 /// serve these in-process.
 pub trait Link: Send + Sync {
-    /// Posts a batch; `reader_time_unix_s` goes in [`READER_TIME_HEADER`].
+    /// Posts a batch to [`BATCH_TARGET`]; `reader_time_unix_s` goes in
+    /// [`READER_TIME_HEADER`], `auth` (the request signed by the reader,
+    /// [`Reader::sign_request`]) in `X-Reader-Auth`.
     fn post_batch(
         &self,
         body: Vec<u8>,
         reader_time_unix_s: u64,
+        auth: String,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
-    /// Fetches the bundle for `reader_id` at version `since`;
-    /// `reader_time_unix_s` goes in [`READER_TIME_HEADER`].
+    /// Fetches [`bundle_target`]`(reader_id, since)`, headers as for a batch.
     fn get_bundle(
         &self,
         reader_id: u32,
         since: u64,
         reader_time_unix_s: u64,
+        auth: String,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
     /// Where it talks to (for messages).
     fn describe(&self) -> String;
@@ -162,6 +179,11 @@ impl HttpLink {
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Reply, LinkError> {
     let status = resp.status().as_u16();
+    let date_unix_s = resp
+        .headers()
+        .get(SERVER_TIME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(LinkError::TooLarge { limit });
     }
@@ -176,7 +198,11 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Reply
         }
         out.extend_from_slice(&chunk);
     }
-    Ok(Reply { status, body: out })
+    Ok(Reply {
+        status,
+        date_unix_s,
+        body: out,
+    })
 }
 
 fn transport(e: reqwest::Error) -> LinkError {
@@ -192,12 +218,18 @@ fn transport(e: reqwest::Error) -> LinkError {
 }
 
 impl Link for HttpLink {
-    async fn post_batch(&self, body: Vec<u8>, reader_time_unix_s: u64) -> Result<Reply, LinkError> {
+    async fn post_batch(
+        &self,
+        body: Vec<u8>,
+        reader_time_unix_s: u64,
+        auth: String,
+    ) -> Result<Reply, LinkError> {
         let resp = self
             .client
-            .post(format!("{}/v1/batches", self.base))
+            .post(format!("{}{BATCH_TARGET}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .header(READER_TIME_HEADER, reader_time_unix_s.to_string())
+            .header(REQUEST_AUTH_HEADER, auth)
             .body(body)
             .send()
             .await
@@ -210,14 +242,13 @@ impl Link for HttpLink {
         reader_id: u32,
         since: u64,
         reader_time_unix_s: u64,
+        auth: String,
     ) -> Result<Reply, LinkError> {
         let resp = self
             .client
-            .get(format!(
-                "{}/v1/readers/{reader_id}/bundle?since={since}",
-                self.base
-            ))
+            .get(format!("{}{}", self.base, bundle_target(reader_id, since)))
             .header(READER_TIME_HEADER, reader_time_unix_s.to_string())
+            .header(REQUEST_AUTH_HEADER, auth)
             .send()
             .await
             .map_err(transport)?;
@@ -226,6 +257,31 @@ impl Link for HttpLink {
 
     fn describe(&self) -> String {
         self.base.clone()
+    }
+}
+
+/// When settlement refused a signed request as `request_stale` (this
+/// reader's clock is far from settlement's and no signed answer measured
+/// the offset yet), takes settlement's clock from the answer's
+/// [`SERVER_TIME_HEADER`] for time-stamping requests and returns true: the caller signs
+/// the request again, once. The header is unsigned; a forger can only get
+/// requests refused, which it could anyway. The reader's own clock, its
+/// decisions and the offset `status` shows are unchanged.
+pub fn note_stale(reader: &mut Reader, reply: &Reply, sent_at_unix_s: u64) -> bool {
+    let stale = reply.status == 401
+        && serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .is_ok_and(|v| v["error"] == "request_stale");
+    match reply.date_unix_s {
+        Some(server) if stale => {
+            let offset = sent_at_unix_s as i64 - server as i64;
+            tracing::warn!(
+                clock_offset_s = offset,
+                "settlement refused a request as stale: time-stamping requests by its clock"
+            );
+            reader.set_request_clock_offset(offset);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -283,6 +339,14 @@ pub fn apply_reply(
     reply: &Reply,
     now_unix_s: u64,
 ) -> Result<(AckOutcome, u64), ValidatorError> {
+    let ack = verified_ack(reader, sent, reply)?;
+    apply_ack(reader, &ack, first, now_unix_s)
+}
+
+/// The answer's acknowledgement, verified under the root (through its
+/// certificate), naming this reader and the exact batch `sent`; anything
+/// else is refused and counted.
+fn verified_ack(reader: &mut Reader, sent: &[u8], reply: &Reply) -> Result<Ack, ValidatorError> {
     let text = || String::from_utf8_lossy(&reply.body[..reply.body.len().min(512)]).into_owned();
     if reply.status != 200 && reply.status != 409 {
         return Err(ValidatorError::Sync {
@@ -338,6 +402,19 @@ pub fn apply_reply(
             "acknowledges another request than the batch sent (replayed answer?)".into(),
         ));
     }
+    Ok(ack)
+}
+
+/// Applies a verified acknowledgement: a fork if its chain hash differs
+/// from this log's (or it names more than this log holds), else the
+/// acknowledged sequence moves up, or back (settlement restored).
+// Longer than a screen: the acknowledgement rules of the module doc, in order.
+fn apply_ack(
+    reader: &mut Reader,
+    ack: &Ack,
+    first: u64,
+    now_unix_s: u64,
+) -> Result<(AckOutcome, u64), ValidatorError> {
     let s = ack.acked_seq;
     let last_written = reader.state().next_seq - 1;
     if s > last_written {
@@ -384,31 +461,38 @@ pub fn apply_reply(
                 AckOutcome::Unchanged
             }
         }
-        AckKind::Held | AckKind::SequenceGap => match reader.rewind_acknowledged(s) {
-            Ok(()) if s < before => AckOutcome::Rewound(s),
-            Ok(()) => AckOutcome::Unchanged,
+        AckKind::Held | AckKind::SequenceGap => rewind(reader, s, before)?,
+    };
+    Ok((outcome, ack.server_time_unix_s))
+}
+
+/// Settlement holds only up to `s` (< `before`, what this reader had
+/// acknowledged): re-send from there, or, when this log compacted part of
+/// that range, persist the loud `settlement_behind` state.
+fn rewind(reader: &mut Reader, s: u64, before: u64) -> Result<AckOutcome, ValidatorError> {
+    match reader.rewind_acknowledged(s) {
+        Ok(()) if s < before => Ok(AckOutcome::Rewound(s)),
+        Ok(()) => Ok(AckOutcome::Unchanged),
+        Err(ValidatorError::SettlementBehind {
+            settlement_holds,
+            missing_from,
+            missing_to,
+        }) => {
+            let mut st = reader.sync_state().clone();
+            st.settlement_behind = Some(Behind {
+                settlement_holds,
+                missing_from,
+                missing_to,
+            });
+            reader.set_sync_state(st, true)?;
             Err(ValidatorError::SettlementBehind {
                 settlement_holds,
                 missing_from,
                 missing_to,
-            }) => {
-                let mut st = reader.sync_state().clone();
-                st.settlement_behind = Some(Behind {
-                    settlement_holds,
-                    missing_from,
-                    missing_to,
-                });
-                reader.set_sync_state(st, true)?;
-                return Err(ValidatorError::SettlementBehind {
-                    settlement_holds,
-                    missing_from,
-                    missing_to,
-                });
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    Ok((outcome, ack.server_time_unix_s))
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What one contact did.
@@ -557,6 +641,7 @@ fn finish_contact(
     }
 }
 
+// Longer than a screen: the one-batch-in-flight loop and its exits (fork, behind, no progress) read as one state machine.
 async fn upload_all<A: ReaderAccess, L: Link>(
     reader: &A,
     link: &L,
@@ -588,6 +673,7 @@ async fn upload_all<A: ReaderAccess, L: Link>(
     // Each answer must move something; a server that keeps answering
     // without progress is left for the next contact.
     let mut idle_rounds = 0;
+    let mut restamped = false;
     loop {
         let (bytes, first, last) = match &in_flight.batch {
             Some(b) => b.clone(),
@@ -604,14 +690,19 @@ async fn upload_all<A: ReaderAccess, L: Link>(
         };
         report.batches_sent += 1;
         let t = now();
-        let reply = link
-            .post_batch(bytes.clone(), t)
-            .await
-            .map_err(|e| ValidatorError::Sync {
-                url: format!("{}/v1/batches", link.describe()),
-                why: e.to_string(),
-            })?;
+        let auth = reader.with(|r| r.sign_request("POST", BATCH_TARGET, &bytes, t))?;
+        let reply =
+            link.post_batch(bytes.clone(), t, auth)
+                .await
+                .map_err(|e| ValidatorError::Sync {
+                    url: format!("{}/v1/batches", link.describe()),
+                    why: e.to_string(),
+                })?;
         *contacted = true;
+        if !restamped && reader.with(|r| note_stale(r, &reply, t)) {
+            restamped = true;
+            continue;
+        }
         let applied = reader.with(|r| {
             apply_reply(r, &bytes, first, &reply, now()).map(|(o, t)| (o, t, r.state().acked_up_to))
         });
@@ -655,7 +746,11 @@ async fn show_fork<A: ReaderAccess, L: Link>(
 ) {
     let batch = reader.with(|r| r.batch_from(at.max(1), r.config().storage.batch_max_records));
     if let Ok(Some((bytes, _, _))) = batch {
-        if let Err(e) = link.post_batch(bytes, now()).await {
+        let t = now();
+        let Ok(auth) = reader.with(|r| r.sign_request("POST", BATCH_TARGET, &bytes, t)) else {
+            return;
+        };
+        if let Err(e) = link.post_batch(bytes, t, auth).await {
             tracing::warn!(error = %e, "could not show settlement the forked records");
         }
     }
@@ -669,16 +764,51 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
     offset: &mut Option<i64>,
     contacted: &mut bool,
 ) -> Result<(), ValidatorError> {
-    let (id, version) = reader.with(|r| (r.reader_id(), r.bundle_version()));
-    let url = || format!("{}/v1/readers/{id}/bundle?since={version}", link.describe());
-    let reply = link
-        .get_bundle(id, version, now())
-        .await
-        .map_err(|e| ValidatorError::Sync {
-            url: url(),
-            why: e.to_string(),
-        })?;
-    *contacted = true;
+    let version = reader.with(|r| r.bundle_version());
+    match fetch_and_install(reader, link, version, now, report, offset, contacted).await {
+        // A delta this reader cannot apply (another publisher's line, or a
+        // base it does not hold exactly): ask for the whole list.
+        Err(ValidatorError::Bundle(
+            BundleError::DeltaBase { .. }
+            | BundleError::DeltaBaseHash { .. }
+            | BundleError::OtherPublisher { .. },
+        )) if version != 0 => {
+            fetch_and_install(reader, link, 0, now, report, offset, contacted).await
+        }
+        other => other,
+    }
+}
+
+/// One bundle request `since` a version, and its install.
+async fn fetch_and_install<A: ReaderAccess, L: Link>(
+    reader: &A,
+    link: &L,
+    since: u64,
+    now: &(dyn Fn() -> u64 + Send + Sync),
+    report: &mut SyncReport,
+    offset: &mut Option<i64>,
+    contacted: &mut bool,
+) -> Result<(), ValidatorError> {
+    let id = reader.with(|r| r.reader_id());
+    let target = bundle_target(id, since);
+    let url = || format!("{}{target}", link.describe());
+    let mut restamped = false;
+    let reply = loop {
+        let t = now();
+        let auth = reader.with(|r| r.sign_request("GET", &target, b"", t))?;
+        let reply =
+            link.get_bundle(id, since, t, auth)
+                .await
+                .map_err(|e| ValidatorError::Sync {
+                    url: url(),
+                    why: e.to_string(),
+                })?;
+        *contacted = true;
+        if restamped || !reader.with(|r| note_stale(r, &reply, t)) {
+            break reply;
+        }
+        restamped = true;
+    };
     if reply.status != 200 {
         return Err(ValidatorError::Sync {
             url: url(),
@@ -692,8 +822,9 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
     let t = now();
     reader.with(|r| {
         // The signed server time, whether or not the bundle is newer.
-        let server_time = ReaderBundle::verify_v1(&reply.body, r.root_key())
+        let server_time = PublishedBundle::verify(&reply.body, r.root_key())
             .map_err(BundleError::from)?
+            .bundle
             .server_time_unix_s;
         *offset = Some(t as i64 - server_time as i64);
         match r.install_bundle(&reply.body, t) {

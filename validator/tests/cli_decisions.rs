@@ -166,15 +166,17 @@ fn revoked_by_snapshot_and_by_delta() {
         .map(|i| CredentialId([(i % 251) as u8; 16]))
         .collect();
     deny.push(victim.id());
-    let dir = provision_cli(&dep, tmp.path(), &dep.snapshot(1, deny));
+    let first = dep.bundle_v2(1, 1, NOW, DenyUpdate::Snapshot(deny.clone()), None);
+    let dir = provision_cli(&dep, tmp.path(), &first);
     let v = assert_reject(&dir, &victim.code(NOW, 1), NOW, "revoked");
     assert!(v["message"]
         .as_str()
         .unwrap()
         .contains(&victim.id().to_hex()));
     assert_accept(&dir, &later.code(NOW, 1), NOW);
-    // Delta from version 1: revoke `later`, lift `victim`.
-    let delta = dep.bundle(
+    // Delta from version 1 (and its exact list): revoke `later`, lift `victim`.
+    let delta = dep.bundle_v2(
+        1,
         2,
         NOW,
         DenyUpdate::Delta {
@@ -182,6 +184,7 @@ fn revoked_by_snapshot_and_by_delta() {
             add: vec![later.id()],
             remove: vec![victim.id()],
         },
+        Some(&deny),
     );
     let b = tmp.path().join("delta.bin");
     std::fs::write(&b, &delta).unwrap();

@@ -10,9 +10,8 @@ use fare_validator::Reader;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
 #[test]
 fn sigkill_never_loses_an_accepted_ride() {
@@ -81,33 +80,9 @@ fn sigkill_never_loses_an_accepted_ride() {
                 next_dev_seq[w] += 1;
             }
         }
-        let mut child = run_stream(&dir).stderr(Stdio::null()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input: String = lines
-            .iter()
-            .map(|l| format!("{}\n", hex::encode(l)))
-            .collect();
-        let writer = std::thread::spawn(move || {
-            // The child may die mid-write: a broken pipe is expected.
-            let _ = stdin.write_all(input.as_bytes());
-        });
-        let stdout = child.stdout.take().unwrap();
-        let reader_thread = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        });
         let delay_ms = rng.next_u64() % window_ms;
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let finished_before_kill = matches!(child.try_wait(), Ok(Some(_)));
-        let _ = child.kill(); // SIGKILL on Unix
-        let _ = child.wait();
-        writer.join().unwrap();
-        let out = reader_thread.join().unwrap();
-        if !finished_before_kill && out.len() < lines.len() {
-            killed_mid_stream += 1;
-        }
+        let (out, mid) = run_and_kill(&dir, &lines, delay_ms);
+        killed_mid_stream += u64::from(mid);
 
         // What the child acknowledged, line by line (the last line may be
         // torn by the kill; only complete JSON lines count as answers).

@@ -25,10 +25,9 @@ use fare_validator::Reader;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 const CODES_PER_CYCLE: usize = 30;
 
@@ -62,36 +61,6 @@ fn sync_dir(dir: &Path) {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .unwrap_or_else(|e| panic!("sync {}: {e}", dir.display()));
-}
-
-/// One child run: streams `lines`, kills the child after `delay_ms`.
-/// Returns (the child's complete output lines, killed mid-stream).
-fn run_and_kill(dir: &Path, lines: &[Vec<u8>], delay_ms: u64) -> (Vec<String>, bool) {
-    let mut child = run_stream(dir).stderr(Stdio::null()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input: String = lines
-        .iter()
-        .map(|l| format!("{}\n", hex::encode(l)))
-        .collect();
-    let writer = std::thread::spawn(move || {
-        // The child may die mid-write: a broken pipe is expected.
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let stdout = child.stdout.take().unwrap();
-    let reader_thread = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    std::thread::sleep(Duration::from_millis(delay_ms));
-    let finished_before_kill = matches!(child.try_wait(), Ok(Some(_)));
-    let _ = child.kill(); // SIGKILL on Unix
-    let _ = child.wait();
-    writer.join().unwrap();
-    let out = reader_thread.join().unwrap();
-    let mid = !finished_before_kill && out.len() < lines.len();
-    (out, mid)
 }
 
 struct Run {

@@ -1,4 +1,5 @@
-//! Rewrites `testvectors/ride_codes_v1.json` and `testvectors/acks_v1.json`
+//! Rewrites `testvectors/ride_codes_v1.json`, `testvectors/acks_v1.json` and
+//! `testvectors/bundles_v2.json`
 //! from the seed. Run after an intended format change; the `golden` test
 //! fails until you do.
 
@@ -11,5 +12,12 @@ fn main() {
     println!("wrote {}", path.display());
     let path = dir.join("acks_v1.json");
     std::fs::write(&path, tv::acks_to_json(&tv::generate_acks(tv::SEED))).expect("write vectors");
+    println!("wrote {}", path.display());
+    let path = dir.join("bundles_v2.json");
+    std::fs::write(
+        &path,
+        tv::bundles_v2_to_json(&tv::generate_bundles_v2(tv::SEED)),
+    )
+    .expect("write vectors");
     println!("wrote {}", path.display());
 }

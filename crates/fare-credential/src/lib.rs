@@ -28,6 +28,7 @@ pub mod error;
 pub mod keys;
 pub mod reason;
 pub mod record;
+pub mod request;
 pub mod testkit;
 pub mod testvectors;
 pub mod trust;
@@ -43,6 +44,7 @@ pub use credential::{Credential, CredentialBody, CredentialId, Profile};
 pub use error::FormatError;
 pub use reason::{RejectClass, RejectReason};
 pub use record::RideRecord;
+pub use request::RequestAuth;
 pub use trust::{DenyList, IssuerKey, TrustList};
 pub use verify::{verify_ride_code, CredentialCache, Policy, VerifiedRide};
 

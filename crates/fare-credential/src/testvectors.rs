@@ -561,3 +561,179 @@ pub fn acks_to_json(file: &AckVectorFile) -> String {
     s.push('\n');
     s
 }
+
+/// One bundle v2 vector.
+#[derive(Serialize, Debug, Clone)]
+pub struct BundleVector {
+    /// Short unique name.
+    pub name: String,
+    /// What it exercises.
+    pub description: String,
+    /// The bundle bytes, hex.
+    pub bundle_hex: String,
+    /// `ok` or the refusal: `bad_signature`, `unsupported_version`,
+    /// `invalid` (a field refused), `malformed` (truncated or trailing bytes).
+    pub expect: String,
+    /// For `ok`: the publisher id, hex.
+    pub publisher: Option<String>,
+    /// For an `ok` delta: its `deny_base_hash`, hex.
+    pub deny_base_hash: Option<String>,
+}
+
+/// The bundle v2 vector file (`testvectors/bundles_v2.json`).
+#[derive(Serialize, Debug, Clone)]
+pub struct BundleVectorFile {
+    /// What this is.
+    pub about: String,
+    /// Generator seed.
+    pub seed: u64,
+    /// Deployment root public key, hex.
+    pub root_public_key: String,
+    /// The vectors.
+    pub vectors: Vec<BundleVector>,
+}
+
+/// Offset of `deny_base_hash` in the vectors' bundles (one trust key).
+const V2_BASE_HASH_AT: usize = 1 + 16 + 8 + 8 + 4 + 52 + 1 + 8;
+
+/// Bundle v2 vectors (SPEC.md §4.1) from `seed`.
+pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
+    use crate::bundle::{deny_digest, DenyUpdate, PublishedBundle, ReaderBundle, BUNDLE_DOMAIN_V1};
+    use crate::keys::{sign_domain, SIGNATURE_LEN};
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xb2);
+    let root = key(&mut rng);
+    let issuer = key(&mut rng);
+    let mut publisher = [0u8; 16];
+    rng.fill_bytes(&mut publisher);
+    let ids: Vec<CredentialId> = (1..=3u8).map(|b| CredentialId([b; 16])).collect();
+    let content = |deny| ReaderBundle {
+        bundle_version: 42,
+        server_time_unix_s: NOW_UNIX_S,
+        trust: vec![IssuerKey {
+            key_id: 1,
+            public_key: issuer.verifying_key().to_bytes(),
+            valid_from_unix_s: NOW_UNIX_S - 86_400,
+            valid_until_unix_s: NOW_UNIX_S + 365 * 86_400,
+        }],
+        deny,
+        tariff: br#"{"note":"vector"}"#.to_vec(),
+    };
+    let base_hash = deny_digest(&ids[..2]);
+    let snapshot = PublishedBundle {
+        publisher,
+        deny_base_hash: None,
+        bundle: content(DenyUpdate::Snapshot(ids.clone())),
+    }
+    .sign_v2(&root)
+    .expect("vector signs");
+    let delta = PublishedBundle {
+        publisher,
+        deny_base_hash: Some(base_hash),
+        bundle: content(DenyUpdate::Delta {
+            base_version: 41,
+            add: vec![ids[2]],
+            remove: vec![ids[0]],
+        }),
+    }
+    .sign_v2(&root)
+    .expect("vector signs");
+    // Re-signs `bytes` (signature dropped) after `edit`, with `domain`.
+    let resign = |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut body = bytes[..bytes.len() - SIGNATURE_LEN].to_vec();
+        edit(&mut body);
+        let sig = sign_domain(&root, domain, &body);
+        body.extend_from_slice(&sig);
+        body
+    };
+    let v2 = crate::bundle::BUNDLE_DOMAIN_V2;
+    let hexs = |b: &[u8]| Some(hex::encode(b));
+    let mut vectors = Vec::new();
+    let mut push = |name: &str, description: &str, bytes: Vec<u8>, expect: &str| {
+        let ok = expect == "ok";
+        let is_delta = name == "delta";
+        vectors.push(BundleVector {
+            name: name.into(),
+            description: description.into(),
+            bundle_hex: hex::encode(bytes),
+            expect: expect.into(),
+            publisher: if ok { hexs(&publisher) } else { None },
+            deny_base_hash: if ok && is_delta {
+                hexs(&base_hash)
+            } else {
+                None
+            },
+        })
+    };
+    push(
+        "snapshot",
+        "a service's snapshot of three ids",
+        snapshot.clone(),
+        "ok",
+    );
+    push(
+        "delta",
+        "from version 41 holding ids 01.. and 02..: add 03.., remove 01..",
+        delta.clone(),
+        "ok",
+    );
+    let mut t = delta.clone();
+    t[1] ^= 1;
+    push(
+        "tampered_publisher",
+        "publisher changed after signing",
+        t,
+        "bad_signature",
+    );
+    let mut t = delta.clone();
+    t[V2_BASE_HASH_AT] ^= 1;
+    push(
+        "tampered_base_hash",
+        "base hash changed after signing",
+        t,
+        "bad_signature",
+    );
+    push(
+        "v1_domain",
+        "v2 bytes signed under the v1 domain tag",
+        resign(&delta, BUNDLE_DOMAIN_V1, &|_| {}),
+        "bad_signature",
+    );
+    push(
+        "zero_publisher",
+        "publisher all zeros (reserved for the v1 line)",
+        resign(&snapshot, v2, &|b| b[1..17].fill(0)),
+        "invalid",
+    );
+    push(
+        "snapshot_with_base_hash",
+        "a snapshot naming a base hash",
+        resign(&snapshot, v2, &|b| b[V2_BASE_HASH_AT] = 1),
+        "invalid",
+    );
+    let mut t = snapshot.clone();
+    t[0] = 3;
+    push("wrong_version", "version byte 3", t, "unsupported_version");
+    push(
+        "truncated",
+        "the last tariff byte removed, re-signed",
+        resign(&snapshot, v2, &|b| {
+            b.pop();
+        }),
+        "malformed",
+    );
+    BundleVectorFile {
+        about: "Reader bundle v2 test vectors (SPEC.md §4.1). Verify each `bundle_hex` with \
+                `root_public_key`; the result must be `expect`."
+            .into(),
+        seed,
+        root_public_key: hex::encode(root.verifying_key().to_bytes()),
+        vectors,
+    }
+}
+
+/// The committed JSON text of the bundle v2 vectors.
+pub fn bundles_v2_to_json(file: &BundleVectorFile) -> String {
+    let mut s = serde_json::to_string_pretty(file).expect("vectors serialise");
+    s.push('\n');
+    s
+}

@@ -79,3 +79,42 @@ fn committed_ack_vectors_match_the_generator_and_verify_as_expected() {
         assert_eq!(got, v.expect, "vector {}", v.name);
     }
 }
+
+#[test]
+fn committed_bundle_v2_vectors_match_the_generator_and_verify_as_expected() {
+    use fare_credential::bundle::PublishedBundle;
+    use fare_credential::testvectors::{bundles_v2_to_json, generate_bundles_v2};
+    use fare_credential::FormatError;
+    let file = generate_bundles_v2(SEED);
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testvectors/bundles_v2.json"),
+    )
+    .expect("testvectors/bundles_v2.json is committed");
+    assert!(
+        bundles_v2_to_json(&file) == committed,
+        "bundle vectors differ from the generator: run `cargo run -p fare-credential --example gen_vectors`"
+    );
+    let root =
+        fare_credential::keys::parse_public_key(&hex::decode(&file.root_public_key).unwrap())
+            .unwrap();
+    for v in &file.vectors {
+        let got = PublishedBundle::verify(&hex::decode(&v.bundle_hex).unwrap(), &root);
+        let code = match &got {
+            Ok(_) => "ok",
+            Err(FormatError::BadSignature { .. }) => "bad_signature",
+            Err(FormatError::UnsupportedVersion { .. }) => "unsupported_version",
+            Err(FormatError::Invalid { .. }) => "invalid",
+            Err(_) => "malformed",
+        };
+        assert_eq!(code, v.expect, "vector {}: {got:?}", v.name);
+        if let Ok(b) = got {
+            assert_eq!(Some(hex::encode(b.publisher)), v.publisher, "{}", v.name);
+            assert_eq!(
+                b.deny_base_hash.map(hex::encode),
+                v.deny_base_hash,
+                "{}",
+                v.name
+            );
+        }
+    }
+}

@@ -158,6 +158,23 @@ impl DeviceSync {
         })
     }
 
+    /// The durability point for a flush that wrote no value past sled's
+    /// blob threshold (128 KiB) since the last [`DeviceSync::sync`]: the
+    /// data file's `fdatasync` alone, without reading `blobs/`. The caller
+    /// guarantees the precondition (the reader: every large value it writes,
+    /// the bundle meta, is followed by a full `sync` before anything else
+    /// depends on it, and its ride records are far below the threshold).
+    pub fn sync_data_file(&self) -> Result<(), SyncError> {
+        let Some(data) = &self.data else {
+            return Ok(());
+        };
+        data.sync_data().map_err(|source| SyncError::Io {
+            what: "fdatasync sled data file",
+            path: self.dir.join(SLED_DATA_FILE),
+            source,
+        })
+    }
+
     /// Whether the extra sync is on.
     pub fn enabled(&self) -> bool {
         self.data.is_some()

@@ -11,8 +11,10 @@ use fare_credential::{
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// Reader clock for most tests (fits the u32 time fields).
 pub const NOW: u64 = 1_800_000_000;
@@ -68,6 +70,35 @@ impl Deployment {
             tariff: br#"{"note":"test"}"#.to_vec(),
         }
         .sign_v1(&self.root)
+        .unwrap()
+    }
+
+    /// A bundle v2 of `publisher`; a delta names `base`'s digest (the
+    /// deny list it applies to; `None` for a snapshot).
+    pub fn bundle_v2(
+        &self,
+        publisher: u8,
+        version: u64,
+        server_time: u64,
+        deny: DenyUpdate,
+        base: Option<&[CredentialId]>,
+    ) -> Vec<u8> {
+        let deny_base_hash = base.map(|ids| {
+            let list = fare_credential::DenyList::from_ids(ids.to_vec());
+            fare_credential::bundle::deny_digest(list.ids())
+        });
+        fare_credential::bundle::PublishedBundle {
+            publisher: [publisher; 16],
+            deny_base_hash,
+            bundle: ReaderBundle {
+                bundle_version: version,
+                server_time_unix_s: server_time,
+                trust: self.trust(),
+                deny,
+                tariff: br#"{"note":"test"}"#.to_vec(),
+            },
+        }
+        .sign_v2(&self.root)
         .unwrap()
     }
 
@@ -253,4 +284,34 @@ pub fn set_config(dir: &Path, key: &str, value: &str) {
         .collect();
     assert!(found, "no `{key}` in reader.toml:\n{text}");
     std::fs::write(&path, new.join("\n")).unwrap();
+}
+
+/// One child run: streams `lines`, kills the child after `delay_ms`.
+/// Returns (the child's complete output lines, killed mid-stream).
+pub fn run_and_kill(dir: &Path, lines: &[Vec<u8>], delay_ms: u64) -> (Vec<String>, bool) {
+    let mut child = run_stream(dir).stderr(Stdio::null()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = lines
+        .iter()
+        .map(|l| format!("{}\n", hex::encode(l)))
+        .collect();
+    let writer = std::thread::spawn(move || {
+        // The child may die mid-write: a broken pipe is expected.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let stdout = child.stdout.take().unwrap();
+    let reader_thread = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    let finished_before_kill = matches!(child.try_wait(), Ok(Some(_)));
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+    writer.join().unwrap();
+    let out = reader_thread.join().unwrap();
+    let mid = !finished_before_kill && out.len() < lines.len();
+    (out, mid)
 }

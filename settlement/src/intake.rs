@@ -1,0 +1,117 @@
+//! A reader's contact with settlement: the answer to a batch and to a
+//! bundle request, shared by the HTTP routes (`crate::http`) and by callers
+//! that serve readers in process (the fleet simulator), so both run the
+//! same checks in the same order.
+
+use crate::app::App;
+use crate::error::{ApiError, ErrorCode};
+use crate::readers::{check_signed_request, SignedRequest};
+
+/// The path a batch is posted to (part of what a reader signs).
+pub const BATCH_TARGET: &str = "/v1/batches";
+
+/// Who asks for a reader's bundle.
+#[derive(Clone, Copy, Debug)]
+pub enum BundleCaller<'a> {
+    /// An operator whose bearer token was checked already.
+    Operator,
+    /// The reader: its `X-Reader-Auth` header, if it sent one.
+    Reader(Option<&'a str>),
+}
+
+/// Ingests a batch and signs the answer (`POST /v1/batches`). `auth` is the
+/// reader's request signature, checked when present: the body carries the
+/// reader's signature already, the request signature adds freshness and
+/// must name the same reader.
+pub fn answer_batch(
+    app: &App,
+    bytes: &[u8],
+    auth: Option<&str>,
+    reader_time_unix_s: Option<u64>,
+) -> Result<serde_json::Value, ApiError> {
+    let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let now = app.now();
+    if let Some(auth) = auth {
+        let request = SignedRequest {
+            header: auth,
+            route_reader: None,
+            method: "POST",
+            target: BATCH_TARGET,
+            body: bytes,
+        };
+        let signer = check_signed_request(&app.db, &app.recent_requests, request, now)?;
+        let named = bytes
+            .get(1..5)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+        if named.is_some_and(|id| id != signer) {
+            return Err(ApiError::of(
+                ErrorCode::RequestBadSignature,
+                format!("request signed by reader {signer} for another reader's batch"),
+            ));
+        }
+    }
+    let result = crate::ingest::ingest_batch(&app.db, bytes, now);
+    crate::acks::answer(&app.db, &app.acks, bytes, reader_time_unix_s, now, result)
+}
+
+/// The signed bundle for `reader_id` at deny version `since`
+/// (`GET /v1/readers/{id}/bundle`, `target` being that path and query as
+/// sent). A bundle holds the reader's deny list: only the reader (a request
+/// signed with its registered key) or an operator may read it.
+pub fn answer_bundle(
+    app: &App,
+    reader_id: u32,
+    since: Option<u64>,
+    caller: BundleCaller<'_>,
+    target: &str,
+    reader_time_unix_s: Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    if let BundleCaller::Reader(auth) = caller {
+        check_bundle_signature(app, reader_id, auth, target)?;
+    }
+    match app.db.reader(reader_id)? {
+        Some(r) if !r.retired => {}
+        Some(_) => {
+            return Err(ApiError::of(
+                ErrorCode::ReaderRetired,
+                format!("reader {reader_id} was retired"),
+            ))
+        }
+        None => {
+            return Err(ApiError::of(
+                ErrorCode::NoSuchReader,
+                format!("reader {reader_id} is not provisioned"),
+            ))
+        }
+    }
+    let bytes = app
+        .bundle(since)
+        .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
+    crate::acks::note_contact(&app.db, reader_id, reader_time_unix_s, app.now(), 0)?;
+    Ok(bytes)
+}
+
+fn check_bundle_signature(
+    app: &App,
+    reader_id: u32,
+    auth: Option<&str>,
+    target: &str,
+) -> Result<(), ApiError> {
+    let Some(auth) = auth else {
+        return Err(ApiError::of(
+            ErrorCode::RequestUnsigned,
+            format!(
+                "reader {reader_id}'s bundle: sign the request with the reader key (X-Reader-Auth) \
+                 or send the operator token"
+            ),
+        ));
+    };
+    let request = SignedRequest {
+        header: auth,
+        route_reader: Some(reader_id),
+        method: "GET",
+        target,
+        body: b"",
+    };
+    check_signed_request(&app.db, &app.recent_requests, request, app.now()).map(|_| ())
+}

@@ -1,0 +1,430 @@
+//! The reader: state on disk, the decision pipeline, the bundle, uploads.
+//!
+//! Files in a reader directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `reader.toml` | config ([`ReaderConfig`]) |
+//! | `reader.key` | reader signing key, 64 hex chars, mode 0600 |
+//! | `reader.pub` | reader public key hex (register with settlement) |
+//! | `root.pub` | deployment root public key hex (verifies bundles) |
+//! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
+//! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
+//! | `log.hwm` | high-water mark of the log: last sequence and chain hash ([`crate::hwm`]) |
+//!
+//! Durability: an accept is answered only after the ride record's single
+//! sled insert, `Db::flush()` and an `fdatasync` of sled's data file
+//! ([`fare_durable::DeviceSync`]) returned: `flush()` alone ends in
+//! `sync_file_range`, which a power cut can undo. Everything else the accept changes
+//! (next sequence, chain head, used bytes, the replay cache) is derived from
+//! the log, so it need not be written with the ride: the reader state is
+//! saved every [`STATE_SAVE_EVERY`] rides and rolled forward over the log's
+//! tail at open, and the in-memory replay cache is rebuilt from the tail.
+
+mod bundle;
+mod compact;
+mod decide;
+mod inspect;
+mod open;
+mod upload;
+
+use crate::config::ReaderConfig;
+use crate::decision::{Decision, Outcome, RideId, Stage, StageTimes};
+use crate::error::{BundleError, ValidatorError};
+use crate::replay::{ReplayCache, ReplayEntry, ReplayKeys};
+use fare_credential::bundle::PublishedBundle;
+use fare_credential::codec;
+use fare_credential::keys::parse_public_key;
+use fare_credential::record::{genesis_hash, record_hash};
+use fare_credential::trust::IssuerKey;
+use fare_credential::verify::{
+    credential_stage, deny_stage, device_stage, parse_stage, time_stage,
+};
+use fare_credential::{
+    Batch, CredentialCache, CredentialId, DenyList, DenyUpdate, RejectReason, RideCode, RideRecord,
+    SigningKey, TrustList, VerifyingKey,
+};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const META_STATE: &[u8] = b"state";
+const META_IDENTITY: &[u8] = b"identity";
+const META_BUNDLE: &[u8] = b"bundle";
+const META_SYNC: &[u8] = b"sync";
+/// The installed bundle's publisher id (16 bytes; absent: the v1 line).
+const META_PUBLISHER: &[u8] = b"bundle_publisher";
+/// Replay entries are pruned at most this often (seconds of reader time).
+const PRUNE_INTERVAL_S: u64 = 60;
+/// The reader state is saved after every this many accepted rides (not
+/// flushed: the next ride's flush carries it). It bounds how much of the
+/// log's tail an open rolls the state forward over; it is not needed for
+/// correctness, since the state is a function of the log.
+pub const STATE_SAVE_EVERY: u64 = 256;
+/// Records removed per compaction transaction (bounds its memory).
+pub const COMPACT_CHUNK_RECORDS: u64 = 1024;
+
+/// The reader's persistent counters. A function of the ride log: saved
+/// periodically, at compaction and at acknowledgement, and rolled forward
+/// over the records written after the saved copy when the log is opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderState {
+    /// Sequence the next accepted ride gets (starts at 1).
+    pub next_seq: u64,
+    /// Chain hash of the last record (genesis hash before the first).
+    pub chain_head: [u8; 32],
+    /// Highest sequence settlement acknowledged (0: none).
+    pub acked_up_to: u64,
+    /// Lowest sequence still in the log (compaction removes below it).
+    pub oldest_seq: u64,
+    /// Sum of the encoded sizes of the records in the log.
+    pub used_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Identity {
+    reader_id: u32,
+    public_key: [u8; 32],
+}
+
+/// What is stored about the installed bundle (the deny list lives in its own file).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BundleMeta {
+    version: u64,
+    server_time_unix_s: u64,
+    installed_at_unix_s: u64,
+    trust: Vec<IssuerKey>,
+    tariff: Vec<u8>,
+    deny_file: String,
+    deny_count: u64,
+    deny_blake3: [u8; 32],
+}
+
+/// A rejected scan, kept (bounded) for analytics. Holds no code bytes: only
+/// their digest, so the analytics log carries no rider pseudonym.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedScan {
+    /// Reader time.
+    pub at_unix_s: u64,
+    /// Stable reason code.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+    /// blake3 of the scanned bytes (empty when no code was found).
+    pub payload_blake3: Option<[u8; 32]>,
+    /// Scanned length.
+    pub payload_len: u32,
+}
+
+struct Installed {
+    meta: BundleMeta,
+    trust: TrustList,
+    deny: DenyList,
+    /// Who published it ([`fare_credential::bundle::V1_PUBLISHER`] for v1).
+    publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
+}
+
+/// Reader status for `status` and monitoring.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Reader id.
+    pub reader_id: u32,
+    /// Reader public key hex.
+    pub public_key: String,
+    /// Vehicle.
+    pub vehicle: String,
+    /// Route.
+    pub route: String,
+    /// Rides accepted since provisioning.
+    pub rides_total: u64,
+    /// Next sequence.
+    pub next_seq: u64,
+    /// Highest acknowledged sequence.
+    pub acked_up_to: u64,
+    /// Rides not yet acknowledged.
+    pub unacked: u64,
+    /// Lowest sequence still held.
+    pub oldest_seq: u64,
+    /// Logical log size.
+    pub used_bytes: u64,
+    /// Configured limit.
+    pub max_log_bytes: u64,
+    /// Installed bundle version.
+    pub bundle_version: u64,
+    /// Bundle age by the reader clock at `now`.
+    pub bundle_age_s: u64,
+    /// `ok`, `aging` (warn) or `stale` (refusing rides).
+    pub trust_state: &'static str,
+    /// Reader clock minus settlement clock when the bundle was installed
+    /// (positive: reader ahead).
+    pub clock_offset_at_install_s: i64,
+    /// Trusted issuer keys.
+    pub trust_keys: usize,
+    /// Deny-list entries.
+    pub deny_entries: usize,
+    /// Replay-cache entries (two per ride still within validity).
+    pub replay_entries: usize,
+    /// Rejected scans held.
+    pub rejected_entries: u64,
+    /// Chain head hex.
+    pub chain_head: String,
+    /// Why the reader refuses every ride, when it does (damaged log,
+    /// storage failure); `None` while it decides normally.
+    pub refusing: Option<String>,
+    /// Upload state: fork, settlement behind, last contact, last error,
+    /// clock offset, refused acknowledgements.
+    pub sync: crate::sync::SyncState,
+    /// `ok`, `forked`, `settlement_behind` or `log_damaged`.
+    pub sync_state: &'static str,
+    /// Reader time of the oldest unacknowledged ride, when there is one.
+    pub oldest_pending_unix_s: Option<u64>,
+}
+
+/// An open reader. One process at a time (sled locks the log).
+pub struct Reader {
+    dir: PathBuf,
+    config: ReaderConfig,
+    key: SigningKey,
+    root: VerifyingKey,
+    db: sled::Db,
+    /// The sync after `flush()` that reaches the device.
+    device: fare_durable::DeviceSync,
+    rides: sled::Tree,
+    /// Replay entries of records compacted while their code could still
+    /// pass (rare: only an early compaction of a full log does it).
+    replay: sled::Tree,
+    meta: sled::Tree,
+    rejected: sled::Tree,
+    state: ReaderState,
+    replay_cache: ReplayCache,
+    installed: Option<Installed>,
+    cache: CredentialCache,
+    rejected_next: u64,
+    rejected_count: u64,
+    last_prune_unix_s: u64,
+    failed: Option<String>,
+    /// The log's high-water mark, written after each accept's durability point.
+    hwm: crate::hwm::HighWaterMark,
+    /// Set when the log was found below its high-water mark at open.
+    damaged: Option<ValidatorError>,
+    /// Upload state (fork, last contact, ...), persisted in `meta`.
+    sync: crate::sync::SyncState,
+    /// Nonce of the next signed request ([`Reader::sign_request`]).
+    request_nonce: u64,
+    /// Clock offset for time-stamping requests learnt from a `request_stale`
+    /// refusal; cleared when a signed answer measures the offset.
+    request_offset_s: Option<i64>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("dir", &self.dir)
+            .field("reader_id", &self.config.reader.reader_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps an I/O error to [`ValidatorError::Io`] naming what was done to which file.
+pub(crate) fn io<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ValidatorError + 'a {
+    move |source| ValidatorError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a file holding a 32-byte public key as 64 hex characters.
+pub fn read_public_key_file(path: &Path) -> Result<VerifyingKey, ValidatorError> {
+    let text = std::fs::read_to_string(path).map_err(io("read public key", path))?;
+    let key_err = |why: String| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why,
+    };
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| key_err(format!("expected 64 hex characters: {e}")))?;
+    parse_public_key(&bytes).map_err(|e| key_err(e.to_string()))
+}
+
+fn read_signing_key_file(path: &Path) -> Result<SigningKey, ValidatorError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(io("stat reader key", path))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "reader key is readable by group or others; chmod 600 it");
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io("read reader key", path))?;
+    let bytes = hex::decode(text.trim()).map_err(|e| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why: format!("expected 64 hex characters: {e}"),
+    })?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| ValidatorError::Key {
+        path: path.to_path_buf(),
+        why: format!("expected 32 bytes, found {}", v.len()),
+    })?;
+    Ok(SigningKey::from_bytes(&arr))
+}
+
+fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), ValidatorError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path).map_err(io("create", path))?;
+    f.write_all(contents).map_err(io("write", path))?;
+    f.sync_all().map_err(io("sync", path))?;
+    Ok(())
+}
+
+fn abort_txn(e: TransactionError<()>) -> sled::Error {
+    match e {
+        TransactionError::Storage(e) => e,
+        TransactionError::Abort(()) => sled::Error::Unsupported("transaction aborted".into()),
+    }
+}
+
+/// Paths inside a reader directory.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+    /// `reader.toml`.
+    pub fn config(dir: &Path) -> PathBuf {
+        dir.join("reader.toml")
+    }
+    /// `reader.key`.
+    pub fn key(dir: &Path) -> PathBuf {
+        dir.join("reader.key")
+    }
+    /// `reader.pub`.
+    pub fn public_key(dir: &Path) -> PathBuf {
+        dir.join("reader.pub")
+    }
+    /// `root.pub`.
+    pub fn root_key(dir: &Path) -> PathBuf {
+        dir.join("root.pub")
+    }
+    /// `log/` (sled).
+    pub fn log(dir: &Path) -> PathBuf {
+        dir.join("log")
+    }
+}
+
+impl Reader {
+    /// Why the log is damaged, when its high-water mark found it so at open.
+    pub fn log_damage(&self) -> Option<&ValidatorError> {
+        self.damaged.as_ref()
+    }
+
+    /// The upload state (persisted).
+    pub fn sync_state(&self) -> &crate::sync::SyncState {
+        &self.sync
+    }
+
+    /// Replaces the upload state. `durable`: wait for the device (a fork,
+    /// which must survive a power cut); else the next flush carries it.
+    pub fn set_sync_state(
+        &mut self,
+        state: crate::sync::SyncState,
+        durable: bool,
+    ) -> Result<(), ValidatorError> {
+        if state.clock_offset_s.is_some() && state.clock_offset_s != self.sync.clock_offset_s {
+            self.request_offset_s = None;
+        }
+        self.meta
+            .insert(META_SYNC, codec::encode("sync state", &state)?)
+            .map_err(ValidatorError::sled("write sync state"))?;
+        if durable {
+            self.durable("flush sync state")?;
+        }
+        self.sync = state;
+        Ok(())
+    }
+
+    /// The deployment root key (verifies bundles and acknowledgements).
+    pub fn root_key(&self) -> &VerifyingKey {
+        &self.root
+    }
+
+    /// Writes the in-memory state to `meta` (not flushed).
+    fn save_state(&self) -> Result<(), ValidatorError> {
+        self.meta
+            .insert(META_STATE, codec::encode("reader state", &self.state)?)
+            .map_err(ValidatorError::sled("write reader state"))?;
+        Ok(())
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ReaderConfig {
+        &self.config
+    }
+    /// This reader's id.
+    pub fn reader_id(&self) -> u32 {
+        self.config.reader.reader_id
+    }
+    /// The reader's public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+    /// The persistent counters.
+    pub fn state(&self) -> &ReaderState {
+        &self.state
+    }
+    /// Installed bundle version (0: none).
+    pub fn bundle_version(&self) -> u64 {
+        self.installed.as_ref().map_or(0, |i| i.meta.version)
+    }
+    /// Installed tariff bytes (UTF-8 JSON), if any.
+    pub fn tariff(&self) -> Option<&[u8]> {
+        self.installed.as_ref().map(|i| i.meta.tariff.as_slice())
+    }
+    /// Number of deny-list entries.
+    pub fn deny_len(&self) -> usize {
+        self.installed.as_ref().map_or(0, |i| i.deny.len())
+    }
+
+    /// Flushes everything (rejected-scan analytics included) to the device. Called on exit.
+    pub fn flush(&self) -> Result<(), ValidatorError> {
+        self.durable("flush")
+    }
+
+    /// The durability point: sled's `flush()`, then the `fdatasync` that
+    /// reaches the device (see [`fare_durable`]). Nothing that depends on a
+    /// write being durable (an accept, an acknowledgement, a new bundle)
+    /// happens before this returned.
+    fn durable(&self, what: &'static str) -> Result<(), ValidatorError> {
+        self.db.flush().map_err(ValidatorError::sled(what))?;
+        self.device.sync()?;
+        Ok(())
+    }
+
+    /// [`Self::durable`] for an accept: the ride record (≤ `MAX_RECORD_BYTES`,
+    /// far below sled's 128 KiB blob threshold) is the only value written
+    /// since the last full sync that the answer depends on, and the one
+    /// large value the reader writes (the bundle meta) is followed by a full
+    /// sync at once, so `blobs/` need not be read on the hot path.
+    fn durable_accept(&self) -> Result<(), ValidatorError> {
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush ride"))?;
+        self.device.sync_data_file()?;
+        Ok(())
+    }
+}
+
+/// The sequence number a `rides` key holds (big-endian u64).
+fn key_seq(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))
+}

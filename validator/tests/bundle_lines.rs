@@ -1,0 +1,125 @@
+//! Bundle publishers and exact-base deltas (issue #9, onboarding): a bundle
+//! made offline (`fare-keys bundle`, v1) and one the service publishes (v2,
+//! its own publisher id) are never confused, and a deny-list delta applies
+//! only to the exact list it was computed from.
+
+mod common;
+
+use common::{Deployment, NOW};
+use fare_credential::{CredentialId, DenyUpdate};
+use fare_validator::ValidatorError;
+
+fn id(b: u8) -> CredentialId {
+    CredentialId([b; 16])
+}
+
+fn code_of(r: Result<u64, ValidatorError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ValidatorError::Bundle(e)) => e.code(),
+        Err(e) => panic!("not a bundle refusal: {e}"),
+    }
+}
+
+#[test]
+fn the_offline_line_and_the_service_line_are_told_apart_by_publisher() {
+    let mut dep = Deployment::new(21);
+    let tmp = tempfile::tempdir().unwrap();
+    // Offline bundle (v1) at version 5, signed an hour ago.
+    let offline = dep.bundle(5, NOW - 3600, DenyUpdate::Snapshot(vec![id(1)]));
+    let mut reader = dep.provision_lib(tmp.path(), &offline);
+    // The service's own counter is at 3: another line, signed later: installed.
+    let service = dep.bundle_v2(9, 3, NOW, DenyUpdate::Snapshot(vec![id(2)]), None);
+    assert_eq!(code_of(reader.install_bundle(&service, NOW)), "ok");
+    assert_eq!(reader.bundle_version(), 3);
+    // An offline bundle with a higher version but signed before: refused.
+    let old_offline = dep.bundle(6, NOW - 60, DenyUpdate::Snapshot(vec![]));
+    assert_eq!(
+        code_of(reader.install_bundle(&old_offline, NOW)),
+        "bundle_publisher_rollback"
+    );
+    // Within the service's line, versions still only go forward.
+    let older = dep.bundle_v2(9, 2, NOW + 10, DenyUpdate::Snapshot(vec![]), None);
+    assert_eq!(
+        code_of(reader.install_bundle(&older, NOW)),
+        "bundle_rollback"
+    );
+    // A delta from another service whose version and base list happen to match.
+    let base = [id(2)];
+    let foreign = dep.bundle_v2(
+        8,
+        4,
+        NOW + 20,
+        DenyUpdate::Delta {
+            base_version: 3,
+            add: vec![id(3)],
+            remove: vec![],
+        },
+        Some(&base),
+    );
+    assert_eq!(
+        code_of(reader.install_bundle(&foreign, NOW)),
+        "bundle_other_publisher"
+    );
+    assert_eq!(reader.bundle_version(), 3);
+    assert_eq!(reader.deny_len(), 1);
+    // The publisher survives a restart: the foreign delta is still refused.
+    drop(reader);
+    let mut reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!(
+        code_of(reader.install_bundle(&foreign, NOW)),
+        "bundle_other_publisher"
+    );
+}
+
+#[test]
+fn a_delta_applies_only_to_the_exact_list_it_was_computed_from() {
+    let mut dep = Deployment::new(22);
+    let tmp = tempfile::tempdir().unwrap();
+    let held = vec![id(1), id(2)];
+    let first = dep.bundle_v2(9, 10, NOW, DenyUpdate::Snapshot(held.clone()), None);
+    let mut reader = dep.provision_lib(tmp.path(), &first);
+    let delta = |base: &[CredentialId]| {
+        dep.bundle_v2(
+            9,
+            11,
+            NOW + 1,
+            DenyUpdate::Delta {
+                base_version: 10,
+                add: vec![id(3)],
+                remove: vec![id(1)],
+            },
+            Some(base),
+        )
+    };
+    // Same base version, computed from another list (e.g. another
+    // service's version 10): refused by its base hash.
+    assert_eq!(
+        code_of(reader.install_bundle(&delta(&[id(1)]), NOW)),
+        "bundle_delta_base_hash"
+    );
+    // A v1 delta names its base by version alone: refused.
+    let v1_delta = dep.bundle(
+        11,
+        NOW + 1,
+        DenyUpdate::Delta {
+            base_version: 10,
+            add: vec![id(3)],
+            remove: vec![],
+        },
+    );
+    assert_eq!(
+        code_of(reader.install_bundle(&v1_delta, NOW)),
+        "bundle_other_publisher"
+    );
+    assert_eq!(reader.deny_len(), 2);
+    // Computed from exactly the held list (order and duplicates do not matter).
+    assert_eq!(
+        code_of(reader.install_bundle(&delta(&[id(2), id(1), id(2)]), NOW)),
+        "ok"
+    );
+    assert_eq!(reader.bundle_version(), 11);
+    assert_eq!(reader.deny_len(), 2);
+    let w = dep.wallet();
+    assert!(reader.decide_payload(&w.code(NOW, 1), NOW).is_accept());
+}
