@@ -18,6 +18,8 @@
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! max_connections = 512            # open connections served; past it 503 + Retry-After
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
+//! database_url = "postgres://fare@db.internal/fare"  # PostgreSQL instead of sled (also --database-url, DATABASE_URL)
+//! database_pool_size = 16          # PostgreSQL connections per instance
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +76,12 @@ pub struct Config {
     /// ready for them (also the longest a keep-alive connection may idle
     /// between requests); else the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// PostgreSQL connection string (`postgres://…`); sled in `DATA/db`
+    /// when absent. `--database-url` and `DATABASE_URL` override it.
+    pub database_url: Option<String>,
+    /// PostgreSQL connections per instance (at least 4: a settlement run
+    /// holds one for its claim and reads on others).
+    pub database_pool_size: usize,
 }
 
 impl Default for Config {
@@ -95,6 +103,8 @@ impl Default for Config {
             run_wait_ms: 8_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            database_url: None,
+            database_pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -184,6 +194,22 @@ impl Config {
         }
         if self.header_read_timeout_ms == 0 {
             return bad("header_read_timeout_ms", "must be ≥ 1".into());
+        }
+        use crate::store::postgres::{MAX_POOL_SIZE, MIN_POOL_SIZE};
+        if !(MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&self.database_pool_size) {
+            return bad(
+                "database_pool_size",
+                format!("expected {MIN_POOL_SIZE}..={MAX_POOL_SIZE}"),
+            );
+        }
+        if let Some(url) = &self.database_url {
+            if url.parse::<tokio_postgres::Config>().is_err() {
+                // The parser's message could echo a password: name the field only.
+                return bad(
+                    "database_url",
+                    "expected a PostgreSQL connection string (postgres://user@host/db or key=value pairs)".into(),
+                );
+            }
         }
         Ok(())
     }

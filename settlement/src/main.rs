@@ -22,6 +22,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// PostgreSQL connection string (postgres://…): settlement on
+    /// PostgreSQL instead of sled in DATA/db. Else `DATABASE_URL`, else the
+    /// config's `database_url`.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +61,13 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Apply the missing PostgreSQL migrations and exit (`serve` also
+    /// applies them at start).
+    Migrate {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print a report.
     Report {
         /// Data directory.
@@ -76,11 +88,19 @@ enum Cmd {
     },
 }
 
+/// The `--database-url` flag, else `DATABASE_URL`, else the config's.
+static DATABASE_URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn load_config(p: &Option<PathBuf>) -> Result<Config, String> {
-    match p {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Ok(Config::default()),
+    let mut c = match p {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(url) = DATABASE_URL.get().cloned().flatten() {
+        c.database_url = Some(url);
+        c.validate().map_err(|e| e.to_string())?;
     }
+    Ok(c)
 }
 
 fn open(data: &Path, config: Config) -> Result<App, String> {
@@ -107,7 +127,23 @@ async fn shutdown_signal() {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let url = cli
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    let _ = DATABASE_URL.set(url);
     match cli.cmd {
+        Cmd::Migrate { config } => {
+            let config = load_config(&config)?;
+            let url = config.database_url.as_deref().ok_or(
+                "migrate: no database (give --database-url, DATABASE_URL or database_url in the config)",
+            )?;
+            let store =
+                fare_settlement::store::PostgresStore::connect(url, config.database_pool_size)
+                    .map_err(|e| e.to_string())?;
+            let report = store.migrate().map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&report).expect("serialises"));
+            Ok(())
+        }
         Cmd::Serve {
             data,
             listen,
