@@ -4,7 +4,7 @@
 use crate::bundle;
 use crate::config::Config;
 use crate::settle::{self, RunSummary, SettleContext};
-use crate::store::{Db, SledStore};
+use crate::store::{Db, PostgresStore, SledStore, Store, WriteLock};
 use fare_credential::{Clock, TrustList};
 use fare_keys::KeyStore;
 use fare_tariff::Tariff;
@@ -27,6 +27,9 @@ pub enum AppError {
         /// Cause.
         source: crate::error::StoreError,
     },
+    /// The PostgreSQL database (`database_url`).
+    #[error("database: {0}")]
+    Database(crate::error::StoreError),
     /// The KEYS directory.
     #[error("keys dir {path}: {source}")]
     Keys {
@@ -73,8 +76,9 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// RNG for ids (seeded in tests).
     pub rng: Mutex<ChaCha20Rng>,
-    /// Serialises writers.
-    pub write_lock: Mutex<()>,
+    /// Serialises writers: this process's mutex and, on PostgreSQL, the
+    /// writer claim that excludes the other instances (`store::WriteLock`).
+    pub write_lock: WriteLock,
     /// Operator bearer token in effect.
     pub operator_token: String,
     /// Where it came from, for the start-up message (never the token itself).
@@ -96,9 +100,10 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Opens the data dir (sled db in `DATA/db`) and the keys dir (config,
-    /// else `DATA/keys`, initialised when missing). `rng_seed` makes ids
-    /// deterministic (tests); `None` seeds from the OS.
+    /// Opens the database (PostgreSQL when `config.database_url` is set,
+    /// with the missing migrations applied; else sled in `DATA/db`) and the
+    /// keys dir (config, else `DATA/keys`, initialised when missing).
+    /// `rng_seed` makes ids deterministic (tests); `None` seeds from the OS.
     pub fn open(
         data_dir: &Path,
         config: Config,
@@ -111,11 +116,18 @@ impl App {
             path: data_dir.into(),
             source: crate::error::StoreError::Backend(e.to_string()),
         })?;
-        let db_path = data_dir.join("db");
-        let store = SledStore::open(&db_path).map_err(|source| AppError::Store {
-            path: db_path,
-            source,
-        })?;
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(
+                PostgresStore::open(url, config.database_pool_size).map_err(AppError::Database)?,
+            ),
+            None => {
+                let db_path = data_dir.join("db");
+                Arc::new(SledStore::open(&db_path).map_err(|source| AppError::Store {
+                    path: db_path,
+                    source,
+                })?)
+            }
+        };
         let mut rng = match rng_seed {
             Some(s) => ChaCha20Rng::seed_from_u64(s),
             None => ChaCha20Rng::from_entropy(),
@@ -137,14 +149,14 @@ impl App {
         Ok(App {
             acks,
             recent_requests: Default::default(),
-            db: Db::new(Arc::new(store)),
+            db: Db::new(store.clone()),
             keys: Mutex::new(keys),
             tariff,
             tariff_json,
             config,
             clock,
             rng: Mutex::new(rng),
-            write_lock: Mutex::new(()),
+            write_lock: WriteLock::new(store),
             operator_token,
             operator_token_source,
             runs: Arc::default(),

@@ -19,6 +19,8 @@
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! max_connections = 512            # open connections served; past it 503 + Retry-After
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
+//! database_url = "postgres://fare@db.internal/fare"  # PostgreSQL instead of sled (also --database-url, DATABASE_URL)
+//! database_pool_size = 16          # PostgreSQL connections per instance
 //!
 //! [ui_staff]                       # dashboard logins scoped to one operator (operator id = token)
 //! metro = "a-long-random-token-for-metro-staff"
@@ -129,6 +131,12 @@ pub struct Config {
     /// token (at least [`MIN_UI_STAFF_TOKEN_BYTES`]). Such a login sees only
     /// that operator's readers, rides and revenue (see `ui::session`).
     pub ui_staff: std::collections::BTreeMap<String, String>,
+    /// PostgreSQL connection string (`postgres://…`); sled in `DATA/db`
+    /// when absent. `--database-url` and `DATABASE_URL` override it.
+    pub database_url: Option<String>,
+    /// PostgreSQL connections per instance (at least 4: a settlement run
+    /// holds one for its claim and reads on others).
+    pub database_pool_size: usize,
 }
 
 /// Shortest token accepted in [`Config::ui_staff`].
@@ -154,6 +162,8 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             ui_staff: Default::default(),
+            database_url: None,
+            database_pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -267,6 +277,22 @@ impl Config {
                 return bad(
                     "ui_staff",
                     format!("operator `{operator}`: its token must have at least {MIN_UI_STAFF_TOKEN_BYTES} bytes and differ from operator_token"),
+                );
+            }
+        }
+        use crate::store::postgres::{MAX_POOL_SIZE, MIN_POOL_SIZE};
+        if !(MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&self.database_pool_size) {
+            return bad(
+                "database_pool_size",
+                format!("expected {MIN_POOL_SIZE}..={MAX_POOL_SIZE}"),
+            );
+        }
+        if let Some(url) = &self.database_url {
+            if url.parse::<tokio_postgres::Config>().is_err() {
+                // The parser's message could echo a password: name the field only.
+                return bad(
+                    "database_url",
+                    "expected a PostgreSQL connection string (postgres://user@host/db or key=value pairs)".into(),
                 );
             }
         }

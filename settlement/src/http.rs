@@ -214,8 +214,23 @@ fn csv(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 
-async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+/// `{"status":"ok","database":"sled"|"postgres"}`; `storage_error` when the
+/// database does not answer (a load balancer stops sending work here).
+async fn healthz(State(app): State<AppState>) -> ApiResult {
+    let backend = app.db.store().backend();
+    blocking(move || {
+        app.db.store().health().map_err(|e| {
+            ApiError::of(
+                ErrorCode::StorageError,
+                format!("database ({backend}): {e}"),
+            )
+        })
+    })
+    .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok", "database": backend}),
+    ))
 }
 
 async fn metrics_endpoint() -> Response {

@@ -22,6 +22,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// PostgreSQL connection string (postgres://…): settlement on
+    /// PostgreSQL instead of sled in DATA/db. Else `DATABASE_URL`, else the
+    /// config's `database_url`.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +77,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: fare_settlement::admin::AdminCmd,
     },
+    /// Apply the missing PostgreSQL migrations and exit (`serve` also
+    /// applies them at start).
+    Migrate {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print a report.
     Report {
         /// Data directory.
@@ -92,11 +104,18 @@ enum Cmd {
     },
 }
 
+/// The `--database-url` flag, else `DATABASE_URL`, else the config's.
+static DATABASE_URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 fn load_config(p: &Option<PathBuf>) -> Result<Config, String> {
     let mut c = match p {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    if let Some(url) = DATABASE_URL.get().cloned().flatten() {
+        c.database_url = Some(url);
+        c.validate().map_err(|e| e.to_string())?;
+    }
     // The environment wins over the file (containers, systemd credentials).
     if let Ok(t) = std::env::var(fare_settlement::config::OPERATOR_TOKEN_ENV) {
         c.operator_token = t.trim().to_string();
@@ -150,7 +169,23 @@ async fn shutdown_signal() {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let url = cli
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    let _ = DATABASE_URL.set(url);
     match cli.cmd {
+        Cmd::Migrate { config } => {
+            let config = load_config(&config)?;
+            let url = config.database_url.as_deref().ok_or(
+                "migrate: no database (give --database-url, DATABASE_URL or database_url in the config)",
+            )?;
+            let store =
+                fare_settlement::store::PostgresStore::connect(url, config.database_pool_size)
+                    .map_err(|e| e.to_string())?;
+            let report = store.migrate().map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&report).expect("serialises"));
+            Ok(())
+        }
         Cmd::Serve {
             data,
             listen,

@@ -49,8 +49,20 @@ fn expect(got: &HashMap<(u64, u64), (i64, String)>, ride: (u64, u64), amount: i6
 /// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_rides_settles_to_the_hand_worked_amounts() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
+    a_day_of_rides(Backend::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_rides_settles_to_the_hand_worked_amounts_postgres() {
+    a_day_of_rides(Backend::Postgres).await
+}
+
+async fn a_day_of_rides(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let dir = &db.dir;
+    let srv = Server::start(dir.path(), db.config(test_config())).await;
     let mut r1 = FakeReader::new(1, "city-bus", "1");
     let mut r2 = FakeReader::new(2, "city-bus", "7");
     let mut r3 = FakeReader::new(3, "metro", "L1");

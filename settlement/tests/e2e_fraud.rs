@@ -15,8 +15,20 @@ use std::collections::HashMap;
 /// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
+    forged_stale_and_duplicate(Backend::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported_postgres() {
+    forged_stale_and_duplicate(Backend::Postgres).await
+}
+
+async fn forged_stale_and_duplicate(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let dir = &db.dir;
+    let srv = Server::start(dir.path(), db.config(test_config())).await;
     let mut r1 = FakeReader::new(1, "city-bus", "1");
     let mut r2 = FakeReader::new(2, "city-bus", "7");
     srv.provision(&r1).await;
@@ -189,8 +201,20 @@ async fn forged_stale_and_duplicate_rides_are_never_charged_and_are_reported() {
 /// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_order_signatures_from_a_colluding_reader_are_always_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
+    mixed_order_signatures(Backend::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_order_signatures_from_a_colluding_reader_are_always_refused_postgres() {
+    mixed_order_signatures(Backend::Postgres).await
+}
+
+async fn mixed_order_signatures(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let dir = &db.dir;
+    let srv = Server::start(dir.path(), db.config(test_config())).await;
     let mut r1 = FakeReader::new(1, "city-bus", "1");
     srv.provision(&r1).await;
     srv.create_account("mallory", "adult", 10_000).await;
@@ -218,7 +242,7 @@ async fn mixed_order_signatures_from_a_colluding_reader_are_always_refused() {
 
     // The marks are stored with the rides: a restart keeps them.
     srv.stop().await;
-    let srv = Server::start(dir.path(), test_config()).await;
+    let srv = Server::start(dir.path(), db.config(test_config())).await;
     srv.settle().await;
     let rides = srv.rides_of_day("2026-03-10").await;
     assert_eq!(rides.len(), 42);

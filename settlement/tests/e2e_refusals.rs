@@ -26,8 +26,20 @@ async fn acked(srv: &Server, reader: u32) -> u64 {
 /// line of the story (split, the state would travel through many arguments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
+    bad_batches_refused(Backend::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_refused_with_specific_errors_and_nothing_stored_postgres() {
+    bad_batches_refused(Backend::Postgres).await
+}
+
+async fn bad_batches_refused(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let dir = &db.dir;
+    let srv = Server::start(dir.path(), db.config(test_config())).await;
     let mut r1 = FakeReader::new(1, "city-bus", "1");
     srv.provision(&r1).await;
     srv.create_account("alice", "adult", 10_000).await;

@@ -63,9 +63,15 @@ fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
 }
 
 fn open(dir: &Path, chunk: usize) -> App {
+    open_on(dir, None, chunk)
+}
+
+/// [`open`] on PostgreSQL when `url` is given.
+fn open_on(dir: &Path, url: Option<&str>, chunk: usize) -> App {
     let cfg = Config {
         operator_token: TOKEN.into(),
         settle_chunk_rides: chunk,
+        database_url: url.map(str::to_string),
         ..Config::default()
     };
     // sled releases its directory lock only when its background IO threads
@@ -101,8 +107,32 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_during_ingest_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = tempfile::tempdir().unwrap();
+    restart_during_ingest(Backend::Sled).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_during_ingest_loses_nothing_postgres() {
+    restart_during_ingest(Backend::Postgres).await
+}
+
+async fn restart_during_ingest(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let reference = db.sibling();
+    let dir = &db.dir;
+    let url = db.url.as_deref();
+    let open = |d: &Path, chunk| {
+        open_on(
+            d,
+            if d == dir.path() {
+                url
+            } else {
+                reference.url.as_deref()
+            },
+            chunk,
+        )
+    };
     // Same seeds → same keys, accounts and rides in both dirs.
     let (readers, _) = {
         let app = open(dir.path(), 7);
@@ -120,8 +150,12 @@ async fn restart_during_ingest_loses_nothing() {
     drop(ref_app);
 
     // First life: half of each reader's log, then a settlement.
-    let srv =
-        Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    let srv = Server::start_with_clock(
+        dir.path(),
+        db.config(test_config()),
+        ManualClock::new(T0 - 86_400),
+    )
+    .await;
     for r in &readers {
         let half = r.log.len() as u64 / 2;
         let (s, v) = srv.upload(r.batch(1, half)).await;
@@ -132,8 +166,12 @@ async fn restart_during_ingest_loses_nothing() {
 
     // Second life: the readers did not hear the acks and resend everything,
     // overlapping what is held; then the rest.
-    let srv =
-        Server::start_with_clock(dir.path(), test_config(), ManualClock::new(T0 - 86_400)).await;
+    let srv = Server::start_with_clock(
+        dir.path(),
+        db.config(test_config()),
+        ManualClock::new(T0 - 86_400),
+    )
+    .await;
     for r in &readers {
         let n = r.log.len() as u64;
         let (s, v) = srv.upload(r.batch(1, n / 2)).await;

@@ -15,12 +15,11 @@ use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::Verdict;
 use crate::reverify::{reverify, CodeToVerify};
-use crate::store::Db;
+use crate::store::{Db, WriteLock};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::Tariff;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod chunk;
@@ -76,8 +75,9 @@ pub struct SettleContext<'a> {
     pub policy: Policy,
     /// Rides per chunk.
     pub chunk_rides: usize,
-    /// Serialises writers of this process (ingest, accounts, settlement).
-    pub write_lock: &'a Mutex<()>,
+    /// Serialises writers (ingest, accounts, settlement): of this process,
+    /// and on PostgreSQL of every instance (`store::WriteLock`).
+    pub write_lock: &'a WriteLock,
 }
 
 /// Wall time spent per phase of a run, summed over its chunks (for

@@ -2,10 +2,9 @@
 
 use crate::error::StoreError;
 use crate::model::*;
-use crate::store::{typed::CodeSighting, Db, ResultBlocks, RideBlocks, Space, WriteSet};
+use crate::store::{typed::CodeSighting, Db, ResultBlocks, RideBlocks, Space, WriteLock, WriteSet};
 use fare_credential::CredentialId;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 /// What a purge removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,7 +23,7 @@ pub struct PurgeSummary {
 /// purged rides, which is why the retention must exceed any upload delay.
 pub fn purge(
     db: &Db,
-    write_lock: &Mutex<()>,
+    write_lock: &WriteLock,
     cutoff_unix_s: u64,
     cutoff_day: &str,
 ) -> Result<PurgeSummary, StoreError> {

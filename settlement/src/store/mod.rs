@@ -1,6 +1,6 @@
 //! Storage: one narrow key-value interface ([`Store`]) that any backend
-//! implements (sled is the embedded default; a PostgreSQL backend maps each
-//! [`Space`] to a table of `(key bytea primary key, value bytea)` and
+//! implements (sled is the embedded default; [`PostgresStore`] maps each
+//! [`Space`] to a table of `(k bytea primary key, v bytea)` and
 //! [`Store::commit`] to one transaction), and a typed layer ([`Db`]) above it
 //! that encodes values with `fare_credential::codec`.
 //!
@@ -8,9 +8,13 @@
 //! [`WriteSet`] committed atomically and durably (sled: one batch, then
 //! `flush()`), so a crash leaves either all of it or none of it.
 
+mod claim;
+pub mod postgres;
 mod sled_store;
 pub mod typed;
 
+pub use claim::{WriteGuard, WriteLock};
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 pub use typed::{Db, DenyState, PostingBlocks, ResultBlocks, RideBlocks};
 
@@ -144,4 +148,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Entries, StoreError>;
     /// Applies the write set atomically and durably, or nothing (checks failed / error).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
+    /// Takes the cluster-wide writer claim for the calling thread, held
+    /// until [`Store::release_writer`] (called by [`WriteLock`] only, under
+    /// the process's own lock). The commits of the calling thread in between
+    /// are made under the claim; when it cannot be taken they fail and
+    /// nothing is written. Default: nothing to do (sled locks its directory,
+    /// so one process owns the database).
+    fn claim_writer(&self) {}
+    /// Releases the claim taken by [`Store::claim_writer`].
+    fn release_writer(&self) {}
+    /// Whether the database answers (`/healthz`).
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The backend's name (`/healthz`, logs).
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
 }

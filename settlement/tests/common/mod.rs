@@ -30,6 +30,61 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
+/// The storage backend an end-to-end test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sled in the data dir (the default).
+    Sled,
+    /// A fresh database in a throwaway PostgreSQL cluster (`fare-pgtest`).
+    Postgres,
+}
+
+/// One test's storage: a data dir (sled's database, and the keys on both
+/// backends) and, on PostgreSQL, its cluster and database.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub url: Option<String>,
+    cluster: Option<fare_pgtest::PgCluster>,
+}
+
+impl TestDb {
+    /// `None` when PostgreSQL is asked for and not installed (the test is
+    /// reported SKIPPED locally; with `FARE_REQUIRE_POSTGRES=1` it fails).
+    pub fn new(backend: Backend) -> Option<TestDb> {
+        let (cluster, url) = match backend {
+            Backend::Sled => (None, None),
+            Backend::Postgres => {
+                let c = fare_pgtest::PgCluster::start()?;
+                let url = c.create_database();
+                (Some(c), Some(url))
+            }
+        };
+        Some(TestDb {
+            dir: tempfile::tempdir().unwrap(),
+            url,
+            cluster,
+        })
+    }
+    /// Another empty database of the same backend (its own data dir).
+    pub fn sibling(&self) -> TestDb {
+        TestDb {
+            dir: tempfile::tempdir().unwrap(),
+            url: self.cluster.as_ref().map(|c| c.create_database()),
+            cluster: None,
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// `config` pointed at this database.
+    pub fn config(&self, config: Config) -> Config {
+        Config {
+            database_url: self.url.clone(),
+            ..config
+        }
+    }
+}
+
 pub fn test_config() -> Config {
     Config {
         operator_token: TOKEN.into(),
