@@ -17,7 +17,7 @@
 //!   connection closes and the server drops its lock and its open
 //!   transaction together.
 
-mod migrate;
+pub mod migrate;
 mod pool;
 
 pub use migrate::{MigrationReport, MIGRATIONS, MIGRATION_LOCK_KEY};
