@@ -122,12 +122,7 @@ fn textured_frame(w: u32, h: u32) -> GrayImage {
 
 /// `<workspace>/../shared/corpus/qr-photos`: every set's PNGs at 0/90/180/270°.
 fn corpus_frames() -> Vec<GrayImage> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/qr-photos");
-    assert!(
-        root.is_dir(),
-        "QR corpus missing: expected {} (../shared/corpus as seen from the workspace root)",
-        root.display()
-    );
+    let root = fare_credential::testkit::corpus_path("qr-photos");
     let mut frames = Vec::new();
     for set in ["qrcode-1", "qrcode-2", "qrcode-3", "qrcode-6"] {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(set))

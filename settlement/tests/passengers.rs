@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use fare_credential::bundle::{DenyUpdate, ReaderBundle};
+use fare_credential::bundle::DenyUpdate;
 use fare_credential::{CredentialId, SigningKey};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -74,13 +74,15 @@ async fn deny_list(srv: &Server) -> Vec<CredentialId> {
     let bytes = srv
         .http
         .get(format!("{}/v1/readers/1/bundle", srv.url))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    match ReaderBundle::verify_v1(&bytes, &root).unwrap().deny {
+    let published = fare_credential::bundle::PublishedBundle::verify(&bytes, &root).unwrap();
+    match published.bundle.deny {
         DenyUpdate::Snapshot(ids) => ids,
         d => panic!("expected a snapshot, got {d:?}"),
     }

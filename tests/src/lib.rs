@@ -32,13 +32,7 @@ pub fn cmd(name: &str) -> Command {
 
 /// The shared corpus folder (`../shared/corpus` beside the repository).
 pub fn shared_corpus() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    assert!(
-        p.exists(),
-        "missing shared corpus at {}: the tests need ../shared/corpus beside the repository checkout",
-        p.display()
-    );
-    p
+    fare_credential::testkit::corpus_path("")
 }
 
 /// Runs a command and returns its output, failing with its stderr if it did not exit 0.

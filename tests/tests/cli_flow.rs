@@ -141,8 +141,14 @@ fn zbarimg_reads_the_same_bytes() {
             .arg(&png),
     )
     .stdout;
-    // zbarimg ends its output with a newline.
-    let got = out.strip_suffix(b"\n").unwrap_or(&out);
+    // zbarimg ends its output with a newline, except (seen with
+    // -Sbinary) when the payload itself ends in one: compare both ways, as
+    // a payload whose last byte is 0x0a is 1 in 256.
+    let got = if out.as_slice() == bytes.as_slice() {
+        &out[..]
+    } else {
+        out.strip_suffix(b"\n").unwrap_or(&out)
+    };
     assert_eq!(got, bytes.as_slice(), "zbarimg decoded different bytes");
 }
 

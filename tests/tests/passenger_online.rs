@@ -97,12 +97,17 @@ impl Svc {
         let bundle = self
             .client
             .get(format!("{}/v1/readers/{id}/bundle", self.url))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
             .bytes()
             .await
             .unwrap();
+        assert!(
+            bundle.first() != Some(&b'{'),
+            "bundle fetch refused: {bundle:?}"
+        );
         let root = self.app.keys.lock().unwrap().root_public_key();
         let cfg: ReaderConfig = serde_json::from_value(
             json!({"reader": {"reader_id": id, "operator": "city-bus", "vehicle": "bus-1", "route": "1"}}),

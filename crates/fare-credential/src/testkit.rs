@@ -218,6 +218,21 @@ pub fn corpus_path(sub: &str) -> std::path::PathBuf {
     p
 }
 
+/// Runs a command (a workspace binary under test) and returns its stdout,
+/// failing with its stderr when it did not exit 0.
+///
+/// # Panics
+/// When the command cannot start, fails, or prints non-UTF-8.
+pub fn run_stdout(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
 /// Ride records of reader `reader_id` chained from `prev_hash`, sequences
 /// from `from_seq`, one per `(reader time, ride code)`; returns them and
 /// the hash of the last (the next batch's `prev_hash`).

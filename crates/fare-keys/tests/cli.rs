@@ -9,15 +9,7 @@ fn keys() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fare-keys"))
 }
 
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use fare_credential::testkit::run_stdout as ok;
 
 #[test]
 fn init_issue_rotate_bundle() {

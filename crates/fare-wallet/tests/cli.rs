@@ -4,15 +4,7 @@ use fare_credential::{verify_ride_code, DenyList, Policy, TrustList};
 use fare_keys::KeyStore;
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use fare_credential::testkit::run_stdout as run;
 
 #[test]
 fn init_install_code_hex_and_png() {
