@@ -127,36 +127,7 @@ impl ReaderBundle {
 
     /// Verifies the root signature over the received bytes, then parses.
     pub fn verify_v1(bytes: &[u8], root: &VerifyingKey) -> Result<ReaderBundle, FormatError> {
-        if bytes.len() > MAX_BUNDLE_BYTES {
-            return Err(too_large("length", MAX_BUNDLE_BYTES, bytes.len()));
-        }
-        if bytes.is_empty() {
-            return Err(FormatError::Truncated {
-                object: "bundle",
-                field: "version",
-                needed: 1,
-                remaining: 0,
-            });
-        }
-        if bytes[0] != BUNDLE_V1 {
-            return Err(FormatError::UnsupportedVersion {
-                object: "bundle",
-                found: bytes[0],
-                supported: BUNDLE_V1,
-            });
-        }
-        if bytes.len() < SIGNATURE_LEN + 1 {
-            return Err(FormatError::Truncated {
-                object: "bundle",
-                field: "root_signature",
-                needed: SIGNATURE_LEN + 1,
-                remaining: bytes.len(),
-            });
-        }
-        let (body, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        if !verify_domain(root, BUNDLE_DOMAIN_V1, body, sig) {
-            return Err(FormatError::BadSignature { object: "bundle" });
-        }
+        let body = signed_body(bytes, root, MAX_BUNDLE_BYTES, BUNDLE_V1, BUNDLE_DOMAIN_V1)?;
         let mut r = Reader::new("bundle", body);
         let _version = r.u8("version")?;
         let (bundle, _) = Self::parse_fields(&mut r, false)?;
@@ -304,7 +275,8 @@ impl PublishedBundle {
 
     /// Verifies a v2 bundle's root signature over the received bytes, then parses.
     pub fn verify_v2(bytes: &[u8], root: &VerifyingKey) -> Result<PublishedBundle, FormatError> {
-        let body = signed_body(bytes, root, BUNDLE_V2, BUNDLE_DOMAIN_V2)?;
+        let max_len = MAX_BUNDLE_BYTES + PUBLISHER_ID_LEN + 32;
+        let body = signed_body(bytes, root, max_len, BUNDLE_V2, BUNDLE_DOMAIN_V2)?;
         let mut r = Reader::new("bundle", body);
         let _version = r.u8("version")?;
         let publisher: [u8; PUBLISHER_ID_LEN] = r.array("publisher")?;
@@ -343,15 +315,12 @@ impl PublishedBundle {
 fn signed_body<'a>(
     bytes: &'a [u8],
     root: &VerifyingKey,
+    max_len: usize,
     version: u8,
     domain: &[u8],
 ) -> Result<&'a [u8], FormatError> {
-    if bytes.len() > MAX_BUNDLE_BYTES + PUBLISHER_ID_LEN + 32 {
-        return Err(too_large(
-            "length",
-            MAX_BUNDLE_BYTES + PUBLISHER_ID_LEN + 32,
-            bytes.len(),
-        ));
+    if bytes.len() > max_len {
+        return Err(too_large("length", max_len, bytes.len()));
     }
     match bytes.first() {
         None => {
