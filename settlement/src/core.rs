@@ -102,8 +102,10 @@ pub struct DisputedSighting {
 pub struct Output {
     /// Results of the chunk's rides.
     pub results: Vec<RideResult>,
-    /// New outcome / amount of rides settled earlier whose day was re-rated.
-    pub result_updates: Vec<(RideId, Outcome, i64)>,
+    /// New outcome / amount of rides settled earlier whose day was re-rated,
+    /// with the ride's posting revision after the re-rating (the ids of a
+    /// disputed ride's hold adjustments derive from it).
+    pub result_updates: Vec<(RideId, Outcome, i64, u32)>,
     /// New postings.
     pub postings: Vec<Posting>,
     /// Changed day states.
@@ -440,7 +442,7 @@ struct AccountWork {
 struct AccountOut {
     postings: Vec<fare_ledger::Posting>,
     days: Vec<(String, Date, DayState)>,
-    result_updates: Vec<(RideId, Outcome, i64)>,
+    result_updates: Vec<(RideId, Outcome, i64, u32)>,
     /// (ride index in the chunk, outcome, fare, service day, result code)
     new_results: Vec<(usize, Outcome, i64, String, Outcome)>,
 }
@@ -607,10 +609,11 @@ impl AccountRating<'_, '_> {
                     .new_results
                     .push((i, outcome, rated.fare_minor, day.to_string(), result));
             }
-            None => self
-                .out
-                .result_updates
-                .push((dr.ride, outcome, rated.fare_minor)),
+            None => {
+                self.out
+                    .result_updates
+                    .push((dr.ride, outcome, rated.fare_minor, dr.revisions))
+            }
         }
     }
 }

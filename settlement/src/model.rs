@@ -218,7 +218,9 @@ pub struct Dispute {
     pub service_day: String,
     /// Operator the fare was taken from (the charged ride's reader's).
     pub held_from: String,
-    /// Amount moved to suspense (the charged ride's fare when the dispute opened).
+    /// Amount held in suspense, or released once resolved: the charged
+    /// ride's current fare (a re-rating of the ride moves the hold with it,
+    /// in `hold/R:S/rN` and `release/R:S/rN` postings).
     pub held_minor: i64,
     /// When settlement opened it.
     pub opened_unix_s: u64,

@@ -186,3 +186,76 @@ async fn racing_readers_in_one_run_hold_the_fare_once() {
     assert_eq!(bal(&b, "passenger:alice"), -400, "{b}");
     srv.stop().await;
 }
+
+/// The charged ride of a dispute is re-rated later (a late upload shows an
+/// earlier ride on another route, so it becomes a free transfer): the hold
+/// follows the fare, so the charged ride's operator is never short by the
+/// difference, before or after a resolution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_rated_disputed_ride_moves_its_hold() {
+    for resolve_first in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = Server::start(dir.path(), test_config()).await;
+        let mut r1 = FakeReader::new(1, "city-bus", "1");
+        let mut r2 = FakeReader::new(2, "metro", "L1");
+        let mut r3 = FakeReader::new(3, "tram", "7");
+        for r in [&r1, &r2, &r3] {
+            srv.provision(r).await;
+        }
+        srv.create_account("alice", "adult", 10_000).await;
+        let mut alice = srv.phone("alice", 1).await;
+        let early = alice.code(at(8, 30));
+        r3.accept(early, at(8, 30));
+        let code = alice.code(at(9, 0));
+        r1.accept(code.clone(), at(9, 0));
+        r2.accept(code, at(9, 0) + 5);
+        for r in [&r1, &r2] {
+            let (s, v) = srv.upload(r.all()).await;
+            assert_eq!(s, 200, "{v}");
+        }
+        srv.settle().await;
+        let b = balances(&srv).await;
+        assert_eq!(bal(&b, "suspense"), 200, "held: {b}");
+        assert_eq!(bal(&b, "operator:city-bus"), 0, "{b}");
+        if resolve_first {
+            let (s, v) = srv
+                .post("/v1/disputes/1/1/resolve", json!({"award_reader_id": 2}))
+                .await;
+            assert_eq!((s, &v["result"]), (200, &json!("resolved")), "{v}");
+            let b = balances(&srv).await;
+            assert_eq!(bal(&b, "operator:metro"), 200, "{b}");
+        }
+        // The tram ride half an hour earlier arrives late: the disputed
+        // 9:00 ride becomes a free transfer.
+        let (s, v) = srv.upload(r3.all()).await;
+        assert_eq!(s, 200, "{v}");
+        srv.settle().await;
+        let b = balances(&srv).await;
+        assert_eq!(bal(&b, "passenger:alice"), -200, "one paid ride: {b}");
+        assert_eq!(bal(&b, "operator:tram"), 200, "{b}");
+        assert_eq!(bal(&b, "operator:city-bus"), 0, "not short: {b}");
+        assert_eq!(bal(&b, "operator:metro"), 0, "{b}");
+        assert_eq!(bal(&b, "suspense"), 0, "{b}");
+        let d = disputes(&srv).await;
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0]["held_minor"], 0, "{d:?}");
+        // The daily report agrees with the ledger, operator by operator.
+        let (s, daily) = srv.get("/v1/reports/daily").await;
+        assert_eq!(s, 200, "{daily}");
+        for (op, want) in [("tram", 200), ("city-bus", 0), ("metro", 0)] {
+            let got: i64 = daily
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["operator"] == op)
+                .map(|l| l["revenue_minor"].as_i64().unwrap())
+                .sum();
+            assert_eq!(got, want, "{op} in {daily}");
+        }
+        // Settling again moves nothing.
+        let run = srv.settle().await;
+        assert_eq!(run["rides"], 0, "{run}");
+        assert_eq!(bal(&balances(&srv).await, "suspense"), 0);
+        srv.stop().await;
+    }
+}

@@ -84,8 +84,9 @@ mod result;
 pub use error::LedgerError;
 pub use ledger::{Ledger, PostResult};
 pub use posting::{
-    dispute_hold, dispute_hold_id, dispute_release, dispute_release_id, payment_posting,
-    payment_posting_id, reconcile_ride, ride_posting_id, AccountRef, Posting, PostingKind,
-    RideParties, RideState, MAX_KEY_BYTES, MAX_POSTING_ID_BYTES, MAX_POSTING_MINOR, SUSPENSE,
+    dispute_adjustment, dispute_adjustment_id, dispute_hold, dispute_hold_id, dispute_release,
+    dispute_release_id, payment_posting, payment_posting_id, reconcile_ride, ride_posting_id,
+    AccountRef, DisputeSide, Posting, PostingKind, RideParties, RideState, MAX_KEY_BYTES,
+    MAX_POSTING_ID_BYTES, MAX_POSTING_MINOR, SUSPENSE,
 };
 pub use result::{debt_minor, over_credit_limit, RideResult};

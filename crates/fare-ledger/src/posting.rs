@@ -387,6 +387,74 @@ pub fn dispute_release(
     Ok(p)
 }
 
+/// Which side of a dispute a re-rating moves: the hold (the charged ride's
+/// operator ↔ suspense) or, once resolved, the release (suspense ↔ the
+/// awarded operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisputeSide {
+    /// Operator revenue → suspense when the fare grows.
+    Hold,
+    /// Suspense → operator revenue when the fare grows.
+    Release,
+}
+
+/// Id of the change to a dispute's `side` made when its ride's fare was
+/// re-rated at ride posting `revision`: `hold/{ride_key}/r{revision}` or
+/// `release/{ride_key}/r{revision}`. One per ride revision, so a re-run of
+/// the same settlement posts it once.
+pub fn dispute_adjustment_id(side: DisputeSide, ride_key: &str, revision: u32) -> String {
+    let base = match side {
+        DisputeSide::Hold => dispute_hold_id(ride_key),
+        DisputeSide::Release => dispute_release_id(ride_key),
+    };
+    format!("{base}/r{revision}")
+}
+
+/// The posting that brings a dispute's `side` from `from_minor` to `to_minor`
+/// after its ride was re-rated (a late earlier ride made it a transfer, a
+/// cap was reached): without it the charged ride's operator would give up
+/// the old fare to suspense while its ride adjustment already gave back the
+/// difference, and be short by it. `None` when the amounts are equal.
+///
+/// Hold: a bigger fare moves operator → suspense ([`PostingKind::DisputeHold`]),
+/// a smaller one suspense → operator ([`PostingKind::DisputeRelease`]). Release
+/// (after a resolution): the opposite, between suspense and the awarded operator.
+pub fn dispute_adjustment(
+    side: DisputeSide,
+    ride_key: &str,
+    operator: &str,
+    from_minor: i64,
+    to_minor: i64,
+    revision: u32,
+    service_day: Date,
+) -> Result<Option<Posting>, LedgerError> {
+    check_key("ride key", ride_key)?;
+    check_key("operator id", operator)?;
+    let diff = to_minor.saturating_sub(from_minor);
+    if diff == 0 {
+        return Ok(None);
+    }
+    // Money into suspense when the hold grows or the release shrinks.
+    let into_suspense = (diff > 0) == (side == DisputeSide::Hold);
+    let op = AccountRef::operator(operator);
+    let (debit, credit, kind) = if into_suspense {
+        (op, AccountRef::Suspense, PostingKind::DisputeHold)
+    } else {
+        (AccountRef::Suspense, op, PostingKind::DisputeRelease)
+    };
+    let p = Posting {
+        posting_id: dispute_adjustment_id(side, ride_key, revision),
+        debit,
+        credit,
+        amount_minor: diff.saturating_abs(),
+        kind,
+        ride_key: Some(ride_key.into()),
+        service_day: Some(service_day),
+    };
+    p.validate()?;
+    Ok(Some(p))
+}
+
 /// Who a ride's money moves between.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RideParties {

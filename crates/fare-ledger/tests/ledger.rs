@@ -346,3 +346,81 @@ fn accounts_and_postings_serialise() {
         p
     );
 }
+
+/// A disputed ride re-rated from 200 to 0 and back: the hold follows the
+/// fare (suspense gives back what the ride adjustment took from the
+/// operator), and after a resolution so does the awarded operator's release;
+/// through every step the operators end exactly where the fare says.
+#[test]
+fn dispute_holds_and_releases_follow_a_re_rated_fare() {
+    use fare_ledger::{dispute_adjustment, dispute_hold, dispute_release, DisputeSide};
+    let day = "2026-03-10".parse().unwrap();
+    let r = ride("7:1042", "acc-1", "city-bus");
+    let mut l = Ledger::new();
+    let charge = reconcile_ride(&r, RideState::default(), 200)
+        .unwrap()
+        .unwrap();
+    l.apply(charge).unwrap();
+    l.apply(dispute_hold("7:1042", "city-bus", 200, day).unwrap())
+        .unwrap();
+    // Re-rated to 0 at ride revision 2: the ride adjustment refunds the
+    // passenger from city-bus, the hold adjustment gives city-bus the 200
+    // back from suspense.
+    let state = RideState {
+        net_minor: 200,
+        revisions: 1,
+    };
+    l.apply(reconcile_ride(&r, state, 0).unwrap().unwrap())
+        .unwrap();
+    let back = dispute_adjustment(DisputeSide::Hold, "7:1042", "city-bus", 200, 0, 2, day)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.posting_id, "hold/7:1042/r2");
+    assert_eq!(back.kind, PostingKind::DisputeRelease);
+    assert_eq!(
+        (back.debit.clone(), back.credit.clone()),
+        (AccountRef::Suspense, AccountRef::operator("city-bus"))
+    );
+    l.apply(back).unwrap();
+    assert_eq!(l.balance_minor(&AccountRef::operator("city-bus")), 0);
+    assert_eq!(l.balance_minor(&AccountRef::Suspense), 0);
+    assert_eq!(l.balance_minor(&AccountRef::passenger("acc-1")), 0);
+    // Equal amounts: nothing to post.
+    assert_eq!(
+        dispute_adjustment(DisputeSide::Hold, "7:1042", "city-bus", 0, 0, 3, day).unwrap(),
+        None
+    );
+    // Resolved (awarded to metro) at 200, then re-rated down to 50: both
+    // sides move, metro keeps 50, city-bus nothing, suspense empty.
+    let mut l = Ledger::new();
+    l.apply(
+        reconcile_ride(&r, RideState::default(), 200)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    l.apply(dispute_hold("7:1042", "city-bus", 200, day).unwrap())
+        .unwrap();
+    l.apply(dispute_release("7:1042", "metro", 200, day).unwrap())
+        .unwrap();
+    let state = RideState {
+        net_minor: 200,
+        revisions: 1,
+    };
+    l.apply(reconcile_ride(&r, state, 50).unwrap().unwrap())
+        .unwrap();
+    for (side, op) in [
+        (DisputeSide::Hold, "city-bus"),
+        (DisputeSide::Release, "metro"),
+    ] {
+        let p = dispute_adjustment(side, "7:1042", op, 200, 50, 2, day)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.amount_minor, 150);
+        l.apply(p).unwrap();
+    }
+    assert_eq!(l.balance_minor(&AccountRef::operator("metro")), 50);
+    assert_eq!(l.balance_minor(&AccountRef::operator("city-bus")), 0);
+    assert_eq!(l.balance_minor(&AccountRef::Suspense), 0);
+    assert_eq!(l.balance_minor(&AccountRef::passenger("acc-1")), -50);
+}

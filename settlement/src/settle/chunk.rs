@@ -17,6 +17,7 @@ use crate::store::{
     Db, ResultBlocks, Space, WriteSet,
 };
 use fare_credential::CredentialId;
+use fare_ledger::DisputeSide;
 use fare_tariff::{Date, Tariff};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -218,10 +219,16 @@ fn write_results(
     stats: &mut RunSummary,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut blocks = ResultBlocks::default();
-    for (ride, outcome, amount) in &out.result_updates {
+    // Re-rated rides whose fare changed, with their posting revision: a
+    // disputed one's hold must follow its fare.
+    let mut rerated: BTreeMap<RideId, u32> = BTreeMap::new();
+    for (ride, outcome, amount, revision) in &out.result_updates {
         if let Some(r) = blocks.get_mut(db, *ride)? {
             if r.outcome == *outcome && r.amount_minor == *amount {
                 continue;
+            }
+            if r.amount_minor != *amount {
+                rerated.insert(*ride, *revision);
             }
             r.outcome = *outcome;
             r.amount_minor = *amount;
@@ -235,7 +242,7 @@ fn write_results(
         blocks.upsert(db, r)?;
     }
     // Disputed fares (a code on two readers): held in suspense.
-    let holds = open_disputes(db, w, &mut blocks, &out.disputes, now)?;
+    let holds = open_disputes(db, w, &mut blocks, &out.disputes, &rerated, now)?;
     blocks.write(w);
     Ok(holds)
 }
@@ -342,35 +349,98 @@ fn write_revocations(
 /// Opens (or extends) the disputes of a chunk's cross-reader duplicate
 /// sightings: one [`Dispute`] per charged ride; a new one holds the
 /// charged ride's current fare in suspense (returned as postings to book).
-/// `blocks` must already hold the chunk's results (the charged ride's fare
-/// is read there).
+/// An existing dispute whose charged ride was re-rated (`rerated`: ride →
+/// posting revision) has its hold, and its release once resolved, brought
+/// to the new fare. `blocks` must already hold the chunk's results (the
+/// charged ride's fare is read there).
 fn open_disputes(
     db: &Db,
     w: &mut WriteSet,
     blocks: &mut ResultBlocks,
     sightings: &[DisputedSighting],
+    rerated: &BTreeMap<RideId, u32>,
     now: u64,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut by_charged: BTreeMap<RideId, Vec<&DisputedSighting>> = BTreeMap::new();
     for s in sightings {
         by_charged.entry(s.charged_ride).or_default().push(s);
     }
+    for ride in rerated.keys() {
+        by_charged.entry(*ride).or_default();
+    }
     let mut holds = Vec::new();
     for (charged, list) in by_charged {
-        let (mut d, raw) = match db.dispute(charged)? {
-            Some((d, raw)) => (d, Some(raw)),
-            None => (new_dispute(db, blocks, list[0], now, &mut holds)?, None),
+        let (mut d, raw) = match (db.dispute(charged)?, list.first()) {
+            (Some((d, raw)), _) => (d, Some(raw)),
+            (None, Some(first)) => (new_dispute(db, blocks, first, now, &mut holds)?, None),
+            // Re-rated, never disputed: nothing held.
+            (None, None) => continue,
         };
+        let mut changed = !list.is_empty();
+        if let (Some(revision), Some(_)) = (rerated.get(&charged), &raw) {
+            changed |= follow_fare(db, blocks, &mut d, *revision, &mut holds)?;
+        }
         for s in list {
             if d.sightings.iter().all(|(r, _)| *r != s.duplicate_ride) {
                 d.sightings
                     .push((s.duplicate_ride, s.duplicate_operator.clone()));
             }
         }
-        Db::put_dispute(w, &d, raw);
-        metrics::counter!("settlement_disputes_total").increment(1);
+        if changed {
+            Db::put_dispute(w, &d, raw);
+            metrics::counter!("settlement_disputes_total").increment(1);
+        }
     }
     Ok(holds)
+}
+
+/// Brings an existing dispute's hold (and its release, once resolved) from
+/// `d.held_minor` to the charged ride's re-rated fare: the ride adjustment
+/// already moved the difference between the passenger and the charged
+/// ride's operator, so without this the operator would be short (or long)
+/// by it. Returns whether the dispute changed.
+fn follow_fare(
+    db: &Db,
+    blocks: &mut ResultBlocks,
+    d: &mut Dispute,
+    revision: u32,
+    holds: &mut Vec<Posting>,
+) -> Result<bool, StoreError> {
+    let Some(fare) = blocks.get_mut(db, d.charged_ride)?.map(|r| r.amount_minor) else {
+        return Ok(false);
+    };
+    if fare == d.held_minor {
+        return Ok(false);
+    }
+    let key = format!("{}:{}", d.charged_ride.reader_id, d.charged_ride.reader_seq);
+    let mut sides = vec![(DisputeSide::Hold, d.held_from.clone())];
+    if let Some(res) = &d.resolution {
+        sides.push((DisputeSide::Release, res.operator.clone()));
+    }
+    let mut moved = Vec::new();
+    for (side, operator) in sides {
+        let p = d
+            .service_day
+            .parse::<Date>()
+            .map_err(|e| e.to_string())
+            .and_then(|day| {
+                let (from, to) = (d.held_minor, fare);
+                fare_ledger::dispute_adjustment(side, &key, &operator, from, to, revision, day)
+                    .map_err(|e| e.to_string())
+            });
+        match p {
+            Ok(p) => moved.extend(p),
+            // Only for out-of-range keys or amounts, which validation
+            // upstream excludes; keep the hold as it is rather than half-move it.
+            Err(e) => {
+                tracing::error!(ride = %d.charged_ride, error = %e, "dispute hold adjustment refused");
+                return Ok(false);
+            }
+        }
+    }
+    holds.extend(moved);
+    d.held_minor = fare;
+    Ok(true)
 }
 
 /// A new dispute over `first.charged_ride`, holding its current fare in
