@@ -139,7 +139,8 @@ pub fn days_to_load(tariff: &Tariff, day: Date) -> Vec<Date> {
     out.into_iter().collect()
 }
 
-fn ride_key_str(r: RideId) -> String {
+/// The ledger's key of a ride: `R:S` (reader id, reader sequence).
+pub(crate) fn ride_key_str(r: RideId) -> String {
     format!("{}:{}", r.reader_id, r.reader_seq)
 }
 

@@ -563,7 +563,7 @@ fn release_held_fare(
     d: &Dispute,
     operator: &str,
 ) -> Result<(), OpsError> {
-    let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+    let key = crate::core::ride_key_str(charged);
     let release = d
         .service_day
         .parse::<fare_tariff::Date>()

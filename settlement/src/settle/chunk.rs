@@ -6,8 +6,8 @@
 
 use super::{CursorUpdate, PhaseTimes, Prepared, RunSummary, SettleContext, POSTING_CHUNK_META};
 use crate::core::{
-    days_to_load, passenger_account, service_day, settle_chunk, DisputedSighting, Facts, Output,
-    RideIn,
+    days_to_load, passenger_account, ride_key_str, service_day, settle_chunk, DisputedSighting,
+    Facts, Output, RideIn,
 };
 use crate::error::StoreError;
 use crate::model::*;
@@ -412,23 +412,24 @@ fn follow_fare(
     if fare == d.held_minor {
         return Ok(false);
     }
-    let key = format!("{}:{}", d.charged_ride.reader_id, d.charged_ride.reader_seq);
-    let mut sides = vec![(DisputeSide::Hold, d.held_from.clone())];
+    let day = match d.service_day.parse::<Date>() {
+        Ok(day) => day,
+        // Only for a charged ride that was never rated, which has no fare
+        // to follow; keep the hold as it is.
+        Err(e) => {
+            tracing::error!(ride = %d.charged_ride, error = %e, "dispute without a service day");
+            return Ok(false);
+        }
+    };
+    let key = ride_key_str(d.charged_ride);
+    let mut sides = vec![(DisputeSide::Hold, d.held_from.as_str())];
     if let Some(res) = &d.resolution {
-        sides.push((DisputeSide::Release, res.operator.clone()));
+        sides.push((DisputeSide::Release, res.operator.as_str()));
     }
     let mut moved = Vec::new();
     for (side, operator) in sides {
-        let p = d
-            .service_day
-            .parse::<Date>()
-            .map_err(|e| e.to_string())
-            .and_then(|day| {
-                let (from, to) = (d.held_minor, fare);
-                fare_ledger::dispute_adjustment(side, &key, &operator, from, to, revision, day)
-                    .map_err(|e| e.to_string())
-            });
-        match p {
+        let (from, to) = (d.held_minor, fare);
+        match fare_ledger::dispute_adjustment(side, &key, operator, from, to, revision, day) {
             Ok(p) => moved.extend(p),
             // Only for out-of-range keys or amounts, which validation
             // upstream excludes; keep the hold as it is rather than half-move it.
@@ -459,7 +460,7 @@ fn new_dispute(
     };
     let mut held_minor = 0;
     if amount > 0 {
-        let key = format!("{}:{}", charged.reader_id, charged.reader_seq);
+        let key = ride_key_str(charged);
         let hold = day
             .parse::<Date>()
             .map_err(|e| e.to_string())
