@@ -719,8 +719,11 @@ async fn forged_acknowledgements_are_refused_and_counted() {
     assert_eq!(e.code(), "ack_bad_signature", "{e}");
     // 3. A genuine acknowledgement, replayed for another request: settlement
     // really answered `batch` (records 1..=3); the reader sent 1..=2.
+    let target = fare_validator::sync::BATCH_TARGET;
+    let auth = reader.with(|r| r.sign_request("POST", target, &batch, NOW).unwrap());
     let real = reqwest::Client::new()
-        .post(format!("{}/v1/batches", s.url()))
+        .post(format!("{}{target}", s.url()))
+        .header(fare_credential::request::REQUEST_AUTH_HEADER, auth)
         .body(batch.clone())
         .send()
         .await

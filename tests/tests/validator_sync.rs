@@ -264,17 +264,45 @@ async fn only_the_reader_itself_or_an_operator_reads_its_bundle() {
     let _ = stop.send(());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_request_signed_by_another_reader_is_refused() {
-    use fare_credential::{Batch, RequestAuth};
-    let (_tmp, url, _app, [k7, k8], stop) = served_with_two_readers().await;
-    let body = Batch {
+/// Two real ride codes' records of reader 7, chained from its genesis and
+/// signed with `key`: a batch settlement would store.
+fn batch_of_reader_7(app: &App, key: &fare_credential::SigningKey) -> Vec<u8> {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let device = fare_credential::keys::generate_signing_key(&mut rng);
+    let request = IssueRequest {
+        device_public_key: device.verifying_key().to_bytes(),
+        profile: Profile::Adult,
+        valid_from_unix_s: NOW,
+        valid_for_s: 86_400,
+    };
+    let keys = app.keys.lock().unwrap();
+    let cred = keys.issue_credential(&request, NOW, &mut rng).unwrap();
+    let codes: Vec<(u64, Vec<u8>)> = (1..=2)
+        .map(|seq| {
+            (
+                NOW,
+                RideCode::sign_v1(&cred, NOW as u32, seq, &device)
+                    .as_bytes()
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let genesis = fare_credential::record::genesis_hash(7);
+    let (records, _) = fare_credential::testkit::chain_records(7, 1, genesis, "bus-7", "7", &codes);
+    fare_credential::Batch {
         reader_id: 7,
-        prev_hash: fare_credential::record::genesis_hash(7),
-        records: vec![],
+        prev_hash: genesis,
+        records,
     }
-    .sign_v1(&k7)
-    .unwrap();
+    .sign_v1(key)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_foreign_and_replayed_batch_requests_are_refused_and_store_nothing() {
+    use fare_credential::RequestAuth;
+    let (_tmp, url, app, [k7, k8], stop) = served_with_two_readers().await;
+    let body = batch_of_reader_7(&app, &k7);
     let post = |auth: Option<String>| {
         let mut req = reqwest::Client::new()
             .post(format!("{url}/v1/batches"))
@@ -296,6 +324,12 @@ async fn a_batch_request_signed_by_another_reader_is_refused() {
                 .to_header(),
         )
     };
+    let held = || {
+        let (state, _) = app.db.reader_state(7).unwrap();
+        (state.acked_seq, app.db.ride_bytes(7, 1, 2).unwrap().len())
+    };
+    // A genuine, reader-signed batch without a request signature.
+    assert_eq!(post(None).await, (401, "request_unsigned".into()));
     // Reader 8 signing reader 7's batch request, as 7 or as itself.
     assert_eq!(
         post(sign(&k8, 7, 1)).await,
@@ -305,9 +339,12 @@ async fn a_batch_request_signed_by_another_reader_is_refused() {
         post(sign(&k8, 8, 2)).await,
         (401, "request_bad_signature".into())
     );
-    // Reader 7: answered, and not twice.
+    assert_eq!(held(), (0, 0), "a refused request stored nothing");
+    // Reader 7: answered, and its request not accepted twice.
     let good = sign(&k7, 7, 3);
-    assert_eq!(post(good.clone()).await.0, 200);
+    assert_eq!(post(good.clone()).await, (200, String::new()));
+    assert_eq!(held(), (2, 2));
     assert_eq!(post(good).await, (401, "request_replayed".into()));
+    assert_eq!(held(), (2, 2), "the replay changed nothing");
     let _ = stop.send(());
 }
