@@ -128,6 +128,22 @@ impl Settlement {
         self.boot().await;
     }
 
+    /// Stops, copies the data dir to `backup`, starts again.
+    async fn back_up_to(&mut self, backup: &Path) {
+        self.shut().await;
+        copy_dir(&self.data, backup);
+        self.boot().await;
+    }
+
+    /// Stops, replaces the data dir with a copy of `backup` (settlement
+    /// restored from a backup), starts again.
+    async fn restore_from(&mut self, backup: &Path) {
+        self.shut().await;
+        std::fs::remove_dir_all(&self.data).unwrap();
+        copy_dir(backup, &self.data);
+        self.boot().await;
+    }
+
     async fn register(&self, reader_id: u32, key: &SigningKey) {
         let r = reqwest::Client::new()
             .post(format!("{}/v1/readers", self.url()))
@@ -846,12 +862,8 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     contact_once(&reader, &s.url(), &mut InFlight::default())
         .await
         .unwrap();
-    s.shut().await;
-    copy_dir(
-        &tmp.path().join("settlement"),
-        &tmp.path().join("settlement-backup"),
-    );
-    s.boot().await;
+    let backup = tmp.path().join("settlement-backup");
+    s.back_up_to(&backup).await;
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -862,13 +874,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
         .unwrap();
     assert_eq!(reader.with(|r| r.state().acked_up_to), 6);
     // Settlement restored from the backup: it holds 1..=3 only.
-    s.shut().await;
-    std::fs::remove_dir_all(tmp.path().join("settlement")).unwrap();
-    copy_dir(
-        &tmp.path().join("settlement-backup"),
-        &tmp.path().join("settlement"),
-    );
-    s.boot().await;
+    s.restore_from(&backup).await;
     assert!(reader
         .with(|r| r.decide_payload(&rider.code(NOW), NOW))
         .is_accept());
@@ -881,13 +887,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     // Now compact everything acknowledged, restore settlement again: the
     // reader no longer holds 4..=7 and names the range.
     assert!(reader.with(|r| r.compact(NOW + 1).unwrap()) > 0);
-    s.shut().await;
-    std::fs::remove_dir_all(tmp.path().join("settlement")).unwrap();
-    copy_dir(
-        &tmp.path().join("settlement-backup"),
-        &tmp.path().join("settlement"),
-    );
-    s.boot().await;
+    s.restore_from(&backup).await;
     assert!(reader
         .with(|r| r.decide_payload(&rider.code(NOW), NOW))
         .is_accept());
