@@ -11,11 +11,11 @@
 //! `SYNC_FAULT_ROUNDS=N` runs more rounds (default 1,000). A failure prints
 //! its seed and the command that replays it.
 
-use fare_credential::{Credential, ManualClock, Profile, RideCode, SigningKey};
-use fare_keys::IssueRequest;
+use fare_credential::{Credential, ManualClock, RideCode};
+use fare_e2e::sync_fixture::{self, Rider};
 use fare_settlement::{App, Config};
 use fare_validator::sync::{contact, HttpLink, InFlight, ReaderAccess};
-use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig, ValidatorError};
+use fare_validator::{Reader, ReaderConfig, ValidatorError};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::net::SocketAddr;
@@ -142,21 +142,6 @@ impl Settlement {
         std::fs::remove_dir_all(&self.data).unwrap();
         copy_dir(backup, &self.data);
         self.boot().await;
-    }
-
-    async fn register(&self, reader_id: u32, key: &SigningKey) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/readers", self.url()))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({
-                "reader_id": reader_id,
-                "public_key": hex::encode(key.verifying_key().as_bytes()),
-                "operator": "city-bus", "vehicle": format!("bus-{reader_id}"), "route": "7",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "register {reader_id}");
     }
 }
 
@@ -380,68 +365,14 @@ impl Proxy {
 
 // --------------------------------------------------------------- readers
 
-struct Rider {
-    device: SigningKey,
-    credential: Credential,
-    next_seq: u32,
-}
-
-impl Rider {
-    fn new(app: &App, rng: &mut ChaCha20Rng, from: u64) -> Rider {
-        let device = fare_credential::keys::generate_signing_key(rng);
-        let credential = app
-            .keys
-            .lock()
-            .unwrap()
-            .issue_credential(
-                &IssueRequest {
-                    device_public_key: device.verifying_key().to_bytes(),
-                    profile: Profile::Adult,
-                    valid_from_unix_s: from,
-                    valid_for_s: 72 * 3600,
-                },
-                from,
-                rng,
-            )
-            .unwrap();
-        Rider {
-            device,
-            credential,
-            next_seq: 1,
-        }
-    }
-
-    fn code(&mut self, at: u64) -> Vec<u8> {
-        let c = RideCode::sign_v1(&self.credential, at as u32, self.next_seq, &self.device);
-        self.next_seq += 1;
-        c.as_bytes().to_vec()
-    }
-}
-
 fn reader_config(reader_id: u32) -> ReaderConfig {
-    let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
-        reader_id,
-        operator: "city-bus".into(),
-        vehicle: format!("bus-{reader_id}"),
-        route: "7".into(),
-        stop: None,
-    });
+    let mut cfg = sync_fixture::reader_config(reader_id);
     cfg.storage.batch_max_records = 3;
     cfg
 }
 
-async fn provision(
-    s: &Settlement,
-    dir: &Path,
-    reader_id: u32,
-    cfg: ReaderConfig,
-    rng: &mut ChaCha20Rng,
-) -> Reader {
-    let key = fare_credential::keys::generate_signing_key(rng);
-    s.register(reader_id, &key).await;
-    let root = s.app().keys.lock().unwrap().root_public_key();
-    let bundle = s.app().bundle(None).unwrap();
-    Reader::provision(dir, cfg, root, key, &bundle, NOW).unwrap()
+async fn provision(s: &Settlement, dir: &Path, cfg: ReaderConfig, rng: &mut ChaCha20Rng) -> Reader {
+    sync_fixture::provision_reader(s.app(), &s.url(), TOKEN, dir, cfg, rng, NOW).await
 }
 
 /// One contact of `reader` through `url`.
@@ -517,12 +448,14 @@ async fn randomized_faults_never_lose_or_double_a_ride() {
         let mut cfg = reader_config(id);
         // Durability is the crash tests' business; keep rounds cheap.
         cfg.storage.device_sync = false;
-        let r = provision(&s, &dir, id, cfg, &mut rng).await;
+        let r = provision(&s, &dir, cfg, &mut rng).await;
         readers.push(Some(Mutex::new(r)));
         dirs.push(dir);
         in_flight.push(InFlight::default());
     }
-    let mut riders: Vec<Rider> = (0..4).map(|_| Rider::new(s.app(), &mut rng, NOW)).collect();
+    let mut riders: Vec<Rider> = (0..4)
+        .map(|_| Rider::issue(s.app(), &mut rng, NOW, 72 * 3600))
+        .collect();
     let mut accepted = vec![0u64; READERS as usize];
     let (mut failures, mut restarts, mut cuts) = (0u64, 0u64, 0u64);
 
@@ -639,7 +572,7 @@ async fn one_reader(
 ) -> (Settlement, Mutex<Reader>, ChaCha20Rng) {
     let s = Settlement::start(&tmp.join("settlement"), ManualClock::new(NOW)).await;
     let mut rng = ChaCha20Rng::seed_from_u64(u64::from(reader_id));
-    let r = provision(&s, &tmp.join("reader"), reader_id, cfg, &mut rng).await;
+    let r = provision(&s, &tmp.join("reader"), cfg, &mut rng).await;
     (s, Mutex::new(r), rng)
 }
 
@@ -684,7 +617,7 @@ async fn fake_settlement(status: &'static str, body: String) -> String {
 async fn forged_acknowledgements_are_refused_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 11, reader_config(11)).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..5 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -778,7 +711,7 @@ async fn forged_acknowledgements_are_refused_and_counted() {
 async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 12, reader_config(12)).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -851,7 +784,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     let mut cfg = reader_config(13);
     cfg.storage.retention_s = 0; // compact as soon as acknowledged
     let (mut s, reader, mut rng) = one_reader(tmp.path(), 13, cfg).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -984,7 +917,7 @@ async fn a_reader_offline_for_a_week_uploads_its_backlog_within_the_limits() {
     let (s, reader, mut rng) = one_reader(tmp.path(), 15, cfg).await;
     for day in 0..OFFLINE_DAYS {
         let start = NOW + day * 86_400;
-        let mut rider = Rider::new(s.app(), &mut rng, start);
+        let mut rider = Rider::issue(s.app(), &mut rng, start, 72 * 3600);
         reader.with(|r| {
             for k in 0..RIDES_PER_DAY {
                 let t = start + k * 10;
