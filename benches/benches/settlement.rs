@@ -13,7 +13,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fare_credential::record::genesis_hash;
-use fare_credential::testkit::{chain_records, seeded_key, DEMO_DAY_T0};
+use fare_credential::request::REQUEST_AUTH_HEADER;
+use fare_credential::testkit::{batch_request_auth, chain_records, seeded_key, DEMO_DAY_T0};
 use fare_credential::{
     Batch, Credential, CredentialId, IssuerKey, ManualClock, Profile, RideCode, RideRecord,
     SigningKey, TrustList,
@@ -86,15 +87,8 @@ fn ingest_http(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let app = Arc::new(
-        App::open(
-            dir.path(),
-            config(),
-            Arc::new(ManualClock::new(T0)),
-            Some(1),
-        )
-        .unwrap(),
-    );
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = Arc::new(App::open(dir.path(), config(), clock.clone(), Some(1)).unwrap());
     let reader_key = seeded_key(99);
     ops::provision_reader(
         &app.db,
@@ -137,9 +131,19 @@ fn ingest_http(c: &mut Criterion) {
                 }
                 .sign_v1(&reader_key)
                 .unwrap();
+                // A second per batch, so the signed requests' replay window
+                // (REQUEST_SKEW_S) slides as it would in real time.
+                clock.advance(1);
+                let auth = batch_request_auth(
+                    &reader_key,
+                    1,
+                    fare_credential::Clock::now_unix_s(&*clock),
+                    &body,
+                );
                 let started = Instant::now();
                 let status = rt.block_on(async {
-                    client.post(&url).body(body).send().await.unwrap().status()
+                    let rq = client.post(&url).header(REQUEST_AUTH_HEADER, auth);
+                    rq.body(body).send().await.unwrap().status()
                 });
                 total += started.elapsed();
                 assert_eq!(status.as_u16(), 200);

@@ -14,11 +14,11 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, Criterion};
-use fare_credential::{Credential, ManualClock, Profile, RideCode, SigningKey};
-use fare_keys::IssueRequest;
+use fare_credential::ManualClock;
+use fare_e2e::sync_fixture::{self, Rider};
 use fare_settlement::{App, Config};
 use fare_validator::sync::{contact, HttpLink, InFlight};
-use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
+use fare_validator::Reader;
 use hdrhistogram::Histogram;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -56,45 +56,6 @@ async fn server() -> Server {
     }
 }
 
-struct Rider {
-    device: SigningKey,
-    credential: Credential,
-    seq: u32,
-}
-
-fn rider(app: &App, rng: &mut ChaCha20Rng) -> Rider {
-    let device = fare_credential::keys::generate_signing_key(rng);
-    let credential = app
-        .keys
-        .lock()
-        .unwrap()
-        .issue_credential(
-            &IssueRequest {
-                device_public_key: device.verifying_key().to_bytes(),
-                profile: Profile::Adult,
-                valid_from_unix_s: NOW,
-                valid_for_s: 86_400,
-            },
-            NOW,
-            rng,
-        )
-        .unwrap();
-    Rider {
-        device,
-        credential,
-        seq: 0,
-    }
-}
-
-impl Rider {
-    fn code(&mut self) -> Vec<u8> {
-        self.seq += 1;
-        RideCode::sign_v1(&self.credential, NOW as u32, self.seq, &self.device)
-            .as_bytes()
-            .to_vec()
-    }
-}
-
 /// A registered reader holding `rides` unacknowledged rides.
 async fn reader(
     s: &Server,
@@ -103,31 +64,12 @@ async fn reader(
     rides: u32,
     rng: &mut ChaCha20Rng,
 ) -> Mutex<Reader> {
-    let key = fare_credential::keys::generate_signing_key(rng);
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/readers", s.url))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({
-            "reader_id": id, "public_key": hex::encode(key.verifying_key().as_bytes()),
-            "operator": "city-bus", "vehicle": "bus", "route": "7",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let cfg = ReaderConfig::new(ReaderIdentityConfig {
-        reader_id: id,
-        operator: "city-bus".into(),
-        vehicle: "bus".into(),
-        route: "7".into(),
-        stop: None,
-    });
-    let root = s.app.keys.lock().unwrap().root_public_key();
-    let bundle = s.app.bundle(None).unwrap();
-    let mut reader = Reader::provision(dir, cfg, root, key, &bundle, NOW).unwrap();
-    let mut p = rider(&s.app, rng);
+    let cfg = sync_fixture::reader_config(id);
+    let mut reader =
+        sync_fixture::provision_reader(&s.app, &s.url, TOKEN, dir, cfg, rng, NOW).await;
+    let mut p = Rider::issue(&s.app, rng, NOW, 86_400);
     for _ in 0..rides {
-        assert!(reader.decide_payload(&p.code(), NOW).is_accept());
+        assert!(reader.decide_payload(&p.code(NOW), NOW).is_accept());
     }
     Mutex::new(reader)
 }
@@ -220,11 +162,11 @@ fn agent_report() {
         let r = reader(&s, tmp.path(), 1, 20_000, &mut rng).await;
         (s, Arc::new(r), tmp)
     });
-    let mut p_rider = rider(&s.app, &mut rng);
+    let mut p_rider = Rider::issue(&s.app, &mut rng, NOW, 86_400);
     let measure = |shared: &Mutex<Reader>, p_rider: &mut Rider| {
         let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
         for _ in 0..n {
-            let code = p_rider.code();
+            let code = p_rider.code(NOW);
             let t = Instant::now();
             let d = shared.lock().unwrap().decide_payload(&code, NOW);
             h.record(t.elapsed().as_nanos() as u64).unwrap();

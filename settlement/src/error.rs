@@ -152,7 +152,7 @@ error_codes! {
     InvalidNote => ("invalid_note", BAD_REQUEST),
     /// No such reader incident to resolve (#9).
     UnknownIncident => ("unknown_incident", NOT_FOUND),
-    /// A bundle request carries neither a reader signature (`X-Reader-Auth`) nor the operator token.
+    /// A batch without a reader signature (`X-Reader-Auth`), or a bundle request with neither that nor the operator token.
     RequestUnsigned => ("request_unsigned", UNAUTHORIZED),
     /// A reader signature that does not parse, names another reader than the route, or does not verify with the registered key.
     RequestBadSignature => ("request_bad_signature", UNAUTHORIZED),

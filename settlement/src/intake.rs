@@ -8,7 +8,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::readers::{check_signed_request, SignedRequest};
 
 /// The path a batch is posted to (part of what a reader signs).
-pub const BATCH_TARGET: &str = "/v1/batches";
+pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
 
 /// Who asks for a reader's bundle.
 #[derive(Clone, Copy, Debug)]
@@ -20,9 +20,11 @@ pub enum BundleCaller<'a> {
 }
 
 /// Ingests a batch and signs the answer (`POST /v1/batches`). `auth` is the
-/// reader's request signature, checked when present: the body carries the
-/// reader's signature already, the request signature adds freshness and
-/// must name the same reader.
+/// reader's request signature (`X-Reader-Auth`, SPEC §9), required: the
+/// body carries the reader's signature already, the request signature adds
+/// freshness and replay protection (a batch captured on the wire cannot be
+/// posted again as a new request) and must name the same reader as the
+/// batch. Every refusal comes before anything is stored.
 pub fn answer_batch(
     app: &App,
     bytes: &[u8],
@@ -31,27 +33,57 @@ pub fn answer_batch(
 ) -> Result<serde_json::Value, ApiError> {
     let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
     let now = app.now();
-    if let Some(auth) = auth {
-        let request = SignedRequest {
-            header: auth,
-            route_reader: None,
-            method: "POST",
-            target: BATCH_TARGET,
-            body: bytes,
-        };
-        let signer = check_signed_request(&app.db, &app.recent_requests, request, now)?;
-        let named = bytes
-            .get(1..5)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
-        if named.is_some_and(|id| id != signer) {
+    check_batch_signature(app, bytes, auth, now)?;
+    let result = crate::ingest::ingest_batch(&app.db, bytes, now);
+    crate::acks::answer(&app.db, &app.acks, bytes, reader_time_unix_s, now, result)
+}
+
+/// The request signature of a batch: present, by a provisioned reader's
+/// registered key, fresh, never seen, and by the reader the batch names.
+fn check_batch_signature(
+    app: &App,
+    bytes: &[u8],
+    auth: Option<&str>,
+    now: u64,
+) -> Result<(), ApiError> {
+    let Some(auth) = auth else {
+        return Err(ApiError::of(
+            ErrorCode::RequestUnsigned,
+            format!(
+                "POST {BATCH_TARGET}: sign the request with the reader key (X-Reader-Auth, SPEC §9)"
+            ),
+        ));
+    };
+    // A signer settlement does not know is the batch's own refusal
+    // (`unknown_reader`), as it was before requests were signed.
+    if let Ok(parsed) = fare_credential::RequestAuth::parse_header(auth) {
+        if app.db.reader(parsed.reader_id)?.is_none() {
             return Err(ApiError::of(
-                ErrorCode::RequestBadSignature,
-                format!("request signed by reader {signer} for another reader's batch"),
+                ErrorCode::UnknownReader,
+                format!(
+                    "reader {} is not provisioned: register it (POST /v1/readers) first",
+                    parsed.reader_id
+                ),
             ));
         }
     }
-    let result = crate::ingest::ingest_batch(&app.db, bytes, now);
-    crate::acks::answer(&app.db, &app.acks, bytes, reader_time_unix_s, now, result)
+    let request = SignedRequest {
+        header: auth,
+        route_reader: None,
+        method: "POST",
+        target: BATCH_TARGET,
+        body: bytes,
+    };
+    let signer = check_signed_request(&app.db, &app.recent_requests, request, now)?;
+    // A body that does not parse is refused by ingest with its own error.
+    let named = fare_credential::batch::SignedBatch::parse_v1(bytes).map(|b| b.reader_id());
+    if let Some(named) = named.ok().filter(|&id| id != signer) {
+        return Err(ApiError::of(
+            ErrorCode::RequestBadSignature,
+            format!("request signed by reader {signer} for reader {named}'s batch"),
+        ));
+    }
+    Ok(())
 }
 
 /// The signed bundle for `reader_id` at deny version `since`

@@ -187,11 +187,21 @@ async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
         for r in &readers {
             let (from, to) = (b * RIDES_PER_BATCH + 1, (b + 1) * RIDES_PER_BATCH);
             let mut target = (b as usize + r.id as usize) % INSTANCES;
+            let body = r.batch(from, to);
             loop {
+                // Signed per attempt, as a reader does (a new nonce each time).
+                let unix_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
                 let resp = http
                     .post(format!("{}/v1/batches", inst[target].url))
                     .header("content-type", "application/octet-stream")
-                    .body(r.batch(from, to))
+                    .header(
+                        fare_credential::request::REQUEST_AUTH_HEADER,
+                        r.batch_request_auth(&body, unix_now),
+                    )
+                    .body(body.clone())
                     .send()
                     .await;
                 match resp {

@@ -116,13 +116,19 @@ impl Http {
         })
     }
 
-    /// `Err` when the connection broke (the server was killed).
+    /// `Err` when the connection broke (the server was killed). The request
+    /// is signed by the reader the batch names, at the real time (the
+    /// service's clock).
     fn upload(&self, url: &str, body: Vec<u8>) -> Result<(u16, Value), reqwest::Error> {
+        let id = common::signer_of(&body);
+        let key = fare_credential::testkit::test_reader_key(id);
+        let auth = fare_credential::testkit::batch_request_auth(&key, id, unix_now(), &body);
         self.rt.block_on(async {
             let resp = self
                 .client
                 .post(format!("{url}/v1/batches"))
                 .header("content-type", "application/octet-stream")
+                .header(fare_credential::request::REQUEST_AUTH_HEADER, auth)
                 .body(body)
                 .send()
                 .await?;

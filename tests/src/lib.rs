@@ -55,3 +55,5 @@ pub fn stdout_ok(cmd: &mut Command) -> String {
         .trim()
         .to_string()
 }
+
+pub mod sync_fixture;

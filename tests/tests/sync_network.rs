@@ -11,11 +11,11 @@
 //! `SYNC_FAULT_ROUNDS=N` runs more rounds (default 1,000). A failure prints
 //! its seed and the command that replays it.
 
-use fare_credential::{Credential, ManualClock, Profile, RideCode, SigningKey};
-use fare_keys::IssueRequest;
+use fare_credential::{Credential, ManualClock, RideCode};
+use fare_e2e::sync_fixture::{self, Rider};
 use fare_settlement::{App, Config};
 use fare_validator::sync::{contact, HttpLink, InFlight, ReaderAccess};
-use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig, ValidatorError};
+use fare_validator::{Reader, ReaderConfig, ValidatorError};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::net::SocketAddr;
@@ -128,19 +128,20 @@ impl Settlement {
         self.boot().await;
     }
 
-    async fn register(&self, reader_id: u32, key: &SigningKey) {
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/readers", self.url()))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({
-                "reader_id": reader_id,
-                "public_key": hex::encode(key.verifying_key().as_bytes()),
-                "operator": "city-bus", "vehicle": format!("bus-{reader_id}"), "route": "7",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "register {reader_id}");
+    /// Stops, copies the data dir to `backup`, starts again.
+    async fn back_up_to(&mut self, backup: &Path) {
+        self.shut().await;
+        copy_dir(&self.data, backup);
+        self.boot().await;
+    }
+
+    /// Stops, replaces the data dir with a copy of `backup` (settlement
+    /// restored from a backup), starts again.
+    async fn restore_from(&mut self, backup: &Path) {
+        self.shut().await;
+        std::fs::remove_dir_all(&self.data).unwrap();
+        copy_dir(backup, &self.data);
+        self.boot().await;
     }
 }
 
@@ -364,68 +365,14 @@ impl Proxy {
 
 // --------------------------------------------------------------- readers
 
-struct Rider {
-    device: SigningKey,
-    credential: Credential,
-    next_seq: u32,
-}
-
-impl Rider {
-    fn new(app: &App, rng: &mut ChaCha20Rng, from: u64) -> Rider {
-        let device = fare_credential::keys::generate_signing_key(rng);
-        let credential = app
-            .keys
-            .lock()
-            .unwrap()
-            .issue_credential(
-                &IssueRequest {
-                    device_public_key: device.verifying_key().to_bytes(),
-                    profile: Profile::Adult,
-                    valid_from_unix_s: from,
-                    valid_for_s: 72 * 3600,
-                },
-                from,
-                rng,
-            )
-            .unwrap();
-        Rider {
-            device,
-            credential,
-            next_seq: 1,
-        }
-    }
-
-    fn code(&mut self, at: u64) -> Vec<u8> {
-        let c = RideCode::sign_v1(&self.credential, at as u32, self.next_seq, &self.device);
-        self.next_seq += 1;
-        c.as_bytes().to_vec()
-    }
-}
-
 fn reader_config(reader_id: u32) -> ReaderConfig {
-    let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
-        reader_id,
-        operator: "city-bus".into(),
-        vehicle: format!("bus-{reader_id}"),
-        route: "7".into(),
-        stop: None,
-    });
+    let mut cfg = sync_fixture::reader_config(reader_id);
     cfg.storage.batch_max_records = 3;
     cfg
 }
 
-async fn provision(
-    s: &Settlement,
-    dir: &Path,
-    reader_id: u32,
-    cfg: ReaderConfig,
-    rng: &mut ChaCha20Rng,
-) -> Reader {
-    let key = fare_credential::keys::generate_signing_key(rng);
-    s.register(reader_id, &key).await;
-    let root = s.app().keys.lock().unwrap().root_public_key();
-    let bundle = s.app().bundle(None).unwrap();
-    Reader::provision(dir, cfg, root, key, &bundle, NOW).unwrap()
+async fn provision(s: &Settlement, dir: &Path, cfg: ReaderConfig, rng: &mut ChaCha20Rng) -> Reader {
+    sync_fixture::provision_reader(s.app(), &s.url(), TOKEN, dir, cfg, rng, NOW).await
 }
 
 /// One contact of `reader` through `url`.
@@ -501,12 +448,14 @@ async fn randomized_faults_never_lose_or_double_a_ride() {
         let mut cfg = reader_config(id);
         // Durability is the crash tests' business; keep rounds cheap.
         cfg.storage.device_sync = false;
-        let r = provision(&s, &dir, id, cfg, &mut rng).await;
+        let r = provision(&s, &dir, cfg, &mut rng).await;
         readers.push(Some(Mutex::new(r)));
         dirs.push(dir);
         in_flight.push(InFlight::default());
     }
-    let mut riders: Vec<Rider> = (0..4).map(|_| Rider::new(s.app(), &mut rng, NOW)).collect();
+    let mut riders: Vec<Rider> = (0..4)
+        .map(|_| Rider::issue(s.app(), &mut rng, NOW, 72 * 3600))
+        .collect();
     let mut accepted = vec![0u64; READERS as usize];
     let (mut failures, mut restarts, mut cuts) = (0u64, 0u64, 0u64);
 
@@ -623,7 +572,7 @@ async fn one_reader(
 ) -> (Settlement, Mutex<Reader>, ChaCha20Rng) {
     let s = Settlement::start(&tmp.join("settlement"), ManualClock::new(NOW)).await;
     let mut rng = ChaCha20Rng::seed_from_u64(u64::from(reader_id));
-    let r = provision(&s, &tmp.join("reader"), reader_id, cfg, &mut rng).await;
+    let r = provision(&s, &tmp.join("reader"), cfg, &mut rng).await;
     (s, Mutex::new(r), rng)
 }
 
@@ -668,7 +617,7 @@ async fn fake_settlement(status: &'static str, body: String) -> String {
 async fn forged_acknowledgements_are_refused_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 11, reader_config(11)).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..5 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -719,8 +668,11 @@ async fn forged_acknowledgements_are_refused_and_counted() {
     assert_eq!(e.code(), "ack_bad_signature", "{e}");
     // 3. A genuine acknowledgement, replayed for another request: settlement
     // really answered `batch` (records 1..=3); the reader sent 1..=2.
+    let target = fare_validator::sync::BATCH_TARGET;
+    let auth = reader.with(|r| r.sign_request("POST", target, &batch, NOW).unwrap());
     let real = reqwest::Client::new()
-        .post(format!("{}/v1/batches", s.url()))
+        .post(format!("{}{target}", s.url()))
+        .header(fare_credential::request::REQUEST_AUTH_HEADER, auth)
         .body(batch.clone())
         .send()
         .await
@@ -759,7 +711,7 @@ async fn forged_acknowledgements_are_refused_and_counted() {
 async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 12, reader_config(12)).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -832,7 +784,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     let mut cfg = reader_config(13);
     cfg.storage.retention_s = 0; // compact as soon as acknowledged
     let (mut s, reader, mut rng) = one_reader(tmp.path(), 13, cfg).await;
-    let mut rider = Rider::new(s.app(), &mut rng, NOW);
+    let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -843,12 +795,8 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     contact_once(&reader, &s.url(), &mut InFlight::default())
         .await
         .unwrap();
-    s.shut().await;
-    copy_dir(
-        &tmp.path().join("settlement"),
-        &tmp.path().join("settlement-backup"),
-    );
-    s.boot().await;
+    let backup = tmp.path().join("settlement-backup");
+    s.back_up_to(&backup).await;
     for _ in 0..3 {
         assert!(reader
             .with(|r| r.decide_payload(&rider.code(NOW), NOW))
@@ -859,13 +807,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
         .unwrap();
     assert_eq!(reader.with(|r| r.state().acked_up_to), 6);
     // Settlement restored from the backup: it holds 1..=3 only.
-    s.shut().await;
-    std::fs::remove_dir_all(tmp.path().join("settlement")).unwrap();
-    copy_dir(
-        &tmp.path().join("settlement-backup"),
-        &tmp.path().join("settlement"),
-    );
-    s.boot().await;
+    s.restore_from(&backup).await;
     assert!(reader
         .with(|r| r.decide_payload(&rider.code(NOW), NOW))
         .is_accept());
@@ -878,13 +820,7 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     // Now compact everything acknowledged, restore settlement again: the
     // reader no longer holds 4..=7 and names the range.
     assert!(reader.with(|r| r.compact(NOW + 1).unwrap()) > 0);
-    s.shut().await;
-    std::fs::remove_dir_all(tmp.path().join("settlement")).unwrap();
-    copy_dir(
-        &tmp.path().join("settlement-backup"),
-        &tmp.path().join("settlement"),
-    );
-    s.boot().await;
+    s.restore_from(&backup).await;
     assert!(reader
         .with(|r| r.decide_payload(&rider.code(NOW), NOW))
         .is_accept());
@@ -981,7 +917,7 @@ async fn a_reader_offline_for_a_week_uploads_its_backlog_within_the_limits() {
     let (s, reader, mut rng) = one_reader(tmp.path(), 15, cfg).await;
     for day in 0..OFFLINE_DAYS {
         let start = NOW + day * 86_400;
-        let mut rider = Rider::new(s.app(), &mut rng, start);
+        let mut rider = Rider::issue(s.app(), &mut rng, start, 72 * 3600);
         reader.with(|r| {
             for k in 0..RIDES_PER_DAY {
                 let t = start + k * 10;

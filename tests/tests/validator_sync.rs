@@ -2,10 +2,10 @@
 //! signed, hash-chained batches with `fare_validator::sync::sync` until
 //! acknowledged, then fetches and installs the bundle settlement signs.
 
-use fare_credential::{ManualClock, Profile, RideCode};
-use fare_keys::IssueRequest;
+use fare_credential::ManualClock;
+use fare_e2e::sync_fixture::{self, Rider};
 use fare_settlement::{App, Config};
-use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
+use fare_validator::Reader;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::sync::Arc;
@@ -40,57 +40,18 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
     let root_vk = app.keys.lock().unwrap().root_public_key();
     let bundle = app.bundle(None).unwrap();
     let reader_key = fare_credential::keys::generate_signing_key(&mut rng);
-    let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
-        reader_id: 7,
-        operator: "city-bus".into(),
-        vehicle: "bus-7".into(),
-        route: "7".into(),
-        stop: None,
-    });
+    let mut cfg = sync_fixture::reader_config(7);
     cfg.storage.batch_max_records = 4; // several batches for 10 rides
     let dir = tmp.path().join("reader");
+    sync_fixture::register_reader(&url, "op-token", 7, &reader_key).await;
     let mut reader = Reader::provision(&dir, cfg, root_vk, reader_key, &bundle, NOW).unwrap();
     let first_bundle = reader.bundle_version();
-
-    // Register the reader with settlement (operator endpoint).
     let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{url}/v1/readers"))
-        .bearer_auth("op-token")
-        .json(&serde_json::json!({
-            "reader_id": 7,
-            "public_key": hex::encode(reader.public_key().as_bytes()),
-            "operator": "city-bus", "vehicle": "bus-7", "route": "7",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "register: {}",
-        resp.text().await.unwrap()
-    );
 
     // Ten rides from one phone.
-    let device = fare_credential::keys::generate_signing_key(&mut rng);
-    let cred = app
-        .keys
-        .lock()
-        .unwrap()
-        .issue_credential(
-            &IssueRequest {
-                device_public_key: device.verifying_key().to_bytes(),
-                profile: Profile::Adult,
-                valid_from_unix_s: NOW,
-                valid_for_s: 86_400,
-            },
-            NOW,
-            &mut rng,
-        )
-        .unwrap();
-    for seq in 1..=10 {
-        let code = RideCode::sign_v1(&cred, NOW as u32, seq, &device);
-        let d = reader.decide_payload(code.as_bytes(), NOW);
+    let mut rider = Rider::issue(&app, &mut rng, NOW, 86_400);
+    for _ in 1..=10 {
+        let d = reader.decide_payload(&rider.code(NOW), NOW);
         assert!(d.is_accept(), "{}", d.message());
     }
 
@@ -163,18 +124,7 @@ async fn served_with_two_readers() -> (
         fare_credential::keys::generate_signing_key(&mut rng),
     ];
     for (id, key) in [(7u32, &keys[0]), (8, &keys[1])] {
-        let resp = reqwest::Client::new()
-            .post(format!("{url}/v1/readers"))
-            .bearer_auth("op-token")
-            .json(&serde_json::json!({
-                "reader_id": id,
-                "public_key": hex::encode(key.verifying_key().as_bytes()),
-                "operator": "city-bus", "vehicle": format!("bus-{id}"), "route": "7",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201);
+        sync_fixture::register_reader(&url, "op-token", id, key).await;
     }
     (tmp, url, app, keys, stop_tx)
 }
@@ -264,17 +214,28 @@ async fn only_the_reader_itself_or_an_operator_reads_its_bundle() {
     let _ = stop.send(());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_request_signed_by_another_reader_is_refused() {
-    use fare_credential::{Batch, RequestAuth};
-    let (_tmp, url, _app, [k7, k8], stop) = served_with_two_readers().await;
-    let body = Batch {
+/// Two real ride codes' records of reader 7, chained from its genesis and
+/// signed with `key`: a batch settlement would store.
+fn batch_of_reader_7(app: &App, key: &fare_credential::SigningKey) -> Vec<u8> {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let mut rider = Rider::issue(app, &mut rng, NOW, 86_400);
+    let codes: Vec<(u64, Vec<u8>)> = (1..=2).map(|_| (NOW, rider.code(NOW))).collect();
+    let genesis = fare_credential::record::genesis_hash(7);
+    let (records, _) = fare_credential::testkit::chain_records(7, 1, genesis, "bus-7", "7", &codes);
+    fare_credential::Batch {
         reader_id: 7,
-        prev_hash: fare_credential::record::genesis_hash(7),
-        records: vec![],
+        prev_hash: genesis,
+        records,
     }
-    .sign_v1(&k7)
-    .unwrap();
+    .sign_v1(key)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_foreign_and_replayed_batch_requests_are_refused_and_store_nothing() {
+    use fare_credential::RequestAuth;
+    let (_tmp, url, app, [k7, k8], stop) = served_with_two_readers().await;
+    let body = batch_of_reader_7(&app, &k7);
     let post = |auth: Option<String>| {
         let mut req = reqwest::Client::new()
             .post(format!("{url}/v1/batches"))
@@ -296,6 +257,12 @@ async fn a_batch_request_signed_by_another_reader_is_refused() {
                 .to_header(),
         )
     };
+    let held = || {
+        let (state, _) = app.db.reader_state(7).unwrap();
+        (state.acked_seq, app.db.ride_bytes(7, 1, 2).unwrap().len())
+    };
+    // A genuine, reader-signed batch without a request signature.
+    assert_eq!(post(None).await, (401, "request_unsigned".into()));
     // Reader 8 signing reader 7's batch request, as 7 or as itself.
     assert_eq!(
         post(sign(&k8, 7, 1)).await,
@@ -305,9 +272,12 @@ async fn a_batch_request_signed_by_another_reader_is_refused() {
         post(sign(&k8, 8, 2)).await,
         (401, "request_bad_signature".into())
     );
-    // Reader 7: answered, and not twice.
+    assert_eq!(held(), (0, 0), "a refused request stored nothing");
+    // Reader 7: answered, and its request not accepted twice.
     let good = sign(&k7, 7, 3);
-    assert_eq!(post(good.clone()).await.0, 200);
+    assert_eq!(post(good.clone()).await, (200, String::new()));
+    assert_eq!(held(), (2, 2));
     assert_eq!(post(good).await, (401, "request_replayed".into()));
+    assert_eq!(held(), (2, 2), "the replay changed nothing");
     let _ = stop.send(());
 }

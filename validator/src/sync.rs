@@ -46,7 +46,7 @@ pub const READER_TIME_HEADER: &str = "x-reader-time";
 /// Header with settlement's clock on its answers (unsigned).
 pub const SERVER_TIME_HEADER: &str = "x-server-time";
 /// Path of batch uploads (signed as the request target).
-pub const BATCH_TARGET: &str = "/v1/batches";
+pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
 
 /// Path and query of a bundle request (signed as the request target).
 pub fn bundle_target(reader_id: u32, since: u64) -> String {

@@ -26,6 +26,9 @@ pub const MAX_REQUEST_METHOD_BYTES: usize = 16;
 pub const MAX_REQUEST_TARGET_BYTES: usize = 2048;
 /// The HTTP header carrying the hex of a [`RequestAuth`].
 pub const REQUEST_AUTH_HEADER: &str = "x-reader-auth";
+/// The path a reader posts its batches to: the `target` its request
+/// signature covers (settlement requires the signature on every batch).
+pub const BATCH_TARGET: &str = "/v1/batches";
 
 /// A parsed request signature header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

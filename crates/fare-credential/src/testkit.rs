@@ -266,6 +266,39 @@ pub fn chain_records(
     (out, prev)
 }
 
+/// The key [`TestReaderLog::new`] gives reader `reader_id`: `seeded_key(1000 + reader_id)`.
+pub fn test_reader_key(reader_id: u32) -> SigningKey {
+    seeded_key(1000 + reader_id as u64)
+}
+
+/// The `X-Reader-Auth` header value (SPEC §9) of `POST /v1/batches`
+/// carrying `body`, signed by `key` as reader `reader_id` at
+/// `time_unix_s`. Every call takes a new nonce (a process-wide counter),
+/// so two calls are two requests, never a replay.
+///
+/// # Panics
+/// Never for this method and target (both far below their limits).
+pub fn batch_request_auth(
+    key: &SigningKey,
+    reader_id: u32,
+    time_unix_s: u64,
+    body: &[u8],
+) -> String {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::RequestAuth::sign_v1(
+        key,
+        reader_id,
+        time_unix_s,
+        nonce,
+        "POST",
+        crate::request::BATCH_TARGET,
+        body,
+    )
+    .expect("method and target within limits")
+    .to_header()
+}
+
 /// A reader's log without the reader: real hash-chained records and real
 /// reader-signed batches of them, for tests that play a reader (honest or
 /// not) against settlement.
@@ -284,11 +317,11 @@ pub struct TestReaderLog {
 }
 
 impl TestReaderLog {
-    /// An empty log of reader `reader_id` on `route`, key `seeded_key(1000 + reader_id)`.
+    /// An empty log of reader `reader_id` on `route`, key [`test_reader_key`].
     pub fn new(reader_id: u32, route: &str) -> TestReaderLog {
         TestReaderLog {
             reader_id,
-            key: seeded_key(1000 + reader_id as u64),
+            key: test_reader_key(reader_id),
             vehicle: format!("bus-{reader_id}"),
             route: route.into(),
             log: Vec::new(),
@@ -335,6 +368,12 @@ impl TestReaderLog {
     /// The signed batch of the whole log.
     pub fn all(&self) -> Vec<u8> {
         self.batch(1, self.log.len() as u64)
+    }
+
+    /// The `X-Reader-Auth` header for posting `body` at `time_unix_s`,
+    /// signed with this log's key ([`batch_request_auth`]).
+    pub fn batch_request_auth(&self, body: &[u8], time_unix_s: u64) -> String {
+        batch_request_auth(&self.key, self.reader_id, time_unix_s, body)
     }
 }
 

@@ -2,7 +2,9 @@
 //! real keys, real signed credentials, ride codes and batches.
 #![allow(dead_code)]
 
-use fare_credential::testkit::{seeded_key, TestReaderLog, DEMO_DAY_T0};
+use fare_credential::testkit::{
+    batch_request_auth, seeded_key, test_reader_key, TestReaderLog, DEMO_DAY_T0,
+};
 use fare_credential::{Credential, ManualClock, RideCode, SigningKey};
 use fare_settlement::{App, Config};
 use serde_json::{json, Value};
@@ -172,15 +174,25 @@ impl Server {
         self.op(reqwest::Method::GET, path, None).await
     }
 
+    /// Posts a batch as its reader would: the request signed (SPEC §9)
+    /// with the registered key of the reader the batch names
+    /// ([`signer_of`]) at the service's time.
     pub async fn upload(&self, body: Vec<u8>) -> (u16, Value) {
-        let resp = self
+        let id = signer_of(&body);
+        let auth = batch_request_auth(&test_reader_key(id), id, self.app.now(), &body);
+        self.upload_with(body, Some(&auth)).await
+    }
+
+    /// Posts a batch with the `X-Reader-Auth` header `auth` (none: unsigned).
+    pub async fn upload_with(&self, body: Vec<u8>, auth: Option<&str>) -> (u16, Value) {
+        let mut rq = self
             .http
             .post(format!("{}/v1/batches", self.url))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/octet-stream");
+        if let Some(auth) = auth {
+            rq = rq.header(fare_credential::request::REQUEST_AUTH_HEADER, auth);
+        }
+        let resp = rq.body(body).send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
     }
@@ -265,6 +277,13 @@ impl Server {
         assert_eq!(s, 200, "{v}");
         v["balance_minor"].as_i64().unwrap()
     }
+}
+
+/// The reader whose registered key signs an upload of `body`: the one the
+/// batch names, or reader 1 (every test's first) for a body that does not
+/// parse, so settlement judges the body itself.
+pub fn signer_of(body: &[u8]) -> u32 {
+    fare_credential::SignedBatch::parse_v1(body).map_or(1, |b| b.reader_id())
 }
 
 /// Provisions `r` through `ops` directly (in process, no HTTP).
