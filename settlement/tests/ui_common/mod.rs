@@ -28,7 +28,7 @@ pub async fn small_day(srv: &Server) {
         mut alice,
         mut bob,
         mut carol,
-    } = DayCast::on(&srv).await;
+    } = DayCast::on(srv).await;
     r2.accept(carol.code(at(7, 0)), at(7, 0));
     r1.accept(carol.code(at(7, 20)), at(7, 20));
     r1.accept(alice.code(at(8, 0)), at(8, 0));
