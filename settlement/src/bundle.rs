@@ -260,6 +260,8 @@ mod tests {
         CredentialId([b; 16])
     }
 
+    /// Longer than a screen: one sequence of bundle versions, each delta
+    /// checked against the list the one before left.
     #[test]
     fn deltas_compose_across_versions_and_fall_back_to_snapshots() {
         let dir = tempfile::tempdir().unwrap();

@@ -222,8 +222,16 @@ impl Config {
         c.validate()?;
         Ok(c)
     }
-    /// Checks ranges.
+    /// Checks ranges: the limits of the service, then its tokens, then
+    /// the database settings; the first bad field is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_limits()?;
+        self.validate_tokens()?;
+        self.validate_database()
+    }
+
+    /// The money, size, time and connection limits.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let bad = |field, why: String| Err(ConfigError::Invalid { field, why });
         if self.default_credit_limit_minor < 0 {
             return bad("default_credit_limit_minor", "must be ≥ 0".into());
@@ -251,6 +259,15 @@ impl Config {
                 format!("expected 1..={MAX_MAX_CONNECTIONS}"),
             );
         }
+        if self.header_read_timeout_ms == 0 {
+            return bad("header_read_timeout_ms", "must be ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    /// The operator token and the dashboard staff tokens.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        let bad = |field, why: String| Err(ConfigError::Invalid { field, why });
         if self
             .operator_token
             .starts_with(crate::passengers::TOKEN_PREFIX)
@@ -269,9 +286,6 @@ impl Config {
                 format!("expected at least {MIN_OPERATOR_TOKEN_BYTES} characters (or empty: one is made at first start)"),
             );
         }
-        if self.header_read_timeout_ms == 0 {
-            return bad("header_read_timeout_ms", "must be ≥ 1".into());
-        }
         for (operator, token) in &self.ui_staff {
             if token.len() < MIN_UI_STAFF_TOKEN_BYTES || *token == self.operator_token {
                 return bad(
@@ -280,6 +294,12 @@ impl Config {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// The PostgreSQL pool size and connection string.
+    fn validate_database(&self) -> Result<(), ConfigError> {
+        let bad = |field, why: String| Err(ConfigError::Invalid { field, why });
         use crate::store::postgres::{MAX_POOL_SIZE, MIN_POOL_SIZE};
         if !(MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&self.database_pool_size) {
             return bad(

@@ -174,18 +174,7 @@ fn run(cli: Cli) -> Result<(), String> {
         .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
     let _ = DATABASE_URL.set(url);
     match cli.cmd {
-        Cmd::Migrate { config } => {
-            let config = load_config(&config)?;
-            let url = config.database_url.as_deref().ok_or(
-                "migrate: no database (give --database-url, DATABASE_URL or database_url in the config)",
-            )?;
-            let store =
-                fare_settlement::store::PostgresStore::connect(url, config.database_pool_size)
-                    .map_err(|e| e.to_string())?;
-            let report = store.migrate().map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string(&report).expect("serialises"));
-            Ok(())
-        }
+        Cmd::Migrate { config } => migrate(&config),
         Cmd::Serve {
             data,
             listen,
@@ -229,6 +218,19 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `migrate`: the PostgreSQL schema brought up to date; prints the report.
+fn migrate(config: &Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(config)?;
+    let url = config.database_url.as_deref().ok_or(
+        "migrate: no database (give --database-url, DATABASE_URL or database_url in the config)",
+    )?;
+    let store = fare_settlement::store::PostgresStore::connect(url, config.database_pool_size)
+        .map_err(|e| e.to_string())?;
+    let report = store.migrate().map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string(&report).expect("serialises"));
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {

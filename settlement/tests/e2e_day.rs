@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::day::DayCast;
 use common::*;
 use fare_credential::bundle::DenyUpdate;
 use serde_json::{json, Value};
@@ -63,20 +64,12 @@ async fn a_day_of_rides(backend: Backend) {
     };
     let dir = &db.dir;
     let srv = Server::start(dir.path(), db.config(test_config())).await;
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    let mut r2 = FakeReader::new(2, "city-bus", "7");
-    let mut r3 = FakeReader::new(3, "metro", "L1");
-    let mut r4 = FakeReader::new(4, "metro", "L2");
-    for r in [&r1, &r2, &r3, &r4] {
-        srv.provision(r).await;
-    }
-    srv.create_account("alice", "adult", 10_000).await;
-    srv.create_account("bob", "senior", 10_000).await;
-    srv.create_account("carol", "student", 100).await;
-    let mut alice = srv.phone("alice", 1).await;
-    let mut bob = srv.phone("bob", 2).await;
-    let mut carol = srv.phone("carol", 3).await;
-    srv.clock.set(at(6, 0));
+    let DayCast {
+        readers: [mut r1, mut r2, mut r3, mut r4],
+        mut alice,
+        mut bob,
+        mut carol,
+    } = DayCast::on(&srv).await;
 
     // The day, in time order. Ride ids are (reader, seq).
     r2.accept(carol.code(at(7, 0)), at(7, 0)); //    2/1 carol 200 × 50 % = 100
@@ -143,19 +136,7 @@ async fn a_day_of_rides(backend: Backend) {
     );
 
     // Carol passed her credit limit: on the deny list, no new credential.
-    let root = srv.app.keys.lock().unwrap().root_public_key();
-    let resp = srv
-        .http
-        .get(format!("{}/v1/readers/1/bundle", srv.url))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let bundle =
-        fare_credential::bundle::PublishedBundle::verify(&resp.bytes().await.unwrap(), &root)
-            .unwrap()
-            .bundle;
+    let bundle = srv.operator_bundle(1, None).await.bundle;
     assert_eq!(bundle.deny, DenyUpdate::Snapshot(vec![carol.cred.id()]));
     assert_eq!(bundle.server_time_unix_s, at(21, 0));
     fare_tariff::Tariff::from_json_bytes(&bundle.tariff).unwrap();
@@ -270,16 +251,7 @@ async fn a_day_of_rides(backend: Backend) {
         .await;
     assert_eq!((s, v["error"].as_str()), (409, Some("payment_id_reused")));
     assert_eq!(srv.balance("carol").await, 0);
-    let resp = srv
-        .http
-        .get(format!("{}/v1/readers/1/bundle?since={v_before}", srv.url))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let b2 = fare_credential::bundle::PublishedBundle::verify(&resp.bytes().await.unwrap(), &root)
-        .unwrap()
-        .bundle;
+    let b2 = srv.operator_bundle(1, Some(v_before)).await.bundle;
     assert!(b2.bundle_version > v_before);
     assert_eq!(
         b2.deny,

@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use fare_credential::bundle::DenyUpdate;
 use fare_credential::{CredentialId, SigningKey};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -70,22 +69,7 @@ async fn renew(srv: &Server, account: &str, token: &str, seed: u8) -> (u16, Valu
 }
 
 async fn deny_list(srv: &Server) -> Vec<CredentialId> {
-    let root = srv.app.keys.lock().unwrap().root_public_key();
-    let bytes = srv
-        .http
-        .get(format!("{}/v1/readers/1/bundle", srv.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let published = fare_credential::bundle::PublishedBundle::verify(&bytes, &root).unwrap();
-    match published.bundle.deny {
-        DenyUpdate::Snapshot(ids) => ids,
-        d => panic!("expected a snapshot, got {d:?}"),
-    }
+    fare_credential::testkit::deny_snapshot(&srv.operator_bundle(1, None).await.bundle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

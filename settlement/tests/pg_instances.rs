@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::serve_child::ServeChild;
 use common::*;
 use fare_credential::{Credential, ManualClock, SigningKey};
 use fare_settlement::store::{PostgresStore, SledStore, Space, Store, WriteSet};
@@ -14,9 +15,6 @@ use fare_settlement::{App, Config};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 const INSTANCES: usize = 3;
@@ -24,35 +22,6 @@ const READERS: u32 = 4;
 const PHONES: u64 = 6;
 const BATCHES_PER_READER: u64 = 6;
 const RIDES_PER_BATCH: u64 = 3;
-
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-fn spawn(data: &Path, config: &Path) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fare-settlement"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(a) = line.strip_prefix("fare-settlement listening on ") {
-            break a.to_string();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Instance {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
 
 async fn op(
     http: &reqwest::Client,
@@ -126,9 +95,9 @@ async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
     .unwrap();
     let data = |i: usize| root.join(format!("instance-{i}"));
     // The first start makes the keys; the others share them.
-    let mut inst: Vec<Instance> = vec![spawn(&data(0), &cfg_path)];
+    let mut inst: Vec<ServeChild> = vec![ServeChild::start(&data(0), &cfg_path)];
     for i in 1..INSTANCES {
-        inst.push(spawn(&data(i), &cfg_path));
+        inst.push(ServeChild::start(&data(i), &cfg_path));
     }
     let http = reqwest::Client::new();
     let u0 = inst[0].url.clone();
@@ -227,7 +196,7 @@ async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
             inst[victim].child.kill().unwrap();
             inst[victim].child.wait().unwrap();
             kills += 1;
-            inst[victim] = spawn(&data(victim), &cfg_path);
+            inst[victim] = ServeChild::start(&data(victim), &cfg_path);
         }
         for r in runs {
             // A killed instance's run fails with it; the others go on.

@@ -16,15 +16,14 @@
 
 mod common;
 
+use common::serve_child::ServeChild;
 use common::*;
 use fare_credential::Credential;
 use fare_lazyfs::{mount_or_skip, PowerCut};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const TEST: &str = "acknowledged_batches_survive_power_cuts";
@@ -34,50 +33,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `fare-settlement serve` child and its address.
-struct Service {
-    child: Child,
-    url: String,
-}
-
-fn start(data: &Path, cfg: &Path) -> Service {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fare-settlement"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("fare-settlement serve exited before listening:\n{seen}");
-        }
-        if let Some(a) = line.trim().strip_prefix("fare-settlement listening on ") {
-            break a.to_string();
-        }
-        seen.push_str(&line);
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Service {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
-
-impl Service {
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Blocking HTTP on a private runtime (the test drives processes).
@@ -179,7 +134,7 @@ fn acknowledged_batches_survive_power_cuts() {
     let http = Http::new();
 
     // Setup over HTTP: readers, accounts, devices.
-    let svc = start(&data, &cfg);
+    let svc = ServeChild::start(&data, &cfg);
     let mut readers: Vec<FakeReader> = (1..=4)
         .map(|i| FakeReader::new(i, "city-bus", &format!("R{i}")))
         .collect();
@@ -235,7 +190,7 @@ fn acknowledged_batches_survive_power_cuts() {
     // Setup answered 201s: it must survive the first cut.
     svc.kill();
     let rep = lfs.power_cut(PowerCut::clean());
-    let mut svc = start(&data, &cfg);
+    let mut svc = ServeChild::start(&data, &cfg);
     let (s, v) = http.op(&svc.url, "/v1/accounts/acc-5", None);
     assert_eq!(
         s, 200,
@@ -332,7 +287,7 @@ fn acknowledged_batches_survive_power_cuts() {
         };
         let rep = lfs.power_cut(cut);
         cuts_that_lost += u64::from(rep.lost_anything());
-        svc = start(&data, &cfg);
+        svc = ServeChild::start(&data, &cfg);
 
         // Every acknowledged batch is still held: re-sending 1..=acked adds
         // nothing and answers the same acked_seq (a loss would answer

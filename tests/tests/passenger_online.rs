@@ -4,127 +4,20 @@
 //! on loopback, a manual clock) and a real reader (`fare-validator`'s
 //! `Reader`, syncing over HTTP) deciding every code.
 
-use fare_credential::{Credential, ManualClock, RideCode, SigningKey};
+mod svc;
+
+use fare_credential::{Credential, RideCode, SigningKey};
 use fare_e2e::cmd;
-use fare_settlement::{App, Config};
-use fare_validator::{sync, Reader, ReaderConfig};
+use fare_validator::{sync, Reader};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
+use svc::{Svc, TOKEN};
 
 /// 2026-03-10 08:00 Asia/Shanghai.
-const T0: u64 = 1_773_100_800;
-const TOKEN: &str = "passenger-e2e-operator-token";
+const T0: u64 = fare_credential::testkit::DEMO_DAY_T0;
 /// The phone's clock is 10 minutes slow.
 const PHONE_SLOW_S: u64 = 600;
-
-struct Svc {
-    url: String,
-    app: Arc<App>,
-    clock: ManualClock,
-    client: reqwest::Client,
-    data: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl Svc {
-    async fn start() -> Svc {
-        let data = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(T0);
-        let cfg = Config {
-            operator_token: TOKEN.into(),
-            ..Config::default()
-        };
-        let app = Arc::new(App::open(data.path(), cfg, Arc::new(clock.clone()), None).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(fare_settlement::serve(listener, app.clone(), async {
-            let _ = rx.await;
-        }));
-        Svc {
-            url,
-            app,
-            clock,
-            client: reqwest::Client::new(),
-            data,
-            stop: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    async fn op(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    /// An account and a passenger token for one phone.
-    async fn account_and_token(&self, account: &str) -> String {
-        let (s, v) = self
-            .op("/v1/accounts", json!({"account_id": account}))
-            .await;
-        assert_eq!(s, 201, "{v}");
-        let (s, v) = self
-            .op(
-                &format!("/v1/accounts/{account}/tokens"),
-                json!({"label": "phone"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    /// A reader provisioned with this service's bundle.
-    async fn reader(&self, dir: &Path, id: u32) -> Reader {
-        let key = SigningKey::from_bytes(&[id as u8; 32]);
-        let (s, v) = self
-            .op(
-                "/v1/readers",
-                json!({"reader_id": id, "public_key": hex::encode(key.verifying_key().to_bytes()),
-                       "operator": "city-bus", "vehicle": "bus-1", "route": "1"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-        let bundle = self
-            .client
-            .get(format!("{}/v1/readers/{id}/bundle", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(
-            bundle.first() != Some(&b'{'),
-            "bundle fetch refused: {bundle:?}"
-        );
-        let root = self.app.keys.lock().unwrap().root_public_key();
-        let cfg: ReaderConfig = serde_json::from_value(
-            json!({"reader": {"reader_id": id, "operator": "city-bus", "vehicle": "bus-1", "route": "1"}}),
-        )
-        .unwrap();
-        Reader::provision(dir, cfg, root, key, &bundle, self.app.now()).unwrap()
-    }
-
-    fn keys_dir(&self) -> PathBuf {
-        self.data.path().join("keys")
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.handle.take().unwrap().await.unwrap().unwrap();
-    }
-}
 
 /// Runs a workspace binary off the async workers.
 async fn run(name: &'static str, args: Vec<String>) -> Output {
@@ -157,21 +50,59 @@ fn phone_now(svc: &Svc) -> String {
     (svc.app.now() - PHONE_SLOW_S).to_string()
 }
 
+/// `fare-wallet code --hex` at the phone's clock.
+async fn code_output(svc: &Svc, wallet: &Path) -> Output {
+    let at = phone_now(svc);
+    let a = ["code", "--hex", "--dir", &dir_arg(wallet), "--at", &at];
+    run("fare-wallet", args(&a)).await
+}
+
 /// One ride code from the wallet CLI, at the phone's clock.
 async fn code(svc: &Svc, wallet: &Path) -> Vec<u8> {
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "code",
-            "--hex",
-            "--dir",
-            &dir_arg(wallet),
-            "--at",
-            &phone_now(svc),
-        ]),
-    )
-    .await;
-    hex::decode(ok(&out)).unwrap()
+    hex::decode(ok(&code_output(svc, wallet).await)).unwrap()
+}
+
+/// `fare-wallet enroll` of `wallet` for `account` with the passenger
+/// `token`, at the phone's clock.
+async fn enroll(svc: &Svc, wallet: &Path, account: &str, token: &str) -> Output {
+    let (dir, at) = (dir_arg(wallet), phone_now(svc));
+    let a = [
+        "enroll",
+        "--dir",
+        &dir,
+        "--server",
+        &svc.url,
+        "--account",
+        account,
+        "--token",
+        token,
+        "--at",
+        &at,
+    ];
+    run("fare-wallet", args(&a)).await
+}
+
+/// `fare-wallet renew` of `wallet` (its own server, or `server`), at the phone's clock.
+async fn renew(svc: &Svc, wallet: &Path, server: Option<&str>) -> Output {
+    let (dir, at) = (dir_arg(wallet), phone_now(svc));
+    let mut a = vec!["renew", "--dir", &dir];
+    if let Some(url) = server {
+        a.extend(["--server", url]);
+    }
+    a.extend(["--at", &at]);
+    run("fare-wallet", args(&a)).await
+}
+
+/// `fare-wallet install` of the credential file `cred` into `wallet`.
+async fn install(wallet: &Path, cred: &Path) -> Output {
+    let a = [
+        "install",
+        "--dir",
+        &dir_arg(wallet),
+        "--credential",
+        &dir_arg(cred),
+    ];
+    run("fare-wallet", args(&a)).await
 }
 
 /// Byte ranges of a ride code that identify its credential or phone:
@@ -202,30 +133,14 @@ fn assert_unlinkable(a: &[u8], b: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_make_fresh_unlinkable_credentials_a_reader_accepts_on_a_slow_phone() {
-    let svc = Svc::start().await;
+    let svc = Svc::start(T0, None).await;
     let rdir = tempfile::tempdir().unwrap();
     let mut reader = svc.reader(rdir.path(), 1).await;
     let token = svc.account_and_token("alice").await;
     let w = tempfile::tempdir().unwrap();
     let wallet = w.path().join("wallet");
 
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "enroll",
-            "--dir",
-            &dir_arg(&wallet),
-            "--server",
-            &svc.url,
-            "--account",
-            "alice",
-            "--token",
-            &token,
-            "--at",
-            &phone_now(&svc),
-        ]),
-    )
-    .await;
+    let out = enroll(&svc, &wallet, "alice", &token).await;
     let mut ids = vec![ok(&out)];
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("phone clock offset 600 s"), "{stderr}");
@@ -245,19 +160,7 @@ async fn renewals_make_fresh_unlinkable_credentials_a_reader_accepts_on_a_slow_p
     for renewal in 0..4 {
         if renewal > 0 {
             svc.clock.advance(3600);
-            let out = run(
-                "fare-wallet",
-                args(&[
-                    "renew",
-                    "--dir",
-                    &dir_arg(&wallet),
-                    "--server",
-                    &svc.url,
-                    "--at",
-                    &phone_now(&svc),
-                ]),
-            )
-            .await;
+            let out = renew(&svc, &wallet, Some(&svc.url)).await;
             ids.push(ok(&out));
         }
         keys.push(std::fs::read_to_string(wallet.join("device.pub")).unwrap());
@@ -300,7 +203,7 @@ async fn renewals_make_fresh_unlinkable_credentials_a_reader_accepts_on_a_slow_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_phone_is_refused_until_it_renews_online_and_reused_keys_are_refused_everywhere() {
-    let svc = Svc::start().await;
+    let svc = Svc::start(T0, None).await;
     let rdir = tempfile::tempdir().unwrap();
     let mut reader = svc.reader(rdir.path(), 2).await;
     let token = svc.account_and_token("bob").await;
@@ -325,17 +228,7 @@ async fn a_slow_phone_is_refused_until_it_renews_online_and_reused_keys_are_refu
         format!("{}\n", v["credential"].as_str().unwrap()),
     )
     .unwrap();
-    ok(&run(
-        "fare-wallet",
-        args(&[
-            "install",
-            "--dir",
-            &dir_arg(&wallet),
-            "--credential",
-            &dir_arg(&hex_file),
-        ]),
-    )
-    .await);
+    ok(&install(&wallet, &hex_file).await);
     let c = code(&svc, &wallet).await;
     let d = reader.decide_payload(&c, svc.app.now());
     assert_eq!(
@@ -381,33 +274,13 @@ async fn a_slow_phone_is_refused_until_it_renews_online_and_reused_keys_are_refu
         ]),
     )
     .await);
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "install",
-            "--dir",
-            &dir_arg(&wallet),
-            "--credential",
-            &dir_arg(&second),
-        ]),
-    )
-    .await;
+    let out = install(&wallet, &second).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing a second credential"));
     // A file in neither encoding: the error names both.
     let junk = w.path().join("junk");
     std::fs::write(&junk, b"{\"credential\": 1}").unwrap();
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "install",
-            "--dir",
-            &dir_arg(&wallet),
-            "--credential",
-            &dir_arg(&junk),
-        ]),
-    )
-    .await;
+    let out = install(&wallet, &junk).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("126-byte binary") && err.contains("252 hex"),
@@ -416,23 +289,7 @@ async fn a_slow_phone_is_refused_until_it_renews_online_and_reused_keys_are_refu
 
     // Online: enrol on the same phone, renew with a fresh key; the offset is
     // measured from the answer and the reader accepts.
-    ok(&run(
-        "fare-wallet",
-        args(&[
-            "enroll",
-            "--dir",
-            &dir_arg(&wallet),
-            "--server",
-            &svc.url,
-            "--account",
-            "bob",
-            "--token",
-            &token,
-            "--at",
-            &phone_now(&svc),
-        ]),
-    )
-    .await);
+    ok(&enroll(&svc, &wallet, "bob", &token).await);
     let new_pub = std::fs::read_to_string(wallet.join("device.pub")).unwrap();
     assert_ne!(new_pub.trim(), device_pub);
     let c = code(&svc, &wallet).await;
@@ -444,18 +301,7 @@ async fn a_slow_phone_is_refused_until_it_renews_online_and_reused_keys_are_refu
 
     // Near its end, `code` warns.
     svc.clock.advance(60 * 3600);
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "code",
-            "--hex",
-            "--dir",
-            &dir_arg(&wallet),
-            "--at",
-            &phone_now(&svc),
-        ]),
-    )
-    .await;
+    let out = code_output(&svc, &wallet).await;
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("credential expires in"));
     svc.stop().await;
@@ -480,7 +326,7 @@ async fn issue(svc: &Svc, seed: u8) -> Credential {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_keys_rotate_and_retire_on_a_running_service_and_readers_follow() {
-    let svc = Svc::start().await;
+    let svc = Svc::start(T0, None).await;
     let rdir = tempfile::tempdir().unwrap();
     let mut reader = svc.reader(rdir.path(), 3).await;
     let admin = |a: &[&str]| {
@@ -611,23 +457,14 @@ async fn issuer_keys_rotate_and_retire_on_a_running_service_and_readers_follow()
         .unwrap();
     let (s, run) = svc.op("/v1/settlement/runs", json!({})).await;
     assert_eq!((s, run["rides"].as_u64()), (200, Some(5)), "{run}");
-    let fraud: Value = svc
-        .client
-        .get(format!("{}/v1/reports/fraud", svc.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fraud = svc.get("/v1/reports/fraud").await;
     assert_eq!(fraud, json!([]));
     svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_phone_is_revoked_from_the_passengers_other_phone_and_readers_refuse_it() {
-    let svc = Svc::start().await;
+    let svc = Svc::start(T0, None).await;
     let rdir = tempfile::tempdir().unwrap();
     let mut reader = svc.reader(rdir.path(), 4).await;
     let token_a = svc.account_and_token("erin").await;
@@ -639,23 +476,7 @@ async fn a_stolen_phone_is_revoked_from_the_passengers_other_phone_and_readers_r
     let w = tempfile::tempdir().unwrap();
     let (phone_a, phone_b) = (w.path().join("a"), w.path().join("b"));
     for (dir, token) in [(&phone_a, &token_a), (&phone_b, &token_b)] {
-        ok(&run(
-            "fare-wallet",
-            args(&[
-                "enroll",
-                "--dir",
-                &dir_arg(dir),
-                "--server",
-                &svc.url,
-                "--account",
-                "erin",
-                "--token",
-                token,
-                "--at",
-                &phone_now(&svc),
-            ]),
-        )
-        .await);
+        ok(&enroll(&svc, dir, "erin", token).await);
     }
     let stolen_code = code(&svc, &phone_a).await;
     assert!(reader
@@ -705,17 +526,7 @@ async fn a_stolen_phone_is_revoked_from_the_passengers_other_phone_and_readers_r
     let d = reader.decide_payload(&thief, svc.app.now());
     assert_eq!(d.reason_code(), Some("revoked"), "{}", d.message());
     // The thief cannot renew; phone B still rides.
-    let out = run(
-        "fare-wallet",
-        args(&[
-            "renew",
-            "--dir",
-            &dir_arg(&phone_a),
-            "--at",
-            &phone_now(&svc),
-        ]),
-    )
-    .await;
+    let out = renew(&svc, &phone_a, None).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("token_revoked"));
     let mine = code(&svc, &phone_b).await;
     assert!(reader.decide_payload(&mine, svc.app.now()).is_accept());

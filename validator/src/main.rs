@@ -3,7 +3,7 @@
 //! Exit status: 0 accept / success, 1 reject (or `decode`: no code found),
 //! 2 usage or I/O error.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use fare_credential::code::MAX_RIDE_CODE_BYTES;
 use fare_credential::{Clock, SystemClock};
 use fare_validator::{
@@ -27,45 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a reader: key (0600), config with defaults, log, first bundle.
-    Provision {
-        /// Reader directory (created).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Reader id registered with settlement.
-        #[arg(long)]
-        reader_id: u32,
-        /// Vehicle name (≤ 32 bytes).
-        #[arg(long)]
-        vehicle: String,
-        /// Route name (≤ 32 bytes).
-        #[arg(long)]
-        route: String,
-        /// Root-signed reader bundle file (offline provisioning).
-        #[arg(long, required_unless_present = "server", conflicts_with = "server")]
-        bundle: Option<PathBuf>,
-        /// Settlement base URL: register the new key there and fetch the
-        /// first bundle (online provisioning, with --operator-token).
-        #[arg(long, requires = "operator_token")]
-        server: Option<String>,
-        /// Operator bearer token for registering the reader.
-        #[arg(long)]
-        operator_token: Option<String>,
-        /// Deployment root public key (hex file, `root.pub` from fare-keys).
-        #[arg(long)]
-        root_key: PathBuf,
-        /// Operator name.
-        #[arg(long, default_value = "")]
-        operator: String,
-        /// Stop id, if the reader is fixed at one.
-        #[arg(long)]
-        stop: Option<u32>,
-        /// Pin the clock (unix seconds).
-        #[arg(long)]
-        at: Option<u64>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Provision(ProvisionArgs),
     /// Decide on one code: a QR image or a hex payload.
     Scan {
         /// Reader directory.
@@ -162,6 +124,48 @@ enum Cmd {
     },
 }
 
+/// Arguments of `provision`.
+#[derive(Args)]
+struct ProvisionArgs {
+    /// Reader directory (created).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Reader id registered with settlement.
+    #[arg(long)]
+    reader_id: u32,
+    /// Vehicle name (≤ 32 bytes).
+    #[arg(long)]
+    vehicle: String,
+    /// Route name (≤ 32 bytes).
+    #[arg(long)]
+    route: String,
+    /// Root-signed reader bundle file (offline provisioning).
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    bundle: Option<PathBuf>,
+    /// Settlement base URL: register the new key there and fetch the
+    /// first bundle (online provisioning, with --operator-token).
+    #[arg(long, requires = "operator_token")]
+    server: Option<String>,
+    /// Operator bearer token for registering the reader.
+    #[arg(long)]
+    operator_token: Option<String>,
+    /// Deployment root public key (hex file, `root.pub` from fare-keys).
+    #[arg(long)]
+    root_key: PathBuf,
+    /// Operator name.
+    #[arg(long, default_value = "")]
+    operator: String,
+    /// Stop id, if the reader is fixed at one.
+    #[arg(long)]
+    stop: Option<u32>,
+    /// Pin the clock (unix seconds).
+    #[arg(long)]
+    at: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn now(at: Option<u64>) -> u64 {
     at.unwrap_or_else(|| SystemClock.now_unix_s())
 }
@@ -236,239 +240,250 @@ fn print_json(v: &serde_json::Value) {
     let _ = out.flush();
 }
 
-// Longer than a screen: one match arm per command, each a few lines of argument plumbing; splitting it would scatter the CLI over helpers that each run once.
+/// One command: each arm hands its arguments to the function that does it.
 fn run(cmd: Cmd) -> Result<ExitCode, ValidatorError> {
     match cmd {
-        Cmd::Provision {
-            dir,
-            reader_id,
-            vehicle,
-            route,
-            bundle,
-            server,
-            operator_token,
-            root_key,
-            operator,
-            stop,
-            at,
-            json,
-        } => {
-            let root = read_public_key_file(&root_key)?;
-            let config = ReaderConfig::new(ReaderIdentityConfig {
-                reader_id,
-                operator,
-                vehicle,
-                route,
-                stop,
-            });
-            let key = fare_credential::keys::generate_signing_key_os();
-            let bundle = match (bundle, server) {
-                (Some(path), _) => read_file_bounded(&path, "read bundle")?,
-                (None, Some(url)) => {
-                    let rt = runtime(&dir)?;
-                    rt.block_on(fare_validator::onboard::register_and_fetch(
-                        &url,
-                        operator_token.as_deref().unwrap_or_default(),
-                        &config,
-                        &key,
-                        now(at),
-                    ))?
-                }
-                (None, None) => unreachable!("clap requires --bundle or --server"),
-            };
-            let reader = Reader::provision(&dir, config, root, key, &bundle, now(at))?;
-            let pk = hex::encode(reader.public_key().as_bytes());
-            if json {
-                print_json(&serde_json::json!({
-                    "reader_id": reader_id,
-                    "public_key": pk,
-                    "bundle_version": reader.bundle_version(),
-                }));
-            } else {
-                println!("{pk}");
-                eprintln!(
-                    "reader {reader_id} provisioned in {} (bundle {}); register the public key above with settlement",
-                    dir.display(),
-                    reader.bundle_version()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Provision(args) => provision(args),
         Cmd::Scan {
             dir,
             image,
             payload,
             at,
             json,
-        } => {
-            let t = now(at);
-            let mut reader = Reader::open(&dir, t)?;
-            let decision = match (image, payload) {
-                (Some(path), _) => reader.decide_image_file(&path, t),
-                (None, Some(hex_payload)) => match decode_hex_payload(&hex_payload) {
-                    Ok(bytes) => reader.decide_payload(&bytes, t),
-                    Err(why) => {
-                        return Err(ValidatorError::Config {
-                            field: "--payload",
-                            why,
-                        })
-                    }
-                },
-                (None, None) => unreachable!("clap requires --image or --payload"),
-            };
-            reader.flush()?;
-            if json {
-                print_json(&decision.to_json());
-            } else if let Some(id) = decision.ride_id() {
-                println!(
-                    "ACCEPT {} ({} µs)",
-                    decision.message(),
-                    decision.total_ns / 1000
-                );
-                let _ = id;
-            } else {
-                println!(
-                    "REJECT {}: {}",
-                    decision.reason_code().unwrap_or("unknown"),
-                    decision.message()
-                );
-            }
-            Ok(if decision.is_accept() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => scan(&dir, image.as_deref(), payload.as_deref(), now(at), json),
         Cmd::Decode {
             image,
             raw,
             budget_ms,
-        } => {
-            let budget = std::time::Duration::from_millis(budget_ms);
-            let decoded = fare_validator::frames::decode_file(&image, budget);
-            match decoded {
-                Ok(bytes) => {
-                    let mut out = std::io::stdout().lock();
-                    let res = if raw {
-                        out.write_all(&bytes)
-                    } else {
-                        writeln!(out, "{}", hex::encode(&bytes))
-                    };
-                    res.and_then(|_| out.flush())
-                        .map_err(|source| ValidatorError::Io {
-                            what: "write stdout",
-                            path: PathBuf::from("-"),
-                            source,
-                        })?;
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(why) => {
-                    eprintln!("no code found in {}: {why}", image.display());
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
+        } => decode(&image, raw, budget_ms),
         Cmd::Run {
             dir,
             frames,
             at,
             server,
         } => run_stream(&dir, &frames, at, server.as_deref()),
-        Cmd::Sync { dir, server, at } => {
-            let t = now(at);
-            let mut reader = Reader::open(&dir, t)?;
-            let rt = runtime(&dir)?;
-            let report = rt.block_on(fare_validator::sync::sync(&mut reader, &server, t))?;
-            print_json(&serde_json::to_value(&report).expect("report serialises"));
-            Ok(ExitCode::SUCCESS)
+        Cmd::Sync { dir, server, at } => sync_once(&dir, &server, now(at)),
+        Cmd::InstallBundle { dir, bundle, at } => install_bundle(&dir, &bundle, now(at)),
+        Cmd::Status { dir, at, json } => status(&dir, now(at), json),
+        Cmd::Export { dir, rejected } => export(&dir, rejected),
+    }
+}
+
+/// `provision`: a new key, the first bundle (from a file, or registered
+/// and fetched from settlement), then the reader directory.
+fn provision(a: ProvisionArgs) -> Result<ExitCode, ValidatorError> {
+    let root = read_public_key_file(&a.root_key)?;
+    let reader_id = a.reader_id;
+    let config = ReaderConfig::new(ReaderIdentityConfig {
+        reader_id,
+        operator: a.operator,
+        vehicle: a.vehicle,
+        route: a.route,
+        stop: a.stop,
+    });
+    let key = fare_credential::keys::generate_signing_key_os();
+    let bundle = match (a.bundle, a.server) {
+        (Some(path), _) => read_file_bounded(&path, "read bundle")?,
+        (None, Some(url)) => {
+            let rt = runtime(&a.dir)?;
+            rt.block_on(fare_validator::onboard::register_and_fetch(
+                &url,
+                a.operator_token.as_deref().unwrap_or_default(),
+                &config,
+                &key,
+                now(a.at),
+            ))?
         }
-        Cmd::InstallBundle { dir, bundle, at } => {
-            let t = now(at);
-            let mut reader = Reader::open(&dir, t)?;
-            let bytes = read_file_bounded(&bundle, "read bundle")?;
-            let v = reader.install_bundle(&bytes, t)?;
-            println!(
-                "bundle {v} installed ({} deny-list entries)",
-                reader.deny_len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Status { dir, at, json } => {
-            let t = now(at);
-            let reader = Reader::open(&dir, t)?;
-            let s = reader.status(t);
-            if json {
-                print_json(&serde_json::to_value(&s).expect("status serialises"));
-            } else {
-                println!(
-                    "reader {} ({} on {}), key {}",
-                    s.reader_id, s.vehicle, s.route, s.public_key
-                );
-                println!(
-                    "rides {} (acked up to {}, {} unacked, oldest held {}), log {} of {} bytes",
-                    s.rides_total,
-                    s.acked_up_to,
-                    s.unacked,
-                    s.oldest_seq,
-                    s.used_bytes,
-                    s.max_log_bytes
-                );
-                println!(
-                    "bundle {} age {} s: trust {}; {} issuer keys, {} denied; clock offset at install {} s",
-                    s.bundle_version,
-                    s.bundle_age_s,
-                    s.trust_state,
-                    s.trust_keys,
-                    s.deny_entries,
-                    s.clock_offset_at_install_s
-                );
-                let opt = |v: Option<u64>| v.map_or("never".to_string(), |x| x.to_string());
-                println!(
-                    "sync {}: pending {} (oldest ride at {}), last contact {}, last success {}, clock offset {}, refused acks {}",
-                    s.sync_state,
-                    s.unacked,
-                    opt(s.oldest_pending_unix_s),
-                    opt(s.sync.last_contact_unix_s),
-                    opt(s.sync.last_success_unix_s),
-                    s.sync.clock_offset_s.map_or("unknown".into(), |o| format!("{o} s")),
-                    s.sync.refused_acks
-                );
-                if let Some(e) = &s.sync.last_error {
-                    println!("last error: {e}");
-                }
-                if let Some(f) = &s.sync.forked {
-                    println!("FORKED at {}: {}", f.at_seq, f.why);
-                }
-                if let Some(r) = &s.refusing {
-                    println!("REFUSING RIDES: {r}");
-                }
+        (None, None) => unreachable!("clap requires --bundle or --server"),
+    };
+    let reader = Reader::provision(&a.dir, config, root, key, &bundle, now(a.at))?;
+    let pk = hex::encode(reader.public_key().as_bytes());
+    if a.json {
+        print_json(&serde_json::json!({
+            "reader_id": reader_id,
+            "public_key": pk,
+            "bundle_version": reader.bundle_version(),
+        }));
+    } else {
+        println!("{pk}");
+        eprintln!(
+            "reader {reader_id} provisioned in {} (bundle {}); register the public key above with settlement",
+            a.dir.display(),
+            reader.bundle_version()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `scan`: one decision on an image file or a hex payload; exit 0 on
+/// accept, 1 on reject.
+fn scan(
+    dir: &Path,
+    image: Option<&Path>,
+    payload: Option<&str>,
+    t: u64,
+    json: bool,
+) -> Result<ExitCode, ValidatorError> {
+    let mut reader = Reader::open(dir, t)?;
+    let decision = match (image, payload) {
+        (Some(path), _) => reader.decide_image_file(path, t),
+        (None, Some(hex_payload)) => match decode_hex_payload(hex_payload) {
+            Ok(bytes) => reader.decide_payload(&bytes, t),
+            Err(why) => {
+                return Err(ValidatorError::Config {
+                    field: "--payload",
+                    why,
+                })
             }
-            Ok(ExitCode::SUCCESS)
+        },
+        (None, None) => unreachable!("clap requires --image or --payload"),
+    };
+    reader.flush()?;
+    if json {
+        print_json(&decision.to_json());
+    } else if decision.ride_id().is_some() {
+        println!(
+            "ACCEPT {} ({} µs)",
+            decision.message(),
+            decision.total_ns / 1000
+        );
+    } else {
+        println!(
+            "REJECT {}: {}",
+            decision.reason_code().unwrap_or("unknown"),
+            decision.message()
+        );
+    }
+    Ok(if decision.is_accept() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `decode`: the bytes of the QR code in `image`, hex or raw; exit 1 when
+/// none is found within `budget_ms`.
+fn decode(image: &Path, raw: bool, budget_ms: u64) -> Result<ExitCode, ValidatorError> {
+    let budget = std::time::Duration::from_millis(budget_ms);
+    let bytes = match fare_validator::frames::decode_file(image, budget) {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            eprintln!("no code found in {}: {why}", image.display());
+            return Ok(ExitCode::from(1));
         }
-        Cmd::Export { dir, rejected } => {
-            let reader = Reader::open(&dir, SystemClock.now_unix_s())?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let werr = |source| ValidatorError::Io {
-                what: "write stdout",
-                path: PathBuf::from("-"),
-                source,
-            };
-            if rejected {
-                for r in reader.rejected_scans()? {
-                    writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
-                        .map_err(werr)?;
-                }
-            } else {
-                reader.verify_chain()?;
-                for r in reader.records() {
-                    writeln!(out, "{}", serde_json::to_string(&r?).expect("serialises"))
-                        .map_err(werr)?;
-                }
-            }
-            out.flush().map_err(werr)?;
-            Ok(ExitCode::SUCCESS)
+    };
+    let mut out = std::io::stdout().lock();
+    let res = if raw {
+        out.write_all(&bytes)
+    } else {
+        writeln!(out, "{}", hex::encode(&bytes))
+    };
+    res.and_then(|_| out.flush()).map_err(write_stdout_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The error of a failed write to stdout.
+fn write_stdout_error(source: std::io::Error) -> ValidatorError {
+    ValidatorError::Io {
+        what: "write stdout",
+        path: PathBuf::from("-"),
+        source,
+    }
+}
+
+/// `sync`: one contact with settlement, its report as JSON.
+fn sync_once(dir: &Path, server: &str, t: u64) -> Result<ExitCode, ValidatorError> {
+    let mut reader = Reader::open(dir, t)?;
+    let rt = runtime(dir)?;
+    let report = rt.block_on(fare_validator::sync::sync(&mut reader, server, t))?;
+    print_json(&serde_json::to_value(&report).expect("report serialises"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `install-bundle`: a bundle file installed (or refused).
+fn install_bundle(dir: &Path, bundle: &Path, t: u64) -> Result<ExitCode, ValidatorError> {
+    let mut reader = Reader::open(dir, t)?;
+    let bytes = read_file_bounded(bundle, "read bundle")?;
+    let v = reader.install_bundle(&bytes, t)?;
+    println!(
+        "bundle {v} installed ({} deny-list entries)",
+        reader.deny_len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the reader's state as JSON, or as lines for a person.
+fn status(dir: &Path, t: u64, json: bool) -> Result<ExitCode, ValidatorError> {
+    let reader = Reader::open(dir, t)?;
+    let s = reader.status(t);
+    if json {
+        print_json(&serde_json::to_value(&s).expect("status serialises"));
+    } else {
+        print_status(&s);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The lines of `status` without `--json`.
+fn print_status(s: &fare_validator::Status) {
+    println!(
+        "reader {} ({} on {}), key {}",
+        s.reader_id, s.vehicle, s.route, s.public_key
+    );
+    println!(
+        "rides {} (acked up to {}, {} unacked, oldest held {}), log {} of {} bytes",
+        s.rides_total, s.acked_up_to, s.unacked, s.oldest_seq, s.used_bytes, s.max_log_bytes
+    );
+    println!(
+        "bundle {} age {} s: trust {}; {} issuer keys, {} denied; clock offset at install {} s",
+        s.bundle_version,
+        s.bundle_age_s,
+        s.trust_state,
+        s.trust_keys,
+        s.deny_entries,
+        s.clock_offset_at_install_s
+    );
+    let opt = |v: Option<u64>| v.map_or("never".to_string(), |x| x.to_string());
+    println!(
+        "sync {}: pending {} (oldest ride at {}), last contact {}, last success {}, clock offset {}, refused acks {}",
+        s.sync_state,
+        s.unacked,
+        opt(s.oldest_pending_unix_s),
+        opt(s.sync.last_contact_unix_s),
+        opt(s.sync.last_success_unix_s),
+        s.sync.clock_offset_s.map_or("unknown".into(), |o| format!("{o} s")),
+        s.sync.refused_acks
+    );
+    if let Some(e) = &s.sync.last_error {
+        println!("last error: {e}");
+    }
+    if let Some(f) = &s.sync.forked {
+        println!("FORKED at {}: {}", f.at_seq, f.why);
+    }
+    if let Some(r) = &s.refusing {
+        println!("REFUSING RIDES: {r}");
+    }
+}
+
+/// `export`: the ride log (chain verified first) or the rejected scans,
+/// one JSON object a line.
+fn export(dir: &Path, rejected: bool) -> Result<ExitCode, ValidatorError> {
+    let reader = Reader::open(dir, SystemClock.now_unix_s())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if rejected {
+        for r in reader.rejected_scans()? {
+            writeln!(out, "{}", serde_json::to_string(&r).expect("serialises"))
+                .map_err(write_stdout_error)?;
+        }
+    } else {
+        reader.verify_chain()?;
+        for r in reader.records() {
+            writeln!(out, "{}", serde_json::to_string(&r?).expect("serialises"))
+                .map_err(write_stdout_error)?;
         }
     }
+    out.flush().map_err(write_stdout_error)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Longest stdin line accepted by `run` (hex of the largest payload plus slack).
@@ -581,77 +596,88 @@ fn run_stream(
     res
 }
 
-// Longer than a screen: the read, bound, decode, decide, print loop of `run` reads best in one place (every limit it checks is visible together).
+/// Decides every input of `run`: hex payload lines on stdin (`-`) or the
+/// image files of a directory, with the reader's maintenance after each.
 fn decide_stream(
     shared: &std::sync::Mutex<Reader>,
     frames: &str,
     at: Option<u64>,
 ) -> Result<ExitCode, ValidatorError> {
-    let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
-    let after = |reader: &mut Reader, t: u64| {
+    let decide = |t: u64, decide: &mut dyn FnMut(&mut Reader)| {
+        let mut reader = shared.lock().unwrap_or_else(|p| p.into_inner());
+        decide(&mut reader);
         if let Err(e) = reader.maintenance(t) {
             tracing::warn!(error = %e, "maintenance failed");
         }
     };
     if frames == "-" {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut line_no = 0;
-        while let Some(line) =
-            read_bounded_line(&mut input, MAX_LINE_BYTES).map_err(|source| ValidatorError::Io {
-                what: "read stdin",
-                path: PathBuf::from("-"),
-                source,
-            })?
-        {
-            line_no += 1;
-            let t = now(at);
-            let line = match line {
-                Ok(l) => l,
-                Err(len) => {
-                    print_json(&input_reject(
-                        line_no,
-                        format!("{len} bytes, over the {MAX_LINE_BYTES}-byte line limit"),
-                        t,
-                    ));
-                    continue;
-                }
-            };
-            let trimmed = line.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let mut reader = lock();
-            match decode_hex_payload(trimmed) {
-                Ok(bytes) => {
-                    let d = reader.decide_payload(&bytes, t);
-                    print_json(&d.to_json());
-                }
-                Err(why) => print_json(&input_reject(line_no, why, t)),
-            }
-            after(&mut reader, t);
-        }
+        decide_stdin_lines(at, decide)?;
     } else {
-        let path = Path::new(frames);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| ValidatorError::Io {
-                what: "list frames",
-                path: path.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for f in files {
+        for f in frame_files(Path::new(frames))? {
             let t = now(at);
-            let mut reader = lock();
-            let d = reader.decide_image_file(&f, t);
-            let mut v = d.to_json();
-            v["frame"] = serde_json::json!(f.display().to_string());
-            print_json(&v);
-            after(&mut reader, t);
+            decide(t, &mut |reader| {
+                let mut v = reader.decide_image_file(&f, t).to_json();
+                v["frame"] = serde_json::json!(f.display().to_string());
+                print_json(&v);
+            });
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One decision per hex line on stdin; an over-long or malformed line is
+/// answered with a `malformed` reject (and decides nothing), blank and `#`
+/// lines are skipped. `decide(t, f)` runs `f` on the locked reader.
+fn decide_stdin_lines(
+    at: Option<u64>,
+    decide: impl Fn(u64, &mut dyn FnMut(&mut Reader)),
+) -> Result<(), ValidatorError> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line_no = 0;
+    while let Some(line) =
+        read_bounded_line(&mut input, MAX_LINE_BYTES).map_err(|source| ValidatorError::Io {
+            what: "read stdin",
+            path: PathBuf::from("-"),
+            source,
+        })?
+    {
+        line_no += 1;
+        let t = now(at);
+        let line = match line {
+            Ok(l) => l,
+            Err(len) => {
+                print_json(&input_reject(
+                    line_no,
+                    format!("{len} bytes, over the {MAX_LINE_BYTES}-byte line limit"),
+                    t,
+                ));
+                continue;
+            }
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        decide(t, &mut |reader| match decode_hex_payload(trimmed) {
+            Ok(bytes) => print_json(&reader.decide_payload(&bytes, t).to_json()),
+            Err(why) => print_json(&input_reject(line_no, why, t)),
+        });
+    }
+    Ok(())
+}
+
+/// The files of the frame directory `path`, sorted by name.
+fn frame_files(path: &Path) -> Result<Vec<PathBuf>, ValidatorError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| ValidatorError::Io {
+            what: "list frames",
+            path: path.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }

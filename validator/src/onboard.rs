@@ -18,7 +18,6 @@ pub const ONBOARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// returns the bundle settlement serves it (not yet verified: provisioning
 /// does), fetched with a request signed by `key` (which also shows the
 /// registration took). `now_unix_s` is the reader clock, reported to settlement.
-// Longer than a screen: the two requests of onboarding and their error messages, in order.
 pub async fn register_and_fetch(
     server_url: &str,
     operator_token: &str,
@@ -27,14 +26,29 @@ pub async fn register_and_fetch(
     now_unix_s: u64,
 ) -> Result<Vec<u8>, ValidatorError> {
     let base = server_url.trim_end_matches('/');
-    let err = |url: &str, why: String| ValidatorError::Sync {
+    register(base, operator_token, config, key).await?;
+    fetch_first_bundle(base, config, key, now_unix_s).await
+}
+
+fn sync_error(url: &str, why: String) -> ValidatorError {
+    ValidatorError::Sync {
         url: url.to_string(),
         why,
-    };
+    }
+}
+
+/// `POST /v1/readers` with the operator token: the reader's id, key,
+/// operator, vehicle and route.
+async fn register(
+    base: &str,
+    operator_token: &str,
+    config: &ReaderConfig,
+    key: &SigningKey,
+) -> Result<(), ValidatorError> {
     let client = reqwest::Client::builder()
         .timeout(ONBOARD_TIMEOUT)
         .build()
-        .map_err(|e| err(base, e.to_string()))?;
+        .map_err(|e| sync_error(base, e.to_string()))?;
     let url = format!("{base}/v1/readers");
     let r = &config.reader;
     let resp = client
@@ -49,11 +63,11 @@ pub async fn register_and_fetch(
         }))
         .send()
         .await
-        .map_err(|e| err(&url, e.to_string()))?;
+        .map_err(|e| sync_error(&url, e.to_string()))?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
-        return Err(err(
+        return Err(sync_error(
             &url,
             format!(
                 "registration refused: HTTP {status}: {}",
@@ -61,17 +75,28 @@ pub async fn register_and_fetch(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The reader's first bundle, fetched with a request signed by `key`.
+async fn fetch_first_bundle(
+    base: &str,
+    config: &ReaderConfig,
+    key: &SigningKey,
+    now_unix_s: u64,
+) -> Result<Vec<u8>, ValidatorError> {
+    let r = &config.reader;
     let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
     let target = bundle_target(r.reader_id, 0);
     let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let auth = RequestAuth::sign_v1(key, r.reader_id, now_unix_s, nonce, "GET", &target, b"")
-        .map_err(|e| err(&target, e.to_string()))?;
+        .map_err(|e| sync_error(&target, e.to_string()))?;
     let reply = link
         .get_bundle(r.reader_id, 0, now_unix_s, auth.to_header())
         .await
-        .map_err(|e| err(&link.describe(), e.to_string()))?;
+        .map_err(|e| sync_error(&link.describe(), e.to_string()))?;
     if reply.status != 200 {
-        return Err(err(
+        return Err(sync_error(
             &link.describe(),
             format!(
                 "bundle: HTTP {}: {}",

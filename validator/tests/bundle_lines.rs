@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Deployment, NOW};
+use common::{deployment, DeploymentExt, NOW};
 use fare_credential::{CredentialId, DenyUpdate};
 use fare_validator::ValidatorError;
 
@@ -23,23 +23,23 @@ fn code_of(r: Result<u64, ValidatorError>) -> &'static str {
 
 #[test]
 fn the_offline_line_and_the_service_line_are_told_apart_by_publisher() {
-    let mut dep = Deployment::new(21);
+    let mut dep = deployment(21);
     let tmp = tempfile::tempdir().unwrap();
     // Offline bundle (v1) at version 5, signed an hour ago.
-    let offline = dep.bundle(5, NOW - 3600, DenyUpdate::Snapshot(vec![id(1)]));
+    let offline = dep.bundle_v1(5, NOW - 3600, DenyUpdate::Snapshot(vec![id(1)]));
     let mut reader = dep.provision_lib(tmp.path(), &offline);
     // The service's own counter is at 3: another line, signed later: installed.
-    let service = dep.bundle_v2(9, 3, NOW, DenyUpdate::Snapshot(vec![id(2)]), None);
+    let service = dep.bundle_v2([9; 16], 3, NOW, DenyUpdate::Snapshot(vec![id(2)]), None);
     assert_eq!(code_of(reader.install_bundle(&service, NOW)), "ok");
     assert_eq!(reader.bundle_version(), 3);
     // An offline bundle with a higher version but signed before: refused.
-    let old_offline = dep.bundle(6, NOW - 60, DenyUpdate::Snapshot(vec![]));
+    let old_offline = dep.bundle_v1(6, NOW - 60, DenyUpdate::Snapshot(vec![]));
     assert_eq!(
         code_of(reader.install_bundle(&old_offline, NOW)),
         "bundle_publisher_rollback"
     );
     // Within the service's line, versions still only go forward.
-    let older = dep.bundle_v2(9, 2, NOW + 10, DenyUpdate::Snapshot(vec![]), None);
+    let older = dep.bundle_v2([9; 16], 2, NOW + 10, DenyUpdate::Snapshot(vec![]), None);
     assert_eq!(
         code_of(reader.install_bundle(&older, NOW)),
         "bundle_rollback"
@@ -47,7 +47,7 @@ fn the_offline_line_and_the_service_line_are_told_apart_by_publisher() {
     // A delta from another service whose version and base list happen to match.
     let base = [id(2)];
     let foreign = dep.bundle_v2(
-        8,
+        [8; 16],
         4,
         NOW + 20,
         DenyUpdate::Delta {
@@ -74,14 +74,14 @@ fn the_offline_line_and_the_service_line_are_told_apart_by_publisher() {
 
 #[test]
 fn a_delta_applies_only_to_the_exact_list_it_was_computed_from() {
-    let mut dep = Deployment::new(22);
+    let mut dep = deployment(22);
     let tmp = tempfile::tempdir().unwrap();
     let held = vec![id(1), id(2)];
-    let first = dep.bundle_v2(9, 10, NOW, DenyUpdate::Snapshot(held.clone()), None);
+    let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(held.clone()), None);
     let mut reader = dep.provision_lib(tmp.path(), &first);
     let delta = |base: &[CredentialId]| {
         dep.bundle_v2(
-            9,
+            [9; 16],
             11,
             NOW + 1,
             DenyUpdate::Delta {
@@ -99,7 +99,7 @@ fn a_delta_applies_only_to_the_exact_list_it_was_computed_from() {
         "bundle_delta_base_hash"
     );
     // A v1 delta names its base by version alone: refused.
-    let v1_delta = dep.bundle(
+    let v1_delta = dep.bundle_v1(
         11,
         NOW + 1,
         DenyUpdate::Delta {

@@ -5,8 +5,8 @@ use common::*;
 use fare_credential::{CredentialId, DenyUpdate, RideCode};
 use rand_chacha::rand_core::SeedableRng;
 
-fn setup(seed: u64) -> (Deployment, tempfile::TempDir, std::path::PathBuf) {
-    let dep = Deployment::new(seed);
+fn setup(seed: u64) -> (TestDeployment, tempfile::TempDir, std::path::PathBuf) {
+    let dep = deployment(seed);
     let tmp = tempfile::tempdir().unwrap();
     let bundle = dep.snapshot(1, vec![]);
     let dir = provision_cli(&dep, tmp.path(), &bundle);
@@ -41,7 +41,7 @@ fn fresh_code_accepts_then_already_used_and_companion_ride_is_new() {
     assert_eq!(recs[1]["vehicle"], "bus-1");
 }
 
-fn code_bytes(w: &Wallet, t: u64, seq: u32) -> Vec<u8> {
+fn code_bytes(w: &TestWallet, t: u64, seq: u32) -> Vec<u8> {
     w.code(t, seq)
 }
 
@@ -87,9 +87,9 @@ fn time_reasons_expired_future_and_credential_windows() {
         "skew tolerance accepts"
     );
 
-    let old = dep.wallet_with(ISSUER_KEY_ID, None, NOW - 7200, NOW - 3600);
+    let old = dep.wallet_with(TestIssuer::KEY_ID, None, NOW - 7200, NOW - 3600);
     assert_reject(&dir, &old.code(NOW, 1), NOW, "credential_expired");
-    let early = dep.wallet_with(ISSUER_KEY_ID, None, NOW + 3600, NOW + 7200);
+    let early = dep.wallet_with(TestIssuer::KEY_ID, None, NOW + 3600, NOW + 7200);
     assert_reject(&dir, &early.code(NOW, 1), NOW, "credential_not_yet_valid");
 }
 
@@ -107,13 +107,13 @@ fn skew_tolerance_is_configurable() {
 fn forgeries_are_refused_as_forgeries() {
     let (mut dep, _tmp, dir) = setup(5);
     // Credential signed by a key that is not the issuer's, claiming key 1.
-    let forger = dep.other_key();
-    let forged = dep.wallet_with(ISSUER_KEY_ID, Some(&forger), NOW - 10, NOW + 3600);
+    let forger = dep.next_key();
+    let forged = dep.wallet_with(TestIssuer::KEY_ID, Some(&forger), NOW - 10, NOW + 3600);
     let v = assert_reject(&dir, &forged.code(NOW, 1), NOW, "bad_issuer_signature");
     assert_eq!(v["forgery"], true);
     // Genuine credential, code signed by another device.
     let w = dep.wallet();
-    let thief = dep.other_key();
+    let thief = dep.next_key();
     let code = RideCode::sign_v1(&w.credential, NOW as u32, 1, &thief);
     assert_reject(&dir, code.as_bytes(), NOW, "bad_device_signature");
     // A tampered time field reads as forgery, not as a clock problem.
@@ -149,7 +149,12 @@ fn forgeries_are_refused_as_forgeries() {
 #[test]
 fn issuer_key_outside_its_window() {
     let (mut dep, _tmp, dir) = setup(6);
-    let w = dep.wallet_with(ISSUER_KEY_ID, None, NOW + 300 * 86_400, NOW + 400 * 86_400);
+    let w = dep.wallet_with(
+        TestIssuer::KEY_ID,
+        None,
+        NOW + 300 * 86_400,
+        NOW + 400 * 86_400,
+    );
     // Reader time past the key's end (trust stays fresh: reject_after 0).
     set_config(&dir, "reject_after_s", "0");
     let t = NOW + 366 * 86_400;
@@ -158,7 +163,7 @@ fn issuer_key_outside_its_window() {
 
 #[test]
 fn revoked_by_snapshot_and_by_delta() {
-    let mut dep = Deployment::new(7);
+    let mut dep = deployment(7);
     let tmp = tempfile::tempdir().unwrap();
     let victim = dep.wallet();
     let later = dep.wallet();
@@ -166,7 +171,7 @@ fn revoked_by_snapshot_and_by_delta() {
         .map(|i| CredentialId([(i % 251) as u8; 16]))
         .collect();
     deny.push(victim.id());
-    let first = dep.bundle_v2(1, 1, NOW, DenyUpdate::Snapshot(deny.clone()), None);
+    let first = dep.bundle_v2([1; 16], 1, NOW, DenyUpdate::Snapshot(deny.clone()), None);
     let dir = provision_cli(&dep, tmp.path(), &first);
     let v = assert_reject(&dir, &victim.code(NOW, 1), NOW, "revoked");
     assert!(v["message"]
@@ -176,7 +181,7 @@ fn revoked_by_snapshot_and_by_delta() {
     assert_accept(&dir, &later.code(NOW, 1), NOW);
     // Delta from version 1 (and its exact list): revoke `later`, lift `victim`.
     let delta = dep.bundle_v2(
-        1,
+        [1; 16],
         2,
         NOW,
         DenyUpdate::Delta {
@@ -204,7 +209,7 @@ fn revoked_by_snapshot_and_by_delta() {
 
 #[test]
 fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
-    let mut dep = Deployment::new(8);
+    let mut dep = deployment(8);
     let tmp = tempfile::tempdir().unwrap();
     let dir = provision_cli(&dep, tmp.path(), &dep.snapshot(5, vec![]));
     let d = dir.to_str().unwrap().to_string();
@@ -228,7 +233,7 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     assert_eq!(code, 2);
     assert!(err.contains("already installed"), "{err}");
     // Signed by someone else's root.
-    let evil = Deployment::new(99);
+    let evil = deployment(99);
     let (code, _, err) = install(&evil.snapshot(6, vec![]));
     assert_eq!(code, 2);
     assert!(err.contains("bundle refused"), "{err}");
@@ -238,7 +243,7 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     let (code, _, _) = install(&tampered);
     assert_eq!(code, 2);
     // Delta from a version this reader does not hold.
-    let delta = dep.bundle(
+    let delta = dep.bundle_v1(
         6,
         NOW,
         DenyUpdate::Delta {
@@ -288,7 +293,7 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
 #[test]
 fn stale_trust_material_follows_the_policy() {
     let (mut dep, _tmp, dir) = setup(9);
-    let w = dep.wallet_with(ISSUER_KEY_ID, None, NOW - 3600, NOW + 30 * 86_400);
+    let w = dep.wallet_with(TestIssuer::KEY_ID, None, NOW - 3600, NOW + 30 * 86_400);
     // Defaults: warn after 2 days, refuse after 7 days (bundle server time = NOW).
     let t = NOW + 3 * 86_400;
     let (code, v) = scan(&dir, &w.code(t, 1), t);

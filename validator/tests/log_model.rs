@@ -38,10 +38,10 @@ struct ModelRide {
 
 const RETENTION_S: u64 = 100;
 
-fn open_with_retention(dep: &mut Deployment, dir: &std::path::Path) -> Reader {
+fn open_with_retention(dep: &mut TestDeployment, dir: &std::path::Path) -> Reader {
     let mut cfg: ReaderConfig = config();
     cfg.storage.retention_s = RETENTION_S;
-    let key = dep.reader_key();
+    let key = dep.next_key();
     Reader::provision(
         dir,
         cfg,
@@ -57,12 +57,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
     #[test]
     fn log_matches_model(ops in prop::collection::vec(op(), 1..40), seed in 0u64..1000) {
-        let mut dep = Deployment::new(seed);
+        let mut dep = deployment(seed);
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("r");
         let mut reader = open_with_retention(&mut dep, &dir);
         let vk = reader.public_key();
-        let wallets: Vec<Wallet> = (0..3).map(|_| dep.wallet()).collect();
+        let wallets: Vec<TestWallet> = (0..3).map(|_| dep.wallet()).collect();
         let mut dev_seq = [1u32; 3];
         let mut model: Vec<ModelRide> = Vec::new();
         let (mut acked, mut oldest, mut now) = (0u64, 1u64, NOW);
@@ -154,12 +154,17 @@ fn logged_bytes(r: &Reader) -> u64 {
 fn reader_with_rides(
     seed: u64,
     n: u32,
-) -> (tempfile::TempDir, std::path::PathBuf, Vec<Vec<u8>>, Wallet) {
-    let mut dep = Deployment::new(seed);
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Vec<Vec<u8>>,
+    TestWallet,
+) {
+    let mut dep = deployment(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
-    let wallets: Vec<Wallet> = (0..4).map(|_| dep.wallet()).collect();
+    let wallets: Vec<TestWallet> = (0..4).map(|_| dep.wallet()).collect();
     let mut codes = Vec::new();
     for i in 0..n {
         let code = wallets[i as usize % 4].code(NOW, i / 4 + 1);
@@ -203,11 +208,11 @@ fn compaction_of_many_records_goes_in_chunks_and_stops_at_the_retention_edge() {
     // those past the retention in several transactions of at most
     // COMPACT_CHUNK_RECORDS, and the state stays exact across a restart.
     assert_eq!(fare_validator::reader::COMPACT_CHUNK_RECORDS, 1024);
-    let mut dep = Deployment::new(14);
+    let mut dep = deployment(14);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
-    let wallets: Vec<Wallet> = (0..4).map(|_| dep.wallet()).collect();
+    let wallets: Vec<TestWallet> = (0..4).map(|_| dep.wallet()).collect();
     for i in 0..2500u64 {
         let code = wallets[i as usize % 4].code(NOW + i, i as u32 / 4 + 1);
         assert!(r.decide_payload(&code, NOW + i).is_accept());
@@ -251,7 +256,7 @@ fn a_code_compacted_early_from_a_full_log_stays_used_after_restart() {
     // With the log full, acknowledged rides are dropped early, even while
     // their codes could still pass; their replay entries then move to the
     // spill tree in the same write, so a restart still refuses them.
-    let mut dep = Deployment::new(12);
+    let mut dep = deployment(12);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));
@@ -285,7 +290,7 @@ fn a_code_compacted_early_from_a_full_log_stays_used_after_restart() {
 
 #[test]
 fn state_survives_restart_and_ack_beyond_log_is_refused() {
-    let mut dep = Deployment::new(5);
+    let mut dep = deployment(5);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let mut r = dep.provision_lib(&dir, &dep.snapshot(3, vec![]));
@@ -319,7 +324,7 @@ fn state_survives_restart_and_ack_beyond_log_is_refused() {
     let rec2 = r.records().nth(1).unwrap().unwrap();
     assert_eq!(b.prev_hash, rec2.hash().unwrap());
     // A batch is refused under another reader's key.
-    let other = dep.reader_key();
+    let other = dep.next_key();
     assert!(SignedBatch::parse_v1(&bytes)
         .unwrap()
         .verify(&other.verifying_key())
@@ -345,7 +350,7 @@ fn state_survives_restart_and_ack_beyond_log_is_refused() {
 #[test]
 fn reader_key_file_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let mut dep = Deployment::new(6);
+    let mut dep = deployment(6);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     drop(dep.provision_lib(&dir, &dep.snapshot(1, vec![])));
@@ -360,7 +365,7 @@ fn reader_key_file_is_owner_only() {
         &dir,
         config(),
         dep.root.verifying_key(),
-        dep.reader_key(),
+        dep.next_key(),
         &dep.snapshot(1, vec![]),
         NOW,
     )
@@ -371,7 +376,7 @@ fn reader_key_file_is_owner_only() {
 
 #[test]
 fn large_deny_list_installs_and_survives_restart() {
-    let mut dep = Deployment::new(8);
+    let mut dep = deployment(8);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let victim = dep.wallet();
@@ -409,7 +414,7 @@ fn torn_sled_snapshot_from_a_crash_is_ignored() {
     // sled 0.34.7 reads a half-written `snap.*.generating` file left by a
     // kill during snapshot writing and then refuses to open (see
     // `remove_torn_snapshots`). The reader must still open with its rides.
-    let mut dep = Deployment::new(9);
+    let mut dep = deployment(9);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("r");
     let mut r = dep.provision_lib(&dir, &dep.snapshot(1, vec![]));

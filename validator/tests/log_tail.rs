@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Deployment, NOW};
+use common::{deployment, DeploymentExt, NOW};
 use fare_validator::{Outcome, Reader, ValidatorError};
 
 fn last_occurrence(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -17,7 +17,7 @@ fn last_occurrence(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
-    let mut dep = Deployment::new(91);
+    let mut dep = deployment(91);
     let bundle = dep.snapshot(1, vec![]);
     let mut reader = dep.provision_lib(&dir, &bundle);
     let wallet = dep.wallet();
@@ -85,7 +85,7 @@ fn a_power_cut_between_the_ride_and_its_mark_is_not_damage() {
     // durability point and before its mark: the open catches the mark up.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
-    let mut dep = Deployment::new(92);
+    let mut dep = deployment(92);
     let bundle = dep.snapshot(1, vec![]);
     let mut reader = dep.provision_lib(&dir, &bundle);
     let wallet = dep.wallet();

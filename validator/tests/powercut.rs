@@ -24,10 +24,7 @@ use fare_lazyfs::{mount_or_skip, LazyFs, PowerCut};
 use fare_validator::Reader;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 const CODES_PER_CYCLE: usize = 30;
 
@@ -66,8 +63,7 @@ fn sync_dir(dir: &Path) {
 struct Run {
     lfs: LazyFs,
     dir: PathBuf,
-    wallets: Vec<Wallet>,
-    next_dev_seq: Vec<u32>,
+    riders: Riders,
     rng: ChaCha20Rng,
     seed: u64,
 }
@@ -77,7 +73,7 @@ struct Run {
 fn setup(test: &'static str, device_sync: bool) -> Option<Run> {
     let lfs = mount_or_skip(test)?;
     let seed = env_u64("POWERCUT_SEED", 15);
-    let mut dep = Deployment::new(42);
+    let mut dep = deployment(42);
     let dir = lfs.mountpoint().join("reader");
     drop(dep.provision_lib(&dir, &dep.snapshot(1, vec![])));
     if !device_sync {
@@ -102,73 +98,13 @@ fn setup(test: &'static str, device_sync: bool) -> Option<Run> {
         "{test}: provisioned reader not empty"
     );
     drop(r);
-    let wallets: Vec<Wallet> = (0..8).map(|_| dep.wallet()).collect();
     Some(Run {
         lfs,
         dir,
-        next_dev_seq: vec![1u32; wallets.len()],
-        wallets,
+        riders: Riders::new(&mut dep, 8),
         rng: ChaCha20Rng::seed_from_u64(seed),
         seed,
     })
-}
-
-impl Run {
-    fn fresh(&mut self) -> Vec<u8> {
-        let w = self.rng.next_u32() as usize % self.wallets.len();
-        let c = self.wallets[w].code(NOW, self.next_dev_seq[w]);
-        self.next_dev_seq[w] += 1;
-        c
-    }
-}
-
-/// Checks after each cut; returns the accepted rides missing on disk and
-/// the last sequence on disk.
-fn reopen_and_check(
-    run: &Run,
-    ctx: &Ctx,
-    reported: &mut BTreeMap<u64, Vec<u8>>,
-    accepted_codes: &mut Vec<Vec<u8>>,
-    strict: bool,
-) -> (Vec<u64>, u64) {
-    let r = Reader::open(&run.dir, NOW)
-        .unwrap_or_else(|e| panic!("{ctx}: reopen after the power cut failed: {e}"));
-    let n = r
-        .verify_chain()
-        .unwrap_or_else(|e| panic!("{ctx}: chain broken after the power cut: {e}"));
-    let on_disk: BTreeMap<u64, Vec<u8>> = r
-        .records()
-        .map(|x| x.unwrap_or_else(|e| panic!("{ctx}: unreadable record: {e}")))
-        .map(|x| (x.reader_seq, x.code))
-        .collect();
-    assert_eq!(on_disk.len() as u64, n, "{ctx}: chain length vs records");
-    let mut missing = Vec::new();
-    for (seq, code) in reported.iter() {
-        match on_disk.get(seq) {
-            Some(c) if c == code => {}
-            Some(_) => panic!("{ctx}: accepted ride {seq} altered after the power cut"),
-            None if strict => {
-                panic!("{ctx}: accepted ride {seq} lost by the power cut")
-            }
-            None => missing.push(*seq),
-        }
-    }
-    let distinct: HashSet<&Vec<u8>> = on_disk.values().collect();
-    assert_eq!(
-        distinct.len(),
-        on_disk.len(),
-        "{ctx}: a code is logged twice"
-    );
-    let last_seq_on_disk = r.state().next_seq - 1;
-    // A ride that reached the disk but whose answer was cut off is still
-    // spent: its code must never be accepted again.
-    for (seq, code) in &on_disk {
-        if !reported.contains_key(seq) {
-            accepted_codes.push(code.clone());
-            reported.insert(*seq, code.clone());
-        }
-    }
-    (missing, last_seq_on_disk)
 }
 
 struct Totals {
@@ -191,31 +127,10 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         cycles,
         cycle,
     };
-    // Calibration: one uninterrupted run of fresh codes.
-    let calib: Vec<Vec<u8>> = (0..CODES_PER_CYCLE).map(|_| run.fresh()).collect();
-    let input: String = calib
-        .iter()
-        .map(|l| format!("{}\n", hex::encode(l)))
+    let calib: Vec<Vec<u8>> = (0..CODES_PER_CYCLE)
+        .map(|_| run.riders.fresh(&mut run.rng))
         .collect();
-    let t = std::time::Instant::now();
-    let mut child = run_stream(&run.dir).stderr(Stdio::null()).spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let window_ms = (t.elapsed().as_millis() as u64).max(5);
-    let mut reported: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut accepted_codes: Vec<Vec<u8>> = Vec::new();
-    for (l, code) in String::from_utf8(out.stdout).unwrap().lines().zip(&calib) {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        assert_eq!(v["decision"], "accept", "calibration run: {v}");
-        reported.insert(v["ride_id"]["seq"].as_u64().unwrap(), code.clone());
-        accepted_codes.push(code.clone());
-    }
-    assert_eq!(reported.len(), CODES_PER_CYCLE, "calibration run");
+    let (mut ledger, window_ms) = KillLedger::calibrate(&run.dir, &calib);
     // The calibration run exited cleanly; the first cut tests it too.
     let mut t = Totals {
         killed_mid_stream: 0,
@@ -231,16 +146,8 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
     for cycle in 0..cycles {
         let ctx = ctx(cycle);
         t.cycles_run += 1;
-        // Mostly fresh codes, some replays of earlier accepts.
-        let mut lines: Vec<Vec<u8>> = Vec::new();
-        for _ in 0..CODES_PER_CYCLE {
-            if !accepted_codes.is_empty() && run.rng.next_u32() % 5 == 0 {
-                let i = run.rng.next_u32() as usize % accepted_codes.len();
-                lines.push(accepted_codes[i].clone());
-            } else {
-                lines.push(run.fresh());
-            }
-        }
+        let riders = &mut run.riders;
+        let lines = ledger.cycle_lines(CODES_PER_CYCLE, &mut run.rng, |r| riders.fresh(r));
         let delay_ms = run.rng.next_u64() % window_ms;
         let tear = run.rng.next_u32() % 2 == 0;
         let tear_seed = run.rng.next_u64();
@@ -251,42 +158,7 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
             run_and_kill(&run.dir, &lines, delay_ms)
         };
         t.killed_mid_stream += u64::from(mid);
-
-        // What the child acknowledged, line by line (the last line may be
-        // torn by the kill; only complete JSON lines count as answers).
-        let mut cycle_seqs = Vec::new();
-        for (i, l) in out.iter().enumerate() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-                assert_eq!(
-                    i,
-                    out.len() - 1,
-                    "{ctx}: only the last line can be torn: {l}"
-                );
-                continue;
-            };
-            let input = &lines[i];
-            if v["decision"] == "accept" {
-                let seq = v["ride_id"]["seq"].as_u64().unwrap();
-                assert!(
-                    !accepted_codes.contains(input),
-                    "{ctx}: a code accepted before was accepted again as ride {seq}"
-                );
-                assert!(
-                    reported.insert(seq, input.clone()).is_none(),
-                    "{ctx}: sequence {seq} reported twice"
-                );
-                cycle_seqs.push(seq);
-                accepted_codes.push(input.clone());
-                t.accepts += 1;
-            } else {
-                assert_eq!(v["reason"], "already_used", "{ctx}: line {i}: {v}");
-            }
-        }
-        assert!(
-            cycle_seqs.windows(2).all(|w| w[0] < w[1])
-                && cycle_seqs.first().is_none_or(|&s| s > last_seq_on_disk),
-            "{ctx}: sequences {cycle_seqs:?} reuse or go back from {last_seq_on_disk}"
-        );
+        t.accepts += ledger.take_answers(&ctx, &out, &lines, last_seq_on_disk);
 
         let cut = if tear {
             t.torn_cuts += 1;
@@ -297,8 +169,7 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         let rep = run.lfs.power_cut(cut);
         t.cuts_that_lost += u64::from(rep.lost_anything());
 
-        let (missing, last) =
-            reopen_and_check(run, &ctx, &mut reported, &mut accepted_codes, strict);
+        let (missing, last) = ledger.reopen_and_check(&run.dir, &ctx, strict);
         last_seq_on_disk = last;
         if !missing.is_empty() {
             eprintln!(
@@ -379,7 +250,7 @@ fn provisioning_survives_a_power_cut() {
     let Some(lfs) = mount_or_skip(TEST) else {
         return;
     };
-    let mut dep = Deployment::new(42);
+    let mut dep = deployment(42);
     let dir = lfs.mountpoint().join("reader");
     drop(dep.provision_lib(&dir, &dep.snapshot(1, vec![])));
     let rep = lfs.power_cut(PowerCut::clean());

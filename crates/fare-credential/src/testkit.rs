@@ -9,6 +9,11 @@ use ed25519_dalek::SigningKey;
 use rand_chacha::rand_core::{CryptoRngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+mod deployment;
+pub use deployment::{
+    deny_snapshot, verified_bundle, TestDeployment, TestWallet, TEST_BUNDLE_TARIFF,
+};
+
 /// A seeded issuer with key id 1, trusted forever.
 pub struct TestIssuer {
     /// The issuer signing key.
@@ -23,17 +28,27 @@ impl TestIssuer {
     /// The issuer key id.
     pub const KEY_ID: u32 = 1;
 
-    /// An issuer whose key (and later keys from `rng`) derive from `seed`.
+    /// An issuer whose key (and later keys from `rng`) derive from `seed`,
+    /// trusted forever.
     pub fn new(seed: u64) -> TestIssuer {
+        Self::with_validity(seed, 0, u64::MAX)
+    }
+
+    /// As [`TestIssuer::new`], the key trusted only from
+    /// `valid_from_unix_s` to `valid_until_unix_s`.
+    ///
+    /// # Panics
+    /// When the window ends before it starts (a test's own mistake).
+    pub fn with_validity(seed: u64, valid_from_unix_s: u64, valid_until_unix_s: u64) -> TestIssuer {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let key = SigningKey::generate(&mut rng);
         let trust = TrustList::new([IssuerKey {
             key_id: Self::KEY_ID,
             public_key: key.verifying_key().to_bytes(),
-            valid_from_unix_s: 0,
-            valid_until_unix_s: u64::MAX,
+            valid_from_unix_s,
+            valid_until_unix_s,
         }])
-        .expect("a fresh key is a valid trust list");
+        .expect("a fresh key in a non-empty window is a valid trust list");
         TestIssuer { key, trust, rng }
     }
 

@@ -375,8 +375,19 @@ pub async fn accounts(State(ui): State<Ui>, staff: Staff, q: Q) -> UiResult {
     ))
 }
 
+/// A fresh payment id for the payment form (`ui-` and 16 random hex digits).
+fn suggested_payment_id(ui: &Ui) -> String {
+    let mut rng = ui.app.rng.lock().unwrap_or_else(|p| p.into_inner());
+    format!("ui-{}", &super::session::random_hex(&mut *rng)[..16])
+}
+
 /// `GET /ui/accounts/{id}`: statement, debt, deny-list state, exposure,
 /// and the payment and freeze forms.
+///
+/// Longer than a screen: one page's markup, read top to bottom as the page
+/// shows it (stats, forms, statement, credentials); its parts are already
+/// helpers (`stat`, `table`), and split further the page would be read in
+/// pieces out of order.
 pub async fn account(State(ui): State<Ui>, staff: Staff, Path(id): Path<String>) -> UiResult {
     staff.require_all("an account")?;
     let app = ui.app.clone();
@@ -389,9 +400,7 @@ pub async fn account(State(ui): State<Ui>, staff: Staff, Path(id): Path<String>)
         Ok((st, exp))
     })
     .await?;
-    let mut rng = ui.app.rng.lock().unwrap_or_else(|p| p.into_inner());
-    let suggested_payment_id = format!("ui-{}", &super::session::random_hex(&mut *rng)[..16]);
-    drop(rng);
+    let suggested_payment_id = suggested_payment_id(&ui);
     let s = &staff.0;
     let passenger = crate::core::passenger_account(&id);
     let body = html! {

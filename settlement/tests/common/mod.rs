@@ -16,6 +16,10 @@ pub const T0: u64 = DEMO_DAY_T0;
 /// Operator token of the tests.
 pub const TOKEN: &str = "test-operator-token";
 
+pub mod bundle;
+pub mod day;
+pub mod serve_child;
+
 /// Local Shanghai time on 2026-03-10 as unix seconds.
 pub fn at(h: u64, m: u64) -> u64 {
     T0 + h * 3600 + m * 60 - 8 * 3600

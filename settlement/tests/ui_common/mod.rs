@@ -3,6 +3,7 @@
 //! that keeps its session cookie and CSRF token, and HTML probes.
 #![allow(dead_code)]
 
+use crate::common::day::DayCast;
 use crate::common::*;
 use serde_json::Value;
 
@@ -22,20 +23,12 @@ pub fn config() -> fare_settlement::Config {
 /// ends over her credit limit, on the deny list), one forged code, and reader 4 uploading its
 /// second ride without its first (an open `sequence_gap` incident).
 pub async fn small_day(srv: &Server) {
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    let mut r2 = FakeReader::new(2, "city-bus", "7");
-    let mut r3 = FakeReader::new(3, "metro", "L1");
-    let mut r4 = FakeReader::new(4, "metro", "L2");
-    for r in [&r1, &r2, &r3, &r4] {
-        srv.provision(r).await;
-    }
-    srv.create_account("alice", "adult", 10_000).await;
-    srv.create_account("bob", "senior", 10_000).await;
-    srv.create_account("carol", "student", 100).await;
-    let mut alice = srv.phone("alice", 1).await;
-    let mut bob = srv.phone("bob", 2).await;
-    let mut carol = srv.phone("carol", 3).await;
-    srv.clock.set(at(6, 0));
+    let DayCast {
+        readers: [mut r1, mut r2, mut r3, mut r4],
+        mut alice,
+        mut bob,
+        mut carol,
+    } = DayCast::on(srv).await;
     r2.accept(carol.code(at(7, 0)), at(7, 0));
     r1.accept(carol.code(at(7, 20)), at(7, 20));
     r1.accept(alice.code(at(8, 0)), at(8, 0));

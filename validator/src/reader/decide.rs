@@ -106,7 +106,9 @@ impl Reader {
         decision
     }
 
-    // Longer than a screen: the order of the checks, top to bottom, is the specification (SPEC §3); one stage per line.
+    /// The checks in the order of the specification (SPEC §3): the
+    /// reader's own state and trust age, then the code's stages, then the
+    /// append that makes an accept.
     fn pipeline(
         &mut self,
         bytes: &[u8],
@@ -114,35 +116,65 @@ impl Reader {
         st: &mut StageTimes,
         warnings: &mut Vec<&'static str>,
     ) -> Outcome {
+        if let Err(refused) = self.ready_to_decide(now, warnings) {
+            return refused;
+        }
+        let (code, keys) = match self.verify_stages(bytes, now, st) {
+            Ok(checked) => checked,
+            Err(reason) => return Outcome::Rejected(reason),
+        };
+        let t = Instant::now();
+        let r = self.append(&code, now, &keys);
+        st.set(Stage::Append, t.elapsed().as_nanos() as u64);
+        self.append_outcome(&code, r)
+    }
+
+    /// Whether the reader may decide at all: its log is writable, a bundle
+    /// is installed, and the trust material is not stale (checked first:
+    /// with stale material nothing else can be trusted). An aging bundle
+    /// adds the `trust_aging` warning.
+    fn ready_to_decide(&self, now: u64, warnings: &mut Vec<&'static str>) -> Result<(), Outcome> {
         if let Some(message) = &self.failed {
-            return Outcome::StorageError {
+            return Err(Outcome::StorageError {
                 message: message.clone(),
-            };
+            });
         }
         let Some(inst) = &self.installed else {
-            return Outcome::Rejected(RejectReason::NotProvisioned);
+            return Err(Outcome::Rejected(RejectReason::NotProvisioned));
         };
-        // Trust age first: with stale material nothing else can be trusted.
         let age = now.saturating_sub(inst.meta.server_time_unix_s);
         let tp = self.config.trust;
         if tp.reject_after_s > 0 && age > tp.reject_after_s {
-            return Outcome::Rejected(RejectReason::TrustStale {
+            return Err(Outcome::Rejected(RejectReason::TrustStale {
                 bundle_age_s: age,
                 max_age_s: tp.reject_after_s,
-            });
+            }));
         }
         if age > tp.warn_after_s {
             warnings.push("trust_aging");
         }
+        Ok(())
+    }
+
+    /// The code's stages, one line each, each timed into `st`: parse,
+    /// credential, device signature, time, deny list, replay. Returns the
+    /// code and its replay keys, or the first stage's reason to refuse.
+    fn verify_stages(
+        &mut self,
+        bytes: &[u8],
+        now: u64,
+        st: &mut StageTimes,
+    ) -> Result<(RideCode, ReplayKeys), RejectReason> {
+        let inst = self
+            .installed
+            .as_ref()
+            .ok_or(RejectReason::NotProvisioned)?;
         macro_rules! stage {
             ($stage:expr, $e:expr) => {{
                 let t = Instant::now();
                 let r = $e;
                 st.set($stage, t.elapsed().as_nanos() as u64);
-                match r {
-                    Ok(v) => v,
-                    Err(reason) => return Outcome::Rejected(reason),
-                }
+                r?
             }};
         }
         let code = stage!(Stage::Parse, parse_stage(bytes));
@@ -165,10 +197,14 @@ impl Reader {
                 None => Ok(()),
             }
         );
+        Ok((code, keys))
+    }
+
+    /// The outcome of the append of an accepted `code`: the ride, or the
+    /// refusal a full or failed log makes (a failed one refuses every ride
+    /// until restart).
+    fn append_outcome(&mut self, code: &RideCode, r: Result<u64, AppendError>) -> Outcome {
         let cred = code.credential().body();
-        let t = Instant::now();
-        let r = self.append(&code, now, &keys);
-        st.set(Stage::Append, t.elapsed().as_nanos() as u64);
         match r {
             Ok(seq) => Outcome::Accepted {
                 ride_id: RideId {

@@ -8,7 +8,11 @@ impl Reader {
     /// (0600), the root key, the config with every default, creates the log
     /// and installs the first bundle. The bundle is verified before anything
     /// is written, so a bad bundle leaves the directory untouched.
-    // Longer than a screen: the files are written in a durability order (key, root, config, dir sync, log) that is easiest to check in one piece.
+    ///
+    /// The order is the durability order: the files (key, public key, root,
+    /// config), the directory synced, the log with the identity and a
+    /// first state flushed, the directory synced again; only then the open
+    /// and the bundle install.
     pub fn provision(
         dir: &Path,
         config: ReaderConfig,
@@ -28,31 +32,31 @@ impl Reader {
             });
         }
         fare_durable::create_dir_all(dir)?;
-        let public = key.verifying_key();
-        write_new_file(
-            &paths::key(dir),
-            format!("{}\n", hex::encode(key.to_bytes())).as_bytes(),
-            0o600,
-        )?;
-        write_new_file(
-            &paths::public_key(dir),
-            format!("{}\n", hex::encode(public.as_bytes())).as_bytes(),
-            0o644,
-        )?;
-        write_new_file(
-            &paths::root_key(dir),
-            format!("{}\n", hex::encode(root.as_bytes())).as_bytes(),
-            0o644,
-        )?;
-        write_new_file(&paths::config(dir), config.to_toml().as_bytes(), 0o644)?;
+        write_provisioned_files(dir, &config, &root, &key)?;
         fare_durable::sync_dir(dir)?;
-        let db = Self::open_db(dir, &config)?;
+        let db = Self::create_log(dir, &config, &key)?;
+        // The files provisioning wrote, and `log/`, are entries of `dir`;
+        // opening syncs the log's own directory and data file.
+        fare_durable::sync_dir(dir)?;
+        let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
+        reader.install_bundle(bundle_bytes, now_unix_s)?;
+        tracing::info!(reader_id = config.reader.reader_id, dir = %dir.display(), "reader provisioned");
+        Ok(reader)
+    }
+
+    /// A new log holding the reader's identity and an empty state, flushed.
+    fn create_log(
+        dir: &Path,
+        config: &ReaderConfig,
+        key: &SigningKey,
+    ) -> Result<sled::Db, ValidatorError> {
+        let db = Self::open_db(dir, config)?;
         let meta = db
             .open_tree("meta")
             .map_err(ValidatorError::sled("open meta"))?;
         let identity = Identity {
             reader_id: config.reader.reader_id,
-            public_key: public.to_bytes(),
+            public_key: key.verifying_key().to_bytes(),
         };
         let state = ReaderState {
             next_seq: 1,
@@ -67,14 +71,7 @@ impl Reader {
         meta.apply_batch(batch)
             .map_err(ValidatorError::sled("write identity"))?;
         db.flush().map_err(ValidatorError::sled("flush identity"))?;
-        drop(meta);
-        // The files provisioning wrote, and `log/`, are entries of `dir`;
-        // opening syncs the log's own directory and data file.
-        fare_durable::sync_dir(dir)?;
-        let mut reader = Reader::open_with(dir, now_unix_s, Some(db))?;
-        reader.install_bundle(bundle_bytes, now_unix_s)?;
-        tracing::info!(reader_id = config.reader.reader_id, dir = %dir.display(), "reader provisioned");
-        Ok(reader)
+        Ok(db)
     }
 
     fn open_db(dir: &Path, config: &ReaderConfig) -> Result<sled::Db, ValidatorError> {
@@ -112,7 +109,9 @@ impl Reader {
         Self::open_with(dir, now_unix_s, None)
     }
 
-    // Longer than a screen: the fields of `Reader` are loaded and checked in order, each a few lines; the order (identity before state, state before the mark) is the point.
+    /// Opens the reader in `dir` (over `db` when provisioning just opened
+    /// it), then brings it up to its log: state rolled forward, the
+    /// high-water mark checked, the replay cache rebuilt, maintenance run.
     fn open_with(
         dir: &Path,
         now_unix_s: u64,
@@ -120,9 +119,7 @@ impl Reader {
     ) -> Result<Reader, ValidatorError> {
         let cfg_path = paths::config(dir);
         if !cfg_path.exists() || !paths::log(dir).exists() {
-            return Err(ValidatorError::NotProvisioned {
-                dir: dir.to_path_buf(),
-            });
+            return Err(not_provisioned(dir));
         }
         let config = ReaderConfig::load(&cfg_path)?;
         let key = read_signing_key_file(&paths::key(dir))?;
@@ -134,6 +131,25 @@ impl Reader {
         // sled may have written a recovery snapshot and renamed it while
         // opening: make that durable before anything depends on it.
         let device = fare_durable::DeviceSync::open(&paths::log(dir), config.storage.device_sync)?;
+        let (mut reader, mark) = Self::load(dir, config, key, root, db, device)?;
+        reader.roll_state_forward()?;
+        reader.check_high_water_mark(mark)?;
+        reader.rebuild_replay_cache(now_unix_s)?;
+        reader.maintenance(now_unix_s)?;
+        Ok(reader)
+    }
+
+    /// The reader as its log saved it (identity checked against the
+    /// config and key first, then the state, bundle, rejected-scan
+    /// position and sync state), and the high-water mark as last written.
+    fn load(
+        dir: &Path,
+        config: ReaderConfig,
+        key: SigningKey,
+        root: VerifyingKey,
+        db: sled::Db,
+        device: fare_durable::DeviceSync,
+    ) -> Result<(Reader, Option<crate::hwm::Mark>), ValidatorError> {
         let tree = |name: &'static str| {
             db.open_tree(name)
                 .map_err(ValidatorError::sled("open tree"))
@@ -144,64 +160,17 @@ impl Reader {
             tree("meta")?,
             tree("rejected")?,
         );
-        let get = |k: &[u8]| meta.get(k).map_err(ValidatorError::sled("read meta"));
-        let identity: Identity = match get(META_IDENTITY)? {
-            Some(v) => codec::decode("identity", &v)?,
-            None => {
-                return Err(ValidatorError::NotProvisioned {
-                    dir: dir.to_path_buf(),
-                })
-            }
-        };
-        if identity.reader_id != config.reader.reader_id {
-            return Err(ValidatorError::ReaderIdMismatch {
-                config: config.reader.reader_id,
-                stored: identity.reader_id,
-            });
-        }
-        if identity.public_key != key.verifying_key().to_bytes() {
-            return Err(ValidatorError::Key {
-                path: paths::key(dir),
-                why: "does not match the key this log was created with".into(),
-            });
-        }
-        let saved: ReaderState = match get(META_STATE)? {
-            Some(v) => codec::decode("reader state", &v)?,
-            None => {
-                return Err(ValidatorError::NotProvisioned {
-                    dir: dir.to_path_buf(),
-                })
-            }
-        };
-        let installed = match get(META_BUNDLE)? {
-            Some(v) => {
-                let meta: BundleMeta = codec::decode("bundle meta", &v)?;
-                let publisher = match get(META_PUBLISHER)? {
-                    Some(p) => p.as_ref().try_into().map_err(|_| ValidatorError::Corrupt {
-                        seq: 0,
-                        why: format!("stored bundle publisher is {} bytes, not 16", p.len()),
-                    })?,
-                    None => fare_credential::bundle::V1_PUBLISHER,
-                };
-                Some(Self::load_installed(dir, meta, publisher)?)
-            }
-            None => None,
-        };
-        let rejected_next = match rejected
-            .last()
-            .map_err(ValidatorError::sled("read rejected"))?
-        {
-            Some((k, _)) => key_seq(&k) + 1,
-            None => 0,
-        };
-        let rejected_count = rejected.len() as u64;
-        let sync: crate::sync::SyncState = match get(META_SYNC)? {
-            Some(v) => codec::decode("sync state", &v)?,
-            None => crate::sync::SyncState::default(),
-        };
+        let identity: Identity =
+            read_meta(&meta, META_IDENTITY, "identity")?.ok_or_else(|| not_provisioned(dir))?;
+        check_identity(dir, &identity, &config, &key)?;
+        let saved: ReaderState =
+            read_meta(&meta, META_STATE, "reader state")?.ok_or_else(|| not_provisioned(dir))?;
+        let installed = Self::load_installed_meta(dir, &meta)?;
+        let (rejected_next, rejected_count) = rejected_position(&rejected)?;
+        let sync = read_meta(&meta, META_SYNC, "sync state")?.unwrap_or_default();
         let (hwm, mark) = crate::hwm::HighWaterMark::open(dir, config.storage.device_sync)?;
         let cache = CredentialCache::new(config.storage.credential_cache_entries);
-        let mut reader = Reader {
+        let reader = Reader {
             dir: dir.to_path_buf(),
             config,
             key,
@@ -229,11 +198,29 @@ impl Reader {
             request_nonce: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             request_offset_s: None,
         };
-        reader.roll_state_forward()?;
-        reader.check_high_water_mark(mark)?;
-        reader.rebuild_replay_cache(now_unix_s)?;
-        reader.maintenance(now_unix_s)?;
-        Ok(reader)
+        Ok((reader, mark))
+    }
+
+    /// The installed bundle the `meta` tree names (its deny list read from
+    /// its file), or `None` before the first install.
+    fn load_installed_meta(
+        dir: &Path,
+        meta: &sled::Tree,
+    ) -> Result<Option<Installed>, ValidatorError> {
+        let Some(bundle_meta) = read_meta::<BundleMeta>(meta, META_BUNDLE, "bundle meta")? else {
+            return Ok(None);
+        };
+        let publisher = match meta
+            .get(META_PUBLISHER)
+            .map_err(ValidatorError::sled("read meta"))?
+        {
+            Some(p) => p.as_ref().try_into().map_err(|_| ValidatorError::Corrupt {
+                seq: 0,
+                why: format!("stored bundle publisher is {} bytes, not 16", p.len()),
+            })?,
+            None => fare_credential::bundle::V1_PUBLISHER,
+        };
+        Ok(Some(Self::load_installed(dir, bundle_meta, publisher)?))
     }
 
     /// Brings the saved state up to the log: walks the records written after
@@ -241,9 +228,29 @@ impl Reader {
     /// crash kept from being saved), checking that they are contiguous and
     /// chained from the saved chain head, and adds them to the counters.
     /// Cheap consistency check at open; `verify_chain` walks everything.
-    // Longer than a screen: one walk with its three consistency checks side by side.
     fn roll_state_forward(&mut self) -> Result<(), ValidatorError> {
         let saved = self.state.clone();
+        if !self.log_reaches_saved_state(&saved)? {
+            return Ok(());
+        }
+        let next = self.walk_tail(&saved)?;
+        if next != saved {
+            tracing::debug!(
+                from = saved.next_seq,
+                to = next.next_seq,
+                "reader state rolled forward over the log tail"
+            );
+            self.state = next;
+            self.save_state()?;
+            self.durable("flush state")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the log holds rides to walk: `false` for an empty log the
+    /// saved state agrees with; an error when the log ends before the rides
+    /// the saved state names.
+    fn log_reaches_saved_state(&self, saved: &ReaderState) -> Result<bool, ValidatorError> {
         let saved_last = saved.next_seq - 1;
         let corrupt = |seq: u64, why: String| ValidatorError::Corrupt { seq, why };
         let last_seq = match self
@@ -251,7 +258,7 @@ impl Reader {
             .last()
             .map_err(ValidatorError::sled("read last ride"))?
         {
-            None if saved_last < saved.oldest_seq => return Ok(()),
+            None if saved_last < saved.oldest_seq => return Ok(false),
             None => {
                 return Err(corrupt(
                     saved_last,
@@ -266,6 +273,15 @@ impl Reader {
                 format!("last record is {last_seq} but the state names rides up to {saved_last}"),
             ));
         }
+        Ok(true)
+    }
+
+    /// `saved` advanced over the records after it, each checked: the
+    /// record at the saved head hashes to it, the later ones are
+    /// contiguous and chained.
+    fn walk_tail(&self, saved: &ReaderState) -> Result<ReaderState, ValidatorError> {
+        let saved_last = saved.next_seq - 1;
+        let corrupt = |seq: u64, why: String| ValidatorError::Corrupt { seq, why };
         let mut next = saved.clone();
         // The saved head is the hash of record `saved_last` (if still held:
         // compaction may have removed it; then the next record must chain
@@ -297,17 +313,7 @@ impl Reader {
             next.chain_head = record_hash(&v);
             next.used_bytes += v.len() as u64;
         }
-        if next != saved {
-            tracing::debug!(
-                from = saved.next_seq,
-                to = next.next_seq,
-                "reader state rolled forward over the log tail"
-            );
-            self.state = next;
-            self.save_state()?;
-            self.durable("flush state")?;
-        }
-        Ok(())
+        Ok(next)
     }
 
     /// Compares the log with its high-water mark. A log ending below the
@@ -438,6 +444,86 @@ impl Reader {
         self.replay_cache = cache;
         Ok(())
     }
+}
+
+/// The files of a new reader: its key (0600), public key, the root key
+/// and the config with every default.
+fn write_provisioned_files(
+    dir: &Path,
+    config: &ReaderConfig,
+    root: &VerifyingKey,
+    key: &SigningKey,
+) -> Result<(), ValidatorError> {
+    let hex_line = |b: &[u8]| format!("{}\n", hex::encode(b));
+    write_new_file(
+        &paths::key(dir),
+        hex_line(&key.to_bytes()).as_bytes(),
+        0o600,
+    )?;
+    write_new_file(
+        &paths::public_key(dir),
+        hex_line(key.verifying_key().as_bytes()).as_bytes(),
+        0o644,
+    )?;
+    write_new_file(
+        &paths::root_key(dir),
+        hex_line(root.as_bytes()).as_bytes(),
+        0o644,
+    )?;
+    write_new_file(&paths::config(dir), config.to_toml().as_bytes(), 0o644)
+}
+
+/// The next rejected-scan key and how many the `rejected` tree holds.
+fn rejected_position(rejected: &sled::Tree) -> Result<(u64, u64), ValidatorError> {
+    let next = match rejected
+        .last()
+        .map_err(ValidatorError::sled("read rejected"))?
+    {
+        Some((k, _)) => key_seq(&k) + 1,
+        None => 0,
+    };
+    Ok((next, rejected.len() as u64))
+}
+
+fn not_provisioned(dir: &Path) -> ValidatorError {
+    ValidatorError::NotProvisioned {
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// The value at `key` of the `meta` tree, decoded as a `what`.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, ValidatorError> {
+    match meta.get(key).map_err(ValidatorError::sled("read meta"))? {
+        Some(v) => Ok(Some(codec::decode(what, &v)?)),
+        None => Ok(None),
+    }
+}
+
+/// The log was made by this reader: the config's reader id and the key
+/// file's key are the ones stored at provisioning.
+fn check_identity(
+    dir: &Path,
+    identity: &Identity,
+    config: &ReaderConfig,
+    key: &SigningKey,
+) -> Result<(), ValidatorError> {
+    if identity.reader_id != config.reader.reader_id {
+        return Err(ValidatorError::ReaderIdMismatch {
+            config: config.reader.reader_id,
+            stored: identity.reader_id,
+        });
+    }
+    if identity.public_key != key.verifying_key().to_bytes() {
+        return Err(ValidatorError::Key {
+            path: paths::key(dir),
+            why: "does not match the key this log was created with".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Works around a sled 0.34.7 crash-recovery bug found by this crate's crash

@@ -2,148 +2,49 @@
 //! and ride codes made with the real formats and seeded keys.
 #![allow(dead_code)]
 
-use fare_credential::keys::generate_signing_key;
-use fare_credential::trust::IssuerKey;
-use fare_credential::{
-    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
-    SigningKey,
-};
+use fare_credential::testkit::TEST_NOW;
+use fare_credential::{CredentialId, DenyUpdate};
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// Reader clock for most tests (fits the u32 time fields).
-pub const NOW: u64 = 1_800_000_000;
-pub const ISSUER_KEY_ID: u32 = 1;
+pub const NOW: u64 = TEST_NOW;
 pub const READER_ID: u32 = 7;
 
-pub struct Deployment {
-    pub root: SigningKey,
-    pub issuer: SigningKey,
-    pub rng: ChaCha20Rng,
+/// The deployment of seed `seed` the reader tests use
+/// ([`fare_credential::testkit::TestDeployment`]): its issuer key trusted
+/// from 30 days before [`NOW`] to 365 days after.
+pub fn deployment(seed: u64) -> TestDeployment {
+    TestDeployment::new(seed, NOW - 30 * 86_400, NOW + 365 * 86_400)
 }
 
-pub struct Wallet {
-    pub device: SigningKey,
-    pub credential: Credential,
-}
-
-impl Wallet {
-    pub fn id(&self) -> CredentialId {
-        self.credential.id()
-    }
-    /// A ride code issued at `issued_at` with device sequence `seq`.
-    pub fn code(&self, issued_at: u64, seq: u32) -> Vec<u8> {
-        RideCode::sign_v1(&self.credential, issued_at as u32, seq, &self.device)
-            .as_bytes()
-            .to_vec()
-    }
-}
-
-impl Deployment {
-    pub fn new(seed: u64) -> Deployment {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let root = generate_signing_key(&mut rng);
-        let issuer = generate_signing_key(&mut rng);
-        Deployment { root, issuer, rng }
-    }
-
-    pub fn trust(&self) -> Vec<IssuerKey> {
-        vec![IssuerKey {
-            key_id: ISSUER_KEY_ID,
-            public_key: self.issuer.verifying_key().to_bytes(),
-            valid_from_unix_s: NOW - 30 * 86_400,
-            valid_until_unix_s: NOW + 365 * 86_400,
-        }]
-    }
-
-    pub fn bundle(&self, version: u64, server_time: u64, deny: DenyUpdate) -> Vec<u8> {
-        ReaderBundle {
-            bundle_version: version,
-            server_time_unix_s: server_time,
-            trust: self.trust(),
-            deny,
-            tariff: br#"{"note":"test"}"#.to_vec(),
-        }
-        .sign_v1(&self.root)
-        .unwrap()
-    }
-
-    /// A bundle v2 of `publisher`; a delta names `base`'s digest (the
-    /// deny list it applies to; `None` for a snapshot).
-    pub fn bundle_v2(
-        &self,
-        publisher: u8,
-        version: u64,
-        server_time: u64,
-        deny: DenyUpdate,
-        base: Option<&[CredentialId]>,
-    ) -> Vec<u8> {
-        let deny_base_hash = base.map(|ids| {
-            let list = fare_credential::DenyList::from_ids(ids.to_vec());
-            fare_credential::bundle::deny_digest(list.ids())
-        });
-        fare_credential::bundle::PublishedBundle {
-            publisher: [publisher; 16],
-            deny_base_hash,
-            bundle: ReaderBundle {
-                bundle_version: version,
-                server_time_unix_s: server_time,
-                trust: self.trust(),
-                deny,
-                tariff: br#"{"note":"test"}"#.to_vec(),
-            },
-        }
-        .sign_v2(&self.root)
-        .unwrap()
-    }
-
-    pub fn snapshot(&self, version: u64, deny: Vec<CredentialId>) -> Vec<u8> {
-        self.bundle(version, NOW, DenyUpdate::Snapshot(deny))
-    }
-
-    /// A credential valid [from, until] signed by `signer` claiming `key_id`.
-    pub fn wallet_with(
-        &mut self,
-        key_id: u32,
-        signer: Option<&SigningKey>,
-        from: u64,
-        until: u64,
-    ) -> Wallet {
-        let device = generate_signing_key(&mut self.rng);
-        let mut id = [0u8; 16];
-        self.rng.fill_bytes(&mut id);
-        let body = CredentialBody {
-            issuer_key_id: key_id,
-            credential_id: CredentialId(id),
-            device_public_key: device.verifying_key().to_bytes(),
-            profile: Profile::Adult,
-            valid_from_unix_s: from as u32,
-            valid_until_unix_s: until as u32,
-        };
-        let credential = Credential::issue_v1(body, signer.unwrap_or(&self.issuer));
-        Wallet { device, credential }
-    }
-
-    /// A genuine credential valid for a day around NOW.
-    pub fn wallet(&mut self) -> Wallet {
-        self.wallet_with(ISSUER_KEY_ID, None, NOW - 3600, NOW + 86_400)
-    }
-
-    pub fn other_key(&mut self) -> SigningKey {
-        generate_signing_key(&mut self.rng)
-    }
-
-    pub fn reader_key(&mut self) -> SigningKey {
-        generate_signing_key(&mut self.rng)
-    }
-
+/// What the reader tests do with a deployment beyond the kit: bundles at
+/// [`NOW`], wallets valid around it, readers provisioned from it.
+pub trait DeploymentExt {
+    /// A v1 snapshot bundle of `version` made at [`NOW`].
+    fn snapshot(&self, version: u64, deny: Vec<CredentialId>) -> Vec<u8>;
+    /// A genuine credential valid from an hour before [`NOW`] to a day after.
+    fn wallet(&mut self) -> TestWallet;
     /// Writes `root.pub` and `bundle.bin` into `dir` for the CLI.
-    pub fn write_files(&self, dir: &Path, bundle: &[u8]) -> (PathBuf, PathBuf) {
+    fn write_files(&self, dir: &Path, bundle: &[u8]) -> (PathBuf, PathBuf);
+    /// Provisions a reader through the library (seeded reader key).
+    fn provision_lib(&mut self, dir: &Path, bundle: &[u8]) -> Reader;
+}
+
+impl DeploymentExt for TestDeployment {
+    fn snapshot(&self, version: u64, deny: Vec<CredentialId>) -> Vec<u8> {
+        self.bundle_v1(version, NOW, DenyUpdate::Snapshot(deny))
+    }
+
+    fn wallet(&mut self) -> TestWallet {
+        self.wallet_between(NOW - 3600, NOW + 86_400)
+    }
+
+    fn write_files(&self, dir: &Path, bundle: &[u8]) -> (PathBuf, PathBuf) {
         let root = dir.join("root.pub");
         std::fs::write(
             &root,
@@ -155,12 +56,14 @@ impl Deployment {
         (root, b)
     }
 
-    /// Provisions a reader through the library (seeded reader key).
-    pub fn provision_lib(&mut self, dir: &Path, bundle: &[u8]) -> Reader {
-        let key = self.reader_key();
+    fn provision_lib(&mut self, dir: &Path, bundle: &[u8]) -> Reader {
+        let key = self.next_key();
         Reader::provision(dir, config(), self.root.verifying_key(), key, bundle, NOW).unwrap()
     }
 }
+
+#[allow(unused_imports)]
+pub use fare_credential::testkit::{TestDeployment, TestIssuer, TestWallet};
 
 pub fn config() -> ReaderConfig {
     ReaderConfig::new(ReaderIdentityConfig {
@@ -199,7 +102,7 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Provisions `base/reader` through the CLI; returns the reader dir.
-pub fn provision_cli(dep: &Deployment, base: &Path, bundle: &[u8]) -> PathBuf {
+pub fn provision_cli(dep: &TestDeployment, base: &Path, bundle: &[u8]) -> PathBuf {
     let (root, b) = dep.write_files(base, bundle);
     let dir = base.join("reader");
     let (code, out, err) = cli(&[
@@ -314,4 +217,188 @@ pub fn run_and_kill(dir: &Path, lines: &[Vec<u8>], delay_ms: u64) -> (Vec<String
     let out = reader_thread.join().unwrap();
     let mid = !finished_before_kill && out.len() < lines.len();
     (out, mid)
+}
+
+/// Fresh ride codes from a few wallets, each with its own device sequence.
+pub struct Riders {
+    wallets: Vec<TestWallet>,
+    next_dev_seq: Vec<u32>,
+}
+
+impl Riders {
+    /// `n` wallets of `dep`.
+    pub fn new(dep: &mut TestDeployment, n: usize) -> Riders {
+        Riders {
+            wallets: (0..n).map(|_| dep.wallet()).collect(),
+            next_dev_seq: vec![1; n],
+        }
+    }
+
+    /// A code never shown before, issued at [`NOW`] by a wallet `rng` picks.
+    pub fn fresh(&mut self, rng: &mut dyn rand_core::RngCore) -> Vec<u8> {
+        let w = rng.next_u32() as usize % self.wallets.len();
+        let c = self.wallets[w].code(NOW, self.next_dev_seq[w]);
+        self.next_dev_seq[w] += 1;
+        c
+    }
+}
+
+/// What the `run --frames -` children of a kill test answered, cycle after
+/// cycle: every ride reported accepted and every code spent, checked
+/// against the reader's log after each kill (`crash.rs`, `powercut.rs`).
+#[derive(Default)]
+pub struct KillLedger {
+    /// Sequence → code of every ride a child reported accepted (or that
+    /// reached the log with its answer cut off).
+    pub reported: BTreeMap<u64, Vec<u8>>,
+    /// Every code accepted so far: never to be accepted again.
+    pub accepted_codes: Vec<Vec<u8>>,
+}
+
+impl KillLedger {
+    /// One uninterrupted child run deciding `codes` (all fresh): every
+    /// answer must be an accept. Returns the ledger and the run's duration
+    /// in milliseconds (at least 5), the window kills are drawn from so
+    /// they land mid-stream on fast and slow machines alike.
+    pub fn calibrate(dir: &Path, codes: &[Vec<u8>]) -> (KillLedger, u64) {
+        let input: String = codes
+            .iter()
+            .map(|l| format!("{}\n", hex::encode(l)))
+            .collect();
+        let t = std::time::Instant::now();
+        let mut child = run_stream(dir).stderr(Stdio::null()).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let window_ms = (t.elapsed().as_millis() as u64).max(5);
+        let mut ledger = KillLedger::default();
+        for (l, code) in String::from_utf8(out.stdout).unwrap().lines().zip(codes) {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["decision"], "accept", "calibration run: {v}");
+            let seq = v["ride_id"]["seq"].as_u64().unwrap();
+            ledger.reported.insert(seq, code.clone());
+            ledger.accepted_codes.push(code.clone());
+        }
+        assert_eq!(ledger.reported.len(), codes.len(), "calibration run");
+        (ledger, window_ms)
+    }
+
+    /// `n` lines for a cycle: mostly fresh codes, one in five (when there
+    /// are any) a replay of an accepted one.
+    pub fn cycle_lines(
+        &self,
+        n: usize,
+        rng: &mut impl rand_core::RngCore,
+        mut fresh: impl FnMut(&mut dyn rand_core::RngCore) -> Vec<u8>,
+    ) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                if !self.accepted_codes.is_empty() && rng.next_u32() % 5 == 0 {
+                    let i = rng.next_u32() as usize % self.accepted_codes.len();
+                    self.accepted_codes[i].clone()
+                } else {
+                    fresh(rng)
+                }
+            })
+            .collect()
+    }
+
+    /// Takes a killed child's answers `out` to `lines` (the last line may
+    /// be torn by the kill; only complete JSON lines count): an accept
+    /// must be of a code never accepted, under a sequence never reported
+    /// and above `last_seq_on_disk`, in increasing order; anything else
+    /// must be `already_used`. Returns how many accepts it took.
+    pub fn take_answers(
+        &mut self,
+        ctx: &dyn std::fmt::Display,
+        out: &[String],
+        lines: &[Vec<u8>],
+        last_seq_on_disk: u64,
+    ) -> u64 {
+        let mut cycle_seqs = Vec::new();
+        for (i, l) in out.iter().enumerate() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                assert_eq!(
+                    i,
+                    out.len() - 1,
+                    "{ctx}: only the last line can be torn: {l}"
+                );
+                continue;
+            };
+            let input = &lines[i];
+            if v["decision"] != "accept" {
+                assert_eq!(v["reason"], "already_used", "{ctx}: line {i}: {v}");
+                continue;
+            }
+            let seq = v["ride_id"]["seq"].as_u64().unwrap();
+            assert!(
+                !self.accepted_codes.contains(input),
+                "{ctx}: a code accepted before was accepted again as ride {seq}"
+            );
+            assert!(
+                self.reported.insert(seq, input.clone()).is_none(),
+                "{ctx}: sequence {seq} reported twice"
+            );
+            cycle_seqs.push(seq);
+            self.accepted_codes.push(input.clone());
+        }
+        assert!(
+            cycle_seqs.windows(2).all(|w| w[0] < w[1])
+                && cycle_seqs.first().is_none_or(|&s| s > last_seq_on_disk),
+            "{ctx}: sequences {cycle_seqs:?} reuse or go back from {last_seq_on_disk}"
+        );
+        cycle_seqs.len() as u64
+    }
+
+    /// Reopens the reader in `dir` as the next boot would and checks it:
+    /// the chain verifies, no code is logged twice, and every reported ride
+    /// is there byte for byte (`strict`: a missing one fails at once;
+    /// otherwise the missing sequences are returned). A ride that reached
+    /// the log with its answer cut off is added to the ledger: its code is
+    /// spent. Returns the missing rides and the last sequence on disk.
+    pub fn reopen_and_check(
+        &mut self,
+        dir: &Path,
+        ctx: &dyn std::fmt::Display,
+        strict: bool,
+    ) -> (Vec<u64>, u64) {
+        let r = Reader::open(dir, NOW).unwrap_or_else(|e| {
+            panic!("{ctx}: reopen failed: {e} (log kept in {})", dir.display())
+        });
+        let n = r
+            .verify_chain()
+            .unwrap_or_else(|e| panic!("{ctx}: chain broken: {e}"));
+        let on_disk: BTreeMap<u64, Vec<u8>> = r
+            .records()
+            .map(|x| x.unwrap_or_else(|e| panic!("{ctx}: unreadable record: {e}")))
+            .map(|x| (x.reader_seq, x.code))
+            .collect();
+        assert_eq!(on_disk.len() as u64, n, "{ctx}: chain length vs records");
+        let mut missing = Vec::new();
+        for (seq, code) in &self.reported {
+            match on_disk.get(seq) {
+                Some(c) if c == code => {}
+                Some(_) => panic!("{ctx}: accepted ride {seq} altered"),
+                None if strict => panic!("{ctx}: accepted ride {seq} lost"),
+                None => missing.push(*seq),
+            }
+        }
+        let distinct: HashSet<&Vec<u8>> = on_disk.values().collect();
+        assert_eq!(
+            distinct.len(),
+            on_disk.len(),
+            "{ctx}: a code is logged twice"
+        );
+        for (seq, code) in &on_disk {
+            if !self.reported.contains_key(seq) {
+                self.accepted_codes.push(code.clone());
+                self.reported.insert(*seq, code.clone());
+            }
+        }
+        (missing, r.state().next_seq - 1)
+    }
 }

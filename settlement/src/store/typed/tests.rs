@@ -156,6 +156,10 @@ fn ride_posting(reader_seq: u64, rev: u32, account: &str, amount_minor: i64) -> 
 /// chunk, payments one per id; lookups by id, in bulk and per account
 /// see all of them; a posting id is never written twice, and a block
 /// changed since it was read makes the commit fail.
+///
+/// Longer than a screen: one store state built step by step, each step
+/// checked against the one before; split, the state would travel between
+/// functions.
 #[test]
 fn ride_posting_blocks_are_exactly_once() {
     let (_dir, db) = open();
@@ -241,6 +245,10 @@ fn ride_posting_blocks_are_exactly_once() {
 /// Rides stored in blocks read back for any range, across block and
 /// reader boundaries; removals keep the other rides; a block changed
 /// since it was read makes the commit fail.
+///
+/// Longer than a screen: one store state built step by step, each step
+/// checked against the one before; split, the state would travel between
+/// functions.
 #[test]
 fn ride_blocks_round_trip_across_block_boundaries() {
     let (_dir, db) = open();
