@@ -120,7 +120,22 @@ pub fn answer_bundle(
         .bundle(since)
         .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
     crate::acks::note_contact(&app.db, reader_id, reader_time_unix_s, app.now(), 0)?;
+    if let (BundleCaller::Reader(_), Some(served)) = (caller, served_version(&bytes)) {
+        // Signed by the reader (checked above): `since` is what it holds.
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::readers::note_bundle_fetch(&app.db, reader_id, since, served, app.now())?;
+    }
     Ok(bytes)
+}
+
+/// The `bundle_version` of a v2 bundle (SPEC §4.1: after the version byte
+/// and the publisher id), read from the bytes served rather than from the
+/// deny head, which may have moved on meanwhile (and is costly to decode).
+fn served_version(bundle: &[u8]) -> Option<u64> {
+    const AT: usize = 1 + fare_credential::bundle::PUBLISHER_ID_LEN;
+    let b = bundle.get(AT..AT + 8)?;
+    (bundle[0] == fare_credential::bundle::BUNDLE_V2)
+        .then(|| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 fn check_bundle_signature(

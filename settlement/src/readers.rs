@@ -103,11 +103,100 @@ pub fn resolve(db: &Db, req: &Resolve, now_unix_s: u64) -> Result<(Resolution, b
     Ok((r, true))
 }
 
+/// The bundle a reader holds, as its own signed bundle fetches tell
+/// (`since` is the version it holds), and the last one served to it.
+/// Only a fetch the reader signed is recorded: an operator fetching a
+/// reader's bundle says nothing about what is installed on the reader.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldBundle {
+    /// Bundle version the reader said it holds (`since` of its last signed
+    /// fetch; 0: none installed).
+    pub held_version: u64,
+    /// When it said so (settlement time, unix s).
+    pub reported_unix_s: u64,
+    /// Server time of the bundle it holds: when settlement first served
+    /// that version to this reader (a reader installs only newer versions,
+    /// so that first copy is the one it kept). `None` when settlement did
+    /// not serve it this version (installed from a file, or served before
+    /// this was recorded): its age is then unknown.
+    pub held_served_unix_s: Option<u64>,
+    /// Bundle version last served to it.
+    pub served_version: u64,
+    /// When that version was first served to it.
+    pub served_first_unix_s: u64,
+}
+
+impl HeldBundle {
+    /// What is known after a signed fetch at `since` answered with version
+    /// `served` at `now`.
+    pub fn after_fetch(&self, since: u64, served: u64, now: u64) -> HeldBundle {
+        let held_served_unix_s = if since != 0 && since == self.served_version {
+            Some(self.served_first_unix_s)
+        } else if since != 0 && since == self.held_version {
+            self.held_served_unix_s
+        } else {
+            None
+        };
+        let (served_version, served_first_unix_s) = if served == self.served_version {
+            (served, self.served_first_unix_s)
+        } else {
+            (served, now)
+        };
+        HeldBundle {
+            held_version: since,
+            reported_unix_s: now,
+            held_served_unix_s,
+            served_version,
+            served_first_unix_s,
+        }
+    }
+
+    fn set_gauges(&self, reader_id: u32) {
+        let id = reader_id.to_string();
+        metrics::gauge!("settlement_reader_bundle_version", "reader" => id.clone())
+            .set(self.held_version as f64);
+        if let Some(t) = self.held_served_unix_s {
+            metrics::gauge!("settlement_reader_bundle_served_unix_s", "reader" => id).set(t as f64);
+        }
+    }
+}
+
+fn held_bundle_name(reader_id: u32) -> String {
+    format!("reader_bundle/{reader_id}")
+}
+
+/// What reader `reader_id` last reported holding, if it ever signed a fetch.
+pub fn held_bundle(db: &Db, reader_id: u32) -> Result<Option<HeldBundle>, StoreError> {
+    db.meta(&held_bundle_name(reader_id))
+}
+
+/// Records a bundle fetch the reader signed: it holds `since` (`None`: 0)
+/// and was served version `served` at `now`. The caller holds the write lock.
+pub fn note_bundle_fetch(
+    db: &Db,
+    reader_id: u32,
+    since: Option<u64>,
+    served: u64,
+    now: u64,
+) -> Result<HeldBundle, StoreError> {
+    let before = held_bundle(db, reader_id)?.unwrap_or_default();
+    let after = before.after_fetch(since.unwrap_or(0), served, now);
+    let mut w = WriteSet::default();
+    Db::put_meta(&mut w, &held_bundle_name(reader_id), &after);
+    db.commit(w)?;
+    after.set_gauges(reader_id);
+    Ok(after)
+}
+
 /// One reader's line in `GET /v1/readers`.
 pub fn overview(db: &Db, reader: &crate::model::Reader) -> Result<serde_json::Value, StoreError> {
     let (s, _) = db.reader_state(reader.reader_id)?;
     let contact: Option<ReaderContact> = acks::contact(db, reader.reader_id)?;
     let open = open_incidents(db, reader.reader_id)?;
+    let bundle = held_bundle(db, reader.reader_id)?;
+    if let Some(b) = &bundle {
+        b.set_gauges(reader.reader_id);
+    }
     let id = reader.reader_id.to_string();
     metrics::gauge!("settlement_reader_acked_seq", "reader" => id.clone()).set(s.acked_seq as f64);
     metrics::gauge!("settlement_reader_open_incidents", "reader" => id).set(open.len() as f64);
@@ -120,6 +209,7 @@ pub fn overview(db: &Db, reader: &crate::model::Reader) -> Result<serde_json::Va
         "clock_offset_s": contact.as_ref().and_then(|c| c.clock_offset_s),
         "open_incident": open.first(),
         "open_incidents": open.len(),
+        "bundle": bundle,
     }))
 }
 
@@ -234,5 +324,31 @@ impl RecentRequests {
         }
         set.insert((time, nonce));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeldBundle;
+
+    #[test]
+    fn the_held_bundle_is_dated_by_its_first_serving() {
+        // First fetch: nothing held, version 5 served at 100.
+        let b = HeldBundle::default().after_fetch(0, 5, 100);
+        assert_eq!((b.held_version, b.held_served_unix_s), (0, None));
+        assert_eq!((b.served_version, b.served_first_unix_s), (5, 100));
+        // It installed 5: dated by the serving at 100, not by this fetch.
+        let b = b.after_fetch(5, 5, 400);
+        assert_eq!((b.held_version, b.held_served_unix_s), (5, Some(100)));
+        assert_eq!((b.reported_unix_s, b.served_first_unix_s), (400, 100));
+        // 6 is served but not installed: still 5, still dated 100.
+        let b = b.after_fetch(5, 6, 500).after_fetch(5, 6, 600);
+        assert_eq!((b.held_version, b.held_served_unix_s), (5, Some(100)));
+        assert_eq!((b.served_version, b.served_first_unix_s), (6, 500));
+        let b = b.after_fetch(6, 6, 700);
+        assert_eq!((b.held_version, b.held_served_unix_s), (6, Some(500)));
+        // A version settlement never served it: age unknown.
+        let b = b.after_fetch(3, 6, 800);
+        assert_eq!((b.held_version, b.held_served_unix_s), (3, None));
     }
 }

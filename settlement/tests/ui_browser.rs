@@ -2,8 +2,9 @@
 //! chromedriver over WebDriver (fantoccini). After a small day of rides it
 //! logs in, reads the overview and checks its numbers against the JSON API,
 //! downloads the report CSV, records a payment and sees the account leave
-//! the deny list, resolves an incident, starts a settlement run and watches
-//! it finish; it screenshots each page into `docs/`.
+//! the deny list, reads the bundle a reader holds, resolves an incident,
+//! awards a disputed fare, starts a settlement run and watches it finish;
+//! it screenshots each page into `docs/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`). Without them it prints SKIPPED and passes, unless
@@ -139,10 +140,17 @@ async fn the_dashboard_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), config()).await;
-    small_day(&srv).await;
+    let mut readers = small_day(&srv).await;
+    let (charged, _) = disputed_ride(&srv, &mut readers).await;
+    // Reader 3 installs the bundle it is served at 21:06 and says so at
+    // 21:09; reader 4 fetches once (holds none).
+    let v = reader_fetches_bundle(&srv, &readers[2], 0).await;
+    srv.clock.set(at(21, 9));
+    reader_fetches_bundle(&srv, &readers[2], v).await;
+    reader_fetches_bundle(&srv, &readers[3], 0).await;
     let (_driver, driver_url) = start_driver(&driver).await;
     let c = browser(&driver_url, &chromium, downloads.path()).await;
-    let result = drive(&c, &srv, downloads.path()).await;
+    let result = drive(&c, &srv, downloads.path(), charged).await;
     c.close().await.unwrap();
     result.unwrap();
 }
@@ -151,12 +159,15 @@ async fn drive(
     c: &Client,
     srv: &Server,
     downloads: &Path,
+    charged: (u32, u64),
 ) -> Result<(), fantoccini::error::CmdError> {
     login(c, srv).await?;
     overview(c, srv).await?;
     reports(c, srv, downloads).await?;
     payment(c, srv).await?;
+    readers(c, srv).await?;
     incident(c, srv).await?;
+    dispute(c, srv, charged).await?;
     run(c, srv).await?;
     phone(c).await
 }
@@ -196,6 +207,8 @@ async fn overview(c: &Client, srv: &Server) -> Result<(), fantoccini::error::Cmd
         sum(&readers, "open_incidents").to_string()
     );
     assert_eq!(text(c, "#readers-contact").await, "4");
+    let (_, disputes) = srv.get("/v1/reports/disputes").await;
+    assert_eq!(text(c, "#open-disputes").await, "1", "{disputes}");
     shot(c, "overview").await;
     Ok(())
 }
@@ -259,7 +272,32 @@ async fn payment(c: &Client, srv: &Server) -> Result<(), fantoccini::error::CmdE
         (Some(0), Some(false))
     );
     shot(c, "account").await;
+    Ok(())
+}
+
+/// Reader 3's bundle as the API reports it, on the page; the payment just
+/// published a newer one, so it is behind.
+async fn readers(c: &Client, srv: &Server) -> Result<(), fantoccini::error::CmdError> {
     c.goto(&format!("{}/ui/readers", srv.url)).await?;
+    let (_, api) = srv.get("/v1/readers").await;
+    let held = &api[2]["bundle"];
+    let row = "tr[data-reader='3']";
+    assert_eq!(
+        attr(c, &format!("{row} td.bundle-version"), "data-version").await,
+        held["held_version"].to_string()
+    );
+    let version = text(c, &format!("{row} td.bundle-version")).await;
+    assert_eq!(version, format!("{} behind", held["held_version"]));
+    let age = srv.app.now() - held["held_served_unix_s"].as_u64().unwrap();
+    assert_eq!(
+        attr(c, &format!("{row} td.bundle-age"), "data-age-s").await,
+        age.to_string()
+    );
+    assert_eq!(text(c, &format!("{row} td.bundle-age")).await, "3 min");
+    assert_eq!(
+        text(c, "tr[data-reader='4'] td.bundle-version").await,
+        "none"
+    );
     shot(c, "readers").await;
     Ok(())
 }
@@ -282,7 +320,32 @@ async fn incident(c: &Client, srv: &Server) -> Result<(), fantoccini::error::Cmd
         .await?;
     let (_, readers) = srv.get("/v1/readers").await;
     assert_eq!(sum(&readers, "open_incidents"), 0);
+    Ok(())
+}
+
+/// Awards the disputed fare by the rule (its pre-selected choice: reader 1,
+/// the first sighting by reader time); the suspense account empties.
+async fn dispute(
+    c: &Client,
+    srv: &Server,
+    (r, s): (u32, u64),
+) -> Result<(), fantoccini::error::CmdError> {
+    let row = format!("tr[data-dispute='{r}/{s}']");
+    let held = ledger_balance(srv, "suspense").await;
+    assert!(held > 0);
     shot(c, "incidents").await;
+    c.find(Locator::Css(&format!("{row} form.award button")))
+        .await?
+        .click()
+        .await?;
+    c.wait()
+        .for_element(Locator::XPath(&format!(
+            "//tr[@data-dispute='{r}/{s}']/td[contains(., 'awarded to reader 1 (city-bus)') and contains(., 'by Ann')]"
+        )))
+        .await?;
+    let (_, d) = srv.get("/v1/reports/disputes").await;
+    assert_eq!(d[0]["resolution"]["award_reader_id"], 1, "{d}");
+    assert_eq!(ledger_balance(srv, "suspense").await, 0);
     Ok(())
 }
 

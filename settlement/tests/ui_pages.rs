@@ -9,16 +9,16 @@ use common::*;
 use serde_json::Value;
 use ui_common::*;
 
-async fn day() -> (tempfile::TempDir, Server) {
+async fn day() -> (tempfile::TempDir, Server, [FakeReader; 4]) {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), config()).await;
-    small_day(&srv).await;
-    (dir, srv)
+    let readers = small_day(&srv).await;
+    (dir, srv, readers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overview_numbers_equal_the_api() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
     let (s, html) = ui.get("/ui").await;
     assert_eq!(s, 200);
@@ -57,7 +57,7 @@ async fn overview_numbers_equal_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_page_csv_and_chart_equal_the_api() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
     let (s, html) = ui.get(&format!("/ui/reports?from={DAY}&to={DAY}")).await;
     assert_eq!(s, 200, "{html}");
@@ -116,7 +116,7 @@ async fn reports_page_csv_and_chart_equal_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_payment_and_freeze_go_through_the_api_operations() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
     let (s, html) = ui.get("/ui/accounts?q=car").await;
     assert_eq!(s, 200);
@@ -209,7 +209,7 @@ async fn accounts_payment_and_freeze_go_through_the_api_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_incidents_and_runs() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
     let (s, html) = ui.get("/ui/readers").await;
     assert_eq!(s, 200);
@@ -304,7 +304,7 @@ async fn readers_incidents_and_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sessions_and_csrf() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -400,7 +400,7 @@ async fn login_sessions_and_csrf() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_staff_see_only_its_readers_and_revenue() {
-    let (_d, srv) = day().await;
+    let (_d, srv, _) = day().await;
     let ui = UiClient::login(&srv.url, "Mei", METRO_TOKEN).await;
     let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
     let metro: Vec<Value> = daily
@@ -465,12 +465,209 @@ async fn an_operators_staff_see_only_its_readers_and_revenue() {
     ];
     assert_eq!(ui.post("/ui/incidents/resolve", &f).await.0, 303);
     // The JSON API takes none of the staff tokens.
-    let r = srv
+    let r = get_with_token(&srv, "/v1/readers", METRO_TOKEN).await;
+    assert_eq!(r.status(), 401);
+}
+
+/// The `data-*` attribute `attr` of the readers-page cell `class` in reader `id`'s row.
+fn reader_cell(html: &str, id: u32, class: &str, attr: &str) -> (Option<String>, String) {
+    let row = &html[html.find(&format!("data-reader=\"{id}\"")).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cell = &row[row.find(&format!("class=\"num {class}\"")).unwrap()..];
+    let tag = &cell[..cell.find('>').unwrap()];
+    let value = tag.find(&format!("{attr}=\"")).map(|i| {
+        let v = &tag[i + attr.len() + 2..];
+        v[..v.find('"').unwrap()].to_string()
+    });
+    let text = &cell[cell.find('>').unwrap() + 1..cell.find("</td>").unwrap()];
+    (value, text.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_page_shows_the_bundle_each_reader_holds_and_its_age() {
+    let (_d, srv, r) = day().await;
+    // Reader 3 fetches with nothing installed at 21:00, installs what it
+    // got, and says so at its next fetch four minutes later (within
+    // bundle_refresh_s, so nothing newer is published meanwhile).
+    let v = reader_fetches_bundle(&srv, &r[2], 0).await;
+    srv.clock.set(at(21, 4));
+    assert_eq!(reader_fetches_bundle(&srv, &r[2], v).await, v);
+    // Reader 4 fetched once: it holds none yet.
+    assert_eq!(reader_fetches_bundle(&srv, &r[3], 0).await, v);
+    // An operator fetching reader 1's bundle says nothing about reader 1.
+    let resp = get_with_token(&srv, &format!("/v1/readers/1/bundle?since={v}"), TOKEN).await;
+    assert_eq!(resp.status(), 200);
+
+    let (_, api) = srv.get("/v1/readers").await;
+    assert_eq!(
+        api[2]["bundle"],
+        serde_json::json!({"held_version": v, "reported_unix_s": at(21, 4),
+            "held_served_unix_s": at(21, 0), "served_version": v, "served_first_unix_s": at(21, 0)})
+    );
+    assert_eq!(api[3]["bundle"]["held_version"], 0);
+    assert!(api[0]["bundle"].is_null() && api[1]["bundle"].is_null());
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (s, html) = ui.get("/ui/readers").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        reader_cell(&html, 3, "bundle-version", "data-version"),
+        (Some(v.to_string()), v.to_string())
+    );
+    assert_eq!(
+        reader_cell(&html, 3, "bundle-age", "data-age-s"),
+        (Some("240".into()), "4 min".into())
+    );
+    assert_eq!(
+        reader_cell(&html, 4, "bundle-version", "data-version"),
+        (Some("0".into()), "none".into())
+    );
+    assert_eq!(
+        reader_cell(&html, 1, "bundle-version", "data-version"),
+        (None, "never fetched".into())
+    );
+
+    // Carol pays: the deny list changes, a new version is published, and
+    // reader 3 is behind until it installs it.
+    let (s, _) = ui
+        .post(
+            "/ui/accounts/carol/payments",
+            &[("payment_id", "p1"), ("amount_minor", "250")],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let (_, html) = ui.get("/ui/readers").await;
+    let published: u64 = text_of(&html, "bundle-version").parse().unwrap();
+    assert!(published > v);
+    assert!(reader_cell(&html, 3, "bundle-version", "data-version")
+        .1
+        .contains("behind"));
+    srv.clock.set(at(21, 6));
+    assert_eq!(reader_fetches_bundle(&srv, &r[2], v).await, published);
+    srv.clock.set(at(21, 8));
+    reader_fetches_bundle(&srv, &r[2], published).await;
+    let (_, html) = ui.get("/ui/readers").await;
+    assert_eq!(
+        reader_cell(&html, 3, "bundle-version", "data-version"),
+        (Some(published.to_string()), published.to_string())
+    );
+    assert_eq!(
+        reader_cell(&html, 3, "bundle-age", "data-age-s").0,
+        Some("120".into()),
+        "dated by the serving at 21:06"
+    );
+    let (_, api) = srv.get("/v1/readers").await;
+    assert_eq!(api[2]["bundle"]["held_version"], published);
+    // And in /metrics, beside the readers' other gauges.
+    let m = srv
         .http
-        .get(format!("{}/v1/readers", srv.url))
-        .bearer_auth(METRO_TOKEN)
+        .get(format!("{}/metrics", srv.url))
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert!(
+        m.contains(&format!(
+            "settlement_reader_bundle_version{{reader=\"3\"}} {published}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "settlement_reader_bundle_served_unix_s{{reader=\"3\"}} {}",
+            at(21, 6)
+        )),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_fare_is_awarded_from_the_incidents_page_with_who_did_it() {
+    let (_d, srv, mut r) = day().await;
+    let ((cr, cs), held) = disputed_ride(&srv, &mut r).await;
+    assert!(held > 0);
+    assert_eq!(ledger_balance(&srv, "suspense").await, held);
+    let metro_before = ledger_balance(&srv, "operator:metro").await;
+    let row = format!("data-dispute=\"{cr}/{cs}\"");
+    let action = format!("/ui/disputes/{cr}/{cs}/award");
+
+    // Staff of metro see the dispute (reader 3 is theirs) but may not award it.
+    let mei = UiClient::login(&srv.url, "Mei", METRO_TOKEN).await;
+    let (_, html) = mei.get("/ui/incidents").await;
+    assert!(html.contains(&row), "{html}");
+    assert!(!html.contains(&action), "no award form for staff");
+    let (s, body) = mei.post(&action, &[("award_reader_id", "3")]).await;
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (403, "out_of_scope")
+    );
+
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_, html) = ui.get("/ui").await;
+    assert_eq!(text_of(&html, "open-disputes"), "1");
+    let (s, html) = ui.get("/ui/incidents").await;
+    assert_eq!(s, 200);
+    let tr = &html[html.find(&row).unwrap()..];
+    let tr = &tr[..tr.find("</tr>").unwrap()];
+    assert!(tr.contains(&format!("action=\"{action}\"")), "{tr}");
+    assert!(
+        tr.contains("<option value=\"1\" selected>reader 1 (city-bus) — the rule's choice"),
+        "the rule's choice is pre-selected: {tr}"
+    );
+    assert!(tr.contains("<option value=\"3\">reader 3 (metro)"), "{tr}");
+    assert!(tr.contains(&format!("data-minor=\"{held}\"")), "held: {tr}");
+
+    // Refused: without the session's CSRF token, a bad field, a reader
+    // not in the dispute. Nothing moves.
+    let (s, _) = ui
+        .post_raw(&action, &[("csrf", "00"), ("award_reader_id", "3")])
+        .await;
+    assert_eq!(s, 403);
+    let (s, body) = ui.post(&action, &[("award_reader_id", "three")]).await;
+    assert_eq!(s, 400);
+    assert!(text_of(&body, "error-message").contains("award_reader_id `three`"));
+    let (s, body) = ui.post(&action, &[("award_reader_id", "2")]).await;
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (400, "invalid_field")
+    );
+    let (s, body) = ui
+        .post("/ui/disputes/4/1/award", &[("award_reader_id", "4")])
+        .await;
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (404, "unknown_dispute")
+    );
+    assert_eq!(ledger_balance(&srv, "suspense").await, held);
+
+    // Awarded to reader 3 (not the rule's choice): metro is paid once.
+    let (s, loc) = ui.post(&action, &[("award_reader_id", "3")]).await;
+    assert_eq!((s, loc.as_str()), (303, "/ui/incidents"));
+    let (_, d) = srv.get("/v1/reports/disputes").await;
+    assert_eq!(d[0]["resolution"]["award_reader_id"], 3, "{d}");
+    assert_eq!(d[0]["resolution"]["operator"], "metro", "{d}");
+    assert_eq!(ledger_balance(&srv, "suspense").await, 0);
+    assert_eq!(
+        ledger_balance(&srv, "operator:metro").await,
+        metro_before + held
+    );
+    let (_, html) = ui.get("/ui/incidents").await;
+    let tr = &html[html.find(&row).unwrap()..];
+    let tr = &tr[..tr.find("</tr>").unwrap()];
+    assert!(tr.contains("awarded to reader 3 (metro)"), "{tr}");
+    assert!(tr.contains("by Ann (all operators)"), "{tr}");
+    assert!(
+        !tr.contains("<form"),
+        "a resolved dispute has no form: {tr}"
+    );
+    // Another award: the API's refusal, as a page; the first stands.
+    let (s, body) = ui.post(&action, &[("award_reader_id", "1")]).await;
+    assert_eq!(
+        (s, text_of(&body, "error-code").as_str()),
+        (409, "dispute_resolved")
+    );
+    assert_eq!(ledger_balance(&srv, "suspense").await, 0);
+    let (_, html) = ui.get("/ui").await;
+    assert_eq!(text_of(&html, "open-disputes"), "0");
 }

@@ -1,12 +1,14 @@
 //! The forms: login / logout, record a payment, freeze, retire a reader,
-//! acknowledge / resolve an incident. Each checks the session's CSRF token
-//! and scope, calls the operation the JSON API calls, and redirects
-//! (post/redirect/get) to the page that shows the result.
+//! acknowledge / resolve an incident, award a disputed fare. Each checks
+//! the session's CSRF token and scope, calls the operation the JSON API
+//! calls (through [`act`]: on the blocking pool, under the write lock), and
+//! redirects (post/redirect/get) to the page that shows the result.
 
-use super::pages::{ack_name, Ack};
-use super::session::{self, Scope, LOGIN_COOKIE, SESSION_COOKIE};
+use super::pages::{ack_name, award_name, Ack};
+use super::session::{self, Scope, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::view::bare_page;
 use super::{blocking, html_response, Staff, Ui, UiError, UiResult};
+use crate::app::App;
 use crate::error::{ApiError, ErrorCode};
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
@@ -126,6 +128,69 @@ pub async fn login(
     Ok(r)
 }
 
+/// A form that carries the session's CSRF token.
+pub trait CsrfForm {
+    /// The token the form was rendered with.
+    fn csrf(&self) -> &str;
+}
+
+/// The form, once parsed and its CSRF token checked against the session.
+pub fn checked<T: CsrfForm>(
+    staff: &Staff,
+    f: Result<Form<T>, FormRejection>,
+) -> Result<T, UiError> {
+    let f = form(f)?;
+    staff.check_csrf(f.csrf())?;
+    Ok(f)
+}
+
+/// Whether an action changes what the deny list holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deny {
+    /// Re-publish it afterwards (as the JSON API's account routes do).
+    Refresh,
+    /// Leave it.
+    Keep,
+}
+
+/// Runs a form's operation `op` on the blocking pool under the write lock
+/// (with the app and the session: scope and "who"), re-publishes the deny
+/// list when `deny` says so, then redirects to `to`.
+async fn act(
+    ui: &Ui,
+    staff: &Staff,
+    deny: Deny,
+    to: String,
+    op: impl FnOnce(&App, &Session) -> Result<(), UiError> + Send + 'static,
+) -> UiResult {
+    let (app, s) = (ui.app.clone(), staff.0.clone());
+    blocking(move || {
+        {
+            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            op(&app, &s)?;
+        }
+        // After the lock: a refresh takes it itself.
+        match deny {
+            Deny::Refresh => refresh_deny(&app),
+            Deny::Keep => Ok(()),
+        }
+    })
+    .await?;
+    Ok(see_other(&to))
+}
+
+fn refresh_deny(app: &App) -> Result<(), UiError> {
+    app.refresh_deny()
+        .map(|_| ())
+        .map_err(|e| UiError::Api(ApiError::of(ErrorCode::DenyRefreshFailed, e.to_string())))
+}
+
+/// Implements [`CsrfForm`] for forms with a `csrf` field.
+macro_rules! csrf_form {
+    ($($t:ty),*) => { $(impl CsrfForm for $t { fn csrf(&self) -> &str { &self.csrf } })* };
+}
+csrf_form!(CsrfOnly, Pay, Freeze, IncidentForm, Award);
+
 /// A form with only the CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfOnly {
@@ -139,7 +204,7 @@ pub async fn logout(
     headers: HeaderMap,
     f: Result<Form<CsrfOnly>, FormRejection>,
 ) -> UiResult {
-    staff.check_csrf(&form(f)?.csrf)?;
+    checked(&staff, f)?;
     if let Some(c) = session::cookie_value(&headers, SESSION_COOKIE) {
         ui.sessions
             .lock()
@@ -168,8 +233,7 @@ pub async fn pay(
     f: Result<Form<Pay>, FormRejection>,
 ) -> UiResult {
     staff.require_all("recording a payment")?;
-    let f = form(f)?;
-    staff.check_csrf(&f.csrf)?;
+    let f = checked(&staff, f)?;
     let amount = f.amount_minor.trim().parse::<i64>().map_err(|_| {
         UiError::BadRequest(format!(
             "amount_minor `{}`: expected a whole number of minor units",
@@ -180,26 +244,13 @@ pub async fn pay(
         payment_id: f.payment_id.trim().to_string(),
         amount_minor: amount,
     };
-    let app = ui.app.clone();
-    let id2 = id.clone();
-    let who = staff.0.who();
-    blocking(move || {
-        {
-            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-            crate::ops::pay(&app.db, &id2, &req, app.now())?;
-        }
-        refresh_deny(&app)?;
-        tracing::info!(account = %id2, amount, by = %who, "payment recorded from the dashboard");
+    let to = format!("/ui/accounts/{id}");
+    act(&ui, &staff, Deny::Refresh, to, move |app, s| {
+        crate::ops::pay(&app.db, &id, &req, app.now())?;
+        tracing::info!(account = %id, amount, by = %s.who(), "payment recorded from the dashboard");
         Ok(())
     })
-    .await?;
-    Ok(see_other(&format!("/ui/accounts/{id}")))
-}
-
-fn refresh_deny(app: &crate::App) -> Result<(), UiError> {
-    app.refresh_deny()
-        .map(|_| ())
-        .map_err(|e| UiError::Api(ApiError::of(ErrorCode::DenyRefreshFailed, e.to_string())))
+    .await
 }
 
 /// `POST /ui/accounts/{id}/freeze` fields.
@@ -217,8 +268,7 @@ pub async fn freeze(
     f: Result<Form<Freeze>, FormRejection>,
 ) -> UiResult {
     staff.require_all("freezing an account")?;
-    let f = form(f)?;
-    staff.check_csrf(&f.csrf)?;
+    let f = checked(&staff, f)?;
     let frozen = match f.frozen.as_str() {
         "true" => true,
         "false" => false,
@@ -228,21 +278,24 @@ pub async fn freeze(
             )))
         }
     };
-    let app = ui.app.clone();
-    let id2 = id.clone();
-    blocking(move || {
-        {
-            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-            crate::ops::set_frozen(&app.db, &id2, frozen)?;
-        }
-        refresh_deny(&app)
+    let to = format!("/ui/accounts/{id}");
+    act(&ui, &staff, Deny::Refresh, to, move |app, s| {
+        crate::ops::set_frozen(&app.db, &id, frozen)?;
+        tracing::info!(account = %id, frozen, by = %s.who(), "account freeze set from the dashboard");
+        Ok(())
     })
-    .await?;
-    Ok(see_other(&format!("/ui/accounts/{id}")))
+    .await
+}
+
+/// A path or form field that must be an integer of type `T`.
+fn int<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, UiError> {
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| UiError::BadRequest(format!("{field} `{v}`: expected an integer")))
 }
 
 /// Refuses unless reader `reader_id` exists and belongs to the scope.
-fn own_reader(app: &crate::App, scope: &Scope, reader_id: u32) -> Result<(), UiError> {
+fn own_reader(app: &App, scope: &Scope, reader_id: u32) -> Result<(), UiError> {
     match app.db.reader(reader_id)? {
         Some(r) if scope.sees(&r.operator) => Ok(()),
         Some(r) => Err(UiError::Forbidden(format!(
@@ -263,20 +316,21 @@ pub async fn retire(
     Path(id): Path<String>,
     f: Result<Form<CsrfOnly>, FormRejection>,
 ) -> UiResult {
-    staff.check_csrf(&form(f)?.csrf)?;
-    let reader_id = id
-        .parse::<u32>()
-        .map_err(|_| UiError::BadRequest(format!("reader id `{id}`: expected an integer")))?;
-    let (app, scope, who) = (ui.app.clone(), staff.0.scope.clone(), staff.0.who());
-    blocking(move || {
-        own_reader(&app, &scope, reader_id)?;
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        crate::ops::retire_reader(&app.db, reader_id)?;
-        tracing::info!(reader_id, by = %who, "reader retired from the dashboard");
-        Ok(())
-    })
-    .await?;
-    Ok(see_other("/ui/readers"))
+    checked(&staff, f)?;
+    let reader_id: u32 = int("reader id", &id)?;
+    act(
+        &ui,
+        &staff,
+        Deny::Keep,
+        "/ui/readers".into(),
+        move |app, s| {
+            own_reader(app, &s.scope, reader_id)?;
+            crate::ops::retire_reader(&app.db, reader_id)?;
+            tracing::info!(reader_id, by = %s.who(), "reader retired from the dashboard");
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// The incident forms' fields.
@@ -290,7 +344,7 @@ pub struct IncidentForm {
     note: String,
 }
 
-fn find_incident(app: &crate::App, f: &IncidentForm) -> Result<crate::model::Incident, UiError> {
+fn find_incident(app: &App, f: &IncidentForm) -> Result<crate::model::Incident, UiError> {
     app.db
         .incidents()?
         .into_iter()
@@ -314,26 +368,48 @@ pub async fn acknowledge(
     staff: Staff,
     f: Result<Form<IncidentForm>, FormRejection>,
 ) -> UiResult {
-    let f = form(f)?;
-    staff.check_csrf(&f.csrf)?;
-    let (app, scope, who) = (ui.app.clone(), staff.0.scope.clone(), staff.0.who());
-    blocking(move || {
-        own_reader(&app, &scope, f.reader_id)?;
-        let i = find_incident(&app, &f)?;
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let f = checked(&staff, f)?;
+    incident_act(&ui, &staff, f.reader_id, move |app, s| {
+        let i = find_incident(app, &f)?;
         if app.db.meta::<Ack>(&ack_name(&i))?.is_none() {
-            let mut w = crate::store::WriteSet::default();
-            let ack = Ack {
-                by: who,
-                at_unix_s: app.now(),
-            };
-            crate::store::Db::put_meta(&mut w, &ack_name(&i), &ack);
-            app.db.commit(w)?;
+            put_who(app, &ack_name(&i), s)?;
         }
         Ok(())
     })
-    .await?;
-    Ok(see_other("/ui/incidents"))
+    .await
+}
+
+/// [`act`] for a form about reader `reader_id`'s incident: refused unless
+/// the reader is the session's to see; back to the incidents page.
+async fn incident_act(
+    ui: &Ui,
+    staff: &Staff,
+    reader_id: u32,
+    op: impl FnOnce(&App, &Session) -> Result<(), UiError> + Send + 'static,
+) -> UiResult {
+    act(
+        ui,
+        staff,
+        Deny::Keep,
+        "/ui/incidents".into(),
+        move |app, s| {
+            own_reader(app, &s.scope, reader_id)?;
+            op(app, s)
+        },
+    )
+    .await
+}
+
+/// Records who did something, and when, under meta `name`.
+fn put_who(app: &App, name: &str, s: &Session) -> Result<(), UiError> {
+    let mut w = crate::store::WriteSet::default();
+    let who = Ack {
+        by: s.who(),
+        at_unix_s: app.now(),
+    };
+    crate::store::Db::put_meta(&mut w, name, &who);
+    app.db.commit(w)?;
+    Ok(())
 }
 
 /// Resolves a gap or fork (`readers::resolve`), the note ending with who did it.
@@ -342,8 +418,7 @@ pub async fn resolve(
     staff: Staff,
     f: Result<Form<IncidentForm>, FormRejection>,
 ) -> UiResult {
-    let f = form(f)?;
-    staff.check_csrf(&f.csrf)?;
+    let f = checked(&staff, f)?;
     let note = f.note.trim();
     if note.is_empty() || note.len() > MAX_UI_NOTE_BYTES {
         return Err(UiError::BadRequest(format!(
@@ -356,13 +431,48 @@ pub async fn resolve(
         seq: f.seq,
         note: format!("{note} (by {})", staff.0.who()),
     };
-    let (app, scope) = (ui.app.clone(), staff.0.scope.clone());
-    blocking(move || {
-        own_reader(&app, &scope, req.reader_id)?;
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    incident_act(&ui, &staff, req.reader_id, move |app, _| {
         crate::readers::resolve(&app.db, &req, app.now())?;
         Ok(())
     })
-    .await?;
-    Ok(see_other("/ui/incidents"))
+    .await
+}
+
+/// `POST /ui/disputes/{reader_id}/{reader_seq}/award` fields.
+#[derive(Deserialize)]
+pub struct Award {
+    csrf: String,
+    award_reader_id: String,
+}
+
+/// Awards the fare held by the dispute over charged ride
+/// `{reader_id}/{reader_seq}` to reader `award_reader_id`'s operator
+/// (`ops::resolve_dispute`, as `POST /v1/disputes/R/S/resolve` does), and
+/// records who did it beside the dispute. Deployment scope only: it moves
+/// money between operators, so one operator's staff may not decide it.
+pub async fn award(
+    State(ui): State<Ui>,
+    staff: Staff,
+    Path((reader, seq)): Path<(String, String)>,
+    f: Result<Form<Award>, FormRejection>,
+) -> UiResult {
+    staff.require_all("awarding a disputed fare")?;
+    let f = checked(&staff, f)?;
+    let award_reader_id = int("award_reader_id", &f.award_reader_id)?;
+    let charged = crate::model::RideId {
+        reader_id: int("reader id", &reader)?,
+        reader_seq: int("reader sequence", &seq)?,
+    };
+    let req = crate::ops::ResolveDispute { award_reader_id };
+    act(&ui, &staff, Deny::Keep, "/ui/incidents".into(), move |app, s| {
+        let (d, new) = crate::ops::resolve_dispute(&app.db, charged, &req, app.now())?;
+        if new {
+            // Its own commit after the award's: a crash between leaves the
+            // award without its "who" (the page then says the API did it).
+            put_who(app, &award_name(charged), s)?;
+            tracing::info!(ride = %charged, award_reader_id, held_minor = d.held_minor, by = %s.who(), "disputed fare awarded from the dashboard");
+        }
+        Ok(())
+    })
+    .await
 }

@@ -238,6 +238,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/ui/incidents", get(pages::incidents))
         .route("/ui/incidents/acknowledge", post(actions::acknowledge))
         .route("/ui/incidents/resolve", post(actions::resolve))
+        .route(
+            "/ui/disputes/{reader_id}/{reader_seq}/award",
+            post(actions::award),
+        )
         .route("/ui/runs", get(runs::list).post(runs::start))
         .route("/ui/runs/{id}", get(runs::show))
         .route("/ui/runs/{id}/status", get(runs::status_fragment))

@@ -465,16 +465,18 @@ pub async fn readers(State(ui): State<Ui>, staff: Staff) -> UiResult {
     let body = html! {
         p #bundle { "Published bundle: version " strong #bundle-version { (deny.version) }
             @if deny.version > 0 { ", " (ago(now.saturating_sub(deny.published_unix_s))) " old" } "." }
-        p.note { "Readers do not report which bundle they installed; a reader in contact fetches the newest at its next sync." }
-        (table("readers", &["reader", "operator", "route", "vehicle", "contact", "last contact", "backlog", "acked seq", "clock offset", "forks", "gaps", "open", ""], html! {
+        p.note { "A reader's bundle is the version it said it holds when it last fetched one (signed with its key), \
+                  aged from when settlement first served it that version; \"behind\" when older than the published one." }
+        (table("readers", &["reader", "operator", "route · vehicle", "contact", "last contact", "backlog", "acked seq", "clock", "bundle", "bundle age", "forks", "gaps", "open", ""], html! {
             @for r in &rows {
                 tr data-reader=(r.reader.reader_id) {
-                    td { (r.reader.reader_id) } td { (r.reader.operator) } td { (r.reader.route) } td { (r.reader.vehicle) }
+                    td { (r.reader.reader_id) } td { (r.reader.operator) } td { (r.reader.route) " · " (r.reader.vehicle) }
                     td { @if r.reader.retired { "retired" } @else { (r.contact.name()) } }
                     td { @match r.api["last_contact_unix_s"].as_u64() { Some(t) => { (ago(now.saturating_sub(t))) " ago" }, None => "never" } }
                     td.num.backlog { (r.backlog) }
                     td.num.acked { (r.api["acked_seq"]) }
                     td.num { @match r.api["clock_offset_s"].as_i64() { Some(o) => { (o) " s" }, None => "—" } }
+                    (held_bundle_cells(&r.api["bundle"], deny.version, now))
                     td.num { (r.forks) } td.num { (r.gaps) }
                     td.num.open { (r.api["open_incidents"]) }
                     td { @if !r.reader.retired {
@@ -488,6 +490,28 @@ pub async fn readers(State(ui): State<Ui>, staff: Staff) -> UiResult {
         StatusCode::OK,
         page(s, "Readers", body).into_string(),
     ))
+}
+
+/// The bundle and bundle-age cells of a reader (`bundle`: the API's
+/// `readers::HeldBundle`, or null when the reader never signed a fetch).
+fn held_bundle_cells(bundle: &serde_json::Value, published: u64, now: u64) -> Markup {
+    let held = bundle["held_version"].as_u64();
+    let served = bundle["held_served_unix_s"].as_u64();
+    html! {
+        td.num.bundle-version data-version=[held] {
+            @match held {
+                None => "never fetched",
+                Some(0) => "none",
+                Some(v) => { (v) @if v < published { " " span.behind { "behind" } } },
+            }
+        }
+        td.num.bundle-age data-age-s=[served.map(|t| now.saturating_sub(t))] {
+            @match (held, served) {
+                (Some(v), Some(t)) if v > 0 => (ago(now.saturating_sub(t))),
+                _ => "—",
+            }
+        }
+    }
 }
 
 /// A stored acknowledgement of an incident (who, when).
@@ -523,6 +547,7 @@ fn incident_row(app: &App, s: &super::session::Session, i: &Incident) -> Result<
             td.state.wrap {
                 @if let Some(r) = &res { "resolved: " (r.note) }
                 @else if resolvable { strong { "open" } } @else { "logged" }
+                @if i.kind == "disputed_code" { br; a href="#disputes-title" { "its fare: Disputed fares" } }
                 @if let Some(a) = &ack { br; "acknowledged by " (a.by) }
             }
             td {
@@ -537,6 +562,65 @@ fn incident_row(app: &App, s: &super::session::Session, i: &Incident) -> Result<
                     }
                 }
             }
+        }
+    })
+}
+
+/// Meta name of who awarded a dispute from the dashboard (kept beside the
+/// dispute, as incident acknowledgements are).
+pub fn award_name(charged: crate::model::RideId) -> String {
+    format!(
+        "ui_dispute_award/{}/{}",
+        charged.reader_id, charged.reader_seq
+    )
+}
+
+fn dispute_row(
+    app: &App,
+    s: &super::session::Session,
+    d: &crate::model::Dispute,
+) -> Result<Markup, UiError> {
+    let by: Option<Ack> = app.db.meta(&award_name(d.charged_ride))?;
+    let mut readers: Vec<(u32, &str)> = Vec::new();
+    for (ride, op) in &d.sightings {
+        if !readers.iter().any(|(r, _)| *r == ride.reader_id) {
+            readers.push((ride.reader_id, op));
+        }
+    }
+    // The rule (model::Dispute): the charged ride is the first sighting by reader time.
+    let rule = d.charged_ride.reader_id;
+    let action = format!(
+        "/ui/disputes/{}/{}/award",
+        d.charged_ride.reader_id, d.charged_ride.reader_seq
+    );
+    Ok(html! {
+        tr data-dispute=(d.charged_ride) {
+            td { (d.charged_ride) } td { (d.account_id.as_deref().unwrap_or("—")) }
+            td.num { (money(d.held_minor)) }
+            td.wrap { @for (ride, op) in &d.sightings { (ride) " (" (op) ")" br; } }
+            td { (utc(d.opened_unix_s)) }
+            td.state.wrap {
+                @match &d.resolution {
+                    Some(r) => { "awarded to reader " (r.award_reader_id) " (" (r.operator) ") at " (utc(r.at_unix_s)) br;
+                        "by " @match &by { Some(a) => (a.by), None => "the JSON API (operator token)" } }
+                    None => strong { "open" },
+                }
+            }
+            td { @if d.resolution.is_none() && s.scope == Scope::All {
+                form.award method="post" action=(action) {
+                    (view::csrf_field(s))
+                    label { "Award to "
+                        select name="award_reader_id" {
+                            @for (r, op) in &readers {
+                                option value=(r) selected[*r == rule] {
+                                    "reader " (r) " (" (op) ")" @if *r == rule { " — the rule's choice" }
+                                }
+                            }
+                        }
+                    }
+                    button type="submit" { "Award held fare" }
+                }
+            } }
         }
     })
 }
@@ -559,7 +643,17 @@ pub async fn incidents(State(ui): State<Ui>, staff: Staff) -> UiResult {
             .into_iter()
             .filter(|f| sees(f.charged_ride.reader_id) || sees(f.duplicate_ride.reader_id))
             .collect();
+        let mut disputes = Vec::new();
+        for d in app.db.disputes()?.iter().filter(|d| d.sightings.iter().any(|(r, _)| sees(r.reader_id))) {
+            disputes.push(dispute_row(&app, &s, d)?);
+        }
         Ok(html! {
+            h2 #disputes-title { "Disputed fares (held in suspense)" }
+            p.note { "The same ride code on two readers: the passenger was charged once, for the first sighting by reader time, \
+                      and that fare is held in suspense until an operator awards it to the reader whose ride was genuine. \
+                      The rule's choice (pre-selected) is that first sighting's reader (the charged ride's). Only the deployment's operator token awards \
+                      (it moves money between operators)." }
+            (table("disputes", &["charged ride", "account", "held", "sightings (reader/seq, operator)", "opened", "state", ""], html! { @for d in &disputes { (d) } }))
             h2 { "Reader incidents" }
             (table("incidents", &["reader", "kind", "seq", "at", "detail", "state", ""], html! { @for r in &rows { (r) } }))
             h2 { "Duplicates across readers (fraud events)" }

@@ -2,6 +2,7 @@
 //! registry as `POST /v1/settlement/runs` (so `GET /v1/settlement/runs/{id}`
 //! shows a run started here, and the other way round).
 
+use super::actions::{checked, CsrfOnly};
 use super::view::{csrf_field, page, table, utc};
 use super::{html_response, Staff, Ui, UiError, UiResult};
 use crate::error::{ApiError, ErrorCode};
@@ -87,22 +88,15 @@ pub async fn list(State(ui): State<Ui>, staff: Staff) -> UiResult {
     ))
 }
 
-/// The start form's fields.
-#[derive(serde::Deserialize)]
-pub struct Start {
-    csrf: String,
-}
-
 /// `POST /ui/runs`: starts a run in the background (as the API does) and
 /// redirects to its page.
 pub async fn start(
     State(ui): State<Ui>,
     staff: Staff,
-    f: Result<Form<Start>, FormRejection>,
+    f: Result<Form<CsrfOnly>, FormRejection>,
 ) -> UiResult {
     staff.require_all("a settlement run")?;
-    let f = f.map_err(|e| UiError::BadRequest(format!("form: {}", e.body_text())))?;
-    staff.check_csrf(&f.csrf)?;
+    checked(&staff, f)?;
     let app = ui.app.clone();
     let runs = app.runs.clone();
     let id = runs

@@ -22,7 +22,8 @@ pub fn config() -> fare_settlement::Config {
 /// Uploads and settles a small day: 11 rated rides on readers 1–3 (carol
 /// ends over her credit limit, on the deny list), one forged code, and reader 4 uploading its
 /// second ride without its first (an open `sequence_gap` incident).
-pub async fn small_day(srv: &Server) {
+/// Returns the four readers (index 0 is reader 1), their logs as uploaded.
+pub async fn small_day(srv: &Server) -> [FakeReader; 4] {
     let DayCast {
         readers: [mut r1, mut r2, mut r3, mut r4],
         mut alice,
@@ -57,6 +58,89 @@ pub async fn small_day(srv: &Server) {
     assert_eq!(s, 409, "a batch skipping sequence 1 is a gap: {v}");
     let run = srv.settle().await;
     assert_eq!(run["rides"], 12, "{run}");
+    [r1, r2, r3, r4]
+}
+
+/// A dispute, after [`small_day`] (the clock at 21:00): dave (enrolled
+/// now) shows one ride code that reader 1 (city-bus) accepts at 21:05 and
+/// reader 3 (metro) 20 s later by its clock; both are uploaded at 21:06
+/// (the clock is left there) and settled. Returns the charged ride (reader 1's: the first by reader
+/// time) as `(reader_id, reader_seq)` and the fare held in suspense.
+pub async fn disputed_ride(srv: &Server, readers: &mut [FakeReader; 4]) -> ((u32, u64), i64) {
+    srv.create_account("dave", "adult", 10_000).await;
+    let mut dave = srv.phone("dave", 4).await;
+    let code = dave.code(at(21, 5));
+    srv.clock.set(at(21, 6));
+    for (i, t) in [(0, at(21, 5)), (2, at(21, 5) + 20)] {
+        let r = &mut readers[i];
+        r.accept(code.clone(), t);
+        let n = r.log.len() as u64;
+        let (s, v) = srv.upload(r.batch(n, n)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    srv.settle().await;
+    let (_, d) = srv.get("/v1/reports/disputes").await;
+    let d = &d.as_array().expect("disputes")[0];
+    assert!(d["resolution"].is_null(), "{d}");
+    let charged = &d["charged_ride"];
+    let charged = (
+        charged["reader_id"].as_u64().unwrap() as u32,
+        charged["reader_seq"].as_u64().unwrap(),
+    );
+    assert_eq!(charged.0, 1, "first by reader time: {d}");
+    (charged, d["held_minor"].as_i64().unwrap())
+}
+
+/// A bundle fetch as reader `r` sends it (signed with its key, at the
+/// service's clock), saying it holds version `since`; returns the version
+/// served (from the bundle, verified with the deployment's root key).
+pub async fn reader_fetches_bundle(srv: &Server, r: &FakeReader, since: u64) -> u64 {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let target = format!("/v1/readers/{}/bundle?since={since}", r.id);
+    let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let auth = fare_credential::RequestAuth::sign_v1(
+        &r.key,
+        r.id,
+        srv.app.now(),
+        nonce,
+        "GET",
+        &target,
+        b"",
+    )
+    .unwrap();
+    let resp = srv
+        .http
+        .get(format!("{}{target}", srv.url))
+        .header(
+            fare_credential::request::REQUEST_AUTH_HEADER,
+            auth.to_header(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let root = srv.app.keys.lock().unwrap().root_public_key();
+    fare_credential::bundle::PublishedBundle::verify(&resp.bytes().await.unwrap(), &root)
+        .unwrap()
+        .bundle
+        .bundle_version
+}
+
+/// `GET path` on the JSON API with bearer `token`.
+pub async fn get_with_token(srv: &Server, path: &str, token: &str) -> reqwest::Response {
+    srv.http
+        .get(format!("{}{path}", srv.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The ledger's balance of `account` (`GET /v1/reports/ledger`).
+pub async fn ledger_balance(srv: &Server, account: &str) -> i64 {
+    let (_, v) = srv.get("/v1/reports/ledger").await;
+    assert_eq!(v["sum_minor"], 0, "the ledger balances: {v}");
+    v["balances"][account].as_i64().unwrap_or(0)
 }
 
 /// A dashboard session over real HTTP (no redirects followed: each test
