@@ -145,6 +145,14 @@ impl Default for TrustPolicy {
     }
 }
 
+/// sled's own default log segment size (`storage.segment_bytes`).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 512 << 10;
+/// Smallest `storage.segment_bytes` (a ride record and the reader's
+/// metadata stay far below a quarter of it).
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest `storage.segment_bytes` (sled's limit).
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// `[storage]`: limits on everything the reader keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -169,6 +177,18 @@ pub struct StorageConfig {
     /// sled page cache size in bytes (sled's own default is 1 GiB, far too
     /// much for a reader).
     pub cache_capacity_bytes: u64,
+    /// sled's log segment size in bytes: a power of two from
+    /// [`MIN_SEGMENT_BYTES`] to [`MAX_SEGMENT_BYTES`]. sled keeps a segment
+    /// buffer of this size in memory, and a value above a quarter of it is
+    /// written to a file of its own. sled refuses to open a log with another
+    /// size than the one it was created with: set it before provisioning.
+    pub segment_bytes: u64,
+    /// sled's background flush period in milliseconds (`None`: no flusher
+    /// thread). Accepts, acknowledgements and bundles are flushed
+    /// explicitly before anything depends on them; the background flush
+    /// only bounds how much of the rejected-scan analytics a power cut can
+    /// lose.
+    pub background_flush_ms: Option<u64>,
     /// Records per upload batch (≤ the batch format's 4096).
     pub batch_max_records: usize,
     /// After sled's `flush()`, `fdatasync` its data file so an accepted ride
@@ -187,6 +207,8 @@ impl Default for StorageConfig {
             credential_cache_entries: 4096,
             replay_grace_s: 3600,
             cache_capacity_bytes: 8 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            background_flush_ms: Some(1000),
             batch_max_records: 1000,
             device_sync: true,
         }
@@ -229,6 +251,21 @@ impl ReaderConfig {
             return Err(bad(
                 "storage.batch_max_records",
                 format!("{}: expected 1..={max}", self.storage.batch_max_records),
+            ));
+        }
+        let seg = self.storage.segment_bytes;
+        if !seg.is_power_of_two() || !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&seg) {
+            return Err(bad(
+                "storage.segment_bytes",
+                format!(
+                    "{seg}: expected a power of two from {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}"
+                ),
+            ));
+        }
+        if self.storage.background_flush_ms == Some(0) {
+            return Err(bad(
+                "storage.background_flush_ms",
+                "0: expected a positive period, or leave it out for no background flush".into(),
             ));
         }
         if !(1..=MAX_DECODE_BUDGET_MS).contains(&self.camera.decode_budget_ms) {
