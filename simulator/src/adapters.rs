@@ -8,7 +8,9 @@
 //! Library calls made here (the list the report names):
 //!
 //! * wallet: `DeviceWallet::generate`, `public_key`, `install`,
-//!   `observe_server_time`, `make_code`; `Credential::from_bytes`.
+//!   `observe_server_time`, `make_code`; `Credential::from_bytes`; online
+//!   riders: `Wallet::{init, open, next_code, install_renewal}` and
+//!   `online::{enroll, renew}` (`--network`).
 //! * reader: `ReaderConfig::new`, `ReaderIdentityConfig`, `Reader::provision`,
 //!   `Reader::open`, `decide_payload`, `decide_frame`, `next_batch`,
 //!   `install_bundle`, `bundle_version`, `state`, `records`,
@@ -17,7 +19,8 @@
 //!   fetches go through `sync::contact` (see [`crate::link`]).
 //! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
 //!   `ops::{create_account, register_device, provision_reader, pay,
-//!   set_frozen}`, `ingest::ingest_batch` with `acks::{answer,
+//!   set_frozen, register_device_via}`, `passengers::{issue_token,
+//!   account_caller, rotate_token}`, `ingest::ingest_batch` with `acks::{answer,
 //!   note_contact}` (what `POST /v1/batches` and the bundle route do, served
 //!   in process), `serve` (`--network`), `reports::{daily, exposure,
 //!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
@@ -332,7 +335,7 @@ impl BusReader {
         // its files at its own durability points (every accept,
         // acknowledgement and bundle), as on a bus; thousands of readers
         // share two cores here.
-        cfg.storage.background_flush_ms = None;
+        cfg.storage.background_flush_ms = 0;
         // The most generous decode budget: a loaded machine must not turn a
         // frame into `no_code_found` (that would make runs differ).
         cfg.camera.decode_budget_ms = fare_validator::config::MAX_DECODE_BUDGET_MS;

@@ -89,7 +89,7 @@ impl Reader {
                 .segment_size(config.storage.segment_bytes as usize)
                 // Accepts flush explicitly; the background flush only bounds
                 // how much analytics (rejected scans) a power cut can lose.
-                .flush_every_ms(config.storage.background_flush_ms)
+                .flush_every_ms(Some(config.storage.background_flush_ms).filter(|ms| *ms > 0))
                 .open();
             match res {
                 Err(sled::Error::Io(e))
