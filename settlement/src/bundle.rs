@@ -115,6 +115,31 @@ pub fn refresh(
     Ok(state)
 }
 
+/// The deny list head a reader's bundle carries: the published head while
+/// it is younger than `max_age_s` and made from the same trust list and
+/// tariff, else [`refresh`]. Whoever changes who is revoked publishes at
+/// once (`App::refresh_deny` after a settlement run, a freeze, a payment, a
+/// lost phone), so a bundle answer need not rebuild the list from every
+/// revoked account's credentials: that made each answer cost O(revoked
+/// accounts), and every reader fetches a bundle at every contact. What the
+/// head cannot know without a rebuild (credentials that expired since) is
+/// picked up within `max_age_s`.
+pub fn head_for_bundle(
+    db: &Db,
+    keys: &Mutex<KeyStore>,
+    material: [u8; 32],
+    now_unix_s: u64,
+    skew_s: u64,
+    max_age_s: u64,
+) -> Result<DenyState, BundleError> {
+    let (head, raw) = db.deny_state()?;
+    let fresh = now_unix_s < head.published_unix_s.saturating_add(max_age_s);
+    if raw.is_some() && head.material_hash == material && fresh {
+        return Ok(head);
+    }
+    refresh(db, keys, material, now_unix_s, skew_s, Some(max_age_s))
+}
+
 /// The deny update for a reader at version `since` (snapshot when unknown).
 pub fn deny_update(
     db: &Db,
@@ -212,14 +237,8 @@ pub fn reader_bundle(
     max_age_s: u64,
 ) -> Result<Vec<u8>, BundleError> {
     let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
-    let head = refresh(
-        db,
-        keys,
-        material_hash(&trust, tariff_json),
-        now_unix_s,
-        skew_s,
-        Some(max_age_s),
-    )?;
+    let material = material_hash(&trust, tariff_json);
+    let head = head_for_bundle(db, keys, material, now_unix_s, skew_s, max_age_s)?;
     let deny = deny_update(db, &head, since)?;
     let bundle = ReaderBundle {
         bundle_version: head.version,
@@ -258,6 +277,61 @@ mod tests {
 
     fn id(b: u8) -> CredentialId {
         CredentialId([b; 16])
+    }
+
+    /// A revoked account with one credential valid until `until`, written
+    /// directly (as a settlement run or a freeze does, before it publishes).
+    fn revoke(db: &Db, account: &str, cred: CredentialId, until: u64) {
+        let mut w = WriteSet::default();
+        Db::put_credential(
+            &mut w,
+            &crate::model::CredentialRecord {
+                credential_id: cred,
+                account_id: account.into(),
+                profile: fare_credential::Profile::Adult,
+                valid_from_unix_s: 0,
+                valid_until_unix_s: until,
+                issued_unix_s: 0,
+            },
+        );
+        w.put(
+            crate::store::Space::Revoked,
+            account.as_bytes().to_vec(),
+            Vec::new(),
+        );
+        db.commit(w).unwrap();
+    }
+
+    #[test]
+    fn bundles_serve_the_published_head_until_it_ages_or_the_material_changes() {
+        use rand_chacha::rand_core::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(SledStore::open(&dir.path().join("db")).unwrap()));
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let keys = Mutex::new(KeyStore::init(&dir.path().join("keys"), 1_000, &mut rng).unwrap());
+        let (t0, max_age) = (1_000u64, 300u64);
+        let first = refresh(&db, &keys, [1; 32], t0, 0, None).unwrap();
+        assert!(first.ids.is_empty());
+        // A revocation nobody published yet: the head is served as it is.
+        revoke(&db, "acct-a", id(9), t0 + 10_000);
+        let served = head_for_bundle(&db, &keys, [1; 32], t0 + 10, 0, max_age).unwrap();
+        assert_eq!(served, first);
+        // Published (what `App::refresh_deny` does after the writer): served.
+        let published = refresh(&db, &keys, [1; 32], t0 + 20, 0, None).unwrap();
+        assert_eq!(published.ids, vec![id(9)]);
+        assert!(published.version > first.version);
+        let served = head_for_bundle(&db, &keys, [1; 32], t0 + 30, 0, max_age).unwrap();
+        assert_eq!(served, published);
+        // Another revocation: picked up once the head is older than max_age ...
+        revoke(&db, "acct-b", id(8), t0 + 10_000);
+        let aged = head_for_bundle(&db, &keys, [1; 32], t0 + 20 + max_age, 0, max_age).unwrap();
+        assert_eq!(aged.ids, vec![id(8), id(9)]);
+        // ... or at once when the trust list or tariff changed.
+        revoke(&db, "acct-c", id(7), t0 + 10_000);
+        let now = t0 + 21 + max_age;
+        let moved = head_for_bundle(&db, &keys, [2; 32], now, 0, max_age).unwrap();
+        assert_eq!(moved.ids, vec![id(7), id(8), id(9)]);
+        assert_eq!(moved.material_hash, [2; 32]);
     }
 
     /// Longer than a screen: one sequence of bundle versions, each delta

@@ -8,7 +8,9 @@
 //! Library calls made here (the list the report names):
 //!
 //! * wallet: `DeviceWallet::generate`, `public_key`, `install`,
-//!   `observe_server_time`, `make_code`; `Credential::from_bytes`.
+//!   `observe_server_time`, `make_code`; `Credential::from_bytes`; online
+//!   riders: `Wallet::{init, open, next_code, install_renewal}` and
+//!   `online::{enroll, renew}` (`--network`).
 //! * reader: `ReaderConfig::new`, `ReaderIdentityConfig`, `Reader::provision`,
 //!   `Reader::open`, `decide_payload`, `decide_frame`, `next_batch`,
 //!   `install_bundle`, `bundle_version`, `state`, `records`,
@@ -17,7 +19,8 @@
 //!   fetches go through `sync::contact` (see [`crate::link`]).
 //! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
 //!   `ops::{create_account, register_device, provision_reader, pay,
-//!   set_frozen}`, `ingest::ingest_batch` with `acks::{answer,
+//!   set_frozen, register_device_via}`, `passengers::{issue_token,
+//!   account_caller, rotate_token}`, `ingest::ingest_batch` with `acks::{answer,
 //!   note_contact}` (what `POST /v1/batches` and the bundle route do, served
 //!   in process), `serve` (`--network`), `reports::{daily, exposure,
 //!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
@@ -42,22 +45,51 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 
 // ------------------------------------------------------------------ wallet
 
-/// A phone: the pure wallet core.
+/// A phone: the pure wallet core, or (a rider who enrolled online) the
+/// wallet app's own wallet directory.
 #[derive(Debug)]
 pub struct Phone {
-    inner: DeviceWallet,
+    inner: PhoneWallet,
 }
+
+#[derive(Debug)]
+enum PhoneWallet {
+    /// Enrolled at the counter: the in-memory core.
+    Core(DeviceWallet),
+    /// Enrolled online: `fare_wallet::Wallet` on its directory, with the
+    /// passenger token (in process: kept here; over HTTP: in the wallet's
+    /// `passenger.json`, where `fare_wallet::online` keeps it).
+    App {
+        wallet: fare_wallet::Wallet,
+        account: String,
+        token: Option<String>,
+    },
+}
+
+/// A renewal's result: the new credential's id.
+pub type RenewedId = [u8; 16];
 
 impl Phone {
     /// A phone with a fresh device key.
     pub fn generate(rng: &mut impl CryptoRngCore) -> Phone {
         Phone {
-            inner: DeviceWallet::generate(rng),
+            inner: PhoneWallet::Core(DeviceWallet::generate(rng)),
         }
     }
     /// Its device public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.inner.public_key()
+        match &self.inner {
+            PhoneWallet::Core(w) => w.public_key(),
+            PhoneWallet::App { wallet, .. } => wallet.core().public_key(),
+        }
+    }
+    fn core_mut(&mut self) -> AdapterResult<&mut DeviceWallet> {
+        match &mut self.inner {
+            PhoneWallet::Core(w) => Ok(w),
+            PhoneWallet::App { .. } => {
+                Err("an online-enrolled wallet installs renewals only".into())
+            }
+        }
     }
     /// Installs a credential (bytes as issued) and learns the server's time.
     pub fn install(
@@ -67,23 +99,148 @@ impl Phone {
         device_now: u64,
     ) -> AdapterResult<()> {
         let c = Credential::from_bytes(credential).map_err(s)?;
-        self.inner.install(c).map_err(s)?;
-        self.inner.observe_server_time(server_now, device_now);
+        let core = self.core_mut()?;
+        core.install(c).map_err(s)?;
+        core.observe_server_time(server_now, device_now);
         Ok(())
     }
     /// Pretends the server's time was `server_now` when the phone read `device_now`
     /// (a tampered phone clock correction).
-    pub fn set_offset(&mut self, server_now: u64, device_now: u64) {
-        self.inner.observe_server_time(server_now, device_now);
+    pub fn set_offset(&mut self, server_now: u64, device_now: u64) -> AdapterResult<()> {
+        self.core_mut()?.observe_server_time(server_now, device_now);
+        Ok(())
     }
     /// The next ride code at the phone's clock reading.
     pub fn code(&mut self, device_now: u64) -> AdapterResult<Vec<u8>> {
-        Ok(self
-            .inner
-            .make_code(device_now)
-            .map_err(s)?
-            .as_bytes()
-            .to_vec())
+        let code = match &mut self.inner {
+            PhoneWallet::Core(w) => w.make_code(device_now).map_err(s)?,
+            PhoneWallet::App { wallet, .. } => wallet.next_code(device_now).map_err(s)?,
+        };
+        Ok(code.as_bytes().to_vec())
+    }
+
+    /// Enrols a phone online as `fare-wallet enroll` does: a new wallet in
+    /// `dir`, the operator's `token` exchanged for one only the phone knows,
+    /// then a renewal (a fresh key and its credential). Over HTTP
+    /// (`--network`) through `fare_wallet::online::enroll` itself; in
+    /// process through the same settlement calls its routes make, in the
+    /// same order (so both give the same ids). Returns the phone and its
+    /// credential id.
+    pub fn enrol_online(
+        dir: &Path,
+        settlement: &Backoffice,
+        account: &str,
+        token: &str,
+        valid_for_s: u64,
+        device_now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> AdapterResult<(Phone, RenewedId)> {
+        if let Some(url) = settlement.base_url() {
+            let clock = move || device_now;
+            fare_wallet::online::enroll(dir, &url, account, token, valid_for_s, &clock, rng)
+                .map_err(online_code)?;
+            let wallet = fare_wallet::Wallet::open(dir).map_err(s)?;
+            let phone = Phone {
+                inner: PhoneWallet::App {
+                    wallet,
+                    account: account.into(),
+                    token: None,
+                },
+            };
+            let id = phone.credential_id()?;
+            return Ok((phone, id));
+        }
+        // As `enroll`: the wallet directory is made once and kept.
+        let wallet = if dir.join("device.key").exists() {
+            fare_wallet::Wallet::open(dir)
+        } else {
+            fare_wallet::Wallet::init(dir, false, rng)
+        }
+        .map_err(s)?;
+        let fresh = settlement
+            .rotate_passenger_token(account, token)
+            .map_err(refusal_code)?;
+        let mut phone = Phone {
+            inner: PhoneWallet::App {
+                wallet,
+                account: account.into(),
+                token: Some(fresh),
+            },
+        };
+        let id = phone.renew_online(settlement, valid_for_s, device_now, rng)?;
+        Ok((phone, id))
+    }
+
+    /// Renews online as `fare-wallet renew` does: a fresh device key, its
+    /// credential from settlement with the passenger token, installed with
+    /// the sequence restarted and the clock offset from the answer.
+    pub fn renew_online(
+        &mut self,
+        settlement: &Backoffice,
+        valid_for_s: u64,
+        device_now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> AdapterResult<RenewedId> {
+        let PhoneWallet::App {
+            wallet,
+            account,
+            token,
+        } = &mut self.inner
+        else {
+            return Err("renewal: the phone did not enrol online".into());
+        };
+        match token {
+            None => {
+                let clock = move || device_now;
+                // The server's address of now: a settlement restart serves
+                // on a new loopback port (`renew --server`).
+                let url = settlement.base_url();
+                fare_wallet::online::renew(wallet, url.as_deref(), valid_for_s, &clock, rng)
+                    .map_err(online_code)?;
+            }
+            Some(token) => {
+                let key = SigningKey::generate(rng);
+                let (bytes, server_now) = settlement
+                    .renew_with_token(token, account, key.verifying_key().to_bytes(), valid_for_s)
+                    .map_err(refusal_code)?;
+                wallet
+                    .install_renewal(key, &bytes, (server_now, device_now))
+                    .map_err(s)?;
+            }
+        }
+        self.credential_id()
+    }
+
+    /// Whether the wallet enrolled online (it renews with its passenger token).
+    pub fn online(&self) -> bool {
+        matches!(self.inner, PhoneWallet::App { .. })
+    }
+
+    fn credential_id(&self) -> AdapterResult<RenewedId> {
+        let c = match &self.inner {
+            PhoneWallet::Core(w) => w.credential(),
+            PhoneWallet::App { wallet, .. } => wallet.core().credential(),
+        };
+        c.map(|c| c.body().credential_id.0)
+            .ok_or_else(|| "no credential installed".to_string())
+    }
+}
+
+/// Settlement's stable error code in an error body (`{"error": CODE, ...}`),
+/// else the text itself: renewal refusals are counted by code, the same
+/// in process and over HTTP.
+fn refusal_code(body: String) -> String {
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string))
+        .unwrap_or(body)
+}
+
+/// The stable code of the wallet's online failure (settlement's code when it refused).
+fn online_code(e: fare_wallet::online::OnlineError) -> String {
+    match e {
+        fare_wallet::online::OnlineError::Refused { code, .. } => code,
+        other => other.to_string(),
     }
 }
 
@@ -111,6 +268,8 @@ pub struct ReaderStorage {
     pub batch_max_records: usize,
     /// sled page cache, bytes.
     pub cache_bytes: u64,
+    /// sled log segment size, bytes (sled buffers one in memory).
+    pub segment_bytes: u64,
 }
 
 /// Identity of a reader to provision.
@@ -171,6 +330,12 @@ impl BusReader {
         cfg.storage.batch_max_records = storage.batch_max_records;
         // Many readers in one process: keep sled's page cache small.
         cfg.storage.cache_capacity_bytes = storage.cache_bytes;
+        cfg.storage.segment_bytes = storage.segment_bytes;
+        // No flusher thread per reader: a simulated reader's writes reach
+        // its files at its own durability points (every accept,
+        // acknowledgement and bundle), as on a bus; thousands of readers
+        // share two cores here.
+        cfg.storage.background_flush_ms = 0;
         // The most generous decode budget: a loaded machine must not turn a
         // frame into `no_code_found` (that would make runs differ).
         cfg.camera.decode_budget_ms = fare_validator::config::MAX_DECODE_BUDGET_MS;
@@ -284,6 +449,8 @@ struct Server {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     link: fare_validator::sync::HttpLink,
+    /// `http://127.0.0.1:PORT` (the wallet's online calls go there).
+    url: String,
 }
 
 /// Per-request time limit of the readers' HTTP link in `--network` runs:
@@ -294,6 +461,9 @@ pub const NETWORK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// A disputed fare held in suspense: `(charged ride (reader, seq), operator
 /// held from, amount held)`.
 pub type HeldDispute = ((u32, u64), String, i64);
+
+/// A published deny list: `(version, denied credential ids)`.
+pub type DenyHead = (u64, Vec<[u8; 16]>);
 
 /// A rider to enrol ([`Backoffice::enrol_batch`]).
 #[derive(Clone, Debug)]
@@ -409,14 +579,14 @@ impl Backoffice {
             let _ = rx.await;
         }));
         // A new client per server: no pooled connection to a stopped one.
-        let link =
-            fare_validator::sync::HttpLink::new(&format!("http://{addr}"), NETWORK_REQUEST_TIMEOUT)
-                .map_err(s)?;
+        let url = format!("http://{addr}");
+        let link = fare_validator::sync::HttpLink::new(&url, NETWORK_REQUEST_TIMEOUT).map_err(s)?;
         Ok(Server {
             rt,
             stop,
             task,
             link,
+            url,
         })
     }
     fn stop_server(&mut self) -> AdapterResult<()> {
@@ -433,6 +603,80 @@ impl Backoffice {
     /// The HTTP link to the loopback server (`--network` runs only).
     pub fn http_link(&self) -> Option<&fare_validator::sync::HttpLink> {
         self.server.as_ref().map(|s| &s.link)
+    }
+    /// The loopback server's base URL (`--network` runs only).
+    pub fn base_url(&self) -> Option<String> {
+        self.server.as_ref().map(|s| s.url.clone())
+    }
+    /// The operator enrols a phone for online use: a passenger token
+    /// (`POST /v1/accounts/{id}/tokens`, called in process as every
+    /// administration step of the simulator is).
+    pub fn issue_passenger_token(&self, account: &str) -> AdapterResult<String> {
+        let app = self.app();
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let req = fare_settlement::passengers::IssueToken {
+            label: "simulated phone".into(),
+        };
+        let t =
+            fare_settlement::passengers::issue_token(&app.db, account, &req, self.now(), &mut *rng)
+                .map_err(|e| e.body().to_string())?;
+        Ok(t.token)
+    }
+    /// The caller a request with `Authorization: Bearer <token>` on
+    /// account `account`'s routes is (settlement's own `account_caller`).
+    fn passenger_caller(
+        &self,
+        account: &str,
+        token: &str,
+    ) -> AdapterResult<fare_settlement::passengers::Caller> {
+        let app = self.app();
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().map_err(s)?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        fare_settlement::passengers::account_caller(&app.db, &app.operator_token, &headers, account)
+            .map_err(|e| e.body().to_string())
+    }
+    /// What `POST /v1/accounts/{id}/tokens/rotate` does with `token`: the
+    /// new token (in-process phones).
+    pub fn rotate_passenger_token(&self, account: &str, token: &str) -> AdapterResult<String> {
+        let app = self.app();
+        let caller = self.passenger_caller(account, token)?;
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let t = fare_settlement::passengers::rotate_token(&app.db, &caller, self.now(), &mut *rng)
+            .map_err(|e| e.body().to_string())?;
+        Ok(t.token)
+    }
+    /// What `POST /v1/accounts/{id}/devices` does for a passenger token
+    /// (in-process phones): `(credential bytes, server time)`.
+    pub fn renew_with_token(
+        &self,
+        token: &str,
+        account: &str,
+        device_public_key: [u8; 32],
+        valid_for_s: u64,
+    ) -> AdapterResult<(Vec<u8>, u64)> {
+        let app = self.app();
+        let caller = self.passenger_caller(account, token)?;
+        let req = fare_settlement::ops::RegisterDevice {
+            device_public_key: hex::encode(device_public_key),
+            valid_for_s,
+        };
+        drop(app.reload_keys().map_err(s)?);
+        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let c = api(fare_settlement::ops::register_device_via(
+            &app.db,
+            &app.keys,
+            account,
+            &req,
+            caller.device_id(),
+            self.config.max_credential_validity_s,
+            self.now(),
+            &mut *rng,
+        ))?;
+        Ok((hex::decode(&c.credential).map_err(s)?, self.now()))
     }
     /// Stops the server, if any (end of a run).
     pub fn shutdown(&mut self) -> AdapterResult<()> {
@@ -640,8 +884,8 @@ impl Backoffice {
         let (version, ids) = self.deny_head()?;
         Ok((bytes, version, ids))
     }
-    /// The published deny list: `(version, denied credential ids)`.
-    pub fn deny_head(&self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
+    /// Publishes the deny list if it changed: `(version, denied credential ids)`.
+    pub fn deny_head(&self) -> AdapterResult<DenyHead> {
         let head = self.app().refresh_deny().map_err(s)?;
         Ok((
             head.version,
@@ -695,28 +939,36 @@ impl Backoffice {
         self.doubled = true;
         Ok(())
     }
-    /// Records a payment.
+    /// Records a payment. The deny list is published by the next
+    /// settlement run (the route publishes after each payment; the
+    /// evening's payments come in a burst here, and a debtor leaving the
+    /// list later is harmless).
     pub fn pay(&self, account: &str, payment_id: &str, amount: i64) -> AdapterResult<()> {
         let req = fare_settlement::ops::MakePayment {
             payment_id: payment_id.into(),
             amount_minor: amount,
         };
-        api(fare_settlement::ops::pay(
-            &self.app().db,
-            account,
-            &req,
-            self.now(),
-        ))?;
+        let app = self.app();
+        {
+            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            api(fare_settlement::ops::pay(
+                &app.db,
+                account,
+                &req,
+                self.now(),
+            ))?;
+        }
         Ok(())
     }
-    /// Freezes an account (a reported stolen phone).
-    pub fn freeze(&self, account: &str) -> AdapterResult<()> {
-        api(fare_settlement::ops::set_frozen(
-            &self.app().db,
-            account,
-            true,
-        ))?;
-        Ok(())
+    /// Freezes an account (a reported stolen phone), then publishes the
+    /// deny list (as `POST /v1/accounts/{id}/freeze` does).
+    pub fn freeze(&self, account: &str) -> AdapterResult<DenyHead> {
+        let app = self.app();
+        {
+            let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+            api(fare_settlement::ops::set_frozen(&app.db, account, true))?;
+        }
+        self.deny_head()
     }
     /// An account's balance (negative: debt).
     pub fn balance(&self, account: &str) -> AdapterResult<i64> {

@@ -175,6 +175,16 @@ fn timed<T>(plan: &FaultPlan, bundle: bool, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Settlement's in-process answer as the reply a reader gets (its `Date` is
+/// settlement's clock, as the HTTP server's would be).
+fn in_process_reply(b: &Backoffice, (status, body): (u16, Vec<u8>)) -> Reply {
+    Reply {
+        status,
+        date_unix_s: Some(b.now()),
+        body,
+    }
+}
+
 impl<'a> Transport<'a> {
     /// The transport of a run: HTTP when settlement serves one.
     pub fn of(settlement: &'a Backoffice) -> Transport<'a> {
@@ -192,13 +202,8 @@ impl<'a> Transport<'a> {
     ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = timed(plan, false, || b.answer_batch(&body, t, &auth));
-                let date_unix_s = Some(b.now());
-                Ok(Reply {
-                    status,
-                    date_unix_s,
-                    body,
-                })
+                let answer = timed(plan, false, || b.answer_batch(&body, t, &auth));
+                Ok(in_process_reply(b, answer))
             }
             Transport::Http(l) => l.post_batch(body, t, auth).await,
         }
@@ -213,13 +218,8 @@ impl<'a> Transport<'a> {
     ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let (status, body) = timed(plan, true, || b.answer_bundle(id, since, t, &auth));
-                let date_unix_s = Some(b.now());
-                Ok(Reply {
-                    status,
-                    date_unix_s,
-                    body,
-                })
+                let answer = timed(plan, true, || b.answer_bundle(id, since, t, &auth));
+                Ok(in_process_reply(b, answer))
             }
             Transport::Http(l) => l.get_bundle(id, since, t, auth).await,
         }

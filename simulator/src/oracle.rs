@@ -135,7 +135,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
         .iter()
         .enumerate()
         .filter(|(_, r)| r.phone.is_some())
-        .map(|(i, r)| (r.credential, i))
+        .flat_map(|(i, r)| r.credentials.iter().map(move |c| (*c, i)))
         .collect();
 
     // ---- the ride universe: what readers accepted, plus declared fakes.

@@ -130,6 +130,10 @@ pub struct Report {
     pub deny_propagation_s: BTreeMap<String, u64>,
     /// Faults.
     pub faults: FaultsDone,
+    /// Online renewals: wallets enrolled with a passenger token and
+    /// credentials renewed through settlement's passenger routes (over
+    /// loopback HTTP with `--network`, by `fare_wallet::online`).
+    pub renewals: crate::sim::Renewals,
     /// Wall time, seconds.
     pub wall_s: f64,
     /// Wall time per phase, seconds.
@@ -253,6 +257,7 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
                 .collect(),
             deny_list_scans_checked: w.deny_checks,
         },
+        renewals: renewals(w),
         wall_s,
         wall_phases_s: w.phase_wall_s.clone(),
         rides_per_wall_s: if wall_s > 0.0 {
@@ -261,6 +266,22 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
             0.0
         },
     }
+}
+
+/// The renewals, with the rides accepted under a renewed credential.
+fn renewals(w: &World) -> crate::sim::Renewals {
+    let renewed: std::collections::BTreeSet<[u8; 16]> = w
+        .riders
+        .iter()
+        .flat_map(|r| r.credentials.iter().skip(1).copied())
+        .collect();
+    let mut out = w.renewals.clone();
+    out.accepted_rides_renewed = w
+        .journal
+        .iter()
+        .filter(|a| a.code.is_some_and(|(c, _)| renewed.contains(&c)))
+        .count() as u64;
+    out
 }
 
 fn money(m: i64) -> String {
@@ -330,6 +351,16 @@ pub fn summary(r: &Report) -> String {
         s,
         "faults: {} power cuts, {} settlement restarts, {} settlement runs, {} restores from backup",
         r.faults.power_cuts, r.faults.settlement_restarts, r.faults.settlement_runs, r.faults.restores.len()
+    );
+    let _ = writeln!(
+        s,
+        "online renewals: {} riders, {} wallets enrolled, {} renewed, {} rides accepted on renewed credentials, {} refused {:?}",
+        r.renewals.riders,
+        r.renewals.enrolled,
+        r.renewals.renewed,
+        r.renewals.accepted_rides_renewed,
+        r.renewals.refused_by_code.values().sum::<u64>(),
+        r.renewals.refused_by_code
     );
     let _ = writeln!(s, "attacks (caught / attempted):");
     for (k, a) in &r.attacks {

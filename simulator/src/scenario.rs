@@ -95,6 +95,11 @@ pub struct RiderConfig {
     pub phone_clock_off_max_s: u64,
     /// Percent of deny-listed debtors who pay their debt in the evening.
     pub debtors_paying_percent: u32,
+    /// Riders whose wallet goes online during the day: it enrols with a
+    /// passenger token from the operator, then renews its credential (a
+    /// fresh device key each time) through settlement's passenger routes.
+    #[serde(default)]
+    pub online_renewals: u32,
 }
 
 /// Demand curve.
@@ -200,6 +205,10 @@ pub struct ExecutionConfig {
     /// Each reader's sled page cache, KiB (many readers share one process).
     #[serde(default = "default_reader_cache_kib")]
     pub reader_cache_kib: u64,
+    /// Each reader's sled log segment, KiB (a power of two, 64 to 16384;
+    /// sled keeps one segment buffer in memory per reader).
+    #[serde(default = "default_reader_segment_kib")]
+    pub reader_segment_kib: u64,
     /// Test only: settlement's adapter charges one ride twice.
     #[serde(default)]
     pub planted_double_charge: bool,
@@ -208,6 +217,15 @@ pub struct ExecutionConfig {
 fn default_reader_cache_kib() -> u64 {
     DEFAULT_READER_CACHE_KIB
 }
+
+fn default_reader_segment_kib() -> u64 {
+    DEFAULT_READER_SEGMENT_KIB
+}
+
+/// Default of `execution.reader_segment_kib`: sled's smallest useful
+/// segment (a reader's largest value, its bundle meta, goes to a blob file
+/// above a quarter of it).
+pub const DEFAULT_READER_SEGMENT_KIB: u64 = 64;
 
 /// Default of `execution.reader_cache_kib`.
 pub const DEFAULT_READER_CACHE_KIB: u64 = 1024;

@@ -39,6 +39,12 @@ const FRAME_H: u32 = 480;
 const TAMPER_BYTE: usize = 130;
 /// Thief rides per stolen phone.
 const THIEF_RIDES: u64 = 4;
+/// Online renewals start at this local hour ...
+const RENEW_FROM_HOUR: f64 = 7.0;
+/// ... within this many seconds.
+const RENEW_SPAN_S: u64 = 12 * HOUR_S;
+/// A wallet enrolled online renews again this long after.
+const RENEW_AGAIN_S: u64 = 2 * HOUR_S;
 /// Codes kept for attacks that need a genuine accepted code.
 const CODE_BANK: usize = 64;
 
@@ -113,8 +119,8 @@ pub struct Rider {
     pub phone: Option<Phone>,
     /// Phone clock error, seconds.
     pub phone_off: i64,
-    /// Credential id.
-    pub credential: [u8; 16],
+    /// Credential ids, the first from enrolment, then one per online renewal.
+    pub credentials: Vec<[u8; 16]>,
     /// Special part in the scenario.
     pub part: RiderPart,
 }
@@ -197,6 +203,33 @@ pub struct Attempt {
     pub expect: Expect,
     /// The reader's answer, if it was a scan.
     pub reader_refused: Option<bool>,
+}
+
+impl Attempt {
+    /// An attempt the reader must refuse (its answer filled in by the scan).
+    fn refused_at_reader(kind: &'static str) -> Attempt {
+        Attempt {
+            kind,
+            must_catch: true,
+            expect: Expect::ReaderRefuses,
+            reader_refused: None,
+        }
+    }
+}
+
+/// Online renewals done during the day (counted in the report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Renewals {
+    /// Riders who went online with their wallet.
+    pub riders: u64,
+    /// Wallets enrolled online (token exchanged, first credential renewed).
+    pub enrolled: u64,
+    /// Later renewals of an enrolled wallet.
+    pub renewed: u64,
+    /// Refusals, by settlement's stable code.
+    pub refused_by_code: BTreeMap<String, u64>,
+    /// Rides readers accepted under a credential renewed online.
+    pub accepted_rides_renewed: u64,
 }
 
 /// What a compromised reader uploaded (declared to the oracle).
@@ -310,6 +343,9 @@ enum Ev {
         bus: u32,
     },
     Payments,
+    Renew {
+        rider: u32,
+    },
 }
 
 /// Everything the run recorded.
@@ -378,6 +414,8 @@ pub struct World {
     pub link_stats: crate::link::LinkStats,
     /// Wallet refusals (e.g. expired credential on the phone).
     pub wallet_refusals: u64,
+    /// Online renewals (wallet enrolment and renewal through settlement's passenger routes).
+    pub renewals: Renewals,
     /// Wall time of each phase, seconds (not deterministic).
     pub phase_wall_s: BTreeMap<String, f64>,
     /// Uploads refused by settlement, by code.
@@ -547,6 +585,7 @@ impl World {
             link_stats: Default::default(),
             network: opts.network,
             wallet_refusals: 0,
+            renewals: Renewals::default(),
             phase_wall_s: BTreeMap::new(),
             upload_refusals: BTreeMap::new(),
             failed_uploads: Vec::new(),
@@ -675,6 +714,7 @@ impl World {
         // RNG, the same bundle): provisioned in parallel, same result.
         use rayon::prelude::*;
         let cache_bytes = self.scenario.execution.reader_cache_kib << 10;
+        let segment_bytes = self.scenario.execution.reader_segment_kib << 10;
         let root_public = self.root_public;
         self.buses
             .par_iter_mut()
@@ -685,6 +725,7 @@ impl World {
                     device_sync,
                     batch_max_records: batch,
                     cache_bytes,
+                    segment_bytes,
                 };
                 let r = BusReader::provision(
                     &b.dir,
@@ -876,7 +917,7 @@ impl World {
                 credit_limit,
                 phone: None,
                 phone_off,
-                credential: [0; 16],
+                credentials: Vec::new(),
                 part,
             });
         }
@@ -990,6 +1031,7 @@ impl World {
             }
         }
         self.push(self.at_hour(21.0), Ev::Payments);
+        self.schedule_renewals();
     }
 
     /// Runs the whole day, then the liveness phase.
@@ -1110,22 +1152,23 @@ impl World {
                 let r = &mut self.riders[i];
                 let device_now = (now as i64 + r.phone_off) as u64;
                 phone.install(&cred, now, device_now)?;
-                r.credential = id;
+                r.credentials.push(id);
                 r.phone = Some(phone);
                 bar.inc(1);
             }
         }
         for i in todo {
-            let r = &self.riders[i];
-            if r.part == RiderPart::DenyListed {
-                self.settlement.freeze(&r.account)?;
-                self.frozen.insert(r.account.clone());
+            let (part, account) = (self.riders[i].part, self.riders[i].account.clone());
+            if part == RiderPart::DenyListed {
+                let (version, ids) = self.settlement.freeze(&account)?;
+                self.frozen.insert(account.clone());
+                self.note_deny(version, now, ids);
             }
-            if r.part == RiderPart::OverLimit {
+            if part == RiderPart::OverLimit {
                 self.attempts.push(Attempt {
                     kind: "over_credit_limit",
                     must_catch: true,
-                    expect: Expect::Revoked(r.account.clone()),
+                    expect: Expect::Revoked(account),
                     reader_refused: None,
                 });
             }
@@ -1195,8 +1238,9 @@ impl World {
             Ev::ExpiredRide { rider, bus } => self.expired_ride(t, rider, bus),
             Ev::StolenReport { rider } => {
                 let acct = self.riders[rider as usize].account.clone();
-                self.settlement.freeze(&acct)?;
+                let (version, ids) = self.settlement.freeze(&acct)?;
                 self.frozen.insert(acct);
+                self.note_deny(version, t, ids);
             }
             Ev::Sync { bus, depot } => self.sync(t, bus, depot)?,
             Ev::Settle => self.settle_at(t)?,
@@ -1220,6 +1264,7 @@ impl World {
             Ev::Backup { bus } => self.backup(t, bus)?,
             Ev::RestoreBackup { bus } => self.restore(t, bus)?,
             Ev::Payments => self.payments()?,
+            Ev::Renew { rider } => self.renew(t, rider)?,
         }
         Ok(())
     }
@@ -1252,12 +1297,7 @@ impl World {
         let (tag, attempt) = if r.part == RiderPart::DenyListed {
             (
                 "deny_listed",
-                Some(Attempt {
-                    kind: "deny_listed",
-                    must_catch: true,
-                    expect: Expect::ReaderRefuses,
-                    reader_refused: None,
-                }),
+                Some(Attempt::refused_at_reader("deny_listed")),
             )
         } else {
             ("honest", None)
@@ -1380,12 +1420,19 @@ impl World {
         cands[below(&mut self.rng_attack, cands.len() as u64) as usize]
     }
 
-    fn forged(&mut self, t: u64, bus: u32) {
-        let bus = if self.buses[bus as usize].real {
+    /// `bus` when it runs on a real reader, else another real one (an
+    /// attacker's scan must reach a reader).
+    fn real_or_other(&mut self, bus: u32) -> u32 {
+        if self.buses[bus as usize].real {
             bus
         } else {
             self.other_bus(bus, false)
-        };
+        }
+    }
+
+    /// A ride code under a credential no issuer of this deployment signed
+    /// (the forger's own key), made at `t`.
+    fn forged_code(&mut self, t: u64) -> Vec<u8> {
         let device = self.forger.next_key();
         let mut id = [0u8; 16];
         self.rng_attack.fill_bytes(&mut id);
@@ -1396,17 +1443,19 @@ impl World {
             t,
             86_400,
         );
-        let code = fare_credential::RideCode::sign_v1(&cred, t as u32, 1, &device);
-        let attempt = Attempt {
-            kind: "forged",
-            must_catch: true,
-            expect: Expect::ReaderRefuses,
-            reader_refused: None,
-        };
+        fare_credential::RideCode::sign_v1(&cred, t as u32, 1, &device)
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn forged(&mut self, t: u64, bus: u32) {
+        let bus = self.real_or_other(bus);
+        let code = self.forged_code(t);
+        let attempt = Attempt::refused_at_reader("forged");
         self.scan(
             t,
             bus,
-            code.as_bytes(),
+            &code,
             None,
             Profile::Adult,
             false,
@@ -1416,11 +1465,7 @@ impl World {
     }
 
     fn expired_ride(&mut self, t: u64, rider: u32, bus: u32) {
-        let bus = if self.buses[bus as usize].real {
-            bus
-        } else {
-            self.other_bus(bus, false)
-        };
+        let bus = self.real_or_other(bus);
         let r = &mut self.riders[rider as usize];
         let (account, profile) = (r.account.clone(), r.profile);
         let Some(phone) = r.phone.as_mut() else {
@@ -1430,17 +1475,12 @@ impl World {
         // inside the credential's (past) validity.
         let setup = self.midnight + SETUP_HOUR * HOUR_S;
         let device_now = (t as i64 + r.phone_off) as u64;
-        phone.set_offset(setup + SHORT_CREDENTIAL_S - 60, device_now);
-        let Ok(code) = phone.code(device_now) else {
+        let tampered = phone.set_offset(setup + SHORT_CREDENTIAL_S - 60, device_now);
+        let Ok(code) = tampered.and_then(|()| phone.code(device_now)) else {
             self.wallet_refusals += 1;
             return;
         };
-        let attempt = Attempt {
-            kind: "expired_credential",
-            must_catch: true,
-            expect: Expect::ReaderRefuses,
-            reader_refused: None,
-        };
+        let attempt = Attempt::refused_at_reader("expired_credential");
         self.scan(
             t,
             bus,
@@ -1460,11 +1500,7 @@ impl World {
         who: &str,
         attempt: Option<Attempt>,
     ) -> Result<(), String> {
-        let bus = if self.buses[bus as usize].real {
-            bus
-        } else {
-            self.other_bus(bus, false)
-        };
+        let bus = self.real_or_other(bus);
         let rider: usize = who
             .trim_start_matches("thief-of:")
             .parse()
@@ -1780,6 +1816,76 @@ impl World {
         Ok(())
     }
 
+    /// Picks `riders.online_renewals` honest enrolled riders; each enrols
+    /// its wallet online at a random hour of the day and renews again
+    /// [`RENEW_AGAIN_S`] later.
+    fn schedule_renewals(&mut self) {
+        let mut rng = rng_for(self.seed, "renewals");
+        let honest: Vec<u32> = (0..self.riders.len() as u32)
+            .filter(|i| {
+                let r = &self.riders[*i as usize];
+                r.part == RiderPart::Honest && r.phone.is_some()
+            })
+            .collect();
+        let want = (self.scenario.riders.online_renewals as usize).min(honest.len());
+        let mut picked = BTreeSet::new();
+        while picked.len() < want {
+            picked.insert(honest[below(&mut rng, honest.len() as u64) as usize]);
+        }
+        self.renewals.riders = picked.len() as u64;
+        for rider in picked {
+            let t = self.at_hour(RENEW_FROM_HOUR) + below(&mut rng, RENEW_SPAN_S);
+            self.push(t, Ev::Renew { rider });
+            self.push(t + RENEW_AGAIN_S, Ev::Renew { rider });
+        }
+    }
+
+    /// A rider's wallet goes online: enrols (the operator's passenger
+    /// token exchanged, a first renewal) or renews, through settlement's
+    /// passenger routes (over HTTP with `--network`).
+    fn renew(&mut self, t: u64, rider: u32) -> Result<(), String> {
+        let valid_for_s = CREDENTIAL_S.min(self.settlement.policy().0);
+        let dir = self.work.join("wallets").join(rider.to_string());
+        let r = &mut self.riders[rider as usize];
+        let device_now = (t as i64 + r.phone_off) as u64;
+        let what = format!("renewal/{}/{}", r.account, r.credentials.len());
+        let mut rng = rng_for(self.seed, &what);
+        let Some(phone) = r.phone.as_mut() else {
+            return Ok(());
+        };
+        let first = !phone.online();
+        let done = if first {
+            let token = self.settlement.issue_passenger_token(&r.account)?;
+            Phone::enrol_online(
+                &dir,
+                &self.settlement,
+                &r.account,
+                &token,
+                valid_for_s,
+                device_now,
+                &mut rng,
+            )
+            .map(|(p, id)| {
+                *phone = p;
+                id
+            })
+        } else {
+            phone.renew_online(&self.settlement, valid_for_s, device_now, &mut rng)
+        };
+        match done {
+            Ok(id) => {
+                r.credentials.push(id);
+                if first {
+                    self.renewals.enrolled += 1;
+                } else {
+                    self.renewals.renewed += 1;
+                }
+            }
+            Err(code) => *self.renewals.refused_by_code.entry(code).or_insert(0) += 1,
+        }
+        Ok(())
+    }
+
     fn payments(&mut self) -> Result<(), String> {
         let revoked = self.settlement.revoked_accounts()?;
         let mut rng = rng_for(self.seed, "payments");
@@ -1867,19 +1973,8 @@ impl World {
                 c.fakes.push((0, "duplicate"));
             }
             // Invented: a code under a credential no issuer signed.
-            let device = self.forger.next_key();
-            let mut id = [0u8; 16];
-            self.rng_attack.fill_bytes(&mut id);
-            let cred = self.forger.credential(
-                &device,
-                fare_credential::CredentialId(id),
-                Profile::Adult,
-                t,
-                86_400,
-            );
-            let code = fare_credential::RideCode::sign_v1(&cred, t as u32, 1, &device);
             out.push(RideRecord {
-                code: code.as_bytes().to_vec(),
+                code: self.forged_code(t),
                 reader_time_unix_s: rnow,
                 ..template.clone()
             });

@@ -73,6 +73,14 @@ fn demo_with_faults_and_adversaries_passes() {
             > 0
     );
     assert!(r.rides.via_camera_frames > 0 && r.rides.via_payloads > 0);
+    // Wallets went online: enrolled with a passenger token, renewed, and
+    // rode on the renewed credentials (charged to the same account: the
+    // oracle's amounts above hold).
+    let n = &r.renewals;
+    assert!(
+        n.enrolled > 0 && n.renewed > 0 && n.accepted_rides_renewed > 0,
+        "{n:?}"
+    );
     assert!(
         r.rides.rejected_by_reason.contains_key("storage_full"),
         "{:?}",

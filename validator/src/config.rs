@@ -145,6 +145,14 @@ impl Default for TrustPolicy {
     }
 }
 
+/// sled's own default log segment size (`storage.segment_bytes`).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 512 << 10;
+/// Smallest `storage.segment_bytes` (a ride record and the reader's
+/// metadata stay far below a quarter of it).
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest `storage.segment_bytes` (sled's limit).
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// `[storage]`: limits on everything the reader keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -169,6 +177,18 @@ pub struct StorageConfig {
     /// sled page cache size in bytes (sled's own default is 1 GiB, far too
     /// much for a reader).
     pub cache_capacity_bytes: u64,
+    /// sled's log segment size in bytes: a power of two from
+    /// [`MIN_SEGMENT_BYTES`] to [`MAX_SEGMENT_BYTES`]. sled keeps a segment
+    /// buffer of this size in memory, and a value above a quarter of it is
+    /// written to a file of its own. sled refuses to open a log with another
+    /// size than the one it was created with: set it before provisioning.
+    pub segment_bytes: u64,
+    /// sled's background flush period in milliseconds (0: no flusher
+    /// thread). Accepts, acknowledgements and bundles are flushed
+    /// explicitly before anything depends on them; the background flush
+    /// only bounds how much of the rejected-scan analytics a power cut can
+    /// lose.
+    pub background_flush_ms: u64,
     /// Records per upload batch (≤ the batch format's 4096).
     pub batch_max_records: usize,
     /// After sled's `flush()`, `fdatasync` its data file so an accepted ride
@@ -187,6 +207,8 @@ impl Default for StorageConfig {
             credential_cache_entries: 4096,
             replay_grace_s: 3600,
             cache_capacity_bytes: 8 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            background_flush_ms: 1000,
             batch_max_records: 1000,
             device_sync: true,
         }
@@ -229,6 +251,15 @@ impl ReaderConfig {
             return Err(bad(
                 "storage.batch_max_records",
                 format!("{}: expected 1..={max}", self.storage.batch_max_records),
+            ));
+        }
+        let seg = self.storage.segment_bytes;
+        if !seg.is_power_of_two() || !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&seg) {
+            return Err(bad(
+                "storage.segment_bytes",
+                format!(
+                    "{seg}: expected a power of two from {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}"
+                ),
             ));
         }
         if !(1..=MAX_DECODE_BUDGET_MS).contains(&self.camera.decode_budget_ms) {
@@ -290,5 +321,53 @@ impl ReaderConfig {
             "# fare-validator reader config. Every key is documented in validator/README.md.\n\
              # Times in seconds, sizes in bytes.\n\n{body}"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ReaderConfig {
+        ReaderConfig::new(ReaderIdentityConfig {
+            reader_id: 1,
+            operator: "op".into(),
+            vehicle: "bus-1".into(),
+            route: "R1".into(),
+            stop: None,
+        })
+    }
+
+    fn refused_field(c: &ReaderConfig) -> Option<&'static str> {
+        match c.validate() {
+            Err(ValidatorError::Config { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn sled_segment_size_is_checked() {
+        let mut c = config();
+        assert_eq!(refused_field(&c), None);
+        for ok in [MIN_SEGMENT_BYTES, DEFAULT_SEGMENT_BYTES, MAX_SEGMENT_BYTES] {
+            c.storage.segment_bytes = ok;
+            assert_eq!(refused_field(&c), None, "{ok}");
+        }
+        for bad in [0, MIN_SEGMENT_BYTES / 2, 100_000, MAX_SEGMENT_BYTES * 2] {
+            c.storage.segment_bytes = bad;
+            assert_eq!(refused_field(&c), Some("storage.segment_bytes"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_background_flush_survives_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reader.toml");
+        let mut c = config();
+        c.storage.background_flush_ms = 0;
+        c.storage.segment_bytes = MIN_SEGMENT_BYTES;
+        std::fs::write(&path, c.to_toml()).unwrap();
+        let back = ReaderConfig::load(&path).unwrap();
+        assert_eq!(back.storage, c.storage);
     }
 }

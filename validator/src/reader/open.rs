@@ -83,9 +83,10 @@ impl Reader {
             let res = sled::Config::new()
                 .path(paths::log(dir))
                 .cache_capacity(config.storage.cache_capacity_bytes)
+                .segment_size(config.storage.segment_bytes as usize)
                 // Accepts flush explicitly; the background flush only bounds
                 // how much analytics (rejected scans) a power cut can lose.
-                .flush_every_ms(Some(1000))
+                .flush_every_ms(Some(config.storage.background_flush_ms).filter(|ms| *ms > 0))
                 .open();
             match res {
                 Err(sled::Error::Io(e))
