@@ -44,6 +44,22 @@ pub(super) const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_
 /// `EdwardsPoint::is_torsion_free` computes the same constant-time and
 /// took ≈ 30 % longer here (41 vs 31 µs under load); ingest pays this once
 /// per ride, and a test checks the two agree.
+///
+/// Why no cheaper exact test (issue #13, measured in settlement/README.md,
+/// "Numbers"): the group is cyclic of order `8ℓ`, so `R` is in the
+/// prime-order subgroup iff its component in `Z/8` is zero. Reading that
+/// component costs either a multiplication by a multiple of `ℓ` (≥ 252
+/// doublings: this one, variable-time on dalek's AVX2 backend) or three successive
+/// point halvings (Pornin, eprint 2022/1164: four square roots and a
+/// Legendre symbol, about as many field operations as the doublings here,
+/// and dalek does not expose its field). The Tate-pairing test (Koshelev,
+/// eprint 2022/037) needs `8 | p − 1`; here `p ≡ 5 (mod 8)`, so a pairing
+/// over `F_p` sees only `Z/4`. Nor does the batch equation make it free:
+/// cofactorless *per signature*, `R = [s]B − [h]A` is torsion-free when
+/// `A` and `B` are, but the batch checks `Σ zᵢ(…) = 0`, whose torsion part
+/// `Σ zᵢTᵢ` vanishes for some `zᵢ` although `Tᵢ ≠ 0` (the 1/ord(T) above);
+/// and any deterministic combination of fewer than one test per `R` can be
+/// cancelled by a chosen set of `Tᵢ`. So one exact test per ride stays.
 pub fn r_outside_prime_subgroup(r: &[u8; 32]) -> bool {
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
     use curve25519_dalek::scalar::Scalar;
