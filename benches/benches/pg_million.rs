@@ -346,7 +346,7 @@ fn main() {
         return;
     };
     let keys = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0 + 86_400));
+    let clock = Arc::new(ManualClock::new(T0 - 86_400));
     let sled_dir = tempfile::tempdir().unwrap();
     let sled =
         Arc::new(App::open(sled_dir.path(), config(keys.path()), clock.clone(), Some(1)).unwrap());
