@@ -114,6 +114,16 @@ impl PgCluster {
     /// When PostgreSQL is missing and `FARE_REQUIRE_POSTGRES=1`, or when the
     /// cluster fails to start (with the server log).
     pub fn start() -> Option<PgCluster> {
+        Self::start_with_settings(&[])
+    }
+
+    /// [`PgCluster::start`] with extra server settings (`name`, `value`),
+    /// e.g. a benchmark's `shared_buffers`. Durability settings (`fsync`,
+    /// `synchronous_commit`) are PostgreSQL's defaults unless given here.
+    ///
+    /// # Panics
+    /// As [`PgCluster::start`].
+    pub fn start_with_settings(settings: &[(&str, &str)]) -> Option<PgCluster> {
         let Some(bin) = PgBin::find() else {
             let how = "PostgreSQL not found (no initdb/pg_ctl/createdb on PATH nor in /usr/lib/postgresql/*/bin): \
                        install it with `apt-get install postgresql`";
@@ -123,10 +133,10 @@ impl PgCluster {
             eprintln!("SKIPPED: {how}");
             return None;
         };
-        Some(Self::start_with(bin))
+        Some(Self::start_with(bin, settings))
     }
 
-    fn start_with(bin: PgBin) -> PgCluster {
+    fn start_with(bin: PgBin, settings: &[(&str, &str)]) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("fare-pgtest-")
             .tempdir()
@@ -156,11 +166,15 @@ impl PgCluster {
             ],
         );
         // Unix socket only, in the cluster's own directory.
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses='' -k {} -p {} -c max_connections=200 -c shared_buffers=64MB",
             c.socket_dir(),
             c.port
         );
+        for (name, value) in settings {
+            // Later settings win: these override the defaults above.
+            opts.push_str(&format!(" -c {name}={value}"));
+        }
         let log = c.dir.path().join("server.log");
         c.run_ok(
             "pg_ctl",
@@ -180,13 +194,21 @@ impl PgCluster {
         c
     }
 
-    fn data_dir(&self) -> String {
+    /// The cluster's data directory (its size is the database's on disk).
+    pub fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
 
     /// The directory of the server's Unix socket.
     pub fn socket_dir(&self) -> String {
         self.dir.path().display().to_string()
+    }
+
+    /// The postmaster's process id (`postmaster.pid`): with its children,
+    /// the server's CPU time can be read from `/proc`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
     }
 
     /// The port number naming the socket (`.s.PGSQL.<port>`).

@@ -21,7 +21,7 @@ pub use typed::{Db, DenyState, PostingBlocks, ResultBlocks, RideBlocks};
 use crate::error::StoreError;
 
 /// The key spaces (tables). The byte is the key prefix in the sled tree.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 #[non_exhaustive]
 pub enum Space {
@@ -157,6 +157,29 @@ pub trait Store: Send + Sync + 'static {
     fn claim_writer(&self) {}
     /// Releases the claim taken by [`Store::claim_writer`].
     fn release_writer(&self) {}
+    /// The day partitions of a ride history space (`Rides`, `Results`,
+    /// `Days`), oldest first (`YYYYMMDD`); `None` when the backend keeps no
+    /// day partitions (sled: the purge deletes rows).
+    fn history_days(&self, _space: Space) -> Result<Option<Vec<i32>>, StoreError> {
+        Ok(None)
+    }
+    /// Every row of one day partition, in key order.
+    fn history_day_entries(&self, space: Space, day: i32) -> Result<Entries, StoreError> {
+        Err(StoreError::Backend(format!(
+            "{space:?} day {day}: this backend has no day partitions"
+        )))
+    }
+    /// Commits `writes` and drops the given day partitions in one
+    /// transaction (the retention purge).
+    fn commit_dropping_days(
+        &self,
+        _writes: WriteSet,
+        _days: &[(Space, i32)],
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Backend(
+            "this backend has no day partitions".into(),
+        ))
+    }
     /// Whether the database answers (`/healthz`).
     fn health(&self) -> Result<(), StoreError> {
         Ok(())

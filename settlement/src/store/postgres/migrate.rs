@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "passenger_tables",
         include_str!("../../../migrations/0002_passenger_tables.sql"),
     ),
+    (
+        3,
+        "distribution_keys_and_day_partitions",
+        include_str!("../../../migrations/0003_distribution_keys_and_day_partitions.sql"),
+    ),
 ];
 
 /// What [`migrate`] did.
@@ -96,17 +101,76 @@ async fn apply_missing(client: &Client) -> Result<MigrationReport, StoreError> {
         if rows.iter().any(|r| r.get::<_, i32>(0) == *v) {
             continue;
         }
-        let body = format!(
-            "BEGIN;\n{sql}\nINSERT INTO schema_migrations (version, name, checksum) VALUES ({v}, '{name}', '\\x{}');\nCOMMIT;",
+        let record = format!(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ({v}, '{name}', '\\x{}')",
             hex::encode(checksum(sql))
         );
-        if let Err(e) = client.batch_execute(&body).await {
+        let run = async {
+            client.batch_execute("BEGIN").await.map_err(pg_err)?;
+            client.batch_execute(sql).await.map_err(pg_err)?;
+            after_sql(client, *v).await?;
+            client.batch_execute(&record).await.map_err(pg_err)?;
+            client.batch_execute("COMMIT").await.map_err(pg_err)
+        };
+        if let Err(e) = run.await {
             let _ = client.batch_execute("ROLLBACK").await;
-            return Err(pg_err(e));
+            return Err(e);
         }
         tracing::info!(version = v, name, "applied migration");
         report.applied.push(*v);
         report.version = *v;
     }
     Ok(report)
+}
+
+/// Rows copied per statement by a data step.
+const COPY_PAGE_ROWS: i64 = 10_000;
+
+/// The data step of a migration, in its transaction after its SQL:
+/// 0003 copies every `kv_*_v2` table into its new table, computing the
+/// distribution key and (ride history) the day of each row in Rust, then
+/// drops the old table.
+async fn after_sql(client: &Client, version: i32) -> Result<(), StoreError> {
+    if version != 3 {
+        return Ok(());
+    }
+    for space in super::layout::ALL_SPACES {
+        copy_v2(client, space).await?;
+    }
+    Ok(())
+}
+
+async fn copy_v2(client: &Client, space: super::Space) -> Result<(), StoreError> {
+    let t = super::table(space);
+    let parts = super::Partitions::default();
+    let mut after: Vec<u8> = Vec::new();
+    let mut first = true;
+    loop {
+        let rows = client
+            .query(
+                &format!("SELECT k, v FROM {t}_v2 WHERE k > $1 OR $2 ORDER BY k LIMIT $3"),
+                &[&after, &first, &COPY_PAGE_ROWS],
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        first = false;
+        let mut w = crate::store::WriteSet::default();
+        for r in &rows {
+            w.put(space, r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1));
+        }
+        let plan = super::Plan::new(w)?;
+        let done = async {
+            parts.ensure(client, &plan.needed_partitions()).await?;
+            super::apply(client, &plan).await
+        };
+        done.await.map_err(|e| match e {
+            super::TxError::Retry(e) | super::TxError::Fail(e) => e,
+        })?;
+    }
+    client
+        .batch_execute(&format!("DROP TABLE {t}_v2"))
+        .await
+        .map_err(pg_err)
 }

@@ -17,15 +17,18 @@
 //!   connection closes and the server drops its lock and its open
 //!   transaction together.
 
+mod layout;
 pub mod migrate;
 mod pool;
 
+pub use layout::{dist, dist_key, partitioned, utc_day, Dist, PARTITIONED, UNDATED};
 pub use migrate::{MigrationReport, MIGRATIONS, MIGRATION_LOCK_KEY};
 
 use super::{Entries, Space, Store, WriteSet};
 use crate::error::StoreError;
 use pool::{block_on, pg_err, Conn, Pool};
-use std::collections::{BTreeMap, BTreeSet};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -96,6 +99,8 @@ pub struct PostgresStore {
     rt: Option<tokio::runtime::Runtime>,
     pool: Arc<Pool>,
     claim: Mutex<Claim>,
+    /// Day partitions known to exist (created by this or another instance).
+    parts: Arc<Partitions>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -133,6 +138,7 @@ impl PostgresStore {
             rt: Some(rt),
             pool,
             claim: Mutex::default(),
+            parts: Arc::default(),
         };
         // Fail at start, not at the first request, when the database is unreachable.
         store.health()?;
@@ -168,6 +174,41 @@ impl PostgresStore {
         }
     }
 
+    /// Commits a plan as one transaction on the claim's connection (or a
+    /// pooled one), retried whole on a serialization failure, a deadlock or
+    /// a day partition dropped meanwhile (see [`MAX_COMMIT_ATTEMPTS`]).
+    fn commit_plan(&self, plan: Plan) -> Result<(), StoreError> {
+        let plan = Arc::new(plan);
+        let claimed = self.claimed_client()?;
+        let pooled = match claimed {
+            Some(_) => None,
+            None => Some(self.pool.get()?),
+        };
+        let client = match (&claimed, &pooled) {
+            (Some(c), _) => c.clone(),
+            (None, Some(p)) => p.client(),
+            (None, None) => unreachable!("one of the two is set above"),
+        };
+        let mut attempt = 1;
+        loop {
+            let r = block_on(
+                self.pool.runtime(),
+                commit_once(client.clone(), plan.clone(), self.parts.clone()),
+            )?;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(TxError::Fail(e)) => return Err(e),
+                Err(TxError::Retry(e)) if attempt >= MAX_COMMIT_ATTEMPTS => return Err(e),
+                Err(TxError::Retry(_)) => {
+                    // A partition may have been dropped: create it again.
+                    self.parts.forget();
+                    std::thread::sleep(COMMIT_RETRY_PAUSE * attempt);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     fn take_claim(&self) -> Result<Conn, StoreError> {
         let conn = self.pool.get()?;
         let c = conn.client();
@@ -187,6 +228,14 @@ struct Plan {
     checks: BTreeMap<u8, (Space, Expected)>,
     deletes: BTreeMap<u8, (Space, BTreeSet<Vec<u8>>)>,
     puts: BTreeMap<u8, (Space, Rows)>,
+    /// Partitioned spaces: the day of each put row.
+    days: BTreeMap<u8, BTreeMap<Vec<u8>, i32>>,
+    /// Partitioned spaces: put rows that may live in another day's
+    /// partition now (a block whose newest ride moved to a later day, or
+    /// written without a precondition): their other rows are deleted.
+    moves: BTreeMap<u8, BTreeSet<Vec<u8>>>,
+    /// Day partitions dropped in the same transaction (the purge).
+    drops: Vec<(Space, i32)>,
 }
 
 /// Key → expected current value (`None`: absent).
@@ -226,13 +275,104 @@ impl Plan {
                     .insert(k);
             }
         }
+        p.plan_days();
         Ok(p)
+    }
+
+    /// Days of the partitioned puts, and which of them may move.
+    fn plan_days(&mut self) {
+        for (id, (space, rows)) in &self.puts {
+            if !partitioned(*space) {
+                continue;
+            }
+            let days: BTreeMap<Vec<u8>, i32> = rows
+                .par_iter()
+                .map(|(k, v)| (k.clone(), layout::row_day(*space, k, v)))
+                .collect();
+            // Day states take their day from the key: they never move.
+            if *space != Space::Days {
+                let expected = self.checks.get(id).map(|(_, e)| e);
+                let moves: BTreeSet<Vec<u8>> = days
+                    .iter()
+                    .filter(|(k, day)| match expected.and_then(|e| e.get(*k)) {
+                        None => true,
+                        Some(None) => false,
+                        Some(Some(old)) => layout::row_day(*space, k, old) != **day,
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !moves.is_empty() {
+                    self.moves.insert(*id, moves);
+                }
+            }
+            self.days.insert(*id, days);
+        }
+    }
+
+    /// The (space, day) partitions the puts need.
+    fn needed_partitions(&self) -> BTreeSet<(Space, i32)> {
+        let mut out = BTreeSet::new();
+        for (id, days) in &self.days {
+            let space = self.puts[id].0;
+            out.extend(days.values().map(|d| (space, *d)));
+        }
+        out
+    }
+}
+
+/// The day partitions known to exist, so that each is created once (by
+/// `CREATE TABLE IF NOT EXISTS … PARTITION OF`, before the transaction that
+/// first writes into it).
+#[derive(Default)]
+struct Partitions {
+    known: Mutex<HashSet<(Space, i32)>>,
+}
+
+impl Partitions {
+    async fn ensure(&self, c: &Client, needed: &BTreeSet<(Space, i32)>) -> Result<(), TxError> {
+        for (space, day) in needed {
+            if self.knows(*space, *day) {
+                continue;
+            }
+            let t = table(*space);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {t} FOR VALUES FROM ({day}) TO ({})",
+                layout::partition_name(t, *day),
+                layout::next_day(*day).map_err(TxError::Fail)?
+            );
+            match c.batch_execute(&sql).await {
+                Ok(()) => {}
+                // Another instance created it at the same moment.
+                Err(e)
+                    if matches!(e.code(), Some(c) if *c == SqlState::DUPLICATE_TABLE
+                        || *c == SqlState::UNIQUE_VIOLATION) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((*space, *day));
+        }
+        Ok(())
+    }
+
+    fn knows(&self, space: Space, day: i32) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(space, day))
+    }
+
+    /// Forgets every partition (one was dropped by a purge somewhere).
+    fn forget(&self) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
 /// Why one attempt of a commit failed.
 enum TxError {
-    /// Serialization failure or deadlock: the whole transaction may be retried.
+    /// Serialization failure, deadlock, or a day partition dropped under
+    /// us: the whole transaction may be retried.
     Retry(StoreError),
     /// Anything else (a failed precondition included).
     Fail(StoreError),
@@ -240,9 +380,13 @@ enum TxError {
 
 impl From<tokio_postgres::Error> for TxError {
     fn from(e: tokio_postgres::Error) -> Self {
+        // CHECK_VIOLATION on insert into a partitioned table: no partition
+        // for the row (a purge dropped it after we created it).
         let retry = matches!(
             e.code(),
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::CHECK_VIOLATION
         );
         if retry {
             TxError::Retry(pg_err(e))
@@ -252,7 +396,12 @@ impl From<tokio_postgres::Error> for TxError {
     }
 }
 
-async fn commit_once(c: Arc<Client>, plan: Arc<Plan>) -> Result<(), TxError> {
+async fn commit_once(
+    c: Arc<Client>,
+    plan: Arc<Plan>,
+    parts: Arc<Partitions>,
+) -> Result<(), TxError> {
+    parts.ensure(&c, &plan.needed_partitions()).await?;
     let begin = if plan.checks.is_empty() {
         "BEGIN"
     } else {
@@ -269,48 +418,151 @@ async fn commit_once(c: Arc<Client>, plan: Arc<Plan>) -> Result<(), TxError> {
     }
 }
 
+/// `(d, k)` columns of a list of keys.
+fn dk<'a>(space: Space, keys: impl Iterator<Item = &'a [u8]>) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
+    keys.map(|k| (dist_key(space, k), k)).unzip()
+}
+
 async fn apply(c: &Client, plan: &Plan) -> Result<(), TxError> {
     for (space, expected) in plan.checks.values() {
-        let keys: Vec<&[u8]> = expected.keys().map(Vec::as_slice).collect();
-        let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = format!("SELECT k, v FROM {} WHERE k = ANY($1)", table(*space));
-            for row in c.query(&sql, &[&part]).await? {
-                current.insert(row.get(0), row.get(1));
-            }
-        }
-        for (k, want) in expected {
-            if current.get(k) != want.as_ref() {
-                return Err(TxError::Fail(StoreError::Conflict {
-                    what: "precondition",
-                }));
-            }
-        }
+        check(c, *space, expected).await?;
     }
     for (space, keys) in plan.deletes.values() {
-        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(*space));
-        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-            c.execute(&sql, &[&part]).await?;
-        }
-    }
-    for (space, rows) in plan.puts.values() {
         let sql = format!(
-            "INSERT INTO {} (k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            "DELETE FROM {} t USING UNNEST($1::bytea[], $2::bytea[]) AS x(d, k) \
+             WHERE t.d = x.d AND t.k = x.k",
             table(*space)
         );
-        let rows: Vec<(&[u8], &[u8])> = rows
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-            let ks: Vec<&[u8]> = part.iter().map(|r| r.0).collect();
-            let vs: Vec<&[u8]> = part.iter().map(|r| r.1).collect();
-            c.execute(&sql, &[&ks, &vs]).await?;
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let (ds, ks) = dk(*space, part.iter().copied());
+            c.execute(&sql, &[&ds, &ks]).await?;
+        }
+    }
+    for (id, (space, rows)) in &plan.puts {
+        match plan.days.get(id) {
+            None => upsert(c, *space, rows).await?,
+            Some(days) => upsert_dated(c, *space, rows, days, plan.moves.get(id)).await?,
+        }
+    }
+    for (space, day) in &plan.drops {
+        let sql = format!(
+            "DROP TABLE IF EXISTS {}",
+            layout::partition_name(table(*space), *day)
+        );
+        c.batch_execute(&sql).await?;
+    }
+    Ok(())
+}
+
+/// Fails the transaction unless every key holds its expected value.
+async fn check(c: &Client, space: Space, expected: &Expected) -> Result<(), TxError> {
+    let sql = format!(
+        "SELECT x.k, t.v FROM UNNEST($1::bytea[], $2::bytea[]) AS x(d, k) \
+         JOIN {} t ON t.d = x.d AND t.k = x.k",
+        table(space)
+    );
+    let keys: Vec<&[u8]> = expected.keys().map(Vec::as_slice).collect();
+    let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+        let (ds, ks) = dk(space, part.iter().copied());
+        for row in c.query(&sql, &[&ds, &ks]).await? {
+            current.insert(row.get(0), row.get(1));
+        }
+    }
+    for (k, want) in expected {
+        if current.get(k) != want.as_ref() {
+            return Err(TxError::Fail(StoreError::Conflict {
+                what: "precondition",
+            }));
         }
     }
     Ok(())
+}
+
+async fn upsert(c: &Client, space: Space, rows: &Rows) -> Result<(), TxError> {
+    let sql = format!(
+        "INSERT INTO {} (d, k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[]) \
+         ON CONFLICT (d, k) DO UPDATE SET v = EXCLUDED.v",
+        table(space)
+    );
+    let rows: Vec<(&[u8], &[u8])> = rows
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        let (ds, ks) = dk(space, part.iter().map(|r| r.0));
+        let vs: Vec<&[u8]> = part.iter().map(|r| r.1).collect();
+        c.execute(&sql, &[&ds, &ks, &vs]).await?;
+    }
+    Ok(())
+}
+
+/// Upserts into a day-partitioned table; rows that may have lived in
+/// another day's partition are first deleted there (the primary key
+/// includes the day, so only the store keeps a key in one partition).
+async fn upsert_dated(
+    c: &Client,
+    space: Space,
+    rows: &Rows,
+    days: &BTreeMap<Vec<u8>, i32>,
+    moves: Option<&BTreeSet<Vec<u8>>>,
+) -> Result<(), TxError> {
+    let t = table(space);
+    if let Some(moves) = moves {
+        let sql = format!(
+            "DELETE FROM {t} t USING UNNEST($1::bytea[], $2::bytea[], $3::int4[]) AS x(d, k, day) \
+             WHERE t.d = x.d AND t.k = x.k AND t.day <> x.day"
+        );
+        let keys: Vec<&[u8]> = moves.iter().map(Vec::as_slice).collect();
+        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let (ds, ks) = dk(space, part.iter().copied());
+            let dys: Vec<i32> = part.iter().map(|k| days[*k]).collect();
+            c.execute(&sql, &[&ds, &ks, &dys]).await?;
+        }
+    }
+    let sql = format!(
+        "INSERT INTO {t} (d, k, day, v) \
+         SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::int4[], $4::bytea[]) \
+         ON CONFLICT (d, k, day) DO UPDATE SET v = EXCLUDED.v"
+    );
+    let rows: Vec<(&[u8], &[u8])> = rows
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        let (ds, ks) = dk(space, part.iter().map(|r| r.0));
+        let dys: Vec<i32> = part.iter().map(|r| days[r.0]).collect();
+        let vs: Vec<&[u8]> = part.iter().map(|r| r.1).collect();
+        c.execute(&sql, &[&ds, &ks, &dys, &vs]).await?;
+    }
+    Ok(())
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The rows between two bounds (`(d, k)` row comparisons on the primary
+/// key; see `layout`).
+async fn select_range(
+    c: Arc<Client>,
+    sql: String,
+    lo: (Vec<u8>, Vec<u8>),
+    hi: Option<(Vec<u8>, Vec<u8>)>,
+    limit: i64,
+) -> Result<Entries, StoreError> {
+    let rows = match &hi {
+        Some(hi) => c.query(&sql, &[&lo.0, &lo.1, &hi.0, &hi.1, &limit]).await,
+        None => c.query(&sql, &[&lo.0, &lo.1, &limit]).await,
+    }
+    .map_err(pg_err)?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A bound as `(d, k)`.
+fn bound(space: Space, k: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (dist_key(space, k).to_vec(), k.to_vec())
 }
 
 /// The smallest key greater than every key starting with `prefix`, if any.
@@ -325,31 +577,12 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-async fn select_range(
-    c: Arc<Client>,
-    sql: String,
-    lo: Vec<u8>,
-    hi: Option<Vec<u8>>,
-    limit: i64,
-) -> Result<Entries, StoreError> {
-    let rows = match &hi {
-        Some(hi) => c.query(&sql, &[&lo, hi, &limit]).await,
-        None => c.query(&sql, &[&lo, &limit]).await,
-    }
-    .map_err(pg_err)?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
 impl Store for PostgresStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let sql = format!("SELECT v FROM {} WHERE k = $1", table(space));
-        let key = key.to_vec();
+        let sql = format!("SELECT v FROM {} WHERE d = $1 AND k = $2", table(space));
+        let (d, key) = bound(space, key);
         self.pool.with(|c| async move {
-            let row = c.query_opt(&sql, &[&key]).await.map_err(pg_err)?;
+            let row = c.query_opt(&sql, &[&d, &key]).await.map_err(pg_err)?;
             Ok(row.map(|r| r.get(0)))
         })
     }
@@ -363,16 +596,19 @@ impl Store for PostgresStore {
     ) -> Result<Entries, StoreError> {
         // Strictly after `after`, never before the prefix.
         let (lo, op) = match after {
-            Some(a) if a >= prefix => (a.to_vec(), ">"),
-            _ => (prefix.to_vec(), ">="),
+            Some(a) if a >= prefix => (bound(space, a), ">"),
+            _ => (bound(space, prefix), ">="),
         };
-        let hi = prefix_end(prefix);
+        let hi = prefix_end(prefix).map(|e| bound(space, &e));
         let t = table(space);
         let sql = match hi {
-            Some(_) => {
-                format!("SELECT k, v FROM {t} WHERE k {op} $1 AND k < $2 ORDER BY k LIMIT $3")
+            Some(_) => format!(
+                "SELECT k, v FROM {t} WHERE (d, k) {op} ($1, $2) AND (d, k) < ($3, $4) \
+                 ORDER BY d, k LIMIT $5"
+            ),
+            None => {
+                format!("SELECT k, v FROM {t} WHERE (d, k) {op} ($1, $2) ORDER BY d, k LIMIT $3")
             }
-            None => format!("SELECT k, v FROM {t} WHERE k {op} $1 ORDER BY k LIMIT $2"),
         };
         let limit = sql_limit(limit);
         self.pool.with(|c| select_range(c, sql, lo, hi, limit))
@@ -386,41 +622,77 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> Result<Entries, StoreError> {
         let sql = format!(
-            "SELECT k, v FROM {} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+            "SELECT k, v FROM {} WHERE (d, k) >= ($1, $2) AND (d, k) < ($3, $4) \
+             ORDER BY d, k LIMIT $5",
             table(space)
         );
-        let (lo, hi, limit) = (start.to_vec(), Some(end.to_vec()), sql_limit(limit));
+        let (lo, hi, limit) = (
+            bound(space, start),
+            Some(bound(space, end)),
+            sql_limit(limit),
+        );
         self.pool.with(|c| select_range(c, sql, lo, hi, limit))
     }
 
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        let plan = Arc::new(Plan::new(writes)?);
-        let claimed = self.claimed_client()?;
-        let pooled = match claimed {
-            Some(_) => None,
-            None => Some(self.pool.get()?),
-        };
-        let client = match (&claimed, &pooled) {
-            (Some(c), _) => c.clone(),
-            (None, Some(p)) => p.client(),
-            (None, None) => unreachable!("one of the two is set above"),
-        };
-        let mut attempt = 1;
-        loop {
-            let r = block_on(
-                self.pool.runtime(),
-                commit_once(client.clone(), plan.clone()),
-            )?;
-            match r {
-                Ok(()) => return Ok(()),
-                Err(TxError::Fail(e)) => return Err(e),
-                Err(TxError::Retry(e)) if attempt >= MAX_COMMIT_ATTEMPTS => return Err(e),
-                Err(TxError::Retry(_)) => {
-                    std::thread::sleep(COMMIT_RETRY_PAUSE * attempt);
-                    attempt += 1;
-                }
-            }
+        self.commit_plan(Plan::new(writes)?)
+    }
+
+    fn history_days(&self, space: Space) -> Result<Option<Vec<i32>>, StoreError> {
+        if !partitioned(space) {
+            return Ok(None);
         }
+        let prefix = format!("{}_d", table(space));
+        self.pool.with(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i \
+                     JOIN pg_class c ON c.oid = i.inhrelid \
+                     JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+                    &[&table(space)],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut days: Vec<i32> = rows
+                .iter()
+                .filter_map(|r| r.get::<_, String>(0).strip_prefix(&prefix)?.parse().ok())
+                .collect();
+            days.sort_unstable();
+            Ok(Some(days))
+        })
+    }
+
+    fn history_day_entries(&self, space: Space, day: i32) -> Result<Entries, StoreError> {
+        if !partitioned(space) {
+            return Err(StoreError::Backend(format!(
+                "{space:?} is not partitioned by day"
+            )));
+        }
+        let sql = format!(
+            "SELECT k, v FROM {} ORDER BY d, k",
+            layout::partition_name(table(space), day)
+        );
+        self.pool.with(|c| async move {
+            let rows = c.query(&sql, &[]).await.map_err(pg_err)?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn commit_dropping_days(
+        &self,
+        writes: WriteSet,
+        days: &[(Space, i32)],
+    ) -> Result<(), StoreError> {
+        if let Some((s, _)) = days.iter().find(|(s, _)| !partitioned(*s)) {
+            return Err(StoreError::Backend(format!(
+                "{s:?} is not partitioned by day"
+            )));
+        }
+        let mut plan = Plan::new(writes)?;
+        plan.drops = days.to_vec();
+        let r = self.commit_plan(plan);
+        self.parts.forget();
+        r
     }
 
     fn claim_writer(&self) {
