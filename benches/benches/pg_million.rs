@@ -14,8 +14,9 @@
 //! run takes minutes). Numbers in settlement/README.md.
 
 use fare_credential::record::genesis_hash;
-use fare_credential::testkit::{chain_records, seeded_key, DEMO_DAY_T0};
-use fare_credential::{Batch, ManualClock, Profile, RideCode, SigningKey};
+use fare_credential::request::REQUEST_AUTH_HEADER;
+use fare_credential::testkit::{batch_request_auth, chain_records, seeded_key, DEMO_DAY_T0};
+use fare_credential::{Batch, Clock, ManualClock, Profile, RideCode, SigningKey};
 use fare_settlement::model::{Account, CredentialRecord};
 use fare_settlement::store::{Db, WriteSet};
 use fare_settlement::{ops, App, Config};
@@ -230,6 +231,7 @@ fn upload(app: Arc<App>, day: &Day) -> f64 {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let url = format!("http://{}/v1/batches", listener.local_addr().unwrap());
+    let now = app.clock.now_unix_s();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(fare_settlement::serve(listener, app, async {
         let _ = rx.await;
@@ -239,18 +241,23 @@ fn upload(app: Arc<App>, day: &Day) -> f64 {
     rt.block_on(async {
         let mut tasks = Vec::new();
         for u in 0..UPLOADERS {
-            let mine: Vec<Vec<u8>> = day
-                .batches
-                .iter()
+            let mine: Vec<(u32, Vec<u8>)> = (0..day.batches.len())
                 .skip(u)
                 .step_by(UPLOADERS)
-                .flatten()
-                .cloned()
+                .flat_map(|ri| {
+                    day.batches[ri]
+                        .iter()
+                        .map(move |b| (ri as u32 + 1, b.clone()))
+                })
                 .collect();
             let (client, url) = (client.clone(), url.clone());
             tasks.push(tokio::spawn(async move {
-                for body in mine {
-                    let r = client.post(&url).body(body).send().await.unwrap();
+                for (reader_id, body) in mine {
+                    // Signed as the reader (SPEC §9) at the service's clock,
+                    // which stands still in this bench.
+                    let auth = batch_request_auth(&reader_key(reader_id), reader_id, now, &body);
+                    let rq = client.post(&url).header(REQUEST_AUTH_HEADER, auth);
+                    let r = rq.body(body).send().await.unwrap();
                     let status = r.status().as_u16();
                     assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
                 }
