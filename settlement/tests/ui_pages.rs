@@ -53,6 +53,24 @@ async fn overview_numbers_equal_the_api() {
     let (_, html) = ui.get("/ui").await;
     assert_eq!(text_of(&html, "readers-silent"), "4");
     assert_eq!(text_of(&html, "upload-lag"), "2 h");
+    // Two days on, today is empty and the small day is one `?day=` away
+    // (how an operator looks back, or opens the simulator's kept data).
+    srv.clock.set(at(21, 0) + 2 * 86_400);
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await; // the session expired
+    let (_, html) = ui.get("/ui").await;
+    assert_ne!(text_of(&html, "service-day"), DAY);
+    assert_eq!(text_of(&html, "rides-today"), "0");
+    let (s, html) = ui.get(&format!("/ui?day={DAY}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(text_of(&html, "service-day"), DAY);
+    assert_eq!(minor_of(&html, "revenue-today"), 850);
+    assert_eq!(text_of(&html, "readers-stale"), "4", "contact is as of now");
+    let (s, html) = ui.get("/ui?day=10-03-2026").await;
+    assert_eq!(s, 400);
+    assert!(
+        html.contains("day `10-03-2026`: expected YYYY-MM-DD"),
+        "{html}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

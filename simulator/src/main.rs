@@ -44,6 +44,10 @@ enum Cmd {
         /// (the validator's sync code over reqwest) instead of in process.
         #[arg(long)]
         network: bool,
+        /// Keep the run's data (readers' and settlement's) in this new or
+        /// empty directory, and say how to open the dashboard on it.
+        #[arg(long)]
+        keep_data: Option<PathBuf>,
     },
     /// The scripted, hand-worked day (four riders, three readers, settlement
     /// on loopback HTTP); exits 0 only if settlement agrees with the hand-worked amounts.
@@ -84,7 +88,7 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, seed, out, work_dir, real_buses, scale, network) = match cli.cmd {
+    let (scenario, seed, out, work_dir, real_buses, scale, network, keep_data) = match cli.cmd {
         Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
         Cmd::Run {
             scenario,
@@ -94,7 +98,10 @@ fn main() -> ExitCode {
             real_buses,
             scale,
             network,
-        } => (scenario, seed, out, work_dir, real_buses, scale, network),
+            keep_data,
+        } => (
+            scenario, seed, out, work_dir, real_buses, scale, network, keep_data,
+        ),
     };
     let mut sc = match fare_simulator::Scenario::load(&scenario) {
         Ok(s) => s,
@@ -129,13 +136,21 @@ fn main() -> ExitCode {
         log_phases: true,
         network,
         replay_args: replay_args.join(" "),
+        keep_data,
     };
     let replay = fare_simulator::replay_command(&scenario, seed, network, &opts.replay_args);
+    let day = sc.day.clone();
     match fare_simulator::run(sc, &scenario, &opts, out.as_deref()) {
         Ok(o) => {
             print!("{}", fare_simulator::report::summary(&o.report));
             if let Some(d) = &out {
                 println!("report: {}", d.join("report.json").display());
+            }
+            if let Some(dir) = &opts.keep_data {
+                match fare_simulator::sim::keep_note(dir, &day) {
+                    Ok(note) => print!("{note}"),
+                    Err(e) => eprintln!("fare-simulator: {e}"),
+                }
             }
             if o.ok {
                 ExitCode::SUCCESS

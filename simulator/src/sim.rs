@@ -454,6 +454,52 @@ pub struct RunOptions {
     /// Further command-line arguments the replay command must repeat
     /// (`--scale F`, `--real-buses N`).
     pub replay_args: String,
+    /// Keep the run's data here (a new or empty directory) instead of a
+    /// temp dir removed at the end, so an operator can open settlement's
+    /// dashboard on it afterwards ([`keep_note`]).
+    pub keep_data: Option<PathBuf>,
+}
+
+/// The settlement configuration written into a kept data directory
+/// (`--keep-data DIR`): the run's tariff; no operator token, so
+/// `fare-settlement serve` makes one at its first start (DATA/operator-token).
+pub const KEPT_CONFIG_FILE: &str = "settlement.toml";
+
+/// A new or empty directory for `--keep-data`, made absolute (the kept
+/// configuration names the tariff by absolute path).
+fn kept_dir(dir: &Path) -> Result<PathBuf, String> {
+    let what = |e: std::io::Error| format!("--keep-data {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(what)?;
+    if std::fs::read_dir(dir).map_err(what)?.next().is_some() {
+        return Err(format!(
+            "--keep-data {}: not empty (expected a new or empty directory, so no earlier run's data is mixed in)",
+            dir.display()
+        ));
+    }
+    std::fs::canonicalize(dir).map_err(what)
+}
+
+/// Writes [`KEPT_CONFIG_FILE`] into the kept directory `dir` and returns
+/// what to tell the tester: how to open the dashboard on the run's data.
+pub fn keep_note(dir: &Path, day: &str) -> Result<String, String> {
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tariff = dir.join("tariff.json");
+    let config = format!(
+        "# Written by fare-simulator --keep-data: settlement on this run's data.\n\
+         # No operator_token: `fare-settlement serve` makes one at its first start\n\
+         # and says where it keeps it (settlement/operator-token).\n\
+         tariff_file = {}\n",
+        toml::Value::String(tariff.display().to_string())
+    );
+    let path = dir.join(KEPT_CONFIG_FILE);
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!(
+        "data kept in {d}; open the dashboard on it:\n  \
+         cargo run --release -p fare-settlement -- serve --data {d}/settlement --config {c}\n  \
+         then http://127.0.0.1:8080/ui?day={day} and log in with the token in {d}/settlement/operator-token\n",
+        d = dir.display(),
+        c = path.display(),
+    ))
 }
 
 fn local_midnight(day: &str) -> Result<u64, String> {
@@ -519,11 +565,17 @@ impl World {
                 std::env::temp_dir()
             }
         });
-        let tmp = tempfile::Builder::new()
-            .prefix("fare-sim-")
-            .tempdir_in(&base)
-            .map_err(|e| format!("work dir in {}: {e}", base.display()))?;
-        let work = tmp.path().to_path_buf();
+        let (tmp, work) = match &opts.keep_data {
+            Some(dir) => (None, kept_dir(dir)?),
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("fare-sim-")
+                    .tempdir_in(&base)
+                    .map_err(|e| format!("work dir in {}: {e}", base.display()))?;
+                let work = tmp.path().to_path_buf();
+                (Some(tmp), work)
+            }
+        };
         let midnight = local_midnight(&scenario.day)?;
         let setup = midnight + SETUP_HOUR * HOUR_S;
         let tariff_path = work.join("tariff.json");
@@ -602,7 +654,7 @@ impl World {
             code_bank: Vec::new(),
             forger: fare_credential::testkit::TestIssuer::new(sub_seed(seed, "forger")),
             root_public,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             work,
             scenario,
         };

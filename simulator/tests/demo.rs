@@ -11,6 +11,7 @@ fn opts(seed: u64) -> RunOptions {
         log_phases: false,
         network: false,
         replay_args: String::new(),
+        keep_data: None,
     }
 }
 
@@ -194,4 +195,73 @@ fn oracle_catches_a_reader_dropping_a_flushed_ride() {
         o.report.failures
     );
     assert!(o.report.queue.lost > 0);
+}
+
+/// `--keep-data DIR`: the run's settlement data stay, with a configuration
+/// that opens them in `fare-settlement serve` (the dashboard after the main
+/// job); the day's report there is the run's revenue. A second run into the
+/// same directory is refused rather than mixed in.
+#[test]
+fn kept_data_open_in_settlement_with_the_runs_revenue() {
+    let keep = tempfile::tempdir().unwrap();
+    let dir = keep.path().join("demo-data");
+    let scenario = Scenario::preset("demo").unwrap();
+    let day = scenario.day.clone();
+    let o = fare_simulator::run(
+        scenario,
+        "demo",
+        &RunOptions {
+            keep_data: Some(dir.clone()),
+            ..opts(3)
+        },
+        None,
+    )
+    .unwrap();
+    assert!(o.ok, "{:#?}", o.report.failures);
+    let note = fare_simulator::sim::keep_note(&dir, &day).unwrap();
+    assert!(
+        note.contains("--data") && note.contains(&format!("/ui?day={day}")),
+        "{note}"
+    );
+    let config =
+        fare_settlement::Config::load(&dir.join(fare_simulator::sim::KEPT_CONFIG_FILE)).unwrap();
+    let app = fare_settlement::App::open(
+        &dir.join("settlement"),
+        config,
+        std::sync::Arc::new(fare_credential::SystemClock),
+        None,
+    )
+    .unwrap();
+    assert!(
+        app.operator_token.len() >= 16,
+        "a token made at first start"
+    );
+    assert!(dir.join("settlement/operator-token").is_file());
+    let lines = fare_settlement::reports::daily(&app.db, Some(&day)).unwrap();
+    let mut revenue = std::collections::BTreeMap::<String, i64>::new();
+    for l in &lines {
+        *revenue.entry(l.operator.clone()).or_default() += l.revenue_minor;
+    }
+    assert!(lines.iter().map(|l| l.rides).sum::<u64>() > 0);
+    revenue.retain(|_, v| *v != 0);
+    let mut expected = o.report.revenue_by_operator.clone();
+    expected.retain(|_, v| *v != 0);
+    assert_eq!(
+        revenue, expected,
+        "the kept day's report is the run's revenue"
+    );
+    drop(app);
+    let again = fare_simulator::run(
+        Scenario::preset("demo").unwrap(),
+        "demo",
+        &RunOptions {
+            keep_data: Some(dir.clone()),
+            ..opts(3)
+        },
+        None,
+    );
+    let Err(e) = again else {
+        panic!("a non-empty --keep-data directory must be refused");
+    };
+    assert!(e.contains("not empty"), "{e}");
 }

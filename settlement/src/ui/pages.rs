@@ -134,8 +134,11 @@ fn outcome_name(o: &crate::model::Outcome) -> String {
         .unwrap_or_else(|| format!("{o:?}"))
 }
 
-fn overview_data(app: &App, scope: &Scope) -> Result<Overview, UiError> {
-    let day = today(app)?;
+fn overview_data(app: &App, scope: &Scope, day: Option<String>) -> Result<Overview, UiError> {
+    let day = match day {
+        Some(d) => d,
+        None => today(app)?,
+    };
     let lines: Vec<_> = reports::daily(&app.db, Some(&day))?
         .into_iter()
         .filter(|l| scope.sees(&l.operator))
@@ -186,16 +189,22 @@ fn stat(id: &str, label: &str, value: Markup) -> Markup {
     html! { div.stat { div.label { (label) } div.value id=(id) { (value) } } }
 }
 
-/// `GET /ui`: how today is going.
-pub async fn overview(State(ui): State<Ui>, staff: Staff) -> UiResult {
+/// `GET /ui[?day=YYYY-MM-DD]`: how today (or the given service day) is
+/// going. Reader contact, upload lag and backlog are always as of now.
+pub async fn overview(State(ui): State<Ui>, staff: Staff, q: Q) -> UiResult {
+    let day = day_param(&query(q)?, "day")?;
     let app = ui.app.clone();
     let scope = staff.0.scope.clone();
-    let o = blocking(move || overview_data(&app, &scope)).await?;
+    let o = blocking(move || overview_data(&app, &scope, day)).await?;
     let body = html! {
         p { "Service day " strong #service-day { (o.day) } " (the tariff's time zone)." }
+        form.inline method="get" action="/ui" {
+            label { "Another day" input type="date" name="day" value=(o.day); }
+            button type="submit" { "Show" }
+        }
         section.stats {
-            (stat("rides-today", "Rides today", html! { (o.rides) }))
-            (stat("revenue-today", "Revenue today", money(o.revenue_minor)))
+            (stat("rides-today", "Rides", html! { (o.rides) }))
+            (stat("revenue-today", "Revenue", money(o.revenue_minor)))
             (stat("refused-today", "Refused at settlement", html! { (o.refused) }))
             (stat("open-incidents", "Open incidents", html! { (o.open_incidents) }))
             (stat("open-disputes", "Open disputes", html! { (o.open_disputes) }))
@@ -210,7 +219,7 @@ pub async fn overview(State(ui): State<Ui>, staff: Staff) -> UiResult {
             (stat("readers-silent", "Silent (≤ 24 h)", html! { (o.contact[1]) }))
             (stat("readers-stale", "Stale (longer or never)", html! { (o.contact[2]) }))
         }
-        h2 { "Refused today, by reason" }
+        h2 { "Refused that day, by reason" }
         @if o.rejects.is_empty() { p { "None." } } @else {
             (table("rejects", &["reason", "rides"], html! {
                 @for (why, n) in &o.rejects { tr { td { code { (why) } } td.num { (n) } } }
@@ -224,18 +233,20 @@ pub async fn overview(State(ui): State<Ui>, staff: Staff) -> UiResult {
     ))
 }
 
+/// The service day in query parameter `key` (`YYYY-MM-DD`), if given.
+fn day_param(q: &HashMap<String, String>, key: &str) -> Result<Option<String>, UiError> {
+    match q.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s
+            .parse::<fare_tariff::Date>()
+            .map(|d| Some(d.to_string()))
+            .map_err(|_| UiError::BadRequest(format!("{key} `{s}`: expected YYYY-MM-DD"))),
+    }
+}
+
 /// A date range from `from` / `to` (`YYYY-MM-DD`, both optional).
 fn range(q: &HashMap<String, String>) -> Result<(Option<String>, Option<String>), UiError> {
-    let get = |k: &str| -> Result<Option<String>, UiError> {
-        match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(s) => s
-                .parse::<fare_tariff::Date>()
-                .map(|d| Some(d.to_string()))
-                .map_err(|_| UiError::BadRequest(format!("{k} `{s}`: expected YYYY-MM-DD"))),
-        }
-    };
-    Ok((get("from")?, get("to")?))
+    Ok((day_param(q, "from")?, day_param(q, "to")?))
 }
 
 fn in_range(day: &str, r: &(Option<String>, Option<String>)) -> bool {
