@@ -11,8 +11,9 @@
 //!
 //! then a per-stage latency report (p50/p99 per stage and end to end, via
 //! hdrhistogram) and sequential throughput, printed to stdout, with the new
-//! rider's path measured twice: as shipped (`flush()` + `fdatasync`, the
-//! power-cut-safe durability point) and with `device_sync = false`
+//! rider's path measured twice: as shipped (`flush()` + the record in the
+//! ride ring + its `fdatasync`, the power-cut-safe durability point; sled's
+//! data file synced every 256 accepts) and with `device_sync = false`
 //! (`flush()` alone, what the reader did before), so the sync's cost shows.
 //! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
 
@@ -287,7 +288,7 @@ fn stage_report() {
     new_riders(
         &mut fx,
         n,
-        "(a) payload -> durable accept, new rider (flush() + fdatasync)",
+        "(a) payload -> durable accept, new rider (flush() + ring fdatasync; sled fdatasync every 256)",
     );
 
     let mut rider = fx.minter.wallet();

@@ -202,6 +202,19 @@ pub enum ValidatorError {
         /// What was found.
         why: String,
     },
+    /// An accept would have overwritten, in the ride ring (`log.ring`), a
+    /// record that sled has not made durable on the device yet. A bug (the
+    /// reader syncs sled before this can happen): nothing was overwritten,
+    /// and the reader refuses rides until restarted.
+    #[error("ride ring overrun: ride {seq} would overwrite ride {} in the {slots}-slot ring, but sled is durable only through {sled_durable_through}; nothing was overwritten (a bug: please report it)", seq.saturating_sub(*slots))]
+    RingOverrun {
+        /// The ride being written.
+        seq: u64,
+        /// Highest sequence durable in sled.
+        sled_durable_through: u64,
+        /// Ring slots.
+        slots: u64,
+    },
     /// An acknowledgement was refused: unsigned, wrongly signed, for another
     /// reader or request, or naming a chain hash this reader does not hold
     /// at that sequence. Nothing was acknowledged.
@@ -253,6 +266,7 @@ impl ValidatorError {
             ValidatorError::Format(_) => "bad_record",
             ValidatorError::Sync { .. } => "sync_failed",
             ValidatorError::LogBehind { .. } => "log_behind_high_water_mark",
+            ValidatorError::RingOverrun { .. } => "ride_ring_overrun",
             ValidatorError::AckRefused { code, .. } => code,
             ValidatorError::Forked { .. } => "chain_forked",
             ValidatorError::SettlementBehind { .. } => "settlement_behind",

@@ -4,10 +4,12 @@
 //! ```text
 //! camera frame | payload → decode → parse → credential (issuer sig, cached)
 //!   → device sig → time windows → deny list → replay cache
-//!   → durable append (one sled insert + flush) → Decision
+//!   → durable append (one sled insert + flush, the record in the ride
+//!     ring + one fdatasync) → Decision
 //! ```
 //!
-//! The reader answers *accept* only after `flush()` returned. See the
+//! The reader answers *accept* only after `flush()` returned and the
+//! record is on the device in the ride ring ([`hwm`]). See the
 //! crate's README for the config reference, the CLI and the threat model.
 #![forbid(unsafe_code)]
 

@@ -1,16 +1,69 @@
 //! A damaged ride-log tail is detected at open (issue #9 c): flip a byte
-//! in the last ride's bytes in sled's data file and sled drops that ride at
-//! recovery; without the high-water mark the reader then reuses its
-//! sequence number and accepts its code again. With it the reader names
-//! the missing range and refuses every ride.
+//! in a ride's bytes in sled's data file and sled drops that ride (and the
+//! rest of the log after it) at recovery; without a high-water mark the
+//! reader then reuses its sequence number and accepts its code again.
+//! The ride ring (`log.ring`: the mark, carrying the last rides' records)
+//! repairs a sled tail it still holds; when the ring cannot (its entry for
+//! a missing ride is damaged too) the reader names the missing range and
+//! refuses every ride.
 
 mod common;
 
 use common::{deployment, DeploymentExt, NOW};
+use fare_validator::hwm::{RING_FILE, RING_SLOTS, RING_SLOT_LEN};
 use fare_validator::{Outcome, Reader, ValidatorError};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 fn last_occurrence(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// Tears ride `seq`'s ring entry (its checksum then fails).
+fn tear_ring_entry(dir: &Path, seq: u64) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(RING_FILE))
+        .unwrap();
+    let off = (1 + seq % RING_SLOTS) * RING_SLOT_LEN as u64 + 40;
+    f.write_all_at(&[0xa5; 16], off).unwrap();
+}
+
+/// Flips a byte of `code` where sled's data file holds it (the last
+/// occurrence: sled appends).
+fn damage_sled_at(dir: &Path, code: &[u8]) {
+    let db = dir.join("log").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = last_occurrence(&bytes, code).expect("the ride's code is in the log");
+    assert!(bytes.len() - at < 64 << 10, "the ride is in the log's tail");
+    bytes[at + 100] ^= 0x5a;
+    std::fs::write(&db, &bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_sled_tail_is_repaired_from_the_ring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("reader");
+    let mut dep = deployment(93);
+    let bundle = dep.snapshot(1, vec![]);
+    let mut reader = dep.provision_lib(&dir, &bundle);
+    let wallet = dep.wallet();
+    let codes: Vec<Vec<u8>> = (1..=5).map(|s| wallet.code(NOW, s)).collect();
+    for c in &codes {
+        assert!(reader.decide_payload(c, NOW).is_accept());
+    }
+    drop(reader);
+    damage_sled_at(&dir, &codes[4]);
+    let mut reader = Reader::open(&dir, NOW).unwrap();
+    assert!(reader.log_damage().is_none(), "{:?}", reader.log_damage());
+    assert_eq!(reader.repaired_from_ring(), 1);
+    assert_eq!(reader.state().next_seq, 6);
+    reader.verify_chain().unwrap();
+    let d = reader.decide_payload(&codes[4], NOW);
+    assert_eq!(d.reason_code(), Some("already_used"), "{}", d.message());
+    assert!(d.message().contains("ride 5"), "{}", d.message());
+    assert!(reader.decide_payload(&wallet.code(NOW, 6), NOW).is_accept());
+    assert_eq!(reader.state().next_seq, 7);
 }
 
 #[test]
@@ -28,17 +81,13 @@ fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
     assert_eq!(reader.state().next_seq, 6);
     drop(reader);
 
-    // Damage the last ride where sled keeps it: its code's bytes in the
-    // data file (the last occurrence: sled appends).
-    let db = dir.join("log").join("db");
-    let mut bytes = std::fs::read(&db).unwrap();
-    let at = last_occurrence(&bytes, &codes[4]).expect("the last ride's code is in the log");
-    assert!(
-        bytes.len() - at < 64 << 10,
-        "the last ride is in the log's tail"
-    );
-    bytes[at + 100] ^= 0x5a;
-    std::fs::write(&db, &bytes).unwrap();
+    // Damage the last ride where sled keeps it (its code's bytes in the
+    // data file) and its copy in the ring: neither can give it back.
+    // (Ride 5's ring entry torn alone is a write that was never
+    // acknowledged; here the ring's entry for ride 4 is damaged and ride
+    // 5's is intact, so the mark names 5 and the log ends at 3 or 4.)
+    damage_sled_at(&dir, &codes[3]);
+    tear_ring_entry(&dir, 4);
 
     let mut reader = match Reader::open(&dir, NOW) {
         Ok(r) => r,
@@ -55,14 +104,14 @@ fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
             missing_to,
             ..
         } => {
-            assert_eq!((*missing_from, *missing_to), (5, 5), "{damage}");
+            assert_eq!((*missing_from, *missing_to), (4, 5), "{damage}");
         }
         other => panic!("unexpected damage report {other}"),
     }
     assert_eq!(damage.code(), "log_behind_high_water_mark");
-    // The reader refuses to decide: no sequence 5 reused, the lost ride's
+    // The reader refuses to decide: no sequence 4 or 5 reused, the lost ride's
     // code not accepted again, no new ride either.
-    for c in [&codes[4], &wallet.code(NOW, 6)] {
+    for c in [&codes[3], &codes[4], &wallet.code(NOW, 6)] {
         let d = reader.decide_payload(c, NOW);
         assert!(
             matches!(d.outcome, Outcome::StorageError { .. }),
@@ -72,7 +121,7 @@ fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
     }
     let st = reader.status(NOW);
     assert_eq!(st.sync_state, "log_damaged");
-    assert!(st.refusing.unwrap().contains("5..=5"));
+    assert!(st.refusing.unwrap().contains("4..=5"));
     // Still refusing after another open: the mark is not moved back.
     drop(reader);
     let reader = Reader::open(&dir, NOW).unwrap();
@@ -81,8 +130,9 @@ fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
 
 #[test]
 fn a_power_cut_between_the_ride_and_its_mark_is_not_damage() {
-    // The mark lags the log by one ride when the cut came after the ride's
-    // durability point and before its mark: the open catches the mark up.
+    // The ring's entry for ride 3 torn (the cut came while it was written,
+    // before its answer) while sled kept ride 3: the mark is ride 2, the
+    // log one past it; the open keeps ride 3 and catches the mark up.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
     let mut dep = deployment(92);
@@ -93,21 +143,16 @@ fn a_power_cut_between_the_ride_and_its_mark_is_not_damage() {
         assert!(reader.decide_payload(&wallet.code(NOW, s), NOW).is_accept());
     }
     drop(reader);
-    // Put the mark back to ride 2 (both slots), as if ride 3's mark never landed.
-    let hwm_before = std::fs::read(dir.join("log.hwm")).unwrap();
-    let reader = Reader::open(&dir, NOW).unwrap();
-    let head2 = reader.chain_hash_at(2).unwrap().unwrap();
-    drop(reader);
-    let (h, _) = fare_validator::hwm::HighWaterMark::open(&dir, true).unwrap();
-    h.reset(&fare_validator::hwm::Mark {
-        seq: 2,
-        chain_hash: head2,
-    })
-    .unwrap();
-    drop(h);
-    assert_ne!(std::fs::read(dir.join("log.hwm")).unwrap(), hwm_before);
+    let ring_before = std::fs::read(dir.join(RING_FILE)).unwrap();
+    tear_ring_entry(&dir, 3);
+    assert_ne!(std::fs::read(dir.join(RING_FILE)).unwrap(), ring_before);
     let mut reader = Reader::open(&dir, NOW).unwrap();
     assert!(reader.log_damage().is_none());
+    assert_eq!(reader.repaired_from_ring(), 0);
     assert!(reader.decide_payload(&wallet.code(NOW, 4), NOW).is_accept());
     assert_eq!(reader.state().next_seq, 5);
+    drop(reader);
+    // And again: the bare mark written at the last open names ride 3.
+    let reader = Reader::open(&dir, NOW).unwrap();
+    assert!(reader.log_damage().is_none());
 }

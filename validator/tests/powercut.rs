@@ -115,6 +115,9 @@ struct Totals {
     lost_rides: u64,
     cycles_run: u64,
     last_seq: u64,
+    /// Reopens that re-inserted rides from the ride ring, and how many.
+    reopens_repaired: u64,
+    repaired_from_ring: u64,
 }
 
 /// The cycles. `strict`: any lost ride fails at once; otherwise losses are
@@ -140,6 +143,8 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         lost_rides: 0,
         cycles_run: 0,
         last_seq: 0,
+        reopens_repaired: 0,
+        repaired_from_ring: 0,
     };
     let mut last_seq_on_disk = 0u64;
 
@@ -182,10 +187,12 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         }
     }
     t.last_seq = last_seq_on_disk;
+    t.reopens_repaired = ledger.reopens_repaired;
+    t.repaired_from_ring = ledger.repaired_from_ring;
     eprintln!(
         "{test}: {} cycles (seed {seed}, kill window {window_ms} ms), {} killed mid-stream, \
          {} torn cuts, {} cuts lost unsynced data, {} accepts reported, {} rides on disk, \
-         {} accepted rides lost; fs {:?}",
+         {} accepted rides lost, {} reopens re-inserted {} rides from the ring; fs {:?}",
         t.cycles_run,
         t.killed_mid_stream,
         t.torn_cuts,
@@ -193,6 +200,8 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         t.accepts,
         t.last_seq,
         t.lost_rides,
+        t.reopens_repaired,
+        t.repaired_from_ring,
         run.lfs.stats()
     );
     t
@@ -220,6 +229,120 @@ fn power_cut_never_loses_an_accepted_ride() {
         run.seed
     );
     assert!(t.accepts > 0);
+    // The lazy sled sync was exercised: cuts found rides only the ring
+    // held (sled's copy had not reached the device) and the open put them
+    // back; without that repair this test loses accepted rides.
+    assert!(
+        t.reopens_repaired > 0,
+        "no reopen needed the ride ring: the lazy sled sync path was not exercised (seed {})",
+        run.seed
+    );
+}
+
+/// Many accepts between sled's lazy device syncs, across two wraps of the
+/// ride ring, then a power cut after the last answer (sled's background
+/// flusher off, so nothing but the reader syncs): every ride answered is
+/// there after the cut, the rides sled lost came back from the ring under
+/// their sequence with their bytes, and their codes are refused as used.
+#[test]
+fn power_cut_after_ring_syncs_across_ring_wraps_keeps_every_ride() {
+    const TEST: &str = "power_cut_after_ring_syncs_across_ring_wraps_keeps_every_ride";
+    let Some(mut run) = setup(TEST, true) else {
+        return;
+    };
+    set_config(&run.dir, "background_flush_ms", "0");
+    std::fs::File::open(run.dir.join("reader.toml"))
+        .and_then(|f| f.sync_all())
+        .unwrap();
+    let n = (2 * fare_validator::hwm::RING_SLOTS + 88) as usize;
+    let ctx = Ctx {
+        test: TEST,
+        seed: run.seed,
+        cycles: 2,
+        cycle: 0,
+    };
+    let mut ledger = KillLedger::default();
+    for (round, torn) in [false, true].into_iter().enumerate() {
+        let codes: Vec<Vec<u8>> = (0..n).map(|_| run.riders.fresh(&mut run.rng)).collect();
+        let out = run_answer_all_then_kill(&run.dir, &codes);
+        assert_eq!(out.len(), n, "round {round}: every code answered");
+        ledger.take_answers(&ctx, &out, &codes, (round * n) as u64);
+        let cut = if torn {
+            PowerCut::torn(run.seed + round as u64)
+        } else {
+            PowerCut::clean()
+        };
+        let rep = run.lfs.power_cut(cut);
+        assert!(
+            rep.lost_anything(),
+            "round {round}: the cut dropped nothing ({rep:?})"
+        );
+        let before = ledger.repaired_from_ring;
+        let (missing, last) = ledger.reopen_and_check(&run.dir, &ctx, true);
+        assert!(missing.is_empty());
+        assert_eq!(last, ((round + 1) * n) as u64);
+        let repaired = ledger.repaired_from_ring - before;
+        eprintln!(
+            "{TEST}: round {round} ({cut:?}): {repaired} rides re-inserted from the ring ({rep:?})"
+        );
+        assert!(
+            repaired <= fare_validator::hwm::RING_SLOTS,
+            "round {round}: {repaired} rides repaired: more than the ring holds"
+        );
+        if !torn {
+            // A clean cut drops everything sled did not sync: the rides
+            // since its last lazy sync (every RING_SLOTS accepts).
+            assert!(
+                repaired > 0,
+                "round {round}: no ride needed the ring ({rep:?})"
+            );
+        }
+        let mut r = Reader::open(&run.dir, NOW).unwrap();
+        for (i, c) in codes.iter().enumerate().rev().take(5) {
+            let d = r.decide_payload(c, NOW);
+            assert_eq!(
+                d.reason_code(),
+                Some("already_used"),
+                "round {round}, code {i}: {}",
+                d.message()
+            );
+        }
+    }
+}
+
+/// Streams `codes` to a `run` child, reads an answer for each (stdin kept
+/// open, so the child does not exit and flush cleanly), then SIGKILLs it.
+fn run_answer_all_then_kill(dir: &Path, codes: &[Vec<u8>]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = run_stream(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = codes
+        .iter()
+        .map(|l| format!("{}\n", hex::encode(l)))
+        .collect();
+    // Written from a thread (the child's answers fill the stdout pipe
+    // meanwhile), which hands stdin back still open.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin
+            .write_all(input.as_bytes())
+            .and_then(|()| stdin.flush());
+        stdin
+    });
+    let mut out = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while out.len() < codes.len() {
+        match lines.next() {
+            Some(Ok(l)) => out.push(l),
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(writer.join().unwrap());
+    out
 }
 
 /// The reason for the device sync, kept visible: with `device_sync =

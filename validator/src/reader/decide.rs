@@ -230,9 +230,10 @@ impl Reader {
         }
     }
 
-    /// Appends the ride: one sled insert, then the durability point
-    /// ([`Self::durable`]: `flush()` and `fdatasync`). The replay cache
-    /// and the state change in memory as soon as the insert applied.
+    /// Appends the ride: one sled insert and `flush()`, then the record in
+    /// the ring, synced (the one device flush; sled's data file is synced
+    /// lazily, [`Self::sync_sled_if_due`]). The replay cache and the state
+    /// change in memory as soon as the insert applied.
     // Longer than a screen: the accept path in its durability order (encode, room, insert, state, flush, mark); splitting it would hide that order.
     fn append(&mut self, code: &RideCode, now: u64, keys: &ReplayKeys) -> Result<u64, AppendError> {
         let seq = self.state.next_seq;
@@ -266,6 +267,7 @@ impl Reader {
         }
         let chain_head = record_hash(&enc);
         let len = enc.len() as u64;
+        let ring_copy = enc.clone();
         if let Err(source) = self.rides.insert(seq.to_be_bytes(), enc) {
             return Err(AppendError::Storage(ValidatorError::Sled {
                 what: "append ride",
@@ -279,14 +281,17 @@ impl Reader {
         self.state.used_bytes += len;
         self.replay_cache
             .insert(keys, self.replay_entry(code, seq, now));
-        self.durable_accept().map_err(AppendError::Storage)?;
-        // After the ride is on the device, before the answer: the mark is
-        // never ahead of the log (see `crate::hwm`).
-        self.hwm
-            .record(&crate::hwm::Mark {
-                seq,
-                chain_hash: chain_head,
-            })
+        // The durability point: sled's `flush()` (page cache only), sled's
+        // device sync when the ring would otherwise wrap onto a record sled
+        // has not made durable, then the record in the ring and its
+        // `fdatasync`: one device flush per accept (see `crate::hwm`).
+        self.db
+            .flush()
+            .map_err(ValidatorError::sled("flush ride"))
+            .map_err(AppendError::Storage)?;
+        self.sync_sled_if_due(seq).map_err(AppendError::Storage)?;
+        self.ring
+            .record(seq, &ring_copy, self.sled_durable_through())
             .map_err(AppendError::Storage)?;
         if seq % STATE_SAVE_EVERY == 0 {
             // After the answer's durability point, and not flushed: losing

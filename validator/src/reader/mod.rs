@@ -10,12 +10,17 @@
 //! | `root.pub` | deployment root public key hex (verifies bundles) |
 //! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
 //! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
-//! | `log.hwm` | high-water mark of the log: last sequence and chain hash ([`crate::hwm`]) |
+//! | `log.ring` | write-ahead ring and high-water mark of the log: the last [`crate::hwm::RING_SLOTS`] ride records ([`crate::hwm`]) |
 //!
 //! Durability: an accept is answered only after the ride record's single
-//! sled insert, `Db::flush()` and an `fdatasync` of sled's data file
-//! ([`fare_durable::DeviceSync`]) returned: `flush()` alone ends in
-//! `sync_file_range`, which a power cut can undo. Everything else the accept changes
+//! sled insert and `Db::flush()` returned and the record was written into
+//! the ring `log.ring` and `fdatasync`ed there: one device flush per
+//! accept. sled's `flush()` alone ends in `sync_file_range`, which a power
+//! cut can undo; sled's data file is device-synced
+//! ([`fare_durable::DeviceSync`]) at least every [`crate::hwm::RING_SLOTS`]
+//! accepts and at every other durability point, and at open the rides the
+//! ring holds and sled lost are re-inserted (see [`crate::hwm`] for the
+//! invariants and the crash points). Everything else the accept changes
 //! (next sequence, chain head, used bytes, the replay cache) is derived from
 //! the log, so it need not be written with the ride: the reader state is
 //! saved every [`STATE_SAVE_EVERY`] rides and rolled forward over the log's
@@ -49,6 +54,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 const META_STATE: &[u8] = b"state";
@@ -206,8 +212,15 @@ pub struct Reader {
     rejected_count: u64,
     last_prune_unix_s: u64,
     failed: Option<String>,
-    /// The log's high-water mark, written after each accept's durability point.
-    hwm: crate::hwm::HighWaterMark,
+    /// The write-ahead ring and high-water mark: each accept's record,
+    /// synced (the accept's one device flush).
+    ring: crate::hwm::RideRing,
+    /// Highest sequence whose sled record is on the device (sled's data
+    /// file was device-synced after its insert). The ring never overwrites
+    /// a record above it ([`crate::hwm`], invariant I2).
+    sled_durable_through: std::sync::atomic::AtomicU64,
+    /// Rides re-inserted into sled from the ring at open.
+    repaired_from_ring: u64,
     /// Set when the log was found below its high-water mark at open.
     damaged: Option<ValidatorError>,
     /// Upload state (fork, last contact, ...), persisted in `meta`.
@@ -405,22 +418,39 @@ impl Reader {
     /// write being durable (an accept, an acknowledgement, a new bundle)
     /// happens before this returned.
     fn durable(&self, what: &'static str) -> Result<(), ValidatorError> {
+        let last = self.state.next_seq - 1;
         self.db.flush().map_err(ValidatorError::sled(what))?;
         self.device.sync()?;
+        self.sled_durable_through.fetch_max(last, Ordering::Relaxed);
         Ok(())
     }
 
-    /// [`Self::durable`] for an accept: the ride record (≤ `MAX_RECORD_BYTES`,
-    /// far below sled's 128 KiB blob threshold) is the only value written
-    /// since the last full sync that the answer depends on, and the one
-    /// large value the reader writes (the bundle meta) is followed by a full
-    /// sync at once, so `blobs/` need not be read on the hot path.
-    fn durable_accept(&self) -> Result<(), ValidatorError> {
-        self.db
-            .flush()
-            .map_err(ValidatorError::sled("flush ride"))?;
-        self.device.sync_data_file()?;
+    /// The lazy device sync of sled's data file on the accept path (after
+    /// the ride's `flush()`), due when ride `seq`'s ring slot would
+    /// otherwise overwrite a record sled has not made durable: every
+    /// [`crate::hwm::RING_SLOTS`] accepts at most. Only the data file: the
+    /// ride records (≤ `MAX_RECORD_BYTES`, far below sled's 128 KiB blob
+    /// threshold) are the only values written since the last full sync, and
+    /// the one large value the reader writes (the bundle meta) is followed
+    /// by a full sync at once, so `blobs/` need not be read here.
+    fn sync_sled_if_due(&self, seq: u64) -> Result<(), ValidatorError> {
+        let through = self.sled_durable_through.load(Ordering::Relaxed);
+        if seq - through.min(seq) >= crate::hwm::RING_SLOTS {
+            self.device.sync_data_file()?;
+            self.sled_durable_through.fetch_max(seq, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// Rides the open re-inserted into sled from the ring (the power cut
+    /// came after their ring entry was durable and before sled's copy was).
+    pub fn repaired_from_ring(&self) -> u64 {
+        self.repaired_from_ring
+    }
+
+    /// Highest sequence whose sled record is known to be on the device.
+    pub fn sled_durable_through(&self) -> u64 {
+        self.sled_durable_through.load(Ordering::Relaxed)
     }
 }
 

@@ -132,9 +132,12 @@ impl Reader {
         // sled may have written a recovery snapshot and renamed it while
         // opening: make that durable before anything depends on it.
         let device = fare_durable::DeviceSync::open(&paths::log(dir), config.storage.device_sync)?;
-        let (mut reader, mark) = Self::load(dir, config, key, root, db, device)?;
+        let (mut reader, ring) = Self::load(dir, config, key, root, db, device)?;
+        // Before anything reads the log: the rides the ring holds and
+        // sled lost to a power cut go back in (see `crate::hwm`).
+        reader.repair_from_ring(&ring)?;
         reader.roll_state_forward()?;
-        reader.check_high_water_mark(mark)?;
+        reader.check_high_water_mark(ring.mark())?;
         reader.rebuild_replay_cache(now_unix_s)?;
         reader.maintenance(now_unix_s)?;
         Ok(reader)
@@ -150,7 +153,7 @@ impl Reader {
         root: VerifyingKey,
         db: sled::Db,
         device: fare_durable::DeviceSync,
-    ) -> Result<(Reader, Option<crate::hwm::Mark>), ValidatorError> {
+    ) -> Result<(Reader, crate::hwm::RingContents), ValidatorError> {
         let tree = |name: &'static str| {
             db.open_tree(name)
                 .map_err(ValidatorError::sled("open tree"))
@@ -169,7 +172,7 @@ impl Reader {
         let installed = Self::load_installed_meta(dir, &meta)?;
         let (rejected_next, rejected_count) = rejected_position(&rejected)?;
         let sync = read_meta(&meta, META_SYNC, "sync state")?.unwrap_or_default();
-        let (hwm, mark) = crate::hwm::HighWaterMark::open(dir, config.storage.device_sync)?;
+        let (ring, contents) = crate::hwm::RideRing::open(dir, config.storage.device_sync)?;
         let cache = CredentialCache::new(config.storage.credential_cache_entries);
         let reader = Reader {
             dir: dir.to_path_buf(),
@@ -190,7 +193,12 @@ impl Reader {
             rejected_count,
             last_prune_unix_s: 0,
             failed: None,
-            hwm,
+            ring,
+            // `DeviceSync::open` just synced sled's data file: whatever
+            // sled recovered is on the device (set to the log's end after
+            // the repair).
+            sled_durable_through: std::sync::atomic::AtomicU64::new(0),
+            repaired_from_ring: 0,
             damaged: None,
             sync,
             // Only distinctness matters (settlement refuses a (time, nonce)
@@ -199,7 +207,7 @@ impl Reader {
             request_nonce: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             request_offset_s: None,
         };
-        Ok((reader, mark))
+        Ok((reader, contents))
     }
 
     /// The installed bundle the `meta` tree names (its deny list read from
@@ -222,6 +230,86 @@ impl Reader {
             None => fare_credential::bundle::V1_PUBLISHER,
         };
         Ok(Some(Self::load_installed(dir, bundle_meta, publisher)?))
+    }
+
+    /// Re-inserts into sled the valid ring entries it lacks (a power cut
+    /// after the ring's `fdatasync` and before sled's data reached the
+    /// device): ascending, same sequence and bytes, each only if it is a
+    /// record of this reader under that sequence and chains to the record
+    /// before it (from the log, the ring, or the saved state's head). The
+    /// first entry that fails stops the repair: what is left missing below
+    /// the mark is then reported as damage by the mark check. Entries below
+    /// the saved `oldest_seq` were compacted and are skipped. Ends with a
+    /// full device sync, so the repaired rides no longer depend on the ring.
+    fn repair_from_ring(&mut self, ring: &crate::hwm::RingContents) -> Result<(), ValidatorError> {
+        let floor = self.state.oldest_seq.max(1);
+        let mut inserted = 0u64;
+        let mut prev: Option<(u64, [u8; 32])> = None;
+        for e in ring.entries.iter().filter(|e| e.seq >= floor) {
+            let held = self
+                .rides
+                .get(e.seq.to_be_bytes())
+                .map_err(ValidatorError::sled("read ride"))?;
+            if held.is_some() {
+                prev = Some((e.seq, record_hash(&e.record)));
+                continue;
+            }
+            let expected_prev = match prev {
+                Some((s, h)) if s + 1 == e.seq => Some(h),
+                _ => self.chain_hash_before(e.seq)?,
+            };
+            let rec = match RideRecord::decode_v1(&e.record) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(seq = e.seq, error = %err, "ring entry does not decode: repair stops");
+                    break;
+                }
+            };
+            if rec.reader_seq != e.seq
+                || rec.reader_id != self.reader_id()
+                || Some(rec.prev_hash) != expected_prev
+            {
+                tracing::error!(
+                    seq = e.seq,
+                    "ring entry does not chain to the log: repair stops"
+                );
+                break;
+            }
+            self.rides
+                .insert(e.seq.to_be_bytes(), e.record.as_slice())
+                .map_err(ValidatorError::sled("re-insert ride from ring"))?;
+            inserted += 1;
+            prev = Some((e.seq, record_hash(&e.record)));
+        }
+        if inserted > 0 {
+            self.db
+                .flush()
+                .map_err(ValidatorError::sled("flush rides from ring"))?;
+            self.device.sync()?;
+            tracing::warn!(
+                rides = inserted,
+                "re-inserted rides from the ring that sled lost to a power cut"
+            );
+        }
+        self.repaired_from_ring = inserted;
+        Ok(())
+    }
+
+    /// The chain hash ride `seq` must name as its `prev_hash`, as the log
+    /// or the saved state knows it (`None`: unknown).
+    fn chain_hash_before(&self, seq: u64) -> Result<Option<[u8; 32]>, ValidatorError> {
+        let before = seq - 1;
+        if before == 0 {
+            return Ok(Some(genesis_hash(self.reader_id())));
+        }
+        if before == self.state.next_seq - 1 {
+            return Ok(Some(self.state.chain_head));
+        }
+        Ok(self
+            .rides
+            .get(before.to_be_bytes())
+            .map_err(ValidatorError::sled("read ride"))?
+            .map(|v| record_hash(&v)))
     }
 
     /// Brings the saved state up to the log: walks the records written after
@@ -337,7 +425,8 @@ impl Reader {
             if last > 0 {
                 tracing::warn!(last, "no high-water mark yet: starting it at the log's end");
             }
-            return self.hwm.reset(&here);
+            self.sled_durable_through.store(last, Ordering::Relaxed);
+            return self.ring.reset(&here);
         };
         let damage = if last < mark.seq {
             Some((
@@ -371,8 +460,12 @@ impl Reader {
             return Ok(());
         }
         if last > mark.seq {
-            self.hwm.record(&here)?;
+            // The ride past the mark reached sled but not (intact) the ring:
+            // never answered, kept. sled is durable through it (the open
+            // synced it), so a bare mark suffices.
+            self.ring.reset(&here)?;
         }
+        self.sled_durable_through.store(last, Ordering::Relaxed);
         Ok(())
     }
 

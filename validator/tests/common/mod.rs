@@ -253,6 +253,11 @@ pub struct KillLedger {
     pub reported: BTreeMap<u64, Vec<u8>>,
     /// Every code accepted so far: never to be accepted again.
     pub accepted_codes: Vec<Vec<u8>>,
+    /// Rides the reopens re-inserted from the ride ring (`log.ring`): sled
+    /// had lost them to a power cut after their ring entry was durable.
+    pub repaired_from_ring: u64,
+    /// Reopens that re-inserted at least one ride from the ring.
+    pub reopens_repaired: u64,
 }
 
 impl KillLedger {
@@ -369,6 +374,15 @@ impl KillLedger {
         let r = Reader::open(dir, NOW).unwrap_or_else(|e| {
             panic!("{ctx}: reopen failed: {e} (log kept in {})", dir.display())
         });
+        self.repaired_from_ring += r.repaired_from_ring();
+        self.reopens_repaired += u64::from(r.repaired_from_ring() > 0);
+        // (Without the device sync a torn cut can keep a later ring entry
+        // and lose an earlier one: the damage the mark exists to report.)
+        assert!(
+            !strict || r.log_damage().is_none(),
+            "{ctx}: reopened reader reports a damaged log: {:?}",
+            r.log_damage()
+        );
         let n = r
             .verify_chain()
             .unwrap_or_else(|e| panic!("{ctx}: chain broken: {e}"));
