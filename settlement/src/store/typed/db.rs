@@ -238,10 +238,7 @@ impl Db {
     }
     /// Many readers' cursors with their stored bytes (one batched read),
     /// in the order given.
-    pub fn reader_states(
-        &self,
-        ids: &[u32],
-    ) -> Result<Vec<(ReaderState, Option<Vec<u8>>)>, StoreError> {
+    pub fn reader_states(&self, ids: &[u32]) -> Result<Vec<StateRead>, StoreError> {
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_be_bytes().to_vec()).collect();
         let raw = self.get_many_raw(Space::ReaderStates, &keys)?;
         ids.iter()
@@ -439,7 +436,7 @@ impl Db {
     pub fn disputes_many(
         &self,
         charged: &[RideId],
-    ) -> Result<Vec<Option<(Dispute, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Option<DisputeRead>>, StoreError> {
         let keys: Vec<Vec<u8>> = charged.iter().map(|r| r.key().to_vec()).collect();
         self.get_many_raw(Space::Disputes, &keys)?
             .into_iter()
@@ -751,6 +748,11 @@ impl Db {
         w.put(Space::Meta, name.as_bytes().to_vec(), enc("meta", v));
     }
 }
+
+/// A reader's state and the stored bytes it was read from (`None`: absent).
+pub type StateRead = (ReaderState, Option<Vec<u8>>);
+/// A dispute and the stored bytes it was read from.
+pub type DisputeRead = (Dispute, Vec<u8>);
 
 /// A reader's state from its stored bytes (the genesis state when absent).
 fn reader_state_of(
