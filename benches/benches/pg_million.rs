@@ -35,6 +35,8 @@ const T0: u64 = DEMO_DAY_T0;
 const READERS: u32 = 1_000;
 /// Concurrent uploading clients.
 const UPLOADERS: usize = 16;
+/// The service's `request_timeout_ms` in this bench (see `config`).
+const BENCH_REQUEST_TIMEOUT_MS: u64 = 120_000;
 /// PostgreSQL settings of the benchmark's cluster (a dedicated server's,
 /// scaled to this machine; durability settings stay the defaults).
 const PG_SETTINGS: &[(&str, &str)] = &[
@@ -338,6 +340,11 @@ fn config(keys: &Path) -> Config {
     Config {
         operator_token: "bench-operator-token".into(),
         keys_dir: Some(keys.to_path_buf()),
+        // A throughput measurement, not a latency test: on the shared
+        // 2-core machine at load 13+, 16 uploads of 1,000-ride batches at
+        // once can take longer than the default 10 s each (a 1M run's sled
+        // leg failed with `408 request_timeout` on 1 December).
+        request_timeout_ms: BENCH_REQUEST_TIMEOUT_MS,
         ..Config::default()
     }
 }

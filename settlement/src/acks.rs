@@ -12,7 +12,8 @@
 //! stored, already held, or refused as a sequence gap or a chain fork.
 
 use crate::error::{ApiError, ErrorCode, IngestError, StoreError};
-use crate::ingest::IngestAck;
+use crate::ingest::Stored;
+use crate::model::ReaderState;
 use crate::store::{Db, WriteSet};
 use fare_credential::ack::{request_digest, Ack, AckKeyCert, AckKind, ACK_KEY_CERT_LEN};
 use fare_credential::{SignedBatch, SigningKey};
@@ -146,6 +147,19 @@ impl AckSigner {
         now_unix_s: u64,
     ) -> Result<String, StoreError> {
         let (state, _) = db.reader_state(reader_id)?;
+        Ok(self.sign_state(kind, reader_id, &state, body, now_unix_s))
+    }
+
+    /// A signed acknowledgement (hex) of `body` for `reader_id` stating
+    /// `state` (what settlement holds for it, as just read or written).
+    pub fn sign_state(
+        &self,
+        kind: AckKind,
+        reader_id: u32,
+        state: &ReaderState,
+        body: &[u8],
+        now_unix_s: u64,
+    ) -> String {
         let ack = Ack {
             kind,
             reader_id,
@@ -157,7 +171,7 @@ impl AckSigner {
         let bytes = ack
             .sign_v1(&self.cert, &self.key)
             .expect("the certificate was checked against the key at open");
-        Ok(hex::encode(bytes))
+        hex::encode(bytes)
     }
 }
 
@@ -191,6 +205,31 @@ pub fn note_contact(
     now_unix_s: u64,
     batches: u64,
 ) -> Result<(), StoreError> {
+    let mut w = WriteSet::default();
+    let c = queue_contact(
+        db,
+        &mut w,
+        reader_id,
+        reader_time_unix_s,
+        now_unix_s,
+        batches,
+    )?;
+    db.commit(w)?;
+    contact_gauges(reader_id, &c, now_unix_s);
+    Ok(())
+}
+
+/// Queues on `w` the reader's contact record after this contact (read
+/// first: call it under the write lock) and returns it; the gauges are
+/// set by [`note_contact`] or [`answer`] once `w` is committed.
+pub fn queue_contact(
+    db: &Db,
+    w: &mut WriteSet,
+    reader_id: u32,
+    reader_time_unix_s: Option<u64>,
+    now_unix_s: u64,
+    batches: u64,
+) -> Result<ReaderContact, StoreError> {
     let name = contact_meta_name(reader_id);
     let mut c: ReaderContact = db.meta(&name)?.unwrap_or_default();
     c.last_contact_unix_s = now_unix_s;
@@ -198,29 +237,32 @@ pub fn note_contact(
         c.clock_offset_s = Some(t as i64 - now_unix_s as i64);
     }
     c.batches += batches;
-    let mut w = WriteSet::default();
-    Db::put_meta(&mut w, &name, &c);
-    db.commit(w)?;
+    Db::put_meta(w, &name, &c);
+    Ok(c)
+}
+
+fn contact_gauges(reader_id: u32, c: &ReaderContact, now_unix_s: u64) {
     metrics::gauge!("settlement_reader_last_contact_unix_s", "reader" => reader_id.to_string())
         .set(now_unix_s as f64);
     if let Some(off) = c.clock_offset_s {
         metrics::gauge!("settlement_reader_clock_offset_s", "reader" => reader_id.to_string())
             .set(off as f64);
     }
-    Ok(())
 }
 
 /// Signs the answer to a batch and records the contact. `result` is what
 /// ingest decided; the acknowledgement is added to a success, a
 /// `sequence_gap` or a `chain_fork` (each names a registered reader whose
-/// signature verified); other refusals are returned unchanged.
+/// signature verified); other refusals are returned unchanged. A success
+/// carries the reader's state it acknowledges, and its contact record when
+/// that was committed with the records already.
 pub fn answer(
     db: &Db,
     signer: &AckSigner,
     body: &[u8],
     reader_time_unix_s: Option<u64>,
     now_unix_s: u64,
-    result: Result<IngestAck, IngestError>,
+    result: Result<Stored, IngestError>,
 ) -> Result<serde_json::Value, ApiError> {
     let kind = match &result {
         Ok(_) => AckKind::Held,
@@ -228,22 +270,28 @@ pub fn answer(
         Err(IngestError::ChainFork { .. }) => AckKind::ChainFork,
         Err(_) => {
             return result
-                .map(|a| serde_json::to_value(a).expect("ack serialises"))
+                .map(|s| serde_json::to_value(s.ack).expect("ack serialises"))
                 .map_err(ApiError::from)
         }
     };
     let reader_id = SignedBatch::parse_v1(body)
         .map(|b| b.reader_id())
         .map_err(|e| ApiError::of(ErrorCode::MalformedBatch, e.to_string()))?;
-    let ack = signer.sign(db, kind, reader_id, body, now_unix_s)?;
-    note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?;
+    let (state, contact) = match &result {
+        Ok(s) => (s.state.clone(), s.contact.clone()),
+        Err(_) => (db.reader_state(reader_id)?.0, None),
+    };
+    let ack = signer.sign_state(kind, reader_id, &state, body, now_unix_s);
+    match contact {
+        Some(c) => contact_gauges(reader_id, &c, now_unix_s),
+        None => note_contact(db, reader_id, reader_time_unix_s, now_unix_s, 1)?,
+    }
     // The gauge `GET /v1/readers` also sets, kept current on every answer.
-    let (state, _) = db.reader_state(reader_id)?;
     metrics::gauge!("settlement_reader_acked_seq", "reader" => reader_id.to_string())
         .set(state.acked_seq as f64);
     match result {
-        Ok(a) => {
-            let mut v = serde_json::to_value(a).expect("ack serialises");
+        Ok(s) => {
+            let mut v = serde_json::to_value(s.ack).expect("ack serialises");
             v["ack"] = serde_json::Value::String(ack);
             v["server_time_unix_s"] = now_unix_s.into();
             Ok(v)

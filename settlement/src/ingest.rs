@@ -9,9 +9,9 @@
 pub use crate::error::IngestError;
 use crate::model::{Incident, ReaderState, RideId};
 use crate::reverify::code_needs_strict;
-use crate::store::{Db, RideBlocks, WriteSet};
+use crate::store::{typed::ride_block_key, Db, RideBlocks, WriteSet};
 use fare_credential::keys::parse_public_key;
-use fare_credential::{Batch, SignedBatch};
+use fare_credential::{Batch, RideRecord, SignedBatch};
 use rayon::prelude::*;
 
 /// The answer to an accepted (or already held) batch.
@@ -28,38 +28,157 @@ pub struct IngestAck {
 }
 
 /// Verifies and stores one batch. Atomic: either all new records and the new
-/// cursor are durably stored, or nothing.
+/// cursor are durably stored, or nothing. ([`check_batch`] then
+/// [`store_batch`]; the service runs the first outside its write lock.)
 pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, IngestError> {
-    let (reader_id, batch) = authenticate(db, body)?;
-    let (state, raw_state) = db.reader_state(reader_id)?;
-    let held = IngestAck {
+    let checked = check_batch_with(db, body, Marks::AllCores)?;
+    store_batch(db, checked, now_unix_s, None).map(|s| s.ack)
+}
+
+/// Where [`check_batch_with`] computes the strict marks.
+#[derive(Clone, Copy, Debug)]
+enum Marks {
+    /// On the calling thread: the service checks many batches at once on
+    /// its request threads, and keeps the rayon pool free for the short
+    /// parallel steps of the write-locked section.
+    ThisThread,
+    /// On all cores (rayon): one caller ingesting batch after batch.
+    AllCores,
+}
+
+/// A batch parsed, its signature verified under the reader's registered
+/// key, and each record's strict mark computed: the CPU work of ingest,
+/// which reads nothing that a write changes under the write lock except
+/// the reader's key, checked again by [`store_batch`].
+#[derive(Debug)]
+pub struct CheckedBatch {
+    reader_id: u32,
+    /// The registered key the batch signature verified under.
+    public_key: [u8; 32],
+    batch: Batch,
+    /// Per record of `batch`: must its device signature be checked with
+    /// `verify_strict` alone (`reverify::code_needs_strict`)?
+    strict: Vec<bool>,
+}
+
+impl CheckedBatch {
+    /// The reader the batch names (and whose key signed it).
+    pub fn reader_id(&self) -> u32 {
+        self.reader_id
+    }
+}
+
+/// Parses and authenticates a batch and marks its records for strict
+/// re-verification (once per ride, as it arrives: is its `R` one a batch
+/// verification could wrongly accept? About one scalar multiplication per
+/// ride, on the calling thread; see `reverify`). Needs no write lock.
+pub fn check_batch(db: &Db, body: &[u8]) -> Result<CheckedBatch, IngestError> {
+    check_batch_with(db, body, Marks::ThisThread)
+}
+
+fn check_batch_with(db: &Db, body: &[u8], marks: Marks) -> Result<CheckedBatch, IngestError> {
+    let (reader_id, public_key, batch) = authenticate(db, body)?;
+    let strict: Vec<bool> = match marks {
+        Marks::ThisThread => batch
+            .records
+            .iter()
+            .map(|r| code_needs_strict(&r.code))
+            .collect(),
+        Marks::AllCores => batch
+            .records
+            .par_iter()
+            .with_min_len(64)
+            .map(|r| code_needs_strict(&r.code))
+            .collect(),
+    };
+    Ok(CheckedBatch {
         reader_id,
-        acked_seq: state.acked_seq,
-        result: "exists".into(),
-        stored: 0,
+        public_key,
+        batch,
+        strict,
+    })
+}
+
+/// What [`store_batch`] did.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The answer.
+    pub ack: IngestAck,
+    /// The reader's state after it (what an acknowledgement states).
+    pub state: ReaderState,
+    /// The reader's contact record, when it was committed together with
+    /// the records (`contact` given and new records stored).
+    pub contact: Option<crate::acks::ReaderContact>,
+}
+
+/// Stores a checked batch's new records and the reader's new cursor in one
+/// commit, after the continuity checks against what is held (run it under
+/// the write lock). With `contact` (the reader's reported clock), the
+/// reader's contact record is updated in the same commit when records are
+/// stored (see [`Stored::contact`]).
+pub fn store_batch(
+    db: &Db,
+    checked: CheckedBatch,
+    now_unix_s: u64,
+    contact: Option<Option<u64>>,
+) -> Result<Stored, IngestError> {
+    let CheckedBatch {
+        reader_id,
+        public_key,
+        batch,
+        strict,
+    } = checked;
+    // The reader may have been retired since the batch was checked. Its
+    // key cannot have changed (`ops::provision_reader` refuses another key
+    // for an existing id), which is checked too.
+    let reader = db
+        .reader(reader_id)?
+        .ok_or(IngestError::UnknownReader { reader_id })?;
+    if reader.retired {
+        return Err(IngestError::ReaderRetired { reader_id });
+    }
+    if reader.public_key != public_key {
+        return Err(IngestError::UnknownReader { reader_id });
+    }
+    let (state, raw_state) = db.reader_state(reader_id)?;
+    let held = |state: ReaderState| Stored {
+        ack: IngestAck {
+            reader_id,
+            acked_seq: state.acked_seq,
+            result: "exists".into(),
+            stored: 0,
+        },
+        state,
+        contact: None,
     };
     if batch.records.is_empty() {
-        return Ok(held);
+        return Ok(held(state));
     }
     check_continuity(db, reader_id, &batch, &state)
         .map_err(|refusal| record_incident(db, refusal, now_unix_s))?;
     let last = batch.last_seq();
     if last <= state.acked_seq {
-        return Ok(held);
+        return Ok(held(state));
     }
-    let stored = store_new_records(db, reader_id, &batch, state, raw_state)?;
+    let (stored, state, contact) = store_new_records(
+        db, reader_id, &batch, &strict, state, raw_state, contact, now_unix_s,
+    )?;
     metrics::counter!("settlement_ingested_rides_total").increment(stored);
-    Ok(IngestAck {
-        reader_id,
-        acked_seq: last,
-        result: "created".into(),
-        stored,
+    Ok(Stored {
+        ack: IngestAck {
+            reader_id,
+            acked_seq: last,
+            result: "created".into(),
+            stored,
+        },
+        state,
+        contact,
     })
 }
 
 /// Parses the batch and verifies its signature under the key provisioned
-/// for the reader it names.
-fn authenticate(db: &Db, body: &[u8]) -> Result<(u32, Batch), IngestError> {
+/// for the reader it names (returned with the batch).
+fn authenticate(db: &Db, body: &[u8]) -> Result<(u32, [u8; 32], Batch), IngestError> {
     if body.is_empty() {
         return Err(IngestError::EmptyBody);
     }
@@ -73,7 +192,7 @@ fn authenticate(db: &Db, body: &[u8]) -> Result<(u32, Batch), IngestError> {
     }
     let vk = parse_public_key(&reader.public_key)
         .map_err(|error| IngestError::StoredKeyUnusable { reader_id, error })?;
-    Ok((reader_id, signed.verify(&vk)?))
+    Ok((reader_id, reader.public_key, signed.verify(&vk)?))
 }
 
 /// Refuses a batch that starts beyond `acked_seq + 1` (a gap) or that
@@ -165,40 +284,42 @@ fn record_incident(db: &Db, refusal: IngestError, now_unix_s: u64) -> IngestErro
     }
 }
 
-/// Stores the records past `state.acked_seq` and the reader's new cursor in
-/// one commit; returns how many were stored.
+/// Stores the records past `state.acked_seq` (with their strict marks) and
+/// the reader's new cursor in one commit, with the reader's contact record
+/// when `contact` is given; returns how many were stored, the new state and
+/// the contact record written.
+#[allow(clippy::too_many_arguments)]
 fn store_new_records(
     db: &Db,
     reader_id: u32,
     batch: &Batch,
+    strict: &[bool],
     state: ReaderState,
     raw_state: Option<Vec<u8>>,
-) -> Result<u64, IngestError> {
-    let new_records: Vec<_> = batch
+    contact: Option<Option<u64>>,
+    now_unix_s: u64,
+) -> Result<(u64, ReaderState, Option<crate::acks::ReaderContact>), IngestError> {
+    let new_records: Vec<(&RideRecord, bool)> = batch
         .records
         .iter()
-        .filter(|r| r.reader_seq > state.acked_seq)
-        .collect();
-    // Once per ride, as it arrives: is its `R` one a batch verification
-    // could wrongly accept? (About one scalar multiplication per ride, on
-    // all cores; see `reverify`.) The mark is stored in the ride's block
-    // entry.
-    let strict: Vec<bool> = new_records
-        .par_iter()
-        .with_min_len(64)
-        .map(|r| code_needs_strict(&r.code))
+        .zip(strict.iter().copied())
+        .filter(|(r, _)| r.reader_seq > state.acked_seq)
         .collect();
     // Rides are stored in blocks (one record per 64 rides): the touched
-    // blocks are read, extended and written once, each checked against the
-    // bytes read.
+    // blocks are read (all in one batched read), extended and written once,
+    // each checked against the bytes read.
+    let id = |rec: &RideRecord| RideId {
+        reader_id,
+        reader_seq: rec.reader_seq,
+    };
     let mut blocks = RideBlocks::default();
-    for (rec, strict) in new_records.iter().zip(strict) {
-        let id = RideId {
-            reader_id,
-            reader_seq: rec.reader_seq,
-        };
-        blocks.put(db, id, rec.encode_v1()?, strict)?;
-        if strict {
+    blocks.prefetch(
+        db,
+        new_records.iter().map(|(rec, _)| ride_block_key(id(rec))),
+    )?;
+    for (rec, strict) in &new_records {
+        blocks.put(db, id(rec), rec.encode_v1()?, *strict)?;
+        if *strict {
             metrics::counter!("settlement_strict_rides_total").increment(1);
         }
     }
@@ -210,6 +331,17 @@ fn store_new_records(
         settled_seq: state.settled_seq,
     };
     Db::put_reader_state(&mut w, reader_id, raw_state, &new_state);
+    let contact = match contact {
+        Some(reader_time) => Some(crate::acks::queue_contact(
+            db,
+            &mut w,
+            reader_id,
+            reader_time,
+            now_unix_s,
+            1,
+        )?),
+        None => None,
+    };
     db.commit(w)?;
-    Ok(new_records.len() as u64)
+    Ok((new_records.len() as u64, new_state, contact))
 }

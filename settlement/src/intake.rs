@@ -31,10 +31,17 @@ pub fn answer_batch(
     auth: Option<&str>,
     reader_time_unix_s: Option<u64>,
 ) -> Result<serde_json::Value, ApiError> {
+    // The CPU work first, outside the write lock: the request and batch
+    // signatures and the records' strict marks (`ingest::check_batch`), so
+    // that batches are checked on all cores while another one's writes
+    // commit. It reads only readers' registered keys, which never change
+    // (their retirement is checked again under the lock).
+    check_batch_signature(app, bytes, auth, app.now())?;
+    let checked = crate::ingest::check_batch(&app.db, bytes);
     let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
     let now = app.now();
-    check_batch_signature(app, bytes, auth, now)?;
-    let result = crate::ingest::ingest_batch(&app.db, bytes, now);
+    let result =
+        checked.and_then(|c| crate::ingest::store_batch(&app.db, c, now, Some(reader_time_unix_s)));
     crate::acks::answer(&app.db, &app.acks, bytes, reader_time_unix_s, now, result)
 }
 

@@ -2,7 +2,9 @@
 //! sled and against PostgreSQL (a throwaway cluster from `fare-pgtest`;
 //! SKIPPED locally when PostgreSQL is not installed, a failure in CI).
 
-use fare_settlement::store::{PostgresStore, SledStore, Space, Store, WriteLock, WriteSet};
+use fare_settlement::store::{
+    PostgresStore, SledStore, Space, Store, WriteLock, WriteSet, MAX_KEYS_PER_READ,
+};
 use fare_settlement::StoreError;
 use std::sync::Arc;
 
@@ -247,6 +249,111 @@ fn concurrent_cas_loses_no_update(s: Arc<dyn Store>) {
     );
 }
 
+/// `get_many` and `range_many` answer exactly what `get` and `range` answer,
+/// key by key and range by range, in the order asked (absent and repeated
+/// keys, empty and limited ranges, a day-partitioned space), and refuse
+/// more than `MAX_KEYS_PER_READ` keys.
+fn batched_reads_match_single_reads(s: &dyn Store) {
+    let mut w = WriteSet::default();
+    for i in 0..50u32 {
+        w.put(Space::Credentials, format!("cred-{i:03}"), i.to_be_bytes());
+    }
+    w.put(Space::Credentials, vec![0xff, 0], b"high");
+    w.put(Space::Days, b"acc\x0020260310".to_vec(), b"d1".to_vec());
+    w.put(Space::Days, b"acc\x0020260311".to_vec(), b"d2".to_vec());
+    w.put(Space::Days, b"acd\x0020260310".to_vec(), b"d3".to_vec());
+    s.commit(w).unwrap();
+
+    let asked: Vec<Vec<u8>> = [
+        &b"cred-007"[..],
+        b"absent",
+        b"cred-049",
+        b"cred-007",
+        b"",
+        &[0xff, 0],
+        b"cred-000",
+    ]
+    .iter()
+    .map(|k| k.to_vec())
+    .collect();
+    let many = s.get_many(Space::Credentials, &asked).unwrap();
+    let single: Vec<Option<Vec<u8>>> = asked
+        .iter()
+        .map(|k| s.get(Space::Credentials, k).unwrap())
+        .collect();
+    assert_eq!(many, single);
+    assert_eq!(many[0].as_deref(), Some(&7u32.to_be_bytes()[..]));
+    assert_eq!(many[1], None);
+    assert_eq!(many[3], many[0], "a repeated key answers twice");
+    assert_eq!(many[5].as_deref(), Some(&b"high"[..]));
+    assert!(s.get_many(Space::Credentials, &[]).unwrap().is_empty());
+    let day = s
+        .get_many(Space::Days, &[b"acd\x0020260310".to_vec(), b"acc".to_vec()])
+        .unwrap();
+    assert_eq!(day, vec![Some(b"d3".to_vec()), None]);
+    let too_many = vec![b"k".to_vec(); MAX_KEYS_PER_READ + 1];
+    assert!(matches!(
+        s.get_many(Space::Meta, &too_many),
+        Err(StoreError::Backend(_))
+    ));
+
+    let b = |x: &[u8], y: &[u8]| (x.to_vec(), y.to_vec());
+    let bounds = vec![
+        b(b"cred-010", b"cred-020"),
+        b(b"cred-045", b"cred-999"),
+        b(b"x", b"y"),
+        b(b"cred-010", b"cred-020"),
+        b(b"", &[0xff, 0xff]),
+        b(b"cred-030", b"cred-030"),
+    ];
+    let many = s.range_many(Space::Credentials, &bounds, 3).unwrap();
+    assert_eq!(many.len(), bounds.len());
+    for ((start, end), got) in bounds.iter().zip(&many) {
+        assert_eq!(got, &s.range(Space::Credentials, start, end, 3).unwrap());
+    }
+    assert_eq!(
+        keys(&many[0]),
+        [
+            b"cred-010".to_vec(),
+            b"cred-011".to_vec(),
+            b"cred-012".to_vec()
+        ]
+    );
+    assert_eq!(
+        keys(&many[1]),
+        [
+            b"cred-045".to_vec(),
+            b"cred-046".to_vec(),
+            b"cred-047".to_vec()
+        ]
+    );
+    assert!(many[2].is_empty() && many[5].is_empty());
+    assert_eq!(many[3], many[0]);
+    assert_eq!(many[4][0].0, b"cred-000".to_vec());
+    let days = s
+        .range_many(
+            Space::Days,
+            &[
+                b(b"acc\x0020260310", b"acc\x0020260311\xff"),
+                b(b"acd\x00", b"acd\x01"),
+                b(b"acc\x0020260311", b"acc\x0020260312"),
+            ],
+            100,
+        )
+        .unwrap();
+    assert_eq!(
+        keys(&days[0]),
+        [b"acc\x0020260310".to_vec(), b"acc\x0020260311".to_vec()]
+    );
+    assert_eq!(days[1], vec![(b"acd\x0020260310".to_vec(), b"d3".to_vec())]);
+    assert_eq!(keys(&days[2]), [b"acc\x0020260311".to_vec()]);
+    let too_many = vec![b(b"a", b"b"); MAX_KEYS_PER_READ + 1];
+    assert!(matches!(
+        s.range_many(Space::Meta, &too_many, 1),
+        Err(StoreError::Backend(_))
+    ));
+}
+
 fn run_suite(b: &Backend) {
     let s = b.open();
     point_reads_and_spaces(&*s);
@@ -255,6 +362,7 @@ fn run_suite(b: &Backend) {
     puts_win_over_deletes_and_last_put_wins(&*s);
     large_write_sets(&*s);
     concurrent_cas_loses_no_update(s.clone());
+    batched_reads_match_single_reads(&*s);
     s.health().unwrap();
     drop(s);
     // Committed means durable: everything is there after reopening.

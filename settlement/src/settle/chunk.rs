@@ -13,14 +13,13 @@ use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::Verdict;
 use crate::store::{
-    typed::{code_key, enc, CodeSighting},
+    typed::{code_key, enc, result_block_key, CodeSighting},
     Db, ResultBlocks, Space, WriteSet,
 };
 use fare_credential::CredentialId;
 use fare_ledger::DisputeSide;
 use fare_tariff::{Date, Tariff};
-use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// The stored facts of a chunk, owned ([`Facts`] borrows them).
@@ -109,32 +108,32 @@ pub(super) fn build_chunk(
     Ok((w, stats))
 }
 
-/// Each distinct credential's record and sightings: one read each, not one
-/// per ride; point reads in parallel.
+/// Each distinct credential's record and sightings: one batched read of
+/// each kind for the whole chunk ([`Db::credentials_many`],
+/// [`Db::code_sightings_many`]), not one per credential or ride.
 fn load_credentials(db: &Db, cred_ids: &[CredentialId]) -> Result<Loaded, StoreError> {
-    type CredFacts = (CredentialId, Option<CredentialRecord>, Vec<CodeSighting>);
-    let read: Vec<CredFacts> = cred_ids
-        .par_iter()
-        .with_min_len(64)
-        .map(|id| {
-            let c = db.credential(id)?;
-            let list = match c {
-                Some(_) => db.code_sightings(id)?,
-                None => Vec::new(),
-            };
-            Ok((*id, c, list))
-        })
-        .collect::<Result<_, StoreError>>()?;
+    // Two statements at once, on plain threads (they wait for the
+    // database; the rayon pool is busy re-verifying the next chunk).
+    let (creds, sightings) = std::thread::scope(|s| {
+        let creds = s.spawn(|| db.credentials_many(cred_ids));
+        let sightings = db.code_sightings_many(cred_ids);
+        (join(creds), sightings)
+    });
     let mut loaded = Loaded::default();
-    for (id, c, list) in read {
+    for ((id, c), list) in cred_ids.iter().zip(creds?).zip(sightings?) {
         let Some(c) = c else { continue };
-        loaded.credentials.insert(id, c);
+        loaded.credentials.insert(*id, c);
         for s in &list {
-            loaded.seen_codes.insert((id, s.device_seq), s.ride);
+            loaded.seen_codes.insert((*id, s.device_seq), s.ride);
         }
-        loaded.sightings.insert(id, list);
+        loaded.sightings.insert(*id, list);
     }
     Ok(loaded)
+}
+
+/// The result of a scoped reading thread (its panic goes on here).
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// The range of service days each account of the chunk needs (the days its
@@ -171,7 +170,8 @@ fn account_day_ranges(
     account_days
 }
 
-/// Each account's record, balance and day states; point reads in parallel.
+/// Each account's record, balance and day states: one batched read of each
+/// kind for the whole chunk (the three in parallel).
 fn load_accounts(
     db: &Db,
     tariff: &Tariff,
@@ -179,22 +179,24 @@ fn load_accounts(
     rides: &[RideIn],
     loaded: &mut Loaded,
 ) -> Result<(), StoreError> {
-    type AccountFacts = (String, Option<Account>, i64, Vec<(String, DayState)>);
     let ranges: Vec<(String, (Date, Date))> =
         account_day_ranges(tariff, verdicts, rides, &loaded.credentials)
             .into_iter()
             .collect();
-    let read: Vec<AccountFacts> = ranges
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|(acc, (lo, hi))| {
-            let a = db.account(&acc)?;
-            let bal = db.balance(&passenger_account(&acc))?;
-            let d = db.days(&acc, &lo.to_string(), &hi.to_string())?;
-            Ok((acc, a, bal, d))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    for (acc, a, bal, d) in read {
+    let ids: Vec<String> = ranges.iter().map(|(acc, _)| acc.clone()).collect();
+    let ledger: Vec<String> = ids.iter().map(|acc| passenger_account(acc)).collect();
+    let wanted: Vec<(String, String, String)> = ranges
+        .iter()
+        .map(|(acc, (lo, hi))| (acc.clone(), lo.to_string(), hi.to_string()))
+        .collect();
+    // Three statements at once, on plain threads (see `load_credentials`).
+    let (accounts, balances, days) = std::thread::scope(|s| {
+        let accounts = s.spawn(|| db.accounts_many(&ids));
+        let balances = s.spawn(|| db.balances_many(&ledger));
+        let days = db.days_many(&wanted);
+        (join(accounts), join(balances), days)
+    });
+    for (((acc, a), bal), d) in ids.into_iter().zip(accounts?).zip(balances?).zip(days?) {
         if let Some(a) = a {
             loaded.accounts.insert(acc.clone(), a);
         }
@@ -219,6 +221,16 @@ fn write_results(
     stats: &mut RunSummary,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut blocks = ResultBlocks::default();
+    // Every block the chunk touches, in one batched read: re-rated and new
+    // rides, and the charged rides of disputes (maybe of earlier chunks).
+    let touched = out
+        .result_updates
+        .iter()
+        .map(|u| u.0)
+        .chain(out.results.iter().map(|r| r.ride))
+        .chain(out.disputes.iter().map(|d| d.charged_ride))
+        .map(result_block_key);
+    blocks.prefetch(db, touched)?;
     // Re-rated rides whose fare changed, with their posting revision: a
     // disputed one's hold must follow its fare.
     let mut rerated: BTreeMap<RideId, u32> = BTreeMap::new();
@@ -259,6 +271,8 @@ fn write_postings(
     // Balances of the accounts the postings touch: passengers' were loaded
     // with the facts (nothing else writes while the write lock is held).
     let mut balances: HashMap<String, i64> = HashMap::new();
+    // The others (operators, suspense, …): one batched read.
+    let mut others: BTreeSet<String> = BTreeSet::new();
     for p in postings.iter().chain(holds) {
         for acc in [&p.debit, &p.credit] {
             if let Some(id) = acc.passenger_id() {
@@ -267,12 +281,15 @@ fn write_postings(
                     continue;
                 }
             }
-            if let std::collections::hash_map::Entry::Vacant(e) = balances.entry(acc.to_string()) {
-                let b = db.balance(e.key())?;
-                e.insert(b);
-            }
+            others.insert(acc.to_string());
         }
     }
+    let others: Vec<String> = others
+        .into_iter()
+        .filter(|acc| !balances.contains_key(acc))
+        .collect();
+    let read = db.balances_many(&others)?;
+    balances.extend(others.into_iter().zip(read));
     // Chunks are numbered (for the per-account posting index records).
     let chunk_no = db.meta::<u64>(POSTING_CHUNK_META)?.unwrap_or(0) + 1;
     Db::put_meta(w, POSTING_CHUNK_META, &chunk_no);
@@ -368,9 +385,11 @@ fn open_disputes(
     for ride in rerated.keys() {
         by_charged.entry(*ride).or_default();
     }
+    let charged_rides: Vec<RideId> = by_charged.keys().copied().collect();
+    let stored = db.disputes_many(&charged_rides)?;
     let mut holds = Vec::new();
-    for (charged, list) in by_charged {
-        let (mut d, raw) = match (db.dispute(charged)?, list.first()) {
+    for ((charged, list), stored) in by_charged.into_iter().zip(stored) {
+        let (mut d, raw) = match (stored, list.first()) {
             (Some((d, raw)), _) => (d, Some(raw)),
             (None, Some(first)) => (new_dispute(db, blocks, first, now, &mut holds)?, None),
             // Re-rated, never disputed: nothing held.

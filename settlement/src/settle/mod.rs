@@ -18,7 +18,6 @@ use crate::reverify::{reverify, CodeToVerify};
 use crate::store::{Db, WriteLock};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::Tariff;
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -221,10 +220,9 @@ fn prepare(
 ) -> Result<Prepared, StoreError> {
     let t = Instant::now();
     let (plan, operators) = plan_chunk(db, ctx.chunk_rides, settled)?;
-    let per_reader: Vec<Vec<(RideRecord, bool)>> = plan
-        .par_iter()
-        .map(|p| db.rides(p.reader_id, p.from, p.to))
-        .collect::<Result<_, _>>()?;
+    // Every planned reader's rides in one batched read.
+    let wanted: Vec<(u32, u64, u64)> = plan.iter().map(|p| (p.reader_id, p.from, p.to)).collect();
+    let per_reader: Vec<Vec<(RideRecord, bool)>> = db.rides_many(&wanted)?;
     let records: Vec<(RideRecord, bool)> = per_reader.into_iter().flatten().collect();
     times.read_rides += t.elapsed();
 
@@ -277,11 +275,14 @@ fn plan_chunk(
     let mut plan: Vec<ReaderPlan> = Vec::new();
     let mut operators: HashMap<u32, String> = HashMap::new();
     let mut n = 0usize;
-    for reader in db.readers()? {
+    let readers = db.readers()?;
+    // Every reader's cursors in one batched read.
+    let ids: Vec<u32> = readers.iter().map(|r| r.reader_id).collect();
+    let states = db.reader_states(&ids)?;
+    for (reader, (state, _)) in readers.into_iter().zip(states) {
         if n >= chunk_rides {
             break;
         }
-        let (state, _) = db.reader_state(reader.reader_id)?;
         let settled_seq = settled
             .get(&reader.reader_id)
             .copied()
@@ -310,8 +311,8 @@ pub(crate) type CursorUpdate = (u32, Option<Vec<u8>>, ReaderState);
 /// when a cursor moved since the plan was made.
 fn current_cursors(db: &Db, plan: &[ReaderPlan]) -> Result<Option<Vec<CursorUpdate>>, StoreError> {
     let mut out = Vec::with_capacity(plan.len());
-    for p in plan {
-        let (state, raw) = db.reader_state(p.reader_id)?;
+    let ids: Vec<u32> = plan.iter().map(|p| p.reader_id).collect();
+    for (p, (state, raw)) in plan.iter().zip(db.reader_states(&ids)?) {
         if state.settled_seq + 1 != p.from || p.to > state.acked_seq {
             return Ok(None);
         }

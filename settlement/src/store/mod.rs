@@ -124,11 +124,34 @@ impl WriteSet {
 /// Key-value pairs, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Most keys one [`Store::get_many`] call, or ranges one
+/// [`Store::range_many`] call, takes (more is refused with
+/// [`StoreError::Backend`]); [`Db`] splits longer lists. On PostgreSQL it
+/// is the length of the statement's `UNNEST` arrays.
+pub const MAX_KEYS_PER_READ: usize = 10_000;
+
+/// `Err` when a batched read asks for more than [`MAX_KEYS_PER_READ`].
+fn check_read_len(what: &str, n: usize) -> Result<(), StoreError> {
+    if n > MAX_KEYS_PER_READ {
+        return Err(StoreError::Backend(format!(
+            "{what}: {n} keys in one read, at most {MAX_KEYS_PER_READ} (split the list)"
+        )));
+    }
+    Ok(())
+}
+
 /// The narrow storage interface. Implementations must make [`Store::commit`]
 /// atomic and durable before it returns.
 pub trait Store: Send + Sync + 'static {
     /// One value.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The values of many keys, one per key in the order given (`None`
+    /// where absent; a key may repeat), at most [`MAX_KEYS_PER_READ`] keys.
+    /// The same answer as [`Store::get`] per key; PostgreSQL reads them
+    /// with one statement (a join with `UNNEST` of the keys) instead of a
+    /// round trip each. Like [`Store::get`], no snapshot across keys is
+    /// promised (callers that need one read under the write lock).
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
     /// Up to `limit` entries whose key starts with `prefix`, in key order,
     /// starting strictly after `after` when given.
     fn scan(
@@ -146,6 +169,18 @@ pub trait Store: Send + Sync + 'static {
         end: &[u8],
         limit: usize,
     ) -> Result<Entries, StoreError>;
+    /// Many [`Store::range`] reads at once: for each `(start, end)`, the
+    /// entries with `start <= key < end` in key order, at most `limit_each`
+    /// of them (a caller seeing `limit_each` entries pages on with
+    /// [`Store::range`]); one list per range in the order given, at most
+    /// [`MAX_KEYS_PER_READ`] ranges. PostgreSQL: one statement (a
+    /// `LATERAL` range scan per `UNNEST`ed bound pair).
+    fn range_many(
+        &self,
+        space: Space,
+        bounds: &[(Vec<u8>, Vec<u8>)],
+        limit_each: usize,
+    ) -> Result<Vec<Entries>, StoreError>;
     /// Applies the write set atomically and durably, or nothing (checks failed / error).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
     /// Takes the cluster-wide writer claim for the calling thread, held

@@ -64,6 +64,25 @@ impl Store for SledStore {
         Ok(self.tree.get(key(space, k))?.map(|v| v.to_vec()))
     }
 
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        super::check_read_len("get_many", keys.len())?;
+        // In memory (sled's page cache): a loop is as good as a batch.
+        keys.iter().map(|k| self.get(space, k)).collect()
+    }
+
+    fn range_many(
+        &self,
+        space: Space,
+        bounds: &[(Vec<u8>, Vec<u8>)],
+        limit_each: usize,
+    ) -> Result<Vec<super::Entries>, StoreError> {
+        super::check_read_len("range_many", bounds.len())?;
+        bounds
+            .iter()
+            .map(|(start, end)| self.range(space, start, end, limit_each))
+            .collect()
+    }
+
     fn scan(
         &self,
         space: Space,

@@ -3,13 +3,19 @@
 //! same keys and values as sled, and [`Store::commit`] as one transaction.
 //!
 //! * Reads are single statements on a pooled connection (read committed:
-//!   each sees every commit that finished before it).
+//!   each sees every commit that finished before it), sent with typed
+//!   parameters (`query_typed`: one request, no prepare round trip);
+//!   [`Store::get_many`] is one join with `UNNEST … WITH ORDINALITY`,
+//!   [`Store::range_many`] one `LATERAL` range scan per bound pair.
 //! * A commit checks its preconditions, deletes and upserts in one
 //!   transaction; with preconditions it runs `SERIALIZABLE` (an absent key
 //!   has no row to lock) and is retried whole on a serialization failure
 //!   or deadlock, up to [`MAX_COMMIT_ATTEMPTS`]. Writes are batched:
 //!   `INSERT … SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT
 //!   (k) DO UPDATE`, at most [`MAX_ROWS_PER_STATEMENT`] rows a statement.
+//!   The transaction is pipelined: `BEGIN` and every statement go out at
+//!   once (the precondition reads first), then `COMMIT`, or `ROLLBACK`
+//!   when a precondition does not hold: two round trips a commit.
 //! * The writer claim ([`Store::claim_writer`]): a session advisory lock
 //!   held on one connection for as long as the service's write lock is
 //!   held, and the commits of that section run on that same connection, so
@@ -33,7 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row};
 
 /// Default of `database_pool_size`.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -213,9 +220,12 @@ impl PostgresStore {
         let conn = self.pool.get()?;
         let c = conn.client();
         block_on(self.pool.runtime(), async move {
-            c.execute("SELECT pg_advisory_lock($1)", &[&WRITER_CLAIM_KEY])
-                .await
-                .map_err(pg_err)
+            c.execute_typed(
+                "SELECT pg_advisory_lock($1)",
+                &[(&WRITER_CLAIM_KEY, Type::INT8)],
+            )
+            .await
+            .map_err(pg_err)
         })??;
         Ok(conn)
     }
@@ -407,8 +417,13 @@ async fn commit_once(
     } else {
         "BEGIN ISOLATION LEVEL SERIALIZABLE"
     };
-    c.batch_execute(begin).await?;
-    match apply(&c, &plan).await {
+    // Pipelined: BEGIN and every statement are sent at once (each one
+    // request with typed parameters: no prepare round trip) and the server
+    // runs them in order, so a transaction costs two round trips (these
+    // and COMMIT) instead of one or two per statement. The preconditions
+    // are read first, before any write of the transaction; when one does
+    // not hold the transaction is rolled back, so nothing is written.
+    match apply_pipelined(&c, &plan, Some(begin)).await {
         Ok(()) => Ok(c.batch_execute("COMMIT").await?),
         Err(e) => {
             // A broken connection is dropped by the pool; the server rolls back.
@@ -418,14 +433,158 @@ async fn commit_once(
     }
 }
 
+/// Applies a plan inside the transaction the caller opened (migrations).
+async fn apply(c: &Client, plan: &Plan) -> Result<(), TxError> {
+    apply_pipelined(c, plan, None).await
+}
+
+/// Sends `begin` (when given) and the plan's statements pipelined, and
+/// reads what they answered (see [`outcome`]); commits nothing.
+async fn apply_pipelined(
+    c: &Client,
+    plan: &Plan,
+    begin: Option<&'static str>,
+) -> Result<(), TxError> {
+    let stmts = statements(plan);
+    let mut reqs: Vec<Request<'_>> = Vec::with_capacity(stmts.len() + 1);
+    reqs.push(Box::pin(async move {
+        match begin {
+            Some(b) => c.batch_execute(b).await.map(|()| Vec::new()),
+            None => Ok(Vec::new()),
+        }
+    }));
+    for st in &stmts {
+        reqs.push(Box::pin(async move {
+            let params: Vec<(&(dyn ToSql + Sync), Type)> = st
+                .params
+                .iter()
+                .map(|(p, t)| (&**p as &(dyn ToSql + Sync), t.clone()))
+                .collect();
+            c.query_typed(&st.sql, &params).await
+        }));
+    }
+    let results = pipeline(reqs).await;
+    outcome(plan, &stmts, results)
+}
+
+/// One request of a pipelined transaction.
+type Request<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// Sends every request in order (tokio-postgres sends a request when its
+/// future is first polled: one poll each, in order), then waits for the
+/// answers; returns them in the same order.
+async fn pipeline(mut reqs: Vec<Request<'_>>) -> Vec<Result<Vec<Row>, tokio_postgres::Error>> {
+    let mut done: Vec<Option<Result<Vec<Row>, tokio_postgres::Error>>> =
+        reqs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, slot) in reqs.iter_mut().zip(done.iter_mut()) {
+            if let std::task::Poll::Ready(r) = f.as_mut().poll(cx) {
+                *slot = Some(r);
+            }
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let mut out = Vec::with_capacity(reqs.len());
+    for (f, slot) in reqs.into_iter().zip(done) {
+        out.push(match slot {
+            Some(r) => r,
+            None => f.await,
+        });
+    }
+    out
+}
+
+/// What the answers of a pipelined transaction (BEGIN first, then
+/// `stmts`) mean: an error before the preconditions were read is that
+/// error; a precondition that does not hold is a conflict (whatever a
+/// later write answered: it would fail on every attempt); else the first
+/// write error, if any.
+fn outcome(
+    plan: &Plan,
+    stmts: &[Stmt<'_>],
+    results: Vec<Result<Vec<Row>, tokio_postgres::Error>>,
+) -> Result<(), TxError> {
+    let mut results = results.into_iter();
+    if let Some(Err(e)) = results.next() {
+        return Err(e.into());
+    }
+    let mut current: BTreeMap<(u8, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    let mut write_error: Option<tokio_postgres::Error> = None;
+    for (st, r) in stmts.iter().zip(results) {
+        match (r, st.check) {
+            (Ok(rows), Some(space)) => {
+                for row in rows {
+                    current.insert((space, row.get(0)), row.get(1));
+                }
+            }
+            (Ok(_), None) => {}
+            // Checks come first: no write ran before this.
+            (Err(e), Some(_)) => return Err(e.into()),
+            (Err(e), None) => {
+                write_error.get_or_insert(e);
+            }
+        }
+    }
+    let holds = plan.checks.iter().all(|(id, (_, expected))| {
+        expected
+            .iter()
+            .all(|(k, want)| current.get(&(*id, k.clone())) == want.as_ref())
+    });
+    if !holds {
+        return Err(TxError::Fail(StoreError::Conflict {
+            what: "precondition",
+        }));
+    }
+    match write_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// A typed statement parameter (sent without a prepare round trip).
+type Param<'a> = (Box<dyn ToSql + Sync + Send + 'a>, Type);
+
+/// One statement of a commit.
+struct Stmt<'a> {
+    sql: String,
+    params: Vec<Param<'a>>,
+    /// A precondition read: the space (id) whose `(k, v)` rows it returns.
+    check: Option<u8>,
+}
+
 /// `(d, k)` columns of a list of keys.
 fn dk<'a>(space: Space, keys: impl Iterator<Item = &'a [u8]>) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
     keys.map(|k| (dist_key(space, k), k)).unzip()
 }
 
-async fn apply(c: &Client, plan: &Plan) -> Result<(), TxError> {
-    for (space, expected) in plan.checks.values() {
-        check(c, *space, expected).await?;
+/// A `bytea[]` parameter.
+fn bytea_array<'a>(v: Vec<&'a [u8]>) -> Param<'a> {
+    (Box::new(v), Type::BYTEA_ARRAY)
+}
+
+/// The statements of a plan, in the order they must run: precondition
+/// reads, deletes, upserts (batched as `UNNEST` arrays of at most
+/// [`MAX_ROWS_PER_STATEMENT`] rows), partition drops.
+fn statements(plan: &Plan) -> Vec<Stmt<'_>> {
+    let mut out = Vec::new();
+    for (id, (space, expected)) in &plan.checks {
+        let sql = format!(
+            "SELECT x.k, t.v FROM UNNEST($1::bytea[], $2::bytea[]) AS x(d, k) \
+             JOIN {} t ON t.d = x.d AND t.k = x.k",
+            table(*space)
+        );
+        let keys: Vec<&[u8]> = expected.keys().map(Vec::as_slice).collect();
+        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let (ds, ks) = dk(*space, part.iter().copied());
+            out.push(Stmt {
+                sql: sql.clone(),
+                params: vec![bytea_array(ds), bytea_array(ks)],
+                check: Some(*id),
+            });
+        }
     }
     for (space, keys) in plan.deletes.values() {
         let sql = format!(
@@ -436,51 +595,34 @@ async fn apply(c: &Client, plan: &Plan) -> Result<(), TxError> {
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
             let (ds, ks) = dk(*space, part.iter().copied());
-            c.execute(&sql, &[&ds, &ks]).await?;
+            out.push(Stmt {
+                sql: sql.clone(),
+                params: vec![bytea_array(ds), bytea_array(ks)],
+                check: None,
+            });
         }
     }
     for (id, (space, rows)) in &plan.puts {
         match plan.days.get(id) {
-            None => upsert(c, *space, rows).await?,
-            Some(days) => upsert_dated(c, *space, rows, days, plan.moves.get(id)).await?,
+            None => upserts(&mut out, *space, rows),
+            Some(days) => dated_upserts(&mut out, *space, rows, days, plan.moves.get(id)),
         }
     }
     for (space, day) in &plan.drops {
-        let sql = format!(
-            "DROP TABLE IF EXISTS {}",
-            layout::partition_name(table(*space), *day)
-        );
-        c.batch_execute(&sql).await?;
+        out.push(Stmt {
+            sql: format!(
+                "DROP TABLE IF EXISTS {}",
+                layout::partition_name(table(*space), *day)
+            ),
+            params: Vec::new(),
+            check: None,
+        });
     }
-    Ok(())
+    out
 }
 
-/// Fails the transaction unless every key holds its expected value.
-async fn check(c: &Client, space: Space, expected: &Expected) -> Result<(), TxError> {
-    let sql = format!(
-        "SELECT x.k, t.v FROM UNNEST($1::bytea[], $2::bytea[]) AS x(d, k) \
-         JOIN {} t ON t.d = x.d AND t.k = x.k",
-        table(space)
-    );
-    let keys: Vec<&[u8]> = expected.keys().map(Vec::as_slice).collect();
-    let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-        let (ds, ks) = dk(space, part.iter().copied());
-        for row in c.query(&sql, &[&ds, &ks]).await? {
-            current.insert(row.get(0), row.get(1));
-        }
-    }
-    for (k, want) in expected {
-        if current.get(k) != want.as_ref() {
-            return Err(TxError::Fail(StoreError::Conflict {
-                what: "precondition",
-            }));
-        }
-    }
-    Ok(())
-}
-
-async fn upsert(c: &Client, space: Space, rows: &Rows) -> Result<(), TxError> {
+/// Upserts into an undated table.
+fn upserts<'a>(out: &mut Vec<Stmt<'a>>, space: Space, rows: &'a Rows) {
     let sql = format!(
         "INSERT INTO {} (d, k, v) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[]) \
          ON CONFLICT (d, k) DO UPDATE SET v = EXCLUDED.v",
@@ -493,21 +635,24 @@ async fn upsert(c: &Client, space: Space, rows: &Rows) -> Result<(), TxError> {
     for part in rows.chunks(MAX_ROWS_PER_STATEMENT) {
         let (ds, ks) = dk(space, part.iter().map(|r| r.0));
         let vs: Vec<&[u8]> = part.iter().map(|r| r.1).collect();
-        c.execute(&sql, &[&ds, &ks, &vs]).await?;
+        out.push(Stmt {
+            sql: sql.clone(),
+            params: vec![bytea_array(ds), bytea_array(ks), bytea_array(vs)],
+            check: None,
+        });
     }
-    Ok(())
 }
 
 /// Upserts into a day-partitioned table; rows that may have lived in
 /// another day's partition are first deleted there (the primary key
 /// includes the day, so only the store keeps a key in one partition).
-async fn upsert_dated(
-    c: &Client,
+fn dated_upserts<'a>(
+    out: &mut Vec<Stmt<'a>>,
     space: Space,
-    rows: &Rows,
-    days: &BTreeMap<Vec<u8>, i32>,
-    moves: Option<&BTreeSet<Vec<u8>>>,
-) -> Result<(), TxError> {
+    rows: &'a Rows,
+    days: &'a BTreeMap<Vec<u8>, i32>,
+    moves: Option<&'a BTreeSet<Vec<u8>>>,
+) {
     let t = table(space);
     if let Some(moves) = moves {
         let sql = format!(
@@ -518,7 +663,15 @@ async fn upsert_dated(
         for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
             let (ds, ks) = dk(space, part.iter().copied());
             let dys: Vec<i32> = part.iter().map(|k| days[*k]).collect();
-            c.execute(&sql, &[&ds, &ks, &dys]).await?;
+            out.push(Stmt {
+                sql: sql.clone(),
+                params: vec![
+                    bytea_array(ds),
+                    bytea_array(ks),
+                    (Box::new(dys), Type::INT4_ARRAY),
+                ],
+                check: None,
+            });
         }
     }
     let sql = format!(
@@ -534,9 +687,17 @@ async fn upsert_dated(
         let (ds, ks) = dk(space, part.iter().map(|r| r.0));
         let dys: Vec<i32> = part.iter().map(|r| days[r.0]).collect();
         let vs: Vec<&[u8]> = part.iter().map(|r| r.1).collect();
-        c.execute(&sql, &[&ds, &ks, &dys, &vs]).await?;
+        out.push(Stmt {
+            sql: sql.clone(),
+            params: vec![
+                bytea_array(ds),
+                bytea_array(ks),
+                (Box::new(dys), Type::INT4_ARRAY),
+                bytea_array(vs),
+            ],
+            check: None,
+        });
     }
-    Ok(())
 }
 
 fn sql_limit(limit: usize) -> i64 {
@@ -553,8 +714,24 @@ async fn select_range(
     limit: i64,
 ) -> Result<Entries, StoreError> {
     let rows = match &hi {
-        Some(hi) => c.query(&sql, &[&lo.0, &lo.1, &hi.0, &hi.1, &limit]).await,
-        None => c.query(&sql, &[&lo.0, &lo.1, &limit]).await,
+        Some(hi) => {
+            let p: [(&(dyn ToSql + Sync), Type); 5] = [
+                (&lo.0, Type::BYTEA),
+                (&lo.1, Type::BYTEA),
+                (&hi.0, Type::BYTEA),
+                (&hi.1, Type::BYTEA),
+                (&limit, Type::INT8),
+            ];
+            c.query_typed(&sql, &p).await
+        }
+        None => {
+            let p: [(&(dyn ToSql + Sync), Type); 3] = [
+                (&lo.0, Type::BYTEA),
+                (&lo.1, Type::BYTEA),
+                (&limit, Type::INT8),
+            ];
+            c.query_typed(&sql, &p).await
+        }
     }
     .map_err(pg_err)?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -582,8 +759,102 @@ impl Store for PostgresStore {
         let sql = format!("SELECT v FROM {} WHERE d = $1 AND k = $2", table(space));
         let (d, key) = bound(space, key);
         self.pool.with(|c| async move {
-            let row = c.query_opt(&sql, &[&d, &key]).await.map_err(pg_err)?;
+            let row = c
+                .query_typed_opt(&sql, &[(&d, Type::BYTEA), (&key, Type::BYTEA)])
+                .await
+                .map_err(pg_err)?;
             Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn get_many(&self, space: Space, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        super::check_read_len("get_many", keys.len())?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The ordinal of each key says where its value goes (1-based).
+        let sql = format!(
+            "SELECT x.i, t.v FROM UNNEST($1::bytea[], $2::bytea[]) WITH ORDINALITY AS x(d, k, i) \
+             JOIN {} t ON t.d = x.d AND t.k = x.k",
+            table(space)
+        );
+        let (ds, ks): (Vec<Vec<u8>>, Vec<Vec<u8>>) = keys.iter().map(|k| bound(space, k)).unzip();
+        let n = keys.len();
+        self.pool.with(|c| async move {
+            let rows = c
+                .query_typed(&sql, &[(&ds, Type::BYTEA_ARRAY), (&ks, Type::BYTEA_ARRAY)])
+                .await
+                .map_err(pg_err)?;
+            let mut out: Vec<Option<Vec<u8>>> = vec![None; n];
+            for r in rows {
+                let i: i64 = r.get(0);
+                let slot = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| out.get_mut(i))
+                    .ok_or_else(|| StoreError::Backend(format!("get_many: ordinal {i}")))?;
+                *slot = Some(r.get(1));
+            }
+            Ok(out)
+        })
+    }
+
+    fn range_many(
+        &self,
+        space: Space,
+        bounds: &[(Vec<u8>, Vec<u8>)],
+        limit_each: usize,
+    ) -> Result<Vec<Entries>, StoreError> {
+        super::check_read_len("range_many", bounds.len())?;
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One index range scan per bound pair (the `(d, k)` row comparison
+        // of `range`), in order of the pair, then of the key.
+        let sql = format!(
+            "SELECT x.i, r.k, r.v \
+             FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[]) \
+                  WITH ORDINALITY AS x(ld, lk, hd, hk, i) \
+             CROSS JOIN LATERAL (SELECT t.d, t.k, t.v FROM {} t \
+                  WHERE (t.d, t.k) >= (x.ld, x.lk) AND (t.d, t.k) < (x.hd, x.hk) \
+                  ORDER BY t.d, t.k LIMIT $5) r \
+             ORDER BY x.i, r.d, r.k",
+            table(space)
+        );
+        let mut cols: [Vec<Vec<u8>>; 4] = Default::default();
+        for (start, end) in bounds {
+            let (ld, lk) = bound(space, start);
+            let (hd, hk) = bound(space, end);
+            cols[0].push(ld);
+            cols[1].push(lk);
+            cols[2].push(hd);
+            cols[3].push(hk);
+        }
+        let (n, limit) = (bounds.len(), sql_limit(limit_each));
+        self.pool.with(|c| async move {
+            let [ld, lk, hd, hk] = &cols;
+            let rows = c
+                .query_typed(
+                    &sql,
+                    &[
+                        (ld, Type::BYTEA_ARRAY),
+                        (lk, Type::BYTEA_ARRAY),
+                        (hd, Type::BYTEA_ARRAY),
+                        (hk, Type::BYTEA_ARRAY),
+                        (&limit, Type::INT8),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut out: Vec<Entries> = vec![Vec::new(); n];
+            for r in rows {
+                let i: i64 = r.get(0);
+                let slot = usize::try_from(i - 1)
+                    .ok()
+                    .and_then(|i| out.get_mut(i))
+                    .ok_or_else(|| StoreError::Backend(format!("range_many: ordinal {i}")))?;
+                slot.push((r.get(1), r.get(2)));
+            }
+            Ok(out)
         })
     }
 
@@ -723,9 +994,12 @@ impl Store for PostgresStore {
         let Some(conn) = conn else { return };
         let c = conn.client();
         let unlocked = block_on(self.pool.runtime(), async move {
-            c.query_one("SELECT pg_advisory_unlock($1)", &[&WRITER_CLAIM_KEY])
-                .await
-                .map(|r| r.get::<_, bool>(0))
+            c.query_typed_one(
+                "SELECT pg_advisory_unlock($1)",
+                &[(&WRITER_CLAIM_KEY, Type::INT8)],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
         });
         if !matches!(unlocked, Ok(Ok(true))) {
             // The lock goes with the session: never hand this one out again.
@@ -736,7 +1010,7 @@ impl Store for PostgresStore {
 
     fn health(&self) -> Result<(), StoreError> {
         self.pool.with(|c| async move {
-            c.query_one("SELECT 1", &[]).await.map_err(pg_err)?;
+            c.query_typed_one("SELECT 1", &[]).await.map_err(pg_err)?;
             Ok(())
         })
     }

@@ -33,6 +33,55 @@ impl Db {
         }
     }
 
+    /// [`Store::get_many`] over any number of keys: a list longer than
+    /// [`MAX_KEYS_PER_READ`] is read in slices of that many,
+    /// [`READ_THREADS`] at a time.
+    pub fn get_many_raw(
+        &self,
+        space: Space,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.len() <= MAX_KEYS_PER_READ {
+            return self.store.get_many(space, keys);
+        }
+        let parts = in_slices(keys, |part| self.store.get_many(space, part))?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// [`Db::get_many_raw`], decoded.
+    fn get_many<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        space: Space,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        self.get_many_raw(space, keys)?
+            .into_iter()
+            .map(|v| v.map(|v| dec(what, &v)).transpose())
+            .collect()
+    }
+
+    /// [`Store::range_many`] over any number of ranges, each read whole
+    /// (in pages of [`PAGE`] entries when it holds more): one list per
+    /// range, in the order given.
+    pub fn range_many_paged(
+        &self,
+        space: Space,
+        bounds: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<Entries>, StoreError> {
+        let parts = in_slices(bounds, |part| self.store.range_many(space, part, PAGE))?;
+        let mut out: Vec<Entries> = parts.into_iter().flatten().collect();
+        for (entries, (_, end)) in out.iter_mut().zip(bounds) {
+            if entries.len() >= PAGE {
+                // A long range: the rest page by page.
+                let mut from = entries.last().expect("PAGE ≥ 1 entries").0.clone();
+                from.push(0);
+                entries.extend(self.range_paged(space, &from, end)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every entry of `space` under `prefix`, in key order, read in pages
     /// of [`PAGE`] entries (no store call reads without a limit).
     pub fn scan_paged(&self, space: Space, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -117,6 +166,19 @@ impl Db {
     pub fn credential(&self, id: &CredentialId) -> Result<Option<CredentialRecord>, StoreError> {
         self.get("credential", Space::Credentials, &id.0)
     }
+    /// Many credentials' records (one batched read), in the order given.
+    pub fn credentials_many(
+        &self,
+        ids: &[CredentialId],
+    ) -> Result<Vec<Option<CredentialRecord>>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.0.to_vec()).collect();
+        self.get_many("credential", Space::Credentials, &keys)
+    }
+    /// Many accounts (one batched read), in the order given.
+    pub fn accounts_many(&self, ids: &[String]) -> Result<Vec<Option<Account>>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+        self.get_many("account", Space::Accounts, &keys)
+    }
     /// Credentials issued to an account.
     pub fn credentials_of(&self, account_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
         let mut prefix = account_id.as_bytes().to_vec();
@@ -172,17 +234,17 @@ impl Db {
     }
     /// A reader's cursors, with the stored bytes (for compare-and-swap).
     pub fn reader_state(&self, id: u32) -> Result<(ReaderState, Option<Vec<u8>>), StoreError> {
-        match self.store.get(Space::ReaderStates, &id.to_be_bytes())? {
-            Some(raw) => Ok((dec("reader_state", &raw)?, Some(raw))),
-            None => Ok((
-                ReaderState {
-                    acked_seq: 0,
-                    head_hash: genesis_hash(id),
-                    settled_seq: 0,
-                },
-                None,
-            )),
-        }
+        reader_state_of(id, self.store.get(Space::ReaderStates, &id.to_be_bytes())?)
+    }
+    /// Many readers' cursors with their stored bytes (one batched read),
+    /// in the order given.
+    pub fn reader_states(&self, ids: &[u32]) -> Result<Vec<StateRead>, StoreError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id.to_be_bytes().to_vec()).collect();
+        let raw = self.get_many_raw(Space::ReaderStates, &keys)?;
+        ids.iter()
+            .zip(raw)
+            .map(|(id, raw)| reader_state_of(*id, raw))
+            .collect()
     }
     /// Queues a reader state write, checked against the state read before.
     pub fn put_reader_state(
@@ -211,9 +273,7 @@ impl Db {
         if to < from {
             return Ok(());
         }
-        let start = block_key(reader_id, from / RIDE_BLOCK_RIDES);
-        // Just past the block holding `to`.
-        let end = block_key(reader_id, to / RIDE_BLOCK_RIDES + 1);
+        let (start, end) = ride_bounds(reader_id, from, to);
         for (_, v) in self.range_paged(Space::Rides, &start, &end)? {
             for r in ride_block_entries(&v)? {
                 if (from..=to).contains(&r.seq) {
@@ -263,6 +323,47 @@ impl Db {
             Ok(())
         })?;
         Ok(out)
+    }
+    /// [`Db::rides`] of many `(reader, from, to)` ranges (one batched read
+    /// for all of them; decoded in parallel), in the order given.
+    pub fn rides_many(
+        &self,
+        wanted: &[(u32, u64, u64)],
+    ) -> Result<Vec<Vec<(RideRecord, bool)>>, StoreError> {
+        let bounds: Vec<(Vec<u8>, Vec<u8>)> = wanted
+            .iter()
+            .map(|&(reader_id, from, to)| {
+                if to < from {
+                    // Nothing wanted: an empty range.
+                    let k = block_key(reader_id, 0);
+                    (k.clone(), k)
+                } else {
+                    ride_bounds(reader_id, from, to)
+                }
+            })
+            .collect();
+        let blocks = self.range_many_paged(Space::Rides, &bounds)?;
+        wanted
+            .par_iter()
+            .zip(blocks)
+            .map(|(&(_, from, to), entries)| {
+                let mut out = Vec::new();
+                for (_, v) in entries {
+                    for r in ride_block_entries(&v)? {
+                        if (from..=to).contains(&r.seq) {
+                            let ride = RideRecord::decode_v1(r.record).map_err(|e| {
+                                StoreError::Corrupt {
+                                    what: "ride",
+                                    why: e.to_string(),
+                                }
+                            })?;
+                            out.push((ride, r.strict));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .collect()
     }
     /// The sequence numbers of a reader's rides in `from..=to` that ingest
     /// marked for strict re-verification.
@@ -330,6 +431,18 @@ impl Db {
             None => Ok(None),
         }
     }
+    /// The disputes over many charged rides, with their stored bytes (one
+    /// batched read), in the order given.
+    pub fn disputes_many(
+        &self,
+        charged: &[RideId],
+    ) -> Result<Vec<Option<DisputeRead>>, StoreError> {
+        let keys: Vec<Vec<u8>> = charged.iter().map(|r| r.key().to_vec()).collect();
+        self.get_many_raw(Space::Disputes, &keys)?
+            .into_iter()
+            .map(|v| v.map(|v| Ok((dec("dispute", &v)?, v))).transpose())
+            .collect()
+    }
     /// All disputes, by charged ride.
     pub fn disputes(&self) -> Result<Vec<Dispute>, StoreError> {
         Ok(self
@@ -350,6 +463,18 @@ impl Db {
         Ok(self
             .get::<i64>("balance", Space::Balances, ledger_account.as_bytes())?
             .unwrap_or(0))
+    }
+    /// Many ledger accounts' balances (one batched read), in the order given.
+    pub fn balances_many(&self, ledger_accounts: &[String]) -> Result<Vec<i64>, StoreError> {
+        let keys: Vec<Vec<u8>> = ledger_accounts
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        Ok(self
+            .get_many::<i64>("balance", Space::Balances, &keys)?
+            .into_iter()
+            .map(|b| b.unwrap_or(0))
+            .collect())
     }
     /// All balances.
     pub fn balances(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -434,6 +559,14 @@ impl Db {
         chunk_no: u64,
     ) -> Result<(), StoreError> {
         let mut blocks = PostingBlocks::default();
+        // Every block the postings go to, in one batched read.
+        blocks.prefetch(
+            self,
+            postings
+                .iter()
+                .filter_map(|p| ride_of_posting_id(&p.posting_id))
+                .map(result_block_key),
+        )?;
         let mut index: HashMap<String, Vec<String>> = HashMap::new();
         for p in postings {
             blocks.add(self, p.clone())?;
@@ -491,21 +624,25 @@ impl Db {
         from_day: &str,
         to_day: &str,
     ) -> Result<Vec<(String, DayState)>, StoreError> {
-        let start = day_key(account_id, from_day);
-        let mut end = day_key(account_id, to_day);
-        end.push(0xff);
-        let mut out = Vec::new();
-        let prefix_len = account_id.len() + 1;
-        for (k, v) in self.range_paged(Space::Days, &start, &end)? {
-            let d = String::from_utf8_lossy(&k[prefix_len..]).into_owned();
-            let day = if d.len() == 8 {
-                format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
-            } else {
-                d
-            };
-            out.push((day, dec("day_state", &v)?));
-        }
-        Ok(out)
+        let (start, end) = days_bounds(account_id, from_day, to_day);
+        decode_days(account_id, self.range_paged(Space::Days, &start, &end)?)
+    }
+    /// [`Db::days`] of many `(account, from_day, to_day)` (one batched
+    /// read), in the order given.
+    pub fn days_many(
+        &self,
+        wanted: &[(String, String, String)],
+    ) -> Result<Vec<Vec<(String, DayState)>>, StoreError> {
+        let bounds: Vec<(Vec<u8>, Vec<u8>)> = wanted
+            .iter()
+            .map(|(acc, from, to)| days_bounds(acc, from, to))
+            .collect();
+        let ranges = self.range_many_paged(Space::Days, &bounds)?;
+        wanted
+            .iter()
+            .zip(ranges)
+            .map(|((acc, _, _), entries)| decode_days(acc, entries))
+            .collect()
     }
     /// Queues a day state.
     pub fn put_day(w: &mut WriteSet, account_id: &str, day: &str, s: &DayState) {
@@ -523,6 +660,18 @@ impl Db {
             .iter()
             .find(|s| s.device_seq == device_seq)
             .map(|s| s.ride))
+    }
+    /// [`Db::code_sightings`] of many credentials (one batched read), in
+    /// the order given.
+    pub fn code_sightings_many(
+        &self,
+        creds: &[CredentialId],
+    ) -> Result<Vec<Vec<CodeSighting>>, StoreError> {
+        let keys: Vec<Vec<u8>> = creds.iter().map(|c| c.0.to_vec()).collect();
+        self.get_many_raw(Space::Codes, &keys)?
+            .into_iter()
+            .map(|v| v.map_or(Ok(Vec::new()), |v| decode_sightings(&v)))
+            .collect()
     }
     /// Every settled code of a credential (sorted by device sequence): one
     /// record per credential, so a settlement chunk reads and writes it once
@@ -598,4 +747,87 @@ impl Db {
     pub fn put_meta<T: Serialize>(w: &mut WriteSet, name: &str, v: &T) {
         w.put(Space::Meta, name.as_bytes().to_vec(), enc("meta", v));
     }
+}
+
+/// A reader's state and the stored bytes it was read from (`None`: absent).
+pub type StateRead = (ReaderState, Option<Vec<u8>>);
+/// A dispute and the stored bytes it was read from.
+pub type DisputeRead = (Dispute, Vec<u8>);
+
+/// A reader's state from its stored bytes (the genesis state when absent).
+fn reader_state_of(
+    id: u32,
+    raw: Option<Vec<u8>>,
+) -> Result<(ReaderState, Option<Vec<u8>>), StoreError> {
+    match raw {
+        Some(raw) => Ok((dec("reader_state", &raw)?, Some(raw))),
+        None => Ok((
+            ReaderState {
+                acked_seq: 0,
+                head_hash: genesis_hash(id),
+                settled_seq: 0,
+            },
+            None,
+        )),
+    }
+}
+
+/// The key range of the ride blocks holding a reader's rides `from..=to`
+/// (`from <= to`): from the block of `from` to just past the block of `to`.
+fn ride_bounds(reader_id: u32, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        block_key(reader_id, from / RIDE_BLOCK_RIDES),
+        block_key(reader_id, to / RIDE_BLOCK_RIDES + 1),
+    )
+}
+
+/// The key range of an account's day states `from_day..=to_day` (`YYYY-MM-DD`).
+fn days_bounds(account_id: &str, from_day: &str, to_day: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = day_key(account_id, from_day);
+    let mut end = day_key(account_id, to_day);
+    end.push(0xff);
+    (start, end)
+}
+
+/// Day-state entries of one account, as `(YYYY-MM-DD, state)`.
+fn decode_days(account_id: &str, entries: Entries) -> Result<Vec<(String, DayState)>, StoreError> {
+    let prefix_len = account_id.len() + 1;
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        let d = String::from_utf8_lossy(&k[prefix_len..]).into_owned();
+        let day = if d.len() == 8 {
+            format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+        } else {
+            d
+        };
+        out.push((day, dec("day_state", &v)?));
+    }
+    Ok(out)
+}
+
+/// `read` over `items` in slices of [`MAX_KEYS_PER_READ`], up to
+/// [`READ_THREADS`] slices at once; the answers in slice order.
+fn in_slices<I: Sync, T: Send>(
+    items: &[I],
+    read: impl Fn(&[I]) -> Result<T, StoreError> + Sync,
+) -> Result<Vec<T>, StoreError> {
+    let slices: Vec<&[I]> = items.chunks(MAX_KEYS_PER_READ).collect();
+    let mut out = Vec::with_capacity(slices.len());
+    for group in slices.chunks(READ_THREADS) {
+        let read = &read;
+        let answers: Vec<Result<T, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|part| s.spawn(move || read(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for a in answers {
+            out.push(a?);
+        }
+    }
+    Ok(out)
 }

@@ -12,7 +12,7 @@
 //! Every scan a request or a run makes is paged by [`PAGE`] or bounded by
 //! a named constant.
 
-use super::{Entries, Space, Store, WriteSet};
+use super::{Entries, Space, Store, WriteSet, MAX_KEYS_PER_READ};
 use crate::error::StoreError;
 use crate::model::*;
 use fare_credential::codec;
@@ -38,6 +38,11 @@ const OPERATOR_PREFIX: &str = "operator:";
 /// Page size of internal scans: a scan reads at most this many entries per
 /// store call (a full listing pages through).
 pub const PAGE: usize = 4096;
+
+/// A batched read of more than [`MAX_KEYS_PER_READ`] keys or ranges runs
+/// at most this many store calls at once (on plain threads: they wait for
+/// the database, not the CPU).
+pub const READ_THREADS: usize = 4;
 
 /// The published deny list: its version and ids (sorted).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
