@@ -5,7 +5,7 @@ use crate::adapters::{
     Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
 };
 use crate::link::{FaultPlan, Faults, Transport};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, FDS_PER_OPEN_READER};
 use fare_credential::{Profile, SigningKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -475,6 +475,22 @@ pub struct RunOptions {
     pub replay_args: String,
 }
 
+/// File descriptors kept free of readers for settlement's store, the
+/// runtime and transient files (see `World::check_open_file_limit`).
+const FD_HEADROOM: u64 = 512;
+
+/// The soft open-file limit (`Max open files` in `/proc/self/limits`),
+/// `None` when unknown or unlimited.
+fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn local_midnight(day: &str) -> Result<u64, String> {
     let z: jiff::Zoned = format!("{day}T00:00:00[Asia/Shanghai]")
         .parse()
@@ -632,8 +648,36 @@ impl World {
             scenario,
         };
         w.build_fleet()?;
+        w.check_open_file_limit()?;
         w.build_riders()?;
         Ok(w)
+    }
+
+    /// Refuses to start a day whose open readers would pass the process's
+    /// open-file limit (it would fail hours later with `Too many open
+    /// files`): at most `execution.max_open_readers` readers × about
+    /// [`FDS_PER_OPEN_READER`] descriptors, plus [`FD_HEADROOM`] for
+    /// settlement's store and the runtime. Unknown limits (no
+    /// `/proc/self/limits`) are not checked.
+    fn check_open_file_limit(&self) -> Result<(), String> {
+        let real = self.buses.iter().filter(|b| b.real).count() as u64;
+        let open = real.min(u64::from(self.scenario.execution.max_open_readers));
+        let need = open * u64::from(FDS_PER_OPEN_READER) + FD_HEADROOM;
+        let Some(limit) = open_file_limit() else {
+            return Ok(());
+        };
+        if need > limit {
+            let fits = limit.saturating_sub(FD_HEADROOM) / u64::from(FDS_PER_OPEN_READER);
+            let fix = if fits > 0 {
+                format!("lower execution.max_open_readers (--max-open-readers) to at most {fits}")
+            } else {
+                "raise the open-file limit (ulimit -n)".to_string()
+            };
+            return Err(format!(
+                "{open} open readers need about {need} file descriptors, over this process's limit of {limit}: {fix}"
+            ));
+        }
+        Ok(())
     }
 
     fn build_fleet(&mut self) -> Result<(), String> {
