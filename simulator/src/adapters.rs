@@ -355,6 +355,11 @@ impl BusReader {
             batch_max_records,
         })
     }
+    /// Flushes the log to the device (the validator's `Reader::flush`, as
+    /// on exit) and closes it; [`BusReader::open`] brings it back.
+    pub fn close(self) -> AdapterResult<()> {
+        self.inner.flush().map_err(s)
+    }
     /// Decides on payload bytes.
     pub fn decide_payload(&mut self, bytes: &[u8], now: u64) -> Answer {
         answer(self.inner.decide_payload(bytes, now))

@@ -36,6 +36,11 @@ enum Cmd {
         /// Buses run on real readers (overrides the scenario; 0 = all).
         #[arg(long)]
         real_buses: Option<u32>,
+        /// Most readers with their log open at once (overrides the
+        /// scenario's `execution.max_open_readers`; the others are closed
+        /// and reopened when next used).
+        #[arg(long)]
+        max_open_readers: Option<u32>,
         /// Runs the city scaled by this factor in (0, 1]: routes, rides and
         /// accounts shrink in proportion (for measuring at reduced scale).
         #[arg(long)]
@@ -88,21 +93,31 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, seed, out, work_dir, real_buses, scale, network, keep_data) = match cli.cmd {
-        Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
-        Cmd::Run {
-            scenario,
-            seed,
-            out,
-            work_dir,
-            real_buses,
-            scale,
-            network,
-            keep_data,
-        } => (
-            scenario, seed, out, work_dir, real_buses, scale, network, keep_data,
-        ),
-    };
+    let (scenario, seed, out, work_dir, real_buses, max_open, scale, network, keep_data) =
+        match cli.cmd {
+            Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
+            Cmd::Run {
+                scenario,
+                seed,
+                out,
+                work_dir,
+                real_buses,
+                max_open_readers,
+                scale,
+                network,
+                keep_data,
+            } => (
+                scenario,
+                seed,
+                out,
+                work_dir,
+                real_buses,
+                max_open_readers,
+                scale,
+                network,
+                keep_data,
+            ),
+        };
     let mut sc = match fare_simulator::Scenario::load(&scenario) {
         Ok(s) => s,
         Err(e) => {
@@ -122,12 +137,22 @@ fn main() -> ExitCode {
     if let Some(n) = real_buses {
         sc.execution.real_buses = n;
     }
+    if let Some(n) = max_open {
+        sc.execution.max_open_readers = n;
+        if let Err(e) = sc.validate() {
+            eprintln!("fare-simulator: --max-open-readers: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut replay_args = Vec::new();
     if let Some(f) = scale {
         replay_args.push(format!("--scale {f}"));
     }
     if let Some(n) = real_buses {
         replay_args.push(format!("--real-buses {n}"));
+    }
+    if let Some(n) = max_open {
+        replay_args.push(format!("--max-open-readers {n}"));
     }
     let opts = fare_simulator::RunOptions {
         seed,

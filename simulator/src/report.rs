@@ -75,6 +75,20 @@ pub struct FaultsDone {
     pub deny_list_scans_checked: u64,
 }
 
+/// Open readers: how many logs were open at once and how often a reader
+/// was closed for idleness and reopened (`execution.max_open_readers`).
+#[derive(Clone, Debug, Serialize)]
+pub struct OpenReaders {
+    /// `execution.max_open_readers`.
+    pub max_open: u64,
+    /// Most readers open at once.
+    pub open_max: u64,
+    /// Readers flushed and closed to make room.
+    pub idle_closes: u64,
+    /// Readers reopened through the validator's `Reader::open` after an idle close.
+    pub idle_reopens: u64,
+}
+
 /// The report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -130,6 +144,8 @@ pub struct Report {
     pub deny_propagation_s: BTreeMap<String, u64>,
     /// Faults.
     pub faults: FaultsDone,
+    /// Readers' logs open at once, closed and reopened.
+    pub open_readers: OpenReaders,
     /// Online renewals: wallets enrolled with a passenger token and
     /// credentials renewed through settlement's passenger routes (over
     /// loopback HTTP with `--network`, by `fare_wallet::online`).
@@ -256,6 +272,12 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
                 .map(|r| (r.reader, r.backup_last, r.last_before, r.acked_before))
                 .collect(),
             deny_list_scans_checked: w.deny_checks,
+        },
+        open_readers: OpenReaders {
+            max_open: u64::from(w.scenario.execution.max_open_readers),
+            open_max: w.readers_open_max,
+            idle_closes: w.reader_idle_closes,
+            idle_reopens: w.reader_idle_reopens,
         },
         renewals: renewals(w),
         wall_s,

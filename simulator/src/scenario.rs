@@ -209,6 +209,14 @@ pub struct ExecutionConfig {
     /// sled keeps one segment buffer in memory per reader).
     #[serde(default = "default_reader_segment_kib")]
     pub reader_segment_kib: u64,
+    /// Most readers whose sled log is open at once (an LRU: the least
+    /// recently used reader is flushed and closed when another must open,
+    /// and reopened through the validator's own `Reader::open` on its next
+    /// scan or contact). Each open reader holds about
+    /// [`FDS_PER_OPEN_READER`] file descriptors and a few MB of sled's
+    /// buffers: this bounds both.
+    #[serde(default = "default_max_open_readers")]
+    pub max_open_readers: u32,
     /// Test only: settlement's adapter charges one ride twice.
     #[serde(default)]
     pub planted_double_charge: bool,
@@ -217,6 +225,22 @@ pub struct ExecutionConfig {
 fn default_reader_cache_kib() -> u64 {
     DEFAULT_READER_CACHE_KIB
 }
+
+fn default_max_open_readers() -> u32 {
+    DEFAULT_MAX_OPEN_READERS
+}
+
+/// Default of `execution.max_open_readers`: 4,096 readers × about
+/// [`FDS_PER_OPEN_READER`] descriptors stays well inside an open-file limit
+/// of 20,000 (this machine's hard limit), with room for settlement's store.
+pub const DEFAULT_MAX_OPEN_READERS: u32 = 4096;
+
+/// File descriptors an open reader holds: sled's data file, the device-sync
+/// handle on it, the high-water mark (`validator/src/hwm.rs`).
+pub const FDS_PER_OPEN_READER: u32 = 3;
+
+/// Largest `execution.max_open_readers` accepted.
+pub const MAX_OPEN_READERS: u32 = 16_384;
 
 fn default_reader_segment_kib() -> u64 {
     DEFAULT_READER_SEGMENT_KIB
@@ -291,6 +315,13 @@ impl Scenario {
         }
         if self.sync.en_route_interval_s == 0 || self.sync.settle_every_s == 0 {
             return Err("sync intervals must be positive".into());
+        }
+        if self.execution.max_open_readers == 0
+            || self.execution.max_open_readers > MAX_OPEN_READERS
+        {
+            return Err(format!(
+                "execution.max_open_readers: expected 1..={MAX_OPEN_READERS}"
+            ));
         }
         if self.sync.batch_max_records == 0 || self.sync.batch_max_records > 4096 {
             return Err("sync.batch_max_records: expected 1..=4096".into());

@@ -5,7 +5,7 @@ use crate::adapters::{
     Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
 };
 use crate::link::{FaultPlan, Faults, Transport};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, FDS_PER_OPEN_READER};
 use fare_credential::{Profile, SigningKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -274,9 +274,16 @@ pub struct Bus {
     pub ident: ReaderIdentity,
     dir: PathBuf,
     key: SigningKey,
+    /// The reader while its log is open (see [`World::ensure_open`]).
     reader: Option<BusReader>,
     /// Runs on a real reader.
     pub real: bool,
+    /// Its reader has been provisioned (open or closed for idleness).
+    provisioned: bool,
+    /// Its tick in the open-reader LRU while open.
+    lru: Option<u64>,
+    /// Unacknowledged rides when the log was last closed for idleness.
+    closed_backlog: u64,
     /// Scenario role.
     pub role: Role,
     drift: i64,
@@ -402,6 +409,13 @@ pub struct World {
     pub frozen: BTreeSet<String>,
     /// Power cuts survived (reader reopened holding every accepted ride).
     pub power_cuts: u64,
+    /// Readers flushed and closed because more than
+    /// `execution.max_open_readers` would have been open.
+    pub reader_idle_closes: u64,
+    /// Readers reopened (the validator's `Reader::open`) after an idle close.
+    pub reader_idle_reopens: u64,
+    /// Most readers open at once.
+    pub readers_open_max: u64,
     /// Settlement restarts done.
     pub settlement_restarts: u64,
     /// Settlement runs.
@@ -427,6 +441,11 @@ pub struct World {
     rt: tokio::runtime::Runtime,
     queue: BTreeMap<(u64, u64), Ev>,
     next_ev: u64,
+    /// Open readers by last use (tick → bus), least recent first.
+    open_lru: BTreeMap<u64, u32>,
+    lru_tick: u64,
+    /// An error met where the caller cannot return one (a scan); the event loop stops on it.
+    fatal: Option<String>,
     rng_frames: ChaCha20Rng,
     rng_sync: ChaCha20Rng,
     rng_attack: ChaCha20Rng,
@@ -500,6 +519,22 @@ pub fn keep_note(dir: &Path, day: &str) -> Result<String, String> {
         d = dir.display(),
         c = path.display(),
     ))
+}
+
+/// File descriptors kept free of readers for settlement's store, the
+/// runtime and transient files (see `World::check_open_file_limit`).
+const FD_HEADROOM: u64 = 512;
+
+/// The soft open-file limit (`Max open files` in `/proc/self/limits`),
+/// `None` when unknown or unlimited.
+fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn local_midnight(day: &str) -> Result<u64, String> {
@@ -631,6 +666,9 @@ impl World {
             payments: BTreeMap::new(),
             frozen: BTreeSet::new(),
             power_cuts: 0,
+            reader_idle_closes: 0,
+            reader_idle_reopens: 0,
+            readers_open_max: 0,
             settlement_restarts: 0,
             settle_runs: 0,
             deny_checks: 0,
@@ -648,6 +686,9 @@ impl World {
                 .map_err(|e| format!("sync runtime: {e}"))?,
             queue: BTreeMap::new(),
             next_ev: 0,
+            open_lru: BTreeMap::new(),
+            lru_tick: 0,
+            fatal: None,
             rng_frames: rng_for(seed, "frames"),
             rng_sync: rng_for(seed, "sync"),
             rng_attack: rng_for(seed, "attacks"),
@@ -659,8 +700,36 @@ impl World {
             scenario,
         };
         w.build_fleet()?;
+        w.check_open_file_limit()?;
         w.build_riders()?;
         Ok(w)
+    }
+
+    /// Refuses to start a day whose open readers would pass the process's
+    /// open-file limit (it would fail hours later with `Too many open
+    /// files`): at most `execution.max_open_readers` readers × about
+    /// [`FDS_PER_OPEN_READER`] descriptors, plus [`FD_HEADROOM`] for
+    /// settlement's store and the runtime. Unknown limits (no
+    /// `/proc/self/limits`) are not checked.
+    fn check_open_file_limit(&self) -> Result<(), String> {
+        let real = self.buses.iter().filter(|b| b.real).count() as u64;
+        let open = real.min(u64::from(self.scenario.execution.max_open_readers));
+        let need = open * u64::from(FDS_PER_OPEN_READER) + FD_HEADROOM;
+        let Some(limit) = open_file_limit() else {
+            return Ok(());
+        };
+        if need > limit {
+            let fits = limit.saturating_sub(FD_HEADROOM) / u64::from(FDS_PER_OPEN_READER);
+            let fix = if fits > 0 {
+                format!("lower execution.max_open_readers (--max-open-readers) to at most {fits}")
+            } else {
+                "raise the open-file limit (ulimit -n)".to_string()
+            };
+            return Err(format!(
+                "{open} open readers need about {need} file descriptors, over this process's limit of {limit}: {fix}"
+            ));
+        }
+        Ok(())
     }
 
     fn build_fleet(&mut self) -> Result<(), String> {
@@ -692,6 +761,9 @@ impl World {
                         key,
                         reader: None,
                         real,
+                        provisioned: false,
+                        lru: None,
+                        closed_backlog: 0,
                         role: Role::Normal,
                         drift,
                         jump: 0,
@@ -768,10 +840,24 @@ impl World {
         let cache_bytes = self.scenario.execution.reader_cache_kib << 10;
         let segment_bytes = self.scenario.execution.reader_segment_kib << 10;
         let root_public = self.root_public;
-        self.buses
+        // The first `max_open_readers` readers stay open; the others are
+        // closed once provisioned and opened at their first use.
+        let cap = self.scenario.execution.max_open_readers as usize;
+        let mut keep = vec![false; self.buses.len()];
+        for (k, i) in (0..self.buses.len())
+            .filter(|i| self.buses[*i].real)
+            .take(cap)
+            .enumerate()
+        {
+            debug_assert!(k < cap);
+            keep[i] = true;
+        }
+        let versions = self
+            .buses
             .par_iter_mut()
-            .filter(|b| b.real)
-            .try_for_each(|b| -> Result<(), String> {
+            .zip(keep.par_iter())
+            .filter(|(b, _)| b.real)
+            .map(|(b, keep)| -> Result<(u32, u64), String> {
                 let storage = ReaderStorage {
                     max_log_bytes: (b.role == Role::NearlyFull).then_some(NEARLY_FULL_LOG_BYTES),
                     device_sync,
@@ -788,14 +874,107 @@ impl World {
                     &bundle,
                     b.reader_now(now),
                 )?;
-                b.reader = Some(r);
+                let v = r.bundle_version();
+                b.provisioned = true;
+                if *keep {
+                    b.reader = Some(r);
+                } else {
+                    r.close()?;
+                }
                 bar.inc(1);
-                Ok(())
-            })?;
-        for b in self.buses.iter().filter(|b| b.real) {
-            let v = b.reader.as_ref().map_or(0, BusReader::bundle_version);
-            self.installs.push((b.ident.reader_id - 1, now, v));
+                Ok((b.ident.reader_id - 1, v))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for (bus, v) in versions {
+            self.installs.push((bus, now, v));
+            if self.buses[bus as usize].reader.is_some() {
+                self.touch(bus);
+            }
         }
+        Ok(())
+    }
+
+    /// Marks `bus`'s (open) reader the most recently used.
+    fn touch(&mut self, bus: u32) {
+        let b = &mut self.buses[bus as usize];
+        if let Some(old) = b.lru.take() {
+            self.open_lru.remove(&old);
+        }
+        self.lru_tick += 1;
+        b.lru = Some(self.lru_tick);
+        self.open_lru.insert(self.lru_tick, bus);
+        self.readers_open_max = self.readers_open_max.max(self.open_lru.len() as u64);
+    }
+
+    /// Takes `bus`'s reader out of the open set without closing it (the
+    /// caller drops it: a crash, or a copy of its directory).
+    fn forget(&mut self, bus: u32) -> Option<BusReader> {
+        let b = &mut self.buses[bus as usize];
+        if let Some(old) = b.lru.take() {
+            self.open_lru.remove(&old);
+        }
+        b.reader.take()
+    }
+
+    /// Flushes and closes the least recently used readers until one more
+    /// fits under `execution.max_open_readers`.
+    fn make_room(&mut self) -> Result<(), String> {
+        let cap = self.scenario.execution.max_open_readers as usize;
+        while self.open_lru.len() >= cap {
+            let Some((_, victim)) = self.open_lru.pop_first() else {
+                break;
+            };
+            let b = &mut self.buses[victim as usize];
+            b.lru = None;
+            if let Some(r) = b.reader.take() {
+                b.closed_backlog = r.last_seq() - r.acked_up_to();
+                r.close()?;
+                self.reader_idle_closes += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens `bus`'s reader through the validator's `Reader::open` (a
+    /// power-safe reopen: state rolled forward, high-water mark checked,
+    /// replay cache rebuilt) after making room for it; not yet in the LRU.
+    fn reopen(&mut self, bus: u32, t: u64) -> Result<BusReader, String> {
+        self.make_room()?;
+        let b = &self.buses[bus as usize];
+        BusReader::open(&b.dir, b.reader_now(t))
+    }
+
+    /// Makes sure `bus`'s reader is open (reopening it if it was closed
+    /// for idleness) and marks it the most recently used. A bus without a
+    /// provisioned reader is left as it is.
+    fn ensure_open(&mut self, bus: u32, t: u64) -> Result<(), String> {
+        let b = &self.buses[bus as usize];
+        if !b.provisioned {
+            return Ok(());
+        }
+        if b.reader.is_none() {
+            let started = std::time::Instant::now();
+            let r = self.reopen(bus, t)?;
+            *self
+                .phase_wall_s
+                .entry("reader_idle_reopens".into())
+                .or_insert(0.0) += started.elapsed().as_secs_f64();
+            let b = &mut self.buses[bus as usize];
+            if r.last_seq() < b.max_accepted {
+                self.violations.push((
+                    "accepted_rides_durable",
+                    format!(
+                        "reader {} reopened after an idle close at sequence {} after accepting {}",
+                        bus + 1,
+                        r.last_seq(),
+                        b.max_accepted
+                    ),
+                ));
+            }
+            b.reader = Some(r);
+            self.reader_idle_reopens += 1;
+        }
+        self.touch(bus);
         Ok(())
     }
 
@@ -1118,6 +1297,9 @@ impl World {
         bar.set_prefix("day");
         while let Some(((t, _), ev)) = self.queue.pop_first() {
             self.step(t, ev)?;
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
             bar.inc(1);
             if bar.position() % 4096 == 0 {
                 bar.set_length(bar.position() + self.queue.len() as u64);
@@ -1300,8 +1482,12 @@ impl World {
                 let backlog = self
                     .buses
                     .iter()
-                    .filter_map(|b| b.reader.as_ref())
-                    .map(|r| r.last_seq() - r.acked_up_to())
+                    .filter(|b| b.provisioned)
+                    .map(|b| {
+                        b.reader
+                            .as_ref()
+                            .map_or(b.closed_backlog, |r| r.last_seq() - r.acked_up_to())
+                    })
                     .sum();
                 self.backlog.push((t, backlog));
             }
@@ -1592,6 +1778,10 @@ impl World {
     ) -> Answer {
         let frame_ok = self.frames < self.scenario.execution.max_frames
             && percent(&mut self.rng_frames, self.scenario.execution.frame_percent);
+        if let Err(e) = self.ensure_open(bus, t) {
+            self.fatal
+                .get_or_insert(format!("reopen reader {}: {e}", bus + 1));
+        }
         let b = &mut self.buses[bus as usize];
         let rnow = b.reader_now(t);
         let Some(reader) = b.reader.as_mut() else {
@@ -1692,7 +1882,7 @@ impl World {
     /// One sync: uploads until done or the link fails, then a bundle.
     fn sync(&mut self, t: u64, bus: u32, depot: bool) -> Result<(), String> {
         let b = &self.buses[bus as usize];
-        if b.reader.is_none() || b.retired {
+        if !b.provisioned || b.retired {
             return Ok(());
         }
         if depot && matches!(b.role, Role::Compromised | Role::UndeclaredDrop) {
@@ -1726,6 +1916,7 @@ impl World {
     /// One contact through the validator's sync code; true when everything
     /// was uploaded and the bundle fetched.
     fn sync_once(&mut self, t: u64, bus: u32) -> Result<bool, String> {
+        self.ensure_open(bus, t)?;
         let b = &mut self.buses[bus as usize];
         let rnow = b.reader_now(t);
         let rid = b.ident.reader_id;
@@ -1790,16 +1981,17 @@ impl World {
     }
 
     fn power_cut(&mut self, t: u64, bus: u32) -> Result<(), String> {
-        let b = &mut self.buses[bus as usize];
-        if b.reader.is_none() {
+        if !self.buses[bus as usize].provisioned {
             return Ok(());
         }
         // A crash: the reader goes away without a flush or a goodbye (and
-        // its sync agent's memory with it).
-        b.reader = None;
-        b.in_flight = crate::link::fresh_in_flight();
+        // its sync agent's memory with it). A reader closed for idleness
+        // was flushed when it closed; it is simply opened again.
+        drop(self.forget(bus));
+        self.buses[bus as usize].in_flight = crate::link::fresh_in_flight();
         let started = std::time::Instant::now();
-        let r = BusReader::open(&b.dir, b.reader_now(t))?;
+        let r = self.reopen(bus, t)?;
+        let b = &mut self.buses[bus as usize];
         *self
             .phase_wall_s
             .entry("reader_reopens".into())
@@ -1822,37 +2014,45 @@ impl World {
             ));
         }
         b.reader = Some(r);
+        self.touch(bus);
         self.power_cuts += 1;
         Ok(())
     }
 
     fn backup(&mut self, t: u64, bus: u32) -> Result<(), String> {
-        let b = &mut self.buses[bus as usize];
-        let Some(r) = b.reader.take() else {
+        self.ensure_open(bus, t)?;
+        let Some(r) = self.forget(bus) else {
             return Ok(());
         };
         let last = r.last_seq();
         drop(r);
+        let b = &mut self.buses[bus as usize];
         let to = b.dir.with_extension("backup");
         copy_dir(&b.dir, &to).map_err(|e| format!("backup reader {}: {e}", bus + 1))?;
         b.backup = Some((to, last));
-        b.reader = Some(BusReader::open(&b.dir, b.reader_now(t))?);
+        let r = self.reopen(bus, t)?;
+        self.buses[bus as usize].reader = Some(r);
+        self.touch(bus);
         Ok(())
     }
 
     fn restore(&mut self, t: u64, bus: u32) -> Result<(), String> {
-        let b = &mut self.buses[bus as usize];
-        let Some((from, backup_last)) = b.backup.clone() else {
+        let Some((from, backup_last)) = self.buses[bus as usize].backup.clone() else {
             return Ok(());
         };
-        let Some(r) = b.reader.take() else {
+        self.ensure_open(bus, t)?;
+        let Some(r) = self.forget(bus) else {
             return Ok(());
         };
         let (last_before, acked_before) = (r.last_seq(), r.acked_up_to());
         drop(r);
-        std::fs::remove_dir_all(&b.dir).map_err(|e| e.to_string())?;
-        copy_dir(&from, &b.dir).map_err(|e| format!("restore reader {}: {e}", bus + 1))?;
-        b.reader = Some(BusReader::open(&b.dir, b.reader_now(t))?);
+        let dir = self.buses[bus as usize].dir.clone();
+        std::fs::remove_dir_all(&dir).map_err(|e| e.to_string())?;
+        copy_dir(&from, &dir).map_err(|e| format!("restore reader {}: {e}", bus + 1))?;
+        let r = self.reopen(bus, t)?;
+        self.buses[bus as usize].reader = Some(r);
+        self.touch(bus);
+        let b = &mut self.buses[bus as usize];
         b.in_flight = crate::link::fresh_in_flight();
         // The restored log ends at the backup's last ride: the simulator's
         // own high-water mark follows it (the rides after it are the fault's loss).
@@ -1962,6 +2162,7 @@ impl World {
         use fare_credential::record::{genesis_hash, record_hash};
         use fare_credential::{Batch, RideRecord};
         let declared = self.buses[bus as usize].role == Role::Compromised;
+        self.ensure_open(bus, t)?;
         let b = &mut self.buses[bus as usize];
         b.retired = true;
         let rid = b.ident.reader_id;
@@ -2209,7 +2410,7 @@ impl World {
         }
         for bus in 0..self.buses.len() as u32 {
             let b = &self.buses[bus as usize];
-            if b.reader.is_none() || b.retired {
+            if !b.provisioned || b.retired {
                 continue;
             }
             for _ in 0..DEPOT_ATTEMPTS {
@@ -2219,8 +2420,14 @@ impl World {
             }
         }
         self.settle_at(t + 60)?;
-        // Every honest reader's chain is intact.
-        for b in &self.buses {
+        // Every honest reader's chain is intact (a closed reader is opened
+        // again to walk it).
+        for bus in 0..self.buses.len() as u32 {
+            if !self.buses[bus as usize].provisioned {
+                continue;
+            }
+            self.ensure_open(bus, t + 60)?;
+            let b = &self.buses[bus as usize];
             if let Some(r) = &b.reader {
                 if let Err(e) = r.verify_chain() {
                     self.violations.push((

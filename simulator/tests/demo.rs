@@ -265,3 +265,32 @@ fn kept_data_open_in_settlement_with_the_runs_revenue() {
     };
     assert!(e.contains("not empty"), "{e}");
 }
+
+/// Readers closed for idleness (at most two logs open at once) and reopened
+/// through the validator's `Reader::open` on their next scan or contact keep
+/// every ride: every invariant holds and the day comes out exactly as with
+/// every reader open all day.
+#[test]
+fn readers_closed_for_idleness_and_reopened_keep_every_ride() {
+    let all_open =
+        fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(7), None).unwrap();
+    let mut s = Scenario::preset("demo").unwrap();
+    s.execution.max_open_readers = 2;
+    let lru = fare_simulator::run(s, "demo", &opts(7), None).unwrap();
+    assert!(lru.ok, "{:#?}", lru.report.failures);
+    assert!(all_open.ok, "{:#?}", all_open.report.failures);
+    let o = &lru.report.open_readers;
+    assert_eq!(o.max_open, 2);
+    assert!(o.open_max <= 2, "{o:?}");
+    assert!(o.idle_closes > 0 && o.idle_reopens > 0, "{o:?}");
+    assert_eq!(all_open.report.open_readers.idle_closes, 0);
+    assert_eq!(lru.report.queue.lost, 0);
+    assert!(lru.report.invariants["accepted_rides_durable"]);
+    assert!(lru.report.invariants["exactly_once_delivery"]);
+    let strip = |json: &str| {
+        let mut v = without_wall_clock(json);
+        v.as_object_mut().unwrap().remove("open_readers");
+        v
+    };
+    assert_eq!(strip(&lru.json), strip(&all_open.json));
+}
