@@ -19,6 +19,11 @@ pub struct SledStore {
     commit_lock: Mutex<()>,
 }
 
+/// How long [`SledStore::open`] waits for a lock this process just released.
+pub const LOCK_WAIT_MS: u64 = 5_000;
+/// Pause between two attempts to take the lock.
+const LOCK_RETRY_MS: u64 = 20;
+
 fn key(space: Space, k: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + k.len());
     v.push(space as u8);
@@ -28,8 +33,13 @@ fn key(space: Space, k: &[u8]) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
+    ///
+    /// The directory's lock may still be held for a moment after this
+    /// process dropped its last handle (sled 0.34's background I/O threads
+    /// hold the file until their write ends), so a lock conflict is retried
+    /// for up to [`LOCK_WAIT_MS`]; another process holding it still fails.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
             // Settlement chunks are large write batches: favour write speed
@@ -37,9 +47,23 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             // Durability comes from the explicit `flush()` of every commit; a
             // background flusher would only compete with large chunk commits.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?;
+            .flush_every_ms(None);
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                // sled reports the lock conflict only as this message.
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && started.elapsed().as_millis() < u128::from(LOCK_WAIT_MS) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+                }
+                r => {
+                    break r
+                        .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?
+                }
+            }
+        };
         let tree = db.open_tree("settlement")?;
         let device = fare_durable::DeviceSync::open(dir, true)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
