@@ -146,6 +146,7 @@ impl Reader {
     /// The reader as its log saved it (identity checked against the
     /// config and key first, then the state, bundle, rejected-scan
     /// position and sync state), and the high-water mark as last written.
+    // Longer than a screen: two thirds of it is the `Reader` literal, one field a line.
     fn load(
         dir: &Path,
         config: ReaderConfig,
