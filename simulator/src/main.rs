@@ -2,7 +2,7 @@
 //! and `fare-simulator walkthrough [--out DIR] [--seed N]`.
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,40 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs one scenario with one seed.
-    Run {
-        /// `demo`, `wuhan` or a scenario TOML file.
-        #[arg(long)]
-        scenario: String,
-        /// Run seed (same seed, same report).
-        #[arg(long)]
-        seed: u64,
-        /// Where report.json and the charts go.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Where readers' and settlement's data go (default /dev/shm or the temp dir).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Buses run on real readers (overrides the scenario; 0 = all).
-        #[arg(long)]
-        real_buses: Option<u32>,
-        /// Most readers with their log open at once (overrides the
-        /// scenario's `execution.max_open_readers`; the others are closed
-        /// and reopened when next used).
-        #[arg(long)]
-        max_open_readers: Option<u32>,
-        /// Runs the city scaled by this factor in (0, 1]: routes, rides and
-        /// accounts shrink in proportion (for measuring at reduced scale).
-        #[arg(long)]
-        scale: Option<f64>,
-        /// Readers talk to a real `fare-settlement` HTTP server on loopback
-        /// (the validator's sync code over reqwest) instead of in process.
-        #[arg(long)]
-        network: bool,
-        /// Keep the run's data (readers' and settlement's) in this new or
-        /// empty directory, and say how to open the dashboard on it.
-        #[arg(long)]
-        keep_data: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// The scripted, hand-worked day (four riders, three readers, settlement
     /// on loopback HTTP); exits 0 only if settlement agrees with the hand-worked amounts.
     Walkthrough {
@@ -64,6 +31,43 @@ enum Cmd {
         #[arg(long, default_value_t = 2017)]
         seed: u64,
     },
+}
+
+/// `fare-simulator run`'s options.
+#[derive(Args)]
+struct RunArgs {
+    /// `demo`, `wuhan` or a scenario TOML file.
+    #[arg(long)]
+    scenario: String,
+    /// Run seed (same seed, same report).
+    #[arg(long)]
+    seed: u64,
+    /// Where report.json and the charts go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where readers' and settlement's data go (default /dev/shm or the temp dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Buses run on real readers (overrides the scenario; 0 = all).
+    #[arg(long)]
+    real_buses: Option<u32>,
+    /// Most readers with their log open at once (overrides the
+    /// scenario's `execution.max_open_readers`; the others are closed
+    /// and reopened when next used).
+    #[arg(long)]
+    max_open_readers: Option<u32>,
+    /// Runs the city scaled by this factor in (0, 1]: routes, rides and
+    /// accounts shrink in proportion (for measuring at reduced scale).
+    #[arg(long)]
+    scale: Option<f64>,
+    /// Readers talk to a real `fare-settlement` HTTP server on loopback
+    /// (the validator's sync code over reqwest) instead of in process.
+    #[arg(long)]
+    network: bool,
+    /// Keep the run's data (readers' and settlement's) in this new or
+    /// empty directory, and say how to open the dashboard on it.
+    #[arg(long)]
+    keep_data: Option<PathBuf>,
 }
 
 fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
@@ -93,31 +97,20 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (scenario, seed, out, work_dir, real_buses, max_open, scale, network, keep_data) =
-        match cli.cmd {
-            Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
-            Cmd::Run {
-                scenario,
-                seed,
-                out,
-                work_dir,
-                real_buses,
-                max_open_readers,
-                scale,
-                network,
-                keep_data,
-            } => (
-                scenario,
-                seed,
-                out,
-                work_dir,
-                real_buses,
-                max_open_readers,
-                scale,
-                network,
-                keep_data,
-            ),
-        };
+    let RunArgs {
+        scenario,
+        seed,
+        out,
+        work_dir,
+        real_buses,
+        max_open_readers: max_open,
+        scale,
+        network,
+        keep_data,
+    } = match cli.cmd {
+        Cmd::Walkthrough { out, seed } => return walkthrough(out, seed),
+        Cmd::Run(args) => args,
+    };
     let mut sc = match fare_simulator::Scenario::load(&scenario) {
         Ok(s) => s,
         Err(e) => {
