@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use fare_credential::testkit::copy_dir;
 use fare_credential::ManualClock;
 use fare_settlement::{ingest, App, Config};
 use rand_chacha::rand_core::SeedableRng;
@@ -76,19 +77,6 @@ fn open_on(dir: &Path, url: Option<&str>, chunk: usize) -> App {
     };
     // A lock this process just released is waited for by SledStore::open.
     App::open(dir, cfg, Arc::new(ManualClock::new(T0 - 86_400)), Some(1)).unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 //! `SYNC_FAULT_ROUNDS=N` runs more rounds (default 1,000). A failure prints
 //! its seed and the command that replays it.
 
+use fare_credential::testkit::copy_dir;
 use fare_credential::{Credential, ManualClock, RideCode};
 use fare_e2e::sync_fixture::{self, Rider};
 use fare_settlement::{App, Config};
@@ -574,19 +575,6 @@ async fn one_reader(
     let mut rng = ChaCha20Rng::seed_from_u64(u64::from(reader_id));
     let r = provision(&s, &tmp.join("reader"), cfg, &mut rng).await;
     (s, Mutex::new(r), rng)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Answers every request with `answer` (status line and JSON body).

@@ -9,24 +9,13 @@
 
 mod common;
 
-use common::{deployment, DeploymentExt, NOW};
-use fare_validator::hwm::{RING_FILE, RING_SLOTS, RING_SLOT_LEN};
+use common::{deployment, tear_ring_entry, DeploymentExt, NOW};
+use fare_validator::hwm::RING_FILE;
 use fare_validator::{Outcome, Reader, ValidatorError};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 fn last_occurrence(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
-}
-
-/// Tears ride `seq`'s ring entry (its checksum then fails).
-fn tear_ring_entry(dir: &Path, seq: u64) {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(RING_FILE))
-        .unwrap();
-    let off = (1 + seq % RING_SLOTS) * RING_SLOT_LEN as u64 + 40;
-    f.write_all_at(&[0xa5; 16], off).unwrap();
 }
 
 /// Flips a byte of `code` where sled's data file holds it (the last

@@ -8,35 +8,11 @@
 
 mod common;
 
-use common::{deployment, DeploymentExt, TestWallet, NOW};
-use fare_validator::hwm::{RING_FILE, RING_SLOTS, RING_SLOT_LEN};
+use common::{deployment, tear_ring_entry, DeploymentExt, TestWallet, NOW};
+use fare_credential::testkit::copy_dir;
+use fare_validator::hwm::RING_SLOTS;
 use fare_validator::{Reader, ValidatorError};
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
-}
-
-/// Tears ride `seq`'s ring entry (its checksum then fails).
-fn tear_ring_entry(dir: &Path, seq: u64) {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join(RING_FILE))
-        .unwrap();
-    let off = (1 + seq % RING_SLOTS) * RING_SLOT_LEN as u64 + 40;
-    f.write_all_at(&[0xa5; 16], off).unwrap();
-}
 
 fn records(r: &Reader) -> BTreeMap<u64, Vec<u8>> {
     r.records()

@@ -281,6 +281,24 @@ pub fn chain_records(
     (out, prev)
 }
 
+/// Copies directory `from` into `to`, recursively (a reader's or
+/// settlement's data as a backup or a power cut would leave it).
+///
+/// # Panics
+/// On any I/O error (a test helper).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 /// The key [`TestReaderLog::new`] gives reader `reader_id`: `seeded_key(1000 + reader_id)`.
 pub fn test_reader_key(reader_id: u32) -> SigningKey {
     seeded_key(1000 + reader_id as u64)

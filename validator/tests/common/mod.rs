@@ -416,3 +416,16 @@ impl KillLedger {
         (missing, r.state().next_seq - 1)
     }
 }
+
+/// Tears ride `seq`'s entry in the reader's ride ring (`log.ring`): its
+/// checksum then fails, as after a power cut in the middle of its write.
+pub fn tear_ring_entry(dir: &Path, seq: u64) {
+    use fare_validator::hwm::{RING_FILE, RING_SLOTS, RING_SLOT_LEN};
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(RING_FILE))
+        .unwrap();
+    let off = (1 + seq % RING_SLOTS) * RING_SLOT_LEN as u64 + 40;
+    f.write_all_at(&[0xa5; 16], off).unwrap();
+}
