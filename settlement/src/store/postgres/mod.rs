@@ -565,6 +565,25 @@ fn bytea_array<'a>(v: Vec<&'a [u8]>) -> Param<'a> {
     (Box::new(v), Type::BYTEA_ARRAY)
 }
 
+/// `sql` (parameters: the keys' `d` and `k` columns) once per
+/// [`MAX_ROWS_PER_STATEMENT`] keys of `space`.
+fn keyed<'a>(
+    out: &mut Vec<Stmt<'a>>,
+    sql: &str,
+    space: Space,
+    keys: &[&'a [u8]],
+    check: Option<u8>,
+) {
+    for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+        let (ds, ks) = dk(space, part.iter().copied());
+        out.push(Stmt {
+            sql: sql.to_string(),
+            params: vec![bytea_array(ds), bytea_array(ks)],
+            check,
+        });
+    }
+}
+
 /// The statements of a plan, in the order they must run: precondition
 /// reads, deletes, upserts (batched as `UNNEST` arrays of at most
 /// [`MAX_ROWS_PER_STATEMENT`] rows), partition drops.
@@ -577,14 +596,7 @@ fn statements(plan: &Plan) -> Vec<Stmt<'_>> {
             table(*space)
         );
         let keys: Vec<&[u8]> = expected.keys().map(Vec::as_slice).collect();
-        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-            let (ds, ks) = dk(*space, part.iter().copied());
-            out.push(Stmt {
-                sql: sql.clone(),
-                params: vec![bytea_array(ds), bytea_array(ks)],
-                check: Some(*id),
-            });
-        }
+        keyed(&mut out, &sql, *space, &keys, Some(*id));
     }
     for (space, keys) in plan.deletes.values() {
         let sql = format!(
@@ -593,14 +605,7 @@ fn statements(plan: &Plan) -> Vec<Stmt<'_>> {
             table(*space)
         );
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
-            let (ds, ks) = dk(*space, part.iter().copied());
-            out.push(Stmt {
-                sql: sql.clone(),
-                params: vec![bytea_array(ds), bytea_array(ks)],
-                check: None,
-            });
-        }
+        keyed(&mut out, &sql, *space, &keys, None);
     }
     for (id, (space, rows)) in &plan.puts {
         match plan.days.get(id) {
