@@ -276,19 +276,20 @@ fn stage_report() {
         .unwrap_or(2000);
     println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
     {
-        // Before the device sync, for comparison: flush() alone.
+        // For comparison: no device flush (`device_sync = false`; the ring
+        // write reaches the page cache only).
         let mut fx = Fixture::new(1_000_000, false);
         new_riders(
             &mut fx,
             n,
-            "(a0) payload -> accept, new rider, flush() only (NOT power-cut safe)",
+            "(a0) payload -> accept, new rider, no device flush (crash-safe, NOT power-cut safe)",
         );
     }
     let mut fx = Fixture::new(1_000_000, true);
     new_riders(
         &mut fx,
         n,
-        "(a) payload -> durable accept, new rider (flush() + ring fdatasync; sled fdatasync every 256)",
+        "(a) payload -> durable accept, new rider (ring fdatasync; sled flush + fdatasync every 256)",
     );
 
     let mut rider = fx.minter.wallet();

@@ -183,18 +183,19 @@ pub struct StorageConfig {
     /// written to a file of its own. sled refuses to open a log with another
     /// size than the one it was created with: set it before provisioning.
     pub segment_bytes: u64,
-    /// sled's background flush period in milliseconds (0: no flusher
-    /// thread). Accepts, acknowledgements and bundles are flushed
-    /// explicitly before anything depends on them; the background flush
-    /// only bounds how much of the rejected-scan analytics a power cut can
-    /// lose.
+    /// sled's background flush period in milliseconds (0, the default: no
+    /// flusher thread). Nothing needs it: accepts are durable through the
+    /// ride ring, acknowledgements and bundles are flushed explicitly, and
+    /// rejected scans at most once a second. A flusher thread writing
+    /// sled's log competes with the accept's device write.
     pub background_flush_ms: u64,
     /// Records per upload batch (≤ the batch format's 4096).
     pub batch_max_records: usize,
-    /// After sled's `flush()`, `fdatasync` its data file so an accepted ride
-    /// survives a power cut, not only a crash (default `true`). `false`
-    /// leaves `flush()` as the only durability point: it is there only so a
-    /// test can show what a power cut then loses; never turn it off on a bus.
+    /// Make every accept's ride-ring write, and sled's data file at every
+    /// durability point, reach the device so an accepted ride survives a
+    /// power cut, not only a crash (default `true`). `false` leaves the page
+    /// cache as the durability point: it is there only so a test can show
+    /// what a power cut then loses; never turn it off on a bus.
     pub device_sync: bool,
 }
 
@@ -208,7 +209,7 @@ impl Default for StorageConfig {
             replay_grace_s: 3600,
             cache_capacity_bytes: 8 << 20,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
-            background_flush_ms: 1000,
+            background_flush_ms: 0,
             batch_max_records: 1000,
             device_sync: true,
         }
@@ -360,11 +361,11 @@ mod tests {
     }
 
     #[test]
-    fn no_background_flush_survives_the_config_file() {
+    fn a_background_flush_period_survives_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reader.toml");
         let mut c = config();
-        c.storage.background_flush_ms = 0;
+        c.storage.background_flush_ms = 250;
         c.storage.segment_bytes = MIN_SEGMENT_BYTES;
         std::fs::write(&path, c.to_toml()).unwrap();
         let back = ReaderConfig::load(&path).unwrap();

@@ -17,8 +17,10 @@
 //!
 //! * **I1 (write-ahead)**: when an accept is answered, its record is in the
 //!   ring on the device (slot `1 + seq % RING_SLOTS`, `fdatasync` returned),
-//!   and sled holds it with `flush()` (in the page cache: survives a crash
-//!   of the process, not a power cut).
+//!   and inserted in sled, in memory only: sled is flushed with its lazy
+//!   device sync (I2), not per accept. A crash of the process and a power
+//!   cut are then the same case: sled lost the rides since its last sync
+//!   and the ring holds them.
 //! * **I2 (no overwrite of an undurable record)**: slot `seq % RING_SLOTS`
 //!   last held record `seq − RING_SLOTS`. It is overwritten only when sled's
 //!   data file was device-synced after that record's insert
@@ -49,8 +51,9 @@
 //!   record is `seq − RING_SLOTS`, durable in sled by I2. The mark is the
 //!   ride before; if sled kept the torn ride, the log is one past the mark
 //!   and the mark catches up. Nothing acknowledged is lost.
-//! * Cut after the ring's `fdatasync`, sled's copy not on the device (the
-//!   lazy window, up to [`RING_SLOTS`] rides): open re-inserts those rides
+//! * Crash or cut after the ring's `pwrite` (a crash) or `fdatasync` (a
+//!   cut), sled's copy not on the device (the lazy window, up to
+//!   [`RING_SLOTS`] rides): open re-inserts those rides
 //!   from the ring (repair); the log then reaches the mark.
 //! * Real damage (sled's tail lost *and* a ring entry missing or altered
 //!   between it and the mark, e.g. bit rot): the repair stops at the hole,

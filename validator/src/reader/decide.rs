@@ -230,11 +230,11 @@ impl Reader {
         }
     }
 
-    /// Appends the ride: one sled insert and `flush()`, then the record in
-    /// the ring, synced (the one device flush; sled's data file is synced
-    /// lazily, [`Self::sync_sled_if_due`]). The replay cache and the state
+    /// Appends the ride: one sled insert (in memory), then the record in
+    /// the ring, synced (the one device flush; sled is flushed and its data
+    /// file synced lazily, [`Self::sync_sled_if_due`]). The replay cache and the state
     /// change in memory as soon as the insert applied.
-    // Longer than a screen: the accept path in its durability order (encode, room, insert, state, flush, mark); splitting it would hide that order.
+    // Longer than a screen: the accept path in its durability order (encode, room, insert, state, lazy sled sync, ring); splitting it would hide that order.
     fn append(&mut self, code: &RideCode, now: u64, keys: &ReplayKeys) -> Result<u64, AppendError> {
         let seq = self.state.next_seq;
         let rc = &self.config.reader;
@@ -281,14 +281,12 @@ impl Reader {
         self.state.used_bytes += len;
         self.replay_cache
             .insert(keys, self.replay_entry(code, seq, now));
-        // The durability point: sled's `flush()` (page cache only), sled's
-        // device sync when the ring would otherwise wrap onto a record sled
-        // has not made durable, then the record in the ring and its
-        // `fdatasync`: one device flush per accept (see `crate::hwm`).
-        self.db
-            .flush()
-            .map_err(ValidatorError::sled("flush ride"))
-            .map_err(AppendError::Storage)?;
+        // The durability point: sled's flush and device sync only when the
+        // ring would otherwise wrap onto a record sled has not made durable,
+        // then the record in the ring and its `fdatasync`: one device flush
+        // per accept (see `crate::hwm`). No `flush()` of sled per accept:
+        // the ring entry is the ride's only copy that must survive a crash
+        // or a power cut, and open re-inserts what sled lost from it.
         self.sync_sled_if_due(seq).map_err(AppendError::Storage)?;
         self.ring
             .record(seq, &ring_copy, self.sled_durable_through())
@@ -316,8 +314,9 @@ impl Reader {
             payload_blake3: bytes.map(|b| *blake3::hash(b).as_bytes()),
             payload_len: bytes.map_or(0, |b| b.len() as u32),
         };
-        // Analytics only: not flushed per scan (sled's background flush
-        // bounds the loss to about a second), and failures never affect rides.
+        // Analytics only: not flushed per scan but at most once a second
+        // of reader time (to the page cache), which bounds what a crash
+        // loses; failures never affect rides.
         let Ok(v) = codec::encode("rejected scan", &entry) else {
             return;
         };
@@ -328,6 +327,10 @@ impl Reader {
         {
             self.rejected_next += 1;
             self.rejected_count += 1;
+        }
+        if d.at_unix_s != self.rejected_flushed_unix_s {
+            self.rejected_flushed_unix_s = d.at_unix_s;
+            let _ = self.db.flush();
         }
         while self.rejected_count > max {
             match self.rejected.pop_min() {

@@ -210,6 +210,8 @@ pub struct Reader {
     cache: CredentialCache,
     rejected_next: u64,
     rejected_count: u64,
+    /// Reader time of the last `flush()` that covered the rejected scans.
+    rejected_flushed_unix_s: u64,
     last_prune_unix_s: u64,
     failed: Option<String>,
     /// The write-ahead ring and high-water mark: each accept's record,
@@ -425,10 +427,11 @@ impl Reader {
         Ok(())
     }
 
-    /// The lazy device sync of sled's data file on the accept path (after
-    /// the ride's `flush()`), due when ride `seq`'s ring slot would
-    /// otherwise overwrite a record sled has not made durable: every
-    /// [`crate::hwm::RING_SLOTS`] accepts at most. Only the data file: the
+    /// The lazy `flush()` and device sync of sled's data file on the accept
+    /// path, due when ride `seq`'s ring slot would otherwise overwrite a
+    /// record sled has not made durable: every [`crate::hwm::RING_SLOTS`]
+    /// accepts at most; it covers ride `seq` too (inserted just before).
+    /// Only the data file: the
     /// ride records (≤ `MAX_RECORD_BYTES`, far below sled's 128 KiB blob
     /// threshold) are the only values written since the last full sync, and
     /// the one large value the reader writes (the bundle meta) is followed
@@ -436,6 +439,9 @@ impl Reader {
     fn sync_sled_if_due(&self, seq: u64) -> Result<(), ValidatorError> {
         let through = self.sled_durable_through.load(Ordering::Relaxed);
         if seq - through.min(seq) >= crate::hwm::RING_SLOTS {
+            self.db
+                .flush()
+                .map_err(ValidatorError::sled("flush rides"))?;
             self.device.sync_data_file()?;
             self.sled_durable_through.fetch_max(seq, Ordering::Relaxed);
         }

@@ -192,6 +192,7 @@ impl Reader {
             cache,
             rejected_next,
             rejected_count,
+            rejected_flushed_unix_s: 0,
             last_prune_unix_s: 0,
             failed: None,
             ring,
