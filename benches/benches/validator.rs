@@ -2,8 +2,8 @@
 //!
 //! criterion groups:
 //! - `validator/payload_cold`: new rider, payload → durable accept (two
-//!   `verify_strict`, one sled insert, real `flush()` and `fdatasync` on
-//!   this disk);
+//!   `verify_strict`, one sled insert, the ride ring's real `fdatasync`
+//!   on this disk);
 //! - `validator/payload_repeat_rider`: same credential, next device sequence
 //!   (issuer signature cached: one `verify_strict`);
 //! - `validator/frame_640x480`: camera frame → QR decode → durable accept;
@@ -11,10 +11,12 @@
 //!
 //! then a per-stage latency report (p50/p99 per stage and end to end, via
 //! hdrhistogram) and sequential throughput, printed to stdout, with the new
-//! rider's path measured twice: as shipped (`flush()` + the record in the
-//! ride ring + its `fdatasync`, the power-cut-safe durability point; sled's
-//! data file synced every 256 accepts) and with `device_sync = false`
-//! (`flush()` alone, what the reader did before), so the sync's cost shows.
+//! rider's path measured twice: as shipped (the record in the ride ring +
+//! its `fdatasync`, the power-cut-safe durability point; sled flushed and
+//! its data file synced every 256 accepts) and with `device_sync = false`
+//! (no device flush: crash-safe only), so the sync's cost shows; last, the
+//! device alone (the same write + `fdatasync`, nothing else), which bounds
+//! the durable accept's tail.
 //! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
 
 // criterion_group! generates an undocumented function.
@@ -314,6 +316,42 @@ fn stage_report() {
     println!(
         "  throughput: {:.0} frame decisions/s (sequential)",
         nf as f64 / secs
+    );
+    device_alone(n);
+}
+
+/// What bounds the durable accept: the same device write with nothing
+/// else, a 1 KiB `pwrite` into a preallocated slot + `fdatasync`, the way
+/// the ride ring writes (same file system as the readers above).
+fn device_alone(n: usize) {
+    use std::os::unix::fs::FileExt;
+    const SLOT_BYTES: u64 = 1024;
+    const SLOTS: u64 = 256;
+    let tmp = tempfile::tempdir_in(
+        std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
+    )
+    .unwrap();
+    let file = std::fs::File::create(tmp.path().join("slots")).unwrap();
+    file.write_all_at(&vec![0u8; (SLOT_BYTES * SLOTS) as usize], 0)
+        .unwrap();
+    file.sync_all().unwrap();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+    let slot = [0x5Au8; 300];
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        file.write_all_at(&slot, (i % SLOTS) * SLOT_BYTES).unwrap();
+        file.sync_data().unwrap();
+        h.record(t.elapsed().as_nanos().max(1) as u64).unwrap();
+    }
+    println!(
+        "(d) the device alone: 300-byte pwrite into a 1 KiB slot + fdatasync ({n} writes), µs:"
+    );
+    println!(
+        "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
+        "write+sync",
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.max() as f64 / 1e3
     );
 }
 
