@@ -237,20 +237,19 @@ fn report(name: &str, decisions: &[Decision]) {
         "stage", "p50", "p99", "max"
     );
     for (s, h) in stages.iter().filter(|(_, h)| !h.is_empty()) {
-        println!(
-            "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
-            s,
-            h.value_at_quantile(0.5) as f64 / 1e3,
-            h.value_at_quantile(0.99) as f64 / 1e3,
-            h.max() as f64 / 1e3
-        );
+        print_row(s, h);
     }
+    print_row("end_to_end", &total);
+}
+
+/// One report line: p50, p99 and max of `h` (nanoseconds) in µs.
+fn print_row(name: &str, h: &Histogram<u64>) {
     println!(
         "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
-        "end_to_end",
-        total.value_at_quantile(0.5) as f64 / 1e3,
-        total.value_at_quantile(0.99) as f64 / 1e3,
-        total.max() as f64 / 1e3
+        name,
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.max() as f64 / 1e3
     );
 }
 
@@ -346,13 +345,7 @@ fn device_alone(n: usize) {
     println!(
         "(d) the device alone: 300-byte pwrite into a 1 KiB slot + fdatasync ({n} writes), µs:"
     );
-    println!(
-        "  {:<12} {:>10.1} {:>10.1} {:>10.1}",
-        "write+sync",
-        h.value_at_quantile(0.5) as f64 / 1e3,
-        h.value_at_quantile(0.99) as f64 / 1e3,
-        h.max() as f64 / 1e3
-    );
+    print_row("write+sync", &h);
 }
 
 criterion_group!(benches, bench);
