@@ -486,6 +486,13 @@ pub const KEPT_CONFIG_FILE: &str = "settlement.toml";
 
 /// A new or empty directory for `--keep-data`, made absolute (the kept
 /// configuration names the tariff by absolute path).
+/// Checks `--keep-data DIR` before a run (creating DIR if it does not
+/// exist): a directory that cannot be made or is not empty is the
+/// caller's usage error, refused before any work starts.
+pub fn check_keep_data(dir: &Path) -> Result<(), String> {
+    kept_dir(dir).map(|_| ())
+}
+
 fn kept_dir(dir: &Path) -> Result<PathBuf, String> {
     let what = |e: std::io::Error| format!("--keep-data {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(what)?;
