@@ -390,8 +390,9 @@ pub fn contact_once(
     out
 }
 
-/// Posts `body` as a reader's batch, without faults (an adversary's upload,
-/// or the malformed-input check): `(HTTP status, the answer's error code)`.
+/// Posts `body` as a reader's batch with the request signature `auth`,
+/// without faults (the malformed-input check): `(HTTP status, the answer's
+/// error code)`.
 pub fn post_raw(
     rt: &tokio::runtime::Runtime,
     to: Transport<'_>,
@@ -403,10 +404,48 @@ pub fn post_raw(
     let reply = rt
         .block_on(to.post(body, t, auth, &quiet))
         .map_err(|e| e.to_string())?;
-    let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
+    Ok((reply.status, error_code(&reply)))
+}
+
+/// Posts `body`, a batch of `reader`'s own making (a compromised reader's
+/// forged upload), the way the reader sends its batches, without faults:
+/// the request signed with the reader's key at its request clock
+/// (`Reader::sign_request`: the reader clock corrected by the last measured
+/// offset) and, when settlement refuses that as `request_stale`, signed once
+/// more at settlement's clock (`sync::note_stale`), as `sync::contact`
+/// does. `now` is the reader's clock. Returns `(HTTP status, the answer's
+/// error code)`.
+pub fn post_as_reader(
+    rt: &tokio::runtime::Runtime,
+    reader: &mut BusReader,
+    to: Transport<'_>,
+    body: Vec<u8>,
+    now: u64,
+) -> Result<(u16, Option<String>), String> {
+    let quiet = FaultPlan::new(rand_core::SeedableRng::seed_from_u64(0), Faults::default());
+    let target = fare_validator::sync::BATCH_TARGET;
+    let r = reader.reader_mut();
+    let mut restamped = false;
+    loop {
+        let auth = r
+            .sign_request("POST", target, &body, now)
+            .map_err(|e| e.to_string())?;
+        let reply = rt
+            .block_on(to.post(body.clone(), now, auth, &quiet))
+            .map_err(|e| e.to_string())?;
+        if !restamped && fare_validator::sync::note_stale(r, &reply, now) {
+            restamped = true;
+            continue;
+        }
+        return Ok((reply.status, error_code(&reply)));
+    }
+}
+
+/// The stable code of an answer's `error` field, if any.
+fn error_code(reply: &Reply) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(&reply.body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string));
-    Ok((reply.status, code))
+        .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string))
 }
 
 /// Delivers what is still delayed (the network heals).

@@ -137,6 +137,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // A non-empty or unusable --keep-data directory is a usage error (2),
+    // found before the day runs rather than as a failed run (1).
+    if let Some(dir) = &keep_data {
+        if let Err(e) = fare_simulator::sim::check_keep_data(dir) {
+            eprintln!("fare-simulator: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut replay_args = Vec::new();
     if let Some(f) = scale {
         replay_args.push(format!("--scale {f}"));

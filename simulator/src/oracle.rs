@@ -518,6 +518,18 @@ pub fn check(w: &World) -> Result<Verdict, String> {
     // ---- attacks.
     let incident_set: BTreeSet<(u32, String)> =
         incidents.iter().map(|(r, k, _)| (*r, k.clone())).collect();
+    // Accounts on a deny list settlement published during the day. An
+    // over-limit rider is caught when its debt put it there, even when a
+    // late batch re-rated its day to within the limit by the end (an earlier
+    // ride from an offline bus turning the charged ride into a transfer);
+    // `deny_list_matches_debt` checks the final list against the final debt.
+    let denied_during_day: BTreeSet<&str> = w
+        .deny_versions
+        .iter()
+        .flat_map(|(_, _, ids)| ids)
+        .filter_map(|id| rider_of.get(id))
+        .map(|&i| w.riders[i].account.as_str())
+        .collect();
     let mut missed = Vec::new();
     for a in &w.attempts {
         let caught = match &a.expect {
@@ -537,6 +549,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
             }
             Expect::Revoked(acct) => {
                 v.deny_listed.contains(acct)
+                    || denied_during_day.contains(acct.as_str())
                     || w.payments.contains_key(acct)
                     || a.kind == "deny_listed"
             }

@@ -486,6 +486,13 @@ pub const KEPT_CONFIG_FILE: &str = "settlement.toml";
 
 /// A new or empty directory for `--keep-data`, made absolute (the kept
 /// configuration names the tariff by absolute path).
+/// Checks `--keep-data DIR` before a run (creating DIR if it does not
+/// exist): a directory that cannot be made or is not empty is the
+/// caller's usage error, refused before any work starts.
+pub fn check_keep_data(dir: &Path) -> Result<(), String> {
+    kept_dir(dir).map(|_| ())
+}
+
 fn kept_dir(dir: &Path) -> Result<PathBuf, String> {
     let what = |e: std::io::Error| format!("--keep-data {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(what)?;
@@ -2277,7 +2284,13 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            self.post_signed(&key, rid, bytes, rnow)?;
+            // Settlement must store it (a registered reader's signed, chained
+            // batch): the oracle expects the honest part delivered and the
+            // rest caught at re-verification.
+            match self.post_as_reader(bus, bytes, rnow)? {
+                (200, _) => {}
+                other => return Err(not_mounted(rid, "upload", other)),
+            }
         }
         // Drop: the next ride is withheld; the rest continues after a gap.
         let gap_seq = acked + out.len() as u64 + 2;
@@ -2305,7 +2318,11 @@ impl World {
             }
             .sign_v1(&key)
             .map_err(|e| e.to_string())?;
-            self.post_signed(&key, rid, bytes, rnow)?;
+            // Ingest must see it (and refuse it: the oracle looks for the
+            // incident); a refused request never reached it.
+            if let (401, code) = self.post_as_reader(bus, bytes, rnow)? {
+                return Err(not_mounted(rid, "batch after a gap", (401, code)));
+            }
         }
         if declared {
             for ((seq, kind), (_, _, key, _)) in c.fakes.iter().zip(&c.fake_rides) {
@@ -2363,21 +2380,22 @@ impl World {
         crate::link::post_raw(&self.rt, Transport::of(&self.settlement), body, t, auth)
     }
 
-    /// Posts a compromised reader's batch, the request signed with its key
-    /// as a real reader's would be.
-    fn post_signed(
+    /// Posts a batch bus `bus`'s reader made itself, the request signed as
+    /// the reader signs its own ([`crate::link::post_as_reader`]): a
+    /// compromised reader's firmware sends its forgeries with the reader's
+    /// key and clock, and re-signs at settlement's clock after a
+    /// `request_stale` as the honest sync does.
+    fn post_as_reader(
         &mut self,
-        key: &fare_credential::SigningKey,
-        reader_id: u32,
+        bus: u32,
         body: Vec<u8>,
-        t: u64,
+        rnow: u64,
     ) -> Result<(u16, Option<String>), String> {
-        let nonce = self.rng_attack.next_u64();
-        let target = fare_validator::sync::BATCH_TARGET;
-        let auth =
-            fare_credential::RequestAuth::sign_v1(key, reader_id, t, nonce, "POST", target, &body)
-                .map_err(|e| e.to_string())?;
-        self.post_raw(body, t, auth.to_header())
+        let to = Transport::of(&self.settlement);
+        let Some(reader) = self.buses[bus as usize].reader.as_mut() else {
+            return Err(format!("bus {bus}: its reader is not open"));
+        };
+        crate::link::post_as_reader(&self.rt, reader, to, body, rnow)
     }
 
     /// Heals the network and lets every honest reader upload everything, then settles.
@@ -2439,4 +2457,15 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A compromised reader's upload that settlement did not take as the attack
+/// needs: the oracle's expectations (honest part delivered, fakes caught,
+/// the gap an incident) would blame the product for what the attacker did
+/// not do, so the run stops here, naming the answer.
+fn not_mounted(reader: u32, what: &str, (status, code): (u16, Option<String>)) -> String {
+    format!(
+        "compromised reader {reader}: settlement answered its {what} HTTP {status} ({}), so the attack was not mounted",
+        code.as_deref().unwrap_or("no error code")
+    )
 }
