@@ -1025,27 +1025,32 @@ impl World {
         if b.reader.is_none() {
             let started = std::time::Instant::now();
             let r = self.reopen(bus, t)?;
-            *self
-                .phase_wall_s
-                .entry("reader_idle_reopens".into())
-                .or_insert(0.0) += started.elapsed().as_secs_f64();
-            let b = &mut self.buses[bus as usize];
-            if r.last_seq() < b.max_accepted {
-                self.violations.push((
-                    "accepted_rides_durable",
-                    format!(
-                        "reader {} reopened after an idle close at sequence {} after accepting {}",
-                        bus + 1,
-                        r.last_seq(),
-                        b.max_accepted
-                    ),
-                ));
-            }
-            b.reader = Some(r);
-            self.reader_idle_reopens += 1;
+            self.note_idle_reopen(bus, r.last_seq(), started.elapsed().as_secs_f64());
+            self.buses[bus as usize].reader = Some(r);
         }
         self.touch(bus);
         Ok(())
+    }
+
+    /// Counts a reopen after an idle close (its wall time `wall_s`) and
+    /// checks the reopened reader, at sequence `last_seq`, still holds every
+    /// ride it accepted.
+    fn note_idle_reopen(&mut self, bus: u32, last_seq: u64, wall_s: f64) {
+        *self
+            .phase_wall_s
+            .entry("reader_idle_reopens".into())
+            .or_insert(0.0) += wall_s;
+        let accepted = self.buses[bus as usize].max_accepted;
+        if last_seq < accepted {
+            self.violations.push((
+                "accepted_rides_durable",
+                format!(
+                    "reader {} reopened after an idle close at sequence {last_seq} after accepting {accepted}",
+                    bus + 1,
+                ),
+            ));
+        }
+        self.reader_idle_reopens += 1;
     }
 
     fn pick_weighted(rng: &mut ChaCha20Rng, weights: &[u32]) -> usize {
@@ -1707,6 +1712,7 @@ impl World {
     /// one the sequential loop gives.
     fn ride_batch(&mut self, batch: Vec<(u64, Ev)>) -> Result<(), String> {
         let mut pending = Vec::with_capacity(batch.len() * 2);
+        let mut opens = BTreeMap::new();
         for (t, ev) in batch {
             if let Ev::Ride {
                 rider,
@@ -1716,14 +1722,19 @@ impl World {
             } = ev
             {
                 self.settlement.set_time(t);
-                self.prepare_ride(t, rider, bus, companion, &mut pending);
+                self.prepare_ride(t, rider, bus, companion, &mut pending, &mut opens);
             }
         }
-        let mut decided = self.decide_pending(&pending)?;
+        let (mut decided, mut reopened) = self.decide_pending(&pending, &opens)?;
         for (p, d) in pending.into_iter().zip(decided.iter_mut()) {
             let (Some(rnow), Some(d)) = (p.rnow, d.take()) else {
                 continue;
             };
+            // Where the loop one by one would have reopened it: before
+            // its first scan.
+            if let Some((last_seq, wall_s)) = reopened.remove(&p.bus) {
+                self.note_idle_reopen(p.bus, last_seq, wall_s);
+            }
             let own_code = p.own.then(|| p.code.clone());
             let ans = self.scan_end(
                 p.t,
@@ -1755,6 +1766,7 @@ impl World {
         bus: u32,
         companion: bool,
         pending: &mut Vec<PendingScan>,
+        opens: &mut BTreeMap<u32, u64>,
     ) {
         if !self.buses[bus as usize].real {
             self.modelled_only_rides += 1 + u64::from(companion);
@@ -1790,7 +1802,7 @@ impl World {
                 .iter()
                 .filter(|p| p.frame_ok && p.rnow.is_some())
                 .count() as u64;
-            let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames + planned);
+            let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames + planned, Some(opens));
             pending.push(PendingScan {
                 t,
                 bus,
@@ -1807,8 +1819,16 @@ impl World {
     }
 
     /// The readers' decisions on `pending` (in its order per reader), each
-    /// reader on its own thread; `None` for a scan whose reader is down.
-    fn decide_pending(&mut self, pending: &[PendingScan]) -> Result<Vec<Option<Decided>>, String> {
+    /// reader on its own thread, those in `opens` opened there first
+    /// (through the validator's `Reader::open`, at the reader time given);
+    /// `None` for a scan whose reader is down. Also each reopened reader's
+    /// last sequence and the wall time of its open.
+    #[allow(clippy::type_complexity)]
+    fn decide_pending(
+        &mut self,
+        pending: &[PendingScan],
+        opens: &BTreeMap<u32, u64>,
+    ) -> Result<(Vec<Option<Decided>>, BTreeMap<u32, (u64, f64)>), String> {
         use rayon::prelude::*;
         let mut by_bus: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, p) in pending.iter().enumerate() {
@@ -1818,15 +1838,29 @@ impl World {
         }
         let mut work = Vec::with_capacity(by_bus.len());
         for (bus, scans) in by_bus {
-            let reader = self.buses[bus as usize]
-                .reader
-                .take()
-                .ok_or_else(|| format!("reader {} closed within a ride batch", bus + 1))?;
+            let b = &mut self.buses[bus as usize];
+            let reader = match (b.reader.take(), opens.get(&bus)) {
+                (Some(r), _) => Ok(r),
+                (None, Some(&rnow)) => Err((b.dir.clone(), rnow)),
+                (None, None) => {
+                    return Err(format!("reader {} closed within a ride batch", bus + 1))
+                }
+            };
             work.push((bus, reader, scans));
         }
-        let done: Vec<ReaderDecisions> = work
+        let done: Vec<Result<(ReaderDecisions, Option<(u64, f64)>), String>> = work
             .into_par_iter()
-            .map(|(bus, mut reader, scans)| {
+            .map(|(bus, reader, scans)| {
+                let (mut reader, reopened) = match reader {
+                    Ok(r) => (r, None),
+                    Err((dir, rnow)) => {
+                        let started = std::time::Instant::now();
+                        let r = BusReader::open(&dir, rnow)
+                            .map_err(|e| format!("reopen reader {}: {e}", bus + 1))?;
+                        let seq = r.last_seq();
+                        (r, Some((seq, started.elapsed().as_secs_f64())))
+                    }
+                };
                 let out = scans
                     .into_iter()
                     .map(|i| {
@@ -1835,17 +1869,30 @@ impl World {
                         (i, decide(&mut reader, &p.code, p.frame_ok, rnow))
                     })
                     .collect();
-                (bus, reader, out)
+                Ok(((bus, reader, out), reopened))
             })
             .collect();
         let mut decided: Vec<Option<Decided>> = pending.iter().map(|_| None).collect();
-        for (bus, reader, out) in done {
-            self.buses[bus as usize].reader = Some(reader);
-            for (i, d) in out {
-                decided[i] = Some(d);
+        let mut reopened = BTreeMap::new();
+        let mut failed = None;
+        for r in done {
+            match r {
+                Ok(((bus, reader, out), again)) => {
+                    self.buses[bus as usize].reader = Some(reader);
+                    if let Some(a) = again {
+                        reopened.insert(bus, a);
+                    }
+                    for (i, d) in out {
+                        decided[i] = Some(d);
+                    }
+                }
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        Ok(decided)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((decided, reopened)),
+        }
     }
 
     /// Schedules an attack that reuses an accepted code.
@@ -2048,7 +2095,7 @@ impl World {
         tag: &'static str,
         attempt: Option<Attempt>,
     ) -> Answer {
-        let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames);
+        let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames, None);
         let reader = self.buses[bus as usize].reader.as_mut();
         let (Some(rnow), Some(reader)) = (rnow, reader) else {
             return reader_down();
@@ -2063,9 +2110,36 @@ impl World {
     /// whether it is a camera frame (`frames_so_far` rendered before it),
     /// and the reader opened; `(frame, reader time)`, the time `None` when
     /// the reader is down.
-    fn scan_begin(&mut self, t: u64, bus: u32, frames_so_far: u64) -> (bool, Option<u64>) {
+    ///
+    /// With `deferred` (a ride batch), a reader closed for idleness is not
+    /// opened here: room is made for it and it is marked used, as
+    /// `ensure_open` does, and its bus and reader time are put in
+    /// `deferred` for `decide_pending` to open it on its thread.
+    fn scan_begin(
+        &mut self,
+        t: u64,
+        bus: u32,
+        frames_so_far: u64,
+        deferred: Option<&mut BTreeMap<u32, u64>>,
+    ) -> (bool, Option<u64>) {
         let frame_ok = frames_so_far < self.scenario.execution.max_frames
             && percent(&mut self.rng_frames, self.scenario.execution.frame_percent);
+        if let Some(opens) = deferred {
+            let b = &self.buses[bus as usize];
+            if !b.provisioned {
+                return (frame_ok, None);
+            }
+            let rnow = b.reader_now(t);
+            if b.reader.is_none() && !opens.contains_key(&bus) {
+                if let Err(e) = self.make_room() {
+                    self.fatal
+                        .get_or_insert(format!("close a reader for reader {}: {e}", bus + 1));
+                }
+                opens.insert(bus, rnow);
+            }
+            self.touch(bus);
+            return (frame_ok, Some(rnow));
+        }
         if let Err(e) = self.ensure_open(bus, t) {
             self.fatal
                 .get_or_insert(format!("reopen reader {}: {e}", bus + 1));
