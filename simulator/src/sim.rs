@@ -47,6 +47,11 @@ const RENEW_SPAN_S: u64 = 12 * HOUR_S;
 const RENEW_AGAIN_S: u64 = 2 * HOUR_S;
 /// Codes kept for attacks that need a genuine accepted code.
 const CODE_BANK: usize = 64;
+/// Most consecutive rides whose reader decisions are made together, on
+/// every core (see `World::ride_batch`): enough to keep both cores busy
+/// between two sync or settlement events, small enough that a batch's
+/// codes and frames stay a few MB.
+const RIDE_BATCH: usize = 256;
 
 /// Derives a component's seed from the run seed.
 pub fn sub_seed(seed: u64, what: &str) -> u64 {
@@ -586,6 +591,71 @@ pub fn camera_frame(code: &[u8]) -> Result<image::GrayImage, String> {
     image::GrayImage::from_raw(FRAME_W, FRAME_H, buf).ok_or_else(|| "frame buffer".to_string())
 }
 
+/// The answer to a scan whose reader is down (it could not be opened).
+fn reader_down() -> Answer {
+    Answer {
+        accepted_seq: None,
+        reason: Some("reader_down".into()),
+        latency_ns: 0,
+    }
+}
+
+/// A reader's decision on one scan, before it is recorded.
+#[derive(Debug)]
+struct Decided {
+    ans: Answer,
+    /// Decided on a rendered camera frame (else on the payload).
+    framed: bool,
+    /// The reader's bundle version when it decided.
+    version: u64,
+    /// Wall time of the render and the decision (not deterministic).
+    wall_s: f64,
+}
+
+/// The reader's decision on `code`, rendered as a camera frame when
+/// `frame_ok`. Touches only `reader`, so decisions of different readers can
+/// be made on different threads.
+fn decide(reader: &mut BusReader, code: &[u8], frame_ok: bool, rnow: u64) -> Decided {
+    let started = std::time::Instant::now();
+    let frame = if frame_ok {
+        camera_frame(code).ok()
+    } else {
+        None
+    };
+    let ans = match &frame {
+        Some(f) => reader.decide_frame(f, rnow),
+        None => reader.decide_payload(code, rnow),
+    };
+    Decided {
+        ans,
+        framed: frame.is_some(),
+        version: reader.bundle_version(),
+        wall_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// One reader's decisions in a ride batch: its bus, the reader (handed
+/// back), and each decision with the index of its scan.
+type ReaderDecisions = (u32, BusReader, Vec<(usize, Decided)>);
+
+/// A scan of a ride batch, prepared in event order (`World::ride_batch`).
+#[derive(Debug)]
+struct PendingScan {
+    t: u64,
+    bus: u32,
+    code: Vec<u8>,
+    account: String,
+    profile: Profile,
+    tag: &'static str,
+    attempt: Option<Attempt>,
+    frame_ok: bool,
+    /// The reader's clock; `None` when the reader is down.
+    rnow: Option<u64>,
+    /// The rider's own scan (not a companion's): its accepted code goes
+    /// to the code bank.
+    own: bool,
+}
+
 impl World {
     fn push(&mut self, t: u64, ev: Ev) {
         self.queue.insert((t, self.next_ev), ev);
@@ -962,27 +1032,32 @@ impl World {
         if b.reader.is_none() {
             let started = std::time::Instant::now();
             let r = self.reopen(bus, t)?;
-            *self
-                .phase_wall_s
-                .entry("reader_idle_reopens".into())
-                .or_insert(0.0) += started.elapsed().as_secs_f64();
-            let b = &mut self.buses[bus as usize];
-            if r.last_seq() < b.max_accepted {
-                self.violations.push((
-                    "accepted_rides_durable",
-                    format!(
-                        "reader {} reopened after an idle close at sequence {} after accepting {}",
-                        bus + 1,
-                        r.last_seq(),
-                        b.max_accepted
-                    ),
-                ));
-            }
-            b.reader = Some(r);
-            self.reader_idle_reopens += 1;
+            self.note_idle_reopen(bus, r.last_seq(), started.elapsed().as_secs_f64());
+            self.buses[bus as usize].reader = Some(r);
         }
         self.touch(bus);
         Ok(())
+    }
+
+    /// Counts a reopen after an idle close (its wall time `wall_s`) and
+    /// checks the reopened reader, at sequence `last_seq`, still holds every
+    /// ride it accepted.
+    fn note_idle_reopen(&mut self, bus: u32, last_seq: u64, wall_s: f64) {
+        *self
+            .phase_wall_s
+            .entry("reader_idle_reopens".into())
+            .or_insert(0.0) += wall_s;
+        let accepted = self.buses[bus as usize].max_accepted;
+        if last_seq < accepted {
+            self.violations.push((
+                "accepted_rides_durable",
+                format!(
+                    "reader {} reopened after an idle close at sequence {last_seq} after accepting {accepted}",
+                    bus + 1,
+                ),
+            ));
+        }
+        self.reader_idle_reopens += 1;
     }
 
     fn pick_weighted(rng: &mut ChaCha20Rng, weights: &[u32]) -> usize {
@@ -1303,12 +1378,18 @@ impl World {
         bar.set_style(style.clone());
         bar.set_prefix("day");
         while let Some(((t, _), ev)) = self.queue.pop_first() {
-            self.step(t, ev)?;
+            let before = bar.position();
+            if Self::batchable(&ev) {
+                let n = self.run_rides(t, ev)?;
+                bar.inc(n);
+            } else {
+                self.step(t, ev)?;
+                bar.inc(1);
+            }
             if let Some(e) = self.fatal.take() {
                 return Err(e);
             }
-            bar.inc(1);
-            if bar.position() % 4096 == 0 {
+            if bar.position() / 4096 != before / 4096 {
                 bar.set_length(bar.position() + self.queue.len() as u64);
                 bar.set_message(format!(
                     "{} scans, {} accepted",
@@ -1368,13 +1449,24 @@ impl World {
             .filter(|i| needed[*i] || self.riders[*i].part != RiderPart::Honest)
             .collect();
         bar.inc((self.riders.len() - todo.len()) as u64);
+        // Each phone's key comes from its own RNG (seeded from the
+        // account), so generating them on every core, collected in the
+        // riders' order, gives the same phones as one by one.
+        use rayon::prelude::*;
+        let (seed, riders) = (self.seed, &self.riders);
+        let all_phones: Vec<Phone> = todo
+            .par_iter()
+            .map(|&i| {
+                let account = &riders[i].account;
+                Phone::generate(&mut rng_for(seed, &format!("phone/{account}")))
+            })
+            .collect();
+        let mut all_phones = all_phones.into_iter();
         for chunk in todo.chunks(ENROL_BATCH) {
-            let mut phones = Vec::with_capacity(chunk.len());
+            let phones: Vec<Phone> = all_phones.by_ref().take(chunk.len()).collect();
             let mut batch = Vec::with_capacity(chunk.len());
-            for &i in chunk {
+            for (&i, phone) in chunk.iter().zip(&phones) {
                 let r = &self.riders[i];
-                let mut prng = rng_for(self.seed, &format!("phone/{}", r.account));
-                let phone = Phone::generate(&mut prng);
                 batch.push(Enrolment {
                     account: r.account.clone(),
                     profile: r.profile,
@@ -1386,7 +1478,6 @@ impl World {
                         CREDENTIAL_S
                     },
                 });
-                phones.push(phone);
             }
             let issued = self.settlement.enrol_batch(&batch)?;
             for ((&i, mut phone), (cred, id)) in chunk.iter().zip(phones).zip(issued) {
@@ -1581,6 +1672,234 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Whether `ev` may join a ride batch: a ride whose code no attacker
+    /// reuses (`abuse` schedules events; a batch schedules none).
+    fn batchable(ev: &Ev) -> bool {
+        matches!(ev, Ev::Ride { source: None, .. })
+    }
+
+    /// Takes from the queue the rides that follow `first` with nothing
+    /// else between them (at most `RIDE_BATCH`, on fewer distinct buses
+    /// than `execution.max_open_readers`, so opening one of them never
+    /// closes another) and runs them with `ride_batch`; returns how many.
+    fn run_rides(&mut self, t: u64, first: Ev) -> Result<u64, String> {
+        let cap = self.scenario.execution.max_open_readers as usize;
+        let mut batch = vec![(t, first)];
+        let mut buses = BTreeSet::new();
+        if let (_, Ev::Ride { bus, .. }) = &batch[0] {
+            buses.insert(*bus);
+        }
+        while batch.len() < RIDE_BATCH {
+            let next_bus = match self.queue.first_key_value() {
+                Some((_, ev @ Ev::Ride { bus, .. })) if Self::batchable(ev) => *bus,
+                _ => break,
+            };
+            if !buses.contains(&next_bus) && buses.len() + 1 >= cap {
+                break;
+            }
+            buses.insert(next_bus);
+            if let Some(((t, _), ev)) = self.queue.pop_first() {
+                batch.push((t, ev));
+            }
+        }
+        let n = batch.len() as u64;
+        self.ride_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Runs consecutive rides (`run_rides`) as `ride` would one by one,
+    /// with the readers' decisions on every core: first, in event order,
+    /// everything a decision needs (the phones' codes, the camera-frame
+    /// draws, the readers opened); then each reader's scans, in order, on
+    /// its own thread; then, in event order again, everything recorded
+    /// after a decision. A decision touches only its reader, and nothing
+    /// recorded after one is read before the next, so the report is the
+    /// one the sequential loop gives.
+    fn ride_batch(&mut self, batch: Vec<(u64, Ev)>) -> Result<(), String> {
+        let mut pending = Vec::with_capacity(batch.len() * 2);
+        let mut opens = BTreeMap::new();
+        for (t, ev) in batch {
+            if let Ev::Ride {
+                rider,
+                bus,
+                companion,
+                ..
+            } = ev
+            {
+                self.settlement.set_time(t);
+                self.prepare_ride(t, rider, bus, companion, &mut pending, &mut opens);
+            }
+        }
+        let (mut decided, mut reopened) = self.decide_pending(&pending, &opens)?;
+        for (p, d) in pending.into_iter().zip(decided.iter_mut()) {
+            let (Some(rnow), Some(d)) = (p.rnow, d.take()) else {
+                continue;
+            };
+            // Where the loop one by one would have reopened it: before
+            // its first scan.
+            if let Some((last_seq, wall_s)) = reopened.remove(&p.bus) {
+                self.note_idle_reopen(p.bus, last_seq, wall_s);
+            }
+            let own_code = p.own.then(|| p.code.clone());
+            let ans = self.scan_end(
+                p.t,
+                p.bus,
+                &p.code,
+                Some(p.account),
+                p.profile,
+                true,
+                p.tag,
+                p.attempt,
+                d,
+                rnow,
+            );
+            if let Some(code) = own_code.filter(|_| ans.accepted_seq.is_some()) {
+                if self.code_bank.len() < CODE_BANK {
+                    self.code_bank.push((code, p.t));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A ride's scans (its own and a companion's), prepared as `ride` and
+    /// `scan_begin` do before the reader decides.
+    fn prepare_ride(
+        &mut self,
+        t: u64,
+        rider: u32,
+        bus: u32,
+        companion: bool,
+        pending: &mut Vec<PendingScan>,
+        opens: &mut BTreeMap<u32, u64>,
+    ) {
+        if !self.buses[bus as usize].real {
+            self.modelled_only_rides += 1 + u64::from(companion);
+            return;
+        }
+        let r = &mut self.riders[rider as usize];
+        let (account, profile, part) = (r.account.clone(), r.profile, r.part);
+        let device_now = (t as i64 + r.phone_off) as u64;
+        let Some(phone) = r.phone.as_mut() else {
+            return;
+        };
+        let Ok(code) = phone.code(device_now) else {
+            self.wallet_refusals += 1;
+            return;
+        };
+        let second = if companion {
+            phone.code(device_now + 3).ok()
+        } else {
+            None
+        };
+        let (tag, attempt) = if part == RiderPart::DenyListed {
+            (
+                "deny_listed",
+                Some(Attempt::refused_at_reader("deny_listed")),
+            )
+        } else {
+            ("honest", None)
+        };
+        let scans = std::iter::once((t, code, tag, attempt, true))
+            .chain(second.map(|c| (t + 3, c, "companion", None, false)));
+        for (t, code, tag, attempt, own) in scans {
+            let planned = pending
+                .iter()
+                .filter(|p| p.frame_ok && p.rnow.is_some())
+                .count() as u64;
+            let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames + planned, Some(opens));
+            pending.push(PendingScan {
+                t,
+                bus,
+                code,
+                account: account.clone(),
+                profile,
+                tag,
+                attempt,
+                frame_ok,
+                rnow,
+                own,
+            });
+        }
+    }
+
+    /// The readers' decisions on `pending` (in its order per reader), each
+    /// reader on its own thread, those in `opens` opened there first
+    /// (through the validator's `Reader::open`, at the reader time given);
+    /// `None` for a scan whose reader is down. Also each reopened reader's
+    /// last sequence and the wall time of its open.
+    #[allow(clippy::type_complexity)]
+    fn decide_pending(
+        &mut self,
+        pending: &[PendingScan],
+        opens: &BTreeMap<u32, u64>,
+    ) -> Result<(Vec<Option<Decided>>, BTreeMap<u32, (u64, f64)>), String> {
+        use rayon::prelude::*;
+        let mut by_bus: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, p) in pending.iter().enumerate() {
+            if p.rnow.is_some() {
+                by_bus.entry(p.bus).or_default().push(i);
+            }
+        }
+        let mut work = Vec::with_capacity(by_bus.len());
+        for (bus, scans) in by_bus {
+            let b = &mut self.buses[bus as usize];
+            let reader = match (b.reader.take(), opens.get(&bus)) {
+                (Some(r), _) => Ok(r),
+                (None, Some(&rnow)) => Err((b.dir.clone(), rnow)),
+                (None, None) => {
+                    return Err(format!("reader {} closed within a ride batch", bus + 1))
+                }
+            };
+            work.push((bus, reader, scans));
+        }
+        let done: Vec<Result<(ReaderDecisions, Option<(u64, f64)>), String>> = work
+            .into_par_iter()
+            .map(|(bus, reader, scans)| {
+                let (mut reader, reopened) = match reader {
+                    Ok(r) => (r, None),
+                    Err((dir, rnow)) => {
+                        let started = std::time::Instant::now();
+                        let r = BusReader::open(&dir, rnow)
+                            .map_err(|e| format!("reopen reader {}: {e}", bus + 1))?;
+                        let seq = r.last_seq();
+                        (r, Some((seq, started.elapsed().as_secs_f64())))
+                    }
+                };
+                let out = scans
+                    .into_iter()
+                    .map(|i| {
+                        let p = &pending[i];
+                        let rnow = p.rnow.unwrap_or_default();
+                        (i, decide(&mut reader, &p.code, p.frame_ok, rnow))
+                    })
+                    .collect();
+                Ok(((bus, reader, out), reopened))
+            })
+            .collect();
+        let mut decided: Vec<Option<Decided>> = pending.iter().map(|_| None).collect();
+        let mut reopened = BTreeMap::new();
+        let mut failed = None;
+        for r in done {
+            match r {
+                Ok(((bus, reader, out), again)) => {
+                    self.buses[bus as usize].reader = Some(reader);
+                    if let Some(a) = again {
+                        reopened.insert(bus, a);
+                    }
+                    for (i, d) in out {
+                        decided[i] = Some(d);
+                    }
+                }
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((decided, reopened)),
+        }
     }
 
     /// Schedules an attack that reuses an accepted code.
@@ -1783,39 +2102,87 @@ impl World {
         tag: &'static str,
         attempt: Option<Attempt>,
     ) -> Answer {
-        let frame_ok = self.frames < self.scenario.execution.max_frames
+        let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames, None);
+        let reader = self.buses[bus as usize].reader.as_mut();
+        let (Some(rnow), Some(reader)) = (rnow, reader) else {
+            return reader_down();
+        };
+        let d = decide(reader, code, frame_ok, rnow);
+        self.scan_end(
+            t, bus, code, account, profile, genuine, tag, attempt, d, rnow,
+        )
+    }
+
+    /// The part of a scan before the reader decides, made in event order:
+    /// whether it is a camera frame (`frames_so_far` rendered before it),
+    /// and the reader opened; `(frame, reader time)`, the time `None` when
+    /// the reader is down.
+    ///
+    /// With `deferred` (a ride batch), a reader closed for idleness is not
+    /// opened here: room is made for it and it is marked used, as
+    /// `ensure_open` does, and its bus and reader time are put in
+    /// `deferred` for `decide_pending` to open it on its thread.
+    fn scan_begin(
+        &mut self,
+        t: u64,
+        bus: u32,
+        frames_so_far: u64,
+        deferred: Option<&mut BTreeMap<u32, u64>>,
+    ) -> (bool, Option<u64>) {
+        let frame_ok = frames_so_far < self.scenario.execution.max_frames
             && percent(&mut self.rng_frames, self.scenario.execution.frame_percent);
+        if let Some(opens) = deferred {
+            let b = &self.buses[bus as usize];
+            if !b.provisioned {
+                return (frame_ok, None);
+            }
+            let rnow = b.reader_now(t);
+            if b.reader.is_none() && !opens.contains_key(&bus) {
+                if let Err(e) = self.make_room() {
+                    self.fatal
+                        .get_or_insert(format!("close a reader for reader {}: {e}", bus + 1));
+                }
+                opens.insert(bus, rnow);
+            }
+            self.touch(bus);
+            return (frame_ok, Some(rnow));
+        }
         if let Err(e) = self.ensure_open(bus, t) {
             self.fatal
                 .get_or_insert(format!("reopen reader {}: {e}", bus + 1));
         }
-        let b = &mut self.buses[bus as usize];
-        let rnow = b.reader_now(t);
-        let Some(reader) = b.reader.as_mut() else {
-            return Answer {
-                accepted_seq: None,
-                reason: Some("reader_down".into()),
-                latency_ns: 0,
-            };
-        };
-        let started = std::time::Instant::now();
-        let frame = if frame_ok {
-            camera_frame(code).ok()
+        let b = &self.buses[bus as usize];
+        (frame_ok, b.reader.as_ref().map(|_| b.reader_now(t)))
+    }
+
+    /// The part of a scan after the reader decided, in event order: the
+    /// counts, the journal and the checks of what the reader answered.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_end(
+        &mut self,
+        t: u64,
+        bus: u32,
+        code: &[u8],
+        account: Option<String>,
+        profile: Profile,
+        genuine: bool,
+        tag: &'static str,
+        attempt: Option<Attempt>,
+        d: Decided,
+        rnow: u64,
+    ) -> Answer {
+        let Decided {
+            ans,
+            framed,
+            version,
+            wall_s,
+        } = d;
+        if framed {
+            self.frames += 1;
         } else {
-            None
-        };
-        let ans = match &frame {
-            Some(f) => {
-                self.frames += 1;
-                reader.decide_frame(f, rnow)
-            }
-            None => {
-                self.payloads += 1;
-                reader.decide_payload(code, rnow)
-            }
-        };
-        let version = reader.bundle_version();
-        *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += started.elapsed().as_secs_f64();
+            self.payloads += 1;
+        }
+        *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += wall_s;
         self.scanned += 1;
         self.latency_us.push(ans.latency_ns / 1000);
         let key = code_key(code);
