@@ -8,7 +8,13 @@
 //! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --chunk 1000000   # one chunk
 //! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --no-core   # only the sled path
 //! RAYON_NUM_THREADS=1 cargo run --release -p fare-settlement --example settle_million  # one core
+//! cargo run --release -p fare-settlement --example settle_million -- 100000 10 --store --no-core --arrivals 24
 //! ```
+//!
+//! `--arrivals N` (with `--store`): each reader's rides are uploaded in N
+//! parts in reader-time order (the day arriving hour by hour), with a
+//! settlement run after each part, as the simulator and an operator run it
+//! several times a day; it prints each run's CPU seconds and their sum.
 
 use fare_credential::record::genesis_hash;
 use fare_credential::testkit::{chain_records, seeded_key, DEMO_DAY_T0};
@@ -142,8 +148,15 @@ fn main() {
         .position(|a| a == "--chunk")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok());
+    // `--arrivals N`: rides uploaded in N parts, a settlement run after each.
+    let arrivals: usize = args
+        .iter()
+        .position(|a| a == "--arrivals")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     if with_store && args.iter().any(|a| a == "--no-core") {
-        store_run(&creds, &rides, n_readers, chunk);
+        store_run(&creds, &rides, n_readers, chunk, arrivals);
         return;
     }
 
@@ -232,17 +245,19 @@ fn main() {
         // The in-memory core's data (GBs at 1M rides) is freed first so it
         // does not weigh on the store run's allocations.
         drop((out, verdicts, ride_in, codes, credentials, accounts));
-        store_run(&creds, &rides, n_readers, chunk);
+        store_run(&creds, &rides, n_readers, chunk, arrivals);
     }
 }
 
-/// Full path through sled: ingest (no HTTP) then one `App::settle`.
+/// Full path through sled: ingest (no HTTP) then one `App::settle`, or
+/// `arrivals` rounds of ingest and settle.
 /// Long by design for the same reason as `main`: phases timed in order.
 fn store_run(
     creds: &[(SigningKey, Credential)],
     rides: &[(u32, u64, Vec<u8>)],
     n_readers: u32,
     chunk: Option<usize>,
+    arrivals: usize,
 ) {
     use fare_settlement::{ingest, App, Config};
     let dir = tempfile::tempdir().unwrap();
@@ -318,10 +333,17 @@ fn store_run(
     for (r, t, c) in signed {
         by_reader[(r - 1) as usize].push((t, c));
     }
-    let t = Instant::now();
-    for (ri, list) in by_reader.iter().enumerate() {
-        let reader_id = ri as u32 + 1;
-        let key = seeded_key(50_000 + reader_id as u64);
+    if arrivals > 1 {
+        // A reader uploads its log in order of its clock.
+        for list in &mut by_reader {
+            list.sort_by_key(|(t, _)| *t);
+        }
+    }
+    let keys: Vec<SigningKey> = (1..=n_readers)
+        .map(|reader_id| seeded_key(50_000 + reader_id as u64))
+        .collect();
+    for reader_id in 1..=n_readers {
+        let key = &keys[reader_id as usize - 1];
         fare_settlement::ops::provision_reader(
             &app.db,
             &fare_settlement::ops::ProvisionReader {
@@ -342,35 +364,57 @@ fn store_run(
             0,
         )
         .unwrap();
-        let mut prev = genesis_hash(reader_id);
-        let mut seq = 1u64;
-        let vehicle = format!("bus-{reader_id}");
-        for chunk in list.chunks(fare_credential::batch::MAX_BATCH_RECORDS) {
-            let batch_prev = prev;
-            let (records, head) = chain_records(reader_id, seq, prev, &vehicle, "1", chunk);
-            (prev, seq) = (head, seq + chunk.len() as u64);
-            let body = fare_credential::Batch {
-                reader_id,
-                prev_hash: batch_prev,
-                records,
-            }
-            .sign_v1(&key)
-            .unwrap();
-            ingest::ingest_batch(&app.db, &body, 0).unwrap();
-        }
     }
-    let ingest_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let c0 = cpu_s();
+    // Each reader's chain head and next sequence, carried across arrivals.
+    let mut heads: Vec<([u8; 32], u64)> = (1..=n_readers).map(|r| (genesis_hash(r), 1)).collect();
+    let (mut ingest_s, mut settle_s, mut settle_cpu) = (0.0, 0.0, 0.0);
+    let mut summary = fare_settlement::settle::RunSummary::default();
     let mut phases = fare_settlement::settle::PhaseTimes::default();
-    let summary = app.settle_timed(&mut phases).unwrap();
-    let settle_s = t.elapsed().as_secs_f64();
-    let settle_cpu = cpu_s() - c0;
+    for part in 0..arrivals {
+        let t = Instant::now();
+        for (ri, list) in by_reader.iter().enumerate() {
+            let reader_id = ri as u32 + 1;
+            let (lo, hi) = (
+                list.len() * part / arrivals,
+                list.len() * (part + 1) / arrivals,
+            );
+            let vehicle = format!("bus-{reader_id}");
+            let (prev, seq) = &mut heads[ri];
+            for chunk in list[lo..hi].chunks(fare_credential::batch::MAX_BATCH_RECORDS) {
+                let batch_prev = *prev;
+                let (records, head) = chain_records(reader_id, *seq, *prev, &vehicle, "1", chunk);
+                (*prev, *seq) = (head, *seq + chunk.len() as u64);
+                let body = fare_credential::Batch {
+                    reader_id,
+                    prev_hash: batch_prev,
+                    records,
+                }
+                .sign_v1(&keys[ri])
+                .unwrap();
+                ingest::ingest_batch(&app.db, &body, 0).unwrap();
+            }
+        }
+        ingest_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let c0 = cpu_s();
+        let s = app.settle_timed(&mut phases).unwrap();
+        let (run_s, run_cpu) = (t.elapsed().as_secs_f64(), cpu_s() - c0);
+        if arrivals > 1 {
+            println!(
+                "run {}/{arrivals}: {} rides, {run_s:.2} s, {run_cpu:.2} CPU-s",
+                part + 1,
+                s.rides
+            );
+        }
+        (settle_s, settle_cpu) = (settle_s + run_s, settle_cpu + run_cpu);
+        summary.add(s);
+    }
     println!("settle phases (wall): {phases}");
     let n = rides.len() as f64;
     println!(
-        "sled: ingest {ingest_s:.1} s ({:.0} records/s) | full settle run {settle_s:.1} s ({:.0} rides/s, {settle_cpu:.1} CPU-s), {} chunks, {} postings",
+        "sled: ingest {ingest_s:.1} s ({:.0} records/s) | full settle run{} {settle_s:.1} s ({:.0} rides/s, {settle_cpu:.1} CPU-s), {} chunks, {} postings",
         n / ingest_s,
+        if arrivals > 1 { "s (sum)" } else { "" },
         n / settle_s,
         summary.chunks,
         summary.postings

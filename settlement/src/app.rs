@@ -89,6 +89,9 @@ pub struct App {
     pub acks: crate::acks::AckSigner,
     /// Signed reader requests seen recently (replay refusal, `crate::readers`).
     pub recent_requests: crate::readers::RecentRequests,
+    /// Credentials re-verification accepted in this process's earlier runs
+    /// (not checked again by a later run of the day).
+    pub checked_credentials: crate::reverify::CredentialCache,
 }
 
 impl std::fmt::Debug for App {
@@ -149,6 +152,7 @@ impl App {
         Ok(App {
             acks,
             recent_requests: Default::default(),
+            checked_credentials: Default::default(),
             db: Db::new(store.clone()),
             keys: Mutex::new(keys),
             tariff,
@@ -188,6 +192,7 @@ impl App {
             policy: self.config.policy(),
             chunk_rides: self.config.settle_chunk_rides,
             write_lock: &self.write_lock,
+            checked_credentials: &self.checked_credentials,
         };
         let now = self.now();
         let summary = settle::run_timed(&self.db, &ctx, now, times)?;

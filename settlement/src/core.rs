@@ -97,15 +97,33 @@ pub struct DisputedSighting {
     pub account_id: String,
 }
 
+/// A ride settled earlier, as its day's re-rating leaves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultUpdate {
+    /// The ride.
+    pub ride: RideId,
+    /// The tariff's outcome.
+    pub outcome: Outcome,
+    /// Its fare.
+    pub amount_minor: i64,
+    /// Its posting revision after the re-rating (the ids of a disputed
+    /// ride's hold adjustments derive from it).
+    pub revision: u32,
+    /// Its result: the outcome, or `over_credit_limit` when replaying the
+    /// day's fares in time order puts the account past its limit at this
+    /// ride (decided the same way as for a new ride, so the result does not
+    /// depend on how the day's rides were split into runs and chunks).
+    pub result: Outcome,
+}
+
 /// What to write.
 #[derive(Debug, Default)]
 pub struct Output {
     /// Results of the chunk's rides.
     pub results: Vec<RideResult>,
-    /// New outcome / amount of rides settled earlier whose day was re-rated,
-    /// with the ride's posting revision after the re-rating (the ids of a
-    /// disputed ride's hold adjustments derive from it).
-    pub result_updates: Vec<(RideId, Outcome, i64, u32)>,
+    /// Rides settled earlier whose day was re-rated: [`ResultUpdate`]s (the
+    /// caller writes only those that differ from the stored result).
+    pub result_updates: Vec<ResultUpdate>,
     /// New postings.
     pub postings: Vec<Posting>,
     /// Changed day states.
@@ -443,7 +461,7 @@ struct AccountWork {
 struct AccountOut {
     postings: Vec<fare_ledger::Posting>,
     days: Vec<(String, Date, DayState)>,
-    result_updates: Vec<(RideId, Outcome, i64, u32)>,
+    result_updates: Vec<ResultUpdate>,
     /// (ride index in the chunk, outcome, fare, service day, result code)
     new_results: Vec<(usize, Outcome, i64, String, Outcome)>,
 }
@@ -597,24 +615,25 @@ impl AccountRating<'_, '_> {
         }
         self.running_balance -= dr.posted_minor;
         let outcome = outcome_of(rated.outcome);
+        let result = if rated.fare_minor > 0 && over_credit_limit(self.running_balance, self.limit)
+        {
+            Outcome::OverCreditLimit
+        } else {
+            outcome
+        };
         match self.new_ride_index.get(&dr.ride) {
             Some(&i) => {
-                let result = if rated.fare_minor > 0
-                    && over_credit_limit(self.running_balance, self.limit)
-                {
-                    Outcome::OverCreditLimit
-                } else {
-                    outcome
-                };
                 self.out
                     .new_results
                     .push((i, outcome, rated.fare_minor, day.to_string(), result));
             }
-            None => {
-                self.out
-                    .result_updates
-                    .push((dr.ride, outcome, rated.fare_minor, dr.revisions))
-            }
+            None => self.out.result_updates.push(ResultUpdate {
+                ride: dr.ride,
+                outcome,
+                amount_minor: rated.fare_minor,
+                revision: dr.revisions,
+                result,
+            }),
         }
     }
 }

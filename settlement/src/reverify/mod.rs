@@ -52,8 +52,11 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 
 mod batch;
+mod cache;
 #[cfg(test)]
 mod tests;
+
+pub use cache::{CredentialCache, MAX_CACHED_CREDENTIALS};
 
 pub use batch::{
     code_needs_strict, r_needs_strict, r_outside_prime_subgroup, verify_batch_merged, verify_chunk,
@@ -90,8 +93,22 @@ type CredChecks<'p> = HashMap<CredBytes<'p>, Result<VerifyingKey, RejectReason>>
 /// issuer key (existence, signature, device key, then its window), device
 /// signature, time windows.
 pub fn reverify(codes: &[CodeToVerify<'_>], trust: &TrustList, policy: &Policy) -> Vec<Verdict> {
+    reverify_cached(codes, trust, policy, &CredentialCache::default())
+}
+
+/// [`reverify`], taking the credentials `cache` holds as checked (their
+/// issuer signature and device key are not checked again) and adding the
+/// ones it checks and accepts: a settlement run takes a rider's second ride
+/// of the day without re-checking the credential the first run checked.
+/// The verdicts are the same as [`reverify`]'s.
+pub fn reverify_cached(
+    codes: &[CodeToVerify<'_>],
+    trust: &TrustList,
+    policy: &Policy,
+    cache: &CredentialCache,
+) -> Vec<Verdict> {
     let parsed = parse_all(codes);
-    let creds = check_credentials(&parsed, trust);
+    let creds = check_credentials(&parsed, trust, cache);
     let (mut verdicts, pending) = issuer_stage(codes, &parsed, &creds, trust);
     let sig_ok = device_signatures(codes, &parsed, pending);
     for (i, ok) in sig_ok {
@@ -122,6 +139,7 @@ fn parsed_at(parsed: &[Result<RideCode, RejectReason>], i: usize) -> &RideCode {
 fn check_credentials<'p>(
     parsed: &'p [Result<RideCode, RejectReason>],
     trust: &TrustList,
+    cache: &CredentialCache,
 ) -> CredChecks<'p> {
     let mut distinct: HashMap<CredBytes<'p>, usize> = HashMap::new();
     for (i, p) in parsed.iter().enumerate() {
@@ -129,8 +147,30 @@ fn check_credentials<'p>(
             distinct.entry(code.credential().as_bytes()).or_insert(i);
         }
     }
-    let cred_list: Vec<(CredBytes<'p>, usize)> = distinct.into_iter().collect();
-    let issuer_sig = issuer_signatures(parsed, &cred_list, trust);
+    let issuer_of = |i: usize| {
+        let key_id = parsed_at(parsed, i).credential().body().issuer_key_id;
+        trust.get(key_id).map(|(_, vk)| vk.to_bytes())
+    };
+    // Credentials checked by an earlier run (same bytes, same issuer key).
+    let (known, cred_list) = cache.split(distinct, issuer_of);
+    let checked = check_new_credentials(parsed, &cred_list, trust);
+    cache.insert(&checked, issuer_of);
+    let checked = checked.into_iter().map(|(k, _, c)| (k, c));
+    known
+        .into_iter()
+        .map(|(k, vk)| (k, Ok(vk)))
+        .chain(checked)
+        .collect()
+}
+
+/// The issuer signature and device key of credentials not checked before
+/// (`(credential bytes, index of a code carrying it)`).
+fn check_new_credentials<'p>(
+    parsed: &'p [Result<RideCode, RejectReason>],
+    cred_list: &[(CredBytes<'p>, usize)],
+    trust: &TrustList,
+) -> Vec<(CredBytes<'p>, usize, Result<VerifyingKey, RejectReason>)> {
+    let issuer_sig = issuer_signatures(parsed, cred_list, trust);
     let checks: Vec<Result<VerifyingKey, RejectReason>> = cred_list
         .par_iter()
         .zip(issuer_sig.par_iter())
@@ -150,7 +190,11 @@ fn check_credentials<'p>(
             }
         })
         .collect();
-    cred_list.into_iter().map(|(k, _)| k).zip(checks).collect()
+    cred_list
+        .iter()
+        .zip(checks)
+        .map(|((k, i), c)| (*k, *i, c))
+        .collect()
 }
 
 /// Issuer signatures of the listed credentials, batched on all cores:

@@ -392,3 +392,50 @@ fn wycheproof_vectors_through_the_r_check_and_verify_chunk() {
     }
     assert!(expected.iter().any(|v| *v) && expected.iter().any(|v| !*v));
 }
+
+#[test]
+fn cached_credentials_give_the_same_verdicts_and_follow_the_issuer_key() {
+    let (trust, mut codes, times, devices) = setup(12);
+    // A second ride of the first credential, and a tampered credential.
+    let issuer = TestIssuer::new(7);
+    let cred = fare_credential::RideCode::from_bytes(&codes[0])
+        .unwrap()
+        .credential()
+        .clone();
+    codes.push(
+        fare_credential::RideCode::sign_v1(&cred, 5_001, 99, &devices[0])
+            .as_bytes()
+            .to_vec(),
+    );
+    codes[5][30] ^= 0x40;
+    let times: Vec<u64> = times.iter().copied().chain([5_011]).collect();
+    let input = to_verify(&codes, &times, |_| false);
+    let plain = reverify(&input, &trust, &Policy::default());
+    let cache = CredentialCache::default();
+    let first = reverify_cached(&input, &trust, &Policy::default(), &cache);
+    // Accepted credentials only: 12 distinct, one tampered.
+    assert_eq!(cache.len(), 11);
+    let second = reverify_cached(&input, &trust, &Policy::default(), &cache);
+    let codes_of = |v: &[Verdict]| -> Vec<Result<VerifiedRide, &'static str>> {
+        v.iter()
+            .map(|r| r.as_ref().cloned().map_err(|(e, _)| e.code()))
+            .collect()
+    };
+    assert_eq!(codes_of(&first), codes_of(&plain));
+    assert_eq!(codes_of(&second), codes_of(&plain));
+    assert_eq!(
+        second[5].as_ref().unwrap_err().0.code(),
+        "bad_issuer_signature"
+    );
+    // The same key id now names another issuer key: nothing cached applies.
+    let other = TestIssuer::new(8);
+    assert_eq!(
+        other.trust.keys()[0].key_id,
+        issuer.trust.keys()[0].key_id,
+        "the test needs the same key id"
+    );
+    let moved = reverify_cached(&input, &other.trust, &Policy::default(), &cache);
+    assert!(moved
+        .iter()
+        .all(|v| v.as_ref().unwrap_err().0.code() == "bad_issuer_signature"));
+}

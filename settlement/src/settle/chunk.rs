@@ -226,7 +226,7 @@ fn write_results(
     let touched = out
         .result_updates
         .iter()
-        .map(|u| u.0)
+        .map(|u| u.ride)
         .chain(out.results.iter().map(|r| r.ride))
         .chain(out.disputes.iter().map(|d| d.charged_ride))
         .map(result_block_key);
@@ -234,19 +234,22 @@ fn write_results(
     // Re-rated rides whose fare changed, with their posting revision: a
     // disputed one's hold must follow its fare.
     let mut rerated: BTreeMap<RideId, u32> = BTreeMap::new();
-    for (ride, outcome, amount, revision) in &out.result_updates {
-        if let Some(r) = blocks.get_mut(db, *ride)? {
-            if r.outcome == *outcome && r.amount_minor == *amount {
-                continue;
+    for u in &out.result_updates {
+        // Most re-rated rides keep their result: their block is read
+        // (prefetched above) but rewritten only when one of them changes.
+        let unchanged = |r: &RideResult| {
+            (r.outcome, r.amount_minor, r.result) == (u.outcome, u.amount_minor, u.result)
+        };
+        if blocks.get(u.ride).is_none_or(unchanged) {
+            continue;
+        }
+        if let Some(r) = blocks.get_mut(db, u.ride)? {
+            if r.amount_minor != u.amount_minor {
+                rerated.insert(u.ride, u.revision);
             }
-            if r.amount_minor != *amount {
-                rerated.insert(*ride, *revision);
-            }
-            r.outcome = *outcome;
-            r.amount_minor = *amount;
-            if r.result != Outcome::OverCreditLimit {
-                r.result = *outcome;
-            }
+            r.outcome = u.outcome;
+            r.amount_minor = u.amount_minor;
+            r.result = u.result;
         }
     }
     for r in std::mem::take(&mut out.results) {

@@ -14,7 +14,7 @@ use crate::core::RideIn;
 use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::Verdict;
-use crate::reverify::{reverify, CodeToVerify};
+use crate::reverify::{reverify_cached, CodeToVerify, CredentialCache};
 use crate::store::{Db, WriteLock};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::Tariff;
@@ -77,6 +77,8 @@ pub struct SettleContext<'a> {
     /// Serialises writers (ingest, accounts, settlement): of this process,
     /// and on PostgreSQL of every instance (`store::WriteLock`).
     pub write_lock: &'a WriteLock,
+    /// Credentials accepted by earlier runs of this process.
+    pub checked_credentials: &'a CredentialCache,
 }
 
 /// Wall time spent per phase of a run, summed over its chunks (for
@@ -235,7 +237,7 @@ fn prepare(
             strict: *strict,
         })
         .collect();
-    let verdicts = reverify(&codes, ctx.trust, &ctx.policy);
+    let verdicts = reverify_cached(&codes, ctx.trust, &ctx.policy, ctx.checked_credentials);
     // The records end here: the core needs only this view of them.
     let rides: Vec<RideIn> = records
         .into_iter()

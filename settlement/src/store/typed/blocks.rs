@@ -278,6 +278,14 @@ impl BlockKind for ResultBlock {
 pub type ResultBlocks = BlockCache<ResultBlock>;
 
 impl BlockCache<ResultBlock> {
+    /// The stored (or already changed) result of a ride, from a block
+    /// already read ([`BlockCache::prefetch`]); `None` when its block was
+    /// not read or holds no result for it. Marks nothing changed.
+    pub fn get(&self, ride: RideId) -> Option<&RideResult> {
+        let block = self.blocks.get(&result_block_key(ride))?;
+        let i = block.items.binary_search_by_key(&ride, |r| r.ride).ok()?;
+        Some(&block.items[i])
+    }
     /// The stored (or already changed) result of a ride, for changing it.
     pub fn get_mut(
         &mut self,
