@@ -241,7 +241,8 @@ pub fn queue_contact(
     Ok(c)
 }
 
-fn contact_gauges(reader_id: u32, c: &ReaderContact, now_unix_s: u64) {
+/// Sets the reader's contact gauges once its contact record is committed.
+pub(crate) fn contact_gauges(reader_id: u32, c: &ReaderContact, now_unix_s: u64) {
     metrics::gauge!("settlement_reader_last_contact_unix_s", "reader" => reader_id.to_string())
         .set(now_unix_s as f64);
     if let Some(off) = c.clock_offset_s {

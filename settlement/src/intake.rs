@@ -6,6 +6,7 @@
 use crate::app::App;
 use crate::error::{ApiError, ErrorCode};
 use crate::readers::{check_signed_request, SignedRequest};
+use crate::store::WriteSet;
 
 /// The path a batch is posted to (part of what a reader signs).
 pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
@@ -126,13 +127,39 @@ pub fn answer_bundle(
     let bytes = app
         .bundle(since)
         .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
-    crate::acks::note_contact(&app.db, reader_id, reader_time_unix_s, app.now(), 0)?;
-    if let (BundleCaller::Reader(_), Some(served)) = (caller, served_version(&bytes)) {
-        // Signed by the reader (checked above): `since` is what it holds.
-        let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        crate::readers::note_bundle_fetch(&app.db, reader_id, since, served, app.now())?;
-    }
+    note_bundle_contact(app, reader_id, since, caller, &bytes, reader_time_unix_s)?;
     Ok(bytes)
+}
+
+/// Records the contact and, when the reader signed the request (so `since`
+/// is what it holds), the bundle it was served: one commit, under the write
+/// lock because both records are read, changed and written back.
+fn note_bundle_contact(
+    app: &App,
+    reader_id: u32,
+    since: Option<u64>,
+    caller: BundleCaller<'_>,
+    bytes: &[u8],
+    reader_time_unix_s: Option<u64>,
+) -> Result<(), ApiError> {
+    let served = match caller {
+        BundleCaller::Reader(_) => served_version(bytes),
+        BundleCaller::Operator => None,
+    };
+    let now = app.now();
+    let _w = app.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = WriteSet::default();
+    let contact =
+        crate::acks::queue_contact(&app.db, &mut w, reader_id, reader_time_unix_s, now, 0)?;
+    let held = served
+        .map(|v| crate::readers::queue_bundle_fetch(&app.db, &mut w, reader_id, since, v, now))
+        .transpose()?;
+    app.db.commit(w)?;
+    crate::acks::contact_gauges(reader_id, &contact, now);
+    if let Some(h) = held {
+        h.set_gauges(reader_id);
+    }
+    Ok(())
 }
 
 /// The `bundle_version` of a v2 bundle (SPEC §4.1: after the version byte

@@ -151,7 +151,7 @@ impl HeldBundle {
         }
     }
 
-    fn set_gauges(&self, reader_id: u32) {
+    pub(crate) fn set_gauges(&self, reader_id: u32) {
         let id = reader_id.to_string();
         metrics::gauge!("settlement_reader_bundle_version", "reader" => id.clone())
             .set(self.held_version as f64);
@@ -170,10 +170,12 @@ pub fn held_bundle(db: &Db, reader_id: u32) -> Result<Option<HeldBundle>, StoreE
     db.meta(&held_bundle_name(reader_id))
 }
 
-/// Records a bundle fetch the reader signed: it holds `since` (`None`: 0)
-/// and was served version `served` at `now`. The caller holds the write lock.
-pub fn note_bundle_fetch(
+/// Queues on `w` a bundle fetch the reader signed: it holds `since`
+/// (`None`: 0) and was served version `served` at `now`. Returns the record
+/// as committed with `w`, for its gauges. The caller holds the write lock.
+pub fn queue_bundle_fetch(
     db: &Db,
+    w: &mut WriteSet,
     reader_id: u32,
     since: Option<u64>,
     served: u64,
@@ -181,10 +183,7 @@ pub fn note_bundle_fetch(
 ) -> Result<HeldBundle, StoreError> {
     let before = held_bundle(db, reader_id)?.unwrap_or_default();
     let after = before.after_fetch(since.unwrap_or(0), served, now);
-    let mut w = WriteSet::default();
-    Db::put_meta(&mut w, &held_bundle_name(reader_id), &after);
-    db.commit(w)?;
-    after.set_gauges(reader_id);
+    Db::put_meta(w, &held_bundle_name(reader_id), &after);
     Ok(after)
 }
 

@@ -20,9 +20,8 @@
 //! * settlement: `App::open`, `App::settle`, `App::bundle`, `App::refresh_deny`,
 //!   `ops::{create_account, register_device, provision_reader, pay,
 //!   set_frozen, register_device_via}`, `passengers::{issue_token,
-//!   account_caller, rotate_token}`, `ingest::ingest_batch` with `acks::{answer,
-//!   note_contact}` (what `POST /v1/batches` and the bundle route do, served
-//!   in process), `serve` (`--network`), `reports::{daily, exposure,
+//!   account_caller, rotate_token}`, `intake::{answer_batch, answer_bundle}` (what
+//!   `POST /v1/batches` and the bundle route do, served in process), `serve` (`--network`), `reports::{daily, exposure,
 //!   ledger}`, `Db::{results, incidents, fraud_events, revoked_accounts,
 //!   balance, postings_of, ride_count, commit, put_postings, put_balances,
 //!   reader}`, `core::passenger_account`; `ApiError::{body, status}`.
