@@ -140,12 +140,7 @@ fn a_reader_two_hours_ahead_has_its_own_batch_stored_after_request_stale() {
 fn demo_seed_11_compromised_reader_with_a_jumped_clock_mounts_its_attack() {
     let opts = RunOptions {
         seed: 11,
-        work_dir: None,
-        progress: false,
-        log_phases: false,
-        network: false,
-        replay_args: String::new(),
-        keep_data: None,
+        ..RunOptions::default()
     };
     let o = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts, None).unwrap();
     let r = &o.report;

@@ -6,12 +6,7 @@ use fare_simulator::{RunOptions, Scenario};
 fn opts(seed: u64) -> RunOptions {
     RunOptions {
         seed,
-        work_dir: None,
-        progress: false,
-        log_phases: false,
-        network: false,
-        replay_args: String::new(),
-        keep_data: None,
+        ..RunOptions::default()
     }
 }
 

@@ -29,12 +29,7 @@ fn scenario() -> Scenario {
 fn an_over_limit_rider_denied_then_re_rated_within_its_limit_was_caught() {
     let opts = RunOptions {
         seed: 2,
-        work_dir: None,
-        progress: false,
-        log_phases: false,
-        network: false,
-        replay_args: String::new(),
-        keep_data: None,
+        ..RunOptions::default()
     };
     let o = fare_simulator::run(scenario(), "demo-over-limit", &opts, None).unwrap();
     let r = &o.report;
