@@ -638,6 +638,17 @@ fn decide(reader: &mut BusReader, code: &[u8], frame_ok: bool, rnow: u64) -> Dec
 /// back), and each decision with the index of its scan.
 type ReaderDecisions = (u32, BusReader, Vec<(usize, Decided)>);
 
+/// A ride's codes before any reader sees them (`World::ride_codes`).
+struct RideCodes {
+    account: String,
+    profile: Profile,
+    code: Vec<u8>,
+    /// A companion's code from the same phone, 3 s later.
+    second: Option<Vec<u8>>,
+    tag: &'static str,
+    attempt: Option<Attempt>,
+}
+
 /// A scan of a ride batch, prepared in event order (`World::ride_batch`).
 #[derive(Debug)]
 struct PendingScan {
@@ -1613,31 +1624,10 @@ impl World {
         companion: bool,
         source: Option<&'static str>,
     ) -> Result<(), String> {
-        if !self.buses[bus as usize].real {
-            self.modelled_only_rides += 1 + u64::from(companion);
-            return Ok(());
-        }
-        let r = &mut self.riders[rider as usize];
-        let (account, profile) = (r.account.clone(), r.profile);
-        let device_now = (t as i64 + r.phone_off) as u64;
-        let Some(phone) = r.phone.as_mut() else {
+        let Some(c) = self.ride_codes(t, rider, bus, companion) else {
             return Ok(());
         };
-        let code = match phone.code(device_now) {
-            Ok(c) => c,
-            Err(_) => {
-                self.wallet_refusals += 1;
-                return Ok(());
-            }
-        };
-        let (tag, attempt) = if r.part == RiderPart::DenyListed {
-            (
-                "deny_listed",
-                Some(Attempt::refused_at_reader("deny_listed")),
-            )
-        } else {
-            ("honest", None)
-        };
+        let (account, profile, code) = (c.account, c.profile, c.code);
         let ans = self.scan(
             t,
             bus,
@@ -1645,23 +1635,20 @@ impl World {
             Some(account.clone()),
             profile,
             true,
-            tag,
-            attempt,
+            c.tag,
+            c.attempt,
         );
-        if companion {
-            let r = &mut self.riders[rider as usize];
-            if let Some(Ok(c2)) = r.phone.as_mut().map(|p| p.code(device_now + 3)) {
-                self.scan(
-                    t + 3,
-                    bus,
-                    &c2,
-                    Some(account.clone()),
-                    profile,
-                    true,
-                    "companion",
-                    None,
-                );
-            }
+        if let Some(c2) = c.second {
+            self.scan(
+                t + 3,
+                bus,
+                &c2,
+                Some(account.clone()),
+                profile,
+                true,
+                "companion",
+                None,
+            );
         }
         if ans.accepted_seq.is_some() {
             if self.code_bank.len() < CODE_BANK {
@@ -1672,6 +1659,48 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// What a ride puts before the reader: the rider's code and, with
+    /// `companion`, a companion's 3 s later from the same phone, and how
+    /// the rider's scan is tagged. `None` when nothing is scanned: a
+    /// modelled-only bus (counted), no phone, or the wallet refused
+    /// (counted). Shared by `ride` and `prepare_ride` so the two paths
+    /// make the same codes.
+    fn ride_codes(&mut self, t: u64, rider: u32, bus: u32, companion: bool) -> Option<RideCodes> {
+        if !self.buses[bus as usize].real {
+            self.modelled_only_rides += 1 + u64::from(companion);
+            return None;
+        }
+        let r = &mut self.riders[rider as usize];
+        let (account, profile, part) = (r.account.clone(), r.profile, r.part);
+        let device_now = (t as i64 + r.phone_off) as u64;
+        let phone = r.phone.as_mut()?;
+        let Ok(code) = phone.code(device_now) else {
+            self.wallet_refusals += 1;
+            return None;
+        };
+        let second = if companion {
+            phone.code(device_now + 3).ok()
+        } else {
+            None
+        };
+        let (tag, attempt) = if part == RiderPart::DenyListed {
+            (
+                "deny_listed",
+                Some(Attempt::refused_at_reader("deny_listed")),
+            )
+        } else {
+            ("honest", None)
+        };
+        Some(RideCodes {
+            account,
+            profile,
+            code,
+            second,
+            tag,
+            attempt,
+        })
     }
 
     /// Whether `ev` may join a ride batch: a ride whose code no attacker
@@ -1775,35 +1804,12 @@ impl World {
         pending: &mut Vec<PendingScan>,
         opens: &mut BTreeMap<u32, u64>,
     ) {
-        if !self.buses[bus as usize].real {
-            self.modelled_only_rides += 1 + u64::from(companion);
-            return;
-        }
-        let r = &mut self.riders[rider as usize];
-        let (account, profile, part) = (r.account.clone(), r.profile, r.part);
-        let device_now = (t as i64 + r.phone_off) as u64;
-        let Some(phone) = r.phone.as_mut() else {
+        let Some(c) = self.ride_codes(t, rider, bus, companion) else {
             return;
         };
-        let Ok(code) = phone.code(device_now) else {
-            self.wallet_refusals += 1;
-            return;
-        };
-        let second = if companion {
-            phone.code(device_now + 3).ok()
-        } else {
-            None
-        };
-        let (tag, attempt) = if part == RiderPart::DenyListed {
-            (
-                "deny_listed",
-                Some(Attempt::refused_at_reader("deny_listed")),
-            )
-        } else {
-            ("honest", None)
-        };
-        let scans = std::iter::once((t, code, tag, attempt, true))
-            .chain(second.map(|c| (t + 3, c, "companion", None, false)));
+        let (account, profile) = (c.account, c.profile);
+        let scans = std::iter::once((t, c.code, c.tag, c.attempt, true))
+            .chain(c.second.map(|c2| (t + 3, c2, "companion", None, false)));
         for (t, code, tag, attempt, own) in scans {
             let planned = pending
                 .iter()
