@@ -424,21 +424,21 @@ pub fn post_as_reader(
 ) -> Result<(u16, Option<String>), String> {
     let quiet = FaultPlan::new(rand_core::SeedableRng::seed_from_u64(0), Faults::default());
     let target = fare_validator::sync::BATCH_TARGET;
-    let r = reader.reader_mut();
-    let mut restamped = false;
-    loop {
-        let auth = r
-            .sign_request("POST", target, &body, now)
-            .map_err(|e| e.to_string())?;
-        let reply = rt
-            .block_on(to.post(body.clone(), now, auth, &quiet))
-            .map_err(|e| e.to_string())?;
-        if !restamped && fare_validator::sync::note_stale(r, &reply, now) {
-            restamped = true;
-            continue;
-        }
-        return Ok((reply.status, error_code(&reply)));
-    }
+    let access = std::sync::Mutex::new(reader.reader_mut());
+    let mut sends = 0;
+    let reply = rt
+        .block_on(fare_validator::sync::send_signed(
+            &access,
+            "POST",
+            target,
+            &body,
+            target,
+            &move || now,
+            &mut sends,
+            |t, auth| to.post(body.clone(), t, auth, &quiet),
+        ))
+        .map_err(|e| e.to_string())?;
+    Ok((reply.status, error_code(&reply)))
 }
 
 /// The stable code of an answer's `error` field, if any.

@@ -97,6 +97,38 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
     server.await.unwrap().unwrap();
 }
 
+/// A reader whose clock runs two hours ahead of settlement's: its first
+/// signed request is refused as `request_stale`; the agent signs it again
+/// by settlement's clock (from the answer's date header), once, and every
+/// later request of the contact goes out stamped right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_clock_hours_off_signs_once_more_by_settlements_clock() {
+    let (tmp, url, app, [key, _], stop) = served_with_two_readers().await;
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let root_vk = app.keys.lock().unwrap().root_public_key();
+    let bundle = app.bundle(None).unwrap();
+    let mut cfg = sync_fixture::reader_config(7);
+    cfg.storage.batch_max_records = 4;
+    let dir = tmp.path().join("reader");
+    let mut reader = Reader::provision(&dir, cfg, root_vk, key, &bundle, NOW).unwrap();
+    let mut rider = Rider::issue(&app, &mut rng, NOW, 86_400);
+    for _ in 1..=10 {
+        assert!(reader.decide_payload(&rider.code(NOW), NOW).is_accept());
+    }
+    let ahead_s = 2 * 3600;
+    let report = fare_validator::sync::sync(&mut reader, &url, NOW + ahead_s)
+        .await
+        .unwrap();
+    assert_eq!(report.acked_up_to, 10);
+    assert_eq!(
+        report.batches_sent, 4,
+        "3 batches of at most 4 rides, the first sent twice (refused as stale, then re-signed)"
+    );
+    assert_eq!(report.clock_offset_s, Some(ahead_s as i64));
+    assert_eq!(reader.sync_state().batches_sent, 4);
+    let _ = stop.send(());
+}
+
 /// A settlement service on loopback with readers 7 and 8 registered; their keys.
 async fn served_with_two_readers() -> (
     tempfile::TempDir,

@@ -285,6 +285,44 @@ pub fn note_stale(reader: &mut Reader, reply: &Reply, sent_at_unix_s: u64) -> bo
     }
 }
 
+/// Signs a request with the reader's key ([`Reader::sign_request`]), sends
+/// it with `send(time_stamp, auth)`, and when settlement refuses it as
+/// `request_stale` ([`note_stale`]) signs it again by settlement's clock
+/// and sends it once more. Every signed request of the agent (and of the
+/// simulator's compromised reader) goes through here. `sends` counts each
+/// send, answered or not; `url` names the target in errors.
+#[allow(clippy::too_many_arguments)] // the request's parts, its clock, its counter and its transport
+pub async fn send_signed<A, F, Fut>(
+    reader: &A,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    url: &str,
+    now: &(dyn Fn() -> u64 + Send + Sync),
+    sends: &mut u32,
+    mut send: F,
+) -> Result<Reply, ValidatorError>
+where
+    A: ReaderAccess,
+    F: FnMut(u64, String) -> Fut,
+    Fut: Future<Output = Result<Reply, LinkError>>,
+{
+    let mut restamped = false;
+    loop {
+        let t = now();
+        let auth = reader.with(|r| r.sign_request(method, target, body, t))?;
+        *sends += 1;
+        let reply = send(t, auth).await.map_err(|e| ValidatorError::Sync {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
+        if restamped || !reader.with(|r| note_stale(r, &reply, t)) {
+            return Ok(reply);
+        }
+        restamped = true;
+    }
+}
+
 /// What a verified answer did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -673,7 +711,7 @@ async fn upload_all<A: ReaderAccess, L: Link>(
     // Each answer must move something; a server that keeps answering
     // without progress is left for the next contact.
     let mut idle_rounds = 0;
-    let mut restamped = false;
+    let url = format!("{}{BATCH_TARGET}", link.describe());
     loop {
         let (bytes, first, last) = match &in_flight.batch {
             Some(b) => b.clone(),
@@ -688,21 +726,19 @@ async fn upload_all<A: ReaderAccess, L: Link>(
                 }
             }
         };
-        report.batches_sent += 1;
-        let t = now();
-        let auth = reader.with(|r| r.sign_request("POST", BATCH_TARGET, &bytes, t))?;
-        let reply =
-            link.post_batch(bytes.clone(), t, auth)
-                .await
-                .map_err(|e| ValidatorError::Sync {
-                    url: format!("{}/v1/batches", link.describe()),
-                    why: e.to_string(),
-                })?;
+        let sends = &mut report.batches_sent;
+        let reply = send_signed(
+            reader,
+            "POST",
+            BATCH_TARGET,
+            &bytes,
+            &url,
+            now,
+            sends,
+            |t, a| link.post_batch(bytes.clone(), t, a),
+        )
+        .await?;
         *contacted = true;
-        if !restamped && reader.with(|r| note_stale(r, &reply, t)) {
-            restamped = true;
-            continue;
-        }
         let applied = reader.with(|r| {
             apply_reply(r, &bytes, first, &reply, now()).map(|(o, t)| (o, t, r.state().acked_up_to))
         });
@@ -726,7 +762,7 @@ async fn upload_all<A: ReaderAccess, L: Link>(
                 idle_rounds += 1;
                 if idle_rounds > 1 {
                     return Err(ValidatorError::Sync {
-                        url: format!("{}/v1/batches", link.describe()),
+                        url,
                         why: format!("no progress: settlement keeps acknowledging {acked}"),
                     });
                 }
@@ -791,27 +827,23 @@ async fn fetch_and_install<A: ReaderAccess, L: Link>(
 ) -> Result<(), ValidatorError> {
     let id = reader.with(|r| r.reader_id());
     let target = bundle_target(id, since);
-    let url = || format!("{}{target}", link.describe());
-    let mut restamped = false;
-    let reply = loop {
-        let t = now();
-        let auth = reader.with(|r| r.sign_request("GET", &target, b"", t))?;
-        let reply =
-            link.get_bundle(id, since, t, auth)
-                .await
-                .map_err(|e| ValidatorError::Sync {
-                    url: url(),
-                    why: e.to_string(),
-                })?;
-        *contacted = true;
-        if restamped || !reader.with(|r| note_stale(r, &reply, t)) {
-            break reply;
-        }
-        restamped = true;
-    };
+    let url = format!("{}{target}", link.describe());
+    let mut sends = 0;
+    let reply = send_signed(
+        reader,
+        "GET",
+        &target,
+        b"",
+        &url,
+        now,
+        &mut sends,
+        |t, a| link.get_bundle(id, since, t, a),
+    )
+    .await?;
+    *contacted = true;
     if reply.status != 200 {
         return Err(ValidatorError::Sync {
-            url: url(),
+            url,
             why: format!(
                 "HTTP {}: {}",
                 reply.status,
