@@ -537,18 +537,6 @@ pub fn keep_note(dir: &Path, day: &str) -> Result<String, String> {
 /// runtime and transient files (see `World::check_open_file_limit`).
 const FD_HEADROOM: u64 = 512;
 
-/// The soft open-file limit (`Max open files` in `/proc/self/limits`),
-/// `None` when unknown or unlimited.
-fn open_file_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn local_midnight(day: &str) -> Result<u64, String> {
     let z: jiff::Zoned = format!("{day}T00:00:00[Asia/Shanghai]")
         .parse()
@@ -797,13 +785,14 @@ impl World {
     /// open-file limit (it would fail hours later with `Too many open
     /// files`): at most `execution.max_open_readers` readers × about
     /// [`FDS_PER_OPEN_READER`] descriptors, plus [`FD_HEADROOM`] for
-    /// settlement's store and the runtime. Unknown limits (no
-    /// `/proc/self/limits`) are not checked.
+    /// settlement's store and the runtime. The soft limit is raised first,
+    /// up to the hard limit, if the day needs more (a shell's default soft
+    /// limit is often 1,024). A limit that cannot be read is not checked.
     fn check_open_file_limit(&self) -> Result<(), String> {
         let real = self.buses.iter().filter(|b| b.real).count() as u64;
         let open = real.min(u64::from(self.scenario.execution.max_open_readers));
         let need = open * u64::from(FDS_PER_OPEN_READER) + FD_HEADROOM;
-        let Some(limit) = open_file_limit() else {
+        let Ok(limit) = rlimit::increase_nofile_limit(need) else {
             return Ok(());
         };
         if need > limit {

@@ -65,10 +65,14 @@ pub struct CredentialCache {
 }
 
 impl CredentialCache {
-    /// A cache holding at most `capacity` credentials.
+    /// A cache holding at most `capacity` credentials. It grows as riders
+    /// come (no table sized for `capacity` up front): a preallocated table
+    /// of 4,096 entries spreads a few hundred riders over as many memory
+    /// pages, about 0.5 MB per reader; growing costs at most
+    /// log₂(`capacity`) rehashes in a reader's life.
     pub fn new(capacity: usize) -> Self {
         CredentialCache {
-            map: HashMap::with_capacity(capacity.min(1 << 16)),
+            map: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

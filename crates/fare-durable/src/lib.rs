@@ -11,9 +11,12 @@
 //!
 //! [`DeviceSync`] closes the gap from outside sled: after `Db::flush()`
 //! returned, [`DeviceSync::sync`] calls `fdatasync` on sled's data file
-//! (`<dir>/db`) through a handle of its own. `fdatasync` works on the inode,
-//! not the descriptor, so it writes every dirty page of the file whoever
-//! wrote it, the file size, and sends the device a cache flush. Files sled
+//! (`<dir>/db`) through a handle it opens for that sync. `fdatasync` works
+//! on the inode, not the descriptor, so it writes every dirty page of the
+//! file whoever wrote it, the file size, and sends the device a cache
+//! flush. No handle is held between syncs: an open database then costs
+//! the process only sled's own descriptor (many readers share one process
+//! in the fleet simulator, under one open-file limit). Files sled
 //! creates later are covered too: a value larger than sled's blob threshold
 //! (a quarter of a segment, 128 KiB by default) goes to its own file under
 //! `blobs/`, which sled never syncs; each sync fsyncs blob files it has not
@@ -28,7 +31,7 @@
 //! with power-loss protection or that honours FLUSH.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -103,35 +106,35 @@ pub fn create_dir_all(dir: &Path) -> Result<(), SyncError> {
 #[derive(Debug)]
 pub struct DeviceSync {
     dir: PathBuf,
-    /// `None`: the extra sync is turned off (a demonstration of the loss only).
-    data: Option<File>,
-    synced_blobs: Mutex<BTreeSet<OsString>>,
+    /// False: the extra sync is turned off (a demonstration of the loss only).
+    enabled: bool,
+    synced_blobs: Mutex<HashSet<OsString>>,
 }
 
 impl DeviceSync {
     /// Call right after sled opened the database in `dir`. Syncs `dir`, its
     /// parent and `dir/blobs` (sled created or renamed files in them while
-    /// opening) and keeps a handle on the data file. With `enabled` false
+    /// opening) and the data file. With `enabled` false
     /// nothing is synced, ever: [`DeviceSync::sync`] is a no-op and `flush()`
     /// is all the durability there is (tests use it to show what is lost).
     pub fn open(dir: &Path, enabled: bool) -> Result<DeviceSync, SyncError> {
-        let mut me = DeviceSync {
+        let me = DeviceSync {
             dir: dir.to_path_buf(),
-            data: None,
-            synced_blobs: Mutex::new(BTreeSet::new()),
+            enabled,
+            synced_blobs: Mutex::new(HashSet::new()),
         };
         if !enabled {
             return Ok(me);
         }
         let data_path = dir.join(SLED_DATA_FILE);
-        let data = File::open(&data_path).map_err(io("open sled data file", &data_path))?;
-        data.sync_all()
+        File::open(&data_path)
+            .map_err(io("open sled data file", &data_path))?
+            .sync_all()
             .map_err(io("sync sled data file", &data_path))?;
         let conf_path = dir.join(SLED_CONF_FILE);
         File::open(&conf_path)
             .and_then(|f| f.sync_all())
             .map_err(io("sync sled settings file", &conf_path))?;
-        me.data = Some(data);
         // Blob files present at open were written before: sync them once.
         me.sync_new_blobs()?;
         sync_dir(dir)?;
@@ -144,18 +147,13 @@ impl DeviceSync {
     /// The durability point: call after `Db::flush()` returned. Everything
     /// that flush wrote is on the device when this returns `Ok`.
     pub fn sync(&self) -> Result<(), SyncError> {
-        let Some(data) = &self.data else {
+        if !self.enabled {
             return Ok(());
-        };
+        }
         // Blobs before the data file: the log entry that points at a blob
         // must not be durable while the blob is not.
         self.sync_new_blobs()?;
-        let path = || self.dir.join(SLED_DATA_FILE);
-        data.sync_data().map_err(|source| SyncError::Io {
-            what: "fdatasync sled data file",
-            path: path(),
-            source,
-        })
+        self.sync_data_file()
     }
 
     /// The durability point for a flush that wrote no value past sled's
@@ -165,24 +163,27 @@ impl DeviceSync {
     /// the bundle meta, is followed by a full `sync` before anything else
     /// depends on it, and its ride records are far below the threshold).
     pub fn sync_data_file(&self) -> Result<(), SyncError> {
-        let Some(data) = &self.data else {
+        if !self.enabled {
             return Ok(());
-        };
-        data.sync_data().map_err(|source| SyncError::Io {
-            what: "fdatasync sled data file",
-            path: self.dir.join(SLED_DATA_FILE),
-            source,
-        })
+        }
+        let path = self.dir.join(SLED_DATA_FILE);
+        File::open(&path)
+            .map_err(io("open sled data file", &path))?
+            .sync_data()
+            .map_err(io("fdatasync sled data file", &path))
     }
 
     /// Whether the extra sync is on.
     pub fn enabled(&self) -> bool {
-        self.data.is_some()
+        self.enabled
     }
 
     /// fsyncs blob files not synced before, then the blob directory if any
     /// was new. One `readdir` of a directory that is empty unless values
-    /// pass 128 KiB.
+    /// pass 128 KiB. Settlement's store keeps hundreds of blobs and syncs
+    /// on every commit, so the set of synced names is kept, not rebuilt:
+    /// a name is looked up once per sync, and the set is cut back to what
+    /// exists only when it has grown to twice that.
     fn sync_new_blobs(&self) -> Result<(), SyncError> {
         let blob_dir = self.dir.join(SLED_BLOB_DIR);
         let entries = match std::fs::read_dir(&blob_dir) {
@@ -191,8 +192,8 @@ impl DeviceSync {
             Err(e) => return Err(io("read blob directory", &blob_dir)(e)),
         };
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut live = BTreeSet::new();
-        let mut new_any = false;
+        let mut live = Vec::new();
+        let mut new = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io("read blob directory", &blob_dir))?;
             let name = entry.file_name();
@@ -201,15 +202,19 @@ impl DeviceSync {
                 File::open(&path)
                     .and_then(|f| f.sync_all())
                     .map_err(io("sync sled blob", &path))?;
-                new_any = true;
+                new.push(name.clone());
             }
-            live.insert(name);
+            live.push(name);
         }
-        if new_any {
+        if !new.is_empty() {
             sync_dir(&blob_dir)?;
         }
+        // Only after the directory sync: a name is "synced" once its entry is durable.
+        synced.extend(new);
         // Forget blobs sled removed, so the set stays bounded by what exists.
-        *synced = live;
+        if synced.len() > 2 * live.len() + 64 {
+            *synced = live.into_iter().collect();
+        }
         Ok(())
     }
 }
@@ -236,6 +241,45 @@ mod tests {
         drop(db);
         let db = sled::Config::new().path(&path).open().unwrap();
         assert_eq!(db.get(b"big").unwrap().unwrap().len(), 300 << 10);
+    }
+
+    #[test]
+    fn new_blobs_are_synced_once_and_removed_ones_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join(SLED_BLOB_DIR);
+        std::fs::create_dir_all(&blobs).unwrap();
+        for f in [SLED_DATA_FILE, SLED_CONF_FILE] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let blob = |n: u64| blobs.join(n.to_string());
+        for n in 0..100 {
+            std::fs::write(blob(n), b"b").unwrap();
+        }
+        let sync = DeviceSync::open(dir.path(), true).unwrap();
+        let synced = || sync.synced_blobs.lock().unwrap().len();
+        assert_eq!(synced(), 100, "blobs present at open are synced there");
+        std::fs::write(blob(100), b"b").unwrap();
+        sync.sync().unwrap();
+        assert_eq!(synced(), 101);
+        // sled removed most of them: the set is cut back once it is more
+        // than twice what exists (plus a margin), not at every sync.
+        for n in 0..95 {
+            std::fs::remove_file(blob(n)).unwrap();
+        }
+        sync.sync().unwrap();
+        assert_eq!(
+            synced(),
+            6,
+            "101 > 2 × 6 + 64: cut back to the 6 that exist"
+        );
+        std::fs::write(blob(101), b"b").unwrap();
+        std::fs::remove_file(blob(100)).unwrap();
+        sync.sync().unwrap();
+        assert_eq!(
+            synced(),
+            7,
+            "7 ≤ 2 × 6 + 64: the removed name stays until the next cut"
+        );
     }
 
     #[test]
