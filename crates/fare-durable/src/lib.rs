@@ -32,7 +32,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -108,7 +107,7 @@ pub struct DeviceSync {
     dir: PathBuf,
     /// False: the extra sync is turned off (a demonstration of the loss only).
     enabled: bool,
-    synced_blobs: Mutex<HashSet<OsString>>,
+    synced_blobs: Mutex<HashSet<Vec<u8>>>,
 }
 
 impl DeviceSync {
@@ -179,32 +178,29 @@ impl DeviceSync {
     }
 
     /// fsyncs blob files not synced before, then the blob directory if any
-    /// was new. One `readdir` of a directory that is empty unless values
+    /// was new. One listing of a directory that is empty unless values
     /// pass 128 KiB. Settlement's store keeps hundreds of blobs and syncs
-    /// on every commit, so the set of synced names is kept, not rebuilt:
-    /// a name is looked up once per sync, and the set is cut back to what
-    /// exists only when it has grown to twice that.
+    /// on every commit, so the set of synced names is kept, not rebuilt,
+    /// and names are looked up without being copied; the set is cut back
+    /// to what exists only when it has grown to twice that.
     fn sync_new_blobs(&self) -> Result<(), SyncError> {
         let blob_dir = self.dir.join(SLED_BLOB_DIR);
-        let entries = match std::fs::read_dir(&blob_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("read blob directory", &blob_dir)(e)),
-        };
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut live = Vec::new();
-        let mut new = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io("read blob directory", &blob_dir))?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                let path = entry.path();
+        let mut new: Vec<Vec<u8>> = Vec::new();
+        let mut live = 0usize;
+        let listed = list_dir(&blob_dir, &mut |name| {
+            live += 1;
+            if !synced.contains(name) {
+                let path = entry_path(&blob_dir, name);
                 File::open(&path)
                     .and_then(|f| f.sync_all())
                     .map_err(io("sync sled blob", &path))?;
-                new.push(name.clone());
+                new.push(name.to_vec());
             }
-            live.push(name);
+            Ok(())
+        })?;
+        if !listed {
+            return Ok(());
         }
         if !new.is_empty() {
             sync_dir(&blob_dir)?;
@@ -212,11 +208,75 @@ impl DeviceSync {
         // Only after the directory sync: a name is "synced" once its entry is durable.
         synced.extend(new);
         // Forget blobs sled removed, so the set stays bounded by what exists.
-        if synced.len() > 2 * live.len() + 64 {
-            *synced = live.into_iter().collect();
+        if synced.len() > 2 * live + 64 {
+            let mut names = HashSet::new();
+            list_dir(&blob_dir, &mut |name| {
+                if synced.contains(name) {
+                    names.insert(name.to_vec());
+                }
+                Ok(())
+            })?;
+            *synced = names;
         }
         Ok(())
     }
+}
+
+/// `dir`/`name` for a name [`list_dir`] gave.
+#[cfg(unix)]
+fn entry_path(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name))
+}
+
+/// `dir`/`name` for a name [`list_dir`] gave (sled's blob names are decimal numbers).
+#[cfg(not(unix))]
+fn entry_path(dir: &Path, name: &[u8]) -> PathBuf {
+    dir.join(String::from_utf8_lossy(name).as_ref())
+}
+
+/// Calls `each` with the name of every entry of `dir` (not `.` and `..`);
+/// false when `dir` does not exist.
+#[cfg(target_os = "linux")]
+fn list_dir(
+    dir: &Path,
+    each: &mut dyn FnMut(&[u8]) -> Result<(), SyncError>,
+) -> Result<bool, SyncError> {
+    use rustix::fs::{Mode, OFlags, RawDir};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(dir, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(io("read blob directory", dir)(e.into())),
+    };
+    let mut buf = Vec::with_capacity(16 << 10);
+    let mut entries = RawDir::new(fd, buf.spare_capacity_mut());
+    while let Some(entry) = entries.next() {
+        let entry = entry.map_err(|e| io("read blob directory", dir)(e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            each(name)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Calls `each` with the name of every entry of `dir`; false when `dir`
+/// does not exist.
+#[cfg(not(target_os = "linux"))]
+fn list_dir(
+    dir: &Path,
+    each: &mut dyn FnMut(&[u8]) -> Result<(), SyncError>,
+) -> Result<bool, SyncError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("read blob directory", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io("read blob directory", dir))?;
+        each(entry.file_name().as_encoded_bytes())?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
