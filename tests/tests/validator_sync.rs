@@ -11,6 +11,8 @@ use rand_core::SeedableRng;
 use std::sync::Arc;
 
 const NOW: u64 = 1_800_000_000;
+/// The reader of the test that reads `/metrics`; no other test here uses it.
+const METRICS_READER: u32 = 77;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
@@ -40,10 +42,13 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
     let root_vk = app.keys.lock().unwrap().root_public_key();
     let bundle = app.bundle(None).unwrap();
     let reader_key = fare_credential::keys::generate_signing_key(&mut rng);
-    let mut cfg = sync_fixture::reader_config(7);
+    // /metrics is one recorder per process and the other tests of this
+    // binary run beside this one with readers 7 and 8: a reader id of its
+    // own keeps their gauges out of the lines checked below.
+    let mut cfg = sync_fixture::reader_config(METRICS_READER);
     cfg.storage.batch_max_records = 4; // several batches for 10 rides
     let dir = tmp.path().join("reader");
-    sync_fixture::register_reader(&url, "op-token", 7, &reader_key).await;
+    sync_fixture::register_reader(&url, "op-token", METRICS_READER, &reader_key).await;
     let mut reader = Reader::provision(&dir, cfg, root_vk, reader_key, &bundle, NOW).unwrap();
     let first_bundle = reader.bundle_version();
     let http = reqwest::Client::new();
@@ -73,10 +78,11 @@ async fn reader_uploads_until_acknowledged_and_installs_a_newer_bundle() {
         .text()
         .await
         .unwrap();
+    let r = METRICS_READER;
     for line in [
-        r#"settlement_reader_acked_seq{reader="7"} 10"#,
-        &format!(r#"settlement_reader_last_contact_unix_s{{reader="7"}} {NOW}"#),
-        r#"settlement_reader_clock_offset_s{reader="7"} 0"#,
+        format!(r#"settlement_reader_acked_seq{{reader="{r}"}} 10"#),
+        format!(r#"settlement_reader_last_contact_unix_s{{reader="{r}"}} {NOW}"#),
+        format!(r#"settlement_reader_clock_offset_s{{reader="{r}"}} 0"#),
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
