@@ -183,6 +183,24 @@ impl App {
         self.settle_timed(&mut settle::PhaseTimes::default())
     }
 
+    /// Settles as run `run_id` of [`App::runs`] (registered by the caller
+    /// with `start`): a panic is the run's failure, not the caller's, and the
+    /// run shows as finished only once this handle on the App is released.
+    /// Blocking: for `spawn_blocking`.
+    pub fn settle_as_run(self: Arc<Self>, run_id: u64) -> Result<RunSummary, String> {
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.settle()))
+        {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("settlement run panicked (a bug: see the log)".to_string()),
+        };
+        let (now, runs) = (self.now(), self.runs.clone());
+        drop(self);
+        runs.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish(run_id, result.clone(), now);
+        result
+    }
+
     /// [`App::settle`], adding the wall time of each phase to `times`.
     pub fn settle_timed(&self, times: &mut settle::PhaseTimes) -> Result<RunSummary, AppError> {
         let trust = self.trust()?;

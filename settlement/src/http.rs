@@ -494,8 +494,8 @@ async fn post_freeze(
 /// else `202 Accepted` with the run's id and status URL while it goes on.
 async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
     authorize(&app, &headers)?;
-    let runs = app.runs.clone();
-    let run_id = runs
+    let run_id = app
+        .runs
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .start(app.now());
@@ -505,17 +505,8 @@ async fn post_run(State(app): State<AppState>, headers: HeaderMap) -> ApiResult 
             .min(app.config.request_timeout_ms / 5 * 4),
     );
     let task = blocking(move || {
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.settle())) {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("settlement run panicked (a bug: see the log)".to_string()),
-        };
-        let now = app.now();
-        // The App is released before the run shows as finished.
-        drop(app);
-        runs.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish(run_id, result.clone(), now);
-        result.map_err(|e| ApiError::of(ErrorCode::SettlementFailed, e))
+        app.settle_as_run(run_id)
+            .map_err(|e| ApiError::of(ErrorCode::SettlementFailed, e))
     });
     // On a timeout the blocking task is detached, not cancelled: it goes on.
     match tokio::time::timeout(wait, task).await {

@@ -98,24 +98,14 @@ pub async fn start(
     staff.require_all("a settlement run")?;
     checked(&staff, f)?;
     let app = ui.app.clone();
-    let runs = app.runs.clone();
-    let id = runs
+    let id = app
+        .runs
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .start(app.now());
     tracing::info!(run_id = id, by = %staff.0.who(), "settlement run started from the dashboard");
     // Detached: the run goes on whatever happens to this request.
-    tokio::task::spawn_blocking(move || {
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.settle())) {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("settlement run panicked (a bug: see the log)".to_string()),
-        };
-        let now = app.now();
-        drop(app);
-        runs.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish(id, result, now);
-    });
+    tokio::task::spawn_blocking(move || app.settle_as_run(id));
     Ok(Redirect::to(&format!("/ui/runs/{id}")).into_response())
 }
 
