@@ -173,6 +173,32 @@ fn preconditions_are_atomic(s: &dyn Store) {
     );
 }
 
+/// `commit_unsynced` is a commit in all but the wait for the device:
+/// checked, atomic, visible at once, and durable with the next `commit`
+/// (checked after reopening, in `run_suite`).
+fn unsynced_commits_are_checked_and_atomic(s: &dyn Store) {
+    put(s, Space::Readers, b"seen", b"v1");
+    let mut w = WriteSet::default();
+    w.check(Space::Readers, b"seen".to_vec(), Some(b"stale".to_vec()));
+    w.put(Space::Readers, b"seen", b"v2");
+    w.put(Space::Meta, b"contact", b"lost");
+    assert!(matches!(
+        s.commit_unsynced(w),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.get(Space::Meta, b"contact").unwrap(), None);
+    let mut w = WriteSet::default();
+    w.check(Space::Readers, b"seen".to_vec(), Some(b"v1".to_vec()));
+    w.put(Space::Readers, b"seen", b"v2");
+    w.put(Space::Meta, b"contact", b"unsynced");
+    s.commit_unsynced(w).unwrap();
+    assert_eq!(
+        s.get(Space::Meta, b"contact").unwrap().as_deref(),
+        Some(&b"unsynced"[..])
+    );
+    put(s, Space::Meta, b"after", b"synced");
+}
+
 fn puts_win_over_deletes_and_last_put_wins(s: &dyn Store) {
     let mut w = WriteSet::default();
     w.put(Space::Days, b"d", b"first");
@@ -359,6 +385,7 @@ fn run_suite(b: &Backend) {
     point_reads_and_spaces(&*s);
     scans_in_bytewise_order(&*s);
     preconditions_are_atomic(&*s);
+    unsynced_commits_are_checked_and_atomic(&*s);
     puts_win_over_deletes_and_last_put_wins(&*s);
     large_write_sets(&*s);
     concurrent_cas_loses_no_update(s.clone());
@@ -372,6 +399,13 @@ fn run_suite(b: &Backend) {
         Some(&b"last"[..])
     );
     assert_eq!(s.scan(Space::Codes, b"", None, 100).unwrap().len(), 10);
+    for (k, v) in [(&b"contact"[..], &b"unsynced"[..]), (b"after", b"synced")] {
+        assert_eq!(s.get(Space::Meta, k).unwrap().as_deref(), Some(v));
+    }
+    assert_eq!(
+        s.get(Space::Readers, b"seen").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
 }
 
 #[test]

@@ -183,6 +183,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Entries>, StoreError>;
     /// Applies the write set atomically and durably, or nothing (checks failed / error).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
+    /// [`Store::commit`] without waiting for the device, for records whose
+    /// loss in a crash costs only freshness (when a reader last called,
+    /// which bundle it was served: the next contact writes them again), so
+    /// that the busiest answers (a bundle fetch at every contact of every
+    /// reader) do not each wait for a flush. Atomic and checked like
+    /// `commit`; durable with the next `commit` (sled recovers its log in
+    /// order, so a crash never keeps a later commit without an earlier
+    /// one). Never for rides, money or anything acknowledged to a caller as
+    /// stored. Default: a durable commit.
+    fn commit_unsynced(&self, writes: WriteSet) -> Result<(), StoreError> {
+        self.commit(writes)
+    }
     /// Takes the cluster-wide writer claim for the calling thread, held
     /// until [`Store::release_writer`] (called by [`WriteLock`] only, under
     /// the process's own lock). The commits of the calling thread in between

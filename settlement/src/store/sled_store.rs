@@ -74,6 +74,28 @@ impl SledStore {
             commit_lock: Mutex::new(()),
         })
     }
+    /// Checks the preconditions and applies the write set as one sled
+    /// batch (not flushed), under the caller's `commit_lock`.
+    fn apply(&self, writes: WriteSet) -> Result<(), StoreError> {
+        for (space, k, expected) in &writes.checks {
+            let cur = self.tree.get(key(*space, k))?;
+            if cur.as_deref() != expected.as_deref() {
+                return Err(StoreError::Conflict {
+                    what: "precondition",
+                });
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (space, k) in &writes.deletes {
+            batch.remove(key(*space, k));
+        }
+        for (space, k, v) in writes.puts {
+            batch.insert(key(space, &k), v);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Flushes everything to the device (commits already do).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
@@ -154,24 +176,14 @@ impl Store for SledStore {
 
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-        for (space, k, expected) in &writes.checks {
-            let cur = self.tree.get(key(*space, k))?;
-            if cur.as_deref() != expected.as_deref() {
-                return Err(StoreError::Conflict {
-                    what: "precondition",
-                });
-            }
-        }
-        let mut batch = sled::Batch::default();
-        for (space, k) in &writes.deletes {
-            batch.remove(key(*space, k));
-        }
-        for (space, k, v) in writes.puts {
-            batch.insert(key(space, &k), v);
-        }
-        self.tree.apply_batch(batch)?;
+        self.apply(writes)?;
         // The durability point: nothing is acknowledged before this returns,
         // and it reaches the device (`fdatasync`), not only the page cache.
         self.flush()
+    }
+
+    fn commit_unsynced(&self, writes: WriteSet) -> Result<(), StoreError> {
+        let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.apply(writes)
     }
 }

@@ -246,6 +246,9 @@ struct Plan {
     moves: BTreeMap<u8, BTreeSet<Vec<u8>>>,
     /// Day partitions dropped in the same transaction (the purge).
     drops: Vec<(Space, i32)>,
+    /// `Store::commit_unsynced`: the commit does not wait for the WAL flush
+    /// (`synchronous_commit = off` for this transaction only).
+    unsynced: bool,
 }
 
 /// Key → expected current value (`None`: absent).
@@ -412,10 +415,11 @@ async fn commit_once(
     parts: Arc<Partitions>,
 ) -> Result<(), TxError> {
     parts.ensure(&c, &plan.needed_partitions()).await?;
-    let begin = if plan.checks.is_empty() {
-        "BEGIN"
-    } else {
-        "BEGIN ISOLATION LEVEL SERIALIZABLE"
+    let begin = match (plan.checks.is_empty(), plan.unsynced) {
+        (true, false) => "BEGIN",
+        (false, false) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        (true, true) => "BEGIN; SET LOCAL synchronous_commit TO off",
+        (false, true) => "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL synchronous_commit TO off",
     };
     // Pipelined: BEGIN and every statement are sent at once (each one
     // request with typed parameters: no prepare round trip) and the server
@@ -912,6 +916,12 @@ impl Store for PostgresStore {
 
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         self.commit_plan(Plan::new(writes)?)
+    }
+
+    fn commit_unsynced(&self, writes: WriteSet) -> Result<(), StoreError> {
+        let mut plan = Plan::new(writes)?;
+        plan.unsynced = true;
+        self.commit_plan(plan)
     }
 
     fn history_days(&self, space: Space) -> Result<Option<Vec<i32>>, StoreError> {

@@ -21,6 +21,15 @@ impl Db {
         self.store.commit(w)
     }
 
+    /// [`Store::commit_unsynced`]: for records whose loss in a crash costs
+    /// only freshness (a reader's last contact), never rides or money.
+    pub fn commit_unsynced(&self, w: WriteSet) -> Result<(), StoreError> {
+        if w.is_empty() && w.checks.is_empty() {
+            return Ok(());
+        }
+        self.store.commit_unsynced(w)
+    }
+
     fn get<T: DeserializeOwned>(
         &self,
         what: &'static str,
