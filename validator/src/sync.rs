@@ -854,12 +854,10 @@ async fn fetch_and_install<A: ReaderAccess, L: Link>(
     let t = now();
     reader.with(|r| {
         // The signed server time, whether or not the bundle is newer.
-        let server_time = PublishedBundle::verify(&reply.body, r.root_key())
-            .map_err(BundleError::from)?
-            .bundle
-            .server_time_unix_s;
-        *offset = Some(t as i64 - server_time as i64);
-        match r.install_bundle(&reply.body, t) {
+        let published =
+            PublishedBundle::verify(&reply.body, r.root_key()).map_err(BundleError::from)?;
+        *offset = Some(t as i64 - published.bundle.server_time_unix_s as i64);
+        match r.install_verified(published, t) {
             Ok(v) => report.bundle_installed = Some(v),
             Err(ValidatorError::Bundle(BundleError::NotNewer { .. })) => {}
             Err(e) => return Err(e),

@@ -51,6 +51,20 @@ impl Reader {
     /// the old or the new bundle.
     pub fn install_bundle(&mut self, bytes: &[u8], now_unix_s: u64) -> Result<u64, ValidatorError> {
         let published = PublishedBundle::verify(bytes, &self.root).map_err(BundleError::from)?;
+        self.install_verified(published, now_unix_s)
+    }
+
+    /// [`Reader::install_bundle`] of a bundle the caller has just verified
+    /// against this reader's root key ([`Reader::root_key`]): the sync
+    /// agent reads the signed server time of every bundle it fetches, and
+    /// one signature check of the bytes is enough. Crate-private: a
+    /// `PublishedBundle` can be built unsigned, so only `PublishedBundle::
+    /// verify`'s output may come here.
+    pub(crate) fn install_verified(
+        &mut self,
+        published: PublishedBundle,
+        now_unix_s: u64,
+    ) -> Result<u64, ValidatorError> {
         self.check_newer(&published)?;
         let deny = self.next_deny_list(&published)?;
         let PublishedBundle {
