@@ -15,7 +15,7 @@
 //! skew_tolerance_s = 30
 //! ride_retention_days = 90         # ride history kept for disputes, then purged
 //! settle_chunk_rides = 100000
-//! bundle_refresh_s = 300           # re-publish a quiet bundle after this long
+//! bundle_refresh_s = 3600          # re-publish a quiet bundle after this long
 //! run_wait_ms = 8000               # POST /v1/settlement/runs answers 202 after this long
 //! max_connections = 512            # open connections served; past it 503 + Retry-After
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
@@ -115,6 +115,11 @@ pub struct Config {
     pub settle_chunk_rides: usize,
     /// A reader asking for a bundle gets a new version when the last one is
     /// older than this, so its trust material's server time stays fresh.
+    /// Readers warn at 2 days of trust age and refuse at 7 (the validator's
+    /// `[trust]`), and a revocation publishes at once whatever this says;
+    /// but every new version costs every reader a full bundle (with the
+    /// tariff) fetched, verified and stored at its next contact, so an
+    /// hour, not minutes.
     pub bundle_refresh_s: u64,
     /// `POST /v1/settlement/runs` waits this long for the run (at most 4/5
     /// of `request_timeout_ms`), then answers `202 Accepted` with a run id
@@ -157,7 +162,7 @@ impl Default for Config {
             skew_tolerance_s: 30,
             ride_retention_days: 90,
             settle_chunk_rides: 100_000,
-            bundle_refresh_s: 300,
+            bundle_refresh_s: 3600,
             run_wait_ms: 8_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
