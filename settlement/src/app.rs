@@ -92,6 +92,8 @@ pub struct App {
     /// Credentials re-verification accepted in this process's earlier runs
     /// (not checked again by a later run of the day).
     pub checked_credentials: crate::reverify::CredentialCache,
+    /// The deny list head, decoded once per version (`bundle::HeadCache`).
+    pub deny_head: bundle::HeadCache,
 }
 
 impl std::fmt::Debug for App {
@@ -153,6 +155,7 @@ impl App {
             acks,
             recent_requests: Default::default(),
             checked_credentials: Default::default(),
+            deny_head: Default::default(),
             db: Db::new(store.clone()),
             keys: Mutex::new(keys),
             tariff,
@@ -273,6 +276,7 @@ impl App {
         Ok(bundle::reader_bundle(
             self.acks.publisher_id(),
             &self.db,
+            &self.deny_head,
             &self.keys,
             &self.tariff_json,
             since,

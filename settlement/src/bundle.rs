@@ -14,7 +14,7 @@ use fare_credential::bundle::{DenyUpdate, PublishedBundle, ReaderBundle};
 use fare_credential::{CredentialId, IssuerKey};
 use fare_keys::KeyStore;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Longest chain of versions composed into one delta.
 pub const MAX_DELTA_STEPS: usize = 1000;
@@ -115,6 +115,44 @@ pub fn refresh(
     Ok(state)
 }
 
+/// The deny list head as last read from the store, kept decoded with the
+/// digest of its list: every reader's bundle fetch reads the head, and
+/// decoding its thousands of ids (and hashing them for a delta's base) at
+/// each fetch was most of the answer's cost at city scale. Compared with
+/// the stored bytes on every use, so a head another writer published (an
+/// instance beside this one on PostgreSQL) is never served stale.
+#[derive(Default)]
+pub struct HeadCache(Mutex<Option<Arc<CachedHead>>>);
+
+/// A decoded deny head and what it was decoded from.
+pub struct CachedHead {
+    raw: Vec<u8>,
+    /// The head.
+    pub head: DenyState,
+    /// `deny_digest` of `head.ids`.
+    pub digest: [u8; 32],
+}
+
+impl HeadCache {
+    /// The head stored now (`None` before the first publication), decoded
+    /// once per distinct stored value.
+    fn read(&self, db: &Db) -> Result<Option<Arc<CachedHead>>, StoreError> {
+        let Some(raw) = db.deny_head_raw()? else {
+            return Ok(None);
+        };
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref().filter(|c| c.raw == raw) {
+            return Ok(Some(c.clone()));
+        }
+        let head = Db::decode_deny_state(&raw)?;
+        // As `delta_base_digest` computes it for an empty delta.
+        let digest = delta_base_digest(&head.ids, &[], &[]);
+        let c = Arc::new(CachedHead { raw, head, digest });
+        *slot = Some(c.clone());
+        Ok(Some(c))
+    }
+}
+
 /// The deny list head a reader's bundle carries: the published head while
 /// it is younger than `max_age_s` and made from the same trust list and
 /// tariff, else [`refresh`]. Whoever changes who is revoked publishes at
@@ -126,18 +164,22 @@ pub fn refresh(
 /// picked up within `max_age_s`.
 pub fn head_for_bundle(
     db: &Db,
+    cache: &HeadCache,
     keys: &Mutex<KeyStore>,
     material: [u8; 32],
     now_unix_s: u64,
     skew_s: u64,
     max_age_s: u64,
-) -> Result<DenyState, BundleError> {
-    let (head, raw) = db.deny_state()?;
-    let fresh = now_unix_s < head.published_unix_s.saturating_add(max_age_s);
-    if raw.is_some() && head.material_hash == material && fresh {
-        return Ok(head);
+) -> Result<Arc<CachedHead>, BundleError> {
+    if let Some(c) = cache.read(db)? {
+        let fresh = now_unix_s < c.head.published_unix_s.saturating_add(max_age_s);
+        if c.head.material_hash == material && fresh {
+            return Ok(c);
+        }
     }
-    refresh(db, keys, material, now_unix_s, skew_s, Some(max_age_s))
+    refresh(db, keys, material, now_unix_s, skew_s, Some(max_age_s))?;
+    let published = cache.read(db)?;
+    Ok(published.expect("refresh stores a head"))
 }
 
 /// The deny update for a reader at version `since` (snapshot when unknown).
@@ -229,6 +271,7 @@ pub fn publisher_id(ack_key_cert: &[u8]) -> [u8; fare_credential::bundle::PUBLIS
 pub fn reader_bundle(
     publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
     db: &Db,
+    cache: &HeadCache,
     keys: &Mutex<KeyStore>,
     tariff_json: &[u8],
     since: Option<u64>,
@@ -238,8 +281,9 @@ pub fn reader_bundle(
 ) -> Result<Vec<u8>, BundleError> {
     let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
     let material = material_hash(&trust, tariff_json);
-    let head = head_for_bundle(db, keys, material, now_unix_s, skew_s, max_age_s)?;
-    let deny = deny_update(db, &head, since)?;
+    let cached = head_for_bundle(db, cache, keys, material, now_unix_s, skew_s, max_age_s)?;
+    let head = &cached.head;
+    let deny = deny_update(db, head, since)?;
     let bundle = ReaderBundle {
         bundle_version: head.version,
         server_time_unix_s: now_unix_s,
@@ -249,6 +293,9 @@ pub fn reader_bundle(
     };
     let deny_base_hash = match &bundle.deny {
         DenyUpdate::Snapshot(_) => None,
+        DenyUpdate::Delta { add, remove, .. } if add.is_empty() && remove.is_empty() => {
+            Some(cached.digest)
+        }
         DenyUpdate::Delta { add, remove, .. } => Some(delta_base_digest(&head.ids, add, remove)),
     };
     let published = PublishedBundle {
@@ -314,24 +361,29 @@ mod tests {
         assert!(first.ids.is_empty());
         // A revocation nobody published yet: the head is served as it is.
         revoke(&db, "acct-a", id(9), t0 + 10_000);
-        let served = head_for_bundle(&db, &keys, [1; 32], t0 + 10, 0, max_age).unwrap();
-        assert_eq!(served, first);
+        let cache = HeadCache::default();
+        let served = head_for_bundle(&db, &cache, &keys, [1; 32], t0 + 10, 0, max_age).unwrap();
+        assert_eq!(served.head, first);
         // Published (what `App::refresh_deny` does after the writer): served.
         let published = refresh(&db, &keys, [1; 32], t0 + 20, 0, None).unwrap();
         assert_eq!(published.ids, vec![id(9)]);
         assert!(published.version > first.version);
-        let served = head_for_bundle(&db, &keys, [1; 32], t0 + 30, 0, max_age).unwrap();
-        assert_eq!(served, published);
+        // (The cache holds the head read at t0 + 10: it must see the new one.)
+        let served = head_for_bundle(&db, &cache, &keys, [1; 32], t0 + 30, 0, max_age).unwrap();
+        assert_eq!(served.head, published);
+        let digest = delta_base_digest(&published.ids, &[], &[]);
+        assert_eq!(served.digest, digest);
         // Another revocation: picked up once the head is older than max_age ...
         revoke(&db, "acct-b", id(8), t0 + 10_000);
-        let aged = head_for_bundle(&db, &keys, [1; 32], t0 + 20 + max_age, 0, max_age).unwrap();
-        assert_eq!(aged.ids, vec![id(8), id(9)]);
+        let aged =
+            head_for_bundle(&db, &cache, &keys, [1; 32], t0 + 20 + max_age, 0, max_age).unwrap();
+        assert_eq!(aged.head.ids, vec![id(8), id(9)]);
         // ... or at once when the trust list or tariff changed.
         revoke(&db, "acct-c", id(7), t0 + 10_000);
         let now = t0 + 21 + max_age;
-        let moved = head_for_bundle(&db, &keys, [2; 32], now, 0, max_age).unwrap();
-        assert_eq!(moved.ids, vec![id(7), id(8), id(9)]);
-        assert_eq!(moved.material_hash, [2; 32]);
+        let moved = head_for_bundle(&db, &cache, &keys, [2; 32], now, 0, max_age).unwrap();
+        assert_eq!(moved.head.ids, vec![id(7), id(8), id(9)]);
+        assert_eq!(moved.head.material_hash, [2; 32]);
     }
 
     /// Longer than a screen: one sequence of bundle versions, each delta

@@ -716,10 +716,20 @@ impl Db {
 
     /// The published deny list.
     pub fn deny_state(&self) -> Result<(DenyState, Option<Vec<u8>>), StoreError> {
-        match self.store.get(Space::Meta, b"deny_head")? {
-            Some(raw) => Ok((dec("deny_state", &raw)?, Some(raw))),
+        match self.deny_head_raw()? {
+            Some(raw) => Ok((Self::decode_deny_state(&raw)?, Some(raw))),
             None => Ok((DenyState::default(), None)),
         }
+    }
+    /// The deny list head's stored bytes (`None` before the first
+    /// publication), for a caller that keeps it decoded
+    /// (`bundle::HeadCache`).
+    pub fn deny_head_raw(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(Space::Meta, b"deny_head")
+    }
+    /// Decodes a deny list head read with [`Db::deny_head_raw`].
+    pub fn decode_deny_state(raw: &[u8]) -> Result<DenyState, StoreError> {
+        dec("deny_state", raw)
     }
     /// One deny list version record.
     pub fn deny_version(&self, v: u64) -> Result<Option<DenyVersion>, StoreError> {
