@@ -65,11 +65,26 @@ fn too_large(field: &'static str, limit: usize, found: usize) -> FormatError {
 impl ReaderBundle {
     /// Encodes and signs with the deployment root key.
     pub fn sign_v1(&self, root: &SigningKey) -> Result<Vec<u8>, FormatError> {
-        let mut out = vec![BUNDLE_V1];
+        let mut out = Vec::with_capacity(self.signed_len_hint());
+        out.push(BUNDLE_V1);
         self.encode_fields(&mut out, None)?;
         let sig = sign_domain(root, BUNDLE_DOMAIN_V1, &out);
         out.extend_from_slice(&sig);
         Ok(out)
+    }
+
+    /// At least the length of the signed bytes in either version (within
+    /// [`MAX_BUNDLE_BYTES`] and v2's extra fields), so that the encoder
+    /// allocates once: a city's bundle (a 32 KB tariff) grew by doubling,
+    /// a dozen copies, at every fetch of every reader.
+    fn signed_len_hint(&self) -> usize {
+        let ids = match &self.deny {
+            DenyUpdate::Snapshot(ids) => ids.len(),
+            DenyUpdate::Delta { add, remove, .. } => add.len() + remove.len(),
+        };
+        let fixed = 1 + PUBLISHER_ID_LEN + 8 + 8 + 4 + 1 + 8 + 32 + 8 + 4 + SIGNATURE_LEN;
+        let n = fixed + self.trust.len() * 52 + ids * 16 + self.tariff.len();
+        n.min(MAX_BUNDLE_BYTES + PUBLISHER_ID_LEN + 32)
     }
 
     /// Everything after the version byte (and, in v2, the publisher) up to
@@ -265,7 +280,8 @@ impl PublishedBundle {
                 ))
             }
         };
-        let mut out = vec![BUNDLE_V2];
+        let mut out = Vec::with_capacity(self.bundle.signed_len_hint());
+        out.push(BUNDLE_V2);
         out.extend_from_slice(&self.publisher);
         self.bundle.encode_fields(&mut out, Some(base_hash))?;
         let sig = sign_domain(root, BUNDLE_DOMAIN_V2, &out);
