@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo bench -p fare-benches --bench pg_million                 # 100000 credentials × 10 rides
 //! cargo bench -p fare-benches --bench pg_million -- 10000 10     # a tenth
+//! BENCH_SETTLE_CHUNK_RIDES=250000 cargo bench -p fare-benches --bench pg_million   # another settle_chunk_rides
 //! ```
 //!
 //! A measurement script, read top to bottom (not criterion: one 1M-ride
@@ -345,6 +346,10 @@ fn config(keys: &Path) -> Config {
         // once can take longer than the default 10 s each (a 1M run's sled
         // leg failed with `408 request_timeout` on 1 December).
         request_timeout_ms: BENCH_REQUEST_TIMEOUT_MS,
+        settle_chunk_rides: std::env::var("BENCH_SETTLE_CHUNK_RIDES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Config::default().settle_chunk_rides),
         ..Config::default()
     }
 }

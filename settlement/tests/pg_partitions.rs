@@ -173,3 +173,44 @@ async fn migration_0003_carries_a_0002_database_over_postgres() {
         .get(0);
     assert_eq!(left, 0, "the 0002 tables are dropped");
 }
+
+/// The blocks of ride history are TOASTed with lz4, which the service asks
+/// for on each of its connections (pglz cost a third of the server's CPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ride_history_blocks_are_compressed_with_lz4_postgres() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let srv = Server::start(db.path(), db.config(test_config())).await;
+    srv.create_account("alice", "adult", 100_000).await;
+    let mut phone = srv.phone("alice", 1).await;
+    let mut reader = FakeReader::new(1, "city-bus", "1");
+    srv.provision(&reader).await;
+    // 40 rides of one phone: a block far past the 2 KB TOAST threshold,
+    // with the phone's credential repeated in every code (compressible).
+    for i in 0..40 {
+        let t = T0 + 3_600 + i * 300;
+        reader.accept(phone.code(t), t);
+    }
+    upload(&srv, &reader, 1, 40).await;
+    srv.settle().await;
+    let url = db.url.clone().expect("a PostgreSQL database");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for space in [Space::Rides, Space::Results] {
+        let sql = format!(
+            "SELECT pg_column_compression(v) AS m, count(*) AS n FROM {} \
+             WHERE pg_column_compression(v) IS NOT NULL GROUP BY 1",
+            fare_settlement::store::postgres::table(space)
+        );
+        let rows = client.query(sql.as_str(), &[]).await.unwrap();
+        let methods: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(
+            methods.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+            vec!["lz4"],
+            "{space:?}: compressed values by method: {methods:?}"
+        );
+    }
+}
