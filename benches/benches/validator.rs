@@ -14,9 +14,12 @@
 //! rider's path measured twice: as shipped (the record in the ride ring +
 //! its `fdatasync`, the power-cut-safe durability point; sled flushed and
 //! its data file synced every 256 accepts) and with `device_sync = false`
-//! (no device flush: crash-safe only), so the sync's cost shows; last, the
-//! device alone (the same write + `fdatasync`, nothing else), which bounds
-//! the durable accept's tail.
+//! (no device flush: crash-safe only), so the sync's cost shows; then
+//! again with the reader idle 5 ms before each rider (`a-idle`: riders come
+//! seconds apart on a bus, and an idle virtual disk flushes several times
+//! slower than a busy one); last, the device alone (the same write +
+//! `fdatasync`, nothing else), back to back and idle, which bounds the
+//! durable accept.
 //! `VALIDATOR_BENCH_SAMPLES` sets the report's sample count (default 2000).
 
 // criterion_group! generates an undocumented function.
@@ -32,7 +35,7 @@ use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage
 use hdrhistogram::Histogram;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -253,21 +256,36 @@ fn print_row(name: &str, h: &Histogram<u64>) {
     );
 }
 
-/// `n` new riders, one code each: the cold path's report and throughput.
-fn new_riders(fx: &mut Fixture, n: usize, name: &str) {
+/// The pause before each decision or write of the rows measured "idle":
+/// long enough for the CPU and the disk to go idle between riders, as they
+/// do between passengers on a bus (seconds apart); short enough to measure
+/// 2,000 riders in ten seconds. On a virtual machine an idle disk answers a
+/// flush several times slower than a busy one.
+const IDLE_GAP: Duration = Duration::from_millis(5);
+
+/// `n` new riders, one code each: the cold path's report, and its
+/// throughput when they come back to back (`gap` `None`).
+fn new_riders(fx: &mut Fixture, n: usize, name: &str, gap: Option<Duration>) {
     let codes: Vec<Vec<u8>> = (0..n).map(|_| fx.minter.wallet().next_code()).collect();
     let t = Instant::now();
     let cold: Vec<Decision> = codes
         .iter()
-        .map(|c| fx.reader.decide_payload(c, NOW))
+        .map(|c| {
+            if let Some(gap) = gap {
+                std::thread::sleep(gap);
+            }
+            fx.reader.decide_payload(c, NOW)
+        })
         .collect();
     let secs = t.elapsed().as_secs_f64();
     cold.iter().for_each(expect_accept);
     report(name, &cold);
-    println!(
-        "  throughput: {:.0} accepts/s (sequential)",
-        n as f64 / secs
-    );
+    if gap.is_none() {
+        println!(
+            "  throughput: {:.0} accepts/s (sequential)",
+            n as f64 / secs
+        );
+    }
 }
 
 fn stage_report() {
@@ -284,6 +302,7 @@ fn stage_report() {
             &mut fx,
             n,
             "(a0) payload -> accept, new rider, no device flush (crash-safe, NOT power-cut safe)",
+            None,
         );
     }
     let mut fx = Fixture::new(1_000_000, true);
@@ -291,6 +310,13 @@ fn stage_report() {
         &mut fx,
         n,
         "(a) payload -> durable accept, new rider (ring fdatasync; sled flush + fdatasync every 256)",
+        None,
+    );
+    new_riders(
+        &mut fx,
+        n,
+        "(a-idle) the same, one rider every 5 ms (the reader idles between riders, as on a bus)",
+        Some(IDLE_GAP),
     );
 
     let mut rider = fx.minter.wallet();
@@ -316,13 +342,15 @@ fn stage_report() {
         "  throughput: {:.0} frame decisions/s (sequential)",
         nf as f64 / secs
     );
-    device_alone(n);
+    device_alone(n, None);
+    device_alone(n, Some(IDLE_GAP));
 }
 
 /// What bounds the durable accept: the same device write with nothing
 /// else, a 1 KiB `pwrite` into a preallocated slot + `fdatasync`, the way
-/// the ride ring writes (same file system as the readers above).
-fn device_alone(n: usize) {
+/// the ride ring writes (same file system as the readers above); back to
+/// back, or each after `gap`.
+fn device_alone(n: usize, gap: Option<Duration>) {
     use std::os::unix::fs::FileExt;
     const SLOT_BYTES: u64 = 1024;
     const SLOTS: u64 = 256;
@@ -337,13 +365,20 @@ fn device_alone(n: usize) {
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
     let slot = [0x5Au8; 300];
     for i in 0..n as u64 {
+        if let Some(gap) = gap {
+            std::thread::sleep(gap);
+        }
         let t = Instant::now();
         file.write_all_at(&slot, (i % SLOTS) * SLOT_BYTES).unwrap();
         file.sync_data().unwrap();
         h.record(t.elapsed().as_nanos().max(1) as u64).unwrap();
     }
+    let (row, when) = match gap {
+        None => ("(d)", "back to back"),
+        Some(_) => ("(d-idle)", "one every 5 ms"),
+    };
     println!(
-        "(d) the device alone: 300-byte pwrite into a 1 KiB slot + fdatasync ({n} writes), µs:"
+        "{row} the device alone: 300-byte pwrite into a 1 KiB slot + fdatasync ({n} writes, {when}), µs:"
     );
     print_row("write+sync", &h);
 }
