@@ -179,8 +179,14 @@ pub fn head_for_bundle(
         }
     }
     refresh(db, keys, material, now_unix_s, skew_s, Some(max_age_s))?;
-    let published = cache.read(db)?;
-    Ok(published.expect("refresh stores a head"))
+    // `refresh` returns only once a head is stored, and no one deletes it:
+    // its absence here means the store lost a committed write.
+    cache.read(db)?.ok_or_else(|| {
+        BundleError::Store(StoreError::Corrupt {
+            what: "deny list head",
+            why: "absent right after it was published".into(),
+        })
+    })
 }
 
 /// The deny update for a reader at version `since` (snapshot when unknown).
