@@ -201,10 +201,10 @@ impl Pool {
 
 /// The session's TOAST compression for the values it writes: lz4 instead of
 /// the server's default (pglz, unless the operator chose otherwise). Ride,
-/// result and day blocks are 2–40 KB of mostly incompressible signatures
-/// and ids, and pglz spent about a third of the database server's CPU on
-/// them (1M rides: server CPU at ingest 11.9 → 7.2 s, in the settle run
-/// 12.8 → 10.4 s; settlement/README.md "Numbers"). Reading either kind of
+/// result and day blocks are 2–40 KB of signatures and ids, and pglz
+/// spent about a third of the database server's CPU on them (1M rides,
+/// 100k-ride chunks: server CPU at ingest 12.2 → 7.7 s, in the settle run
+/// 15.1 → 12.5 s; settlement/README.md "PostgreSQL"). Reading either kind of
 /// value needs no setting, so a database written both ways stays readable.
 /// A server built without lz4 refuses the setting: it then keeps its own
 /// default, with a warning, and everything else works.
