@@ -1,6 +1,8 @@
 //! Settlement benchmarks (DESIGN.md §6):
 //! * `ingest_http`: records/s of reader batches (1024 records) uploaded over
 //!   HTTP on loopback to a real service (sled, flushed before the answer);
+//! * `r_check`: ingest's prime-order subgroup check of 1,024 rides' `R`,
+//!   each alone and as one group test (one core, all cores);
 //! * `settle_core`: rides/s re-verified (batched ed25519, all cores) and
 //!   rated + posted, in memory;
 //! * `settle_run`: rides/s of a full settlement run over sled.
@@ -347,5 +349,26 @@ fn settle_run(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest_http, settle_core, settle_run);
+/// Ingest's strict marks for one batch of 1,024 genuine rides: the
+/// per-ride `[ℓ]R` check, and the group test on one core and on all.
+fn r_check(c: &mut Criterion) {
+    use fare_settlement::reverify::{code_needs_strict, codes_need_strict};
+    let (_, pool) = rides(&seeded_key(7), 103, 10);
+    let codes: Vec<&[u8]> = pool[..1024].iter().map(|(_, c)| c.as_slice()).collect();
+    let mut g = c.benchmark_group("r_check");
+    g.throughput(Throughput::Elements(codes.len() as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("per_ride_1024", |b| {
+        b.iter(|| codes.iter().filter(|c| code_needs_strict(c)).count())
+    });
+    g.bench_function("group_1024_one_core", |b| {
+        b.iter(|| codes_need_strict(&codes, false))
+    });
+    g.bench_function("group_1024_all_cores", |b| {
+        b.iter(|| codes_need_strict(&codes, true))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest_http, r_check, settle_core, settle_run);
 criterion_main!(benches);

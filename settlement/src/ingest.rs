@@ -8,11 +8,10 @@
 
 pub use crate::error::IngestError;
 use crate::model::{Incident, ReaderState, RideId};
-use crate::reverify::code_needs_strict;
+use crate::reverify::codes_need_strict;
 use crate::store::{typed::ride_block_key, Db, RideBlocks, WriteSet};
 use fare_credential::keys::parse_public_key;
 use fare_credential::{Batch, RideRecord, SignedBatch};
-use rayon::prelude::*;
 
 /// The answer to an accepted (or already held) batch.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +56,7 @@ pub struct CheckedBatch {
     public_key: [u8; 32],
     batch: Batch,
     /// Per record of `batch`: must its device signature be checked with
-    /// `verify_strict` alone (`reverify::code_needs_strict`)?
+    /// `verify_strict` alone (`reverify::codes_need_strict`)?
     strict: Vec<bool>,
 }
 
@@ -70,27 +69,17 @@ impl CheckedBatch {
 
 /// Parses and authenticates a batch and marks its records for strict
 /// re-verification (once per ride, as it arrives: is its `R` one a batch
-/// verification could wrongly accept? About one scalar multiplication per
-/// ride, on the calling thread; see `reverify`). Needs no write lock.
+/// verification could wrongly accept? One group test of the batch's `R`,
+/// or a scalar multiplication per ride for a small batch, on the calling
+/// thread; see `reverify::codes_need_strict`). Needs no write lock.
 pub fn check_batch(db: &Db, body: &[u8]) -> Result<CheckedBatch, IngestError> {
     check_batch_with(db, body, Marks::ThisThread)
 }
 
 fn check_batch_with(db: &Db, body: &[u8], marks: Marks) -> Result<CheckedBatch, IngestError> {
     let (reader_id, public_key, batch) = authenticate(db, body)?;
-    let strict: Vec<bool> = match marks {
-        Marks::ThisThread => batch
-            .records
-            .iter()
-            .map(|r| code_needs_strict(&r.code))
-            .collect(),
-        Marks::AllCores => batch
-            .records
-            .par_iter()
-            .with_min_len(64)
-            .map(|r| code_needs_strict(&r.code))
-            .collect(),
-    };
+    let codes: Vec<&[u8]> = batch.records.iter().map(|r| r.code.as_slice()).collect();
+    let strict = codes_need_strict(&codes, matches!(marks, Marks::AllCores));
     Ok(CheckedBatch {
         reader_id,
         public_key,

@@ -1,7 +1,7 @@
 //! The ed25519 maths of re-verification: batch verification with the
 //! terms of a repeated key merged, splitting a failing batch, and the
-//! checks that route a signature to `verify_strict` alone (small-order or
-//! non-canonical `R`, `R` outside the prime-order subgroup).
+//! check that routes a signature to `verify_strict` alone (small-order or
+//! non-canonical `R`; `R` outside the prime-order subgroup is `subgroup`'s).
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use std::collections::HashMap;
@@ -32,68 +32,6 @@ pub fn r_needs_strict(r: &[u8; 32]) -> bool {
     // y >= p = 2^255 - 19: non-canonical field element.
     let non_canonical = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
     non_canonical || small_order_encodings().contains(&y)
-}
-
-/// `l − 2²⁵²` (125 bits), little-endian: `[ℓ]P = [2²⁵²]P + [l − 2²⁵²]P`.
-pub(super) const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_d3ed;
-
-/// True when `R` is not a point of the prime-order subgroup: it does not
-/// decode, or `[ℓ]R ≠ 0` (a small-order component). Exact, and
-/// variable-time because `R` is public: one multiscalar multiplication
-/// `[2²⁵²]R + [ℓ − 2²⁵²]R` (a `Scalar` cannot hold `ℓ` itself). dalek's
-/// `EdwardsPoint::is_torsion_free` computes the same constant-time and
-/// took ≈ 30 % longer here (41 vs 31 µs under load); ingest pays this once
-/// per ride, and a test checks the two agree.
-///
-/// Why no cheaper exact test (issue #13, measured in settlement/README.md,
-/// "Numbers"): the group is cyclic of order `8ℓ`, so `R` is in the
-/// prime-order subgroup iff its component in `Z/8` is zero. Reading that
-/// component costs either a multiplication by a multiple of `ℓ` (≥ 252
-/// doublings: this one, variable-time on dalek's AVX2 backend) or three successive
-/// point halvings (Pornin, eprint 2022/1164: four square roots and a
-/// Legendre symbol, about as many field operations as the doublings here,
-/// and dalek does not expose its field). The Tate-pairing test (Koshelev,
-/// eprint 2022/037) needs `8 | p − 1`; here `p ≡ 5 (mod 8)`, so a pairing
-/// over `F_p` sees only `Z/4`. Nor does the batch equation make it free:
-/// cofactorless *per signature*, `R = [s]B − [h]A` is torsion-free when
-/// `A` and `B` are, but the batch checks `Σ zᵢ(…) = 0`, whose torsion part
-/// `Σ zᵢTᵢ` vanishes for some `zᵢ` although `Tᵢ ≠ 0` (the 1/ord(T) above);
-/// and any deterministic combination of fewer than one test per `R` can be
-/// cancelled by a chosen set of `Tᵢ`. So one exact test per ride stays.
-pub fn r_outside_prime_subgroup(r: &[u8; 32]) -> bool {
-    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use curve25519_dalek::scalar::Scalar;
-    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-    let Some(point) = CompressedEdwardsY(*r).decompress() else {
-        return true;
-    };
-    let mut low = [0u8; 32];
-    low[..16].copy_from_slice(&L_MINUS_2_POW_252.to_le_bytes());
-    let mut high = [0u8; 32];
-    high[31] = 0x10;
-    let l_times_r = EdwardsPoint::vartime_multiscalar_mul(
-        [
-            Scalar::from_bytes_mod_order(low),
-            Scalar::from_bytes_mod_order(high),
-        ],
-        [point, point],
-    );
-    !l_times_r.is_identity()
-}
-
-/// True when a ride code's device signature must be checked with
-/// `verify_strict` alone: its `R` is non-canonical, small-order or has a
-/// small-order component, cases where a batch could accept what the reader
-/// refuses. Ingest computes this once per stored ride. A code that does not
-/// parse is `false` (re-verification refuses it as malformed anyway).
-pub fn code_needs_strict(code: &[u8]) -> bool {
-    let Ok(parsed) = fare_credential::verify::parse_stage(code) else {
-        return false;
-    };
-    let r: [u8; 32] = parsed.device_signature()[..32]
-        .try_into()
-        .expect("a parsed code has a 64-byte device signature");
-    r_needs_strict(&r) || r_outside_prime_subgroup(&r)
 }
 
 /// One signature to check: the exact signed message (domain tag included),

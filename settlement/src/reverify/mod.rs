@@ -27,12 +27,13 @@
 //!   (≤ 1/2) per batch. Only the holder of the device's private key can make
 //!   one and readers refuse it, so it reaches settlement only through a
 //!   reader colluding with that rider. Ingest checks the `R` of every ride
-//!   code it stores ([`code_needs_strict`]: `[ℓ]R = 0`, exact, one
-//!   variable-base scalar multiplication) and marks the rides that fail;
-//!   re-verification checks marked rides ([`CodeToVerify::strict`]) with
-//!   `verify_strict` alone, never in a batch. The check sits at ingest, once
-//!   per ride as it arrives, because in the run it would add about half
-//!   again to re-verification's CPU time.
+//!   code it stores ([`codes_need_strict`]: `[ℓ]R = 0`, one variable-base
+//!   scalar multiplication per `R`, or for a large batch a randomized group
+//!   test with the 2⁻¹²⁸ bound of a batch verification) and marks the rides
+//!   that fail; re-verification checks marked rides
+//!   ([`CodeToVerify::strict`]) with `verify_strict` alone, never in a
+//!   batch. The check sits at ingest, once per ride as it arrives, because
+//!   in the run it would add to re-verification's CPU time.
 //!
 //! When a batch fails, its halves are batch-verified again, down to batches
 //! of fewer than 32 whose items are checked one by one with `verify_strict`
@@ -40,7 +41,8 @@
 
 //!
 //! Layout: `batch` holds the signature maths (batch equation, splitting,
-//! the strict routing checks); this file the orchestration, in steps:
+//! the strict routing checks), `subgroup` the prime-order subgroup check
+//! of `R` that ingest runs; this file the orchestration, in steps:
 //! parse, credentials (issuer signatures batched, once per distinct
 //! credential), issuer key windows, device signatures, time windows.
 
@@ -53,14 +55,16 @@ use std::collections::HashMap;
 
 mod batch;
 mod cache;
+mod subgroup;
 #[cfg(test)]
 mod tests;
 
 pub use cache::{CredentialCache, MAX_CACHED_CREDENTIALS};
 
-pub use batch::{
-    code_needs_strict, r_needs_strict, r_outside_prime_subgroup, verify_batch_merged, verify_chunk,
-    SigItem,
+pub use batch::{r_needs_strict, verify_batch_merged, verify_chunk, SigItem};
+pub use subgroup::{
+    code_needs_strict, codes_need_strict, r_outside_prime_subgroup, GROUP_TEST_MIN_POINTS,
+    GROUP_TEST_ROUNDS,
 };
 
 /// Signatures per batch verification.

@@ -156,6 +156,114 @@ fn prime_subgroup_check_agrees_with_dalek() {
     assert!(r_outside_prime_subgroup(&bad));
 }
 
+/// `n` points of the prime-order subgroup, from a seeded generator.
+fn prime_order_points(n: usize, seed: u64) -> Vec<curve25519_dalek::edwards::EdwardsPoint> {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::scalar::Scalar;
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut wide = [0u8; 64];
+            rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut wide);
+            ED25519_BASEPOINT_POINT * Scalar::from_bytes_mod_order_wide(&wide)
+        })
+        .collect()
+}
+
+/// The group test passes prime-order points and fails a set with a
+/// small-order component of any order anywhere, on one core and on all,
+/// including components that cancel in the plain sum of all points (two
+/// of order 2, or `T` and `−T`): a fixed combination would miss those.
+#[test]
+fn group_test_catches_a_small_order_component_of_any_order_anywhere() {
+    use super::subgroup::group_in_prime_subgroup;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    let points = prime_order_points(GROUP_TEST_MIN_POINTS + 45, 31);
+    let n = points.len();
+    for all_cores in [false, true] {
+        assert!(group_in_prime_subgroup(&points, all_cores));
+        for (k, t) in EIGHT_TORSION.iter().enumerate().skip(1) {
+            for at in [0, k * 37 % n, n - 1] {
+                let mut bad = points.clone();
+                bad[at] += t;
+                assert!(!group_in_prime_subgroup(&bad, all_cores), "T{k} at {at}");
+            }
+            let mut cancelling = points.clone();
+            cancelling[k] += t;
+            cancelling[n - k] += EIGHT_TORSION[8 - k];
+            let plain_sum: curve25519_dalek::edwards::EdwardsPoint = cancelling.iter().sum();
+            assert!(
+                plain_sum.is_torsion_free(),
+                "the plain sum misses T{k}, -T{k}"
+            );
+            assert!(
+                !group_in_prime_subgroup(&cancelling, all_cores),
+                "T{k}, -T{k}"
+            );
+        }
+    }
+}
+
+/// A batch's marks from the group test equal each code's own check: honest
+/// codes, mixed-order `R` of every order, small-order and non-canonical
+/// `R`, an `R` that is not a point, a code that does not parse; above and
+/// below `GROUP_TEST_MIN_POINTS`, on one core and on all.
+#[test]
+fn batch_marks_equal_each_codes_own_check() {
+    let (_, codes, _, devices) = setup(GROUP_TEST_MIN_POINTS + 20);
+    fn refs(c: &[Vec<u8>]) -> Vec<&[u8]> {
+        c.iter().map(Vec::as_slice).collect()
+    }
+    let one_by_one = |c: &[Vec<u8>]| c.iter().map(|c| code_needs_strict(c)).collect::<Vec<_>>();
+    for all_cores in [false, true] {
+        let honest = codes_need_strict(&refs(&codes), all_cores);
+        assert!(honest.iter().all(|m| !m), "no honest code is marked");
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(32);
+    let mut bad = codes.clone();
+    for (n, i) in [3usize, 50, 51, 120, 200, 260, 270].into_iter().enumerate() {
+        bad[i] = fare_credential::testkit::resign_with_mixed_order_r(
+            &codes[i],
+            &devices[i],
+            1 + n % 7,
+            &mut rng,
+        );
+    }
+    let r_at = |code: &mut Vec<u8>, r: [u8; 32]| {
+        let n = code.len();
+        code[n - 64..n - 32].copy_from_slice(&r);
+    };
+    let small = curve25519_dalek::constants::EIGHT_TORSION[2]
+        .compress()
+        .to_bytes();
+    r_at(&mut bad[7], small);
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xee;
+    non_canonical[31] = 0x7f;
+    r_at(&mut bad[8], non_canonical);
+    let mut not_a_point = [0u8; 32];
+    not_a_point[0] = 2;
+    r_at(&mut bad[9], not_a_point);
+    bad[10].truncate(40);
+    // Without the mixed-order codes the group test passes: the other kinds
+    // are marked around it.
+    let mut no_mixed = codes.clone();
+    no_mixed[7..=10].clone_from_slice(&bad[7..=10]);
+    let want = one_by_one(&no_mixed);
+    assert_eq!(want.iter().filter(|m| **m).count(), 3);
+    for all_cores in [false, true] {
+        assert_eq!(codes_need_strict(&refs(&no_mixed), all_cores), want);
+    }
+    let want = one_by_one(&bad);
+    assert_eq!(want.iter().filter(|m| **m).count(), 10);
+    assert!(!want[10], "a code that does not parse is not marked");
+    for all_cores in [false, true] {
+        assert_eq!(codes_need_strict(&refs(&bad), all_cores), want);
+        let few = &bad[..40];
+        assert_eq!(codes_need_strict(&refs(few), all_cores), one_by_one(few));
+    }
+}
+
 /// Rides marked at ingest (`code_needs_strict`) are refused like the
 /// reader refuses them, whatever the batch randomness; unmarked, the
 /// same codes can slip through a batch (which is why ingest marks them).
@@ -385,6 +493,26 @@ fn wycheproof_vectors_through_the_r_check_and_verify_chunk() {
     // decodable point, and 61 (`y ≥ p`, which dalek reduces): mixed order,
     // so they must be marked.
     assert_eq!(mixed, [42, 47, 49, 51, 52, 53, 57, 61, 62]);
+    // The same answers from the group test, with enough honest points
+    // beside them for it to run (and fail, then check each).
+    let rs: Vec<(usize, [u8; 32])> = items
+        .iter()
+        .map(|(_, sig, _)| sig[..32].try_into().expect("32 bytes"))
+        .chain(
+            prime_order_points(GROUP_TEST_MIN_POINTS, 33)
+                .iter()
+                .map(|p| p.compress().to_bytes()),
+        )
+        .enumerate()
+        .collect();
+    let one_by_one: Vec<bool> = rs
+        .iter()
+        .map(|(_, r)| r_outside_prime_subgroup(r))
+        .collect();
+    assert_eq!(
+        super::subgroup::rs_outside_prime_subgroup(&rs, true),
+        one_by_one
+    );
     let refs: Vec<&SigItem> = items.iter().collect();
     let got = verify_chunk(&refs, |n| marks[n]);
     for (n, (ok, want)) in got.iter().zip(&expected).enumerate() {

@@ -138,7 +138,7 @@ impl<K: BlockKind> BlockCache<K> {
 /// Blocks of raw ride records: value (reader seq BE (8) ‖ flags (1) ‖
 /// length BE (4) ‖ encoded ride record v1) × n, sorted by seq. Flag bit 0:
 /// ingest marked the ride for strict re-verification
-/// (`reverify::code_needs_strict`). Checked: ingest extends them.
+/// (`reverify::codes_need_strict`). Checked: ingest extends them.
 #[derive(Debug)]
 pub struct RideBlock;
 

@@ -1,0 +1,231 @@
+//! Is a signature's `R` in the prime-order subgroup? The check ingest runs
+//! on every ride it stores, so that re-verification may batch the rest.
+//!
+//! One `R` alone: [`r_outside_prime_subgroup`], `[ℓ]R = 0`, one
+//! variable-base scalar multiplication (≈ 252 doublings). All the `R` of an
+//! uploaded batch at once: [`codes_need_strict`], a randomized group test
+//! that costs about a third of that per ride for 1,024 rides and gives the
+//! same marks except with probability at most 2⁻¹²⁸ (the bound of the
+//! batch verification the marks protect); when the group fails, each `R`
+//! is checked alone.
+
+use super::batch::r_needs_strict;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{Identity, IsIdentity, VartimeMultiscalarMul};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rayon::prelude::*;
+
+/// `l − 2²⁵²` (125 bits), little-endian: `[ℓ]P = [2²⁵²]P + [l − 2²⁵²]P`.
+const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_d3ed;
+
+/// True when `R` is not a point of the prime-order subgroup: it does not
+/// decode, or `[ℓ]R ≠ 0` (a small-order component). Exact, and
+/// variable-time because `R` is public: one multiscalar multiplication
+/// `[2²⁵²]R + [ℓ − 2²⁵²]R` (a `Scalar` cannot hold `ℓ` itself). dalek's
+/// `EdwardsPoint::is_torsion_free` computes the same constant-time and
+/// took ≈ 30 % longer here (41 vs 31 µs under load); a test checks the two
+/// agree.
+///
+/// Why no cheaper test of one `R` (issue #13, measured in
+/// settlement/README.md, "Numbers"): the group is cyclic of order `8ℓ`, so
+/// `R` is in the prime-order subgroup iff its component in `Z/8` is zero.
+/// Reading that component costs either a multiplication by a multiple of
+/// `ℓ` (≥ 252 doublings: this one, variable-time on dalek's AVX2 backend)
+/// or three successive point halvings (Pornin, eprint 2022/1164: four
+/// square roots and a Legendre symbol, about as many field operations as
+/// the doublings here, and dalek does not expose its field). The
+/// Tate-pairing test (Koshelev, eprint 2022/037) needs `8 | p − 1`; here
+/// `p ≡ 5 (mod 8)`, so a pairing over `F_p` sees only `Z/4`. Nor does the
+/// batch equation make it free: cofactorless *per signature*,
+/// `R = [s]B − [h]A` is torsion-free when `A` and `B` are, but the batch
+/// checks `Σ zᵢ(…) = 0`, whose torsion part `Σ zᵢTᵢ` vanishes for some
+/// `zᵢ` although `Tᵢ ≠ 0` (with probability up to 1/2). Many `R` at once
+/// are cheaper: [`codes_need_strict`].
+pub fn r_outside_prime_subgroup(r: &[u8; 32]) -> bool {
+    match CompressedEdwardsY(*r).decompress() {
+        Some(point) => outside_prime_subgroup(&point),
+        None => true,
+    }
+}
+
+/// `[ℓ]P ≠ 0`.
+fn outside_prime_subgroup(point: &EdwardsPoint) -> bool {
+    let mut low = [0u8; 32];
+    low[..16].copy_from_slice(&L_MINUS_2_POW_252.to_le_bytes());
+    let mut high = [0u8; 32];
+    high[31] = 0x10;
+    let l_times_p = EdwardsPoint::vartime_multiscalar_mul(
+        [
+            Scalar::from_bytes_mod_order(low),
+            Scalar::from_bytes_mod_order(high),
+        ],
+        [point, point],
+    );
+    !l_times_p.is_identity()
+}
+
+/// True when a ride code's device signature must be checked with
+/// `verify_strict` alone: its `R` is non-canonical, small-order or has a
+/// small-order component, cases where a batch could accept what the reader
+/// refuses. A code that does not parse is `false` (re-verification refuses
+/// it as malformed anyway). For the codes of a whole batch,
+/// [`codes_need_strict`] gives the same answers for less.
+pub fn code_needs_strict(code: &[u8]) -> bool {
+    match code_r(code) {
+        Some(r) => r_needs_strict(&r) || r_outside_prime_subgroup(&r),
+        None => false,
+    }
+}
+
+/// The `R` of a ride code's device signature, when the code parses.
+fn code_r(code: &[u8]) -> Option<[u8; 32]> {
+    let parsed = fare_credential::verify::parse_stage(code).ok()?;
+    parsed.device_signature()[..32].try_into().ok()
+}
+
+/// Subset sums the group test draws: each one that is zero in `Z/8` while
+/// some `R` is not halves the chance of missing it, so 128 give the
+/// 2⁻¹²⁸ of a 128-bit batch verification.
+pub const GROUP_TEST_ROUNDS: usize = 128;
+
+/// Fewest points worth a group test: below, each `R` is checked alone.
+/// The test costs `GROUP_TEST_ROUNDS` checks of one point plus about 31
+/// point additions per `R`; one check costs about 230 additions, so the
+/// test is cheaper from about 150 points (measured: 256 points 58 µs per
+/// `R` against 85 µs alone, 1,024 points 29 µs; settlement/README.md).
+pub const GROUP_TEST_MIN_POINTS: usize = 256;
+
+/// Points per window of the subset sums: each window's `2^W` partial sums
+/// are tabled once and every round adds one of them (`2^W − W − 1` table
+/// additions and at most `GROUP_TEST_ROUNDS` round additions per window;
+/// 6 is the cheapest per point for 128 rounds).
+const WINDOW: usize = 6;
+
+/// [`code_needs_strict`] for each of `codes`, in order: the same answers
+/// (but with probability ≤ 2⁻¹²⁸), computed with one group test of all
+/// their `R` when there are at least [`GROUP_TEST_MIN_POINTS`], on all
+/// cores when `all_cores`.
+///
+/// The group test: the group is `Z/ℓ × Z/8`; let `Tᵢ` be `Rᵢ`'s `Z/8`
+/// part. Draw 128 secret random subsets `S` of the points and check
+/// `[ℓ](Σ_{i∈S} Rᵢ) = 0`, i.e. `Σ_{i∈S} Tᵢ = 0`. If some `Tⱼ ≠ 0`, then
+/// whatever the other draws, at most one of "`j ∈ S`" and "`j ∉ S`" makes
+/// the sum zero, so each subset passes with probability ≤ 1/2 and all of
+/// them with ≤ 2⁻¹²⁸. The subsets come from an OS-seeded generator the
+/// uploader cannot see, as the batch equation's `zᵢ`. A failed group test
+/// means some `R` is bad: every `R` is then checked alone (an uploader who
+/// sends one costs what the per-ride check always cost).
+pub fn codes_need_strict(codes: &[&[u8]], all_cores: bool) -> Vec<bool> {
+    let rs: Vec<Option<[u8; 32]>> = codes.iter().map(|c| code_r(c)).collect();
+    let mut marks: Vec<bool> = rs
+        .iter()
+        .map(|r| r.is_some_and(|r| r_needs_strict(&r)))
+        .collect();
+    // The rest: parsed codes with a canonical `R` of large order, if it decodes.
+    let rest: Vec<(usize, [u8; 32])> = rs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.filter(|r| !r_needs_strict(r)).map(|r| (i, r)))
+        .collect();
+    let outside = rs_outside_prime_subgroup(&rest, all_cores);
+    for ((i, _), out) in rest.iter().zip(outside) {
+        marks[*i] = out;
+    }
+    marks
+}
+
+/// [`r_outside_prime_subgroup`] of each `R` (the index is carried along).
+pub(super) fn rs_outside_prime_subgroup(rs: &[(usize, [u8; 32])], all_cores: bool) -> Vec<bool> {
+    let decompress = |(_, r): &(usize, [u8; 32])| CompressedEdwardsY(*r).decompress();
+    let points: Vec<Option<EdwardsPoint>> = if all_cores {
+        rs.par_iter().with_min_len(64).map(decompress).collect()
+    } else {
+        rs.iter().map(decompress).collect()
+    };
+    let decoded: Vec<EdwardsPoint> = points.iter().flatten().copied().collect();
+    if decoded.len() >= GROUP_TEST_MIN_POINTS && group_in_prime_subgroup(&decoded, all_cores) {
+        return points.iter().map(Option::is_none).collect();
+    }
+    let one = |p: &Option<EdwardsPoint>| p.as_ref().is_none_or(outside_prime_subgroup);
+    if all_cores {
+        points.par_iter().with_min_len(16).map(one).collect()
+    } else {
+        points.iter().map(one).collect()
+    }
+}
+
+/// The group test of [`codes_need_strict`]: true when all of `points` are
+/// in the prime-order subgroup (wrong with probability ≤ 2⁻¹²⁸), false
+/// when some is not.
+pub(super) fn group_in_prime_subgroup(points: &[EdwardsPoint], all_cores: bool) -> bool {
+    // Bit `k` of `memberships[i]`: point `i` is in subset `k`.
+    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+    let memberships: Vec<u128> = points
+        .iter()
+        .map(|_| {
+            let mut b = [0u8; 16];
+            rng.fill_bytes(&mut b);
+            u128::from_le_bytes(b)
+        })
+        .collect();
+    let sums = if all_cores {
+        let part = points
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(WINDOW);
+        let part = part.next_multiple_of(WINDOW);
+        points
+            .par_chunks(part)
+            .zip(memberships.par_chunks(part))
+            .map(|(p, m)| subset_sums(p, m))
+            .reduce(|| [EdwardsPoint::identity(); GROUP_TEST_ROUNDS], add_sums)
+    } else {
+        subset_sums(points, &memberships)
+    };
+    let inside = |s: &EdwardsPoint| !outside_prime_subgroup(s);
+    if all_cores {
+        sums.par_iter().all(inside)
+    } else {
+        sums.iter().all(inside)
+    }
+}
+
+/// The `GROUP_TEST_ROUNDS` subset sums of `points` (`memberships` as in
+/// [`group_in_prime_subgroup`]), a window of `WINDOW` points at a time.
+fn subset_sums(points: &[EdwardsPoint], memberships: &[u128]) -> [EdwardsPoint; GROUP_TEST_ROUNDS] {
+    let mut sums = [EdwardsPoint::identity(); GROUP_TEST_ROUNDS];
+    let mut table = [EdwardsPoint::identity(); 1 << WINDOW];
+    for (window, members) in points.chunks(WINDOW).zip(memberships.chunks(WINDOW)) {
+        // table[set] = Σ of the window's points in `set` (a bit per point).
+        for set in 1usize..(1 << window.len()) {
+            let lowest = set.trailing_zeros() as usize;
+            let others = set & (set - 1);
+            table[set] = if others == 0 {
+                window[lowest]
+            } else {
+                table[others] + window[lowest]
+            };
+        }
+        for (round, sum) in sums.iter_mut().enumerate() {
+            let set = members.iter().enumerate().fold(0usize, |set, (k, m)| {
+                set | ((((m >> round) & 1) as usize) << k)
+            });
+            if set != 0 {
+                *sum += table[set];
+            }
+        }
+    }
+    sums
+}
+
+/// Round by round sum of two partial results.
+fn add_sums(
+    mut a: [EdwardsPoint; GROUP_TEST_ROUNDS],
+    b: [EdwardsPoint; GROUP_TEST_ROUNDS],
+) -> [EdwardsPoint; GROUP_TEST_ROUNDS] {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+    a
+}
