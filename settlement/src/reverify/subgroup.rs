@@ -123,21 +123,23 @@ pub fn codes_need_strict(codes: &[&[u8]], all_cores: bool) -> Vec<bool> {
         .map(|r| r.is_some_and(|r| r_needs_strict(&r)))
         .collect();
     // The rest: parsed codes with a canonical `R` of large order, if it decodes.
-    let rest: Vec<(usize, [u8; 32])> = rs
+    let (at, rest): (Vec<usize>, Vec<[u8; 32]>) = rs
         .iter()
         .enumerate()
         .filter_map(|(i, r)| r.filter(|r| !r_needs_strict(r)).map(|r| (i, r)))
-        .collect();
-    let outside = rs_outside_prime_subgroup(&rest, all_cores);
-    for ((i, _), out) in rest.iter().zip(outside) {
-        marks[*i] = out;
+        .unzip();
+    for (i, out) in at
+        .into_iter()
+        .zip(rs_outside_prime_subgroup(&rest, all_cores))
+    {
+        marks[i] = out;
     }
     marks
 }
 
-/// [`r_outside_prime_subgroup`] of each `R` (the index is carried along).
-pub(super) fn rs_outside_prime_subgroup(rs: &[(usize, [u8; 32])], all_cores: bool) -> Vec<bool> {
-    let decompress = |(_, r): &(usize, [u8; 32])| CompressedEdwardsY(*r).decompress();
+/// [`r_outside_prime_subgroup`] of each of `rs`, in order.
+pub(super) fn rs_outside_prime_subgroup(rs: &[[u8; 32]], all_cores: bool) -> Vec<bool> {
+    let decompress = |r: &[u8; 32]| CompressedEdwardsY(*r).decompress();
     let points: Vec<Option<EdwardsPoint>> = if all_cores {
         rs.par_iter().with_min_len(64).map(decompress).collect()
     } else {

@@ -495,7 +495,7 @@ fn wycheproof_vectors_through_the_r_check_and_verify_chunk() {
     assert_eq!(mixed, [42, 47, 49, 51, 52, 53, 57, 61, 62]);
     // The same answers from the group test, with enough honest points
     // beside them for it to run (and fail, then check each).
-    let rs: Vec<(usize, [u8; 32])> = items
+    let rs: Vec<[u8; 32]> = items
         .iter()
         .map(|(_, sig, _)| sig[..32].try_into().expect("32 bytes"))
         .chain(
@@ -503,12 +503,8 @@ fn wycheproof_vectors_through_the_r_check_and_verify_chunk() {
                 .iter()
                 .map(|p| p.compress().to_bytes()),
         )
-        .enumerate()
         .collect();
-    let one_by_one: Vec<bool> = rs
-        .iter()
-        .map(|(_, r)| r_outside_prime_subgroup(r))
-        .collect();
+    let one_by_one: Vec<bool> = rs.iter().map(r_outside_prime_subgroup).collect();
     assert_eq!(
         super::subgroup::rs_outside_prime_subgroup(&rs, true),
         one_by_one
