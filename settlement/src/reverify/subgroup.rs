@@ -103,9 +103,9 @@ pub const GROUP_TEST_MIN_POINTS: usize = 256;
 const WINDOW: usize = 6;
 
 /// [`code_needs_strict`] for each of `codes`, in order: the same answers
-/// (but with probability ≤ 2⁻¹²⁸), computed with one group test of all
-/// their `R` when there are at least [`GROUP_TEST_MIN_POINTS`], on all
-/// cores when `all_cores`.
+/// except with probability ≤ 2⁻¹²⁸ (a bad `R` passing unmarked), computed
+/// with one group test of all their `R` when there are at least
+/// [`GROUP_TEST_MIN_POINTS`], on all cores when `all_cores`.
 ///
 /// The group test: the group is `Z/ℓ × Z/8`; let `Tᵢ` be `Rᵢ`'s `Z/8`
 /// part. Draw 128 secret random subsets `S` of the points and check
