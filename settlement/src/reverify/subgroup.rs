@@ -117,17 +117,20 @@ const WINDOW: usize = 6;
 /// means some `R` is bad: every `R` is then checked alone (an uploader who
 /// sends one costs what the per-ride check always cost).
 pub fn codes_need_strict(codes: &[&[u8]], all_cores: bool) -> Vec<bool> {
-    let rs: Vec<Option<[u8; 32]>> = codes.iter().map(|c| code_r(c)).collect();
-    let mut marks: Vec<bool> = rs
-        .iter()
-        .map(|r| r.is_some_and(|r| r_needs_strict(&r)))
-        .collect();
-    // The rest: parsed codes with a canonical `R` of large order, if it decodes.
-    let (at, rest): (Vec<usize>, Vec<[u8; 32]>) = rs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.filter(|r| !r_needs_strict(r)).map(|r| (i, r)))
-        .unzip();
+    let mut marks = vec![false; codes.len()];
+    // The rest: parsed codes with a canonical `R` of large order, if it
+    // decodes, for the group test (`at`: their places in `codes`).
+    let (mut at, mut rest) = (Vec::new(), Vec::new());
+    for (i, code) in codes.iter().enumerate() {
+        match code_r(code) {
+            Some(r) if r_needs_strict(&r) => marks[i] = true,
+            Some(r) => {
+                at.push(i);
+                rest.push(r);
+            }
+            None => {}
+        }
+    }
     for (i, out) in at
         .into_iter()
         .zip(rs_outside_prime_subgroup(&rest, all_cores))

@@ -124,14 +124,9 @@ fn small_order_r_signature_is_refused_like_verify_strict() {
 
 #[test]
 fn prime_subgroup_check_agrees_with_dalek() {
-    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
-    use curve25519_dalek::scalar::Scalar;
-    let mut rng = ChaCha20Rng::seed_from_u64(21);
-    for n in 0..64u64 {
-        let mut wide = [0u8; 64];
-        rand_chacha::rand_core::RngCore::fill_bytes(&mut rng, &mut wide);
-        let p = ED25519_BASEPOINT_POINT * Scalar::from_bytes_mod_order_wide(&wide);
-        let point = p + EIGHT_TORSION[(n % 8) as usize];
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    for (n, p) in prime_order_points(64, 21).into_iter().enumerate() {
+        let point = p + EIGHT_TORSION[n % 8];
         let enc = point.compress().to_bytes();
         assert_eq!(
             r_outside_prime_subgroup(&enc),
