@@ -346,18 +346,25 @@ fn config(keys: &Path) -> Config {
         // once can take longer than the default 10 s each (a 1M run's sled
         // leg failed with `408 request_timeout` on 1 December).
         request_timeout_ms: BENCH_REQUEST_TIMEOUT_MS,
-        settle_chunk_rides: std::env::var("BENCH_SETTLE_CHUNK_RIDES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(Config::default().settle_chunk_rides),
+        settle_chunk_rides: fare_benches::env_setting(
+            "BENCH_SETTLE_CHUNK_RIDES",
+            Config::default().settle_chunk_rides,
+        ),
         ..Config::default()
     }
 }
 
 fn main() {
+    // `cargo bench` adds `--bench`; every other argument is a count.
     let nums: Vec<usize> = std::env::args()
         .skip(1)
-        .filter_map(|a| a.parse().ok())
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| {
+            a.parse().unwrap_or_else(|e| {
+                eprintln!("pg_million: argument {a:?} is not a count of credentials or rides per credential: {e}");
+                std::process::exit(2)
+            })
+        })
         .collect();
     let n_creds = nums.first().copied().unwrap_or(100_000);
     let per = nums.get(1).copied().unwrap_or(10);

@@ -276,10 +276,7 @@ fn time_us(frame: &GrayImage, opts: &DecodeOptions) -> u64 {
 
 /// Per-frame latency percentiles (hdrhistogram, µs resolution).
 fn report() {
-    let samples: usize = std::env::var("QR_BENCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let samples: usize = fare_benches::env_setting("QR_BENCH_SAMPLES", 1000);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nqr decode latency report (load average {})", load.trim());
     let k = &*CASES;

@@ -146,10 +146,7 @@ fn p(h: &Histogram<u64>, q: f64) -> f64 {
 
 /// Decision latency with the agent uploading a backlog vs idle.
 fn agent_report() {
-    let n: u32 = std::env::var("SYNC_BENCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let n: u32 = fare_benches::env_setting("SYNC_BENCH_SAMPLES", 2000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -289,10 +289,7 @@ fn new_riders(fx: &mut Fixture, n: usize, name: &str, gap: Option<Duration>) {
 }
 
 fn stage_report() {
-    let n: usize = std::env::var("VALIDATOR_BENCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let n: usize = fare_benches::env_setting("VALIDATOR_BENCH_SAMPLES", 2000);
     println!("\n== validator stage report (reader with 1,000,000 deny-list entries) ==");
     {
         // For comparison: no device flush (`device_sync = false`; the ring
