@@ -20,7 +20,9 @@
 //! creates later are covered too: a value larger than sled's blob threshold
 //! (a quarter of a segment, 128 KiB by default) goes to its own file under
 //! `blobs/`, which sled never syncs; each sync fsyncs blob files it has not
-//! synced before, then the `blobs/` directory. Directory entries sled made at
+//! synced before, then the `blobs/` directory (found by listing `blobs/`,
+//! or for a store with many blobs, [`DeviceSync::open_watching_blobs`], as
+//! an inotify watch announces them). Directory entries sled made at
 //! open (the data file, `conf`, `blobs/`, the recovery snapshot's rename) are
 //! made durable by [`DeviceSync::open`] syncing those directories, and the
 //! settings file `conf`, which sled writes once and never syncs, by an
@@ -107,7 +109,20 @@ pub struct DeviceSync {
     dir: PathBuf,
     /// False: the extra sync is turned off (a demonstration of the loss only).
     enabled: bool,
-    synced_blobs: Mutex<HashSet<Vec<u8>>>,
+    blobs: Mutex<Blobs>,
+}
+
+/// What [`DeviceSync`] knows of `blobs/`.
+#[derive(Debug, Default)]
+struct Blobs {
+    /// Names synced by a listing of `blobs/` (see `sync_listed_blobs`).
+    synced: HashSet<Vec<u8>>,
+    /// The watch of [`DeviceSync::open_watching_blobs`], when the system
+    /// gave one.
+    #[cfg(target_os = "linux")]
+    watch: Option<watch::BlobWatch>,
+    /// Listings of `blobs/` so far (the tests read it).
+    listings: u64,
 }
 
 impl DeviceSync {
@@ -117,10 +132,37 @@ impl DeviceSync {
     /// nothing is synced, ever: [`DeviceSync::sync`] is a no-op and `flush()`
     /// is all the durability there is (tests use it to show what is lost).
     pub fn open(dir: &Path, enabled: bool) -> Result<DeviceSync, SyncError> {
+        DeviceSync::open_with(dir, enabled, false)
+    }
+
+    /// [`DeviceSync::open`] (enabled) for a database that keeps many blob
+    /// files and syncs often (settlement's store: a thousand blobs in a
+    /// city's day, a sync per commit). On Linux an inotify watch on
+    /// `blobs/` names each blob file sled finished writing (`IN_CLOSE_WRITE`,
+    /// which sled's `write_blob` gives when it drops the file), so a sync
+    /// fsyncs those instead of listing the directory. Where inotify is not
+    /// available (another system, or the per-user limit of inotify
+    /// instances reached) it syncs as [`DeviceSync::open`] does; so it does
+    /// after the kernel dropped events (queue overflow).
+    pub fn open_watching_blobs(dir: &Path) -> Result<DeviceSync, SyncError> {
+        DeviceSync::open_with(dir, true, true)
+    }
+
+    fn open_with(dir: &Path, enabled: bool, watch_blobs: bool) -> Result<DeviceSync, SyncError> {
+        #[cfg(not(target_os = "linux"))]
+        let _ = watch_blobs;
         let me = DeviceSync {
             dir: dir.to_path_buf(),
             enabled,
-            synced_blobs: Mutex::new(HashSet::new()),
+            blobs: Mutex::new(Blobs {
+                #[cfg(target_os = "linux")]
+                watch: if enabled && watch_blobs {
+                    watch::BlobWatch::new()
+                } else {
+                    None
+                },
+                ..Blobs::default()
+            }),
         };
         if !enabled {
             return Ok(me);
@@ -178,47 +220,186 @@ impl DeviceSync {
     }
 
     /// fsyncs blob files not synced before, then the blob directory if any
-    /// was new. One listing of a directory that is empty unless values
-    /// pass 128 KiB. Settlement's store keeps hundreds of blobs and syncs
-    /// on every commit, so the set of synced names is kept, not rebuilt,
-    /// and names are looked up without being copied; the set is cut back
-    /// to what exists only when it has grown to twice that.
+    /// was new: those the watch announced when there is one, else those a
+    /// listing finds (one listing of a directory that is empty unless
+    /// values pass 128 KiB; the set of synced names is kept, not rebuilt,
+    /// and names are looked up without being copied; it is cut back to
+    /// what exists only when it has grown to twice that).
     fn sync_new_blobs(&self) -> Result<(), SyncError> {
         let blob_dir = self.dir.join(SLED_BLOB_DIR);
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut new: Vec<Vec<u8>> = Vec::new();
-        let mut live = 0usize;
-        let listed = list_dir(&blob_dir, &mut |name| {
-            live += 1;
-            if !synced.contains(name) {
-                let path = entry_path(&blob_dir, name);
-                File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io("sync sled blob", &path))?;
-                new.push(name.to_vec());
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(target_os = "linux")]
+        if let Some(w) = blobs.watch.as_mut() {
+            match w.sync_announced(&blob_dir)? {
+                watch::Synced::All => return Ok(()),
+                watch::Synced::ListNeeded => {}
+            }
+        }
+        sync_listed_blobs(&blob_dir, &mut blobs)
+    }
+
+    /// Listings of `blobs/` this `DeviceSync` made (at open, then at each
+    /// sync unless it watches the directory).
+    pub fn blob_listings(&self) -> u64 {
+        self.blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .listings
+    }
+
+    /// Whether syncs learn of new blob files from an inotify watch
+    /// ([`DeviceSync::open_watching_blobs`]) rather than listings.
+    pub fn watches_blobs(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            let blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+            blobs.watch.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+}
+
+/// fsyncs the blob files of a listing of `blob_dir` not synced before,
+/// then `blob_dir` if any was new.
+fn sync_listed_blobs(blob_dir: &Path, blobs: &mut Blobs) -> Result<(), SyncError> {
+    blobs.listings += 1;
+    let synced = &mut blobs.synced;
+    let mut new: Vec<Vec<u8>> = Vec::new();
+    let mut live = 0usize;
+    let listed = list_dir(blob_dir, &mut |name| {
+        live += 1;
+        if !synced.contains(name) && sync_blob(blob_dir, name)? {
+            new.push(name.to_vec());
+        }
+        Ok(())
+    })?;
+    if !listed {
+        return Ok(());
+    }
+    if !new.is_empty() {
+        sync_dir(blob_dir)?;
+    }
+    // Only after the directory sync: a name is "synced" once its entry is durable.
+    synced.extend(new);
+    // Forget blobs sled removed, so the set stays bounded by what exists.
+    if synced.len() > 2 * live + 64 {
+        let mut names = HashSet::new();
+        list_dir(blob_dir, &mut |name| {
+            if synced.contains(name) {
+                names.insert(name.to_vec());
             }
             Ok(())
         })?;
-        if !listed {
-            return Ok(());
+        *synced = names;
+    }
+    Ok(())
+}
+
+/// fsyncs blob file `name`; false when it no longer exists (sled removed
+/// a blob it had replaced between the listing or event and this sync).
+fn sync_blob(blob_dir: &Path, name: &[u8]) -> Result<bool, SyncError> {
+    let path = entry_path(blob_dir, name);
+    match File::open(&path).and_then(|f| f.sync_all()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io("sync sled blob", &path)(e)),
+    }
+}
+
+/// The inotify watch of `blobs/` ([`DeviceSync::open_watching_blobs`]).
+#[cfg(target_os = "linux")]
+mod watch {
+    use super::{io, sync_blob, sync_dir, SyncError};
+    use rustix::fd::OwnedFd;
+    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+    use std::mem::MaybeUninit;
+    use std::path::Path;
+
+    /// Bytes read from the inotify descriptor at a time: at least one event
+    /// with the longest name (16 + 256 bytes).
+    const EVENT_BUFFER_BYTES: usize = 4096;
+
+    /// An inotify instance and whether it watches `blobs/` yet.
+    #[derive(Debug)]
+    pub(super) struct BlobWatch {
+        pub(super) fd: OwnedFd,
+        /// False until `blobs/` exists (sled creates it at open; a store
+        /// opened by another sled version might not).
+        pub(super) watching: bool,
+        /// Blob files synced as events announced them (the tests read it).
+        pub(super) synced_files: u64,
+    }
+
+    /// What [`BlobWatch::sync_announced`] did.
+    pub(super) enum Synced {
+        /// Every blob file written since the last sync is synced.
+        All,
+        /// The watch cannot tell (it only just started, or the kernel
+        /// dropped events): the caller lists the directory.
+        ListNeeded,
+    }
+
+    impl BlobWatch {
+        /// A new inotify instance, or `None` when the system gives none
+        /// (the per-user instance limit, `fs.inotify.max_user_instances`).
+        pub(super) fn new() -> Option<BlobWatch> {
+            let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
+            Some(BlobWatch {
+                fd,
+                watching: false,
+                synced_files: 0,
+            })
         }
-        if !new.is_empty() {
-            sync_dir(&blob_dir)?;
-        }
-        // Only after the directory sync: a name is "synced" once its entry is durable.
-        synced.extend(new);
-        // Forget blobs sled removed, so the set stays bounded by what exists.
-        if synced.len() > 2 * live + 64 {
-            let mut names = HashSet::new();
-            list_dir(&blob_dir, &mut |name| {
-                if synced.contains(name) {
-                    names.insert(name.to_vec());
+
+        /// fsyncs the blob files sled finished writing since the last call,
+        /// then `blob_dir` if there were any.
+        pub(super) fn sync_announced(&mut self, blob_dir: &Path) -> Result<Synced, SyncError> {
+            if !self.watching {
+                // The watch comes first, the listing after: a file written
+                // in between is in both, synced twice, never missed.
+                let flags = WatchFlags::CLOSE_WRITE | WatchFlags::MOVED_TO | WatchFlags::ONLYDIR;
+                match inotify::add_watch(&self.fd, blob_dir, flags) {
+                    Ok(_) => self.watching = true,
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(io("watch blob directory", blob_dir)(e.into())),
                 }
-                Ok(())
-            })?;
-            *synced = names;
+                return Ok(Synced::ListNeeded);
+            }
+            let mut buf = [MaybeUninit::<u8>::uninit(); EVENT_BUFFER_BYTES];
+            let mut events = inotify::Reader::new(&self.fd, &mut buf);
+            let (mut synced_any, mut list) = (false, false);
+            loop {
+                let event = match events.next() {
+                    Ok(event) => event,
+                    Err(rustix::io::Errno::WOULDBLOCK) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(io("read blob directory events", blob_dir)(e.into())),
+                };
+                let flags = event.events();
+                if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                    list = true;
+                } else if flags.contains(ReadFlags::IGNORED) {
+                    // The directory went away (or was replaced): watch
+                    // again once it exists.
+                    self.watching = false;
+                    list = true;
+                } else if let Some(name) = event.file_name() {
+                    if sync_blob(blob_dir, name.to_bytes())? {
+                        synced_any = true;
+                        self.synced_files += 1;
+                    }
+                }
+            }
+            if synced_any {
+                sync_dir(blob_dir)?;
+            }
+            Ok(if list {
+                Synced::ListNeeded
+            } else {
+                Synced::All
+            })
         }
-        Ok(())
     }
 }
 
@@ -297,7 +478,7 @@ mod tests {
         sync.sync().unwrap();
         let blobs = std::fs::read_dir(path.join(SLED_BLOB_DIR)).unwrap().count();
         assert_eq!(blobs, 1, "a 300 KiB value is a blob file");
-        assert_eq!(sync.synced_blobs.lock().unwrap().len(), 1);
+        assert_eq!(sync.blobs.lock().unwrap().synced.len(), 1);
         drop(db);
         let db = sled::Config::new().path(&path).open().unwrap();
         assert_eq!(db.get(b"big").unwrap().unwrap().len(), 300 << 10);
@@ -316,7 +497,7 @@ mod tests {
             std::fs::write(blob(n), b"b").unwrap();
         }
         let sync = DeviceSync::open(dir.path(), true).unwrap();
-        let synced = || sync.synced_blobs.lock().unwrap().len();
+        let synced = || sync.blobs.lock().unwrap().synced.len();
         assert_eq!(synced(), 100, "blobs present at open are synced there");
         std::fs::write(blob(100), b"b").unwrap();
         sync.sync().unwrap();
@@ -340,6 +521,109 @@ mod tests {
             7,
             "7 ≤ 2 × 6 + 64: the removed name stays until the next cut"
         );
+    }
+
+    /// Blob files of a sled database, by name.
+    fn blob_names(db_dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(db_dir.join(SLED_BLOB_DIR))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_watching_sync_fsyncs_what_sled_wrote_without_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let db = sled::Config::new().path(&path).open().unwrap();
+        db.insert(b"before", vec![1u8; 300 << 10]).unwrap();
+        db.flush().unwrap();
+        let sync = DeviceSync::open_watching_blobs(&path).unwrap();
+        assert!(
+            sync.watches_blobs(),
+            "inotify is available on the test machine"
+        );
+        assert_eq!(sync.blob_listings(), 1, "one listing at open");
+        let at_open = sync.blobs.lock().unwrap().synced.clone();
+        assert_eq!(at_open.len(), 1, "the blob present at open is synced there");
+        for n in 0..3u8 {
+            db.insert([b'k', n], vec![n; 300 << 10]).unwrap();
+        }
+        db.flush().unwrap();
+        // The three new blob files come from the watch: no listing.
+        sync.sync().unwrap();
+        sync.sync().unwrap();
+        assert_eq!(sync.blob_listings(), 1, "syncs after open read events only");
+        let b = sync.blobs.lock().unwrap();
+        let w = b.watch.as_ref().unwrap();
+        assert!(w.watching);
+        // sled may also rewrite a large node as a new blob: at least the three.
+        assert!(w.synced_files >= 3, "{} blob files synced", w.synced_files);
+        drop(b);
+        assert_eq!(blob_names(&path).len(), 4);
+        drop(db);
+        let db = sled::Config::new().path(&path).open().unwrap();
+        for n in 0..3u8 {
+            assert_eq!(db.get([b'k', n]).unwrap().unwrap().len(), 300 << 10);
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_watch_syncs_each_closed_blob_skips_removed_ones_and_waits_for_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [SLED_DATA_FILE, SLED_CONF_FILE] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        // No `blobs/` yet: nothing to watch, nothing to list.
+        let sync = DeviceSync::open_watching_blobs(dir.path()).unwrap();
+        sync.sync().unwrap();
+        let blobs = dir.path().join(SLED_BLOB_DIR);
+        std::fs::create_dir(&blobs).unwrap();
+        std::fs::write(blobs.join("1"), b"b").unwrap();
+        // The first sync that finds the directory watches it and lists it.
+        sync.sync().unwrap();
+        let listings = sync.blob_listings();
+        assert!(sync.blobs.lock().unwrap().synced.contains(b"1".as_slice()));
+        // Written and closed, then one removed before the sync: no error.
+        std::fs::write(blobs.join("2"), b"b").unwrap();
+        std::fs::write(blobs.join("3"), b"b").unwrap();
+        std::fs::remove_file(blobs.join("2")).unwrap();
+        sync.sync().unwrap();
+        assert_eq!(sync.blob_listings(), listings, "events, not a listing");
+        let from_events = || {
+            sync.blobs
+                .lock()
+                .unwrap()
+                .watch
+                .as_ref()
+                .unwrap()
+                .synced_files
+        };
+        assert_eq!(from_events(), 1, "3 synced, 2 gone");
+        // A file still open for writing is not announced until closed.
+        let mut open = File::create(blobs.join("4")).unwrap();
+        sync.sync().unwrap();
+        assert_eq!(from_events(), 1);
+        std::io::Write::write_all(&mut open, b"late").unwrap();
+        drop(open);
+        sync.sync().unwrap();
+        assert_eq!(from_events(), 2);
+        assert_eq!(sync.blob_listings(), listings);
+        // The directory replaced: the watch ends, the next sync lists and
+        // watches the new one.
+        std::fs::remove_dir_all(&blobs).unwrap();
+        std::fs::create_dir(&blobs).unwrap();
+        std::fs::write(blobs.join("5"), b"b").unwrap();
+        sync.sync().unwrap();
+        sync.sync().unwrap();
+        assert!(sync.blob_listings() > listings);
+        assert!(sync.blobs.lock().unwrap().synced.contains(b"5".as_slice()));
     }
 
     #[test]

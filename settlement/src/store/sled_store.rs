@@ -65,7 +65,7 @@ impl SledStore {
             }
         };
         let tree = db.open_tree("settlement")?;
-        let device = fare_durable::DeviceSync::open(dir, true)
+        let device = fare_durable::DeviceSync::open_watching_blobs(dir)
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(SledStore {
             db,

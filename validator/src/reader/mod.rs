@@ -103,6 +103,10 @@ struct BundleMeta {
     server_time_unix_s: u64,
     installed_at_unix_s: u64,
     trust: Vec<IssuerKey>,
+    /// As one byte string: the same bytes as a sequence of `u8` under the
+    /// codec's fixed-width lengths, written in one copy instead of a call
+    /// per byte (a bundle install re-encodes this meta, tariff included).
+    #[serde(with = "serde_bytes")]
     tariff: Vec<u8>,
     deny_file: String,
     deny_count: u64,
@@ -463,4 +467,42 @@ impl Reader {
 /// The sequence number a `rides` key holds (big-endian u64).
 fn key_seq(k: &[u8]) -> u64 {
     u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_meta_tariff_bytes_are_encoded_as_before() {
+        // The layout stored before `tariff` was a byte string: a plain
+        // `Vec<u8>` (a sequence of `u8`). Readers in the field hold it.
+        #[derive(Serialize)]
+        struct Before {
+            version: u64,
+            server_time_unix_s: u64,
+            installed_at_unix_s: u64,
+            trust: Vec<IssuerKey>,
+            tariff: Vec<u8>,
+            deny_file: String,
+            deny_count: u64,
+            deny_blake3: [u8; 32],
+        }
+        let tariff: Vec<u8> = (0..=255u8).cycle().take(5_000).collect();
+        let before = Before {
+            version: 7,
+            server_time_unix_s: 1_700_000_000,
+            installed_at_unix_s: 1_700_000_100,
+            trust: Vec::new(),
+            tariff: tariff.clone(),
+            deny_file: "deny-7.bin".into(),
+            deny_count: 3,
+            deny_blake3: [9; 32],
+        };
+        let old = codec::encode("bundle meta", &before).unwrap();
+        let meta: BundleMeta = codec::decode("bundle meta", &old).unwrap();
+        assert_eq!(meta.tariff, tariff);
+        assert_eq!(meta.deny_file, "deny-7.bin");
+        assert_eq!(codec::encode("bundle meta", &meta).unwrap(), old);
+    }
 }
