@@ -232,7 +232,8 @@ impl DeviceSync {
         if let Some(w) = blobs.watch.as_mut() {
             match w.sync_announced(&blob_dir)? {
                 watch::Synced::All => return Ok(()),
-                watch::Synced::ListNeeded => {}
+                // Names synced before may belong to files since replaced.
+                watch::Synced::ListNeeded => blobs.synced.clear(),
             }
         }
         sync_listed_blobs(&blob_dir, &mut blobs)
@@ -335,8 +336,9 @@ mod watch {
     pub(super) enum Synced {
         /// Every blob file written since the last sync is synced.
         All,
-        /// The watch cannot tell (it only just started, or the kernel
-        /// dropped events): the caller lists the directory.
+        /// The watch cannot tell (it only just started or started again,
+        /// or the kernel dropped events): the caller lists the directory
+        /// and syncs every blob file it holds.
         ListNeeded,
     }
 
@@ -366,6 +368,18 @@ mod watch {
                 }
                 return Ok(Synced::ListNeeded);
             }
+            let synced = self.sync_events(blob_dir);
+            if synced.is_err() {
+                // Events read before the error are gone: the next sync
+                // watches afresh and lists (and syncs) every blob file.
+                self.watching = false;
+            }
+            synced
+        }
+
+        /// Reads the events queued since the last call and syncs the files
+        /// they name.
+        fn sync_events(&mut self, blob_dir: &Path) -> Result<Synced, SyncError> {
             let mut buf = [MaybeUninit::<u8>::uninit(); EVENT_BUFFER_BYTES];
             let mut events = inotify::Reader::new(&self.fd, &mut buf);
             let (mut synced_any, mut list) = (false, false);
