@@ -95,6 +95,73 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
     }
 }
 
+/// Exit status of a run ended by a signal (the shell's 128 + number).
+const EXIT_SIGINT: i32 = 130;
+/// As [`EXIT_SIGINT`], for SIGTERM.
+const EXIT_SIGTERM: i32 = 143;
+/// As [`EXIT_SIGINT`], for SIGHUP.
+const EXIT_SIGHUP: i32 = 129;
+/// Attempts at removing the run's data on a signal (threads still writing
+/// into it can make one attempt fail with "directory not empty").
+const CLEANUP_ATTEMPTS: u32 = 20;
+
+/// A new directory for the run's data inside `base` (default
+/// `fare_simulator::sim::default_work_base`), removed when it drops or
+/// when the process gets SIGINT, SIGTERM or SIGHUP.
+fn scratch_dir(base: Option<&std::path::Path>) -> Result<tempfile::TempDir, String> {
+    let base = base
+        .map(PathBuf::from)
+        .unwrap_or_else(fare_simulator::sim::default_work_base);
+    let dir = tempfile::Builder::new()
+        .prefix("fare-sim-run-")
+        .tempdir_in(&base)
+        .map_err(|e| format!("--work-dir {}: {e}", base.display()))?;
+    remove_on_signal(dir.path().to_path_buf())
+        .map_err(|e| format!("listening for interrupts: {e}"))?;
+    Ok(dir)
+}
+
+/// A thread that, at the first SIGINT, SIGTERM or SIGHUP, removes `dir`
+/// and exits with 128 + the signal's number.
+fn remove_on_signal(dir: PathBuf) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    // Registered here, before the run writes anything.
+    let (mut int, mut term, mut hup) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("fare-sim-signals".into())
+        .spawn(move || {
+            let code = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => EXIT_SIGINT,
+                    _ = term.recv() => EXIT_SIGTERM,
+                    _ = hup.recv() => EXIT_SIGHUP,
+                }
+            });
+            eprintln!(
+                "fare-simulator: interrupted; removing the run's data {}",
+                dir.display()
+            );
+            for _ in 0..CLEANUP_ATTEMPTS {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            }
+            std::process::exit(code);
+        })?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let RunArgs {
@@ -155,9 +222,23 @@ fn main() -> ExitCode {
     if let Some(n) = max_open {
         replay_args.push(format!("--max-open-readers {n}"));
     }
+    // The run's data lives in a directory of its own, removed when the run
+    // ends, or is interrupted (a signal ends the process without dropping
+    // anything: left behind in /dev/shm, a city's day would hold its
+    // memory until someone deletes it). `--keep-data` keeps it.
+    let scratch = match &keep_data {
+        Some(_) => None,
+        None => match scratch_dir(work_dir.as_deref()) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                eprintln!("fare-simulator: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let opts = fare_simulator::RunOptions {
         seed,
-        work_dir,
+        work_dir: scratch.as_ref().map(|d| d.path().to_path_buf()),
         progress: std::io::stderr().is_terminal(),
         log_phases: true,
         network,

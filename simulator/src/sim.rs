@@ -491,6 +491,18 @@ pub const KEPT_CONFIG_FILE: &str = "settlement.toml";
 
 /// A new or empty directory for `--keep-data`, made absolute (the kept
 /// configuration names the tariff by absolute path).
+/// Where a run's readers and settlement keep their data unless told
+/// (`--work-dir`): `/dev/shm` where it exists (memory: a city's day writes
+/// about 14 GB there, gone when the run ends), else the system temp dir.
+pub fn default_work_base() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Checks `--keep-data DIR` before a run (creating DIR if it does not
 /// exist): a directory that cannot be made or is not empty is the
 /// caller's usage error, refused before any work starts.
@@ -668,14 +680,7 @@ impl World {
     /// Builds the world: settlement, fleet, riders, the day's plan.
     pub fn build(scenario: Scenario, opts: &RunOptions) -> Result<World, String> {
         let seed = opts.seed;
-        let base = opts.work_dir.clone().unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
+        let base = opts.work_dir.clone().unwrap_or_else(default_work_base);
         let (tmp, work) = match &opts.keep_data {
             Some(dir) => (None, kept_dir(dir)?),
             None => {
