@@ -98,8 +98,10 @@ fn walkthrough(out: Option<PathBuf>, seed: u64) -> ExitCode {
 /// Exit status of a run ended by a signal (the shell's 128 + number).
 const EXIT_SIGINT: i32 = 130;
 /// As [`EXIT_SIGINT`], for SIGTERM.
+#[cfg(unix)]
 const EXIT_SIGTERM: i32 = 143;
 /// As [`EXIT_SIGINT`], for SIGHUP.
+#[cfg(unix)]
 const EXIT_SIGHUP: i32 = 129;
 /// Attempts at removing the run's data on a signal (threads still writing
 /// into it can make one attempt fail with "directory not empty").
@@ -123,6 +125,7 @@ fn scratch_dir(base: Option<&std::path::Path>) -> Result<tempfile::TempDir, Stri
 
 /// A thread that, at the first SIGINT, SIGTERM or SIGHUP, removes `dir`
 /// and exits with 128 + the signal's number.
+#[cfg(unix)]
 fn remove_on_signal(dir: PathBuf) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -146,20 +149,41 @@ fn remove_on_signal(dir: PathBuf) -> std::io::Result<()> {
                     _ = hup.recv() => EXIT_SIGHUP,
                 }
             });
-            eprintln!(
-                "fare-simulator: interrupted; removing the run's data {}",
-                dir.display()
-            );
-            for _ in 0..CLEANUP_ATTEMPTS {
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-                }
-            }
-            std::process::exit(code);
+            remove_and_exit(&dir, code)
         })?;
     Ok(())
+}
+
+/// Elsewhere: Ctrl-C only.
+#[cfg(not(unix))]
+fn remove_on_signal(dir: PathBuf) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("fare-sim-signals".into())
+        .spawn(move || {
+            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                remove_and_exit(&dir, EXIT_SIGINT)
+            }
+        })?;
+    Ok(())
+}
+
+/// Removes the run's data and ends the process with `code`.
+fn remove_and_exit(dir: &std::path::Path, code: i32) -> ! {
+    eprintln!(
+        "fare-simulator: interrupted; removing the run's data {}",
+        dir.display()
+    );
+    for _ in 0..CLEANUP_ATTEMPTS {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    std::process::exit(code)
 }
 
 fn main() -> ExitCode {

@@ -60,6 +60,14 @@ fn an_unknown_scenario_is_a_usage_error() {
 
 #[test]
 fn an_interrupted_run_removes_its_data() {
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        interrupted_run_removes_its_data(signal, code);
+    }
+}
+
+/// A demo run, sent `signal` once it has written its first files, exits
+/// with `code` and leaves nothing in its `--work-dir`.
+fn interrupted_run_removes_its_data(signal: &str, code: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = sim()
         .args(["run", "--scenario", "demo", "--seed", "1", "--work-dir"])
@@ -68,8 +76,8 @@ fn an_interrupted_run_removes_its_data() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the run has written into its directory: settlement's
-    // database under `fare-sim-run-*/fare-sim-*/settlement`.
+    // Wait until the run has written into its directory (settlement's
+    // database under `fare-sim-run-*/fare-sim-*/settlement`).
     let started = std::time::Instant::now();
     while walk_files(tmp.path()) == 0 {
         assert!(
@@ -80,16 +88,16 @@ fn an_interrupted_run_removes_its_data() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{signal}: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(left.is_empty(), "{signal}: left behind: {left:?}");
 }
 
 /// Files under `dir`, at any depth.
