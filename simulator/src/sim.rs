@@ -489,8 +489,6 @@ pub struct RunOptions {
 /// `fare-settlement serve` makes one at its first start (DATA/operator-token).
 pub const KEPT_CONFIG_FILE: &str = "settlement.toml";
 
-/// A new or empty directory for `--keep-data`, made absolute (the kept
-/// configuration names the tariff by absolute path).
 /// Where a run's readers and settlement keep their data unless told
 /// (`--work-dir`): `/dev/shm` where it exists (memory: a city's day writes
 /// about 14 GB there, gone when the run ends), else the system temp dir.
@@ -510,6 +508,8 @@ pub fn check_keep_data(dir: &Path) -> Result<(), String> {
     kept_dir(dir).map(|_| ())
 }
 
+/// A new or empty directory for `--keep-data`, made absolute (the kept
+/// configuration names the tariff by absolute path).
 fn kept_dir(dir: &Path) -> Result<PathBuf, String> {
     let what = |e: std::io::Error| format!("--keep-data {}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(what)?;
