@@ -272,10 +272,10 @@ impl App {
     /// The signed bundle for a reader at deny version `since`.
     pub fn bundle(&self, since: Option<u64>) -> Result<Vec<u8>, AppError> {
         drop(self.reload_keys()?);
-        let _w = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         Ok(bundle::reader_bundle(
             self.acks.publisher_id(),
             &self.db,
+            &self.write_lock,
             &self.deny_head,
             &self.keys,
             &self.tariff_json,

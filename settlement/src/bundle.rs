@@ -9,7 +9,7 @@
 
 use crate::error::StoreError;
 use crate::model::DenyVersion;
-use crate::store::{Db, DenyState, WriteSet};
+use crate::store::{Db, DenyState, WriteLock, WriteSet};
 use fare_credential::bundle::{DenyUpdate, PublishedBundle, ReaderBundle};
 use fare_credential::{CredentialId, IssuerKey};
 use fare_keys::KeyStore;
@@ -273,11 +273,13 @@ pub fn publisher_id(ack_key_cert: &[u8]) -> [u8; fare_credential::bundle::PUBLIS
 }
 
 /// Builds and root-signs (bundle v2, as `publisher`) the bundle for a
-/// reader at deny version `since`; a delta names its base's digest.
+/// reader at deny version `since`; a delta names its base's digest. Takes
+/// `write_lock` only to publish a new head when one is due.
 #[allow(clippy::too_many_arguments)] // the service's settings, passed through flat
 pub fn reader_bundle(
     publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
     db: &Db,
+    write_lock: &WriteLock,
     cache: &HeadCache,
     keys: &Mutex<KeyStore>,
     tariff_json: &[u8],
@@ -288,7 +290,15 @@ pub fn reader_bundle(
 ) -> Result<Vec<u8>, BundleError> {
     let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
     let material = material_hash(&trust, tariff_json);
-    let cached = head_for_bundle(db, cache, keys, material, now_unix_s, skew_s, max_age_s)?;
+    // Publishing a head reads, decides and writes: under the write lock.
+    // The rest only reads deny versions at or below the head, which are
+    // written once and never changed (one missing makes a snapshot), so
+    // the delta, the encoding and the signature over the whole bundle
+    // (tens of KB, at every contact) run outside it, on every core.
+    let cached = {
+        let _w = write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        head_for_bundle(db, cache, keys, material, now_unix_s, skew_s, max_age_s)?
+    };
     let head = &cached.head;
     let deny = deny_update(db, head, since)?;
     let bundle = ReaderBundle {
@@ -310,8 +320,13 @@ pub fn reader_bundle(
         deny_base_hash,
         bundle,
     };
-    let keys = keys.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(published.sign_v2(keys.root_signing_key())?)
+    // A copy of the key, so that concurrent answers sign at once.
+    let root = keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .root_signing_key()
+        .clone();
+    Ok(published.sign_v2(&root)?)
 }
 
 /// The deny list as reported.

@@ -102,42 +102,50 @@ impl Forger {
 
 #[derive(Debug)]
 struct FaultState {
-    forger: Forger,
-    rng: ChaCha20Rng,
     faults: Faults,
     healed: bool,
-    delayed: Vec<(Vec<u8>, u64, String)>,
     stats: LinkStats,
-    /// Wall time settlement spent answering batches / bundles, seconds
-    /// (in process only; not deterministic).
+    /// Wall time settlement spent answering batches / bundles, seconds,
+    /// summed over the threads that asked (in process only; not
+    /// deterministic).
     served_s: (f64, f64),
 }
 
-impl FaultState {
-    fn roll(&mut self, percent: u32) -> bool {
-        !self.healed && percent > 0 && (self.rng.next_u32() % 100) < percent
-    }
+/// The seeded fault injector: what is shared by every reader's link (the
+/// fault rates, the forger, the counters). The draws are each reader's own
+/// ([`ReaderLink`]), so that contacts of different readers may run at once
+/// and a run still draws the same faults for the same seed.
+#[derive(Debug)]
+pub struct FaultPlan {
+    forger: Forger,
+    state: Mutex<FaultState>,
+    seed: u64,
 }
 
-/// The seeded fault injector shared by every reader's link.
-#[derive(Debug)]
-pub struct FaultPlan(Mutex<FaultState>);
-
 impl FaultPlan {
-    /// Faults drawn from `rng`.
+    /// Faults drawn from `rng`: the forger's keys from it, and each
+    /// reader's draws from a stream seeded by it ([`FaultPlan::reader_link`]).
     pub fn new(mut rng: ChaCha20Rng, faults: Faults) -> FaultPlan {
-        FaultPlan(Mutex::new(FaultState {
+        FaultPlan {
             forger: Forger::new(&mut rng),
-            rng,
-            faults,
-            healed: false,
-            delayed: Vec::new(),
-            stats: LinkStats::default(),
-            served_s: (0.0, 0.0),
-        }))
+            seed: rng.next_u64(),
+            state: Mutex::new(FaultState {
+                faults,
+                healed: false,
+                stats: LinkStats::default(),
+                served_s: (0.0, 0.0),
+            }),
+        }
     }
     fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Reader `reader`'s link: its own fault draws, from this plan's seed.
+    pub fn reader_link(&self, reader: u32) -> ReaderLink {
+        ReaderLink {
+            rng: crate::sim::rng_for(self.seed, &format!("link/{reader}")),
+            delayed: Vec::new(),
+        }
     }
     /// No more faults from now on (the liveness phase).
     pub fn heal(&self) {
@@ -147,9 +155,26 @@ impl FaultPlan {
     pub fn stats(&self) -> LinkStats {
         self.state().stats
     }
-    /// Wall time in-process settlement spent answering `(batches, bundles)`, seconds.
+    /// Wall time in-process settlement spent answering `(batches, bundles)`,
+    /// seconds, summed over the threads that asked.
     pub fn served_s(&self) -> (f64, f64) {
         self.state().served_s
+    }
+}
+
+/// One reader's side of the network: its fault draws (a seeded stream of
+/// its own) and the requests the network holds back to deliver after its
+/// next one (a reordering: an older batch arriving after a newer one).
+#[derive(Debug)]
+pub struct ReaderLink {
+    rng: ChaCha20Rng,
+    delayed: Vec<(Vec<u8>, u64, String)>,
+}
+
+impl ReaderLink {
+    /// True with probability `percent` %, unless the network has healed.
+    fn roll(&mut self, healed: bool, percent: u32) -> bool {
+        !healed && percent > 0 && (self.rng.next_u32() % 100) < percent
     }
 }
 
@@ -232,44 +257,66 @@ impl<'a> Transport<'a> {
     }
 }
 
-/// A [`Link`] through the fault injector.
+/// A [`Link`] through the fault injector, for one reader's contact.
 struct FaultyLink<'a> {
     to: Transport<'a>,
     plan: &'a FaultPlan,
+    /// The reader's draws and held-back requests (a mutex because the
+    /// [`Link`] methods take `&self`; one contact uses it at a time).
+    reader: Mutex<&'a mut ReaderLink>,
+    /// Requests of this contact a forger answered.
+    forged: std::sync::atomic::AtomicU64,
 }
 
 fn injected(what: &str) -> LinkError {
     LinkError::Transport(format!("{what} (injected fault)"))
 }
 
+impl<'a> FaultyLink<'a> {
+    fn reader(&self) -> std::sync::MutexGuard<'_, &'a mut ReaderLink> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The plan's fault rates and whether the network has healed.
+    fn rates(&self) -> (Faults, bool) {
+        let s = self.plan.state();
+        (s.faults, s.healed)
+    }
+    async fn deliver_delayed(&self) {
+        let delayed = std::mem::take(&mut self.reader().delayed);
+        for (b, t, auth) in delayed {
+            let _ = self.to.post(b, t, auth, self.plan).await;
+        }
+    }
+}
+
 impl Link for FaultyLink<'_> {
     async fn post_batch(&self, body: Vec<u8>, t: u64, auth: String) -> Result<Reply, LinkError> {
+        let (f, healed) = self.rates();
         let forged = {
-            let mut s = self.plan.state();
-            let p = s.faults.forged_ack;
-            if s.roll(p) {
-                s.forger.answer(&body, t)
+            let mut r = self.reader();
+            if r.roll(healed, f.forged_ack) {
+                self.plan.forger.answer(&body, t)
             } else {
                 None
             }
         };
         if let Some(reply) = forged {
             self.plan.state().stats.forged_acks += 1;
+            self.forged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(reply);
         }
         let (drop, delay) = {
+            let mut r = self.reader();
+            let drop = r.roll(healed, f.drop);
+            let delay = !drop && r.roll(healed, f.reorder);
+            if delay {
+                r.delayed.push((body.clone(), t, auth.clone()));
+            }
             let mut s = self.plan.state();
             s.stats.sent += 1;
-            let f = s.faults;
-            let drop = s.roll(f.drop);
-            let delay = !drop && s.roll(f.reorder);
-            if drop {
-                s.stats.dropped += 1;
-            }
-            if delay {
-                s.stats.reordered += 1;
-                s.delayed.push((body.clone(), t, auth.clone()));
-            }
+            s.stats.dropped += u64::from(drop);
+            s.stats.reordered += u64::from(delay);
             (drop, delay)
         };
         if drop {
@@ -280,10 +327,10 @@ impl Link for FaultyLink<'_> {
         }
         let reply = self.to.post(body.clone(), t, auth.clone(), self.plan).await;
         let (dup, lost) = {
+            let mut r = self.reader();
+            let dup = r.roll(healed, f.duplicate);
+            let lost = r.roll(healed, f.lost_reply);
             let mut s = self.plan.state();
-            let f = s.faults;
-            let dup = s.roll(f.duplicate);
-            let lost = s.roll(f.lost_reply);
             s.stats.duplicated += u64::from(dup);
             s.stats.lost_replies += u64::from(lost);
             (dup, lost)
@@ -306,14 +353,10 @@ impl Link for FaultyLink<'_> {
         t: u64,
         auth: String,
     ) -> Result<Reply, LinkError> {
-        let lost = {
-            let mut s = self.plan.state();
-            let f = s.faults;
-            let lost = s.roll(f.drop);
-            s.stats.bundle_fetches_lost += u64::from(lost);
-            lost
-        };
+        let (f, healed) = self.rates();
+        let lost = self.reader().roll(healed, f.drop);
         if lost {
+            self.plan.state().stats.bundle_fetches_lost += 1;
             return Err(injected("bundle fetch lost"));
         }
         self.to.bundle(id, since, t, auth, self.plan).await
@@ -321,15 +364,6 @@ impl Link for FaultyLink<'_> {
 
     fn describe(&self) -> String {
         self.to.describe()
-    }
-}
-
-impl FaultyLink<'_> {
-    async fn deliver_delayed(&self) {
-        let delayed = std::mem::take(&mut self.plan.state().delayed);
-        for (b, t, auth) in delayed {
-            let _ = self.to.post(b, t, auth, self.plan).await;
-        }
     }
 }
 
@@ -351,17 +385,25 @@ pub struct ContactOutcome {
 
 /// One contact of `reader` with settlement through the faulty link at
 /// reader time `now`; `in_flight` is the batch the reader keeps re-sending
-/// until it is acknowledged (kept per reader across contacts).
+/// until it is acknowledged and `link` its side of the network (both kept
+/// per reader across contacts). Contacts of different readers may run at
+/// once: everything a contact draws or changes is its reader's own, and
+/// settlement serves concurrent requests as its HTTP server does.
 pub fn contact_once(
     rt: &tokio::runtime::Runtime,
     reader: &mut BusReader,
     to: Transport<'_>,
     plan: &FaultPlan,
+    link: &mut ReaderLink,
     in_flight: &mut InFlight,
     now: u64,
 ) -> ContactOutcome {
-    let link = FaultyLink { to, plan };
-    let forged_before = plan.stats().forged_acks;
+    let link = FaultyLink {
+        to,
+        plan,
+        reader: Mutex::new(link),
+        forged: Default::default(),
+    };
     let refused_before = reader.reader_mut().sync_state().refused_acks;
     let access = Mutex::new(reader.reader_mut());
     let clock = move || now;
@@ -381,7 +423,7 @@ pub fn contact_once(
             forged_ack_refused: None,
         },
     };
-    if plan.stats().forged_acks > forged_before {
+    if link.forged.into_inner() > 0 {
         // A refused acknowledgement stops the contact: one forgery per contact.
         let refused = reader.reader_mut().sync_state().refused_acks > refused_before
             && out.error_code.as_deref() == Some("ack_bad_signature");
@@ -448,10 +490,23 @@ fn error_code(reply: &Reply) -> Option<String> {
         .and_then(|v| v.get("error").and_then(|c| c.as_str()).map(str::to_string))
 }
 
-/// Delivers what is still delayed (the network heals).
-pub fn flush(rt: &tokio::runtime::Runtime, to: Transport<'_>, plan: &FaultPlan) {
-    let link = FaultyLink { to, plan };
-    rt.block_on(link.deliver_delayed());
+/// Delivers what the network still holds back for each of `links` (it
+/// heals), in their order.
+pub fn flush<'a>(
+    rt: &tokio::runtime::Runtime,
+    to: Transport<'_>,
+    plan: &FaultPlan,
+    links: impl IntoIterator<Item = &'a mut ReaderLink>,
+) {
+    for reader in links {
+        let link = FaultyLink {
+            to,
+            plan,
+            reader: Mutex::new(reader),
+            forged: Default::default(),
+        };
+        rt.block_on(link.deliver_delayed());
+    }
 }
 
 /// A fresh in-flight slot (after a reader's power cut or restore: the

@@ -4,7 +4,7 @@
 use crate::adapters::{
     Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
 };
-use crate::link::{FaultPlan, Faults, Transport};
+use crate::link::{ContactOutcome, FaultPlan, Faults, ReaderLink, Transport};
 use crate::scenario::{Scenario, FDS_PER_OPEN_READER};
 use fare_credential::{Profile, SigningKey};
 use rand_chacha::ChaCha20Rng;
@@ -23,6 +23,9 @@ const SETUP_HOUR: u64 = 4;
 pub const SAMPLE_EVERY_S: u64 = 900;
 /// Depot sync attempts per bus (each one a full sync).
 const DEPOT_ATTEMPTS: u32 = 8;
+/// Depot contacts are spread over this many slots of `SYNC_SLOT_S` (half
+/// an hour).
+const DEPOT_SLOTS: u64 = 30;
 /// Logical log limit of a reader whose storage is nearly full (≈ 40 records).
 const NEARLY_FULL_LOG_BYTES: u64 = 12_000;
 /// Credential lifetime asked for a rider whose credential will have expired.
@@ -52,6 +55,13 @@ const CODE_BANK: usize = 64;
 /// between two sync or settlement events, small enough that a batch's
 /// codes and frames stay a few MB.
 const RIDE_BATCH: usize = 256;
+/// En-route and depot contacts start on a slot of this many seconds (a
+/// bus's modem wakes on the minute), so that the contacts of many buses
+/// fall on the same simulated second and run together (`World::contacts`).
+const SYNC_SLOT_S: u64 = 60;
+/// Most contacts run together: enough to keep both cores busy, few enough
+/// that their batches in flight stay a few MB.
+const CONTACT_GROUP: usize = 256;
 
 /// Derives a component's seed from the run seed.
 pub fn sub_seed(seed: u64, what: &str) -> u64 {
@@ -300,6 +310,8 @@ pub struct Bus {
     backup: Option<(PathBuf, u64)>,
     /// The batch the reader's sync keeps re-sending until acknowledged.
     in_flight: fare_validator::sync::InFlight,
+    /// Its side of the network: its fault draws, its held-back requests.
+    link: ReaderLink,
 }
 
 impl Bus {
@@ -853,6 +865,7 @@ impl World {
                         retired: false,
                         backup: None,
                         in_flight: Default::default(),
+                        link: self.faults.reader_link(id),
                     });
                     ix += 1;
                 }
@@ -1286,7 +1299,8 @@ impl World {
             if !b.real {
                 continue;
             }
-            let phase = below(&mut rng, s.sync.en_route_interval_s);
+            let slots = s.sync.en_route_interval_s.div_ceil(SYNC_SLOT_S);
+            let phase = below(&mut rng, slots) * SYNC_SLOT_S;
             let mut t = day_start + phase;
             while t < depot {
                 self.queue.insert(
@@ -1300,7 +1314,7 @@ impl World {
                 t += s.sync.en_route_interval_s;
             }
             self.queue.insert(
-                (depot + (i as u64 % 1800), self.next_ev),
+                (depot + (i as u64 % DEPOT_SLOTS) * SYNC_SLOT_S, self.next_ev),
                 Ev::Sync {
                     bus: i as u32,
                     depot: true,
@@ -1386,6 +1400,9 @@ impl World {
             let before = bar.position();
             if Self::batchable(&ev) {
                 let n = self.run_rides(t, ev)?;
+                bar.inc(n);
+            } else if let Ev::Sync { bus, depot } = ev {
+                let n = self.run_syncs(t, bus, depot)?;
                 bar.inc(n);
             } else {
                 self.step(t, ev)?;
@@ -1579,7 +1596,7 @@ impl World {
                 self.frozen.insert(acct);
                 self.note_deny(version, t, ids);
             }
-            Ev::Sync { bus, depot } => self.sync(t, bus, depot)?,
+            Ev::Sync { bus, depot } => self.syncs(t, &[(bus, depot)])?,
             Ev::Settle => self.settle_at(t)?,
             Ev::Sample => {
                 let backlog = self
@@ -2254,62 +2271,148 @@ impl World {
     }
 
     /// One sync: uploads until done or the link fails, then a bundle.
-    fn sync(&mut self, t: u64, bus: u32, depot: bool) -> Result<(), String> {
-        let b = &self.buses[bus as usize];
-        if !b.provisioned || b.retired {
-            return Ok(());
+    /// Takes from the queue the sync events at `t` that follow the first
+    /// one with nothing else between them (at most [`CONTACT_GROUP`]) and
+    /// runs them with `syncs`; returns how many events it took.
+    fn run_syncs(&mut self, t: u64, bus: u32, depot: bool) -> Result<u64, String> {
+        let mut events = vec![(bus, depot)];
+        while events.len() < CONTACT_GROUP {
+            match self.queue.first_key_value() {
+                Some(((at, _), Ev::Sync { bus, depot })) if *at == t => {
+                    events.push((*bus, *depot));
+                }
+                _ => break,
+            }
+            self.queue.pop_first();
         }
-        if depot && matches!(b.role, Role::Compromised | Role::UndeclaredDrop) {
-            return self.compromise(t, bus);
-        }
-        if !depot {
-            // A compromised reader keeps its day to itself until the depot.
-            let offline = matches!(
-                b.role,
-                Role::Offline | Role::NearlyFull | Role::Compromised | Role::UndeclaredDrop
-            );
-            if offline
-                || !percent(
-                    &mut self.rng_sync,
-                    self.scenario.sync.en_route_online_percent,
-                )
-            {
-                self.syncs_offline += 1;
-                return Ok(());
+        self.settlement.set_time(t);
+        self.syncs(t, &events)?;
+        Ok(events.len() as u64)
+    }
+
+    /// The sync events `(bus, depot)` at `t`, as they would run one by one:
+    /// the draws of who is online in event order, then the contacts
+    /// together (`contacts`); a compromised reader's depot visit runs in
+    /// its place, after the contacts before it.
+    fn syncs(&mut self, t: u64, events: &[(u32, bool)]) -> Result<(), String> {
+        let mut group = Vec::new();
+        for &(bus, depot) in events {
+            match self.sync_plan(bus, depot) {
+                SyncPlan::Skip => {}
+                SyncPlan::Contact(attempts) => group.push((bus, attempts)),
+                SyncPlan::Compromise => {
+                    self.contacts(t, &std::mem::take(&mut group))?;
+                    self.compromise(t, bus)?;
+                }
             }
         }
-        let attempts = if depot { DEPOT_ATTEMPTS } else { 1 };
-        for _ in 0..attempts {
-            if self.sync_once(t, bus)? {
-                break;
+        self.contacts(t, &group)
+    }
+
+    /// What a sync event of `bus` does: nothing (no reader, or no network
+    /// en route: drawn here), a contact of so many attempts, or a
+    /// compromised reader's attack at the depot.
+    fn sync_plan(&mut self, bus: u32, depot: bool) -> SyncPlan {
+        let b = &self.buses[bus as usize];
+        if !b.provisioned || b.retired {
+            return SyncPlan::Skip;
+        }
+        if depot && matches!(b.role, Role::Compromised | Role::UndeclaredDrop) {
+            return SyncPlan::Compromise;
+        }
+        if depot {
+            return SyncPlan::Contact(DEPOT_ATTEMPTS);
+        }
+        // A compromised reader keeps its day to itself until the depot.
+        let offline = matches!(
+            b.role,
+            Role::Offline | Role::NearlyFull | Role::Compromised | Role::UndeclaredDrop
+        );
+        if offline
+            || !percent(
+                &mut self.rng_sync,
+                self.scenario.sync.en_route_online_percent,
+            )
+        {
+            self.syncs_offline += 1;
+            return SyncPlan::Skip;
+        }
+        SyncPlan::Contact(1)
+    }
+
+    /// Contacts `(bus, attempts)` at `t`, each bus's attempts until one
+    /// succeeds (everything uploaded, the bundle fetched), in chunks of
+    /// distinct buses fewer than `execution.max_open_readers` (so opening
+    /// one never closes another) and at most [`CONTACT_GROUP`].
+    fn contacts(&mut self, t: u64, group: &[(u32, u32)]) -> Result<(), String> {
+        let most = (self.scenario.execution.max_open_readers as usize)
+            .saturating_sub(1)
+            .clamp(1, CONTACT_GROUP);
+        let mut rest = group;
+        while !rest.is_empty() {
+            let mut buses = BTreeSet::new();
+            let n = rest
+                .iter()
+                .take(most)
+                .take_while(|(bus, _)| buses.insert(*bus))
+                .count();
+            self.contact_chunk(t, &rest[..n])?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// One chunk of `contacts`: the readers opened in order; each reader's
+    /// contact through the validator's sync code on its own thread (a
+    /// contact touches only its reader, its in-flight batch and its side
+    /// of the network, and settlement serves concurrent requests as its
+    /// HTTP server does; one at a time with `--network`); then, in order,
+    /// what the simulator counts of each. The report is the one the
+    /// contacts one by one give.
+    fn contact_chunk(&mut self, t: u64, chunk: &[(u32, u32)]) -> Result<(), String> {
+        use rayon::prelude::*;
+        for &(bus, _) in chunk {
+            self.ensure_open(bus, t)?;
+        }
+        let attempts: BTreeMap<u32, u32> = chunk.iter().copied().collect();
+        let (to, plan, rt) = (Transport::of(&self.settlement), &self.faults, &self.rt);
+        let work: Vec<(u32, u32, &mut Bus)> = self
+            .buses
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, b)| attempts.get(&(i as u32)).map(|&n| (i as u32, n, b)))
+            .collect();
+        let run =
+            |(bus, n, b): (u32, u32, &mut Bus)| (bus, contact_attempts(rt, to, plan, b, t, n));
+        let started = std::time::Instant::now();
+        let mut done: BTreeMap<u32, Result<BusContacts, String>> = if self.network {
+            work.into_iter().map(run).collect()
+        } else {
+            work.into_par_iter().map(run).collect()
+        };
+        *self
+            .phase_wall_s
+            .entry("sync_contacts".into())
+            .or_insert(0.0) += started.elapsed().as_secs_f64();
+        for &(bus, _) in chunk {
+            let Some(contacts) = done.remove(&bus).transpose()? else {
+                continue;
+            };
+            *self.phase_wall_s.entry("maintenance".into()).or_insert(0.0) += contacts.maintenance_s;
+            for c in contacts.attempts {
+                self.note_contact(t, bus, c)?;
             }
         }
         Ok(())
     }
 
-    /// One contact through the validator's sync code; true when everything
-    /// was uploaded and the bundle fetched.
-    fn sync_once(&mut self, t: u64, bus: u32) -> Result<bool, String> {
-        self.ensure_open(bus, t)?;
-        let b = &mut self.buses[bus as usize];
-        let rnow = b.reader_now(t);
-        let rid = b.ident.reader_id;
-        let Some(reader) = b.reader.as_mut() else {
-            return Ok(false);
-        };
-        let started = std::time::Instant::now();
-        let out = crate::link::contact_once(
-            &self.rt,
-            reader,
-            Transport::of(&self.settlement),
-            &self.faults,
-            &mut b.in_flight,
-            rnow,
-        );
-        *self
-            .phase_wall_s
-            .entry("sync_contacts".into())
-            .or_insert(0.0) += started.elapsed().as_secs_f64();
+    /// Counts one contact attempt of `bus` at `t`, as the simulator reports it.
+    fn note_contact(&mut self, t: u64, bus: u32, c: Contacted) -> Result<(), String> {
+        let Contacted {
+            out,
+            acked_up_to: acked,
+            last_seq: last,
+        } = c;
         self.upload_attempts += out.batches_sent;
         if let Some(refused) = out.forged_ack_refused {
             self.attempts.push(Attempt {
@@ -2319,10 +2422,10 @@ impl World {
                 reader_refused: Some(refused),
             });
         }
+        let rid = self.buses[bus as usize].ident.reader_id;
         if let Some(code) = &out.error_code {
             self.upload_retries += 1;
             *self.upload_refusals.entry(code.clone()).or_insert(0) += 1;
-            let (acked, last) = (reader.acked_up_to(), reader.last_seq());
             if last > acked {
                 self.failed_uploads.push((bus, acked + 1, last));
             }
@@ -2333,12 +2436,8 @@ impl World {
             }
         }
         if out.ok {
-            let started = std::time::Instant::now();
-            reader.maintenance(rnow)?;
-            *self.phase_wall_s.entry("maintenance".into()).or_insert(0.0) +=
-                started.elapsed().as_secs_f64();
             // The bus's OS clock is set from settlement's at a successful sync.
-            b.jump = 0;
+            self.buses[bus as usize].jump = 0;
         }
         if let Some(v) = out.bundle_installed {
             self.installs.push((bus, t, v));
@@ -2351,7 +2450,7 @@ impl World {
                 self.note_deny(version, t, ids);
             }
         }
-        Ok(out.ok)
+        Ok(())
     }
 
     fn power_cut(&mut self, t: u64, bus: u32) -> Result<(), String> {
@@ -2769,7 +2868,12 @@ impl World {
     fn liveness(&mut self, t: u64) -> Result<(), String> {
         self.settlement.set_time(t);
         self.faults.heal();
-        crate::link::flush(&self.rt, Transport::of(&self.settlement), &self.faults);
+        crate::link::flush(
+            &self.rt,
+            Transport::of(&self.settlement),
+            &self.faults,
+            self.buses.iter_mut().map(|b| &mut b.link),
+        );
         // §4.6: bad input changes nothing and is refused with a specific error.
         let held = self.settlement.ride_count()?;
         let mut garbage = vec![0u8; 512];
@@ -2793,17 +2897,14 @@ impl World {
                 "malformed batches changed the rides held".into(),
             ));
         }
-        for bus in 0..self.buses.len() as u32 {
-            let b = &self.buses[bus as usize];
-            if !b.provisioned || b.retired {
-                continue;
-            }
-            for _ in 0..DEPOT_ATTEMPTS {
-                if self.sync_once(t, bus)? {
-                    break;
-                }
-            }
-        }
+        let last_contacts: Vec<(u32, u32)> = (0..self.buses.len() as u32)
+            .filter(|&bus| {
+                let b = &self.buses[bus as usize];
+                b.provisioned && !b.retired
+            })
+            .map(|bus| (bus, DEPOT_ATTEMPTS))
+            .collect();
+        self.contacts(t, &last_contacts)?;
         self.settle_at(t + 60)?;
         // Every honest reader's chain is intact (a closed reader is opened
         // again to walk it).
@@ -2824,6 +2925,69 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// What a sync event does (`World::sync_plan`).
+enum SyncPlan {
+    /// Nothing: no reader, or no network en route.
+    Skip,
+    /// A contact of at most this many attempts.
+    Contact(u32),
+    /// A compromised reader's attack at the depot (`World::compromise`).
+    Compromise,
+}
+
+/// One contact attempt as `World::note_contact` counts it: its outcome and
+/// the reader's acknowledged and last sequence right after it.
+struct Contacted {
+    out: ContactOutcome,
+    acked_up_to: u64,
+    last_seq: u64,
+}
+
+/// A bus's contact attempts at one sync event, and the wall time of the
+/// reader maintenance after the successful one.
+struct BusContacts {
+    attempts: Vec<Contacted>,
+    maintenance_s: f64,
+}
+
+/// Up to `attempts` contacts of bus `b` at simulated time `t` through the
+/// faulty link, until one succeeds; then the reader's maintenance. Nothing
+/// for a bus whose reader is not open (down).
+fn contact_attempts(
+    rt: &tokio::runtime::Runtime,
+    to: Transport<'_>,
+    plan: &FaultPlan,
+    b: &mut Bus,
+    t: u64,
+    attempts: u32,
+) -> Result<BusContacts, String> {
+    let rnow = b.reader_now(t);
+    let mut done = BusContacts {
+        attempts: Vec::new(),
+        maintenance_s: 0.0,
+    };
+    let Some(reader) = b.reader.as_mut() else {
+        return Ok(done);
+    };
+    for _ in 0..attempts {
+        let out =
+            crate::link::contact_once(rt, reader, to, plan, &mut b.link, &mut b.in_flight, rnow);
+        let ok = out.ok;
+        done.attempts.push(Contacted {
+            out,
+            acked_up_to: reader.acked_up_to(),
+            last_seq: reader.last_seq(),
+        });
+        if ok {
+            let started = std::time::Instant::now();
+            reader.maintenance(rnow)?;
+            done.maintenance_s = started.elapsed().as_secs_f64();
+            break;
+        }
+    }
+    Ok(done)
 }
 
 /// A compromised reader's upload that settlement did not take as the attack

@@ -125,7 +125,9 @@ fn demo_with_faults_and_adversaries_passes() {
 
 /// `--network`: the readers' real sync code over reqwest to
 /// `fare-settlement serve` on loopback, with the same injected faults; the
-/// day comes out exactly as in process.
+/// day comes out exactly as in process. Over HTTP the contacts that fall
+/// on the same second run one at a time, in process on every core: this
+/// also checks that running them together changes nothing.
 #[test]
 fn demo_over_loopback_http_passes_and_matches_in_process() {
     let mut net = opts(1);
