@@ -779,23 +779,53 @@ impl Backoffice {
     /// Enrols riders in one write set (one commit, one flush) instead of
     /// the two commits per rider of `create_account` + `register_device`:
     /// the same account and credential records (`Db::put_account`,
-    /// `KeyStore::issue_credential`, `Db::put_credential`), the same draws
-    /// from settlement's RNG in the same order, so the same credential ids.
+    /// `KeyStore::issue_credential_with_id`, `Db::put_credential`), the same
+    /// draws from settlement's RNG in the same order, so the same credential
+    /// ids, with the credentials checked and signed on every core.
     /// For fresh accounts only (the simulator's riders); returns each
     /// rider's `(credential bytes, credential id)`.
     pub fn enrol_batch(&self, riders: &[Enrolment]) -> AdapterResult<Vec<(Vec<u8>, [u8; 16])>> {
         use fare_settlement::model::{Account, CredentialRecord};
         use fare_settlement::store::{Db, WriteSet};
+        use rand_core::RngCore;
+        use rayon::prelude::*;
         let app = self.app();
         let now = self.now();
         let mut w = WriteSet::default();
-        let mut out = Vec::with_capacity(riders.len());
-        let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+        // The ids drawn in the riders' order, as `issue_credential` one at a
+        // time would; the checks and signatures on every core.
+        let ids: Vec<[u8; 16]> = {
+            let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
+            riders
+                .iter()
+                .map(|_| {
+                    let mut id = [0u8; 16];
+                    rng.fill_bytes(&mut id);
+                    id
+                })
+                .collect()
+        };
         let keys = app.keys.lock().unwrap_or_else(|p| p.into_inner());
-        for r in riders {
-            // `issue_credential` refuses invalid, weak and mixed-order device
-            // keys itself (a torsion check costs a scalar multiplication: not
-            // twice for each of a city's riders).
+        // `issue_credential_with_id` refuses invalid, weak and mixed-order
+        // device keys itself (a torsion check costs a scalar multiplication:
+        // not twice for each of a city's riders).
+        let creds = riders
+            .par_iter()
+            .zip(ids)
+            .map(|(r, id)| {
+                let req = fare_keys::IssueRequest {
+                    device_public_key: r.device_public_key,
+                    profile: r.profile,
+                    valid_from_unix_s: now,
+                    valid_for_s: r.valid_for_s.min(self.config.max_credential_validity_s),
+                };
+                keys.issue_credential_with_id(&req, now, CredentialId(id))
+                    .map_err(|e| format!("{}: {e}", r.account))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        drop(keys);
+        let mut out = Vec::with_capacity(riders.len());
+        for (r, cred) in riders.iter().zip(creds) {
             Db::put_account(
                 &mut w,
                 &Account {
@@ -806,19 +836,6 @@ impl Backoffice {
                     created_unix_s: now,
                 },
             );
-            let valid_for_s = r.valid_for_s.min(self.config.max_credential_validity_s);
-            let cred = keys
-                .issue_credential(
-                    &fare_keys::IssueRequest {
-                        device_public_key: r.device_public_key,
-                        profile: r.profile,
-                        valid_from_unix_s: now,
-                        valid_for_s,
-                    },
-                    now,
-                    &mut *rng,
-                )
-                .map_err(|e| format!("{}: {e}", r.account))?;
             let body = cred.body();
             Db::put_credential(
                 &mut w,

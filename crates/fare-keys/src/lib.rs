@@ -395,6 +395,35 @@ impl KeyStore {
         now_unix_s: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Credential, KeysError> {
+        self.issue(req, now_unix_s, || {
+            let mut id = [0u8; 16];
+            rng.fill_bytes(&mut id);
+            id
+        })
+    }
+
+    /// [`KeyStore::issue_credential`] with an id the caller drew, 16 bytes
+    /// from a cryptographic RNG (a repeated id would make two credentials
+    /// one in the deny list), so that a batch can be issued on several
+    /// threads while its ids are drawn in order: the same credentials as
+    /// one at a time, for a seeded RNG. The checks are the same.
+    pub fn issue_credential_with_id(
+        &self,
+        req: &IssueRequest,
+        now_unix_s: u64,
+        id: CredentialId,
+    ) -> Result<Credential, KeysError> {
+        self.issue(req, now_unix_s, || id.0)
+    }
+
+    /// The checks, then the id drawn (not for a refused request), then the
+    /// signature.
+    fn issue(
+        &self,
+        req: &IssueRequest,
+        now_unix_s: u64,
+        draw_id: impl FnOnce() -> [u8; 16],
+    ) -> Result<Credential, KeysError> {
         parse_device_key_for_issuance(&req.device_public_key)?;
         if req.valid_for_s == 0 || req.valid_for_s > MAX_CREDENTIAL_VALIDITY_S {
             return Err(KeysError::Invalid {
@@ -413,11 +442,9 @@ impl KeyStore {
                 why: format!("{v} does not fit the wire format (unix seconds up to 2106)"),
             })
         };
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
         let body = CredentialBody {
             issuer_key_id: issuer.key_id,
-            credential_id: CredentialId(id),
+            credential_id: CredentialId(draw_id()),
             device_public_key: req.device_public_key,
             profile: req.profile,
             valid_from_unix_s: to_u32("valid_from_unix_s", req.valid_from_unix_s)?,
@@ -583,6 +610,57 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Ids drawn in order and credentials issued with them are the
+    /// credentials issued one at a time from the same seeded RNG, byte for
+    /// byte; a refused request is refused the same way and, one at a time,
+    /// draws no id.
+    #[test]
+    fn issuing_with_drawn_ids_gives_the_same_credentials() {
+        use rand_core::RngCore;
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let ks = KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        let req = |i: u64| IssueRequest {
+            device_public_key: SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(100 + i))
+                .verifying_key()
+                .to_bytes(),
+            profile: Profile::Adult,
+            valid_from_unix_s: T0,
+            valid_for_s: 3600 * (i + 1),
+        };
+        let one_by_one: Vec<Credential> = {
+            let mut rng = ChaCha20Rng::seed_from_u64(6);
+            (0..4)
+                .map(|i| ks.issue_credential(&req(i), T0, &mut rng).unwrap())
+                .collect()
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        for (i, expected) in one_by_one.iter().enumerate() {
+            let mut id = [0u8; 16];
+            rng.fill_bytes(&mut id);
+            let c = ks
+                .issue_credential_with_id(&req(i as u64), T0, CredentialId(id))
+                .unwrap();
+            assert_eq!(c.as_bytes(), expected.as_bytes());
+        }
+        // A weak key: refused with its id as without, and no id drawn.
+        let mut weak = req(9);
+        weak.device_public_key = [0u8; 32];
+        weak.device_public_key[0] = 1;
+        assert!(matches!(
+            ks.issue_credential_with_id(&weak, T0, CredentialId([7; 16])),
+            Err(KeysError::BadDeviceKey(_))
+        ));
+        let mut a = ChaCha20Rng::seed_from_u64(8);
+        let b = ChaCha20Rng::seed_from_u64(8);
+        assert!(ks.issue_credential(&weak, T0, &mut a).is_err());
+        assert_eq!(
+            a.get_word_pos(),
+            b.get_word_pos(),
+            "a refused request drew an id"
+        );
     }
 
     /// A rotation made by another process (the CLI beside a running
