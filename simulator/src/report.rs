@@ -170,6 +170,14 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// Deny-list propagation delays (seconds), one per (new deny version, reader).
 pub fn deny_delays(w: &World) -> Vec<u64> {
     let mut out = Vec::new();
+    // Each bus's installs `(time, version)`, in the order they happened
+    // (a search of all installs per bus and version took seconds at city scale).
+    let mut installs: Vec<Vec<(u64, u64)>> = vec![Vec::new(); w.buses.len()];
+    for (bus, ti, iv) in &w.installs {
+        if let Some(l) = installs.get_mut(*bus as usize) {
+            l.push((*ti, *iv));
+        }
+    }
     let mut prev: Option<&std::collections::BTreeSet<[u8; 16]>> = None;
     for (v, t, set) in &w.deny_versions {
         let added = prev.is_none_or(|p| set.difference(p).next().is_some());
@@ -177,15 +185,11 @@ pub fn deny_delays(w: &World) -> Vec<u64> {
         if !added || *t <= w.midnight + 5 * 3600 {
             continue;
         }
-        for (bus, b) in w.buses.iter().enumerate() {
+        for (b, bus_installs) in w.buses.iter().zip(&installs) {
             if !b.real {
                 continue;
             }
-            if let Some((_, ti, _)) = w
-                .installs
-                .iter()
-                .find(|(ib, ti, iv)| *ib as usize == bus && *iv >= *v && *ti >= *t)
-            {
+            if let Some((ti, _)) = bus_installs.iter().find(|(ti, iv)| *iv >= *v && *ti >= *t) {
                 out.push(ti - t);
             }
         }
