@@ -6,8 +6,8 @@
 //! calls `POST /v1/batches` and the bundle route make) or, with
 //! `--network`, to `fare-settlement serve` on loopback over reqwest
 //! ([`fare_validator::sync::HttpLink`]). Faults are injected between the
-//! two from a seeded RNG: drop, duplicate, reorder (delay past the next
-//! request), lost reply after commit, lost bundle fetch.
+//! two from a seeded RNG per reader: drop, duplicate, reorder (delay past
+//! the reader's next request), lost reply after commit, lost bundle fetch.
 //!
 //! All the glue with `validator/src/sync.rs` is in this module (that API is
 //! being changed on another branch: fix it here after a merge).

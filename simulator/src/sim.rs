@@ -2270,7 +2270,6 @@ impl World {
         ans
     }
 
-    /// One sync: uploads until done or the link fails, then a bundle.
     /// Takes from the queue the sync events at `t` that follow the first
     /// one with nothing else between them (at most [`CONTACT_GROUP`]) and
     /// runs them with `syncs`; returns how many events it took.
