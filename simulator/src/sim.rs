@@ -1635,7 +1635,7 @@ impl World {
         companion: bool,
         source: Option<&'static str>,
     ) -> Result<(), String> {
-        let Some(c) = self.ride_codes(t, rider, bus, companion) else {
+        let Some(c) = self.ride_codes(t, rider, bus, companion, None) else {
             return Ok(());
         };
         let (account, profile, code) = (c.account, c.profile, c.code);
@@ -1677,8 +1677,16 @@ impl World {
     /// the rider's scan is tagged. `None` when nothing is scanned: a
     /// modelled-only bus (counted), no phone, or the wallet refused
     /// (counted). Shared by `ride` and `prepare_ride` so the two paths
-    /// make the same codes.
-    fn ride_codes(&mut self, t: u64, rider: u32, bus: u32, companion: bool) -> Option<RideCodes> {
+    /// make the same codes; `made`: what the phone made for this ride
+    /// already (`batch_codes`), else it makes them here.
+    fn ride_codes(
+        &mut self,
+        t: u64,
+        rider: u32,
+        bus: u32,
+        companion: bool,
+        made: Option<Option<PhoneCodes>>,
+    ) -> Option<RideCodes> {
         if !self.buses[bus as usize].real {
             self.modelled_only_rides += 1 + u64::from(companion);
             return None;
@@ -1687,14 +1695,10 @@ impl World {
         let (account, profile, part) = (r.account.clone(), r.profile, r.part);
         let device_now = (t as i64 + r.phone_off) as u64;
         let phone = r.phone.as_mut()?;
-        let Ok(code) = phone.code(device_now) else {
+        let made = made.unwrap_or_else(|| make_codes(phone, device_now, companion));
+        let Some((code, second)) = made else {
             self.wallet_refusals += 1;
             return None;
-        };
-        let second = if companion {
-            phone.code(device_now + 3).ok()
-        } else {
-            None
         };
         let (tag, attempt) = if part == RiderPart::DenyListed {
             (
@@ -1760,7 +1764,8 @@ impl World {
     fn ride_batch(&mut self, batch: Vec<(u64, Ev)>) -> Result<(), String> {
         let mut pending = Vec::with_capacity(batch.len() * 2);
         let mut opens = BTreeMap::new();
-        for (t, ev) in batch {
+        let made = self.batch_codes(&batch);
+        for ((t, ev), made) in batch.into_iter().zip(made) {
             if let Ev::Ride {
                 rider,
                 bus,
@@ -1769,7 +1774,7 @@ impl World {
             } = ev
             {
                 self.settlement.set_time(t);
-                self.prepare_ride(t, rider, bus, companion, &mut pending, &mut opens);
+                self.prepare_ride(t, rider, bus, companion, made, &mut pending, &mut opens);
             }
         }
         let (mut decided, mut reopened) = self.decide_pending(&pending, &opens)?;
@@ -1804,18 +1809,74 @@ impl World {
         Ok(())
     }
 
+    /// The codes the phones of a ride batch make for its rides (as
+    /// `ride_codes` would, one ride after another), each phone on its own
+    /// thread, its rides in event order: a phone's codes depend only on
+    /// its own state. In the batch's order; `None` where `ride_codes`
+    /// makes none (a modelled-only bus, no phone).
+    fn batch_codes(&mut self, batch: &[(u64, Ev)]) -> Vec<Option<Option<PhoneCodes>>> {
+        use rayon::prelude::*;
+        let mut by_rider: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, (_, ev)) in batch.iter().enumerate() {
+            if let Ev::Ride { rider, bus, .. } = ev {
+                if self.buses[*bus as usize].real && self.riders[*rider as usize].phone.is_some() {
+                    by_rider.entry(*rider).or_default().push(i);
+                }
+            }
+        }
+        let work: Vec<(u32, Phone, i64, Vec<usize>)> = by_rider
+            .into_iter()
+            .filter_map(|(rider, rides)| {
+                let r = &mut self.riders[rider as usize];
+                Some((rider, r.phone.take()?, r.phone_off, rides))
+            })
+            .collect();
+        let done: Vec<_> = work
+            .into_par_iter()
+            .map(|(rider, mut phone, phone_off, rides)| {
+                let codes: Vec<(usize, Option<PhoneCodes>)> = rides
+                    .into_iter()
+                    .map(|i| {
+                        let (t, ev) = &batch[i];
+                        let companion = matches!(
+                            ev,
+                            Ev::Ride {
+                                companion: true,
+                                ..
+                            }
+                        );
+                        let device_now = (*t as i64 + phone_off) as u64;
+                        (i, make_codes(&mut phone, device_now, companion))
+                    })
+                    .collect();
+                (rider, phone, codes)
+            })
+            .collect();
+        let mut made: Vec<Option<Option<PhoneCodes>>> = batch.iter().map(|_| None).collect();
+        for (rider, phone, codes) in done {
+            self.riders[rider as usize].phone = Some(phone);
+            for (i, c) in codes {
+                made[i] = Some(c);
+            }
+        }
+        made
+    }
+
     /// A ride's scans (its own and a companion's), prepared as `ride` and
-    /// `scan_begin` do before the reader decides.
+    /// `scan_begin` do before the reader decides; `made` as `ride_codes`
+    /// takes it.
+    #[allow(clippy::too_many_arguments)] // one ride's fields and the batch's accumulators
     fn prepare_ride(
         &mut self,
         t: u64,
         rider: u32,
         bus: u32,
         companion: bool,
+        made: Option<Option<PhoneCodes>>,
         pending: &mut Vec<PendingScan>,
         opens: &mut BTreeMap<u32, u64>,
     ) {
-        let Some(c) = self.ride_codes(t, rider, bus, companion) else {
+        let Some(c) = self.ride_codes(t, rider, bus, companion, made) else {
             return;
         };
         let (account, profile) = (c.account, c.profile);
@@ -2924,6 +2985,22 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A phone's code for a ride and, for a companion, a second one 3 s later.
+type PhoneCodes = (Vec<u8>, Option<Vec<u8>>);
+
+/// What `phone` makes for a ride at phone time `device_now` (`None` when
+/// its wallet refuses): its own code and, with `companion`, a companion's
+/// 3 s later (none if the wallet refuses that one).
+fn make_codes(phone: &mut Phone, device_now: u64, companion: bool) -> Option<PhoneCodes> {
+    let code = phone.code(device_now).ok()?;
+    let second = if companion {
+        phone.code(device_now + 3).ok()
+    } else {
+        None
+    };
+    Some((code, second))
 }
 
 /// What a sync event does (`World::sync_plan`).
