@@ -1635,7 +1635,13 @@ impl World {
         companion: bool,
         source: Option<&'static str>,
     ) -> Result<(), String> {
-        let Some(c) = self.ride_codes(t, rider, bus, companion, None) else {
+        let at = RideAt {
+            t,
+            rider,
+            bus,
+            companion,
+        };
+        let Some(c) = self.ride_codes(at, None) else {
             return Ok(());
         };
         let (account, profile, code) = (c.account, c.profile, c.code);
@@ -1679,14 +1685,13 @@ impl World {
     /// (counted). Shared by `ride` and `prepare_ride` so the two paths
     /// make the same codes; `made`: what the phone made for this ride
     /// already (`batch_codes`), else it makes them here.
-    fn ride_codes(
-        &mut self,
-        t: u64,
-        rider: u32,
-        bus: u32,
-        companion: bool,
-        made: Option<Option<PhoneCodes>>,
-    ) -> Option<RideCodes> {
+    fn ride_codes(&mut self, at: RideAt, made: Option<Option<PhoneCodes>>) -> Option<RideCodes> {
+        let RideAt {
+            t,
+            rider,
+            bus,
+            companion,
+        } = at;
         if !self.buses[bus as usize].real {
             self.modelled_only_rides += 1 + u64::from(companion);
             return None;
@@ -1774,7 +1779,13 @@ impl World {
             } = ev
             {
                 self.settlement.set_time(t);
-                self.prepare_ride(t, rider, bus, companion, made, &mut pending, &mut opens);
+                let at = RideAt {
+                    t,
+                    rider,
+                    bus,
+                    companion,
+                };
+                self.prepare_ride(at, made, &mut pending, &mut opens);
             }
         }
         let (mut decided, mut reopened) = self.decide_pending(&pending, &opens)?;
@@ -1865,18 +1876,15 @@ impl World {
     /// A ride's scans (its own and a companion's), prepared as `ride` and
     /// `scan_begin` do before the reader decides; `made` as `ride_codes`
     /// takes it.
-    #[allow(clippy::too_many_arguments)] // one ride's fields and the batch's accumulators
     fn prepare_ride(
         &mut self,
-        t: u64,
-        rider: u32,
-        bus: u32,
-        companion: bool,
+        at: RideAt,
         made: Option<Option<PhoneCodes>>,
         pending: &mut Vec<PendingScan>,
         opens: &mut BTreeMap<u32, u64>,
     ) {
-        let Some(c) = self.ride_codes(t, rider, bus, companion, made) else {
+        let (t, bus) = (at.t, at.bus);
+        let Some(c) = self.ride_codes(at, made) else {
             return;
         };
         let (account, profile) = (c.account, c.profile);
@@ -2985,6 +2993,16 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A ride event's own fields (`Ev::Ride`): when, who, on which bus, with
+/// a companion or not.
+#[derive(Clone, Copy, Debug)]
+struct RideAt {
+    t: u64,
+    rider: u32,
+    bus: u32,
+    companion: bool,
 }
 
 /// A phone's code for a ride and, for a companion, a second one 3 s later.
