@@ -787,22 +787,17 @@ impl Backoffice {
     pub fn enrol_batch(&self, riders: &[Enrolment]) -> AdapterResult<Vec<(Vec<u8>, [u8; 16])>> {
         use fare_settlement::model::{Account, CredentialRecord};
         use fare_settlement::store::{Db, WriteSet};
-        use rand_core::RngCore;
         use rayon::prelude::*;
         let app = self.app();
         let now = self.now();
         let mut w = WriteSet::default();
         // The ids drawn in the riders' order, as `issue_credential` one at a
         // time would; the checks and signatures on every core.
-        let ids: Vec<[u8; 16]> = {
+        let ids: Vec<CredentialId> = {
             let mut rng = app.rng.lock().unwrap_or_else(|p| p.into_inner());
             riders
                 .iter()
-                .map(|_| {
-                    let mut id = [0u8; 16];
-                    rng.fill_bytes(&mut id);
-                    id
-                })
+                .map(|_| fare_keys::draw_credential_id(&mut *rng))
                 .collect()
         };
         let keys = app.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -819,7 +814,7 @@ impl Backoffice {
                     valid_from_unix_s: now,
                     valid_for_s: r.valid_for_s.min(self.config.max_credential_validity_s),
                 };
-                keys.issue_credential_with_id(&req, now, CredentialId(id))
+                keys.issue_credential_with_id(&req, now, id)
                     .map_err(|e| format!("{}: {e}", r.account))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -152,6 +152,14 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, KeysError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// A fresh random credential id: the one draw [`KeyStore::issue_credential`]
+/// makes from its RNG, for callers of [`KeyStore::issue_credential_with_id`].
+pub fn draw_credential_id(rng: &mut impl CryptoRngCore) -> CredentialId {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    CredentialId(id)
+}
+
 impl KeyStore {
     /// Creates a new deployment: root key and first issuer key, valid from
     /// `now_unix_s` for [`DEFAULT_ISSUER_VALIDITY_S`].
@@ -395,15 +403,11 @@ impl KeyStore {
         now_unix_s: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Credential, KeysError> {
-        self.issue(req, now_unix_s, || {
-            let mut id = [0u8; 16];
-            rng.fill_bytes(&mut id);
-            id
-        })
+        self.issue(req, now_unix_s, || draw_credential_id(rng))
     }
 
-    /// [`KeyStore::issue_credential`] with an id the caller drew, 16 bytes
-    /// from a cryptographic RNG (a repeated id would make two credentials
+    /// [`KeyStore::issue_credential`] with an id the caller drew with
+    /// [`draw_credential_id`] (a repeated id would make two credentials
     /// one in the deny list), so that a batch can be issued on several
     /// threads while its ids are drawn in order: the same credentials as
     /// one at a time, for a seeded RNG. The checks are the same.
@@ -413,7 +417,7 @@ impl KeyStore {
         now_unix_s: u64,
         id: CredentialId,
     ) -> Result<Credential, KeysError> {
-        self.issue(req, now_unix_s, || id.0)
+        self.issue(req, now_unix_s, || id)
     }
 
     /// The checks, then the id drawn (not for a refused request), then the
@@ -422,7 +426,7 @@ impl KeyStore {
         &self,
         req: &IssueRequest,
         now_unix_s: u64,
-        draw_id: impl FnOnce() -> [u8; 16],
+        draw_id: impl FnOnce() -> CredentialId,
     ) -> Result<Credential, KeysError> {
         parse_device_key_for_issuance(&req.device_public_key)?;
         if req.valid_for_s == 0 || req.valid_for_s > MAX_CREDENTIAL_VALIDITY_S {
@@ -444,7 +448,7 @@ impl KeyStore {
         };
         let body = CredentialBody {
             issuer_key_id: issuer.key_id,
-            credential_id: CredentialId(draw_id()),
+            credential_id: draw_id(),
             device_public_key: req.device_public_key,
             profile: req.profile,
             valid_from_unix_s: to_u32("valid_from_unix_s", req.valid_from_unix_s)?,
@@ -618,7 +622,6 @@ mod tests {
     /// draws no id.
     #[test]
     fn issuing_with_drawn_ids_gives_the_same_credentials() {
-        use rand_core::RngCore;
         let d = tempfile::tempdir().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let ks = KeyStore::init(d.path(), T0, &mut rng).unwrap();
@@ -638,11 +641,8 @@ mod tests {
         };
         let mut rng = ChaCha20Rng::seed_from_u64(6);
         for (i, expected) in one_by_one.iter().enumerate() {
-            let mut id = [0u8; 16];
-            rng.fill_bytes(&mut id);
-            let c = ks
-                .issue_credential_with_id(&req(i as u64), T0, CredentialId(id))
-                .unwrap();
+            let id = draw_credential_id(&mut rng);
+            let c = ks.issue_credential_with_id(&req(i as u64), T0, id).unwrap();
             assert_eq!(c.as_bytes(), expected.as_bytes());
         }
         // A weak key: refused with its id as without, and no id drawn.
