@@ -1723,6 +1723,15 @@ impl World {
         })
     }
 
+    /// Most distinct buses a ride batch or a contact chunk takes: fewer
+    /// than `execution.max_open_readers`, so that opening one of their
+    /// readers never closes another (at least one).
+    fn buses_at_once(&self) -> usize {
+        (self.scenario.execution.max_open_readers as usize)
+            .saturating_sub(1)
+            .max(1)
+    }
+
     /// Whether `ev` may join a ride batch: a ride whose code no attacker
     /// reuses (`abuse` schedules events; a batch schedules none).
     fn batchable(ev: &Ev) -> bool {
@@ -1730,11 +1739,11 @@ impl World {
     }
 
     /// Takes from the queue the rides that follow `first` with nothing
-    /// else between them (at most `RIDE_BATCH`, on fewer distinct buses
-    /// than `execution.max_open_readers`, so opening one of them never
-    /// closes another) and runs them with `ride_batch`; returns how many.
+    /// else between them (at most `RIDE_BATCH`, on at most
+    /// `buses_at_once` distinct buses) and runs them with `ride_batch`;
+    /// returns how many.
     fn run_rides(&mut self, t: u64, first: Ev) -> Result<u64, String> {
-        let cap = self.scenario.execution.max_open_readers as usize;
+        let most = self.buses_at_once();
         let mut batch = vec![(t, first)];
         let mut buses = BTreeSet::new();
         if let (_, Ev::Ride { bus, .. }) = &batch[0] {
@@ -1745,7 +1754,7 @@ impl World {
                 Some((_, ev @ Ev::Ride { bus, .. })) if Self::batchable(ev) => *bus,
                 _ => break,
             };
-            if !buses.contains(&next_bus) && buses.len() + 1 >= cap {
+            if !buses.contains(&next_bus) && buses.len() >= most {
                 break;
             }
             buses.insert(next_bus);
@@ -2410,12 +2419,9 @@ impl World {
 
     /// Contacts `(bus, attempts)` at `t`, each bus's attempts until one
     /// succeeds (everything uploaded, the bundle fetched), in chunks of
-    /// distinct buses fewer than `execution.max_open_readers` (so opening
-    /// one never closes another) and at most [`CONTACT_GROUP`].
+    /// distinct buses, at most `buses_at_once` and [`CONTACT_GROUP`].
     fn contacts(&mut self, t: u64, group: &[(u32, u32)]) -> Result<(), String> {
-        let most = (self.scenario.execution.max_open_readers as usize)
-            .saturating_sub(1)
-            .clamp(1, CONTACT_GROUP);
+        let most = self.buses_at_once().min(CONTACT_GROUP);
         let mut rest = group;
         while !rest.is_empty() {
             let mut buses = BTreeSet::new();
