@@ -90,16 +90,21 @@ where
                 .y_desc(y_desc.as_str())
                 .draw()
                 .map_err(e)?;
-            c.draw_series(
-                Histogram::vertical(&c)
-                    .style(BLUE.mix(0.7).filled())
-                    .margin(2)
-                    .data(
-                        bars.iter()
-                            .enumerate()
-                            .map(|(i, (_, v))| (i as u32, *v as f64)),
-                    ),
-            )
+            // One rectangle per bar, in the bars' order: plotters'
+            // `Histogram` sums its data in a `HashMap` and so writes the
+            // same bars in a different order into each run's SVG.
+            c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                let i = i as u32;
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *v as f64),
+                    ],
+                    BLUE.mix(0.7).filled(),
+                );
+                bar.set_margin(0, 0, 2, 2);
+                bar
+            }))
             .map_err(e)?;
         }
         Chart::Line {

@@ -157,12 +157,35 @@ fn demo_over_loopback_http_passes_and_matches_in_process() {
     assert_eq!(a, b, "the same day over HTTP differs from in process");
 }
 
+/// The same seed gives the same `report.json` (apart from the wall-clock
+/// keys) and the same charts, byte for byte (apart from the decision
+/// latency histogram, which is wall-clock time).
 #[test]
 fn same_seed_same_report() {
-    let a = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(7), None).unwrap();
-    let b = fare_simulator::run(Scenario::preset("demo").unwrap(), "demo", &opts(7), None).unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b] = [&dirs[0], &dirs[1]].map(|d| {
+        fare_simulator::run(
+            Scenario::preset("demo").unwrap(),
+            "demo",
+            &opts(7),
+            Some(d.path()),
+        )
+        .unwrap()
+    });
     assert_eq!(without_wall_clock(&a.json), without_wall_clock(&b.json));
     assert!(a.ok, "{:#?}", a.report.failures);
+    for chart in [
+        "rides_per_hour",
+        "rejects_by_reason",
+        "deny_list_propagation",
+        "upload_backlog",
+    ] {
+        for ext in ["svg", "png"] {
+            let file = format!("{chart}.{ext}");
+            let [x, y] = [&dirs[0], &dirs[1]].map(|d| std::fs::read(d.path().join(&file)).unwrap());
+            assert!(x == y, "{file} differs between two runs of seed 7");
+        }
+    }
 }
 
 #[test]
