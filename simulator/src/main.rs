@@ -179,8 +179,25 @@ fn remove_on_signal(dir: PathBuf) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Set by the signal thread before it removes the run's data.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Once a signal has arrived, its thread owns the exit: it removes the
+/// run's data and ends the process with 128 + the signal's number. The
+/// run itself may meanwhile end, most likely with an error because its
+/// files vanished; its outcome must neither be printed nor end the process
+/// first (with 1), so this thread waits for that exit.
+fn yield_to_interrupt() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 /// Removes the run's data and ends the process with `code`.
 fn remove_and_exit(dir: &std::path::Path, code: i32) -> ! {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
     eprintln!(
         "fare-simulator: interrupted; removing the run's data {}",
         dir.display()
@@ -280,7 +297,9 @@ fn main() -> ExitCode {
     };
     let replay = fare_simulator::replay_command(&scenario, seed, network, &opts.replay_args);
     let day = sc.day.clone();
-    match fare_simulator::run(sc, &scenario, &opts, out.as_deref()) {
+    let outcome = fare_simulator::run(sc, &scenario, &opts, out.as_deref());
+    yield_to_interrupt();
+    match outcome {
         Ok(o) => {
             print!("{}", fare_simulator::report::summary(&o.report));
             if let Some(d) = &out {
