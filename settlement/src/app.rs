@@ -70,6 +70,9 @@ pub struct App {
     pub tariff: Tariff,
     /// Tariff as UTF-8 JSON (the bundle's tariff bytes).
     pub tariff_json: Vec<u8>,
+    /// `tariff_digest` of `tariff_json` (SPEC §4.2), computed once: every
+    /// bundle answer compares it with the reader's.
+    pub tariff_digest: [u8; 32],
     /// Configuration.
     pub config: Config,
     /// Clock.
@@ -159,6 +162,7 @@ impl App {
             db: Db::new(store.clone()),
             keys: Mutex::new(keys),
             tariff,
+            tariff_digest: fare_credential::bundle::tariff_digest(&tariff_json),
             tariff_json,
             config,
             clock,
@@ -258,7 +262,7 @@ impl App {
         let head = bundle::refresh(
             &self.db,
             &self.keys,
-            bundle::material_hash(&trust, &self.tariff_json),
+            bundle::material_hash(&trust, &self.tariff_digest),
             self.now(),
             self.config.skew_tolerance_s,
             None,
@@ -269,16 +273,33 @@ impl App {
         })
     }
 
-    /// The signed bundle for a reader at deny version `since`.
+    /// The signed bundle for a reader at deny version `since`, with the
+    /// tariff's bytes.
     pub fn bundle(&self, since: Option<u64>) -> Result<Vec<u8>, AppError> {
+        self.bundle_for(since, None)
+    }
+
+    /// The signed bundle (v3) for a reader at deny version `since` holding
+    /// a tariff of digest `tariff_held`: the tariff's bytes are left out
+    /// when that is the current tariff's digest (SPEC §4.2).
+    pub fn bundle_for(
+        &self,
+        since: Option<u64>,
+        tariff_held: Option<[u8; 32]>,
+    ) -> Result<Vec<u8>, AppError> {
         drop(self.reload_keys()?);
+        let tariff = bundle::TariffToSend {
+            json: &self.tariff_json,
+            digest: self.tariff_digest,
+            reader_holds_it: tariff_held == Some(self.tariff_digest),
+        };
         Ok(bundle::reader_bundle(
             self.acks.publisher_id(),
             &self.db,
             &self.write_lock,
             &self.deny_head,
             &self.keys,
-            &self.tariff_json,
+            tariff,
             since,
             self.now(),
             self.config.skew_tolerance_s,

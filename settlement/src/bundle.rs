@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 /// Longest chain of versions composed into one delta.
 pub const MAX_DELTA_STEPS: usize = 1000;
 
-/// Hash of the trust list and tariff bytes.
-pub fn material_hash(trust: &[IssuerKey], tariff_json: &[u8]) -> [u8; 32] {
+/// Hash of the trust list and the tariff (by its `tariff_digest`).
+pub fn material_hash(trust: &[IssuerKey], tariff_digest: &[u8; 32]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"FARE-BUNDLE-MATERIAL\0v1");
     for k in trust {
@@ -29,7 +29,7 @@ pub fn material_hash(trust: &[IssuerKey], tariff_json: &[u8]) -> [u8; 32] {
         h.update(&k.valid_from_unix_s.to_be_bytes());
         h.update(&k.valid_until_unix_s.to_be_bytes());
     }
-    h.update(tariff_json);
+    h.update(tariff_digest);
     *h.finalize().as_bytes()
 }
 
@@ -272,8 +272,9 @@ pub fn publisher_id(ack_key_cert: &[u8]) -> [u8; fare_credential::bundle::PUBLIS
     id
 }
 
-/// Builds and root-signs (bundle v2, as `publisher`) the bundle for a
-/// reader at deny version `since`; a delta names its base's digest. Takes
+/// Builds and root-signs (bundle v3, as `publisher`) the bundle for a
+/// reader at deny version `since`; a delta names its base's digest, the
+/// tariff goes by its digest alone when the reader holds it. Takes
 /// `write_lock` only to publish a new head when one is due.
 #[allow(clippy::too_many_arguments)] // the service's settings, passed through flat
 pub fn reader_bundle(
@@ -282,14 +283,14 @@ pub fn reader_bundle(
     write_lock: &WriteLock,
     cache: &HeadCache,
     keys: &Mutex<KeyStore>,
-    tariff_json: &[u8],
+    tariff: TariffToSend<'_>,
     since: Option<u64>,
     now_unix_s: u64,
     skew_s: u64,
     max_age_s: u64,
 ) -> Result<Vec<u8>, BundleError> {
     let trust = keys.lock().unwrap_or_else(|p| p.into_inner()).trust_list();
-    let material = material_hash(&trust, tariff_json);
+    let material = material_hash(&trust, &tariff.digest);
     // Publishing a head reads, decides and writes: under the write lock.
     // The rest only reads deny versions at or below the head, which are
     // written once and never changed (one missing makes a snapshot), so
@@ -306,7 +307,10 @@ pub fn reader_bundle(
         server_time_unix_s: now_unix_s,
         trust,
         deny,
-        tariff: tariff_json.to_vec(),
+        tariff: match tariff.reader_holds_it {
+            true => Vec::new(),
+            false => tariff.json.to_vec(),
+        },
     };
     let deny_base_hash = match &bundle.deny {
         DenyUpdate::Snapshot(_) => None,
@@ -318,6 +322,7 @@ pub fn reader_bundle(
     let published = PublishedBundle {
         publisher,
         deny_base_hash,
+        tariff_by_digest: tariff.reader_holds_it.then_some(tariff.digest),
         bundle,
     };
     // A copy of the key, so that concurrent answers sign at once.
@@ -326,7 +331,20 @@ pub fn reader_bundle(
         .unwrap_or_else(|p| p.into_inner())
         .root_signing_key()
         .clone();
-    Ok(published.sign_v2(&root)?)
+    Ok(published.sign_v3(&root)?)
+}
+
+/// The tariff a bundle answer carries: its bytes, or (v3) its digest alone
+/// when the reader holds it already, which is nearly every contact: the
+/// bytes are most of a bundle and change a few times a year.
+#[derive(Clone, Copy)]
+pub struct TariffToSend<'a> {
+    /// The tariff's bytes.
+    pub json: &'a [u8],
+    /// Their `tariff_digest`.
+    pub digest: [u8; 32],
+    /// The reader named this digest in its request.
+    pub reader_holds_it: bool,
 }
 
 /// The deny list as reported.

@@ -298,6 +298,16 @@ async fn get_bundle(
             )
         })?),
     };
+    let tariff_held = match q.get("tariff") {
+        None => None,
+        Some(s) => Some(parse_digest(s).ok_or_else(|| {
+            ApiError::of(
+                ErrorCode::InvalidQuery,
+                format!("tariff `{s}`: expected the 64 hex digits of a tariff digest"),
+            )
+        })?),
+    };
+    let query = crate::intake::BundleQuery { since, tariff_held };
     let target = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
@@ -312,10 +322,17 @@ async fn get_bundle(
             false => crate::intake::BundleCaller::Reader(auth.as_deref()),
         };
         let reader_time = crate::acks::reader_time_header(&headers);
-        crate::intake::answer_bundle(&app, reader_id, since, caller, &target, reader_time)
+        crate::intake::answer_bundle(&app, reader_id, query, caller, &target, reader_time)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// 32 bytes from 64 hex digits.
+fn parse_digest(s: &str) -> Option<[u8; 32]> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(s, &mut d).ok()?;
+    Some(d)
 }
 
 async fn post_reader(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {

@@ -94,18 +94,20 @@ fn check_batch_signature(
     Ok(())
 }
 
-/// The signed bundle for `reader_id` at deny version `since`
-/// (`GET /v1/readers/{id}/bundle`, `target` being that path and query as
-/// sent). A bundle holds the reader's deny list: only the reader (a request
-/// signed with its registered key) or an operator may read it.
+/// The signed bundle for `reader_id` at deny version `since`, holding a
+/// tariff of digest `tariff_held` (`GET /v1/readers/{id}/bundle`, `target`
+/// being that path and query as sent). A bundle holds the reader's deny
+/// list: only the reader (a request signed with its registered key) or an
+/// operator may read it.
 pub fn answer_bundle(
     app: &App,
     reader_id: u32,
-    since: Option<u64>,
+    query: BundleQuery,
     caller: BundleCaller<'_>,
     target: &str,
     reader_time_unix_s: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
+    let BundleQuery { since, tariff_held } = query;
     if let BundleCaller::Reader(auth) = caller {
         check_bundle_signature(app, reader_id, auth, target)?;
     }
@@ -125,7 +127,7 @@ pub fn answer_bundle(
         }
     }
     let bytes = app
-        .bundle(since)
+        .bundle_for(since, tariff_held)
         .map_err(|e| ApiError::of(ErrorCode::BundleFailed, e.to_string()))?;
     note_bundle_contact(app, reader_id, since, caller, &bytes, reader_time_unix_s)?;
     Ok(bytes)
@@ -165,14 +167,26 @@ fn note_bundle_contact(
     Ok(())
 }
 
-/// The `bundle_version` of a v2 bundle (SPEC §4.1: after the version byte
-/// and the publisher id), read from the bytes served rather than from the
-/// deny head, which may have moved on meanwhile (and is costly to decode).
+/// The `bundle_version` of a v2 or v3 bundle (SPEC §4.1, §4.2: after the
+/// version byte and the publisher id), read from the bytes served rather
+/// than from the deny head, which may have moved on meanwhile (and is
+/// costly to decode).
 fn served_version(bundle: &[u8]) -> Option<u64> {
+    use fare_credential::bundle::{BUNDLE_V2, BUNDLE_V3};
     const AT: usize = 1 + fare_credential::bundle::PUBLISHER_ID_LEN;
     let b = bundle.get(AT..AT + 8)?;
-    (bundle[0] == fare_credential::bundle::BUNDLE_V2)
+    matches!(bundle[0], BUNDLE_V2 | BUNDLE_V3)
         .then(|| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// What a bundle request asks for (its query string).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BundleQuery {
+    /// `since`: the bundle version the reader holds (`None`: a snapshot).
+    pub since: Option<u64>,
+    /// `tariff`: the digest of the tariff the reader holds (SPEC §4.2);
+    /// the bytes are left out when it is the current tariff's.
+    pub tariff_held: Option<[u8; 32]>,
 }
 
 fn check_bundle_signature(

@@ -696,22 +696,25 @@ impl Backoffice {
             Err(e) => (e.status.as_u16(), e.body().to_string().into_bytes()),
         }
     }
-    /// Answers `GET /v1/readers/{id}/bundle?since=` in process (settlement's
-    /// own `intake::answer_bundle`): `(HTTP status, body)`.
+    /// Answers `GET /v1/readers/{id}/bundle?since=&tariff=` in process
+    /// (settlement's own `intake::answer_bundle`): `(HTTP status, body)`.
     pub fn answer_bundle(
         &self,
-        reader_id: u32,
-        since: u64,
+        query: fare_validator::sync::BundleQuery,
         reader_time: u64,
         auth: &str,
     ) -> (u16, Vec<u8>) {
-        let target = fare_validator::sync::bundle_target(reader_id, since);
+        let target = query.target();
         let caller = fare_settlement::intake::BundleCaller::Reader(Some(auth));
         let app = self.app();
+        let asked = fare_settlement::intake::BundleQuery {
+            since: Some(query.since),
+            tariff_held: query.tariff,
+        };
         match fare_settlement::intake::answer_bundle(
             app,
-            reader_id,
-            Some(since),
+            query.reader_id,
+            asked,
             caller,
             &target,
             Some(reader_time),

@@ -13,7 +13,7 @@
 //! being changed on another branch: fix it here after a merge).
 
 use crate::adapters::{Backoffice, BusReader};
-use fare_validator::sync::{contact, HttpLink, InFlight, Link, LinkError, Reply};
+use fare_validator::sync::{contact, BundleQuery, HttpLink, InFlight, Link, LinkError, Reply};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use std::sync::Mutex;
@@ -235,18 +235,17 @@ impl<'a> Transport<'a> {
     }
     async fn bundle(
         &self,
-        id: u32,
-        since: u64,
+        query: BundleQuery,
         t: u64,
         auth: String,
         plan: &FaultPlan,
     ) -> Result<Reply, LinkError> {
         match self {
             Transport::InProcess(b) => {
-                let answer = timed(plan, true, || b.answer_bundle(id, since, t, &auth));
+                let answer = timed(plan, true, || b.answer_bundle(query, t, &auth));
                 Ok(in_process_reply(b, answer))
             }
-            Transport::Http(l) => l.get_bundle(id, since, t, auth).await,
+            Transport::Http(l) => l.get_bundle(query, t, auth).await,
         }
     }
     fn describe(&self) -> String {
@@ -348,8 +347,7 @@ impl Link for FaultyLink<'_> {
 
     async fn get_bundle(
         &self,
-        id: u32,
-        since: u64,
+        query: BundleQuery,
         t: u64,
         auth: String,
     ) -> Result<Reply, LinkError> {
@@ -359,7 +357,7 @@ impl Link for FaultyLink<'_> {
             self.plan.state().stats.bundle_fetches_lost += 1;
             return Err(injected("bundle fetch lost"));
         }
-        self.to.bundle(id, since, t, auth, self.plan).await
+        self.to.bundle(query, t, auth, self.plan).await
     }
 
     fn describe(&self) -> String {

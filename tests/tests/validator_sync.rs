@@ -252,6 +252,110 @@ async fn only_the_reader_itself_or_an_operator_reads_its_bundle() {
     let _ = stop.send(());
 }
 
+/// A bundle request names the tariff the reader holds (SPEC §4.2), and
+/// settlement then sends its digest alone; asked without it, or for
+/// another tariff, it sends the bytes; a malformed digest is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tariff_goes_by_digest_to_a_reader_that_holds_it() {
+    use fare_credential::bundle::{tariff_digest, PublishedBundle};
+    let (tmp, url, app, [key, _], stop) = served_with_two_readers().await;
+    let root = app.keys.lock().unwrap().root_public_key();
+    assert_eq!(app.tariff_digest, tariff_digest(&app.tariff_json));
+    let verify = |body: &[u8]| PublishedBundle::verify(body, &root).expect("a bundle");
+    // The agent's request, over HTTP: it names the tariff it holds.
+    let mut reader = Reader::provision(
+        &tmp.path().join("reader"),
+        sync_fixture::reader_config(7),
+        root,
+        key,
+        &app.bundle(None).unwrap(),
+        NOW,
+    )
+    .unwrap();
+    let link = Recording {
+        http: fare_validator::sync::HttpLink::new(&url, std::time::Duration::from_secs(10))
+            .unwrap(),
+        bundles: Default::default(),
+    };
+    let access = std::sync::Mutex::new(&mut reader);
+    let mut in_flight = fare_validator::sync::InFlight::default();
+    fare_validator::sync::contact(&access, &link, &mut in_flight, &|| NOW)
+        .await
+        .unwrap();
+    let seen = link.bundles.lock().unwrap().clone();
+    let [(query, body)] = seen.as_slice() else {
+        panic!("one bundle request, not {}", seen.len())
+    };
+    assert_eq!(query.tariff, Some(app.tariff_digest));
+    let b = verify(body);
+    assert_eq!(b.tariff_by_digest, Some(app.tariff_digest));
+    assert!(b.bundle.tariff.is_empty());
+    assert_eq!(reader.tariff(), Some(app.tariff_json.as_slice()));
+    // By hand, with the operator token: without a digest or with another
+    // tariff's, the bytes follow.
+    let get = |query: String| {
+        let url = format!("{url}/v1/readers/7/bundle?since=0{query}");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth("op-token")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let other = hex::encode(tariff_digest(b"{}"));
+    for q in [String::new(), format!("&tariff={other}")] {
+        let (status, body) = get(q.clone()).await;
+        assert_eq!(status, 200, "{q}");
+        let b = verify(&body);
+        assert_eq!(b.tariff_by_digest, None, "{q}");
+        assert_eq!(b.bundle.tariff, app.tariff_json, "{q}");
+    }
+    let (status, body) = get("&tariff=zz".into()).await;
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let _ = stop.send(());
+}
+
+/// Settlement over HTTP, recording each bundle request and its answer.
+struct Recording {
+    http: fare_validator::sync::HttpLink,
+    bundles: std::sync::Mutex<Vec<(fare_validator::sync::BundleQuery, Vec<u8>)>>,
+}
+
+impl fare_validator::sync::Link for Recording {
+    async fn post_batch(
+        &self,
+        body: Vec<u8>,
+        reader_time_unix_s: u64,
+        auth: String,
+    ) -> Result<fare_validator::sync::Reply, fare_validator::sync::LinkError> {
+        self.http.post_batch(body, reader_time_unix_s, auth).await
+    }
+    async fn get_bundle(
+        &self,
+        query: fare_validator::sync::BundleQuery,
+        reader_time_unix_s: u64,
+        auth: String,
+    ) -> Result<fare_validator::sync::Reply, fare_validator::sync::LinkError> {
+        let reply = self
+            .http
+            .get_bundle(query, reader_time_unix_s, auth)
+            .await?;
+        let body = reply.body.clone();
+        self.bundles.lock().unwrap().push((query, body));
+        Ok(reply)
+    }
+    fn describe(&self) -> String {
+        self.http.describe()
+    }
+}
+
 /// Two real ride codes' records of reader 7, chained from its genesis and
 /// signed with `key`: a batch settlement would store.
 fn batch_of_reader_7(app: &App, key: &fare_credential::SigningKey) -> Vec<u8> {

@@ -75,6 +75,15 @@ pub enum BundleError {
     /// The trust list is unusable (weak key, duplicate id, empty window).
     #[error("bundle trust list refused: {0}")]
     Trust(#[from] TrustError),
+    /// A v3 bundle that names its tariff by a digest this reader's tariff
+    /// does not have (or a reader with no tariff yet).
+    #[error("bundle {offered} names its tariff by digest {digest} but this reader holds no tariff with that digest: ask again without `tariff=`")]
+    TariffNotHeld {
+        /// Offered version.
+        offered: u64,
+        /// The signed tariff digest (hex).
+        digest: String,
+    },
 }
 
 impl BundleError {
@@ -90,6 +99,7 @@ impl BundleError {
             BundleError::OtherPublisher { .. } => "bundle_other_publisher",
             BundleError::PublisherRollback { .. } => "bundle_publisher_rollback",
             BundleError::Trust(_) => "bundle_bad_trust_list",
+            BundleError::TariffNotHeld { .. } => "bundle_tariff_not_held",
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::config::ReaderConfig;
 use crate::error::ValidatorError;
-use crate::sync::{bundle_target, HttpLink, Link, MAX_FETCHED_BUNDLE_BYTES};
+use crate::sync::{BundleQuery, HttpLink, Link, MAX_FETCHED_BUNDLE_BYTES};
 use fare_credential::{RequestAuth, SigningKey};
 use std::time::Duration;
 
@@ -87,12 +87,17 @@ async fn fetch_first_bundle(
 ) -> Result<Vec<u8>, ValidatorError> {
     let r = &config.reader;
     let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
-    let target = bundle_target(r.reader_id, 0);
+    let query = BundleQuery {
+        reader_id: r.reader_id,
+        since: 0,
+        tariff: None,
+    };
+    let target = query.target();
     let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let auth = RequestAuth::sign_v1(key, r.reader_id, now_unix_s, nonce, "GET", &target, b"")
         .map_err(|e| sync_error(&target, e.to_string()))?;
     let reply = link
-        .get_bundle(r.reader_id, 0, now_unix_s, auth.to_header())
+        .get_bundle(query, now_unix_s, auth.to_header())
         .await
         .map_err(|e| sync_error(&link.describe(), e.to_string()))?;
     if reply.status != 200 {

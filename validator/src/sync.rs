@@ -48,9 +48,28 @@ pub const SERVER_TIME_HEADER: &str = "x-server-time";
 /// Path of batch uploads (signed as the request target).
 pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
 
-/// Path and query of a bundle request (signed as the request target).
-pub fn bundle_target(reader_id: u32, since: u64) -> String {
-    format!("/v1/readers/{reader_id}/bundle?since={since}")
+/// What a bundle request names: the reader, the bundle version it holds
+/// (0: none) and the digest of the tariff it holds, so that settlement
+/// sends the tariff's bytes only when they changed (SPEC §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleQuery {
+    /// The reader.
+    pub reader_id: u32,
+    /// Installed bundle version (0: none, a snapshot is wanted).
+    pub since: u64,
+    /// `tariff_digest` of the installed tariff; `None` asks for the bytes.
+    pub tariff: Option<[u8; 32]>,
+}
+
+impl BundleQuery {
+    /// Path and query of the request (signed as the request target).
+    pub fn target(&self) -> String {
+        let path = format!("/v1/readers/{}/bundle?since={}", self.reader_id, self.since);
+        match self.tariff {
+            Some(d) => format!("{path}&tariff={}", hex::encode(d)),
+            None => path,
+        }
+    }
 }
 
 /// A fork recorded by the reader.
@@ -142,11 +161,10 @@ pub trait Link: Send + Sync {
         reader_time_unix_s: u64,
         auth: String,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
-    /// Fetches [`bundle_target`]`(reader_id, since)`, headers as for a batch.
+    /// Fetches [`BundleQuery::target`], headers as for a batch.
     fn get_bundle(
         &self,
-        reader_id: u32,
-        since: u64,
+        query: BundleQuery,
         reader_time_unix_s: u64,
         auth: String,
     ) -> impl Future<Output = Result<Reply, LinkError>> + Send;
@@ -239,14 +257,13 @@ impl Link for HttpLink {
 
     async fn get_bundle(
         &self,
-        reader_id: u32,
-        since: u64,
+        query: BundleQuery,
         reader_time_unix_s: u64,
         auth: String,
     ) -> Result<Reply, LinkError> {
         let resp = self
             .client
-            .get(format!("{}{}", self.base, bundle_target(reader_id, since)))
+            .get(format!("{}{}", self.base, query.target()))
             .header(READER_TIME_HEADER, reader_time_unix_s.to_string())
             .header(REQUEST_AUTH_HEADER, auth)
             .send()
@@ -415,7 +432,7 @@ fn verified_ack(reader: &mut Reader, sent: &[u8], reply: &Reply) -> Result<Ack, 
     };
     let bytes = hex::decode(hex_ack)
         .map_err(|e| refuse(reader, "ack_unsigned", format!("`ack` is not hex: {e}")))?;
-    let ack = match Ack::verify_v1(&bytes, reader.root_key()) {
+    let ack = match reader.verify_ack(&bytes) {
         Ok(a) => a,
         Err(e @ FormatError::BadSignature { .. }) => {
             return Err(refuse(reader, "ack_bad_signature", e.to_string()))
@@ -800,33 +817,43 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
     offset: &mut Option<i64>,
     contacted: &mut bool,
 ) -> Result<(), ValidatorError> {
-    let version = reader.with(|r| r.bundle_version());
-    match fetch_and_install(reader, link, version, now, report, offset, contacted).await {
+    let held = reader.with(|r| BundleQuery {
+        reader_id: r.reader_id(),
+        since: r.bundle_version(),
+        tariff: r.tariff_digest(),
+    });
+    match fetch_and_install(reader, link, held, now, report, offset, contacted).await {
         // A delta this reader cannot apply (another publisher's line, or a
-        // base it does not hold exactly): ask for the whole list.
+        // base it does not hold exactly), or a tariff named by a digest it
+        // does not hold: ask for the whole list and the tariff's bytes.
         Err(ValidatorError::Bundle(
             BundleError::DeltaBase { .. }
             | BundleError::DeltaBaseHash { .. }
-            | BundleError::OtherPublisher { .. },
-        )) if version != 0 => {
-            fetch_and_install(reader, link, 0, now, report, offset, contacted).await
+            | BundleError::OtherPublisher { .. }
+            | BundleError::TariffNotHeld { .. },
+        )) if held.since != 0 || held.tariff.is_some() => {
+            let whole = BundleQuery {
+                since: 0,
+                tariff: None,
+                ..held
+            };
+            fetch_and_install(reader, link, whole, now, report, offset, contacted).await
         }
         other => other,
     }
 }
 
-/// One bundle request `since` a version, and its install.
+/// One bundle request, and its install.
 async fn fetch_and_install<A: ReaderAccess, L: Link>(
     reader: &A,
     link: &L,
-    since: u64,
+    query: BundleQuery,
     now: &(dyn Fn() -> u64 + Send + Sync),
     report: &mut SyncReport,
     offset: &mut Option<i64>,
     contacted: &mut bool,
 ) -> Result<(), ValidatorError> {
-    let id = reader.with(|r| r.reader_id());
-    let target = bundle_target(id, since);
+    let target = query.target();
     let url = format!("{}{target}", link.describe());
     let mut sends = 0;
     let reply = send_signed(
@@ -837,7 +864,7 @@ async fn fetch_and_install<A: ReaderAccess, L: Link>(
         &url,
         now,
         &mut sends,
-        |t, a| link.get_bundle(id, since, t, a),
+        |t, a| link.get_bundle(query, t, a),
     )
     .await?;
     *contacted = true;

@@ -1,7 +1,8 @@
 //! Bundle publishers and exact-base deltas (issue #9, onboarding): a bundle
 //! made offline (`fare-keys bundle`, v1) and one the service publishes (v2,
 //! its own publisher id) are never confused, and a deny-list delta applies
-//! only to the exact list it was computed from.
+//! only to the exact list it was computed from; a tariff named by digest
+//! (v3) installs only over the same tariff.
 
 mod common;
 
@@ -122,4 +123,88 @@ fn a_delta_applies_only_to_the_exact_list_it_was_computed_from() {
     assert_eq!(reader.deny_len(), 2);
     let w = dep.wallet();
     assert!(reader.decide_payload(&w.code(NOW, 1), NOW).is_accept());
+}
+
+#[test]
+fn a_tariff_named_by_digest_installs_only_over_the_same_tariff() {
+    use fare_credential::bundle::tariff_digest;
+    let mut dep = deployment(23);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(vec![id(1)]), None);
+    let mut reader = dep.provision_lib(tmp.path(), &first);
+    let tariff = reader.tariff().expect("installed").to_vec();
+    let held = reader.tariff_digest().expect("installed");
+    assert_eq!(held, tariff_digest(&tariff));
+    let by_digest = |version, digest| {
+        dep.bundle_v3_by_digest(
+            [9; 16],
+            version,
+            NOW + 1,
+            DenyUpdate::Snapshot(vec![id(2)]),
+            None,
+            digest,
+        )
+    };
+    // Another tariff's digest: refused, nothing changes.
+    let other = by_digest(11, tariff_digest(b"{}"));
+    assert_eq!(
+        code_of(reader.install_bundle(&other, NOW)),
+        "bundle_tariff_not_held"
+    );
+    assert_eq!(reader.bundle_version(), 10);
+    // The held tariff's digest: installed, the tariff kept, across a restart.
+    assert_eq!(
+        code_of(reader.install_bundle(&by_digest(11, held), NOW)),
+        "ok"
+    );
+    assert_eq!((reader.bundle_version(), reader.deny_len()), (11, 1));
+    drop(reader);
+    let mut reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!(reader.tariff(), Some(tariff.as_slice()));
+    assert_eq!(reader.tariff_digest(), Some(held));
+    let w = dep.wallet();
+    assert!(reader.decide_payload(&w.code(NOW, 1), NOW).is_accept());
+}
+
+#[test]
+fn an_unchanged_deny_list_keeps_its_file() {
+    let mut dep = deployment(24);
+    let tmp = tempfile::tempdir().unwrap();
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("deny-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(vec![id(1)]), None);
+    let mut reader = dep.provision_lib(tmp.path(), &first);
+    assert_eq!(files(), ["deny-10.bin"]);
+    // Re-published for freshness, the list unchanged: the file stays.
+    let empty_delta = DenyUpdate::Delta {
+        base_version: 10,
+        add: vec![],
+        remove: vec![],
+    };
+    let same = dep.bundle_v2([9; 16], 11, NOW + 1, empty_delta, Some(&[id(1)]));
+    assert_eq!(code_of(reader.install_bundle(&same, NOW)), "ok");
+    assert_eq!(
+        (reader.bundle_version(), files()),
+        (11, vec!["deny-10.bin".into()])
+    );
+    // Changed: a new file, and the old one goes.
+    let changed = dep.bundle_v2(
+        [9; 16],
+        12,
+        NOW + 2,
+        DenyUpdate::Snapshot(vec![id(1), id(2)]),
+        None,
+    );
+    assert_eq!(code_of(reader.install_bundle(&changed, NOW)), "ok");
+    assert_eq!(files(), ["deny-12.bin"]);
+    drop(reader);
+    let reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!((reader.bundle_version(), reader.deny_len()), (12, 2));
 }

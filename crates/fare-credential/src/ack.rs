@@ -146,6 +146,46 @@ impl AckKeyCert {
     }
 }
 
+/// The last acknowledgement-key certificate whose root signature checked,
+/// with the root it checked under (see [`Ack::verify_v1_cached`]).
+#[derive(Clone, Debug, Default)]
+pub struct AckKeyCertCache {
+    last: Option<CachedCert>,
+}
+
+#[derive(Clone, Debug)]
+struct CachedCert {
+    bytes: [u8; ACK_KEY_CERT_LEN],
+    root: [u8; 32],
+    cert: AckKeyCert,
+    key: VerifyingKey,
+}
+
+impl AckKeyCertCache {
+    /// [`AckKeyCert::verify_v1`], answered from the cache when `bytes` and
+    /// `root` are exactly those last verified; a success replaces it.
+    fn verify(
+        &mut self,
+        bytes: &[u8],
+        root: &VerifyingKey,
+    ) -> Result<(AckKeyCert, VerifyingKey), FormatError> {
+        let root_bytes = root.to_bytes();
+        if let Some(c) = &self.last {
+            if c.bytes[..] == *bytes && c.root == root_bytes {
+                return Ok((c.cert.clone(), c.key));
+            }
+        }
+        let (cert, key) = AckKeyCert::verify_v1(bytes, root)?;
+        self.last = Some(CachedCert {
+            bytes: bytes.try_into().expect("verify_v1 checked the length"),
+            root: root_bytes,
+            cert: cert.clone(),
+            key,
+        });
+        Ok((cert, key))
+    }
+}
+
 /// A batch acknowledgement's content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ack {
@@ -201,6 +241,20 @@ impl Ack {
     /// signature over the received bytes, then that the settlement time lies
     /// inside the certificate's window.
     pub fn verify_v1(bytes: &[u8], root: &VerifyingKey) -> Result<Ack, FormatError> {
+        Self::verify_v1_cached(bytes, root, &mut AckKeyCertCache::default())
+    }
+
+    /// [`Ack::verify_v1`], checking the certificate's root signature only
+    /// when `cache` does not hold that certificate verified under `root`
+    /// already: a service answers every acknowledgement with one
+    /// certificate for months, and a reader checked its root signature (a
+    /// whole signature check, half the cost of verifying an
+    /// acknowledgement) at every one.
+    pub fn verify_v1_cached(
+        bytes: &[u8],
+        root: &VerifyingKey,
+        cache: &mut AckKeyCertCache,
+    ) -> Result<Ack, FormatError> {
         if bytes.len() != ACK_LEN {
             return Err(FormatError::Invalid {
                 object: "ack",
@@ -217,7 +271,7 @@ impl Ack {
         }
         let (body, sig) = bytes.split_at(ACK_LEN - SIGNATURE_LEN);
         let cert_bytes = &body[body.len() - ACK_KEY_CERT_LEN..];
-        let (cert, ack_key) = AckKeyCert::verify_v1(cert_bytes, root)?;
+        let (cert, ack_key) = cache.verify(cert_bytes, root)?;
         if !verify_domain(&ack_key, ACK_DOMAIN_V1, body, sig) {
             return Err(FormatError::BadSignature { object: "ack" });
         }
@@ -278,6 +332,35 @@ mod tests {
             request_digest: request_digest(b"batch"),
         };
         (root, ack_key, cert, ack)
+    }
+
+    /// The cache spares the certificate's root signature check, never a
+    /// check: every flipped byte is still refused with a warm cache, and a
+    /// certificate cached under one root is checked again under another.
+    #[test]
+    fn a_cached_certificate_changes_no_verdict() {
+        let (root, key, cert, ack) = sample();
+        let bytes = ack.sign_v1(&cert, &key).unwrap();
+        let mut cache = AckKeyCertCache::default();
+        let vk = root.verifying_key();
+        assert_eq!(Ack::verify_v1_cached(&bytes, &vk, &mut cache).unwrap(), ack);
+        for i in 0..bytes.len() {
+            let mut t = bytes.clone();
+            t[i] ^= 0x01;
+            assert!(
+                Ack::verify_v1_cached(&t, &vk, &mut cache).is_err(),
+                "byte {i}"
+            );
+            // Refusals leave the verified certificate cached.
+            assert_eq!(Ack::verify_v1_cached(&bytes, &vk, &mut cache).unwrap(), ack);
+        }
+        let other = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        assert!(matches!(
+            Ack::verify_v1_cached(&bytes, &other, &mut cache),
+            Err(FormatError::BadSignature {
+                object: "ack_key_cert"
+            })
+        ));
     }
 
     #[test]

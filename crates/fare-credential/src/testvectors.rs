@@ -578,6 +578,10 @@ pub struct BundleVector {
     pub publisher: Option<String>,
     /// For an `ok` delta: its `deny_base_hash`, hex.
     pub deny_base_hash: Option<String>,
+    /// v3, for an `ok` bundle that names its tariff by digest alone: the
+    /// digest, hex (absent when the tariff's bytes follow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tariff_by_digest: Option<String>,
 }
 
 /// The bundle v2 vector file (`testvectors/bundles_v2.json`).
@@ -622,6 +626,7 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
     let snapshot = PublishedBundle {
         publisher,
         deny_base_hash: None,
+        tariff_by_digest: None,
         bundle: content(DenyUpdate::Snapshot(ids.clone())),
     }
     .sign_v2(&root)
@@ -629,6 +634,7 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
     let delta = PublishedBundle {
         publisher,
         deny_base_hash: Some(base_hash),
+        tariff_by_digest: None,
         bundle: content(DenyUpdate::Delta {
             base_version: 41,
             add: vec![ids[2]],
@@ -662,6 +668,7 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
             } else {
                 None
             },
+            tariff_by_digest: None,
         })
     };
     push(
@@ -711,8 +718,8 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
         "invalid",
     );
     let mut t = snapshot.clone();
-    t[0] = 3;
-    push("wrong_version", "version byte 3", t, "unsupported_version");
+    t[0] = 4;
+    push("wrong_version", "version byte 4", t, "unsupported_version");
     push(
         "truncated",
         "the last tariff byte removed, re-signed",
@@ -731,8 +738,130 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
     }
 }
 
-/// The committed JSON text of the bundle v2 vectors.
-pub fn bundles_v2_to_json(file: &BundleVectorFile) -> String {
+/// Bundle v3 vectors (SPEC.md §4.2) from `seed`: a delta naming its
+/// tariff by digest, a snapshot with the tariff's bytes, and their refusals.
+pub fn generate_bundles_v3(seed: u64) -> BundleVectorFile {
+    use crate::bundle::{
+        deny_digest, tariff_digest, DenyUpdate, PublishedBundle, ReaderBundle, BUNDLE_DOMAIN_V2,
+        BUNDLE_DOMAIN_V3,
+    };
+    use crate::keys::{sign_domain, SIGNATURE_LEN};
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xb3);
+    let root = key(&mut rng);
+    let issuer = key(&mut rng);
+    let mut publisher = [0u8; 16];
+    rng.fill_bytes(&mut publisher);
+    let ids: Vec<CredentialId> = (1..=3u8).map(|b| CredentialId([b; 16])).collect();
+    let tariff = br#"{"note":"vector"}"#.to_vec();
+    let digest = tariff_digest(&tariff);
+    let base_hash = deny_digest(&ids[..2]);
+    let published = |deny, deny_base_hash, by_digest: bool| PublishedBundle {
+        publisher,
+        deny_base_hash,
+        tariff_by_digest: by_digest.then_some(digest),
+        bundle: ReaderBundle {
+            bundle_version: 43,
+            server_time_unix_s: NOW_UNIX_S,
+            trust: vec![IssuerKey {
+                key_id: 1,
+                public_key: issuer.verifying_key().to_bytes(),
+                valid_from_unix_s: NOW_UNIX_S - 86_400,
+                valid_until_unix_s: NOW_UNIX_S + 365 * 86_400,
+            }],
+            deny,
+            tariff: if by_digest { vec![] } else { tariff.clone() },
+        },
+    };
+    let delta = DenyUpdate::Delta {
+        base_version: 42,
+        add: vec![ids[2]],
+        remove: vec![ids[0]],
+    };
+    let by_digest = published(delta, Some(base_hash), true)
+        .sign_v3(&root)
+        .expect("vector signs");
+    let snapshot = published(DenyUpdate::Snapshot(ids.clone()), None, false)
+        .sign_v3(&root)
+        .expect("vector signs");
+    // Re-signs `bytes` (signature dropped) after `edit`, with `domain`.
+    let resign = |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut body = bytes[..bytes.len() - SIGNATURE_LEN].to_vec();
+        edit(&mut body);
+        let sig = sign_domain(&root, domain, &body);
+        body.extend_from_slice(&sig);
+        body
+    };
+    // The by-digest bundle ends with the digest and its kind byte.
+    let kind_at = by_digest.len() - SIGNATURE_LEN - 1;
+    let vector = |name: &str, description: &str, bytes: &[u8], expect: &str| BundleVector {
+        name: name.into(),
+        description: description.into(),
+        bundle_hex: hex::encode(bytes),
+        expect: expect.into(),
+        publisher: (expect == "ok").then(|| hex::encode(publisher)),
+        deny_base_hash: (name == "tariff_by_digest").then(|| hex::encode(base_hash)),
+        tariff_by_digest: (name == "tariff_by_digest").then(|| hex::encode(digest)),
+    };
+    let mut t = by_digest.clone();
+    t[kind_at - 1] ^= 1;
+    let vectors = vec![
+        vector(
+            "tariff_by_digest",
+            "a delta from version 42 (ids 01.., 02..: add 03.., remove 01..) naming its tariff by digest",
+            &by_digest,
+            "ok",
+        ),
+        vector(
+            "tariff_bytes",
+            "a snapshot of three ids with the tariff's bytes",
+            &snapshot,
+            "ok",
+        ),
+        vector(
+            "tampered_tariff_digest",
+            "the tariff digest changed after signing",
+            &t,
+            "bad_signature",
+        ),
+        vector(
+            "tariff_bytes_differ",
+            "the last tariff byte changed, re-signed: the bytes no longer hash to the digest",
+            &resign(&snapshot, BUNDLE_DOMAIN_V3, &|b| *b.last_mut().unwrap() ^= 1),
+            "invalid",
+        ),
+        vector(
+            "tariff_kind_2",
+            "tariff kind 2 (only 0 and 1 exist), re-signed",
+            &resign(&by_digest, BUNDLE_DOMAIN_V3, &|b| b[kind_at] = 2),
+            "invalid",
+        ),
+        vector(
+            "v2_domain",
+            "v3 bytes signed under the v2 domain tag",
+            &resign(&by_digest, BUNDLE_DOMAIN_V2, &|_| {}),
+            "bad_signature",
+        ),
+        vector(
+            "truncated",
+            "the tariff kind byte removed, re-signed",
+            &resign(&by_digest, BUNDLE_DOMAIN_V3, &|b| {
+                b.pop();
+            }),
+            "malformed",
+        ),
+    ];
+    BundleVectorFile {
+        about: "Reader bundle v3 test vectors (SPEC.md §4.2). Verify each `bundle_hex` with \
+                `root_public_key`; the result must be `expect`."
+            .into(),
+        seed,
+        root_public_key: hex::encode(root.verifying_key().to_bytes()),
+        vectors,
+    }
+}
+
+/// The committed JSON text of the bundle v2 or v3 vectors.
+pub fn bundles_to_json(file: &BundleVectorFile) -> String {
     let mut s = serde_json::to_string_pretty(file).expect("vectors serialise");
     s.push('\n');
     s

@@ -82,16 +82,28 @@ fn committed_ack_vectors_match_the_generator_and_verify_as_expected() {
 
 #[test]
 fn committed_bundle_v2_vectors_match_the_generator_and_verify_as_expected() {
+    use fare_credential::testvectors::generate_bundles_v2;
+    check_bundle_vectors(&generate_bundles_v2(SEED), "bundles_v2.json");
+}
+
+#[test]
+fn committed_bundle_v3_vectors_match_the_generator_and_verify_as_expected() {
+    use fare_credential::testvectors::generate_bundles_v3;
+    check_bundle_vectors(&generate_bundles_v3(SEED), "bundles_v3.json");
+}
+
+fn check_bundle_vectors(file: &fare_credential::testvectors::BundleVectorFile, name: &str) {
     use fare_credential::bundle::PublishedBundle;
-    use fare_credential::testvectors::{bundles_v2_to_json, generate_bundles_v2};
+    use fare_credential::testvectors::bundles_to_json;
     use fare_credential::FormatError;
-    let file = generate_bundles_v2(SEED);
     let committed = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testvectors/bundles_v2.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testvectors")
+            .join(name),
     )
-    .expect("testvectors/bundles_v2.json is committed");
+    .unwrap_or_else(|e| panic!("testvectors/{name} is committed: {e}"));
     assert!(
-        bundles_v2_to_json(&file) == committed,
+        bundles_to_json(file) == committed,
         "bundle vectors differ from the generator: run `cargo run -p fare-credential --example gen_vectors`"
     );
     let root =
@@ -112,6 +124,19 @@ fn committed_bundle_v2_vectors_match_the_generator_and_verify_as_expected() {
             assert_eq!(
                 b.deny_base_hash.map(hex::encode),
                 v.deny_base_hash,
+                "{}",
+                v.name
+            );
+            assert_eq!(
+                b.tariff_by_digest.map(hex::encode),
+                v.tariff_by_digest,
+                "{}",
+                v.name
+            );
+            // The tariff travels whole exactly when it is not named by digest.
+            assert_eq!(
+                b.bundle.tariff.is_empty(),
+                b.tariff_by_digest.is_some(),
                 "{}",
                 v.name
             );

@@ -242,6 +242,70 @@ fn bundle_round_trip_and_tamper() {
     assert!(matches!(err, FormatError::BadSignature { .. }));
 }
 
+/// v3 (SPEC §4.2), the tariff whole and by digest: each round-trips, every
+/// flipped byte is refused, and the signing rules hold.
+#[test]
+fn bundle_v3_round_trip_and_tamper() {
+    use fare_credential::bundle::{tariff_digest, PublishedBundle};
+    let f = fixture();
+    let tariff = br#"{"currency":"CNY"}"#.to_vec();
+    let whole = PublishedBundle {
+        publisher: [7; 16],
+        deny_base_hash: Some([3; 32]),
+        tariff_by_digest: None,
+        bundle: ReaderBundle {
+            bundle_version: 9,
+            server_time_unix_s: NOW,
+            trust: f.trust.keys(),
+            deny: DenyUpdate::Delta {
+                base_version: 8,
+                add: vec![CredentialId([1; 16])],
+                remove: vec![CredentialId([5; 16])],
+            },
+            tariff: tariff.clone(),
+        },
+    };
+    let mut by_digest = whole.clone();
+    by_digest.tariff_by_digest = Some(tariff_digest(&tariff));
+    by_digest.bundle.tariff.clear();
+    let root = f.root.verifying_key();
+    for b in [&whole, &by_digest] {
+        let bytes = b.sign_v3(&f.root).unwrap();
+        assert_eq!(&PublishedBundle::verify(&bytes, &root).unwrap(), b);
+        for i in 0..bytes.len() {
+            let mut t = bytes.clone();
+            t[i] ^= 0x01;
+            assert!(
+                PublishedBundle::verify(&t, &root).is_err(),
+                "flipped byte {i} accepted"
+            );
+        }
+    }
+    // Sent by digest, the bundle is the tariff's length shorter (and more).
+    let (a, b) = (
+        whole.sign_v3(&f.root).unwrap(),
+        by_digest.sign_v3(&f.root).unwrap(),
+    );
+    assert_eq!(a.len() - b.len(), 4 + tariff.len());
+    // A digest with bytes beside it, or v2 by digest, is refused.
+    let mut both = whole.clone();
+    both.tariff_by_digest = Some([0; 32]);
+    assert!(matches!(
+        both.sign_v3(&f.root),
+        Err(FormatError::Invalid {
+            field: "tariff",
+            ..
+        })
+    ));
+    assert!(matches!(
+        by_digest.sign_v2(&f.root),
+        Err(FormatError::Invalid {
+            field: "tariff",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn deny_list_delta_semantics() {
     let mut d = DenyList::from_ids([
@@ -266,6 +330,7 @@ proptest! {
         let _ = Credential::from_bytes(&bytes);
         let _ = RideRecord::decode_v1(&bytes);
         let _ = ReaderBundle::verify_v1(&bytes, &f.root.verifying_key());
+        let _ = fare_credential::bundle::PublishedBundle::verify(&bytes, &f.root.verifying_key());
         if let Ok(sb) = SignedBatch::parse_v1(&bytes) {
             let _ = sb.verify(&f.reader.verifying_key());
         }

@@ -35,6 +35,7 @@ impl Reader {
         // The file is written sorted; from_ids re-sorts cheaply and dedups.
         let deny = DenyList::from_ids(ids);
         Ok(Installed {
+            tariff_digest: fare_credential::bundle::tariff_digest(&meta.tariff),
             meta,
             trust,
             deny,
@@ -67,17 +68,25 @@ impl Reader {
     ) -> Result<u64, ValidatorError> {
         self.check_newer(&published)?;
         let deny = self.next_deny_list(&published)?;
+        let (tariff, tariff_digest) = self.next_tariff(&published)?;
         let PublishedBundle {
             publisher, bundle, ..
         } = published;
         let trust = TrustList::new(bundle.trust.iter().cloned()).map_err(BundleError::from)?;
-        let (deny_file, deny_blake3) = self.write_deny_file(bundle.bundle_version, &deny)?;
+        let (deny_file, deny_blake3) = match &self.installed {
+            // Unchanged (a quiet list re-published for freshness, most
+            // installs): the installed file stays, unwritten.
+            Some(cur) if cur.deny.ids() == deny.ids() => {
+                (cur.meta.deny_file.clone(), cur.meta.deny_blake3)
+            }
+            _ => self.write_deny_file(bundle.bundle_version, &deny)?,
+        };
         let meta = BundleMeta {
             version: bundle.bundle_version,
             server_time_unix_s: bundle.server_time_unix_s,
             installed_at_unix_s: now_unix_s,
             trust: bundle.trust.clone(),
-            tariff: bundle.tariff,
+            tariff,
             deny_file: deny_file.clone(),
             deny_count: deny.len() as u64,
             deny_blake3,
@@ -95,6 +104,7 @@ impl Reader {
             trust,
             deny,
             publisher,
+            tariff_digest,
         };
         if let Some(old) = self.installed.replace(new) {
             if old.meta.deny_file != deny_file {
@@ -187,6 +197,27 @@ impl Reader {
         let mut d = cur.deny.clone();
         d.apply_delta(add, remove);
         Ok(d)
+    }
+
+    /// The tariff the bundle leads to, with its digest: its bytes, or (v3
+    /// by digest) the installed tariff when that has the signed digest.
+    fn next_tariff(
+        &self,
+        offered: &PublishedBundle,
+    ) -> Result<(Vec<u8>, [u8; 32]), ValidatorError> {
+        let Some(digest) = offered.tariff_by_digest else {
+            let t = offered.bundle.tariff.clone();
+            let d = fare_credential::bundle::tariff_digest(&t);
+            return Ok((t, d));
+        };
+        match &self.installed {
+            Some(cur) if cur.tariff_digest == digest => Ok((cur.meta.tariff.clone(), digest)),
+            _ => Err(BundleError::TariffNotHeld {
+                offered: offered.bundle.bundle_version,
+                digest: hex::encode(digest),
+            }
+            .into()),
+        }
     }
 
     /// Writes the deny list to `deny-<version>.bin` (fsynced under a

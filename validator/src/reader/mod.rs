@@ -135,6 +135,8 @@ struct Installed {
     deny: DenyList,
     /// Who published it ([`fare_credential::bundle::V1_PUBLISHER`] for v1).
     publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
+    /// `tariff_digest(meta.tariff)`: what a bundle request names (v3).
+    tariff_digest: [u8; 32],
 }
 
 /// Reader status for `status` and monitoring.
@@ -236,6 +238,8 @@ pub struct Reader {
     /// Clock offset for time-stamping requests learnt from a `request_stale`
     /// refusal; cleared when a signed answer measures the offset.
     request_offset_s: Option<i64>,
+    /// The acknowledgement-key certificate last verified under `root`.
+    ack_certs: fare_credential::ack::AckKeyCertCache,
 }
 
 impl std::fmt::Debug for Reader {
@@ -377,6 +381,16 @@ impl Reader {
         &self.root
     }
 
+    /// Verifies an acknowledgement under the root key
+    /// ([`fare_credential::Ack::verify_v1`]), checking its certificate's
+    /// root signature once per certificate.
+    pub fn verify_ack(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<fare_credential::Ack, fare_credential::FormatError> {
+        fare_credential::Ack::verify_v1_cached(bytes, &self.root, &mut self.ack_certs)
+    }
+
     /// Writes the in-memory state to `meta` (not flushed).
     fn save_state(&self) -> Result<(), ValidatorError> {
         self.meta
@@ -408,6 +422,12 @@ impl Reader {
     /// Installed tariff bytes (UTF-8 JSON), if any.
     pub fn tariff(&self) -> Option<&[u8]> {
         self.installed.as_ref().map(|i| i.meta.tariff.as_slice())
+    }
+    /// [`fare_credential::bundle::tariff_digest`] of the installed tariff,
+    /// if any: a bundle request names it so that settlement need not send
+    /// the bytes again (SPEC §4.2).
+    pub fn tariff_digest(&self) -> Option<[u8; 32]> {
+        self.installed.as_ref().map(|i| i.tariff_digest)
     }
     /// Number of deny-list entries.
     pub fn deny_len(&self) -> usize {

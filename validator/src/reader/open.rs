@@ -208,6 +208,7 @@ impl Reader {
             // process from repeating the last one's nonces within a second.
             request_nonce: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             request_offset_s: None,
+            ack_certs: Default::default(),
         };
         Ok((reader, contents))
     }

@@ -80,9 +80,37 @@ impl TestDeployment {
         PublishedBundle {
             publisher,
             deny_base_hash,
+            tariff_by_digest: None,
             bundle: self.content(version, server_time_unix_s, deny),
         }
         .sign_v2(&self.root)
+        .expect("a test bundle encodes")
+    }
+
+    /// A root-signed bundle v3 of `publisher` naming its tariff by
+    /// `tariff_digest` alone (no bytes); `base` as for [`Self::bundle_v2`].
+    ///
+    /// # Panics
+    /// When the bundle is over its size limit (a test's own mistake).
+    pub fn bundle_v3_by_digest(
+        &self,
+        publisher: [u8; PUBLISHER_ID_LEN],
+        version: u64,
+        server_time_unix_s: u64,
+        deny: DenyUpdate,
+        base: Option<&[CredentialId]>,
+        tariff_digest: [u8; 32],
+    ) -> Vec<u8> {
+        let deny_base_hash = base.map(|ids| deny_digest(DenyList::from_ids(ids.to_vec()).ids()));
+        let mut bundle = self.content(version, server_time_unix_s, deny);
+        bundle.tariff.clear();
+        PublishedBundle {
+            publisher,
+            deny_base_hash,
+            tariff_by_digest: Some(tariff_digest),
+            bundle,
+        }
+        .sign_v3(&self.root)
         .expect("a test bundle encodes")
     }
 
@@ -153,7 +181,7 @@ impl TestWallet {
 }
 
 /// What a settlement service answered a bundle request with, verified
-/// under the deployment's `root` (v1 or v2).
+/// under the deployment's `root` (any version).
 ///
 /// # Panics
 /// With the service's answer when it is not a bundle (a JSON refusal) or
