@@ -4,7 +4,9 @@
 //! downloads the report CSV, records a payment and sees the account leave
 //! the deny list, reads the bundle a reader holds, resolves an incident,
 //! awards a disputed fare, starts a settlement run and watches it finish;
-//! it screenshots each page into `docs/`.
+//! it screenshots each page into the test's temporary directory under
+//! `target/`, or into `docs/` (the README's pictures) when
+//! `FARE_UPDATE_SCREENSHOTS=1`: a test run leaves the source tree as it was.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`). Without them it prints SKIPPED and passes, unless
@@ -94,14 +96,21 @@ async fn browser(driver_url: &str, chromium: &Path, downloads: &Path) -> Client 
         .expect("a WebDriver session on chromium")
 }
 
-fn docs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+/// Where the screenshots go: `docs/` when `FARE_UPDATE_SCREENSHOTS=1`,
+/// else the test's temporary directory.
+fn screenshots() -> PathBuf {
+    match std::env::var("FARE_UPDATE_SCREENSHOTS").as_deref() {
+        Ok("1") => Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"),
+        _ => Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"),
+    }
 }
 
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
-    std::fs::create_dir_all(docs()).unwrap();
-    std::fs::write(docs().join(format!("ui-{name}.png")), png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG screenshot");
+    let dir = screenshots();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("ui-{name}.png")), png).unwrap();
 }
 
 async fn text(c: &Client, css: &str) -> String {
