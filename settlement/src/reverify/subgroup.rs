@@ -184,7 +184,10 @@ pub(super) fn group_in_prime_subgroup(points: &[EdwardsPoint], all_cores: bool) 
             .par_chunks(part)
             .zip(memberships.par_chunks(part))
             .map(|(p, m)| subset_sums(p, m))
-            .reduce(|| [EdwardsPoint::identity(); GROUP_TEST_ROUNDS], add_sums)
+            .reduce(
+                || vec![EdwardsPoint::identity(); GROUP_TEST_ROUNDS],
+                add_sums,
+            )
     } else {
         subset_sums(points, &memberships)
     };
@@ -198,9 +201,14 @@ pub(super) fn group_in_prime_subgroup(points: &[EdwardsPoint], all_cores: bool) 
 
 /// The `GROUP_TEST_ROUNDS` subset sums of `points` (`memberships` as in
 /// [`group_in_prime_subgroup`]), a window of `WINDOW` points at a time.
-fn subset_sums(points: &[EdwardsPoint], memberships: &[u128]) -> [EdwardsPoint; GROUP_TEST_ROUNDS] {
-    let mut sums = [EdwardsPoint::identity(); GROUP_TEST_ROUNDS];
-    let mut table = [EdwardsPoint::identity(); 1 << WINDOW];
+///
+/// The sums and the table live on the heap (20 KB and 10 KB of points):
+/// as arrays they were moved by value through rayon's joins, whose nested
+/// frames overflowed a 2 MiB worker stack in a debug build when two group
+/// tests ran at once.
+fn subset_sums(points: &[EdwardsPoint], memberships: &[u128]) -> Vec<EdwardsPoint> {
+    let mut sums = vec![EdwardsPoint::identity(); GROUP_TEST_ROUNDS];
+    let mut table = vec![EdwardsPoint::identity(); 1 << WINDOW];
     for (window, members) in points.chunks(WINDOW).zip(memberships.chunks(WINDOW)) {
         // table[set] = Σ of the window's points in `set` (a bit per point).
         for set in 1usize..(1 << window.len()) {
@@ -225,10 +233,7 @@ fn subset_sums(points: &[EdwardsPoint], memberships: &[u128]) -> [EdwardsPoint; 
 }
 
 /// Round by round sum of two partial results.
-fn add_sums(
-    mut a: [EdwardsPoint; GROUP_TEST_ROUNDS],
-    b: [EdwardsPoint; GROUP_TEST_ROUNDS],
-) -> [EdwardsPoint; GROUP_TEST_ROUNDS] {
+fn add_sums(mut a: Vec<EdwardsPoint>, b: Vec<EdwardsPoint>) -> Vec<EdwardsPoint> {
     for (x, y) in a.iter_mut().zip(b) {
         *x += y;
     }
