@@ -7,8 +7,8 @@
 //! unknown keys are not recorded at all (anyone can send those).
 
 pub use crate::error::IngestError;
-use crate::model::{Incident, ReaderState, RideId};
-use crate::reverify::codes_need_strict;
+use crate::model::{Incident, RMark, ReaderState, RideId};
+use crate::reverify::ingest_marks;
 use crate::store::{typed::ride_block_key, Db, RideBlocks, WriteSet};
 use fare_credential::keys::parse_public_key;
 use fare_credential::{Batch, RideRecord, SignedBatch};
@@ -34,7 +34,7 @@ pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, 
     store_batch(db, checked, now_unix_s, None).map(|s| s.ack)
 }
 
-/// Where [`check_batch_with`] computes the strict marks.
+/// Where [`check_batch_with`] computes the marks.
 #[derive(Clone, Copy, Debug)]
 enum Marks {
     /// On the calling thread: the service checks many batches at once on
@@ -46,7 +46,7 @@ enum Marks {
 }
 
 /// A batch parsed, its signature verified under the reader's registered
-/// key, and each record's strict mark computed: the CPU work of ingest,
+/// key, and each record's mark computed: the CPU work of ingest,
 /// which reads nothing that a write changes under the write lock except
 /// the reader's key, checked again by [`store_batch`].
 #[derive(Debug)]
@@ -55,9 +55,9 @@ pub struct CheckedBatch {
     /// The registered key the batch signature verified under.
     public_key: [u8; 32],
     batch: Batch,
-    /// Per record of `batch`: must its device signature be checked with
-    /// `verify_strict` alone (`reverify::codes_need_strict`)?
-    strict: Vec<bool>,
+    /// Per record of `batch`: may its device signature be batch-verified
+    /// (`reverify::ingest_marks`)?
+    marks: Vec<RMark>,
 }
 
 impl CheckedBatch {
@@ -67,11 +67,12 @@ impl CheckedBatch {
     }
 }
 
-/// Parses and authenticates a batch and marks its records for strict
+/// Parses and authenticates a batch and marks its records for
 /// re-verification (once per ride, as it arrives: is its `R` one a batch
-/// verification could wrongly accept? One group test of the batch's `R`,
-/// or a scalar multiplication per ride for a small batch, on the calling
-/// thread; see `reverify::codes_need_strict`). Needs no write lock.
+/// verification could wrongly accept? One group test of the batch's `R`
+/// on the calling thread; a batch too small for it is left to the
+/// settlement run's group test: see `reverify::ingest_marks`). Needs no
+/// write lock.
 pub fn check_batch(db: &Db, body: &[u8]) -> Result<CheckedBatch, IngestError> {
     check_batch_with(db, body, Marks::ThisThread)
 }
@@ -79,12 +80,12 @@ pub fn check_batch(db: &Db, body: &[u8]) -> Result<CheckedBatch, IngestError> {
 fn check_batch_with(db: &Db, body: &[u8], marks: Marks) -> Result<CheckedBatch, IngestError> {
     let (reader_id, public_key, batch) = authenticate(db, body)?;
     let codes: Vec<&[u8]> = batch.records.iter().map(|r| r.code.as_slice()).collect();
-    let strict = codes_need_strict(&codes, matches!(marks, Marks::AllCores));
+    let marks = ingest_marks(&codes, matches!(marks, Marks::AllCores));
     Ok(CheckedBatch {
         reader_id,
         public_key,
         batch,
-        strict,
+        marks,
     })
 }
 
@@ -115,7 +116,7 @@ pub fn store_batch(
         reader_id,
         public_key,
         batch,
-        strict,
+        marks,
     } = checked;
     // The reader may have been retired since the batch was checked. Its
     // key cannot have changed (`ops::provision_reader` refuses another key
@@ -150,7 +151,7 @@ pub fn store_batch(
         return Ok(held(state));
     }
     let (stored, state, contact) = store_new_records(
-        db, reader_id, &batch, &strict, state, raw_state, contact, now_unix_s,
+        db, reader_id, &batch, &marks, state, raw_state, contact, now_unix_s,
     )?;
     metrics::counter!("settlement_ingested_rides_total").increment(stored);
     Ok(Stored {
@@ -273,7 +274,7 @@ fn record_incident(db: &Db, refusal: IngestError, now_unix_s: u64) -> IngestErro
     }
 }
 
-/// Stores the records past `state.acked_seq` (with their strict marks) and
+/// Stores the records past `state.acked_seq` (with their marks) and
 /// the reader's new cursor in one commit, with the reader's contact record
 /// when `contact` is given; returns how many were stored, the new state and
 /// the contact record written.
@@ -282,16 +283,16 @@ fn store_new_records(
     db: &Db,
     reader_id: u32,
     batch: &Batch,
-    strict: &[bool],
+    marks: &[RMark],
     state: ReaderState,
     raw_state: Option<Vec<u8>>,
     contact: Option<Option<u64>>,
     now_unix_s: u64,
 ) -> Result<(u64, ReaderState, Option<crate::acks::ReaderContact>), IngestError> {
-    let new_records: Vec<(&RideRecord, bool)> = batch
+    let new_records: Vec<(&RideRecord, RMark)> = batch
         .records
         .iter()
-        .zip(strict.iter().copied())
+        .zip(marks.iter().copied())
         .filter(|(r, _)| r.reader_seq > state.acked_seq)
         .collect();
     // Rides are stored in blocks (one record per 64 rides): the touched
@@ -306,9 +307,9 @@ fn store_new_records(
         db,
         new_records.iter().map(|(rec, _)| ride_block_key(id(rec))),
     )?;
-    for (rec, strict) in &new_records {
-        blocks.put(db, id(rec), rec.encode_v1()?, *strict)?;
-        if *strict {
+    for &(rec, mark) in &new_records {
+        blocks.put(db, id(rec), rec.encode_v1()?, mark)?;
+        if mark == RMark::Strict {
             metrics::counter!("settlement_strict_rides_total").increment(1);
         }
     }

@@ -105,6 +105,22 @@ impl std::fmt::Display for RideId {
     }
 }
 
+/// What ingest found of a stored ride code's device-signature `R`
+/// (`reverify::ingest_marks`): may re-verification batch the signature?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RMark {
+    /// Canonical, of large order, in the prime-order subgroup: batchable.
+    Batchable,
+    /// Verify with `verify_strict` alone, never in a batch (`R` is
+    /// non-canonical, small-order or has a small-order component).
+    Strict,
+    /// Not tested for a small-order component at ingest: its batch was
+    /// below `reverify::GROUP_TEST_MIN_POINTS`, where the test costs a
+    /// scalar multiplication per ride; the settlement run tests it with the
+    /// rest of its chunk's in one group test.
+    Unchecked,
+}
+
 /// What settlement decided for one ride: the one ride-outcome vocabulary,
 /// `fare_ledger::RideResult` (rating → ledger → reports), under its
 /// settlement name.

@@ -26,14 +26,17 @@
 //!   signature, which `verify_strict` refuses, with probability 1/ord(T)
 //!   (≤ 1/2) per batch. Only the holder of the device's private key can make
 //!   one and readers refuse it, so it reaches settlement only through a
-//!   reader colluding with that rider. Ingest checks the `R` of every ride
-//!   code it stores ([`codes_need_strict`]: `[ℓ]R = 0`, one variable-base
-//!   scalar multiplication per `R`, or for a large batch a randomized group
-//!   test with the 2⁻¹²⁸ bound of a batch verification) and marks the rides
-//!   that fail; re-verification checks marked rides
-//!   ([`CodeToVerify::strict`]) with `verify_strict` alone, never in a
-//!   batch. The check sits at ingest, once per ride as it arrives, because
-//!   in the run it would add to re-verification's CPU time.
+//!   reader colluding with that rider. Every stored ride code's `R` is
+//!   checked once ([`codes_need_strict`]: `[ℓ]R = 0`, by a randomized
+//!   group test of many `R` at once with the 2⁻¹²⁸ bound of a batch
+//!   verification, or one variable-base scalar multiplication per `R`)
+//!   and the rides that fail are marked; re-verification checks marked
+//!   rides ([`CodeToVerify::strict`]) with `verify_strict` alone, never in
+//!   a batch. The check sits at ingest, once per ride as it arrives, for an
+//!   upload large enough for the group test ([`ingest_marks`]); a smaller
+//!   one (a bus's few rides of one contact, where the test costs a scalar
+//!   multiplication per ride) is marked unchecked and the settlement run
+//!   tests it with the rest of its chunk's in one group test.
 //!
 //! When a batch fails, its halves are batch-verified again, down to batches
 //! of fewer than 32 whose items are checked one by one with `verify_strict`
@@ -63,8 +66,8 @@ pub use cache::{CredentialCache, MAX_CACHED_CREDENTIALS};
 
 pub use batch::{r_needs_strict, verify_batch_merged, verify_chunk, SigItem};
 pub use subgroup::{
-    code_needs_strict, codes_need_strict, r_outside_prime_subgroup, GROUP_TEST_MIN_POINTS,
-    GROUP_TEST_ROUNDS,
+    code_needs_strict, codes_need_strict, ingest_marks, r_outside_prime_subgroup,
+    GROUP_TEST_MIN_POINTS, GROUP_TEST_ROUNDS,
 };
 
 /// Signatures per batch verification.

@@ -1,15 +1,17 @@
-//! Is a signature's `R` in the prime-order subgroup? The check ingest runs
-//! on every ride it stores, so that re-verification may batch the rest.
+//! Is a signature's `R` in the prime-order subgroup? The check every
+//! stored ride gets once (at ingest for a large upload, [`ingest_marks`],
+//! else in the settlement run), so that re-verification may batch the rest.
 //!
 //! One `R` alone: [`r_outside_prime_subgroup`], `[ℓ]R = 0`, one
-//! variable-base scalar multiplication (≈ 252 doublings). All the `R` of an
-//! uploaded batch at once: [`codes_need_strict`], a randomized group test
+//! variable-base scalar multiplication (≈ 252 doublings). Many `R` at
+//! once: [`codes_need_strict`], a randomized group test
 //! that costs about a third of that per ride for 1,024 rides and gives the
 //! same marks except with probability at most 2⁻¹²⁸ (the bound of the
 //! batch verification the marks protect); when the group fails, each `R`
 //! is checked alone.
 
 use super::batch::r_needs_strict;
+use crate::model::RMark;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{Identity, IsIdentity, VartimeMultiscalarMul};
@@ -102,6 +104,56 @@ pub const GROUP_TEST_MIN_POINTS: usize = 256;
 /// 6 is the cheapest per point for 128 rounds).
 const WINDOW: usize = 6;
 
+/// What ingest stores for each of `codes`, in order: [`codes_need_strict`]'s
+/// answers when the codes hold at least [`GROUP_TEST_MIN_POINTS`] `R` for
+/// the group test; below, only the cheap checks (non-canonical or
+/// small-order `R`: [`RMark::Strict`]) and the rest
+/// [`RMark::Unchecked`], for the settlement run to test in one group with
+/// its chunk's (a bus uploads a few rides at a time, and one check alone
+/// costs what the group test costs for three or four rides).
+pub fn ingest_marks(codes: &[&[u8]], all_cores: bool) -> Vec<RMark> {
+    let (strict, at, rest) = cheap_marks(codes);
+    let mut marks: Vec<RMark> = strict
+        .into_iter()
+        .map(|s| if s { RMark::Strict } else { RMark::Batchable })
+        .collect();
+    if rest.len() < GROUP_TEST_MIN_POINTS {
+        for i in at {
+            marks[i] = RMark::Unchecked;
+        }
+        return marks;
+    }
+    for (i, outside) in at
+        .into_iter()
+        .zip(rs_outside_prime_subgroup(&rest, all_cores))
+    {
+        if outside {
+            marks[i] = RMark::Strict;
+        }
+    }
+    marks
+}
+
+/// The cheap part of [`code_needs_strict`] for each of `codes`: `true`
+/// for a non-canonical or small-order `R`; and the places and `R` of the
+/// codes that still need the subgroup test (a code that does not parse
+/// needs nothing: re-verification refuses it as malformed).
+fn cheap_marks(codes: &[&[u8]]) -> (Vec<bool>, Vec<usize>, Vec<[u8; 32]>) {
+    let mut marks = vec![false; codes.len()];
+    let (mut at, mut rest) = (Vec::new(), Vec::new());
+    for (i, code) in codes.iter().enumerate() {
+        match code_r(code) {
+            Some(r) if r_needs_strict(&r) => marks[i] = true,
+            Some(r) => {
+                at.push(i);
+                rest.push(r);
+            }
+            None => {}
+        }
+    }
+    (marks, at, rest)
+}
+
 /// [`code_needs_strict`] for each of `codes`, in order: the same answers
 /// except with probability ≤ 2⁻¹²⁸ (a bad `R` passing unmarked), computed
 /// with one group test of all their `R` when there are at least
@@ -117,20 +169,9 @@ const WINDOW: usize = 6;
 /// means some `R` is bad: every `R` is then checked alone (an uploader who
 /// sends one costs what the per-ride check always cost).
 pub fn codes_need_strict(codes: &[&[u8]], all_cores: bool) -> Vec<bool> {
-    let mut marks = vec![false; codes.len()];
     // The rest: parsed codes with a canonical `R` of large order, if it
     // decodes, for the group test (`at`: their places in `codes`).
-    let (mut at, mut rest) = (Vec::new(), Vec::new());
-    for (i, code) in codes.iter().enumerate() {
-        match code_r(code) {
-            Some(r) if r_needs_strict(&r) => marks[i] = true,
-            Some(r) => {
-                at.push(i);
-                rest.push(r);
-            }
-            None => {}
-        }
-    }
+    let (mut marks, at, rest) = cheap_marks(codes);
     for (i, out) in at
         .into_iter()
         .zip(rs_outside_prime_subgroup(&rest, all_cores))

@@ -2,6 +2,7 @@
 
 use super::batch::*;
 use super::*;
+use crate::model::RMark;
 use ed25519_dalek::Signature;
 use fare_credential::code::RIDE_CODE_DOMAIN_V1;
 use fare_credential::testkit::TestIssuer;
@@ -256,6 +257,25 @@ fn batch_marks_equal_each_codes_own_check() {
         assert_eq!(codes_need_strict(&refs(&bad), all_cores), want);
         let few = &bad[..40];
         assert_eq!(codes_need_strict(&refs(few), all_cores), one_by_one(few));
+        // Ingest: the group test's answers for a large upload; for a small
+        // one the cheap checks, the rest left to the run, whose check then
+        // gives each code's own answer.
+        let as_mark = |s: bool| if s { RMark::Strict } else { RMark::Batchable };
+        let want_marks: Vec<RMark> = want.iter().map(|&s| as_mark(s)).collect();
+        assert_eq!(ingest_marks(&refs(&bad), all_cores), want_marks);
+        let marks = ingest_marks(&refs(few), all_cores);
+        assert_eq!(marks[3], RMark::Unchecked, "mixed order: left for the run");
+        assert_eq!(marks[7], RMark::Strict, "small order: a cheap check");
+        assert_eq!(marks[10], RMark::Batchable, "a code that does not parse");
+        let resolved: Vec<bool> = marks
+            .iter()
+            .zip(few)
+            .map(|(m, c)| match m {
+                RMark::Unchecked => code_needs_strict(c),
+                m => *m == RMark::Strict,
+            })
+            .collect();
+        assert_eq!(resolved, one_by_one(few));
     }
 }
 

@@ -14,7 +14,7 @@ use crate::core::RideIn;
 use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::Verdict;
-use crate::reverify::{reverify_cached, CodeToVerify, CredentialCache};
+use crate::reverify::{codes_need_strict, reverify_cached, CodeToVerify, CredentialCache};
 use crate::store::{Db, WriteLock};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::Tariff;
@@ -224,17 +224,19 @@ fn prepare(
     let (plan, operators) = plan_chunk(db, ctx.chunk_rides, settled)?;
     // Every planned reader's rides in one batched read.
     let wanted: Vec<(u32, u64, u64)> = plan.iter().map(|p| (p.reader_id, p.from, p.to)).collect();
-    let per_reader: Vec<Vec<(RideRecord, bool)>> = db.rides_many(&wanted)?;
-    let records: Vec<(RideRecord, bool)> = per_reader.into_iter().flatten().collect();
+    let per_reader: Vec<Vec<(RideRecord, RMark)>> = db.rides_many(&wanted)?;
+    let records: Vec<(RideRecord, RMark)> = per_reader.into_iter().flatten().collect();
     times.read_rides += t.elapsed();
 
     let t = Instant::now();
+    let strict = strict_marks(&records);
     let codes: Vec<CodeToVerify<'_>> = records
         .iter()
-        .map(|(r, strict)| CodeToVerify {
+        .zip(strict)
+        .map(|((r, _), strict)| CodeToVerify {
             code: &r.code,
             reader_time_unix_s: r.reader_time_unix_s,
-            strict: *strict,
+            strict,
         })
         .collect();
     let verdicts = reverify_cached(&codes, ctx.trust, &ctx.policy, ctx.checked_credentials);
@@ -264,6 +266,28 @@ fn prepare(
         rides,
         cred_ids,
     })
+}
+
+/// For each of `records`: must its device signature be verified alone?
+/// Ingest's mark, and for the rides ingest left unchecked (small uploads)
+/// the subgroup test of their `R`, all of the chunk's at once (one group
+/// test on all cores when there are enough of them).
+fn strict_marks(records: &[(RideRecord, RMark)]) -> Vec<bool> {
+    let mut strict: Vec<bool> = records.iter().map(|(_, m)| *m == RMark::Strict).collect();
+    let unchecked: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].1 == RMark::Unchecked)
+        .collect();
+    let codes: Vec<&[u8]> = unchecked
+        .iter()
+        .map(|&i| records[i].0.code.as_slice())
+        .collect();
+    for (i, s) in unchecked.into_iter().zip(codes_need_strict(&codes, true)) {
+        if s {
+            metrics::counter!("settlement_strict_rides_total").increment(1);
+        }
+        strict[i] = s;
+    }
+    strict
 }
 
 /// Up to `chunk_rides` unsettled rides, reader by reader (each reader's

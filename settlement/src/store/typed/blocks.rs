@@ -135,10 +135,11 @@ impl<K: BlockKind> BlockCache<K> {
     }
 }
 
-/// Blocks of raw ride records: value (reader seq BE (8) ‖ flags (1) ‖
-/// length BE (4) ‖ encoded ride record v1) × n, sorted by seq. Flag bit 0:
-/// ingest marked the ride for strict re-verification
-/// (`reverify::codes_need_strict`). Checked: ingest extends them.
+/// Blocks of raw ride records: value (reader seq BE (8) ‖ mark (1) ‖
+/// length BE (4) ‖ encoded ride record v1) × n, sorted by seq. Mark: what
+/// ingest found of the code's `R` ([`RMark`], `reverify::ingest_marks`):
+/// 0 batchable, 1 strict re-verification, 2 not checked (the run checks
+/// it). Checked: ingest extends them.
 #[derive(Debug)]
 pub struct RideBlock;
 
@@ -148,17 +149,22 @@ pub struct RideBlock;
 pub struct BlockRide<R = Vec<u8>> {
     /// Reader sequence.
     pub seq: u64,
-    /// Marked at ingest: its device signature must be checked with
-    /// `verify_strict` alone, never in a batch.
-    pub strict: bool,
+    /// Ingest's mark: may its device signature be batch-verified?
+    pub mark: RMark,
     /// The encoded ride record v1, exactly as the reader signed it.
     pub record: R,
 }
 
 /// Bytes before a ride block entry's record: seq (8), flags (1), length (4).
 pub(super) const RIDE_ENTRY_HEADER: usize = 13;
-/// Ride block entry flag: marked for strict re-verification.
-pub(super) const RIDE_FLAG_STRICT: u8 = 1;
+/// A ride block entry's mark byte.
+fn mark_byte(mark: RMark) -> u8 {
+    match mark {
+        RMark::Batchable => 0,
+        RMark::Strict => 1,
+        RMark::Unchecked => 2,
+    }
+}
 
 impl BlockKind for RideBlock {
     type Item = BlockRide;
@@ -169,7 +175,7 @@ impl BlockKind for RideBlock {
             .into_iter()
             .map(|r| BlockRide {
                 seq: r.seq,
-                strict: r.strict,
+                mark: r.mark,
                 record: r.record.to_vec(),
             })
             .collect())
@@ -183,7 +189,7 @@ impl BlockKind for RideBlock {
         );
         for r in rides {
             v.extend_from_slice(&r.seq.to_be_bytes());
-            v.push(if r.strict { RIDE_FLAG_STRICT } else { 0 });
+            v.push(mark_byte(r.mark));
             v.extend_from_slice(&(r.record.len() as u32).to_be_bytes());
             v.extend_from_slice(&r.record);
         }
@@ -203,17 +209,19 @@ pub(super) fn ride_block_entries(mut v: &[u8]) -> Result<Vec<BlockRide<&[u8]>>, 
             return Err(corrupt("truncated entry"));
         }
         let seq = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-        let flags = v[8];
-        if flags & !RIDE_FLAG_STRICT != 0 {
-            return Err(corrupt(&format!("unknown flags {flags:#04x} at seq {seq}")));
-        }
+        let mark = match v[8] {
+            0 => RMark::Batchable,
+            1 => RMark::Strict,
+            2 => RMark::Unchecked,
+            m => return Err(corrupt(&format!("unknown mark {m:#04x} at seq {seq}"))),
+        };
         let len = u32::from_be_bytes(v[9..13].try_into().expect("4 bytes")) as usize;
         let body = v
             .get(RIDE_ENTRY_HEADER..RIDE_ENTRY_HEADER + len)
             .ok_or_else(|| corrupt("truncated entry"))?;
         out.push(BlockRide {
             seq,
-            strict: flags & RIDE_FLAG_STRICT != 0,
+            mark,
             record: body,
         });
         v = &v[RIDE_ENTRY_HEADER + len..];
@@ -225,20 +233,20 @@ pub(super) fn ride_block_entries(mut v: &[u8]) -> Result<Vec<BlockRide<&[u8]>>, 
 pub type RideBlocks = BlockCache<RideBlock>;
 
 impl BlockCache<RideBlock> {
-    /// Stores a ride's encoded record and its strict mark (replacing any
-    /// held one).
+    /// Stores a ride's encoded record and its mark (replacing any held
+    /// one).
     pub fn put(
         &mut self,
         db: &Db,
         ride: RideId,
         record: Vec<u8>,
-        strict: bool,
+        mark: RMark,
     ) -> Result<(), StoreError> {
         let key = ride_block_key(ride);
         let rides = self.block(db, &key)?;
         let entry = BlockRide {
             seq: ride.reader_seq,
-            strict,
+            mark,
             record,
         };
         match rides.binary_search_by_key(&ride.reader_seq, |r| r.seq) {

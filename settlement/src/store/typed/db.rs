@@ -314,21 +314,21 @@ impl Db {
         }
         Ok(n)
     }
-    /// Parsed rides `from..=to` of a reader, each with its strict mark
-    /// (set at ingest: verify its device signature strictly, never in a batch).
+    /// Parsed rides `from..=to` of a reader, each with ingest's mark (may
+    /// its device signature be batch-verified?).
     pub fn rides(
         &self,
         reader_id: u32,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(RideRecord, bool)>, StoreError> {
+    ) -> Result<Vec<(RideRecord, RMark)>, StoreError> {
         let mut out = Vec::new();
         self.each_ride(reader_id, from, to, |r| {
             let ride = RideRecord::decode_v1(r.record).map_err(|e| StoreError::Corrupt {
                 what: "ride",
                 why: e.to_string(),
             })?;
-            out.push((ride, r.strict));
+            out.push((ride, r.mark));
             Ok(())
         })?;
         Ok(out)
@@ -338,7 +338,7 @@ impl Db {
     pub fn rides_many(
         &self,
         wanted: &[(u32, u64, u64)],
-    ) -> Result<Vec<Vec<(RideRecord, bool)>>, StoreError> {
+    ) -> Result<Vec<Vec<(RideRecord, RMark)>>, StoreError> {
         let bounds: Vec<(Vec<u8>, Vec<u8>)> = wanted
             .iter()
             .map(|&(reader_id, from, to)| {
@@ -366,7 +366,7 @@ impl Db {
                                     why: e.to_string(),
                                 }
                             })?;
-                            out.push((ride, r.strict));
+                            out.push((ride, r.mark));
                         }
                     }
                 }
@@ -375,11 +375,17 @@ impl Db {
             .collect()
     }
     /// The sequence numbers of a reader's rides in `from..=to` that ingest
-    /// marked for strict re-verification.
-    pub fn strict_rides(&self, reader_id: u32, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+    /// marked `mark`.
+    pub fn rides_marked(
+        &self,
+        reader_id: u32,
+        from: u64,
+        to: u64,
+        mark: RMark,
+    ) -> Result<Vec<u64>, StoreError> {
         let mut seqs = Vec::new();
         self.each_ride(reader_id, from, to, |r| {
-            if r.strict {
+            if r.mark == mark {
                 seqs.push(r.seq);
             }
             Ok(())

@@ -258,11 +258,16 @@ fn ride_blocks_round_trip_across_block_boundaries() {
         reader_id,
         reader_seq,
     };
+    let mark = |seq: u64| match seq % 7 {
+        0 => RMark::Strict,
+        3 => RMark::Unchecked,
+        _ => RMark::Batchable,
+    };
     let mut blocks = RideBlocks::default();
     for reader in [1u32, 2] {
         for seq in (1..=3 * b + 5).rev() {
             blocks
-                .put(&db, id(reader, seq), rec(reader, seq), seq % 7 == 0)
+                .put(&db, id(reader, seq), rec(reader, seq), mark(seq))
                 .unwrap();
         }
     }
@@ -281,9 +286,15 @@ fn ride_blocks_round_trip_across_block_boundaries() {
         let want: Vec<Vec<u8>> = (from..=to.min(3 * b + 5)).map(|s| rec(2, s)).collect();
         assert_eq!(db.ride_bytes(2, from, to).unwrap(), want, "{from}..={to}");
     }
-    // The strict marks come back with their rides.
-    let marked: Vec<u64> = (b - 1..=2 * b).filter(|s| s % 7 == 0).collect();
-    assert_eq!(db.strict_rides(2, b - 1, 2 * b).unwrap(), marked);
+    // The marks come back with their rides.
+    for m in [RMark::Strict, RMark::Unchecked, RMark::Batchable] {
+        let marked: Vec<u64> = (b - 1..=2 * b).filter(|&s| mark(s) == m).collect();
+        assert_eq!(
+            db.rides_marked(2, b - 1, 2 * b, m).unwrap(),
+            marked,
+            "{m:?}"
+        );
+    }
     assert!(db.ride_bytes(2, 5, 4).unwrap().is_empty());
     assert!(db.ride_bytes(3, 1, 10).unwrap().is_empty());
 
@@ -306,9 +317,13 @@ fn ride_blocks_round_trip_across_block_boundaries() {
 
     // Stale read: the commit fails and changes nothing.
     let mut stale = RideBlocks::default();
-    stale.put(&db, id(1, 2), b"stale".to_vec(), false).unwrap();
+    stale
+        .put(&db, id(1, 2), b"stale".to_vec(), RMark::Batchable)
+        .unwrap();
     let mut fresh = RideBlocks::default();
-    fresh.put(&db, id(1, 3), b"fresh".to_vec(), false).unwrap();
+    fresh
+        .put(&db, id(1, 3), b"fresh".to_vec(), RMark::Batchable)
+        .unwrap();
     let mut w = WriteSet::default();
     fresh.write(&mut w);
     db.commit(w).unwrap();
