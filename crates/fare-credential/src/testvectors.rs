@@ -600,25 +600,80 @@ pub struct BundleVectorFile {
 /// Offset of `deny_base_hash` in the vectors' bundles (one trust key).
 const V2_BASE_HASH_AT: usize = 1 + 16 + 8 + 8 + 4 + 52 + 1 + 8;
 
+/// What both bundle vector generators draw from their seed: the root and
+/// issuer keys, a publisher id, three credential ids.
+struct BundleVectorKeys {
+    root: SigningKey,
+    issuer: SigningKey,
+    publisher: [u8; 16],
+    ids: Vec<CredentialId>,
+}
+
+impl BundleVectorKeys {
+    fn draw(seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let root = key(&mut rng);
+        let issuer = key(&mut rng);
+        let mut publisher = [0u8; 16];
+        rng.fill_bytes(&mut publisher);
+        let ids = (1..=3u8).map(|b| CredentialId([b; 16])).collect();
+        BundleVectorKeys {
+            root,
+            issuer,
+            publisher,
+            ids,
+        }
+    }
+
+    /// The vectors' trust list: the issuer's key 1.
+    fn trust(&self) -> Vec<IssuerKey> {
+        vec![IssuerKey {
+            key_id: 1,
+            public_key: self.issuer.verifying_key().to_bytes(),
+            valid_from_unix_s: NOW_UNIX_S - 86_400,
+            valid_until_unix_s: NOW_UNIX_S + 365 * 86_400,
+        }]
+    }
+
+    /// `bytes` (signature dropped) after `edit`, signed again under `domain`.
+    fn resign(&self, bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)) -> Vec<u8> {
+        use crate::keys::{sign_domain, SIGNATURE_LEN};
+        let mut body = bytes[..bytes.len() - SIGNATURE_LEN].to_vec();
+        edit(&mut body);
+        let sig = sign_domain(&self.root, domain, &body);
+        body.extend_from_slice(&sig);
+        body
+    }
+
+    /// The vector file of `section` (e.g. "v2 test vectors (SPEC.md §4.1)").
+    fn file(&self, section: &str, seed: u64, vectors: Vec<BundleVector>) -> BundleVectorFile {
+        BundleVectorFile {
+            about: format!(
+                "Reader bundle {section}. Verify each `bundle_hex` with `root_public_key`; \
+                 the result must be `expect`."
+            ),
+            seed,
+            root_public_key: hex::encode(self.root.verifying_key().to_bytes()),
+            vectors,
+        }
+    }
+}
+
 /// Bundle v2 vectors (SPEC.md §4.1) from `seed`.
 pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
     use crate::bundle::{deny_digest, DenyUpdate, PublishedBundle, ReaderBundle, BUNDLE_DOMAIN_V1};
-    use crate::keys::{sign_domain, SIGNATURE_LEN};
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xb2);
-    let root = key(&mut rng);
-    let issuer = key(&mut rng);
-    let mut publisher = [0u8; 16];
-    rng.fill_bytes(&mut publisher);
-    let ids: Vec<CredentialId> = (1..=3u8).map(|b| CredentialId([b; 16])).collect();
+    let keys = BundleVectorKeys::draw(seed ^ 0xb2);
+    let BundleVectorKeys {
+        root,
+        publisher,
+        ids,
+        ..
+    } = &keys;
+    let publisher = *publisher;
     let content = |deny| ReaderBundle {
         bundle_version: 42,
         server_time_unix_s: NOW_UNIX_S,
-        trust: vec![IssuerKey {
-            key_id: 1,
-            public_key: issuer.verifying_key().to_bytes(),
-            valid_from_unix_s: NOW_UNIX_S - 86_400,
-            valid_until_unix_s: NOW_UNIX_S + 365 * 86_400,
-        }],
+        trust: keys.trust(),
         deny,
         tariff: br#"{"note":"vector"}"#.to_vec(),
     };
@@ -629,7 +684,7 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
         tariff_by_digest: None,
         bundle: content(DenyUpdate::Snapshot(ids.clone())),
     }
-    .sign_v2(&root)
+    .sign_v2(root)
     .expect("vector signs");
     let delta = PublishedBundle {
         publisher,
@@ -641,16 +696,10 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
             remove: vec![ids[0]],
         }),
     }
-    .sign_v2(&root)
+    .sign_v2(root)
     .expect("vector signs");
-    // Re-signs `bytes` (signature dropped) after `edit`, with `domain`.
-    let resign = |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
-        let mut body = bytes[..bytes.len() - SIGNATURE_LEN].to_vec();
-        edit(&mut body);
-        let sig = sign_domain(&root, domain, &body);
-        body.extend_from_slice(&sig);
-        body
-    };
+    let resign =
+        |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| keys.resign(bytes, domain, edit);
     let v2 = crate::bundle::BUNDLE_DOMAIN_V2;
     let hexs = |b: &[u8]| Some(hex::encode(b));
     let mut vectors = Vec::new();
@@ -728,14 +777,7 @@ pub fn generate_bundles_v2(seed: u64) -> BundleVectorFile {
         }),
         "malformed",
     );
-    BundleVectorFile {
-        about: "Reader bundle v2 test vectors (SPEC.md §4.1). Verify each `bundle_hex` with \
-                `root_public_key`; the result must be `expect`."
-            .into(),
-        seed,
-        root_public_key: hex::encode(root.verifying_key().to_bytes()),
-        vectors,
-    }
+    keys.file("v2 test vectors (SPEC.md §4.1)", seed, vectors)
 }
 
 /// Bundle v3 vectors (SPEC.md §4.2) from `seed`: a delta naming its
@@ -745,13 +787,9 @@ pub fn generate_bundles_v3(seed: u64) -> BundleVectorFile {
         deny_digest, tariff_digest, DenyUpdate, PublishedBundle, ReaderBundle, BUNDLE_DOMAIN_V2,
         BUNDLE_DOMAIN_V3,
     };
-    use crate::keys::{sign_domain, SIGNATURE_LEN};
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xb3);
-    let root = key(&mut rng);
-    let issuer = key(&mut rng);
-    let mut publisher = [0u8; 16];
-    rng.fill_bytes(&mut publisher);
-    let ids: Vec<CredentialId> = (1..=3u8).map(|b| CredentialId([b; 16])).collect();
+    use crate::keys::SIGNATURE_LEN;
+    let keys = BundleVectorKeys::draw(seed ^ 0xb3);
+    let (root, publisher, ids) = (&keys.root, keys.publisher, &keys.ids);
     let tariff = br#"{"note":"vector"}"#.to_vec();
     let digest = tariff_digest(&tariff);
     let base_hash = deny_digest(&ids[..2]);
@@ -762,12 +800,7 @@ pub fn generate_bundles_v3(seed: u64) -> BundleVectorFile {
         bundle: ReaderBundle {
             bundle_version: 43,
             server_time_unix_s: NOW_UNIX_S,
-            trust: vec![IssuerKey {
-                key_id: 1,
-                public_key: issuer.verifying_key().to_bytes(),
-                valid_from_unix_s: NOW_UNIX_S - 86_400,
-                valid_until_unix_s: NOW_UNIX_S + 365 * 86_400,
-            }],
+            trust: keys.trust(),
             deny,
             tariff: if by_digest { vec![] } else { tariff.clone() },
         },
@@ -778,19 +811,13 @@ pub fn generate_bundles_v3(seed: u64) -> BundleVectorFile {
         remove: vec![ids[0]],
     };
     let by_digest = published(delta, Some(base_hash), true)
-        .sign_v3(&root)
+        .sign_v3(root)
         .expect("vector signs");
     let snapshot = published(DenyUpdate::Snapshot(ids.clone()), None, false)
-        .sign_v3(&root)
+        .sign_v3(root)
         .expect("vector signs");
-    // Re-signs `bytes` (signature dropped) after `edit`, with `domain`.
-    let resign = |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
-        let mut body = bytes[..bytes.len() - SIGNATURE_LEN].to_vec();
-        edit(&mut body);
-        let sig = sign_domain(&root, domain, &body);
-        body.extend_from_slice(&sig);
-        body
-    };
+    let resign =
+        |bytes: &[u8], domain: &[u8], edit: &dyn Fn(&mut Vec<u8>)| keys.resign(bytes, domain, edit);
     // The by-digest bundle ends with the digest and its kind byte.
     let kind_at = by_digest.len() - SIGNATURE_LEN - 1;
     let vector = |name: &str, description: &str, bytes: &[u8], expect: &str| BundleVector {
@@ -850,14 +877,7 @@ pub fn generate_bundles_v3(seed: u64) -> BundleVectorFile {
             "malformed",
         ),
     ];
-    BundleVectorFile {
-        about: "Reader bundle v3 test vectors (SPEC.md §4.2). Verify each `bundle_hex` with \
-                `root_public_key`; the result must be `expect`."
-            .into(),
-        seed,
-        root_public_key: hex::encode(root.verifying_key().to_bytes()),
-        vectors,
-    }
+    keys.file("v3 test vectors (SPEC.md §4.2)", seed, vectors)
 }
 
 /// The committed JSON text of the bundle v2 or v3 vectors.

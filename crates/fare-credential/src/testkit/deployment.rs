@@ -76,6 +76,20 @@ impl TestDeployment {
         deny: DenyUpdate,
         base: Option<&[CredentialId]>,
     ) -> Vec<u8> {
+        self.published(publisher, version, server_time_unix_s, deny, base)
+            .sign_v2(&self.root)
+            .expect("a test bundle encodes")
+    }
+
+    /// The content of [`Self::bundle_v2`], before signing.
+    fn published(
+        &self,
+        publisher: [u8; PUBLISHER_ID_LEN],
+        version: u64,
+        server_time_unix_s: u64,
+        deny: DenyUpdate,
+        base: Option<&[CredentialId]>,
+    ) -> PublishedBundle {
         let deny_base_hash = base.map(|ids| deny_digest(DenyList::from_ids(ids.to_vec()).ids()));
         PublishedBundle {
             publisher,
@@ -83,8 +97,6 @@ impl TestDeployment {
             tariff_by_digest: None,
             bundle: self.content(version, server_time_unix_s, deny),
         }
-        .sign_v2(&self.root)
-        .expect("a test bundle encodes")
     }
 
     /// A root-signed bundle v3 of `publisher` naming its tariff by
@@ -101,17 +113,10 @@ impl TestDeployment {
         base: Option<&[CredentialId]>,
         tariff_digest: [u8; 32],
     ) -> Vec<u8> {
-        let deny_base_hash = base.map(|ids| deny_digest(DenyList::from_ids(ids.to_vec()).ids()));
-        let mut bundle = self.content(version, server_time_unix_s, deny);
-        bundle.tariff.clear();
-        PublishedBundle {
-            publisher,
-            deny_base_hash,
-            tariff_by_digest: Some(tariff_digest),
-            bundle,
-        }
-        .sign_v3(&self.root)
-        .expect("a test bundle encodes")
+        let mut p = self.published(publisher, version, server_time_unix_s, deny, base);
+        p.bundle.tariff.clear();
+        p.tariff_by_digest = Some(tariff_digest);
+        p.sign_v3(&self.root).expect("a test bundle encodes")
     }
 
     /// An adult wallet with a random credential id, valid from
