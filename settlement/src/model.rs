@@ -117,7 +117,8 @@ pub enum RMark {
     /// Not tested for a small-order component at ingest: its batch was
     /// below `reverify::GROUP_TEST_MIN_POINTS`, where the test costs a
     /// scalar multiplication per ride; the settlement run tests it with the
-    /// rest of its chunk's in one group test.
+    /// rest of its chunk's, in group tests of up to
+    /// `reverify::RUN_GROUP_MAX_POINTS`.
     Unchecked,
 }
 

@@ -36,7 +36,9 @@
 //!   upload large enough for the group test ([`ingest_marks`]); a smaller
 //!   one (a bus's few rides of one contact, where the test costs a scalar
 //!   multiplication per ride) is marked unchecked and the settlement run
-//!   tests it with the rest of its chunk's in one group test.
+//!   tests it with the rest of its chunk's, in group tests of at most
+//!   [`RUN_GROUP_MAX_POINTS`] (a bad `R` makes its group's each checked
+//!   alone: the group bounds what one costs).
 //!
 //! When a batch fails, its halves are batch-verified again, down to batches
 //! of fewer than 32 whose items are checked one by one with `verify_strict`
@@ -66,8 +68,8 @@ pub use cache::{CredentialCache, MAX_CACHED_CREDENTIALS};
 
 pub use batch::{r_needs_strict, verify_batch_merged, verify_chunk, SigItem};
 pub use subgroup::{
-    code_needs_strict, codes_need_strict, ingest_marks, r_outside_prime_subgroup,
-    GROUP_TEST_MIN_POINTS, GROUP_TEST_ROUNDS,
+    code_needs_strict, codes_need_strict, codes_need_strict_grouped, ingest_marks,
+    r_outside_prime_subgroup, GROUP_TEST_MIN_POINTS, GROUP_TEST_ROUNDS, RUN_GROUP_MAX_POINTS,
 };
 
 /// Signatures per batch verification.

@@ -108,8 +108,8 @@ const WINDOW: usize = 6;
 /// answers when the codes hold at least [`GROUP_TEST_MIN_POINTS`] `R` for
 /// the group test; below, only the cheap checks (non-canonical or
 /// small-order `R`: [`RMark::Strict`]) and the rest
-/// [`RMark::Unchecked`], for the settlement run to test in one group with
-/// its chunk's (a bus uploads a few rides at a time, and one check alone
+/// [`RMark::Unchecked`], for the settlement run to test in groups with its
+/// chunk's ([`codes_need_strict_grouped`]; a bus uploads a few rides at a time, and one check alone
 /// costs what the group test costs for three or four rides).
 pub fn ingest_marks(codes: &[&[u8]], all_cores: bool) -> Vec<RMark> {
     let (strict, at, rest) = cheap_marks(codes);
@@ -132,6 +132,28 @@ pub fn ingest_marks(codes: &[&[u8]], all_cores: bool) -> Vec<RMark> {
         }
     }
     marks
+}
+
+/// Most `R` the settlement run tests in one group ([`codes_need_strict_grouped`]).
+/// A bad `R` (only a colluding reader can upload one) fails its group's
+/// test and makes each of the group's `R` checked alone: the group bounds
+/// what one costs (2,048 checks, about 0.2 s here, where a whole chunk
+/// would be 100,000), while the test still costs between a third and a
+/// quarter of a check per ride at this size (measured at 1,024 and 4,096
+/// points: settlement/README.md, "Numbers").
+pub const RUN_GROUP_MAX_POINTS: usize = 2048;
+
+/// [`codes_need_strict`] for the `R` ingest left unchecked, in groups of at
+/// most `group_points` tested in parallel (each on one core); a batch of
+/// no more than that is one group on all cores. The same answers.
+pub fn codes_need_strict_grouped(codes: &[&[u8]], group_points: usize) -> Vec<bool> {
+    if codes.len() <= group_points {
+        return codes_need_strict(codes, true);
+    }
+    codes
+        .par_chunks(group_points)
+        .flat_map_iter(|group| codes_need_strict(group, false))
+        .collect()
 }
 
 /// The cheap part of [`code_needs_strict`] for each of `codes`: `true`

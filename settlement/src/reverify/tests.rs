@@ -279,6 +279,33 @@ fn batch_marks_equal_each_codes_own_check() {
     }
 }
 
+/// The run's groups (here of 266 `R`: two group tests and 30 checked
+/// alone) give each code's own answer, a bad `R` in each group or none.
+#[test]
+fn run_groups_mark_like_each_codes_own_check() {
+    let group = GROUP_TEST_MIN_POINTS + 10;
+    let (_, codes, _, devices) = setup(2 * group + 30);
+    let mut rng = ChaCha20Rng::seed_from_u64(33);
+    let mut bad = codes.clone();
+    for (n, i) in [5usize, 300, 540].into_iter().enumerate() {
+        bad[i] = fare_credential::testkit::resign_with_mixed_order_r(
+            &codes[i],
+            &devices[i],
+            1 + n,
+            &mut rng,
+        );
+    }
+    for set in [&codes, &bad] {
+        let refs: Vec<&[u8]> = set.iter().map(Vec::as_slice).collect();
+        let want: Vec<bool> = set.iter().map(|c| code_needs_strict(c)).collect();
+        assert_eq!(codes_need_strict_grouped(&refs, group), want);
+    }
+    let marked = [5usize, 300, 540];
+    let want: Vec<bool> = (0..bad.len()).map(|i| marked.contains(&i)).collect();
+    let refs: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+    assert_eq!(codes_need_strict_grouped(&refs, group), want);
+}
+
 /// Rides marked at ingest (`code_needs_strict`) are refused like the
 /// reader refuses them, whatever the batch randomness; unmarked, the
 /// same codes can slip through a batch (which is why ingest marks them).

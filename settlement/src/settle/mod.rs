@@ -14,7 +14,9 @@ use crate::core::RideIn;
 use crate::error::StoreError;
 use crate::model::*;
 use crate::reverify::Verdict;
-use crate::reverify::{codes_need_strict, reverify_cached, CodeToVerify, CredentialCache};
+use crate::reverify::{
+    codes_need_strict_grouped, reverify_cached, CodeToVerify, CredentialCache, RUN_GROUP_MAX_POINTS,
+};
 use crate::store::{Db, WriteLock};
 use fare_credential::{CredentialId, Policy, RideRecord, TrustList};
 use fare_tariff::Tariff;
@@ -270,8 +272,8 @@ fn prepare(
 
 /// For each of `records`: must its device signature be verified alone?
 /// Ingest's mark, and for the rides ingest left unchecked (small uploads)
-/// the subgroup test of their `R`, all of the chunk's at once (one group
-/// test on all cores when there are enough of them).
+/// the subgroup test of their `R`, the chunk's in group tests of at most
+/// `RUN_GROUP_MAX_POINTS` on all cores.
 fn strict_marks(records: &[(RideRecord, RMark)]) -> Vec<bool> {
     let mut strict: Vec<bool> = records.iter().map(|(_, m)| *m == RMark::Strict).collect();
     let unchecked: Vec<usize> = (0..records.len())
@@ -281,7 +283,8 @@ fn strict_marks(records: &[(RideRecord, RMark)]) -> Vec<bool> {
         .iter()
         .map(|&i| records[i].0.code.as_slice())
         .collect();
-    for (i, s) in unchecked.into_iter().zip(codes_need_strict(&codes, true)) {
+    let found = codes_need_strict_grouped(&codes, RUN_GROUP_MAX_POINTS);
+    for (i, s) in unchecked.into_iter().zip(found) {
         if s {
             metrics::counter!("settlement_strict_rides_total").increment(1);
         }
