@@ -97,6 +97,53 @@ pub struct App {
     pub checked_credentials: crate::reverify::CredentialCache,
     /// The deny list head, decoded once per version (`bundle::HeadCache`).
     pub deny_head: bundle::HeadCache,
+    /// Batch checks and settlement runs under way: a batch is checked on
+    /// all cores only when it is the only one.
+    pub core_users: CoreUsers,
+}
+
+/// How many batch checks and settlement runs of this process are under way
+/// (each registered by [`CoreUsers::enter`] for its duration). A batch's
+/// `R` group test (`ingest::check_batch`) takes every core only when
+/// nothing else is running: one reader uploading a backlog then gets its
+/// batches checked twice as fast on two cores, while many readers
+/// uploading at once keep a core each (no contention on the rayon pool),
+/// and an upload during a settlement run never waits behind the run's
+/// rayon jobs.
+#[derive(Debug, Default)]
+pub struct CoreUsers(std::sync::atomic::AtomicUsize);
+
+impl CoreUsers {
+    /// Registers one user until the returned guard drops.
+    pub fn enter(&self) -> CoreUse<'_> {
+        let before = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        CoreUse {
+            users: self,
+            alone: before == 0,
+        }
+    }
+}
+
+/// A registered user of the cores ([`CoreUsers::enter`]).
+#[derive(Debug)]
+pub struct CoreUse<'a> {
+    users: &'a CoreUsers,
+    alone: bool,
+}
+
+impl CoreUse<'_> {
+    /// Whether nothing else was registered when this one entered.
+    pub fn alone(&self) -> bool {
+        self.alone
+    }
+}
+
+impl Drop for CoreUse<'_> {
+    fn drop(&mut self) {
+        self.users
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -159,6 +206,7 @@ impl App {
             recent_requests: Default::default(),
             checked_credentials: Default::default(),
             deny_head: Default::default(),
+            core_users: CoreUsers::default(),
             db: Db::new(store.clone()),
             keys: Mutex::new(keys),
             tariff,
@@ -210,6 +258,7 @@ impl App {
 
     /// [`App::settle`], adding the wall time of each phase to `times`.
     pub fn settle_timed(&self, times: &mut settle::PhaseTimes) -> Result<RunSummary, AppError> {
+        let _cores = self.core_users.enter();
         let trust = self.trust()?;
         let ctx = SettleContext {
             tariff: &self.tariff,
@@ -343,4 +392,25 @@ fn load_tariff(file: Option<&Path>) -> Result<(Tariff, Vec<u8>), AppError> {
     let bytes = std::fs::read(p).map_err(|e| err(e.to_string()))?;
     let t = Tariff::from_json_bytes(&bytes).map_err(|e| err(e.to_string()))?;
     Ok((t, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CoreUsers;
+
+    /// Only a user that entered with nobody else registered is alone; a
+    /// guard dropped (also by an early return) makes room again.
+    #[test]
+    fn core_users_alone_only_without_others() {
+        let users = CoreUsers::default();
+        let first = users.enter();
+        assert!(first.alone());
+        let second = users.enter();
+        assert!(!second.alone());
+        drop(first);
+        assert!(!users.enter().alone(), "the second is still under way");
+        drop(second);
+        assert!(users.enter().alone());
+        assert!(users.enter().alone(), "each guard above dropped at once");
+    }
 }

@@ -30,19 +30,8 @@ pub struct IngestAck {
 /// cursor are durably stored, or nothing. ([`check_batch`] then
 /// [`store_batch`]; the service runs the first outside its write lock.)
 pub fn ingest_batch(db: &Db, body: &[u8], now_unix_s: u64) -> Result<IngestAck, IngestError> {
-    let checked = check_batch_with(db, body, Marks::AllCores)?;
+    let checked = check_batch(db, body, true)?;
     store_batch(db, checked, now_unix_s, None).map(|s| s.ack)
-}
-
-/// Where [`check_batch_with`] computes the marks.
-#[derive(Clone, Copy, Debug)]
-enum Marks {
-    /// On the calling thread: the service checks many batches at once on
-    /// its request threads, and keeps the rayon pool free for the short
-    /// parallel steps of the write-locked section.
-    ThisThread,
-    /// On all cores (rayon): one caller ingesting batch after batch.
-    AllCores,
 }
 
 /// A batch parsed, its signature verified under the reader's registered
@@ -69,18 +58,17 @@ impl CheckedBatch {
 
 /// Parses and authenticates a batch and marks its records for
 /// re-verification (once per ride, as it arrives: is its `R` one a batch
-/// verification could wrongly accept? One group test of the batch's `R`
-/// on the calling thread; a batch too small for it is left to the
-/// settlement run's group test: see `reverify::ingest_marks`). Needs no
-/// write lock.
-pub fn check_batch(db: &Db, body: &[u8]) -> Result<CheckedBatch, IngestError> {
-    check_batch_with(db, body, Marks::ThisThread)
-}
-
-fn check_batch_with(db: &Db, body: &[u8], marks: Marks) -> Result<CheckedBatch, IngestError> {
+/// verification could wrongly accept? One group test of the batch's `R`;
+/// a batch too small for it is left to the settlement run's group test:
+/// see `reverify::ingest_marks`). The group test runs on all cores
+/// (rayon) with `all_cores`, else on the calling thread: the service
+/// checks several batches at once on its request threads, and spreads one
+/// over the cores only when nothing else is using them
+/// ([`crate::app::CoreUsers`]). Needs no write lock.
+pub fn check_batch(db: &Db, body: &[u8], all_cores: bool) -> Result<CheckedBatch, IngestError> {
     let (reader_id, public_key, batch) = authenticate(db, body)?;
     let codes: Vec<&[u8]> = batch.records.iter().map(|r| r.code.as_slice()).collect();
-    let marks = ingest_marks(&codes, matches!(marks, Marks::AllCores));
+    let marks = ingest_marks(&codes, all_cores);
     Ok(CheckedBatch {
         reader_id,
         public_key,
