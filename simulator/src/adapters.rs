@@ -912,9 +912,13 @@ impl Backoffice {
             head.credential_ids.iter().map(|c| c.0).collect(),
         ))
     }
-    /// Runs settlement and publishes the deny list: `(rides settled, deny version, denied ids)`.
-    pub fn settle(&mut self) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
-        self.app().settle().map_err(s)?;
+    /// Runs settlement, adding the wall time of each of its phases to
+    /// `times`, and publishes the deny list: `(deny version, denied ids)`.
+    pub fn settle(
+        &mut self,
+        times: &mut fare_settlement::settle::PhaseTimes,
+    ) -> AdapterResult<(u64, Vec<[u8; 16]>)> {
+        self.app().settle_timed(times).map_err(s)?;
         if self.bugs.double_charge && !self.doubled {
             self.plant_double_charge()?;
         }
