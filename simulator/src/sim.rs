@@ -1542,15 +1542,7 @@ impl World {
         // Where the runs' time goes (the run's own phases, summed over the
         // day): a tester sizing a city sees whether re-verification or the
         // store's commits bound it.
-        let phases = [
-            ("read_rides", times.read_rides),
-            ("reverify", times.reverify),
-            ("load_facts", times.load_facts),
-            ("core", times.core),
-            ("build_writes", times.build_writes),
-            ("commit", times.commit),
-        ];
-        for (phase, wall) in phases {
+        for (phase, _, wall) in times.phases() {
             *self
                 .phase_wall_s
                 .entry(format!("settlement_run_{phase}"))

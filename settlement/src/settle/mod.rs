@@ -101,18 +101,29 @@ pub struct PhaseTimes {
     pub commit: Duration,
 }
 
+impl PhaseTimes {
+    /// Each phase in run order: its key (for machine-read reports, such as
+    /// the simulator's `settlement_run_<key>`), its label (for people) and
+    /// its wall time.
+    pub fn phases(&self) -> [(&'static str, &'static str, Duration); 6] {
+        [
+            ("read_rides", "read rides", self.read_rides),
+            ("reverify", "re-verify", self.reverify),
+            ("load_facts", "load facts", self.load_facts),
+            ("core", "core", self.core),
+            ("build_writes", "build writes", self.build_writes),
+            ("commit", "commit", self.commit),
+        ]
+    }
+}
+
 impl std::fmt::Display for PhaseTimes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "read rides {:.2} s | re-verify {:.2} s | load facts {:.2} s | core {:.2} s | build writes {:.2} s | commit {:.2} s",
-            self.read_rides.as_secs_f64(),
-            self.reverify.as_secs_f64(),
-            self.load_facts.as_secs_f64(),
-            self.core.as_secs_f64(),
-            self.build_writes.as_secs_f64(),
-            self.commit.as_secs_f64()
-        )
+        for (i, (_, label, wall)) in self.phases().into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { " | " };
+            write!(f, "{sep}{label} {:.2} s", wall.as_secs_f64())?;
+        }
+        Ok(())
     }
 }
 
