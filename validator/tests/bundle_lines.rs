@@ -7,6 +7,7 @@
 mod common;
 
 use common::{deployment, DeploymentExt, NOW};
+use fare_credential::testkit::TestDeployment;
 use fare_credential::{CredentialId, DenyUpdate};
 use fare_validator::ValidatorError;
 
@@ -207,4 +208,181 @@ fn an_unchanged_deny_list_keeps_its_file() {
     drop(reader);
     let reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
     assert_eq!((reader.bundle_version(), reader.deny_len()), (12, 2));
+}
+
+/// The reader directory's `tariff-*` files, sorted.
+fn tariff_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tariff-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_unchanged_tariff_keeps_its_file_and_a_changed_one_replaces_it() {
+    use std::os::unix::fs::MetadataExt;
+    let mut dep = deployment(25);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (br#"{"tariff":"a"}"#, br#"{"tariff":"b"}"#);
+    let bundle = |dep: &TestDeployment, version, tariff: &[u8]| {
+        let deny = DenyUpdate::Snapshot(vec![id(1)]);
+        dep.bundle_v2_with_tariff([9; 16], version, NOW + version, deny, None, tariff)
+    };
+    let first = bundle(&dep, 10, a);
+    let mut reader = dep.provision_lib(tmp.path(), &first);
+    let files = tariff_files(tmp.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let inode = |name: &str| std::fs::metadata(tmp.path().join(name)).unwrap().ino();
+    let first_inode = inode(&files[0]);
+    // Re-published with the same tariff (bytes inline): the file is not
+    // written again (a rewrite renames a new file over it: a new inode).
+    assert_eq!(
+        code_of(reader.install_bundle(&bundle(&dep, 11, a), NOW)),
+        "ok"
+    );
+    assert_eq!(tariff_files(tmp.path()), files);
+    assert_eq!(inode(&files[0]), first_inode);
+    // Another tariff: its own file, the old one removed, kept across a restart.
+    assert_eq!(
+        code_of(reader.install_bundle(&bundle(&dep, 12, b), NOW)),
+        "ok"
+    );
+    let now_files = tariff_files(tmp.path());
+    assert_eq!(now_files.len(), 1);
+    assert_ne!(now_files, files);
+    assert_eq!(reader.tariff(), Some(&b[..]));
+    drop(reader);
+    let reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!(
+        (reader.bundle_version(), reader.tariff()),
+        (12, Some(&b[..]))
+    );
+}
+
+#[test]
+fn a_damaged_tariff_file_is_refused_at_open_naming_it() {
+    let mut dep = deployment(26);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(vec![id(1)]), None);
+    drop(dep.provision_lib(tmp.path(), &first));
+    let name = tariff_files(tmp.path()).pop().expect("a tariff file");
+    let path = tmp.path().join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let Err(err) = fare_validator::Reader::open(tmp.path(), NOW) else {
+        panic!("opened over a damaged tariff file");
+    };
+    assert!(matches!(err, ValidatorError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    std::fs::remove_file(&path).unwrap();
+    let Err(err) = fare_validator::Reader::open(tmp.path(), NOW) else {
+        panic!("opened over a damaged tariff file");
+    };
+    assert!(err.to_string().contains(&name), "{err}");
+}
+
+/// The bundle meta as the reader stores it under `bundle2`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaNow {
+    version: u64,
+    server_time_unix_s: u64,
+    installed_at_unix_s: u64,
+    trust: Vec<fare_credential::IssuerKey>,
+    tariff_file: String,
+    tariff_digest: [u8; 32],
+    deny_file: String,
+    deny_count: u64,
+    deny_blake3: [u8; 32],
+}
+
+/// The layout readers wrote before the tariff had its own file: `bundle`,
+/// the tariff inline.
+#[derive(serde::Serialize)]
+struct MetaV1 {
+    version: u64,
+    server_time_unix_s: u64,
+    installed_at_unix_s: u64,
+    trust: Vec<fare_credential::IssuerKey>,
+    #[serde(with = "serde_bytes")]
+    tariff: Vec<u8>,
+    deny_file: String,
+    deny_count: u64,
+    deny_blake3: [u8; 32],
+}
+
+fn open_log(dir: &std::path::Path) -> sled::Db {
+    // The reader's sled I/O threads may hold the lock a moment after drop.
+    for _ in 0..150 {
+        match sled::open(dir.join("log")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    panic!("the reader's log stays locked");
+}
+
+#[test]
+fn a_reader_holding_the_old_layout_opens_and_its_next_install_moves_the_tariff_out() {
+    use fare_credential::codec;
+    let mut dep = deployment(27);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(vec![id(1)]), None);
+    let reader = dep.provision_lib(tmp.path(), &first);
+    let tariff = reader.tariff().unwrap().to_vec();
+    drop(reader);
+    // Rewrite the meta as an older reader left it, and remove the file.
+    {
+        let db = open_log(tmp.path());
+        let meta = db.open_tree("meta").unwrap();
+        let now: MetaNow = codec::decode("meta", &meta.get("bundle2").unwrap().unwrap()).unwrap();
+        std::fs::remove_file(tmp.path().join(&now.tariff_file)).unwrap();
+        let v1 = MetaV1 {
+            version: now.version,
+            server_time_unix_s: now.server_time_unix_s,
+            installed_at_unix_s: now.installed_at_unix_s,
+            trust: now.trust,
+            tariff: tariff.clone(),
+            deny_file: now.deny_file,
+            deny_count: now.deny_count,
+            deny_blake3: now.deny_blake3,
+        };
+        meta.remove("bundle2").unwrap();
+        meta.insert("bundle", codec::encode("meta", &v1).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert!(tariff_files(tmp.path()).is_empty());
+    let mut reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!(
+        (reader.bundle_version(), reader.tariff()),
+        (10, Some(&tariff[..]))
+    );
+    let w = dep.wallet();
+    assert!(reader.decide_payload(&w.code(NOW, 1), NOW).is_accept());
+    // The next install (the same tariff) writes the file and drops `bundle`.
+    let again = dep.bundle_v2(
+        [9; 16],
+        11,
+        NOW + 1,
+        DenyUpdate::Snapshot(vec![id(1)]),
+        None,
+    );
+    assert_eq!(code_of(reader.install_bundle(&again, NOW)), "ok");
+    assert_eq!(tariff_files(tmp.path()).len(), 1);
+    drop(reader);
+    {
+        let db = open_log(tmp.path());
+        let meta = db.open_tree("meta").unwrap();
+        assert!(meta.get("bundle").unwrap().is_none());
+        assert!(meta.get("bundle2").unwrap().is_some());
+    }
+    let reader = fare_validator::Reader::open(tmp.path(), NOW).unwrap();
+    assert_eq!(
+        (reader.bundle_version(), reader.tariff()),
+        (11, Some(&tariff[..]))
+    );
 }

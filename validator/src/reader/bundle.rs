@@ -5,9 +5,18 @@ use super::*;
 impl Reader {
     pub(super) fn load_installed(
         dir: &Path,
-        meta: BundleMeta,
+        (meta, tariff, legacy): (BundleMeta, Vec<u8>, bool),
         publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
     ) -> Result<Installed, ValidatorError> {
+        if fare_credential::bundle::tariff_digest(&tariff) != meta.tariff_digest {
+            return Err(ValidatorError::Corrupt {
+                seq: 0,
+                why: format!(
+                    "tariff file {} does not match its recorded digest",
+                    dir.join(&meta.tariff_file).display()
+                ),
+            });
+        }
         let path = dir.join(&meta.deny_file);
         let file = std::fs::File::open(&path).map_err(io("open deny list", &path))?;
         let mut r = BufReader::with_capacity(1 << 16, file);
@@ -35,11 +44,12 @@ impl Reader {
         // The file is written sorted; from_ids re-sorts cheaply and dedups.
         let deny = DenyList::from_ids(ids);
         Ok(Installed {
-            tariff_digest: fare_credential::bundle::tariff_digest(&meta.tariff),
             meta,
             trust,
             deny,
             publisher,
+            tariff: tariff.into(),
+            legacy,
         })
     }
 
@@ -69,6 +79,14 @@ impl Reader {
         self.check_newer(&published)?;
         let deny = self.next_deny_list(&published)?;
         let (tariff, tariff_digest) = self.next_tariff(&published)?;
+        // The tariff's file is written only when the tariff changes (or
+        // the stored layout is the old one, which had no file).
+        let tariff_file = match &self.installed {
+            Some(cur) if !cur.legacy && cur.meta.tariff_digest == tariff_digest => {
+                cur.meta.tariff_file.clone()
+            }
+            _ => self.write_tariff_file(&tariff, &tariff_digest)?,
+        };
         let PublishedBundle {
             publisher, bundle, ..
         } = published;
@@ -86,7 +104,8 @@ impl Reader {
             server_time_unix_s: bundle.server_time_unix_s,
             installed_at_unix_s: now_unix_s,
             trust: bundle.trust.clone(),
-            tariff,
+            tariff_file: tariff_file.clone(),
+            tariff_digest,
             deny_file: deny_file.clone(),
             deny_count: deny.len() as u64,
             deny_blake3,
@@ -95,6 +114,9 @@ impl Reader {
         let mut batch = sled::Batch::default();
         batch.insert(META_BUNDLE, codec::encode("bundle meta", &meta)?);
         batch.insert(META_PUBLISHER, &publisher[..]);
+        if self.installed.as_ref().is_some_and(|cur| cur.legacy) {
+            batch.remove(META_BUNDLE_V1);
+        }
         self.meta
             .apply_batch(batch)
             .map_err(ValidatorError::sled("write bundle meta"))?;
@@ -104,11 +126,15 @@ impl Reader {
             trust,
             deny,
             publisher,
-            tariff_digest,
+            tariff,
+            legacy: false,
         };
         if let Some(old) = self.installed.replace(new) {
             if old.meta.deny_file != deny_file {
                 let _ = std::fs::remove_file(self.dir.join(&old.meta.deny_file));
+            }
+            if !old.meta.tariff_file.is_empty() && old.meta.tariff_file != tariff_file {
+                let _ = std::fs::remove_file(self.dir.join(&old.meta.tariff_file));
             }
         }
         // A removed issuer key must stop verifying at once.
@@ -204,14 +230,17 @@ impl Reader {
     fn next_tariff(
         &self,
         offered: &PublishedBundle,
-    ) -> Result<(Vec<u8>, [u8; 32]), ValidatorError> {
+    ) -> Result<(std::sync::Arc<[u8]>, [u8; 32]), ValidatorError> {
         let Some(digest) = offered.tariff_by_digest else {
-            let t = offered.bundle.tariff.clone();
-            let d = fare_credential::bundle::tariff_digest(&t);
-            return Ok((t, d));
+            let t = &offered.bundle.tariff;
+            let d = fare_credential::bundle::tariff_digest(t);
+            return match &self.installed {
+                Some(cur) if cur.meta.tariff_digest == d => Ok((cur.tariff.clone(), d)),
+                _ => Ok((t[..].into(), d)),
+            };
         };
         match &self.installed {
-            Some(cur) if cur.tariff_digest == digest => Ok((cur.meta.tariff.clone(), digest)),
+            Some(cur) if cur.meta.tariff_digest == digest => Ok((cur.tariff.clone(), digest)),
             _ => Err(BundleError::TariffNotHeld {
                 offered: offered.bundle.bundle_version,
                 digest: hex::encode(digest),
@@ -220,33 +249,60 @@ impl Reader {
         }
     }
 
-    /// Writes the deny list to `deny-<version>.bin` (fsynced under a
-    /// temporary name, renamed, directory synced): its file name and digest.
+    /// Writes the deny list to `deny-<version>.bin`: its file name and digest.
     fn write_deny_file(
         &self,
         version: u64,
         deny: &DenyList,
     ) -> Result<(String, [u8; 32]), ValidatorError> {
         let deny_file = format!("deny-{version}.bin");
-        let path = self.dir.join(&deny_file);
-        let tmp = self.dir.join(format!("{deny_file}.tmp"));
         let mut hasher = blake3::Hasher::new();
-        let f = std::fs::File::create(&tmp).map_err(io("create deny list", &tmp))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-        for id in deny.ids() {
-            hasher.update(&id.0);
-            w.write_all(&id.0).map_err(io("write deny list", &tmp))?;
-        }
-        let f = w.into_inner().map_err(|e| ValidatorError::Io {
-            what: "write deny list",
-            path: tmp.clone(),
-            source: e.into_error(),
+        self.write_file(&deny_file, "write deny list", |w| {
+            for id in deny.ids() {
+                hasher.update(&id.0);
+                w.write_all(&id.0)?;
+            }
+            Ok(())
         })?;
-        f.sync_all().map_err(io("sync deny list", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("rename deny list", &path))?;
-        fare_durable::sync_dir(&self.dir)?;
         Ok((deny_file, *hasher.finalize().as_bytes()))
+    }
+
+    /// Writes the tariff to `tariff-<digest prefix>.json`: its file name.
+    fn write_tariff_file(
+        &self,
+        tariff: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<String, ValidatorError> {
+        let tariff_file = format!("tariff-{}.json", hex::encode(&digest[..8]));
+        self.write_file(&tariff_file, "write tariff", |w| w.write_all(tariff))?;
+        Ok(tariff_file)
+    }
+
+    /// Writes `name` in the reader's directory: fsynced under a temporary
+    /// name, renamed, directory synced (a crash leaves no file or the whole
+    /// new one; the meta names it only after this returns).
+    fn write_file(
+        &self,
+        name: &str,
+        what: &'static str,
+        body: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), ValidatorError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let fail = |source| ValidatorError::Io {
+            what,
+            path: tmp.clone(),
+            source,
+        };
+        let f = std::fs::File::create(&tmp).map_err(fail)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        body(&mut w).map_err(fail)?;
+        let f = w.into_inner().map_err(|e| fail(e.into_error()))?;
+        f.sync_all().map_err(fail)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io(what, &path))?;
+        fare_durable::sync_dir(&self.dir)?;
+        Ok(())
     }
 
     fn log_installed(&self, version: u64, server_time_unix_s: u64, now_unix_s: u64) {

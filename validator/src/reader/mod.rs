@@ -9,6 +9,7 @@
 //! | `reader.pub` | reader public key hex (register with settlement) |
 //! | `root.pub` | deployment root public key hex (verifies bundles) |
 //! | `deny-<version>.bin` | the installed deny list: sorted 16-byte ids |
+//! | `tariff-<digest prefix>.json` | the installed tariff's bytes, written when the tariff changes |
 //! | `log/` | sled database: trees `rides`, `meta`, `replay` (spill), `rejected` |
 //! | `log.ring` | write-ahead ring and high-water mark of the log: the last [`crate::hwm::RING_SLOTS`] ride records ([`crate::hwm`]) |
 //!
@@ -59,7 +60,11 @@ use std::time::Instant;
 
 const META_STATE: &[u8] = b"state";
 const META_IDENTITY: &[u8] = b"identity";
-const META_BUNDLE: &[u8] = b"bundle";
+/// The installed bundle's [`BundleMeta`] (the tariff in its own file).
+const META_BUNDLE: &[u8] = b"bundle2";
+/// The layout before `bundle2`: [`BundleMetaV1`], the tariff inline. Read at
+/// open; the next install replaces it.
+const META_BUNDLE_V1: &[u8] = b"bundle";
 const META_SYNC: &[u8] = b"sync";
 /// The installed bundle's publisher id (16 bytes; absent: the v1 line).
 const META_PUBLISHER: &[u8] = b"bundle_publisher";
@@ -96,21 +101,63 @@ struct Identity {
     public_key: [u8; 32],
 }
 
-/// What is stored about the installed bundle (the deny list lives in its own file).
+/// What is stored about the installed bundle (the deny list and the tariff
+/// live in their own files). The tariff (tens of KB) is kept out of sled
+/// because most installs change only the version and times: in this value
+/// it was rewritten at every contact, and sled also logs the whole leaf of
+/// the `meta` tree every few updates of any of its keys, so the same bytes
+/// went into the reader's flash again and again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct BundleMeta {
     version: u64,
     server_time_unix_s: u64,
     installed_at_unix_s: u64,
     trust: Vec<IssuerKey>,
+    /// The tariff's file (`tariff-<digest prefix>.json`), written once per
+    /// tariff.
+    tariff_file: String,
+    /// [`fare_credential::bundle::tariff_digest`] of the file's bytes
+    /// (checked at open).
+    tariff_digest: [u8; 32],
+    deny_file: String,
+    deny_count: u64,
+    deny_blake3: [u8; 32],
+}
+
+/// The bundle meta as readers stored it under [`META_BUNDLE_V1`], the
+/// tariff inline. Only read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BundleMetaV1 {
+    version: u64,
+    server_time_unix_s: u64,
+    installed_at_unix_s: u64,
+    trust: Vec<IssuerKey>,
     /// As one byte string: the same bytes as a sequence of `u8` under the
-    /// codec's fixed-width lengths, written in one copy instead of a call
-    /// per byte (a bundle install re-encodes this meta, tariff included).
+    /// codec's fixed-width lengths.
     #[serde(with = "serde_bytes")]
     tariff: Vec<u8>,
     deny_file: String,
     deny_count: u64,
     deny_blake3: [u8; 32],
+}
+
+impl BundleMetaV1 {
+    /// The meta and the tariff, as the current layout holds them (the
+    /// tariff's file not written yet).
+    fn upgrade(self) -> (BundleMeta, Vec<u8>) {
+        let meta = BundleMeta {
+            tariff_file: String::new(),
+            version: self.version,
+            server_time_unix_s: self.server_time_unix_s,
+            installed_at_unix_s: self.installed_at_unix_s,
+            trust: self.trust,
+            tariff_digest: fare_credential::bundle::tariff_digest(&self.tariff),
+            deny_file: self.deny_file,
+            deny_count: self.deny_count,
+            deny_blake3: self.deny_blake3,
+        };
+        (meta, self.tariff)
+    }
 }
 
 /// A rejected scan, kept (bounded) for analytics. Holds no code bytes: only
@@ -135,8 +182,12 @@ struct Installed {
     deny: DenyList,
     /// Who published it ([`fare_credential::bundle::V1_PUBLISHER`] for v1).
     publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
-    /// `tariff_digest(meta.tariff)`: what a bundle request names (v3).
-    tariff_digest: [u8; 32],
+    /// The tariff's bytes (`meta.tariff_digest` is their digest: what a
+    /// bundle request names, v3). Shared: most installs keep it.
+    tariff: std::sync::Arc<[u8]>,
+    /// Loaded from the [`META_BUNDLE_V1`] layout: the next install writes
+    /// the tariff's file and removes the old value.
+    legacy: bool,
 }
 
 /// Reader status for `status` and monitoring.
@@ -421,13 +472,13 @@ impl Reader {
     }
     /// Installed tariff bytes (UTF-8 JSON), if any.
     pub fn tariff(&self) -> Option<&[u8]> {
-        self.installed.as_ref().map(|i| i.meta.tariff.as_slice())
+        self.installed.as_ref().map(|i| &i.tariff[..])
     }
     /// [`fare_credential::bundle::tariff_digest`] of the installed tariff,
     /// if any: a bundle request names it so that settlement need not send
     /// the bytes again (SPEC §4.2).
     pub fn tariff_digest(&self) -> Option<[u8; 32]> {
-        self.installed.as_ref().map(|i| i.tariff_digest)
+        self.installed.as_ref().map(|i| i.meta.tariff_digest)
     }
     /// Number of deny-list entries.
     pub fn deny_len(&self) -> usize {
@@ -494,9 +545,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bundle_meta_tariff_bytes_are_encoded_as_before() {
-        // The layout stored before `tariff` was a byte string: a plain
-        // `Vec<u8>` (a sequence of `u8`). Readers in the field hold it.
+    fn bundle_meta_v1_is_read_as_before() {
+        // The `bundle` layout as first stored, `tariff` a plain `Vec<u8>`
+        // (a sequence of `u8`; later a byte string, the same bytes under
+        // the codec). Readers in the field hold it.
         #[derive(Serialize)]
         struct Before {
             version: u64,
@@ -520,9 +572,14 @@ mod tests {
             deny_blake3: [9; 32],
         };
         let old = codec::encode("bundle meta", &before).unwrap();
-        let meta: BundleMeta = codec::decode("bundle meta", &old).unwrap();
-        assert_eq!(meta.tariff, tariff);
-        assert_eq!(meta.deny_file, "deny-7.bin");
-        assert_eq!(codec::encode("bundle meta", &meta).unwrap(), old);
+        let v1: BundleMetaV1 = codec::decode("bundle meta", &old).unwrap();
+        assert_eq!(codec::encode("bundle meta", &v1).unwrap(), old);
+        let (meta, bytes) = v1.upgrade();
+        assert_eq!(bytes, tariff);
+        assert_eq!(
+            meta.tariff_digest,
+            fare_credential::bundle::tariff_digest(&tariff)
+        );
+        assert_eq!((meta.version, meta.deny_file.as_str()), (7, "deny-7.bin"));
     }
 }

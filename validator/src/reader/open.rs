@@ -219,8 +219,18 @@ impl Reader {
         dir: &Path,
         meta: &sled::Tree,
     ) -> Result<Option<Installed>, ValidatorError> {
-        let Some(bundle_meta) = read_meta::<BundleMeta>(meta, META_BUNDLE, "bundle meta")? else {
-            return Ok(None);
+        let stored = match read_meta::<BundleMeta>(meta, META_BUNDLE, "bundle meta")? {
+            Some(m) => {
+                let tariff = read_tariff_file(dir, &m.tariff_file)?;
+                (m, tariff, false)
+            }
+            None => match read_meta::<BundleMetaV1>(meta, META_BUNDLE_V1, "bundle meta v1")? {
+                Some(v1) => {
+                    let (m, tariff) = v1.upgrade();
+                    (m, tariff, true)
+                }
+                None => return Ok(None),
+            },
         };
         let publisher = match meta
             .get(META_PUBLISHER)
@@ -232,7 +242,7 @@ impl Reader {
             })?,
             None => fare_credential::bundle::V1_PUBLISHER,
         };
-        Ok(Some(Self::load_installed(dir, bundle_meta, publisher)?))
+        Ok(Some(Self::load_installed(dir, stored, publisher)?))
     }
 
     /// Re-inserts into sled the valid ring entries it lacks (a power cut
@@ -586,6 +596,25 @@ fn not_provisioned(dir: &Path) -> ValidatorError {
     ValidatorError::NotProvisioned {
         dir: dir.to_path_buf(),
     }
+}
+
+/// The installed tariff's file (its digest is checked by the caller),
+/// refused past [`fare_credential::bundle::MAX_TARIFF_BYTES`].
+fn read_tariff_file(dir: &Path, name: &str) -> Result<Vec<u8>, ValidatorError> {
+    let path = dir.join(name);
+    let file = std::fs::File::open(&path).map_err(io("open tariff", &path))?;
+    let limit = fare_credential::bundle::MAX_TARIFF_BYTES as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io("read tariff", &path))?;
+    if bytes.len() as u64 > limit {
+        return Err(ValidatorError::Corrupt {
+            seq: 0,
+            why: format!("tariff file {} is over {limit} bytes", path.display()),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The value at `key` of the `meta` tree, decoded as a `what`.

@@ -76,9 +76,32 @@ impl TestDeployment {
         deny: DenyUpdate,
         base: Option<&[CredentialId]>,
     ) -> Vec<u8> {
-        self.published(publisher, version, server_time_unix_s, deny, base)
-            .sign_v2(&self.root)
-            .expect("a test bundle encodes")
+        self.bundle_v2_with_tariff(
+            publisher,
+            version,
+            server_time_unix_s,
+            deny,
+            base,
+            TEST_BUNDLE_TARIFF,
+        )
+    }
+
+    /// [`Self::bundle_v2`] carrying `tariff` instead of [`TEST_BUNDLE_TARIFF`].
+    ///
+    /// # Panics
+    /// When the bundle is over its size limit (a test's own mistake).
+    pub fn bundle_v2_with_tariff(
+        &self,
+        publisher: [u8; PUBLISHER_ID_LEN],
+        version: u64,
+        server_time_unix_s: u64,
+        deny: DenyUpdate,
+        base: Option<&[CredentialId]>,
+        tariff: &[u8],
+    ) -> Vec<u8> {
+        let mut p = self.published(publisher, version, server_time_unix_s, deny, base);
+        p.bundle.tariff = tariff.to_vec();
+        p.sign_v2(&self.root).expect("a test bundle encodes")
     }
 
     /// The content of [`Self::bundle_v2`], before signing.
