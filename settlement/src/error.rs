@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The embedded database failed (disk full, permissions, corruption).
     #[error("storage backend failed: {0} (is the data directory writable and the disk not full?)")]
     Backend(String),
+    /// PostgreSQL failed or could not be reached.
+    #[error("{0} (is PostgreSQL running and reachable at `database_url`, and may its role use the database?)")]
+    Database(String),
     /// A stored value did not decode: corruption or a foreign database.
     #[error("stored value `{what}` does not decode: {why} (corrupt data dir, or written by another version?)")]
     Corrupt {
@@ -674,7 +677,9 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Conflict { .. } => ErrorCode::ConcurrentUpdate,
-            StoreError::Backend(_) | StoreError::Corrupt { .. } => ErrorCode::StorageError,
+            StoreError::Backend(_) | StoreError::Database(_) | StoreError::Corrupt { .. } => {
+                ErrorCode::StorageError
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! all of them at once, and instances are killed (`kill -9`) at random
 //! moments and restarted. Every ride must be settled exactly once, the
 //! ledger balanced, and the result equal to one sled instance settling the
-//! same batches.
+//! same batches. And what `/healthz` tells an operator while the database
+//! is down.
 
 mod common;
 
@@ -274,4 +275,49 @@ async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
     }
     reference.settle().unwrap();
     assert_eq!(got, ledger_and_rides(&reference));
+}
+
+/// An operator's health check while the database is down: `/healthz`
+/// answers 500 `storage_error` naming PostgreSQL and `database_url` (not
+/// the embedded store's data directory), and `ok` again once the database
+/// is back, the instance not restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_names_the_database_while_it_is_down_and_recovers() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let root = db.path();
+    let cfg_path = root.join("settlement.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "operator_token = \"{TOKEN}\"\nkeys_dir = \"{}\"\ndatabase_url = \"{}\"\n",
+            root.join("keys").display(),
+            db.url.as_deref().unwrap()
+        ),
+    )
+    .unwrap();
+    let inst = ServeChild::start(&root.join("instance"), &cfg_path);
+    let health = || async {
+        let r = reqwest::get(format!("{}/healthz", inst.url)).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let up = (200, json!({"status": "ok", "database": "postgres"}));
+    assert_eq!(health().await, up);
+    let cluster = db.cluster().expect("a PostgreSQL test database");
+    cluster.stop();
+    let (status, body) = health().await;
+    assert_eq!(
+        (status, &body["error"]),
+        (500, &json!("storage_error")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("is PostgreSQL running") && message.contains("database_url"),
+        "{message}"
+    );
+    assert!(!message.contains("data directory"), "{message}");
+    cluster.start_again();
+    assert_eq!(health().await, up);
 }

@@ -104,6 +104,8 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     port: u16,
     databases: AtomicU32,
+    /// The server's options (`pg_ctl -o`), kept for [`PgCluster::start_again`].
+    opts: String,
 }
 
 impl PgCluster {
@@ -145,12 +147,13 @@ impl PgCluster {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown cluster dir");
         }
-        let c = PgCluster {
+        let mut c = PgCluster {
             bin,
             owner,
             dir,
             port: free_port(),
             databases: AtomicU32::new(0),
+            opts: String::new(),
         };
         c.run_ok(
             "initdb",
@@ -175,23 +178,45 @@ impl PgCluster {
             // Later settings win: these override the defaults above.
             opts.push_str(&format!(" -c {name}={value}"));
         }
-        let log = c.dir.path().join("server.log");
-        c.run_ok(
+        c.opts = opts;
+        c.start_again();
+        c
+    }
+
+    /// Starts the server of a cluster [`PgCluster::stop`] stopped (same
+    /// settings, same data).
+    ///
+    /// # Panics
+    /// When it does not start (with the server log).
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("server.log");
+        self.run_ok(
             "pg_ctl",
             &[
                 "-D",
-                &c.data_dir(),
+                &self.data_dir(),
                 "-l",
                 &log.display().to_string(),
                 "-o",
-                &opts,
+                &self.opts,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
         );
-        c
+    }
+
+    /// Stops the server at once (`-m immediate`: as if it crashed); its
+    /// clients' connections break. [`PgCluster::start_again`] restarts it.
+    ///
+    /// # Panics
+    /// When `pg_ctl` fails.
+    pub fn stop(&self) {
+        self.run_ok(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     /// The cluster's data directory (its size is the database's on disk).

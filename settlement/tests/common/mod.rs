@@ -82,6 +82,12 @@ impl TestDb {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+    /// The PostgreSQL cluster this database lives in (`None` on sled and
+    /// for a [`TestDb::sibling`]).
+    #[allow(dead_code)]
+    pub fn cluster(&self) -> Option<&fare_pgtest::PgCluster> {
+        self.cluster.as_ref()
+    }
     /// `config` pointed at this database.
     pub fn config(&self, config: Config) -> Config {
         Config {

@@ -133,13 +133,13 @@ impl PostgresStore {
     pub fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, StoreError> {
         let config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Backend(format!("database_url: {e}")))?;
+            .map_err(|e| StoreError::Database(format!("database_url: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(CLIENT_THREADS)
             .thread_name("postgres-client")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Backend(format!("postgres client runtime: {e}")))?;
+            .map_err(|e| StoreError::Database(format!("postgres client runtime: {e}")))?;
         let pool = Pool::new(rt.handle().clone(), config, pool_size);
         let store = PostgresStore {
             rt: Some(rt),
@@ -174,7 +174,7 @@ impl PostgresStore {
         }
         match (&claim.conn, &claim.error) {
             (Some(c), _) => Ok(Some(c.client())),
-            (None, e) => Err(StoreError::Backend(format!(
+            (None, e) => Err(StoreError::Database(format!(
                 "postgres: writer claim not held, nothing written: {}",
                 e.as_deref().unwrap_or("unknown")
             ))),
@@ -800,7 +800,7 @@ impl Store for PostgresStore {
                 let slot = usize::try_from(i - 1)
                     .ok()
                     .and_then(|i| out.get_mut(i))
-                    .ok_or_else(|| StoreError::Backend(format!("get_many: ordinal {i}")))?;
+                    .ok_or_else(|| StoreError::Database(format!("get_many: ordinal {i}")))?;
                 *slot = Some(r.get(1));
             }
             Ok(out)
@@ -860,7 +860,7 @@ impl Store for PostgresStore {
                 let slot = usize::try_from(i - 1)
                     .ok()
                     .and_then(|i| out.get_mut(i))
-                    .ok_or_else(|| StoreError::Backend(format!("range_many: ordinal {i}")))?;
+                    .ok_or_else(|| StoreError::Database(format!("range_many: ordinal {i}")))?;
                 slot.push((r.get(1), r.get(2)));
             }
             Ok(out)
@@ -950,7 +950,7 @@ impl Store for PostgresStore {
 
     fn history_day_entries(&self, space: Space, day: i32) -> Result<Entries, StoreError> {
         if !partitioned(space) {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Database(format!(
                 "{space:?} is not partitioned by day"
             )));
         }
@@ -970,7 +970,7 @@ impl Store for PostgresStore {
         days: &[(Space, i32)],
     ) -> Result<(), StoreError> {
         if let Some((s, _)) = days.iter().find(|(s, _)| !partitioned(*s)) {
-            return Err(StoreError::Backend(format!(
+            return Err(StoreError::Database(format!(
                 "{s:?} is not partitioned by day"
             )));
         }

@@ -15,13 +15,18 @@ pub const POOL_WAIT: Duration = Duration::from_secs(30);
 /// Maps a client error to the store's, with the server's message when there is one.
 pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!(
+        Some(db) => StoreError::Database(format!(
             "postgres: {} ({}): {}",
             db.message(),
             db.code().code(),
             db.detail().unwrap_or("")
         )),
-        None => StoreError::Backend(format!("postgres: {e}")),
+        // The client's message alone ("error connecting to server") hides
+        // the cause (refused, no such socket, timed out): add it.
+        None => match std::error::Error::source(&e) {
+            Some(cause) => StoreError::Database(format!("postgres: {e}: {cause}")),
+            None => StoreError::Database(format!("postgres: {e}")),
+        },
     }
 }
 
@@ -36,7 +41,7 @@ pub fn block_on<T: Send + 'static>(
         let _ = tx.send(fut.await);
     });
     rx.recv()
-        .map_err(|_| StoreError::Backend("postgres: the client runtime stopped".into()))
+        .map_err(|_| StoreError::Database("postgres: the client runtime stopped".into()))
 }
 
 #[derive(Default)]
@@ -147,7 +152,7 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner());
             st = s;
             if timeout.timed_out() && st.idle.is_empty() && st.open >= self.max {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Database(format!(
                     "postgres: no connection free within {} s (database_pool_size = {})",
                     POOL_WAIT.as_secs(),
                     self.max
