@@ -237,19 +237,28 @@ impl RideRing {
     /// mark moved into its slot 0. Returns the ring and what it holds.
     pub fn open(dir: &Path, sync: bool) -> Result<(RideRing, RingContents), ValidatorError> {
         let path = dir.join(RING_FILE);
-        if !path.exists() {
-            Self::create(dir)?;
-        }
+        // A ring just created holds what `create` wrote: not read back (a
+        // fleet's provisioning would read 257 KB per reader for nothing).
+        let created = match path.exists() {
+            true => None,
+            false => Some(Self::create(dir)?),
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(io("open ride ring", &path))?;
-        let contents = Self::read(&file, &path)?;
+        let contents = match created {
+            Some(c) => c,
+            None => Self::read(&file, &path)?,
+        };
         Ok((RideRing { path, file, sync }, contents))
     }
 
-    fn create(dir: &Path) -> Result<(), ValidatorError> {
+    /// Creates the ring: zeros (allocated now, so an accept's write never
+    /// allocates), with the legacy high-water mark if there is one. Its
+    /// contents as [`RideRing::read`] would find them.
+    fn create(dir: &Path) -> Result<RingContents, ValidatorError> {
         let tmp = dir.join(RING_TMP_FILE);
         let legacy_path = dir.join(LEGACY_HWM_FILE);
         let legacy = match std::fs::read(&legacy_path) {
@@ -278,7 +287,10 @@ impl RideRing {
                 .map_err(io("remove legacy high-water mark", &legacy_path))?;
             fare_durable::sync_dir(dir)?;
         }
-        Ok(())
+        Ok(RingContents {
+            bare_mark: legacy,
+            ..RingContents::default()
+        })
     }
 
     fn read(file: &File, path: &Path) -> Result<RingContents, ValidatorError> {
