@@ -785,9 +785,15 @@ impl Backoffice {
     /// `KeyStore::issue_credential_with_id`, `Db::put_credential`), the same
     /// draws from settlement's RNG in the same order, so the same credential
     /// ids, with the credentials checked and signed on every core.
-    /// For fresh accounts only (the simulator's riders); returns each
-    /// rider's `(credential bytes, credential id)`.
-    pub fn enrol_batch(&self, riders: &[Enrolment]) -> AdapterResult<Vec<(Vec<u8>, [u8; 16])>> {
+    /// For fresh accounts only (the simulator's riders); returns the write
+    /// set, for [`Backoffice::commit_enrolments`] (which may run while the
+    /// next batch is prepared), and each rider's `(credential bytes,
+    /// credential id)`.
+    #[allow(clippy::type_complexity)]
+    pub fn prepare_enrolments(
+        &self,
+        riders: &[Enrolment],
+    ) -> AdapterResult<(fare_settlement::store::WriteSet, Vec<(Vec<u8>, [u8; 16])>)> {
         use fare_settlement::model::{Account, CredentialRecord};
         use fare_settlement::store::{Db, WriteSet};
         use rayon::prelude::*;
@@ -848,8 +854,13 @@ impl Backoffice {
             );
             out.push((cred.as_bytes().to_vec(), body.credential_id.0));
         }
-        app.db.commit(w).map_err(s)?;
-        Ok(out)
+        Ok((w, out))
+    }
+
+    /// Commits a write set of [`Backoffice::prepare_enrolments`] (one
+    /// commit, one flush).
+    pub fn commit_enrolments(&self, writes: fare_settlement::store::WriteSet) -> AdapterResult<()> {
+        self.app().db.commit(writes).map_err(s)
     }
     /// Registers a device key and issues a credential: `(credential bytes, id, valid until)`.
     pub fn issue(

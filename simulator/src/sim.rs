@@ -1484,33 +1484,43 @@ impl World {
             })
             .collect();
         let mut all_phones = all_phones.into_iter();
-        for chunk in todo.chunks(ENROL_BATCH) {
-            let phones: Vec<Phone> = all_phones.by_ref().take(chunk.len()).collect();
-            let mut batch = Vec::with_capacity(chunk.len());
-            for (&i, phone) in chunk.iter().zip(&phones) {
-                let r = &self.riders[i];
-                batch.push(Enrolment {
-                    account: r.account.clone(),
-                    profile: r.profile,
-                    credit_limit: r.credit_limit,
-                    device_public_key: phone.public_key(),
-                    valid_for_s: if r.part == RiderPart::Expired {
-                        SHORT_CREDENTIAL_S
-                    } else {
-                        CREDENTIAL_S
-                    },
-                });
+        // Each batch's commit runs while the next batch is checked and
+        // signed (the commit is sled's, on one core; the signatures use
+        // every core): the same writes in the same order.
+        let (settlement, riders) = (&self.settlement, &mut self.riders);
+        std::thread::scope(|scope| -> Result<(), String> {
+            let mut committing = None;
+            for chunk in todo.chunks(ENROL_BATCH) {
+                let phones: Vec<Phone> = all_phones.by_ref().take(chunk.len()).collect();
+                let mut batch = Vec::with_capacity(chunk.len());
+                for (&i, phone) in chunk.iter().zip(&phones) {
+                    let r = &riders[i];
+                    batch.push(Enrolment {
+                        account: r.account.clone(),
+                        profile: r.profile,
+                        credit_limit: r.credit_limit,
+                        device_public_key: phone.public_key(),
+                        valid_for_s: if r.part == RiderPart::Expired {
+                            SHORT_CREDENTIAL_S
+                        } else {
+                            CREDENTIAL_S
+                        },
+                    });
+                }
+                let (writes, issued) = settlement.prepare_enrolments(&batch)?;
+                joined(committing.take())?;
+                committing = Some(scope.spawn(move || settlement.commit_enrolments(writes)));
+                for ((&i, mut phone), (cred, id)) in chunk.iter().zip(phones).zip(issued) {
+                    let r = &mut riders[i];
+                    let device_now = (now as i64 + r.phone_off) as u64;
+                    phone.install(&cred, now, device_now)?;
+                    r.credentials.push(id);
+                    r.phone = Some(phone);
+                    bar.inc(1);
+                }
             }
-            let issued = self.settlement.enrol_batch(&batch)?;
-            for ((&i, mut phone), (cred, id)) in chunk.iter().zip(phones).zip(issued) {
-                let r = &mut self.riders[i];
-                let device_now = (now as i64 + r.phone_off) as u64;
-                phone.install(&cred, now, device_now)?;
-                r.credentials.push(id);
-                r.phone = Some(phone);
-                bar.inc(1);
-            }
-        }
+            joined(committing)
+        })?;
         for i in todo {
             let (part, account) = (self.riders[i].part, self.riders[i].account.clone());
             if part == RiderPart::DenyListed {
@@ -3027,6 +3037,18 @@ type PhoneCodes = (Vec<u8>, Option<Vec<u8>>);
 /// What `phone` makes for a ride at phone time `device_now` (`None` when
 /// its wallet refuses): its own code and, with `companion`, a companion's
 /// 3 s later (none if the wallet refuses that one).
+/// The result of a scoped commit thread, if one was started.
+fn joined(
+    commit: Option<std::thread::ScopedJoinHandle<'_, Result<(), String>>>,
+) -> Result<(), String> {
+    match commit {
+        Some(h) => h
+            .join()
+            .map_err(|_| "an enrolment commit panicked".to_string())?,
+        None => Ok(()),
+    }
+}
+
 fn make_codes(phone: &mut Phone, device_now: u64, companion: bool) -> Option<PhoneCodes> {
     let code = phone.code(device_now).ok()?;
     let second = if companion {
