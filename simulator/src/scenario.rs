@@ -250,8 +250,9 @@ fn default_reader_segment_kib() -> u64 {
 }
 
 /// Default of `execution.reader_segment_kib`: sled's smallest useful
-/// segment (a reader's largest value, its bundle meta, goes to a blob file
-/// above a quarter of it).
+/// segment (sled writes a value above a quarter of it to a blob file of
+/// its own; a reader's values are far smaller since its tariff is kept in
+/// a file beside the log).
 pub const DEFAULT_READER_SEGMENT_KIB: u64 = 64;
 
 /// Default of `execution.reader_cache_kib`.
