@@ -40,6 +40,21 @@ async fn op(
     Ok((s, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// Writes `settlement.toml` for instances on `db` (operator token, shared
+/// keys, the database URL, then `extra` lines): its path.
+fn write_config(db: &TestDb, extra: &str) -> std::path::PathBuf {
+    let root = db.path();
+    let path = root.join("settlement.toml");
+    let url = db.url.as_deref().expect("a PostgreSQL test database");
+    let keys = root.join("keys");
+    let body = format!(
+        "operator_token = \"{TOKEN}\"\nkeys_dir = \"{}\"\ndatabase_url = \"{url}\"\n{extra}",
+        keys.display()
+    );
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
 /// Copies the provisioning (accounts, credentials, readers) from the
 /// PostgreSQL database into a fresh sled database for the reference run.
 fn copy_setup(from: &dyn Store, to: &dyn Store) {
@@ -85,15 +100,7 @@ async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
     };
     let url = db.url.clone().unwrap();
     let root = db.path();
-    let cfg_path = root.join("settlement.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "operator_token = \"{TOKEN}\"\nkeys_dir = \"{}\"\ndatabase_url = \"{url}\"\nsettle_chunk_rides = 4\n",
-            root.join("keys").display()
-        ),
-    )
-    .unwrap();
+    let cfg_path = write_config(&db, "settle_chunk_rides = 4\n");
     let data = |i: usize| root.join(format!("instance-{i}"));
     // The first start makes the keys; the others share them.
     let mut inst: Vec<ServeChild> = vec![ServeChild::start(&data(0), &cfg_path)];
@@ -287,16 +294,7 @@ async fn healthz_names_the_database_while_it_is_down_and_recovers() {
         return;
     };
     let root = db.path();
-    let cfg_path = root.join("settlement.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "operator_token = \"{TOKEN}\"\nkeys_dir = \"{}\"\ndatabase_url = \"{}\"\n",
-            root.join("keys").display(),
-            db.url.as_deref().unwrap()
-        ),
-    )
-    .unwrap();
+    let cfg_path = write_config(&db, "");
     let inst = ServeChild::start(&root.join("instance"), &cfg_path);
     let health = || async {
         let r = reqwest::get(format!("{}/healthz", inst.url)).await.unwrap();

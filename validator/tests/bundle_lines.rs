@@ -171,15 +171,7 @@ fn a_tariff_named_by_digest_installs_only_over_the_same_tariff() {
 fn an_unchanged_deny_list_keeps_its_file() {
     let mut dep = deployment(24);
     let tmp = tempfile::tempdir().unwrap();
-    let files = || {
-        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("deny-"))
-            .collect();
-        names.sort();
-        names
-    };
+    let files = || files_named(tmp.path(), "deny-");
     let first = dep.bundle_v2([9; 16], 10, NOW, DenyUpdate::Snapshot(vec![id(1)]), None);
     let mut reader = dep.provision_lib(tmp.path(), &first);
     assert_eq!(files(), ["deny-10.bin"]);
@@ -210,15 +202,20 @@ fn an_unchanged_deny_list_keeps_its_file() {
     assert_eq!((reader.bundle_version(), reader.deny_len()), (12, 2));
 }
 
-/// The reader directory's `tariff-*` files, sorted.
-fn tariff_files(dir: &std::path::Path) -> Vec<String> {
+/// The names in `dir` that start with `prefix`, sorted.
+fn files_named(dir: &std::path::Path, prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("tariff-"))
+        .filter(|n| n.starts_with(prefix))
         .collect();
     names.sort();
     names
+}
+
+/// The reader directory's `tariff-*` files, sorted.
+fn tariff_files(dir: &std::path::Path) -> Vec<String> {
+    files_named(dir, "tariff-")
 }
 
 #[test]
@@ -227,11 +224,12 @@ fn an_unchanged_tariff_keeps_its_file_and_a_changed_one_replaces_it() {
     let mut dep = deployment(25);
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (br#"{"tariff":"a"}"#, br#"{"tariff":"b"}"#);
-    let bundle = |dep: &TestDeployment, version, tariff: &[u8]| {
+    let bundle = |dep: &mut TestDeployment, version, tariff: &[u8]| {
+        dep.tariff = tariff.to_vec();
         let deny = DenyUpdate::Snapshot(vec![id(1)]);
-        dep.bundle_v2_with_tariff([9; 16], version, NOW + version, deny, None, tariff)
+        dep.bundle_v2([9; 16], version, NOW + version, deny, None)
     };
-    let first = bundle(&dep, 10, a);
+    let first = bundle(&mut dep, 10, a);
     let mut reader = dep.provision_lib(tmp.path(), &first);
     let files = tariff_files(tmp.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -240,14 +238,14 @@ fn an_unchanged_tariff_keeps_its_file_and_a_changed_one_replaces_it() {
     // Re-published with the same tariff (bytes inline): the file is not
     // written again (a rewrite renames a new file over it: a new inode).
     assert_eq!(
-        code_of(reader.install_bundle(&bundle(&dep, 11, a), NOW)),
+        code_of(reader.install_bundle(&bundle(&mut dep, 11, a), NOW)),
         "ok"
     );
     assert_eq!(tariff_files(tmp.path()), files);
     assert_eq!(inode(&files[0]), first_inode);
     // Another tariff: its own file, the old one removed, kept across a restart.
     assert_eq!(
-        code_of(reader.install_bundle(&bundle(&dep, 12, b), NOW)),
+        code_of(reader.install_bundle(&bundle(&mut dep, 12, b), NOW)),
         "ok"
     );
     let now_files = tariff_files(tmp.path());

@@ -32,10 +32,11 @@ fn re_published_bundles_do_not_rewrite_the_tariff() {
     let mut dep = deployment(31);
     let tmp = tempfile::tempdir().unwrap();
     let deny = || DenyUpdate::Snapshot(vec![CredentialId([1; 16])]);
-    let first = dep.bundle_v2_with_tariff([9; 16], 1, NOW, deny(), None, &tariff);
+    dep.tariff = tariff.clone();
+    let first = dep.bundle_v2([9; 16], 1, NOW, deny(), None);
     let mut reader = dep.provision_lib(tmp.path(), &first);
     let bundles: Vec<Vec<u8>> = (2..2 + INSTALLS)
-        .map(|v| dep.bundle_v2_with_tariff([9; 16], v, NOW + v, deny(), None, &tariff))
+        .map(|v| dep.bundle_v2([9; 16], v, NOW + v, deny(), None))
         .collect();
     let before = written_bytes();
     for b in &bundles {

@@ -11,7 +11,8 @@ use crate::{DenyList, DenyUpdate, ReaderBundle, RideCode};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_chacha::rand_core::RngCore;
 
-/// The tariff bytes of every test bundle (readers carry, never read them).
+/// The tariff bytes test bundles carry unless a test sets
+/// [`TestDeployment::tariff`] (readers carry, never read them).
 pub const TEST_BUNDLE_TARIFF: &[u8] = br#"{"note":"test"}"#;
 
 /// A deployment: the root key (signs bundles) and the issuer (signs
@@ -22,6 +23,9 @@ pub struct TestDeployment {
     /// The credential issuer, key id [`TestIssuer::KEY_ID`]; its RNG also
     /// makes the deployment's further keys and credential ids.
     pub issuer: TestIssuer,
+    /// The tariff bytes its bundles carry ([`TEST_BUNDLE_TARIFF`] unless
+    /// a test sets another).
+    pub tariff: Vec<u8>,
 }
 
 impl TestDeployment {
@@ -30,7 +34,11 @@ impl TestDeployment {
     pub fn new(seed: u64, valid_from_unix_s: u64, valid_until_unix_s: u64) -> TestDeployment {
         let mut issuer = TestIssuer::with_validity(seed, valid_from_unix_s, valid_until_unix_s);
         let root = issuer.next_key();
-        TestDeployment { root, issuer }
+        TestDeployment {
+            root,
+            issuer,
+            tariff: TEST_BUNDLE_TARIFF.to_vec(),
+        }
     }
 
     /// Another seeded key (a reader, a forger, a thief...).
@@ -49,7 +57,7 @@ impl TestDeployment {
             server_time_unix_s,
             trust: self.trust(),
             deny,
-            tariff: TEST_BUNDLE_TARIFF.to_vec(),
+            tariff: self.tariff.clone(),
         }
     }
 
@@ -76,32 +84,9 @@ impl TestDeployment {
         deny: DenyUpdate,
         base: Option<&[CredentialId]>,
     ) -> Vec<u8> {
-        self.bundle_v2_with_tariff(
-            publisher,
-            version,
-            server_time_unix_s,
-            deny,
-            base,
-            TEST_BUNDLE_TARIFF,
-        )
-    }
-
-    /// [`Self::bundle_v2`] carrying `tariff` instead of [`TEST_BUNDLE_TARIFF`].
-    ///
-    /// # Panics
-    /// When the bundle is over its size limit (a test's own mistake).
-    pub fn bundle_v2_with_tariff(
-        &self,
-        publisher: [u8; PUBLISHER_ID_LEN],
-        version: u64,
-        server_time_unix_s: u64,
-        deny: DenyUpdate,
-        base: Option<&[CredentialId]>,
-        tariff: &[u8],
-    ) -> Vec<u8> {
-        let mut p = self.published(publisher, version, server_time_unix_s, deny, base);
-        p.bundle.tariff = tariff.to_vec();
-        p.sign_v2(&self.root).expect("a test bundle encodes")
+        self.published(publisher, version, server_time_unix_s, deny, base)
+            .sign_v2(&self.root)
+            .expect("a test bundle encodes")
     }
 
     /// The content of [`Self::bundle_v2`], before signing.
