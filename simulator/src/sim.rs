@@ -3034,9 +3034,6 @@ struct RideAt {
 /// A phone's code for a ride and, for a companion, a second one 3 s later.
 type PhoneCodes = (Vec<u8>, Option<Vec<u8>>);
 
-/// What `phone` makes for a ride at phone time `device_now` (`None` when
-/// its wallet refuses): its own code and, with `companion`, a companion's
-/// 3 s later (none if the wallet refuses that one).
 /// The result of a scoped commit thread, if one was started.
 fn joined(
     commit: Option<std::thread::ScopedJoinHandle<'_, Result<(), String>>>,
@@ -3049,6 +3046,9 @@ fn joined(
     }
 }
 
+/// What `phone` makes for a ride at phone time `device_now` (`None` when
+/// its wallet refuses): its own code and, with `companion`, a companion's
+/// 3 s later (none if the wallet refuses that one).
 fn make_codes(phone: &mut Phone, device_now: u64, companion: bool) -> Option<PhoneCodes> {
     let code = phone.code(device_now).ok()?;
     let second = if companion {

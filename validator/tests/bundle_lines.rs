@@ -278,7 +278,7 @@ fn a_damaged_tariff_file_is_refused_at_open_naming_it() {
     assert!(err.to_string().contains(&name), "{err}");
     std::fs::remove_file(&path).unwrap();
     let Err(err) = fare_validator::Reader::open(tmp.path(), NOW) else {
-        panic!("opened over a damaged tariff file");
+        panic!("opened without its tariff file");
     };
     assert!(err.to_string().contains(&name), "{err}");
 }

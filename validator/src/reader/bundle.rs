@@ -5,18 +5,10 @@ use super::*;
 impl Reader {
     pub(super) fn load_installed(
         dir: &Path,
-        (meta, tariff, legacy): (BundleMeta, Vec<u8>, bool),
+        meta: BundleMeta,
+        tariff: Vec<u8>,
         publisher: [u8; fare_credential::bundle::PUBLISHER_ID_LEN],
     ) -> Result<Installed, ValidatorError> {
-        if fare_credential::bundle::tariff_digest(&tariff) != meta.tariff_digest {
-            return Err(ValidatorError::Corrupt {
-                seq: 0,
-                why: format!(
-                    "tariff file {} does not match its recorded digest",
-                    dir.join(&meta.tariff_file).display()
-                ),
-            });
-        }
         let path = dir.join(&meta.deny_file);
         let file = std::fs::File::open(&path).map_err(io("open deny list", &path))?;
         let mut r = BufReader::with_capacity(1 << 16, file);
@@ -49,7 +41,6 @@ impl Reader {
             deny,
             publisher,
             tariff: tariff.into(),
-            legacy,
         })
     }
 
@@ -82,7 +73,7 @@ impl Reader {
         // The tariff's file is written only when the tariff changes (or
         // the stored layout is the old one, which had no file).
         let tariff_file = match &self.installed {
-            Some(cur) if !cur.legacy && cur.meta.tariff_digest == tariff_digest => {
+            Some(cur) if cur.meta.has_tariff_file() && cur.meta.tariff_digest == tariff_digest => {
                 cur.meta.tariff_file.clone()
             }
             _ => self.write_tariff_file(&tariff, &tariff_digest)?,
@@ -114,7 +105,11 @@ impl Reader {
         let mut batch = sled::Batch::default();
         batch.insert(META_BUNDLE, codec::encode("bundle meta", &meta)?);
         batch.insert(META_PUBLISHER, &publisher[..]);
-        if self.installed.as_ref().is_some_and(|cur| cur.legacy) {
+        if self
+            .installed
+            .as_ref()
+            .is_some_and(|cur| !cur.meta.has_tariff_file())
+        {
             batch.remove(META_BUNDLE_V1);
         }
         self.meta
@@ -127,13 +122,12 @@ impl Reader {
             deny,
             publisher,
             tariff,
-            legacy: false,
         };
         if let Some(old) = self.installed.replace(new) {
             if old.meta.deny_file != deny_file {
                 let _ = std::fs::remove_file(self.dir.join(&old.meta.deny_file));
             }
-            if !old.meta.tariff_file.is_empty() && old.meta.tariff_file != tariff_file {
+            if old.meta.has_tariff_file() && old.meta.tariff_file != tariff_file {
                 let _ = std::fs::remove_file(self.dir.join(&old.meta.tariff_file));
             }
         }

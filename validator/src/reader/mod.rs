@@ -114,7 +114,8 @@ struct BundleMeta {
     installed_at_unix_s: u64,
     trust: Vec<IssuerKey>,
     /// The tariff's file (`tariff-<digest prefix>.json`), written once per
-    /// tariff.
+    /// tariff; empty for a meta read from the [`META_BUNDLE_V1`] layout
+    /// (the tariff was inline), until the next install writes the file.
     tariff_file: String,
     /// [`fare_credential::bundle::tariff_digest`] of the file's bytes
     /// (checked at open).
@@ -139,6 +140,15 @@ struct BundleMetaV1 {
     deny_file: String,
     deny_count: u64,
     deny_blake3: [u8; 32],
+}
+
+impl BundleMeta {
+    /// Whether the tariff is in its file (not: read from the
+    /// [`META_BUNDLE_V1`] layout, whose next install writes the file and
+    /// removes the old value).
+    fn has_tariff_file(&self) -> bool {
+        !self.tariff_file.is_empty()
+    }
 }
 
 impl BundleMetaV1 {
@@ -185,9 +195,6 @@ struct Installed {
     /// The tariff's bytes (`meta.tariff_digest` is their digest: what a
     /// bundle request names, v3). Shared: most installs keep it.
     tariff: std::sync::Arc<[u8]>,
-    /// Loaded from the [`META_BUNDLE_V1`] layout: the next install writes
-    /// the tariff's file and removes the old value.
-    legacy: bool,
 }
 
 /// Reader status for `status` and monitoring.

@@ -219,16 +219,14 @@ impl Reader {
         dir: &Path,
         meta: &sled::Tree,
     ) -> Result<Option<Installed>, ValidatorError> {
-        let stored = match read_meta::<BundleMeta>(meta, META_BUNDLE, "bundle meta")? {
+        let (bundle_meta, tariff) = match read_meta::<BundleMeta>(meta, META_BUNDLE, "bundle meta")?
+        {
             Some(m) => {
-                let tariff = read_tariff_file(dir, &m.tariff_file)?;
-                (m, tariff, false)
+                let tariff = read_tariff_file(dir, &m)?;
+                (m, tariff)
             }
             None => match read_meta::<BundleMetaV1>(meta, META_BUNDLE_V1, "bundle meta v1")? {
-                Some(v1) => {
-                    let (m, tariff) = v1.upgrade();
-                    (m, tariff, true)
-                }
+                Some(v1) => v1.upgrade(),
                 None => return Ok(None),
             },
         };
@@ -242,7 +240,12 @@ impl Reader {
             })?,
             None => fare_credential::bundle::V1_PUBLISHER,
         };
-        Ok(Some(Self::load_installed(dir, stored, publisher)?))
+        Ok(Some(Self::load_installed(
+            dir,
+            bundle_meta,
+            tariff,
+            publisher,
+        )?))
     }
 
     /// Re-inserts into sled the valid ring entries it lacks (a power cut
@@ -598,23 +601,28 @@ fn not_provisioned(dir: &Path) -> ValidatorError {
     }
 }
 
-/// The installed tariff's file (its digest is checked by the caller),
-/// refused past [`fare_credential::bundle::MAX_TARIFF_BYTES`].
-fn read_tariff_file(dir: &Path, name: &str) -> Result<Vec<u8>, ValidatorError> {
-    let path = dir.join(name);
+/// The installed tariff: the file `meta` names, refused past
+/// [`fare_credential::bundle::MAX_TARIFF_BYTES`] or when it does not have
+/// the digest `meta` recorded.
+fn read_tariff_file(dir: &Path, meta: &BundleMeta) -> Result<Vec<u8>, ValidatorError> {
+    let path = dir.join(&meta.tariff_file);
     let file = std::fs::File::open(&path).map_err(io("open tariff", &path))?;
     let limit = fare_credential::bundle::MAX_TARIFF_BYTES as u64;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(io("read tariff", &path))?;
-    if bytes.len() as u64 > limit {
-        return Err(ValidatorError::Corrupt {
-            seq: 0,
-            why: format!("tariff file {} is over {limit} bytes", path.display()),
-        });
-    }
-    Ok(bytes)
+    let why = if bytes.len() as u64 > limit {
+        format!("tariff file {} is over {limit} bytes", path.display())
+    } else if fare_credential::bundle::tariff_digest(&bytes) != meta.tariff_digest {
+        format!(
+            "tariff file {} does not match its recorded digest",
+            path.display()
+        )
+    } else {
+        return Ok(bytes);
+    };
+    Err(ValidatorError::Corrupt { seq: 0, why })
 }
 
 /// The value at `key` of the `meta` tree, decoded as a `what`.
