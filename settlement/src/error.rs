@@ -21,6 +21,15 @@ pub enum StoreError {
     /// PostgreSQL failed or could not be reached.
     #[error("{0} (is PostgreSQL running and reachable at `database_url`, and may its role use the database?)")]
     Database(String),
+    /// The PostgreSQL schema is not this build's: a migration unknown to it
+    /// (applied by a newer build) or one whose text differs.
+    #[error("{0} (run the fare-settlement build that migrated this database, or a newer one)")]
+    Schema(String),
+    /// A broken contract inside the service (a read of more keys than the
+    /// store takes at once, an operation its backend does not have, a row
+    /// the query cannot have returned): neither the disk nor the database.
+    #[error("storage layer bug: {0} (please report it with this message)")]
+    Internal(String),
     /// A stored value did not decode: corruption or a foreign database.
     #[error("stored value `{what}` does not decode: {why} (corrupt data dir, or written by another version?)")]
     Corrupt {
@@ -677,9 +686,11 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Conflict { .. } => ErrorCode::ConcurrentUpdate,
-            StoreError::Backend(_) | StoreError::Database(_) | StoreError::Corrupt { .. } => {
-                ErrorCode::StorageError
-            }
+            StoreError::Backend(_)
+            | StoreError::Database(_)
+            | StoreError::Schema(_)
+            | StoreError::Internal(_)
+            | StoreError::Corrupt { .. } => ErrorCode::StorageError,
         }
     }
 }

@@ -2,13 +2,15 @@
 //! blocks and day states live in one partition per day, a block follows
 //! its newest ride into a later day's partition, the retention purge drops
 //! whole days (and nothing newer), a late ride re-creates a dropped day;
-//! and migration 0003 carries the rows of a 0002 database over.
+//! migration 0003 carries the rows of a 0002 database over; and a database
+//! migrated by another build is refused, naming the migration.
 
 mod common;
 
 use common::*;
 use fare_settlement::store::postgres::{PostgresStore, MIGRATIONS};
 use fare_settlement::store::{Space, Store};
+use fare_settlement::StoreError;
 
 const DAY_A: i32 = 20260310;
 const DAY_B: i32 = 20260311;
@@ -172,6 +174,61 @@ async fn migration_0003_carries_a_0002_database_over_postgres() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "the 0002 tables are dropped");
+}
+
+/// A database migrated by another build (a migration this build does not
+/// know, or one whose text differs from this build's) is refused at open
+/// as a schema mismatch that names the migration and what to run, not as
+/// an unreachable database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_another_build_is_refused_naming_the_migration_postgres() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let url = db.url.clone().unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let open = || {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || PostgresStore::open(&url, 2).map(drop))
+    };
+    let refusal = |r: Result<(), StoreError>, names: &str| {
+        let e = r.expect_err("a database of another build opened");
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Schema(_)), "{msg}");
+        assert!(msg.contains(names), "{msg}");
+        assert!(
+            msg.contains("run the fare-settlement build that migrated this database")
+                && !msg.contains("is PostgreSQL running"),
+            "{msg}"
+        );
+    };
+    open().await.unwrap().unwrap();
+
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'from_a_newer_build', '\\x00')",
+            &[],
+        )
+        .await
+        .unwrap();
+    refusal(
+        open().await.unwrap(),
+        "migration 99 (from_a_newer_build), unknown to this build",
+    );
+
+    let sql = "DELETE FROM schema_migrations WHERE version = 99";
+    client.execute(sql, &[]).await.unwrap();
+    open().await.unwrap().unwrap();
+    let sql = "UPDATE schema_migrations SET checksum = '\\x00' WHERE version = 1";
+    client.execute(sql, &[]).await.unwrap();
+    let (_, name, _) = MIGRATIONS[0];
+    refusal(
+        open().await.unwrap(),
+        &format!("migration 1 ({name}) differs from the one applied"),
+    );
 }
 
 /// The blocks of ride history are TOASTed with lz4, which the service asks

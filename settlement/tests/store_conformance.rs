@@ -320,7 +320,7 @@ fn batched_reads_match_single_reads(s: &dyn Store) {
     let too_many = vec![b"k".to_vec(); MAX_KEYS_PER_READ + 1];
     assert!(matches!(
         s.get_many(Space::Meta, &too_many),
-        Err(StoreError::Backend(_))
+        Err(StoreError::Internal(_))
     ));
 
     let b = |x: &[u8], y: &[u8]| (x.to_vec(), y.to_vec());
@@ -376,7 +376,7 @@ fn batched_reads_match_single_reads(s: &dyn Store) {
     let too_many = vec![b(b"a", b"b"); MAX_KEYS_PER_READ + 1];
     assert!(matches!(
         s.range_many(Space::Meta, &too_many, 1),
-        Err(StoreError::Backend(_))
+        Err(StoreError::Internal(_))
     ));
 }
 

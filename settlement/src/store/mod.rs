@@ -126,14 +126,14 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Most keys one [`Store::get_many`] call, or ranges one
 /// [`Store::range_many`] call, takes (more is refused with
-/// [`StoreError::Backend`]); [`Db`] splits longer lists. On PostgreSQL it
+/// [`StoreError::Internal`]); [`Db`] splits longer lists. On PostgreSQL it
 /// is the length of the statement's `UNNEST` arrays.
 pub const MAX_KEYS_PER_READ: usize = 10_000;
 
 /// `Err` when a batched read asks for more than [`MAX_KEYS_PER_READ`].
 fn check_read_len(what: &str, n: usize) -> Result<(), StoreError> {
     if n > MAX_KEYS_PER_READ {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::Internal(format!(
             "{what}: {n} keys in one read, at most {MAX_KEYS_PER_READ} (split the list)"
         )));
     }
@@ -212,7 +212,7 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Every row of one day partition, in key order.
     fn history_day_entries(&self, space: Space, day: i32) -> Result<Entries, StoreError> {
-        Err(StoreError::Backend(format!(
+        Err(StoreError::Internal(format!(
             "{space:?} day {day}: this backend has no day partitions"
         )))
     }
@@ -223,7 +223,7 @@ pub trait Store: Send + Sync + 'static {
         _writes: WriteSet,
         _days: &[(Space, i32)],
     ) -> Result<(), StoreError> {
-        Err(StoreError::Backend(
+        Err(StoreError::Internal(
             "this backend has no day partitions".into(),
         ))
     }

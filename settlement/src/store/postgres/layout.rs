@@ -163,7 +163,7 @@ pub fn next_day(day: i32) -> Result<i32, StoreError> {
     if day == UNDATED {
         return Ok(UNDATED + 1);
     }
-    let bad = |e: jiff::Error| StoreError::Database(format!("partition day {day}: {e}"));
+    let bad = |e: jiff::Error| StoreError::Internal(format!("partition day {day}: {e}"));
     let d = jiff::civil::Date::new(
         i16::try_from(day / 10_000).unwrap_or(i16::MAX),
         (day / 100 % 100) as i8,

@@ -85,12 +85,12 @@ async fn apply_missing(client: &Client) -> Result<MigrationReport, StoreError> {
         let (v, name, sum): (i32, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
         match MIGRATIONS.iter().find(|m| m.0 == v) {
             None => {
-                return Err(StoreError::Database(format!(
+                return Err(StoreError::Schema(format!(
                     "postgres: the database has migration {v} ({name}), unknown to this build: it was migrated by a newer fare-settlement"
                 )))
             }
             Some(m) if checksum(m.2) != sum => {
-                return Err(StoreError::Database(format!(
+                return Err(StoreError::Schema(format!(
                     "postgres: migration {v} ({name}) differs from the one applied to this database"
                 )))
             }

@@ -800,7 +800,7 @@ impl Store for PostgresStore {
                 let slot = usize::try_from(i - 1)
                     .ok()
                     .and_then(|i| out.get_mut(i))
-                    .ok_or_else(|| StoreError::Database(format!("get_many: ordinal {i}")))?;
+                    .ok_or_else(|| StoreError::Internal(format!("get_many: ordinal {i}")))?;
                 *slot = Some(r.get(1));
             }
             Ok(out)
@@ -860,7 +860,7 @@ impl Store for PostgresStore {
                 let slot = usize::try_from(i - 1)
                     .ok()
                     .and_then(|i| out.get_mut(i))
-                    .ok_or_else(|| StoreError::Database(format!("range_many: ordinal {i}")))?;
+                    .ok_or_else(|| StoreError::Internal(format!("range_many: ordinal {i}")))?;
                 slot.push((r.get(1), r.get(2)));
             }
             Ok(out)
@@ -950,7 +950,7 @@ impl Store for PostgresStore {
 
     fn history_day_entries(&self, space: Space, day: i32) -> Result<Entries, StoreError> {
         if !partitioned(space) {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::Internal(format!(
                 "{space:?} is not partitioned by day"
             )));
         }
@@ -970,7 +970,7 @@ impl Store for PostgresStore {
         days: &[(Space, i32)],
     ) -> Result<(), StoreError> {
         if let Some((s, _)) = days.iter().find(|(s, _)| !partitioned(*s)) {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::Internal(format!(
                 "{s:?} is not partitioned by day"
             )));
         }

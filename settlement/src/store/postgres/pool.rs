@@ -41,7 +41,7 @@ pub fn block_on<T: Send + 'static>(
         let _ = tx.send(fut.await);
     });
     rx.recv()
-        .map_err(|_| StoreError::Database("postgres: the client runtime stopped".into()))
+        .map_err(|_| StoreError::Internal("postgres: the client runtime stopped".into()))
 }
 
 #[derive(Default)]
