@@ -27,6 +27,15 @@ fn readers_in(store: &dyn Store, space: Space, day: i32) -> Vec<u32> {
     r
 }
 
+/// A plain client of the test database, its connection driven in the background.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 async fn upload(srv: &Server, reader: &FakeReader, from: u64, to: u64) {
     let (s, v) = srv.upload(reader.batch(from, to)).await;
     assert_eq!(s, 200, "{v}");
@@ -112,10 +121,7 @@ async fn migration_0003_carries_a_0002_database_over_postgres() {
         return;
     };
     let url = db.url.clone().unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&url).await;
     // The database as a build with migrations 0001 and 0002 left it.
     client
         .batch_execute(
@@ -186,10 +192,7 @@ async fn a_database_migrated_by_another_build_is_refused_naming_the_migration_po
         return;
     };
     let url = db.url.clone().unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&url).await;
     let open = || {
         let url = url.clone();
         tokio::task::spawn_blocking(move || PostgresStore::open(&url, 2).map(drop))
@@ -252,10 +255,7 @@ async fn ride_history_blocks_are_compressed_with_lz4_postgres() {
     upload(&srv, &reader, 1, 40).await;
     srv.settle().await;
     let url = db.url.clone().expect("a PostgreSQL database");
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = connect(&url).await;
     for space in [Space::Rides, Space::Results] {
         let sql = format!(
             "SELECT pg_column_compression(v) AS m, count(*) AS n FROM {} \

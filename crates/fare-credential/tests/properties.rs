@@ -242,14 +242,10 @@ fn bundle_round_trip_and_tamper() {
     assert!(matches!(err, FormatError::BadSignature { .. }));
 }
 
-/// v3 (SPEC §4.2), the tariff whole and by digest: each round-trips, every
-/// flipped byte is refused, and the signing rules hold.
-#[test]
-fn bundle_v3_round_trip_and_tamper() {
-    use fare_credential::bundle::{tariff_digest, PublishedBundle};
-    let f = fixture();
-    let tariff = br#"{"currency":"CNY"}"#.to_vec();
-    let whole = PublishedBundle {
+/// A published delta bundle with the fixture's trust keys and `tariff`'s
+/// bytes (version 9 on base 8, one id added, one removed).
+fn delta_bundle(f: &Fixture, tariff: &[u8]) -> fare_credential::bundle::PublishedBundle {
+    fare_credential::bundle::PublishedBundle {
         publisher: [7; 16],
         deny_base_hash: Some([3; 32]),
         tariff_by_digest: None,
@@ -262,9 +258,19 @@ fn bundle_v3_round_trip_and_tamper() {
                 add: vec![CredentialId([1; 16])],
                 remove: vec![CredentialId([5; 16])],
             },
-            tariff: tariff.clone(),
+            tariff: tariff.to_vec(),
         },
-    };
+    }
+}
+
+/// v3 (SPEC §4.2), the tariff whole and by digest: each round-trips, every
+/// flipped byte is refused, and the signing rules hold.
+#[test]
+fn bundle_v3_round_trip_and_tamper() {
+    use fare_credential::bundle::{tariff_digest, PublishedBundle};
+    let f = fixture();
+    let tariff = br#"{"currency":"CNY"}"#.to_vec();
+    let whole = delta_bundle(f, &tariff);
     let mut by_digest = whole.clone();
     by_digest.tariff_by_digest = Some(tariff_digest(&tariff));
     by_digest.bundle.tariff.clear();
@@ -338,24 +344,9 @@ fn signed_bundle(root: &SigningKey, body: &[u8]) -> Vec<u8> {
 /// a delta with trust keys and the tariff's bytes (v1, v2, v3), a
 /// snapshot and the tariff by digest (v3).
 fn valid_bundle_bodies(f: &Fixture) -> Vec<Vec<u8>> {
-    use fare_credential::bundle::{tariff_digest, PublishedBundle};
+    use fare_credential::bundle::tariff_digest;
     let tariff = br#"{"currency":"CNY","fares":[200,300]}"#.to_vec();
-    let delta = PublishedBundle {
-        publisher: [7; 16],
-        deny_base_hash: Some([3; 32]),
-        tariff_by_digest: None,
-        bundle: ReaderBundle {
-            bundle_version: 9,
-            server_time_unix_s: NOW,
-            trust: f.trust.keys(),
-            deny: DenyUpdate::Delta {
-                base_version: 8,
-                add: vec![CredentialId([1; 16]), CredentialId([2; 16])],
-                remove: vec![CredentialId([5; 16])],
-            },
-            tariff: tariff.clone(),
-        },
-    };
+    let delta = delta_bundle(f, &tariff);
     let mut snapshot = delta.clone();
     snapshot.deny_base_hash = None;
     snapshot.bundle.deny = DenyUpdate::Snapshot(vec![CredentialId([4; 16])]);
