@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = PublishedBundle::verify(rest, &root.verifying_key());
         return;
     }
-    let (version, domain) = match mode >> 1 & 3 {
+    let (version, domain) = match (mode >> 1) & 3 {
         0 => (BUNDLE_V1, BUNDLE_DOMAIN_V1),
         1 => (BUNDLE_V2, BUNDLE_DOMAIN_V2),
         _ => (BUNDLE_V3, BUNDLE_DOMAIN_V3),
