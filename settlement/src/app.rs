@@ -177,7 +177,9 @@ impl App {
             ),
             None => {
                 let db_path = data_dir.join("db");
-                Arc::new(SledStore::open(&db_path).map_err(|source| AppError::Store {
+                let cache_bytes = config.sled_cache_mb << 20;
+                let store = SledStore::open_sized(&db_path, cache_bytes);
+                Arc::new(store.map_err(|source| AppError::Store {
                     path: db_path,
                     source,
                 })?)

@@ -512,7 +512,8 @@ fn api<T, E: Into<fare_settlement::ApiError>>(r: Result<T, E>) -> AdapterResult<
 
 impl Backoffice {
     /// Opens (initialising keys on first open) settlement in `dir` with the
-    /// tariff JSON in `tariff_file`, at simulated time `now`.
+    /// tariff JSON in `tariff_file`, at simulated time `now`, its sled page
+    /// cache `cache_mb` MiB.
     pub fn open(
         dir: &Path,
         tariff_file: &Path,
@@ -520,10 +521,12 @@ impl Backoffice {
         seed: u64,
         bugs: PlantedBugs,
         network: bool,
+        cache_mb: u64,
     ) -> AdapterResult<Backoffice> {
         let config = Config {
             operator_token: "simulator".into(),
             tariff_file: Some(tariff_file.to_path_buf()),
+            sled_cache_mb: cache_mb,
             ..Config::default()
         };
         let clock = ManualClock::new(now);

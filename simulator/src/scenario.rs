@@ -217,9 +217,16 @@ pub struct ExecutionConfig {
     /// buffers: this bounds both.
     #[serde(default = "default_max_open_readers")]
     pub max_open_readers: u32,
+    /// Settlement's sled page cache, MiB (its `sled_cache_mb`).
+    #[serde(default = "default_settlement_cache_mb")]
+    pub settlement_cache_mb: u64,
     /// Test only: settlement's adapter charges one ride twice.
     #[serde(default)]
     pub planted_double_charge: bool,
+}
+
+fn default_settlement_cache_mb() -> u64 {
+    fare_settlement::store::SLED_DEFAULT_CACHE_BYTES >> 20
 }
 
 fn default_reader_cache_kib() -> u64 {
@@ -325,6 +332,12 @@ impl Scenario {
         {
             return Err(format!(
                 "execution.max_open_readers: expected 1..={MAX_OPEN_READERS}"
+            ));
+        }
+        use fare_settlement::config::{MAX_SLED_CACHE_MB, MIN_SLED_CACHE_MB};
+        if !(MIN_SLED_CACHE_MB..=MAX_SLED_CACHE_MB).contains(&self.execution.settlement_cache_mb) {
+            return Err(format!(
+                "execution.settlement_cache_mb: expected {MIN_SLED_CACHE_MB}..={MAX_SLED_CACHE_MB}"
             ));
         }
         if self.sync.batch_max_records == 0 || self.sync.batch_max_records > 4096 {
@@ -435,5 +448,18 @@ mod tests {
         let w = Scenario::preset("wuhan").unwrap();
         assert_eq!(w.total_buses(), 8_600);
         assert_eq!(w.riders.accounts, 4_500_000);
+        assert_eq!(w.execution.settlement_cache_mb, 1024);
+        let d = Scenario::preset("demo").unwrap();
+        assert_eq!(d.execution.settlement_cache_mb, 256, "settlement's default");
+    }
+
+    #[test]
+    fn settlement_cache_out_of_range_is_refused_naming_it() {
+        let wuhan = WUHAN_TOML.replace("settlement_cache_mb = 1024", "settlement_cache_mb = 8");
+        let e = Scenario::from_toml(&wuhan).unwrap_err();
+        assert!(
+            e.contains("execution.settlement_cache_mb: expected 16..=65536"),
+            "{e}"
+        );
     }
 }

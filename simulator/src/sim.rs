@@ -713,6 +713,7 @@ impl World {
         let bugs = PlantedBugs {
             double_charge: scenario.execution.planted_double_charge,
         };
+        let cache_mb = scenario.execution.settlement_cache_mb;
         let settlement = Backoffice::open(
             &work.join("settlement"),
             &tariff_path,
@@ -720,6 +721,7 @@ impl World {
             sub_seed(seed, "settlement"),
             bugs,
             opts.network,
+            cache_mb,
         )?;
         let root_public = settlement.root_public_key()?;
         let f = &scenario.faults;

@@ -15,7 +15,7 @@ pub mod typed;
 
 pub use claim::{WriteGuard, WriteLock};
 pub use postgres::PostgresStore;
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES as SLED_DEFAULT_CACHE_BYTES};
 pub use typed::{Db, DenyState, PostingBlocks, ResultBlocks, RideBlocks};
 
 use crate::error::StoreError;

@@ -19,6 +19,9 @@ pub struct SledStore {
     commit_lock: Mutex<()>,
 }
 
+/// sled's page cache when none is configured (`sled_cache_mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
 /// How long [`SledStore::open`] waits for a lock this process just released.
 pub const LOCK_WAIT_MS: u64 = 5_000;
 /// Pause between two attempts to take the lock.
@@ -38,10 +41,20 @@ impl SledStore {
     /// process dropped its last handle (sled 0.34's background I/O threads
     /// hold the file until their write ends), so a lock conflict is retried
     /// for up to [`LOCK_WAIT_MS`]; another process holding it still fails.
+    /// Its page cache is [`DEFAULT_CACHE_BYTES`] ([`SledStore::open_sized`]
+    /// sets it).
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_sized(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`SledStore::open`], with a page cache of `cache_bytes`: what
+    /// does not fit is read back from the log file (and decoded) at each
+    /// use, which a settlement run does for every account and reader it
+    /// touches.
+    pub fn open_sized(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(256 << 20)
+            .cache_capacity(cache_bytes)
             // Settlement chunks are large write batches: favour write speed
             // over disk space.
             .mode(sled::Mode::HighThroughput)
