@@ -155,6 +155,16 @@ pub const MIN_SLED_CACHE_MB: u64 = 16;
 /// Largest `sled_cache_mb` (64 GiB).
 pub const MAX_SLED_CACHE_MB: u64 = 64 << 10;
 
+/// Checks a `sled_cache_mb` value (also the simulator's scenarios' own).
+pub fn check_sled_cache_mb(mb: u64) -> Result<(), String> {
+    if (MIN_SLED_CACHE_MB..=MAX_SLED_CACHE_MB).contains(&mb) {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {MIN_SLED_CACHE_MB}..={MAX_SLED_CACHE_MB} (MiB)"
+    ))
+}
+
 /// Shortest token accepted in [`Config::ui_staff`].
 pub const MIN_UI_STAFF_TOKEN_BYTES: usize = 16;
 
@@ -279,11 +289,8 @@ impl Config {
         if self.header_read_timeout_ms == 0 {
             return bad("header_read_timeout_ms", "must be ≥ 1".into());
         }
-        if !(MIN_SLED_CACHE_MB..=MAX_SLED_CACHE_MB).contains(&self.sled_cache_mb) {
-            return bad(
-                "sled_cache_mb",
-                format!("expected {MIN_SLED_CACHE_MB}..={MAX_SLED_CACHE_MB} (MiB)"),
-            );
+        if let Err(why) = check_sled_cache_mb(self.sled_cache_mb) {
+            return bad("sled_cache_mb", why);
         }
         Ok(())
     }

@@ -226,7 +226,7 @@ pub struct ExecutionConfig {
 }
 
 fn default_settlement_cache_mb() -> u64 {
-    fare_settlement::store::SLED_DEFAULT_CACHE_BYTES >> 20
+    fare_settlement::Config::default().sled_cache_mb
 }
 
 fn default_reader_cache_kib() -> u64 {
@@ -334,12 +334,8 @@ impl Scenario {
                 "execution.max_open_readers: expected 1..={MAX_OPEN_READERS}"
             ));
         }
-        use fare_settlement::config::{MAX_SLED_CACHE_MB, MIN_SLED_CACHE_MB};
-        if !(MIN_SLED_CACHE_MB..=MAX_SLED_CACHE_MB).contains(&self.execution.settlement_cache_mb) {
-            return Err(format!(
-                "execution.settlement_cache_mb: expected {MIN_SLED_CACHE_MB}..={MAX_SLED_CACHE_MB}"
-            ));
-        }
+        fare_settlement::config::check_sled_cache_mb(self.execution.settlement_cache_mb)
+            .map_err(|why| format!("execution.settlement_cache_mb: {why}"))?;
         if self.sync.batch_max_records == 0 || self.sync.batch_max_records > 4096 {
             return Err("sync.batch_max_records: expected 1..=4096".into());
         }

@@ -32,7 +32,7 @@ fn settlement_and_reader(dir: &std::path::Path) -> (Backoffice, BusReader, Signi
         1,
         PlantedBugs::default(),
         false,
-        fare_settlement::store::SLED_DEFAULT_CACHE_BYTES >> 20,
+        fare_settlement::Config::default().sled_cache_mb,
     )
     .unwrap();
     let key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(16));
