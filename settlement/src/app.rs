@@ -173,7 +173,8 @@ impl App {
         })?;
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(
-                PostgresStore::open(url, config.database_pool_size).map_err(AppError::Database)?,
+                PostgresStore::open_with(url, config.database_pool())
+                    .map_err(AppError::Database)?,
             ),
             None => {
                 let db_path = data_dir.join("db");

@@ -21,6 +21,7 @@
 //! header_read_timeout_ms = 10000   # a request's headers (and a keep-alive wait) must arrive within this
 //! database_url = "postgres://fare@db.internal/fare"  # PostgreSQL instead of sled (also --database-url, DATABASE_URL)
 //! database_pool_size = 16          # PostgreSQL connections per instance
+//! database_pool_wait_ms = 30000    # a request waits this long for a free one, then 503 database_busy
 //! sled_cache_mb = 256              # sled's page cache (when not on PostgreSQL)
 //!
 //! [ui_staff]                       # dashboard logins scoped to one operator (operator id = token)
@@ -143,6 +144,9 @@ pub struct Config {
     /// PostgreSQL connections per instance (at least 4: a settlement run
     /// holds one for its claim and reads on others).
     pub database_pool_size: usize,
+    /// How long a request waits for a free PostgreSQL connection before it
+    /// is answered `503 database_busy` (milliseconds).
+    pub database_pool_wait_ms: u64,
     /// sled's page cache in MiB (the sled store only). A day's ride
     /// records, results, balances and day states that do not fit are read
     /// back from the log and decoded at each use (the simulator's 1M-ride
@@ -190,6 +194,7 @@ impl Default for Config {
             ui_staff: Default::default(),
             database_url: None,
             database_pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            database_pool_wait_ms: crate::store::postgres::POOL_WAIT.as_millis() as u64,
             sled_cache_mb: crate::store::SLED_DEFAULT_CACHE_BYTES >> 20,
         }
     }
@@ -327,14 +332,33 @@ impl Config {
         Ok(())
     }
 
-    /// The PostgreSQL pool size and connection string.
+    /// The PostgreSQL pool's settings (`database_pool_size`, `database_pool_wait_ms`).
+    pub fn database_pool(&self) -> crate::store::PoolOptions {
+        crate::store::PoolOptions {
+            size: self.database_pool_size,
+            wait: std::time::Duration::from_millis(self.database_pool_wait_ms),
+        }
+    }
+
+    /// The PostgreSQL pool size and wait, and the connection string.
     fn validate_database(&self) -> Result<(), ConfigError> {
         let bad = |field, why: String| Err(ConfigError::Invalid { field, why });
-        use crate::store::postgres::{MAX_POOL_SIZE, MIN_POOL_SIZE};
+        use crate::store::postgres::{MAX_POOL_SIZE, MAX_POOL_WAIT, MIN_POOL_SIZE, MIN_POOL_WAIT};
         if !(MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&self.database_pool_size) {
             return bad(
                 "database_pool_size",
                 format!("expected {MIN_POOL_SIZE}..={MAX_POOL_SIZE}"),
+            );
+        }
+        let wait = std::time::Duration::from_millis(self.database_pool_wait_ms);
+        if !(MIN_POOL_WAIT..=MAX_POOL_WAIT).contains(&wait) {
+            return bad(
+                "database_pool_wait_ms",
+                format!(
+                    "expected {}..={} (milliseconds)",
+                    MIN_POOL_WAIT.as_millis(),
+                    MAX_POOL_WAIT.as_millis()
+                ),
             );
         }
         if let Some(url) = &self.database_url {
@@ -380,6 +404,33 @@ mod tests {
                     assert!(why.contains("16..=65536"), "{why}");
                 }
                 other => panic!("sled_cache_mb = {bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn database_pool_wait_is_configured_within_its_limits() {
+        let default = load("").unwrap();
+        assert_eq!(
+            default.database_pool().wait,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(default.database_pool().size, 16);
+        let c = load("database_pool_wait_ms = 250\ndatabase_pool_size = 5").unwrap();
+        assert_eq!(
+            c.database_pool(),
+            crate::store::PoolOptions {
+                size: 5,
+                wait: std::time::Duration::from_millis(250)
+            }
+        );
+        for bad in [0, 9, 600_001] {
+            match load(&format!("database_pool_wait_ms = {bad}")) {
+                Err(ConfigError::Invalid { field, why }) => {
+                    assert_eq!(field, "database_pool_wait_ms");
+                    assert!(why.contains("10..=600000 (milliseconds)"), "{why}");
+                }
+                other => panic!("database_pool_wait_ms = {bad}: {other:?}"),
             }
         }
     }

@@ -21,6 +21,23 @@ pub enum StoreError {
     /// PostgreSQL failed or could not be reached.
     #[error("{0} (is PostgreSQL running and reachable at `database_url`, and may its role use the database?)")]
     Database(String),
+    /// Every pooled PostgreSQL connection stayed busy for the pool's whole
+    /// wait: the database is reachable but this instance asks more of it at
+    /// once than its pool holds (a burst of uploads, slow queries, a stuck
+    /// client). Answered `503 database_busy`: retry.
+    #[error("no PostgreSQL connection free within {waited_ms} ms: all {pool_size} of the pool stayed busy (retry; if it persists raise `database_pool_size` or `database_pool_wait_ms`, or look for slow queries)")]
+    PoolExhausted {
+        /// How long the caller waited (`database_pool_wait_ms`).
+        waited_ms: u64,
+        /// The pool's size (`database_pool_size`).
+        pool_size: usize,
+    },
+    /// The operating system refused what the store needs to start (a
+    /// thread of the PostgreSQL client's runtime, memory).
+    #[error(
+        "{0} (the operating system refused a thread or memory: check `ulimit -u` and free memory)"
+    )]
+    Resources(String),
     /// The PostgreSQL schema is not this build's: a migration unknown to it
     /// (applied by a newer build) or one whose text differs.
     #[error("{0} (run the fare-settlement build that migrated this database, or a newer one)")]
@@ -182,6 +199,8 @@ error_codes! {
     BadRequest => ("bad_request", BAD_REQUEST),
     /// Every connection slot is taken (`max_connections`): retry after `Retry-After` seconds.
     TooManyConnections => ("too_many_connections", SERVICE_UNAVAILABLE),
+    /// Every PostgreSQL connection of the pool stayed busy for `database_pool_wait_ms`: retry.
+    DatabaseBusy => ("database_busy", SERVICE_UNAVAILABLE),
     /// A compare-and-swap lost a race with another writer: retry.
     ConcurrentUpdate => ("concurrent_update", CONFLICT),
     /// The database failed (disk, corruption): a server fault.
@@ -681,13 +700,16 @@ impl From<OpsError> for ApiError {
 }
 
 impl StoreError {
-    /// Its code: a lost compare-and-swap is `concurrent_update` (retry), any
-    /// other storage failure `storage_error`.
+    /// Its code: a lost compare-and-swap is `concurrent_update` (retry), a
+    /// pool that stayed busy `database_busy` (retry), any other storage
+    /// failure `storage_error`.
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Conflict { .. } => ErrorCode::ConcurrentUpdate,
+            StoreError::PoolExhausted { .. } => ErrorCode::DatabaseBusy,
             StoreError::Backend(_)
             | StoreError::Database(_)
+            | StoreError::Resources(_)
             | StoreError::Schema(_)
             | StoreError::Internal(_)
             | StoreError::Corrupt { .. } => ErrorCode::StorageError,

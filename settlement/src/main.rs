@@ -226,7 +226,7 @@ fn migrate(config: &Option<PathBuf>) -> Result<(), String> {
     let url = config.database_url.as_deref().ok_or(
         "migrate: no database (give --database-url, DATABASE_URL or database_url in the config)",
     )?;
-    let store = fare_settlement::store::PostgresStore::connect(url, config.database_pool_size)
+    let store = fare_settlement::store::PostgresStore::connect_with(url, config.database_pool())
         .map_err(|e| e.to_string())?;
     let report = store.migrate().map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string(&report).expect("serialises"));

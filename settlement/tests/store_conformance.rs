@@ -496,3 +496,49 @@ fn migrations_apply_once_postgres() {
     let applied: usize = t.into_iter().map(|t| t.join().unwrap().applied.len()).sum();
     assert_eq!(applied, every.len());
 }
+
+/// A pool whose every connection stays busy: the caller waits the pool's
+/// wait, then gets `PoolExhausted` (answered `503 database_busy`, naming
+/// the pool), not the "is PostgreSQL running?" of an unreachable database;
+/// once the connection is back the same read succeeds.
+#[test]
+fn a_busy_pool_is_database_busy_not_unreachable_postgres() {
+    use fare_settlement::error::{ApiError, ErrorCode};
+    use fare_settlement::store::PoolOptions;
+    use std::time::Duration;
+    let Some(Backend::Postgres(_c, url)) = Backend::postgres() else {
+        return;
+    };
+    let pool = PoolOptions {
+        size: 1,
+        wait: Duration::from_millis(200),
+    };
+    let s = Arc::new(PostgresStore::open_with(&url, pool).unwrap());
+    // The writer claim holds the only connection until it is released.
+    s.claim_writer();
+    let other = s.clone();
+    let e = std::thread::spawn(move || other.get(Space::Meta, b"k"))
+        .join()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::PoolExhausted {
+                waited_ms: 200,
+                pool_size: 1
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("database_pool_size"), "{msg}");
+    assert!(!msg.contains("is PostgreSQL running"), "{msg}");
+    assert_eq!(e.code(), ErrorCode::DatabaseBusy);
+    let api = ApiError::from(e);
+    assert_eq!((api.code, api.status.as_u16()), ("database_busy", 503));
+    s.release_writer();
+    let other = s.clone();
+    let read = std::thread::spawn(move || other.get(Space::Meta, b"k"));
+    assert_eq!(read.join().unwrap().unwrap(), None);
+}

@@ -14,7 +14,7 @@ mod sled_store;
 pub mod typed;
 
 pub use claim::{WriteGuard, WriteLock};
-pub use postgres::PostgresStore;
+pub use postgres::{PoolOptions, PostgresStore};
 pub use sled_store::{SledStore, DEFAULT_CACHE_BYTES as SLED_DEFAULT_CACHE_BYTES};
 pub use typed::{Db, DenyState, PostingBlocks, ResultBlocks, RideBlocks};
 

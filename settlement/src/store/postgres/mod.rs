@@ -29,6 +29,7 @@ mod pool;
 
 pub use layout::{dist, dist_key, partitioned, utc_day, Dist, PARTITIONED, UNDATED};
 pub use migrate::{MigrationReport, MIGRATIONS, MIGRATION_LOCK_KEY};
+pub use pool::{MAX_POOL_WAIT, MIN_POOL_WAIT, POOL_WAIT};
 
 use super::{Entries, Space, Store, WriteSet};
 use crate::error::StoreError;
@@ -41,6 +42,28 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
+
+/// The connection pool's settings (`database_pool_size`,
+/// `database_pool_wait_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// At most this many connections (≥ 1; the service asks for at least
+    /// [`MIN_POOL_SIZE`]).
+    pub size: usize,
+    /// A caller waits at most this long for a free connection, then gets
+    /// [`StoreError::PoolExhausted`].
+    pub wait: Duration,
+}
+
+impl PoolOptions {
+    /// `size` connections, the default wait ([`POOL_WAIT`]).
+    pub fn sized(size: usize) -> PoolOptions {
+        PoolOptions {
+            size,
+            wait: POOL_WAIT,
+        }
+    }
+}
 
 /// Default of `database_pool_size`.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -129,8 +152,14 @@ impl Drop for PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…` or key=value form) with at most
-    /// `pool_size` connections. Applies no migration (see [`Self::migrate`]).
+    /// `pool_size` connections, callers waiting at most [`POOL_WAIT`] for
+    /// one. Applies no migration (see [`Self::migrate`]).
     pub fn connect(url: &str, pool_size: usize) -> Result<PostgresStore, StoreError> {
+        Self::connect_with(url, PoolOptions::sized(pool_size))
+    }
+
+    /// [`Self::connect`] with the pool's size and wait given.
+    pub fn connect_with(url: &str, pool: PoolOptions) -> Result<PostgresStore, StoreError> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Database(format!("database_url: {e}")))?;
@@ -139,8 +168,8 @@ impl PostgresStore {
             .thread_name("postgres-client")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Database(format!("postgres client runtime: {e}")))?;
-        let pool = Pool::new(rt.handle().clone(), config, pool_size);
+            .map_err(|e| StoreError::Resources(format!("postgres client runtime: {e}")))?;
+        let pool = Pool::new(rt.handle().clone(), config, pool.size, pool.wait);
         let store = PostgresStore {
             rt: Some(rt),
             pool,
@@ -154,7 +183,12 @@ impl PostgresStore {
 
     /// Connects and applies the missing migrations.
     pub fn open(url: &str, pool_size: usize) -> Result<PostgresStore, StoreError> {
-        let store = Self::connect(url, pool_size)?;
+        Self::open_with(url, PoolOptions::sized(pool_size))
+    }
+
+    /// [`Self::open`] with the pool's size and wait given.
+    pub fn open_with(url: &str, pool: PoolOptions) -> Result<PostgresStore, StoreError> {
+        let store = Self::connect_with(url, pool)?;
         store.migrate()?;
         Ok(store)
     }

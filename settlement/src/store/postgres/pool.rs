@@ -9,8 +9,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// How long a caller waits for a free connection before failing.
+/// How long a caller waits for a free connection before failing, unless
+/// told otherwise (`database_pool_wait_ms`).
 pub const POOL_WAIT: Duration = Duration::from_secs(30);
+/// Shortest wait for a free connection `database_pool_wait_ms` takes.
+pub const MIN_POOL_WAIT: Duration = Duration::from_millis(10);
+/// Longest wait for a free connection `database_pool_wait_ms` takes: past
+/// it a caller (an HTTP handler, a reader's upload) would have given up.
+pub const MAX_POOL_WAIT: Duration = Duration::from_secs(600);
 
 /// Maps a client error to the store's, with the server's message when there is one.
 pub fn pg_err(e: tokio_postgres::Error) -> StoreError {
@@ -56,6 +62,7 @@ pub struct Pool {
     rt: tokio::runtime::Handle,
     config: tokio_postgres::Config,
     max: usize,
+    wait: Duration,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -64,6 +71,7 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("max", &self.max)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
@@ -107,24 +115,30 @@ impl Drop for Conn {
 }
 
 impl Pool {
-    /// A pool of at most `max` (≥ 1) connections to `config`.
+    /// A pool of at most `max` (≥ 1) connections to `config`, whose callers
+    /// wait at most `wait` for one to be free.
     pub fn new(
         rt: tokio::runtime::Handle,
         config: tokio_postgres::Config,
         max: usize,
+        wait: Duration,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             rt,
             config,
             max: max.max(1),
+            wait,
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
         })
     }
 
     /// An idle connection, a new one while under the cap, else the first
-    /// one freed within [`POOL_WAIT`].
+    /// one freed within the pool's wait ([`StoreError::PoolExhausted`] past it).
     pub fn get(self: &Arc<Self>) -> Result<Conn, StoreError> {
+        // One deadline for the whole call: a wake-up that another caller
+        // beat to the freed connection does not restart the wait.
+        let deadline = std::time::Instant::now() + self.wait;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(c) = st.idle.pop() {
@@ -146,18 +160,18 @@ impl Pool {
                     }
                 };
             }
-            let (s, timeout) = self
-                .freed
-                .wait_timeout(st, POOL_WAIT)
-                .unwrap_or_else(|p| p.into_inner());
-            st = s;
-            if timeout.timed_out() && st.idle.is_empty() && st.open >= self.max {
-                return Err(StoreError::Database(format!(
-                    "postgres: no connection free within {} s (database_pool_size = {})",
-                    POOL_WAIT.as_secs(),
-                    self.max
-                )));
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::PoolExhausted {
+                    waited_ms: u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
+                    pool_size: self.max,
+                });
             }
+            st = self
+                .freed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
