@@ -18,6 +18,13 @@ use std::sync::{Arc, Mutex};
 
 /// Longest chain of versions composed into one delta.
 pub const MAX_DELTA_STEPS: usize = 1000;
+/// Most deltas kept composed beside one deny head ([`CachedHead`]): one
+/// per version a reader may still hold, far more than the versions of a
+/// few days.
+pub const MAX_CACHED_DELTAS: usize = 256;
+/// Most credential ids those deltas hold in all (16 bytes each: 16 MiB);
+/// a delta that would pass it is composed for each request instead.
+pub const MAX_CACHED_DELTA_IDS: usize = 1 << 20;
 
 /// Hash of the trust list and the tariff (by its `tariff_digest`).
 pub fn material_hash(trust: &[IssuerKey], tariff_digest: &[u8; 32]) -> [u8; 32] {
@@ -132,6 +139,70 @@ pub struct CachedHead {
     pub head: DenyState,
     /// `deny_digest` of `head.ids`.
     pub digest: [u8; 32],
+    /// Deltas to this head already composed, by the version they start
+    /// from ([`deny_answer`]).
+    deltas: Mutex<Deltas>,
+}
+
+/// The deltas a [`CachedHead`] keeps, within [`MAX_CACHED_DELTAS`] and
+/// [`MAX_CACHED_DELTA_IDS`].
+#[derive(Default)]
+struct Deltas {
+    by_since: std::collections::HashMap<u64, Arc<DenyAnswer>>,
+    ids: usize,
+}
+
+/// What a bundle carries of the deny list for a reader at some version:
+/// the update, and the digest of the list a delta applies to (`None` for
+/// a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenyAnswer {
+    /// Snapshot or delta.
+    pub update: DenyUpdate,
+    /// `deny_digest` of the list a delta was computed from.
+    pub base_digest: Option<[u8; 32]>,
+}
+
+/// The deny part of a bundle for a reader at `since`. A delta is composed
+/// once per head and starting version, then served from `cached`: at a
+/// city's scale thousands of readers ask for the same few deltas, and
+/// composing one reads and decodes every version in between and hashes
+/// the whole list (a sixth of a bundle answer's cost in the full `wuhan`
+/// day's profile). Deny versions are written once and never changed, and
+/// the cache goes with its head, so a cached delta is the one
+/// [`deny_update`] would compose now. Snapshots are not kept (each is the
+/// whole list).
+pub fn deny_answer(
+    db: &Db,
+    cached: &CachedHead,
+    since: Option<u64>,
+) -> Result<Arc<DenyAnswer>, StoreError> {
+    let lock = || cached.deltas.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = since.and_then(|v| lock().by_since.get(&v).cloned()) {
+        return Ok(hit);
+    }
+    let head = &cached.head;
+    let update = deny_update(db, head, since)?;
+    let base_digest = match &update {
+        DenyUpdate::Snapshot(_) => None,
+        DenyUpdate::Delta { add, remove, .. } if add.is_empty() && remove.is_empty() => {
+            Some(cached.digest)
+        }
+        DenyUpdate::Delta { add, remove, .. } => Some(delta_base_digest(&head.ids, add, remove)),
+    };
+    let answer = Arc::new(DenyAnswer {
+        update,
+        base_digest,
+    });
+    if let (Some(since), DenyUpdate::Delta { add, remove, .. }) = (since, &answer.update) {
+        let mut deltas = lock();
+        let ids = add.len() + remove.len();
+        if deltas.by_since.len() < MAX_CACHED_DELTAS && deltas.ids + ids <= MAX_CACHED_DELTA_IDS {
+            deltas.ids += ids;
+            deltas.by_since.insert(since, answer.clone());
+        }
+    }
+    Ok(answer)
 }
 
 impl HeadCache {
@@ -148,7 +219,12 @@ impl HeadCache {
         let head = Db::decode_deny_state(&raw)?;
         // As `delta_base_digest` computes it for an empty delta.
         let digest = delta_base_digest(&head.ids, &[], &[]);
-        let c = Arc::new(CachedHead { raw, head, digest });
+        let c = Arc::new(CachedHead {
+            raw,
+            head,
+            digest,
+            deltas: Mutex::default(),
+        });
         *slot = Some(c.clone());
         Ok(Some(c))
     }
@@ -300,25 +376,18 @@ pub fn reader_bundle(
         let _w = write_lock.lock().unwrap_or_else(|p| p.into_inner());
         head_for_bundle(db, cache, keys, material, now_unix_s, skew_s, max_age_s)?
     };
-    let head = &cached.head;
-    let deny = deny_update(db, head, since)?;
+    let deny = deny_answer(db, &cached, since)?;
     let bundle = ReaderBundle {
-        bundle_version: head.version,
+        bundle_version: cached.head.version,
         server_time_unix_s: now_unix_s,
         trust,
-        deny,
+        deny: deny.update.clone(),
         tariff: match tariff.reader_holds_it {
             true => Vec::new(),
             false => tariff.json.to_vec(),
         },
     };
-    let deny_base_hash = match &bundle.deny {
-        DenyUpdate::Snapshot(_) => None,
-        DenyUpdate::Delta { add, remove, .. } if add.is_empty() && remove.is_empty() => {
-            Some(cached.digest)
-        }
-        DenyUpdate::Delta { add, remove, .. } => Some(delta_base_digest(&head.ids, add, remove)),
-    };
+    let deny_base_hash = deny.base_digest;
     let published = PublishedBundle {
         publisher,
         deny_base_hash,
@@ -502,5 +571,60 @@ mod tests {
                 "{since:?}"
             );
         }
+    }
+
+    /// Deltas served from a head's cache are the ones composed afresh, and
+    /// a new head starts its own: a reader at an old version then gets the
+    /// delta to the new head, never the cached one to the old.
+    #[test]
+    fn cached_deltas_equal_fresh_ones_and_follow_the_head() {
+        use rand_chacha::rand_core::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(SledStore::open(&dir.path().join("db")).unwrap()));
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let keys = Mutex::new(KeyStore::init(&dir.path().join("keys"), 1_000, &mut rng).unwrap());
+        let (t0, max_age) = (1_000u64, 1_000_000u64);
+        let v1 = refresh(&db, &keys, [1; 32], t0, 0, None).unwrap().version;
+        revoke(&db, "acct-a", id(9), t0 + 10_000);
+        let v2 = refresh(&db, &keys, [1; 32], t0 + 1, 0, None)
+            .unwrap()
+            .version;
+        let cache = HeadCache::default();
+        let head = head_for_bundle(&db, &cache, &keys, [1; 32], t0 + 2, 0, max_age).unwrap();
+        for since in [Some(v1), Some(v2), Some(v1), Some(0), None, Some(v2 + 5)] {
+            let answer = deny_answer(&db, &head, since).unwrap();
+            assert_eq!(answer.update, deny_update(&db, &head.head, since).unwrap());
+            let base = match &answer.update {
+                DenyUpdate::Snapshot(_) => None,
+                DenyUpdate::Delta { add, remove, .. } => {
+                    Some(delta_base_digest(&head.head.ids, add, remove))
+                }
+            };
+            assert_eq!(answer.base_digest, base, "{since:?}");
+        }
+        // Two deltas kept (from v1 and v2), no snapshot.
+        assert_eq!(head.deltas.lock().unwrap().by_since.len(), 2);
+        let from_v1 = deny_answer(&db, &head, Some(v1)).unwrap();
+        assert_eq!(
+            from_v1.update,
+            DenyUpdate::Delta {
+                base_version: v1,
+                add: vec![id(9)],
+                remove: vec![]
+            }
+        );
+        // A new head: the reader at v1 now also gets b's credential.
+        revoke(&db, "acct-b", id(8), t0 + 10_000);
+        refresh(&db, &keys, [1; 32], t0 + 3, 0, None).unwrap();
+        let next = head_for_bundle(&db, &cache, &keys, [1; 32], t0 + 4, 0, max_age).unwrap();
+        assert!(next.head.version > head.head.version);
+        assert_eq!(
+            deny_answer(&db, &next, Some(v1)).unwrap().update,
+            DenyUpdate::Delta {
+                base_version: v1,
+                add: vec![id(8), id(9)],
+                remove: vec![]
+            }
+        );
     }
 }
