@@ -219,12 +219,10 @@ fn csv(body: String) -> Response {
 async fn healthz(State(app): State<AppState>) -> ApiResult {
     let backend = app.db.store().backend();
     blocking(move || {
-        app.db.store().health().map_err(|e| {
-            ApiError::of(
-                ErrorCode::StorageError,
-                format!("database ({backend}): {e}"),
-            )
-        })
+        app.db
+            .store()
+            .health()
+            .map_err(|e| ApiError::of(e.code(), format!("database ({backend}): {e}")))
     })
     .await?;
     Ok(json(
