@@ -458,13 +458,20 @@ mod tests {
         db.commit(w).unwrap();
     }
 
-    #[test]
-    fn bundles_serve_the_published_head_until_it_ages_or_the_material_changes() {
+    /// A store and a KEYS directory, as the service has them (the
+    /// directory lives as long as the first value).
+    fn service() -> (tempfile::TempDir, Db, Mutex<KeyStore>) {
         use rand_chacha::rand_core::SeedableRng;
         let dir = tempfile::tempdir().unwrap();
         let db = Db::new(Arc::new(SledStore::open(&dir.path().join("db")).unwrap()));
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         let keys = Mutex::new(KeyStore::init(&dir.path().join("keys"), 1_000, &mut rng).unwrap());
+        (dir, db, keys)
+    }
+
+    #[test]
+    fn bundles_serve_the_published_head_until_it_ages_or_the_material_changes() {
+        let (_dir, db, keys) = service();
         let (t0, max_age) = (1_000u64, 300u64);
         let first = refresh(&db, &keys, [1; 32], t0, 0, None).unwrap();
         assert!(first.ids.is_empty());
@@ -578,11 +585,7 @@ mod tests {
     /// delta to the new head, never the cached one to the old.
     #[test]
     fn cached_deltas_equal_fresh_ones_and_follow_the_head() {
-        use rand_chacha::rand_core::SeedableRng;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::new(Arc::new(SledStore::open(&dir.path().join("db")).unwrap()));
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        let keys = Mutex::new(KeyStore::init(&dir.path().join("keys"), 1_000, &mut rng).unwrap());
+        let (_dir, db, keys) = service();
         let (t0, max_age) = (1_000u64, 1_000_000u64);
         let v1 = refresh(&db, &keys, [1; 32], t0, 0, None).unwrap().version;
         revoke(&db, "acct-a", id(9), t0 + 10_000);
