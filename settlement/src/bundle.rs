@@ -197,7 +197,11 @@ pub fn deny_answer(
     if let (Some(since), DenyUpdate::Delta { add, remove, .. }) = (since, &answer.update) {
         let mut deltas = lock();
         let ids = add.len() + remove.len();
-        if deltas.by_since.len() < MAX_CACHED_DELTAS && deltas.ids + ids <= MAX_CACHED_DELTA_IDS {
+        // Two requests that missed at once compose the same delta: the
+        // first kept stays, and its ids are counted once.
+        let room =
+            deltas.by_since.len() < MAX_CACHED_DELTAS && deltas.ids + ids <= MAX_CACHED_DELTA_IDS;
+        if room && !deltas.by_since.contains_key(&since) {
             deltas.ids += ids;
             deltas.by_since.insert(since, answer.clone());
         }
