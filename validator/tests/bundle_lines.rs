@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{deployment, DeploymentExt, NOW};
+use common::{deployment, open_log, DeploymentExt, NOW};
 use fare_credential::testkit::TestDeployment;
 use fare_credential::{CredentialId, DenyUpdate};
 use fare_validator::ValidatorError;
@@ -310,17 +310,6 @@ struct MetaV1 {
     deny_file: String,
     deny_count: u64,
     deny_blake3: [u8; 32],
-}
-
-fn open_log(dir: &std::path::Path) -> sled::Db {
-    // The reader's sled I/O threads may hold the lock a moment after drop.
-    for _ in 0..150 {
-        match sled::open(dir.join("log")) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-    panic!("the reader's log stays locked");
 }
 
 #[test]

@@ -235,7 +235,7 @@ fn compaction_of_many_records_goes_in_chunks_and_stops_at_the_retention_edge() {
 fn a_record_altered_after_the_last_save_is_found_at_open() {
     let (_tmp, dir, _, _) = reader_with_rides(13, 300);
     {
-        let db = sled::open(dir.join("log")).unwrap();
+        let db = open_log(&dir);
         let rides = db.open_tree("rides").unwrap();
         let key = 280u64.to_be_bytes();
         let mut v = rides.get(key).unwrap().unwrap().to_vec();

@@ -429,3 +429,16 @@ pub fn tear_ring_entry(dir: &Path, seq: u64) {
     let off = (1 + seq % RING_SLOTS) * RING_SLOT_LEN as u64 + 40;
     f.write_all_at(&[0xa5; 16], off).unwrap();
 }
+
+/// Opens a reader's sled log directly (`dir` the reader's directory),
+/// waiting boundedly for its lock: the reader's sled I/O threads may hold
+/// it a moment after the reader is dropped.
+pub fn open_log(dir: &Path) -> sled::Db {
+    for _ in 0..150 {
+        match sled::open(dir.join("log")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    panic!("the reader's log stays locked");
+}
