@@ -437,7 +437,12 @@ pub fn open_log(dir: &Path) -> sled::Db {
     for _ in 0..150 {
         match sled::open(dir.join("log")) {
             Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            // Only the lock is waited for, as `Reader::open` does; any other
+            // failure is the test's to see at once.
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open the reader's log: {e}"),
         }
     }
     panic!("the reader's log stays locked");
