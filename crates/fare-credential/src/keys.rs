@@ -2,6 +2,9 @@
 //! through [`verify_strict`], which rejects non-canonical and small-order
 //! encodings (see the Wycheproof test).
 
+use curve25519_dalek::edwards::EdwardsPoint;
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::{CryptoRng, RngCore};
 
@@ -55,15 +58,39 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
 /// Parses a device key offered for a credential: as [`parse_public_key`],
 /// and also refuses a key outside the prime-order subgroup
 /// ([`KeyError::MixedOrder`]). Checked once at issuance (it costs a scalar
-/// multiplication), so that every credential's device key is torsion-free and
-/// settlement's batch verification cannot disagree with `verify_strict` over
-/// the key.
+/// multiplication, [`in_prime_subgroup`]), so that every credential's device
+/// key is torsion-free and settlement's batch verification cannot disagree
+/// with `verify_strict` over the key.
 pub fn parse_device_key_for_issuance(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
     let key = parse_public_key(bytes)?;
-    if !key.to_edwards().is_torsion_free() {
+    if !in_prime_subgroup(&key.to_edwards()) {
         return Err(KeyError::MixedOrder);
     }
     Ok(key)
+}
+
+/// `l − 2²⁵²` (125 bits), little-endian: `[ℓ]P = [2²⁵²]P + [l − 2²⁵²]P`.
+const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_d3ed;
+
+/// True when `point` is in the prime-order subgroup: `[ℓ]P = 0`, exact.
+/// Variable-time, for public points only (device keys, signatures' `R`):
+/// one multiscalar multiplication `[2²⁵²]P + [ℓ − 2²⁵²]P` (a `Scalar`
+/// cannot hold `ℓ` itself). dalek's `EdwardsPoint::is_torsion_free`
+/// computes the same in constant time and takes about 30 % longer
+/// (settlement/README.md, "Numbers"); a test checks the two agree.
+pub fn in_prime_subgroup(point: &EdwardsPoint) -> bool {
+    let mut low = [0u8; 32];
+    low[..16].copy_from_slice(&L_MINUS_2_POW_252.to_le_bytes());
+    let mut high = [0u8; 32];
+    high[31] = 0x10;
+    let l_times_p = EdwardsPoint::vartime_multiscalar_mul(
+        [
+            Scalar::from_bytes_mod_order(low),
+            Scalar::from_bytes_mod_order(high),
+        ],
+        [point, point],
+    );
+    l_times_p.is_identity()
 }
 
 /// Parses a signature of exactly 64 bytes. (Range checks on `s` happen in

@@ -215,6 +215,104 @@ pub fn seeded_key(seed: u64) -> SigningKey {
     SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed))
 }
 
+/// An acknowledgement (SPEC §8) whose two signatures check, its content
+/// from arbitrary bytes: for fuzzing and property tests of the parser and
+/// the window check that sit behind the signatures, which random bytes
+/// never reach. See [`signed_ack_from`].
+pub struct SignedAckInput {
+    /// The acknowledgement bytes ([`crate::ack::ACK_LEN`]).
+    pub bytes: Vec<u8>,
+    /// Its embedded certificate.
+    pub cert: Vec<u8>,
+    /// The deployment root that signed the certificate.
+    pub root: SigningKey,
+    /// The acknowledgement key that signed the acknowledgement.
+    pub ack_key: SigningKey,
+}
+
+/// Builds a [`SignedAckInput`] from `input` (zero-padded, extra bytes
+/// ignored): 16 bytes of certificate window (`valid_from`, `valid_until`,
+/// big-endian), then the acknowledgement's fields after its version byte
+/// in wire order (kind, reader id, acknowledged sequence, chain hash,
+/// settlement time, request digest: 85 bytes), so any kind byte and any
+/// window, inverted ones included, reach the parser.
+pub fn signed_ack_from(input: &[u8]) -> SignedAckInput {
+    use crate::ack::{
+        ACK_DOMAIN_V1, ACK_KEY_CERT_DOMAIN_V1, ACK_KEY_CERT_LEN, ACK_KEY_CERT_V1, ACK_LEN, ACK_V1,
+    };
+    use crate::keys::{sign_domain, SIGNATURE_LEN};
+    const WINDOW_LEN: usize = 16;
+    const FIELDS_LEN: usize = ACK_LEN - 1 - ACK_KEY_CERT_LEN - SIGNATURE_LEN;
+    let mut padded = [0u8; WINDOW_LEN + FIELDS_LEN];
+    let n = input.len().min(padded.len());
+    padded[..n].copy_from_slice(&input[..n]);
+    let (window, fields) = padded.split_at(WINDOW_LEN);
+    let root = seeded_key(0xAC0);
+    let ack_key = seeded_key(0xAC1);
+    let mut cert = vec![ACK_KEY_CERT_V1];
+    cert.extend_from_slice(&ack_key.verifying_key().to_bytes());
+    cert.extend_from_slice(window);
+    let sig = sign_domain(&root, ACK_KEY_CERT_DOMAIN_V1, &cert);
+    cert.extend_from_slice(&sig);
+    let mut bytes = vec![ACK_V1];
+    bytes.extend_from_slice(fields);
+    bytes.extend_from_slice(&cert);
+    let sig = sign_domain(&ack_key, ACK_DOMAIN_V1, &bytes);
+    bytes.extend_from_slice(&sig);
+    SignedAckInput {
+        bytes,
+        cert,
+        root,
+        ack_key,
+    }
+}
+
+/// Checks what [`crate::Ack::verify_v1`] makes of [`signed_ack_from`]`(input)`
+/// against what the input says it must be: refused as `kind` when the kind
+/// byte is not 0, 1 or 2, else refused as `server_time_unix_s` when that
+/// time is outside the certificate's window, else accepted with exactly
+/// the input's fields, re-encoding to the same bytes. `Err` names the
+/// first disagreement (for the fuzz target and the property test).
+pub fn check_signed_ack(input: &[u8]) -> Result<(), String> {
+    use crate::ack::{Ack, AckKeyCert};
+    use crate::error::FormatError;
+    let a = signed_ack_from(input);
+    let mut p = [0u8; 16 + 85];
+    let n = input.len().min(p.len());
+    p[..n].copy_from_slice(&input[..n]);
+    let be = |at: usize| u64::from_be_bytes(p[at..at + 8].try_into().expect("8 bytes"));
+    let (from, until, kind) = (be(0), be(8), p[16]);
+    let time = be(16 + 1 + 4 + 8 + 32);
+    let vk = a.root.verifying_key();
+    let (cert, _) = AckKeyCert::verify_v1(&a.cert, &vk).map_err(|e| format!("cert: {e}"))?;
+    if cert.sign_v1(&a.root) != a.cert {
+        return Err("the certificate does not re-encode to its bytes".into());
+    }
+    let expected_field = if kind > 2 {
+        Some("kind")
+    } else if time < from || time > until {
+        Some("server_time_unix_s")
+    } else {
+        None
+    };
+    match (Ack::verify_v1(&a.bytes, &vk), expected_field) {
+        (Err(FormatError::Invalid { field, .. }), Some(want)) if field == want => Ok(()),
+        (Ok(ack), None) => {
+            let again = ack
+                .sign_v1(&a.cert, &a.ack_key)
+                .map_err(|e| e.to_string())?;
+            if again != a.bytes {
+                return Err(format!("{ack:?} does not re-encode to its bytes"));
+            }
+            if ack.kind as u8 != kind || ack.server_time_unix_s != time {
+                return Err(format!("{ack:?}: kind {kind}, time {time} expected"));
+            }
+            Ok(())
+        }
+        (got, want) => Err(format!("got {got:?}, expected a refusal of {want:?}")),
+    }
+}
+
 /// `<workspace root>/../shared/corpus/<sub>`, the shared test corpus beside
 /// the checkout, or a clear failure naming where it was expected.
 ///

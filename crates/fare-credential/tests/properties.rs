@@ -432,6 +432,48 @@ proptest! {
             let _ = sb.verify(&f.reader.verifying_key());
         }
         let _ = verify_plain(f, &bytes);
+        let _ = Ack::verify_v1(&bytes, &f.root.verifying_key());
+        let _ = AckKeyCert::verify_v1(&bytes, &f.root.verifying_key());
+        let _ = RequestAuth::parse_header(&String::from_utf8_lossy(&bytes));
+        if let Ok(auth) = RequestAuth::parse_header(&hex::encode(&bytes)) {
+            prop_assert_eq!(RequestAuth::parse_header(&auth.to_header()).unwrap(), auth);
+            prop_assert!(auth.verify_v1(&f.reader.verifying_key(), "GET", "/", &bytes).is_err());
+        }
+    }
+
+    /// Request signature headers (SPEC §9, parsed from any client): any 84
+    /// bytes after version 1 parse and re-encode to the same header; a
+    /// signed request with any byte of its header changed is refused, as an
+    /// unsupported version (the first byte) or a bad signature.
+    #[test]
+    fn request_headers_round_trip_and_refuse_tampering(rest in proptest::collection::vec(any::<u8>(), 84), at in 0usize..85, flip in 1u8..) {
+        let mut raw = vec![fare_credential::request::REQUEST_V1];
+        raw.extend_from_slice(&rest);
+        let header = hex::encode(&raw);
+        prop_assert_eq!(RequestAuth::parse_header(&header).unwrap().to_header(), header);
+        let f = fixture();
+        let target = "/v1/readers/7/bundle?since=3";
+        let signed = RequestAuth::sign_v1(&f.reader, 7, NOW, 1, "GET", target, b"").unwrap();
+        let mut raw = hex::decode(signed.to_header()).unwrap();
+        raw[at] ^= flip;
+        match RequestAuth::parse_header(&hex::encode(&raw)) {
+            Err(FormatError::UnsupportedVersion { .. }) => prop_assert_eq!(at, 0),
+            Err(e) => prop_assert!(false, "byte {} changed: {}", at, e),
+            Ok(t) => prop_assert!(t.verify_v1(&f.reader.verifying_key(), "GET", target, b"").is_err()),
+        }
+    }
+
+    /// Acknowledgements whose two signatures check, with any content: the
+    /// parser and the window check behind the signatures (which random
+    /// bytes never reach) refuse exactly what they must and keep the rest.
+    #[test]
+    fn signed_acks_with_any_content_parse_or_refuse(mut input in proptest::collection::vec(any::<u8>(), 0..120), kind in prop_oneof![0u8..=3, any::<u8>()]) {
+        // Valid kinds half the time (random bytes give one in 85).
+        if let Some(k) = input.get_mut(16) {
+            *k = kind;
+        }
+        let r = fare_credential::testkit::check_signed_ack(&input);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 
     #[test]
@@ -502,5 +544,20 @@ fn issuer_signature_is_checked_before_the_issuer_key_window() {
         assert_eq!(genuine.code(), "issuer_key_not_valid", "{genuine}");
         let forged = run(&tampered, &mut cache).unwrap_err();
         assert_eq!(forged.code(), "bad_issuer_signature", "{forged}");
+    }
+}
+
+proptest! {
+    /// `keys::in_prime_subgroup` (variable-time, issuance's device-key
+    /// check) agrees with dalek's constant-time `is_torsion_free` on
+    /// `[a]B + T` for every small-order `T`: inside exactly when `T = 0`.
+    #[test]
+    fn prime_subgroup_check_agrees_with_dalek(a in any::<[u8; 32]>(), t in 0usize..8) {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        let point = ED25519_BASEPOINT_POINT * Scalar::from_bytes_mod_order(a) + EIGHT_TORSION[t];
+        let inside = fare_credential::keys::in_prime_subgroup(&point);
+        prop_assert_eq!(inside, point.is_torsion_free());
+        prop_assert_eq!(inside, t == 0);
     }
 }

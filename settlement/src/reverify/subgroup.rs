@@ -13,18 +13,14 @@
 use super::batch::r_needs_strict;
 use crate::model::RMark;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{Identity, IsIdentity, VartimeMultiscalarMul};
+use curve25519_dalek::traits::Identity;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
-
-/// `l − 2²⁵²` (125 bits), little-endian: `[ℓ]P = [2²⁵²]P + [l − 2²⁵²]P`.
-const L_MINUS_2_POW_252: u128 = 0x14de_f9de_a2f7_9cd6_5812_631a_5cf5_d3ed;
 
 /// True when `R` is not a point of the prime-order subgroup: it does not
 /// decode, or `[ℓ]R ≠ 0` (a small-order component). Exact, and
 /// variable-time because `R` is public: one multiscalar multiplication
-/// `[2²⁵²]R + [ℓ − 2²⁵²]R` (a `Scalar` cannot hold `ℓ` itself). dalek's
+/// (`fare_credential::keys::in_prime_subgroup`). dalek's
 /// `EdwardsPoint::is_torsion_free` computes the same constant-time and
 /// took ≈ 30 % longer here (41 vs 31 µs under load); a test checks the two
 /// agree.
@@ -51,20 +47,9 @@ pub fn r_outside_prime_subgroup(r: &[u8; 32]) -> bool {
     }
 }
 
-/// `[ℓ]P ≠ 0`.
+/// `[ℓ]P ≠ 0` (fare-credential's check, the one issuance uses).
 fn outside_prime_subgroup(point: &EdwardsPoint) -> bool {
-    let mut low = [0u8; 32];
-    low[..16].copy_from_slice(&L_MINUS_2_POW_252.to_le_bytes());
-    let mut high = [0u8; 32];
-    high[31] = 0x10;
-    let l_times_p = EdwardsPoint::vartime_multiscalar_mul(
-        [
-            Scalar::from_bytes_mod_order(low),
-            Scalar::from_bytes_mod_order(high),
-        ],
-        [point, point],
-    );
-    !l_times_p.is_identity()
+    !fare_credential::keys::in_prime_subgroup(point)
 }
 
 /// True when a ride code's device signature must be checked with
