@@ -230,6 +230,20 @@ pub struct SignedAckInput {
     pub ack_key: SigningKey,
 }
 
+/// The certificate window's bytes in a [`signed_ack_from`] input.
+const ACK_INPUT_WINDOW_LEN: usize = 16;
+/// The acknowledgement's bytes after its version byte in such an input.
+const ACK_INPUT_FIELDS_LEN: usize =
+    crate::ack::ACK_LEN - 1 - crate::ack::ACK_KEY_CERT_LEN - crate::keys::SIGNATURE_LEN;
+
+/// `input` zero-padded or cut to a whole [`signed_ack_from`] input.
+fn ack_input(input: &[u8]) -> [u8; ACK_INPUT_WINDOW_LEN + ACK_INPUT_FIELDS_LEN] {
+    let mut padded = [0u8; ACK_INPUT_WINDOW_LEN + ACK_INPUT_FIELDS_LEN];
+    let n = input.len().min(padded.len());
+    padded[..n].copy_from_slice(&input[..n]);
+    padded
+}
+
 /// Builds a [`SignedAckInput`] from `input` (zero-padded, extra bytes
 /// ignored): 16 bytes of certificate window (`valid_from`, `valid_until`,
 /// big-endian), then the acknowledgement's fields after its version byte
@@ -237,16 +251,10 @@ pub struct SignedAckInput {
 /// settlement time, request digest: 85 bytes), so any kind byte and any
 /// window, inverted ones included, reach the parser.
 pub fn signed_ack_from(input: &[u8]) -> SignedAckInput {
-    use crate::ack::{
-        ACK_DOMAIN_V1, ACK_KEY_CERT_DOMAIN_V1, ACK_KEY_CERT_LEN, ACK_KEY_CERT_V1, ACK_LEN, ACK_V1,
-    };
-    use crate::keys::{sign_domain, SIGNATURE_LEN};
-    const WINDOW_LEN: usize = 16;
-    const FIELDS_LEN: usize = ACK_LEN - 1 - ACK_KEY_CERT_LEN - SIGNATURE_LEN;
-    let mut padded = [0u8; WINDOW_LEN + FIELDS_LEN];
-    let n = input.len().min(padded.len());
-    padded[..n].copy_from_slice(&input[..n]);
-    let (window, fields) = padded.split_at(WINDOW_LEN);
+    use crate::ack::{ACK_DOMAIN_V1, ACK_KEY_CERT_DOMAIN_V1, ACK_KEY_CERT_V1, ACK_V1};
+    use crate::keys::sign_domain;
+    let padded = ack_input(input);
+    let (window, fields) = padded.split_at(ACK_INPUT_WINDOW_LEN);
     let root = seeded_key(0xAC0);
     let ack_key = seeded_key(0xAC1);
     let mut cert = vec![ACK_KEY_CERT_V1];
@@ -277,12 +285,13 @@ pub fn check_signed_ack(input: &[u8]) -> Result<(), String> {
     use crate::ack::{Ack, AckKeyCert};
     use crate::error::FormatError;
     let a = signed_ack_from(input);
-    let mut p = [0u8; 16 + 85];
-    let n = input.len().min(p.len());
-    p[..n].copy_from_slice(&input[..n]);
+    let p = ack_input(input);
     let be = |at: usize| u64::from_be_bytes(p[at..at + 8].try_into().expect("8 bytes"));
-    let (from, until, kind) = (be(0), be(8), p[16]);
-    let time = be(16 + 1 + 4 + 8 + 32);
+    // The fields in wire order: kind u8, reader id u32, sequence u64,
+    // chain hash [32], settlement time u64.
+    let w = ACK_INPUT_WINDOW_LEN;
+    let (from, until, kind) = (be(0), be(8), p[w]);
+    let time = be(w + 1 + 4 + 8 + 32);
     let vk = a.root.verifying_key();
     let (cert, _) = AckKeyCert::verify_v1(&a.cert, &vk).map_err(|e| format!("cert: {e}"))?;
     if cert.sign_v1(&a.root) != a.cert {
