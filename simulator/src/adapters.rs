@@ -484,6 +484,19 @@ pub struct Enrolment {
     pub valid_for_s: u64,
 }
 
+/// How the simulator runs settlement ([`Backoffice::open`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BackofficeOptions {
+    /// Seed of settlement's RNG (each reopen after a restart adds its count).
+    pub seed: u64,
+    /// Bugs planted on purpose, for the oracle to find.
+    pub bugs: PlantedBugs,
+    /// Serve over loopback HTTP (`--network`) instead of in process.
+    pub network: bool,
+    /// Settlement's sled page cache, MiB (`settlement_cache_mb`).
+    pub cache_mb: u64,
+}
+
 /// The settlement service, in process, on its sled data dir.
 pub struct Backoffice {
     app: Option<Arc<App>>,
@@ -512,34 +525,30 @@ fn api<T, E: Into<fare_settlement::ApiError>>(r: Result<T, E>) -> AdapterResult<
 
 impl Backoffice {
     /// Opens (initialising keys on first open) settlement in `dir` with the
-    /// tariff JSON in `tariff_file`, at simulated time `now`, its sled page
-    /// cache `cache_mb` MiB.
+    /// tariff JSON in `tariff_file`, at simulated time `now`.
     pub fn open(
         dir: &Path,
         tariff_file: &Path,
         now: u64,
-        seed: u64,
-        bugs: PlantedBugs,
-        network: bool,
-        cache_mb: u64,
+        options: BackofficeOptions,
     ) -> AdapterResult<Backoffice> {
         let config = Config {
             operator_token: "simulator".into(),
             tariff_file: Some(tariff_file.to_path_buf()),
-            sled_cache_mb: cache_mb,
+            sled_cache_mb: options.cache_mb,
             ..Config::default()
         };
         let clock = ManualClock::new(now);
         let mut b = Backoffice {
             app: None,
             server: None,
-            network,
+            network: options.network,
             dir: dir.to_path_buf(),
             config,
             clock,
-            seed,
+            seed: options.seed,
             opens: 0,
-            bugs,
+            bugs: options.bugs,
             doubled: false,
         };
         b.reopen()?;

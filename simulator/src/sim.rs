@@ -2,7 +2,8 @@
 //! and settlement code, with faults and attackers, recorded for the oracle.
 
 use crate::adapters::{
-    Answer, Backoffice, BusReader, Enrolment, Phone, PlantedBugs, ReaderIdentity, ReaderStorage,
+    Answer, Backoffice, BackofficeOptions, BusReader, Enrolment, Phone, PlantedBugs,
+    ReaderIdentity, ReaderStorage,
 };
 use crate::link::{ContactOutcome, FaultPlan, Faults, ReaderLink, Transport};
 use crate::scenario::{Scenario, FDS_PER_OPEN_READER};
@@ -710,19 +711,15 @@ impl World {
         let tariff =
             fare_tariff::Tariff::from_spec(scenario.tariff_spec()).map_err(|e| e.to_string())?;
         std::fs::write(&tariff_path, tariff.to_json()).map_err(|e| e.to_string())?;
-        let bugs = PlantedBugs {
-            double_charge: scenario.execution.planted_double_charge,
+        let options = BackofficeOptions {
+            seed: sub_seed(seed, "settlement"),
+            bugs: PlantedBugs {
+                double_charge: scenario.execution.planted_double_charge,
+            },
+            network: opts.network,
+            cache_mb: scenario.execution.settlement_cache_mb,
         };
-        let cache_mb = scenario.execution.settlement_cache_mb;
-        let settlement = Backoffice::open(
-            &work.join("settlement"),
-            &tariff_path,
-            setup,
-            sub_seed(seed, "settlement"),
-            bugs,
-            opts.network,
-            cache_mb,
-        )?;
+        let settlement = Backoffice::open(&work.join("settlement"), &tariff_path, setup, options)?;
         let root_public = settlement.root_public_key()?;
         let f = &scenario.faults;
         let faults = FaultPlan::new(

@@ -7,7 +7,9 @@
 
 use fare_credential::record::genesis_hash;
 use fare_credential::{Batch, RideRecord, SigningKey};
-use fare_simulator::adapters::{Backoffice, BusReader, PlantedBugs, ReaderIdentity, ReaderStorage};
+use fare_simulator::adapters::{
+    Backoffice, BackofficeOptions, BusReader, PlantedBugs, ReaderIdentity, ReaderStorage,
+};
 use fare_simulator::link::{post_as_reader, post_raw, Transport};
 use fare_simulator::{RunOptions, Scenario};
 use rand_chacha::ChaCha20Rng;
@@ -25,16 +27,13 @@ fn settlement_and_reader(dir: &std::path::Path) -> (Backoffice, BusReader, Signi
         fare_tariff::Tariff::from_spec(Scenario::preset("demo").unwrap().tariff_spec()).unwrap();
     let tariff_path = dir.join("tariff.json");
     std::fs::write(&tariff_path, tariff.to_json()).unwrap();
-    let s = Backoffice::open(
-        &dir.join("settlement"),
-        &tariff_path,
-        NOW,
-        1,
-        PlantedBugs::default(),
-        false,
-        fare_settlement::Config::default().sled_cache_mb,
-    )
-    .unwrap();
+    let options = BackofficeOptions {
+        seed: 1,
+        bugs: PlantedBugs::default(),
+        network: false,
+        cache_mb: fare_settlement::Config::default().sled_cache_mb,
+    };
+    let s = Backoffice::open(&dir.join("settlement"), &tariff_path, NOW, options).unwrap();
     let key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(16));
     let id = ReaderIdentity {
         reader_id: 16,

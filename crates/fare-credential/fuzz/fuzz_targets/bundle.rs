@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
                 _ => b.sign_v3(&root),
             };
             let again = again.expect("a parsed bundle encodes");
-            assert_eq!(PublishedBundle::verify(&again, &root.verifying_key()).unwrap(), b);
+            assert_eq!(
+                PublishedBundle::verify(&again, &root.verifying_key()).unwrap(),
+                b
+            );
         }
     }
 });

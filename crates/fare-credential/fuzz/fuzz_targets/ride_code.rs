@@ -10,5 +10,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(code.as_bytes().as_slice(), data);
     }
     let trust = TrustList::default();
-    let _ = verify_ride_code(data, &trust, &DenyList::default(), &Policy::default(), 1_800_000_000, None);
+    let _ = verify_ride_code(
+        data,
+        &trust,
+        &DenyList::default(),
+        &Policy::default(),
+        1_800_000_000,
+        None,
+    );
 });
