@@ -613,6 +613,24 @@ fn reader_down() -> Answer {
     }
 }
 
+/// A code put before a reader, with what the simulator knows of it that
+/// the reader does not (for the journal and the checks after the decision).
+#[derive(Debug)]
+struct Shown<'a> {
+    code: &'a [u8],
+    /// The rider whose phone made it (`None`: a forger's).
+    account: Option<String>,
+    profile: Profile,
+    /// Made by a real wallet under a credential settlement issued (an
+    /// honest ride, a screenshot, an expired or deny-listed rider's), as
+    /// opposed to forged or tampered: a reader must never accept the latter.
+    genuine: bool,
+    /// The kind of scan (`honest`, `companion`, an attack's name).
+    tag: &'static str,
+    /// The attack this scan is, when it is one.
+    attempt: Option<Attempt>,
+}
+
 /// A reader's decision on one scan, before it is recorded.
 #[derive(Debug)]
 struct Decided {
@@ -1604,7 +1622,18 @@ impl World {
                 if tag == "thief" {
                     self.thief(t, bus, account.as_deref().unwrap_or(""), attempt)?;
                 } else {
-                    self.scan(t, bus, &code, account, profile, genuine, tag, attempt);
+                    self.scan(
+                        t,
+                        bus,
+                        Shown {
+                            code: &code,
+                            account,
+                            profile,
+                            genuine,
+                            tag,
+                            attempt,
+                        },
+                    );
                 }
             }
             Ev::Forged { bus } => self.forged(t, bus),
@@ -1667,23 +1696,27 @@ impl World {
         let ans = self.scan(
             t,
             bus,
-            &code,
-            Some(account.clone()),
-            profile,
-            true,
-            c.tag,
-            c.attempt,
+            Shown {
+                code: &code,
+                account: Some(account.clone()),
+                profile,
+                genuine: true,
+                tag: c.tag,
+                attempt: c.attempt,
+            },
         );
         if let Some(c2) = c.second {
             self.scan(
                 t + 3,
                 bus,
-                &c2,
-                Some(account.clone()),
-                profile,
-                true,
-                "companion",
-                None,
+                Shown {
+                    code: &c2,
+                    account: Some(account.clone()),
+                    profile,
+                    genuine: true,
+                    tag: "companion",
+                    attempt: None,
+                },
             );
         }
         if ans.accepted_seq.is_some() {
@@ -1827,18 +1860,15 @@ impl World {
                 self.note_idle_reopen(p.bus, last_seq, wall_s);
             }
             let own_code = p.own.then(|| p.code.clone());
-            let ans = self.scan_end(
-                p.t,
-                p.bus,
-                &p.code,
-                Some(p.account),
-                p.profile,
-                true,
-                p.tag,
-                p.attempt,
-                d,
-                rnow,
-            );
+            let shown = Shown {
+                code: &p.code,
+                account: Some(p.account),
+                profile: p.profile,
+                genuine: true,
+                tag: p.tag,
+                attempt: p.attempt,
+            };
+            let ans = self.scan_end(p.t, p.bus, shown, d, rnow);
             if let Some(code) = own_code.filter(|_| ans.accepted_seq.is_some()) {
                 if self.code_bank.len() < CODE_BANK {
                     self.code_bank.push((code, p.t));
@@ -2133,12 +2163,14 @@ impl World {
         self.scan(
             t,
             bus,
-            &code,
-            None,
-            Profile::Adult,
-            false,
-            "forged",
-            Some(attempt),
+            Shown {
+                code: &code,
+                account: None,
+                profile: Profile::Adult,
+                genuine: false,
+                tag: "forged",
+                attempt: Some(attempt),
+            },
         );
     }
 
@@ -2162,12 +2194,14 @@ impl World {
         self.scan(
             t,
             bus,
-            &code,
-            Some(account),
-            profile,
-            true,
-            "expired_credential",
-            Some(attempt),
+            Shown {
+                code: &code,
+                account: Some(account),
+                profile,
+                genuine: true,
+                tag: "expired_credential",
+                attempt: Some(attempt),
+            },
         );
     }
 
@@ -2193,38 +2227,27 @@ impl World {
         self.scan(
             t,
             bus,
-            &code,
-            Some(account),
-            profile,
-            true,
-            "thief",
-            attempt,
+            Shown {
+                code: &code,
+                account: Some(account),
+                profile,
+                genuine: true,
+                tag: "thief",
+                attempt,
+            },
         );
         Ok(())
     }
 
     /// One scan at a real reader: frame or payload, recorded.
-    #[allow(clippy::too_many_arguments)]
-    fn scan(
-        &mut self,
-        t: u64,
-        bus: u32,
-        code: &[u8],
-        account: Option<String>,
-        profile: Profile,
-        genuine: bool,
-        tag: &'static str,
-        attempt: Option<Attempt>,
-    ) -> Answer {
+    fn scan(&mut self, t: u64, bus: u32, shown: Shown<'_>) -> Answer {
         let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames, None);
         let reader = self.buses[bus as usize].reader.as_mut();
         let (Some(rnow), Some(reader)) = (rnow, reader) else {
             return reader_down();
         };
-        let d = decide(reader, code, frame_ok, rnow);
-        self.scan_end(
-            t, bus, code, account, profile, genuine, tag, attempt, d, rnow,
-        )
+        let d = decide(reader, shown.code, frame_ok, rnow);
+        self.scan_end(t, bus, shown, d, rnow)
     }
 
     /// The part of a scan before the reader decides, made in event order:
@@ -2271,20 +2294,15 @@ impl World {
 
     /// The part of a scan after the reader decided, in event order: the
     /// counts, the journal and the checks of what the reader answered.
-    #[allow(clippy::too_many_arguments)]
-    fn scan_end(
-        &mut self,
-        t: u64,
-        bus: u32,
-        code: &[u8],
-        account: Option<String>,
-        profile: Profile,
-        genuine: bool,
-        tag: &'static str,
-        attempt: Option<Attempt>,
-        d: Decided,
-        rnow: u64,
-    ) -> Answer {
+    fn scan_end(&mut self, t: u64, bus: u32, shown: Shown<'_>, d: Decided, rnow: u64) -> Answer {
+        let Shown {
+            code,
+            account,
+            profile,
+            genuine,
+            tag,
+            attempt,
+        } = shown;
         let Decided {
             ans,
             framed,
