@@ -332,11 +332,7 @@ enum Ev {
     Scan {
         bus: u32,
         code: Vec<u8>,
-        account: Option<String>,
-        profile: Profile,
-        genuine: bool,
-        tag: &'static str,
-        attempt: Option<Attempt>,
+        facts: ScanFacts,
     },
     Forged {
         bus: u32,
@@ -613,11 +609,10 @@ fn reader_down() -> Answer {
     }
 }
 
-/// A code put before a reader, with what the simulator knows of it that
-/// the reader does not (for the journal and the checks after the decision).
-#[derive(Debug)]
-struct Shown<'a> {
-    code: &'a [u8],
+/// What the simulator knows of a code put before a reader that the reader
+/// does not (for the journal and the checks after the decision).
+#[derive(Clone, Debug)]
+struct ScanFacts {
     /// The rider whose phone made it (`None`: a forger's).
     account: Option<String>,
     profile: Profile,
@@ -1249,11 +1244,13 @@ impl World {
                         Ev::Scan {
                             bus,
                             code: Vec::new(),
-                            account: Some(format!("thief-of:{rider_ix}")),
-                            profile,
-                            genuine: true,
-                            tag: "thief",
-                            attempt: Some(attempt),
+                            facts: ScanFacts {
+                                account: Some(format!("thief-of:{rider_ix}")),
+                                profile,
+                                genuine: true,
+                                tag: "thief",
+                                attempt: Some(attempt),
+                            },
                         },
                     ));
                 }
@@ -1610,30 +1607,12 @@ impl World {
                 companion,
                 source,
             } => self.ride(t, rider, bus, companion, source)?,
-            Ev::Scan {
-                bus,
-                code,
-                account,
-                profile,
-                genuine,
-                tag,
-                attempt,
-            } => {
-                if tag == "thief" {
-                    self.thief(t, bus, account.as_deref().unwrap_or(""), attempt)?;
+            Ev::Scan { bus, code, facts } => {
+                if facts.tag == "thief" {
+                    let who = facts.account.as_deref().unwrap_or("");
+                    self.thief(t, bus, who, facts.attempt)?;
                 } else {
-                    self.scan(
-                        t,
-                        bus,
-                        Shown {
-                            code: &code,
-                            account,
-                            profile,
-                            genuine,
-                            tag,
-                            attempt,
-                        },
-                    );
+                    self.scan(t, bus, &code, facts);
                 }
             }
             Ev::Forged { bus } => self.forged(t, bus),
@@ -1696,8 +1675,8 @@ impl World {
         let ans = self.scan(
             t,
             bus,
-            Shown {
-                code: &code,
+            &code,
+            ScanFacts {
                 account: Some(account.clone()),
                 profile,
                 genuine: true,
@@ -1709,8 +1688,8 @@ impl World {
             self.scan(
                 t + 3,
                 bus,
-                Shown {
-                    code: &c2,
+                &c2,
+                ScanFacts {
                     account: Some(account.clone()),
                     profile,
                     genuine: true,
@@ -1860,15 +1839,14 @@ impl World {
                 self.note_idle_reopen(p.bus, last_seq, wall_s);
             }
             let own_code = p.own.then(|| p.code.clone());
-            let shown = Shown {
-                code: &p.code,
+            let facts = ScanFacts {
                 account: Some(p.account),
                 profile: p.profile,
                 genuine: true,
                 tag: p.tag,
                 attempt: p.attempt,
             };
-            let ans = self.scan_end(p.t, p.bus, shown, d, rnow);
+            let ans = self.scan_end(p.t, p.bus, &p.code, facts, d, rnow);
             if let Some(code) = own_code.filter(|_| ans.accepted_seq.is_some()) {
                 if self.code_bank.len() < CODE_BANK {
                     self.code_bank.push((code, p.t));
@@ -2096,16 +2074,18 @@ impl World {
             Ev::Scan {
                 bus: on,
                 code: bytes,
-                account: Some(account),
-                profile,
-                genuine,
-                tag,
-                attempt: Some(Attempt {
-                    kind,
-                    must_catch: must,
-                    expect,
-                    reader_refused: None,
-                }),
+                facts: ScanFacts {
+                    account: Some(account),
+                    profile,
+                    genuine,
+                    tag,
+                    attempt: Some(Attempt {
+                        kind,
+                        must_catch: must,
+                        expect,
+                        reader_refused: None,
+                    }),
+                },
             },
         );
     }
@@ -2163,8 +2143,8 @@ impl World {
         self.scan(
             t,
             bus,
-            Shown {
-                code: &code,
+            &code,
+            ScanFacts {
                 account: None,
                 profile: Profile::Adult,
                 genuine: false,
@@ -2194,8 +2174,8 @@ impl World {
         self.scan(
             t,
             bus,
-            Shown {
-                code: &code,
+            &code,
+            ScanFacts {
                 account: Some(account),
                 profile,
                 genuine: true,
@@ -2227,8 +2207,8 @@ impl World {
         self.scan(
             t,
             bus,
-            Shown {
-                code: &code,
+            &code,
+            ScanFacts {
                 account: Some(account),
                 profile,
                 genuine: true,
@@ -2240,14 +2220,14 @@ impl World {
     }
 
     /// One scan at a real reader: frame or payload, recorded.
-    fn scan(&mut self, t: u64, bus: u32, shown: Shown<'_>) -> Answer {
+    fn scan(&mut self, t: u64, bus: u32, code: &[u8], facts: ScanFacts) -> Answer {
         let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames, None);
         let reader = self.buses[bus as usize].reader.as_mut();
         let (Some(rnow), Some(reader)) = (rnow, reader) else {
             return reader_down();
         };
-        let d = decide(reader, shown.code, frame_ok, rnow);
-        self.scan_end(t, bus, shown, d, rnow)
+        let d = decide(reader, code, frame_ok, rnow);
+        self.scan_end(t, bus, code, facts, d, rnow)
     }
 
     /// The part of a scan before the reader decides, made in event order:
@@ -2294,15 +2274,22 @@ impl World {
 
     /// The part of a scan after the reader decided, in event order: the
     /// counts, the journal and the checks of what the reader answered.
-    fn scan_end(&mut self, t: u64, bus: u32, shown: Shown<'_>, d: Decided, rnow: u64) -> Answer {
-        let Shown {
-            code,
+    fn scan_end(
+        &mut self,
+        t: u64,
+        bus: u32,
+        code: &[u8],
+        facts: ScanFacts,
+        d: Decided,
+        rnow: u64,
+    ) -> Answer {
+        let ScanFacts {
             account,
             profile,
             genuine,
             tag,
             attempt,
-        } = shown;
+        } = facts;
         let Decided {
             ans,
             framed,
