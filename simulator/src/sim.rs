@@ -613,7 +613,8 @@ fn reader_down() -> Answer {
 /// does not (for the journal and the checks after the decision).
 #[derive(Clone, Debug)]
 struct ScanFacts {
-    /// The rider whose phone made it (`None`: a forger's).
+    /// The rider whose phone made it (`None`: a forger's; in a thief's
+    /// event, `thief-of:<rider>`, the phone taken, resolved before the scan).
     account: Option<String>,
     profile: Profile,
     /// Made by a real wallet under a credential settlement issued (an
