@@ -71,6 +71,34 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Pause between two attempts of [`open_waiting_for_lock`] to take a lock.
+pub const LOCK_RETRY_MS: u64 = 20;
+
+/// Opens the sled database `config` describes, retrying for up to `wait`
+/// while its file lock is held. sled 0.34's background I/O threads keep a
+/// dropped database's file (and its lock) until their last write ends, so
+/// a process that closes and reopens a database (a reader restarting, a
+/// settlement restart, a test reading a reader's log) can find it still
+/// locked for a moment. Any other error, or the lock still held after
+/// `wait` (another process using the database), is returned as it came.
+pub fn open_waiting_for_lock(
+    config: &sled::Config,
+    wait: std::time::Duration,
+) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // sled reports the lock conflict only as this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < wait =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Syncs a directory, so the entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SyncError> {
     File::open(dir)

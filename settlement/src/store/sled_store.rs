@@ -24,8 +24,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 
 /// How long [`SledStore::open`] waits for a lock this process just released.
 pub const LOCK_WAIT_MS: u64 = 5_000;
-/// Pause between two attempts to take the lock.
-const LOCK_RETRY_MS: u64 = 20;
 
 fn key(space: Space, k: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + k.len());
@@ -61,22 +59,9 @@ impl SledStore {
             // Durability comes from the explicit `flush()` of every commit; a
             // background flusher would only compete with large chunk commits.
             .flush_every_ms(None);
-        let started = std::time::Instant::now();
-        let db = loop {
-            match config.open() {
-                // sled reports the lock conflict only as this message.
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock")
-                        && started.elapsed().as_millis() < u128::from(LOCK_WAIT_MS) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
-                }
-                r => {
-                    break r
-                        .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?
-                }
-            }
-        };
+        let wait = std::time::Duration::from_millis(LOCK_WAIT_MS);
+        let db = fare_durable::open_waiting_for_lock(&config, wait)
+            .map_err(|e| StoreError::Backend(format!("open {}: {e}", dir.display())))?;
         let tree = db.open_tree("settlement")?;
         let device = fare_durable::DeviceSync::open_watching_blobs(dir)
             .map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -77,6 +77,10 @@ const PRUNE_INTERVAL_S: u64 = 60;
 pub const STATE_SAVE_EVERY: u64 = 256;
 /// Records removed per compaction transaction (bounds its memory).
 pub const COMPACT_CHUNK_RECORDS: u64 = 1024;
+/// How long opening a reader waits for its log's lock, which the sled
+/// threads of a reader just dropped in this process may still hold
+/// (`fare_durable::open_waiting_for_lock`).
+pub const LOG_LOCK_WAIT_MS: u64 = 3_000;
 
 /// The reader's persistent counters. A function of the ride log: saved
 /// periodically, at compaction and at acknowledgement, and rolled forward

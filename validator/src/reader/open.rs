@@ -76,32 +76,19 @@ impl Reader {
 
     fn open_db(dir: &Path, config: &ReaderConfig) -> Result<sled::Db, ValidatorError> {
         remove_torn_snapshots(&paths::log(dir));
-        // sled's background threads may hold a just-closed database's file
-        // lock for a moment; a restarting reader waits for it, boundedly.
-        let mut attempts = 0;
-        loop {
-            let res = sled::Config::new()
-                .path(paths::log(dir))
-                .cache_capacity(config.storage.cache_capacity_bytes)
-                .segment_size(config.storage.segment_bytes as usize)
-                // Accepts flush explicitly; the background flush only bounds
-                // how much analytics (rejected scans) a power cut can lose.
-                .flush_every_ms(Some(config.storage.background_flush_ms).filter(|ms| *ms > 0))
-                .open();
-            match res {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempts < 150 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => {
-                    return other.map_err(ValidatorError::sled(
-                        "open (is another process using this reader?)",
-                    ))
-                }
-            }
-        }
+        let sled_config = sled::Config::new()
+            .path(paths::log(dir))
+            .cache_capacity(config.storage.cache_capacity_bytes)
+            .segment_size(config.storage.segment_bytes as usize)
+            // Accepts flush explicitly; the background flush only bounds
+            // how much analytics (rejected scans) a power cut can lose.
+            .flush_every_ms(Some(config.storage.background_flush_ms).filter(|ms| *ms > 0));
+        // A restarting reader waits, boundedly, for the lock its previous
+        // instance's sled threads may still hold.
+        let wait = std::time::Duration::from_millis(LOG_LOCK_WAIT_MS);
+        fare_durable::open_waiting_for_lock(&sled_config, wait).map_err(ValidatorError::sled(
+            "open (is another process using this reader?)",
+        ))
     }
 
     /// Opens a provisioned reader directory. `now_unix_s` is used to prune

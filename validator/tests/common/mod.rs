@@ -431,19 +431,11 @@ pub fn tear_ring_entry(dir: &Path, seq: u64) {
 }
 
 /// Opens a reader's sled log directly (`dir` the reader's directory),
-/// waiting boundedly for its lock: the reader's sled I/O threads may hold
-/// it a moment after the reader is dropped.
+/// waiting for its lock as `Reader::open` does: the reader's sled I/O
+/// threads may hold it a moment after the reader is dropped.
 pub fn open_log(dir: &Path) -> sled::Db {
-    for _ in 0..150 {
-        match sled::open(dir.join("log")) {
-            Ok(db) => return db,
-            // Only the lock is waited for, as `Reader::open` does; any other
-            // failure is the test's to see at once.
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => panic!("open the reader's log: {e}"),
-        }
-    }
-    panic!("the reader's log stays locked");
+    let config = sled::Config::new().path(dir.join("log"));
+    let wait = std::time::Duration::from_millis(fare_validator::reader::LOG_LOCK_WAIT_MS);
+    fare_durable::open_waiting_for_lock(&config, wait)
+        .unwrap_or_else(|e| panic!("open the reader's log: {e}"))
 }
