@@ -230,6 +230,10 @@ pub struct SignedAckInput {
     pub ack_key: SigningKey,
 }
 
+/// The seed of the root key [`signed_ack_from`] certifies its
+/// acknowledgement key with (that key: the next seed).
+pub const SIGNED_ACK_ROOT_SEED: u64 = 0xAC0;
+
 /// The certificate window's bytes in a [`signed_ack_from`] input.
 const ACK_INPUT_WINDOW_LEN: usize = 16;
 /// The acknowledgement's bytes after its version byte in such an input.
@@ -255,8 +259,8 @@ pub fn signed_ack_from(input: &[u8]) -> SignedAckInput {
     use crate::keys::sign_domain;
     let padded = ack_input(input);
     let (window, fields) = padded.split_at(ACK_INPUT_WINDOW_LEN);
-    let root = seeded_key(0xAC0);
-    let ack_key = seeded_key(0xAC1);
+    let root = seeded_key(SIGNED_ACK_ROOT_SEED);
+    let ack_key = seeded_key(SIGNED_ACK_ROOT_SEED + 1);
     let mut cert = vec![ACK_KEY_CERT_V1];
     cert.extend_from_slice(&ack_key.verifying_key().to_bytes());
     cert.extend_from_slice(window);

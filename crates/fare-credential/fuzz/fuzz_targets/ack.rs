@@ -5,7 +5,7 @@
 //! which puts the parser and the window check behind them in reach, and
 //! the result must be exactly what the input says (`check_signed_ack`).
 #![no_main]
-use fare_credential::testkit::{check_signed_ack, seeded_key};
+use fare_credential::testkit::{check_signed_ack, seeded_key, SIGNED_ACK_ROOT_SEED};
 use fare_credential::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 0 {
-        let root = seeded_key(0xAC0).verifying_key();
+        let root = seeded_key(SIGNED_ACK_ROOT_SEED).verifying_key();
         let _ = Ack::verify_v1(rest, &root);
         let _ = AckKeyCert::verify_v1(rest, &root);
         return;
