@@ -129,13 +129,53 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        ApiError::of(
-            ErrorCode::BodyTooLarge,
-            format!("request body over the limit of {limit} bytes (or unreadable: {e})"),
-        )
-    })
+/// How much of a body past its limit is read and dropped before the 413 is
+/// sent. hyper closes a connection whose request body was left unread; a
+/// client still writing it then sees the connection reset (a broken pipe)
+/// instead of the answer that says why. Past this much, the reset is the
+/// answer: reading on would let any client make the service read without
+/// end (the request timeout bounds the time as well).
+pub const OVERSIZE_DRAIN_BYTES: usize = 1 << 20;
+
+/// The body, at most `limit` bytes; a longer one is refused with
+/// `body_too_large` after up to `OVERSIZE_DRAIN_BYTES` more are drained.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody;
+    let mut kept =
+        Vec::with_capacity(usize::try_from(body.size_hint().lower()).map_or(0, |n| n.min(limit)));
+    let mut total_bytes = 0usize;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| {
+            ApiError::of(
+                ErrorCode::BodyTooLarge,
+                format!("request body unreadable after {total_bytes} bytes (limit {limit}): {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total_bytes = total_bytes.saturating_add(data.len());
+        if total_bytes <= limit {
+            kept.extend_from_slice(&data);
+        } else if total_bytes > limit.saturating_add(OVERSIZE_DRAIN_BYTES) {
+            break;
+        } else {
+            kept = Vec::new();
+        }
+    }
+    if total_bytes > limit {
+        return Err(too_large(total_bytes, limit));
+    }
+    Ok(Bytes::from(kept))
+}
+
+fn too_large(len: usize, limit: usize) -> ApiError {
+    ApiError::of(
+        ErrorCode::BodyTooLarge,
+        format!("request body of {len} bytes or more over the limit of {limit} bytes"),
+    )
 }
 
 pub(crate) async fn json_body<T: DeserializeOwned>(
@@ -148,14 +188,11 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
     {
-        if len > app.config.json_body_limit_bytes {
-            return Err(ApiError::of(
-                ErrorCode::BodyTooLarge,
-                format!(
-                    "JSON body of {len} bytes over the limit of {}",
-                    app.config.json_body_limit_bytes
-                ),
-            ));
+        // Far over: refused before reading (the client sees the answer or a
+        // reset). Just over: read_body drains it and answers 413.
+        let limit = app.config.json_body_limit_bytes;
+        if len > limit.saturating_add(OVERSIZE_DRAIN_BYTES) {
+            return Err(too_large(len, limit));
         }
     }
     let bytes = read_body(body, app.config.json_body_limit_bytes).await?;
