@@ -12,10 +12,16 @@ use std::path::Path;
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 /// Chart size, pixels.
 const SIZE: (u32, u32) = (960, 540);
-/// Latency histogram buckets.
-const LATENCY_BUCKETS: usize = 40;
-/// Delay histogram buckets.
-const DELAY_BUCKETS: usize = 24;
+/// Upper edges of the decision latency bars, microseconds (1-2-5 steps: a
+/// payload decides in tens of microseconds, a camera frame in milliseconds,
+/// and both must read on one chart); one more bar counts the rest.
+const LATENCY_EDGES_US: [u64; 12] = [
+    20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+];
+/// Upper edges of the deny-list propagation bars, seconds: the questions an
+/// operator asks of a revocation (within minutes? within the hour? by the
+/// depot at night?); one more bar counts the rest.
+const DELAY_EDGES_S: [u64; 9] = [60, 300, 900, 1_800, 3_600, 7_200, 14_400, 28_800, 57_600];
 
 /// A chart's data.
 #[derive(Clone, Debug)]
@@ -51,6 +57,35 @@ fn register() {
     });
 }
 
+/// A count on the y axis: `12,000`, not `12000.0`.
+fn count_label(v: &f64) -> String {
+    let n = v.round().max(0.0) as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Largest and smallest font size of a bar's label, pixels.
+const BAR_LABEL_FONT_PX: (f64, f64) = (13.0, 8.0);
+/// Width of the plotting area left for the bars, pixels (about).
+const BARS_WIDTH_PX: f64 = 850.0;
+
+/// The font size that lets the longest label fit under its bar (the
+/// readers' reject reasons, about ten of up to 20 characters, fit at the
+/// smallest).
+fn bar_label_font(bars: &[(String, u64)]) -> f64 {
+    let longest = bars.iter().map(|b| b.0.chars().count()).max().unwrap_or(1) as f64;
+    // A character of DejaVu Sans is about 0.6 of the font size wide.
+    let fit = BARS_WIDTH_PX / bars.len().max(1) as f64 / (0.6 * longest + 1.0);
+    fit.clamp(BAR_LABEL_FONT_PX.1, BAR_LABEL_FONT_PX.0)
+}
+
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     chart: &Chart,
@@ -67,7 +102,8 @@ where
             y_desc,
             bars,
         } => {
-            let n = bars.len().max(1) as u32;
+            let n = bars.len().max(2) as u32;
+            let label_font = bar_label_font(bars);
             let ymax = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 * 1.1;
             let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
             let fmt = |x: &SegmentValue<u32>| match x {
@@ -79,15 +115,18 @@ where
                 .margin(14)
                 .x_label_area_size(70)
                 .y_label_area_size(80)
-                .build_cartesian_2d((0u32..n).into_segmented(), 0f64..ymax)
+                // A segmented range has a slot for its end as well: n bars
+                // take 0..n-1.
+                .build_cartesian_2d((0u32..n - 1).into_segmented(), 0f64..ymax)
                 .map_err(e)?;
             c.configure_mesh()
                 .disable_x_mesh()
                 .x_labels(n as usize + 1)
                 .x_label_formatter(&fmt)
-                .x_label_style(("sans-serif", if n > 8 { 10 } else { 13 }))
+                .x_label_style(("sans-serif", label_font))
                 .x_desc(x_desc.as_str())
                 .y_desc(y_desc.as_str())
+                .y_label_formatter(&count_label)
                 .draw()
                 .map_err(e)?;
             // One rectangle per bar, in the bars' order: plotters'
@@ -126,6 +165,7 @@ where
             c.configure_mesh()
                 .x_desc(x_desc.as_str())
                 .y_desc(y_desc.as_str())
+                .y_label_formatter(&count_label)
                 .draw()
                 .map_err(e)?;
             c.draw_series(LineSeries::new(points.iter().copied(), RED.stroke_width(2)))
@@ -152,26 +192,43 @@ pub fn write(dir: &Path, base: &str, chart: &Chart) -> Result<(), String> {
     Ok(())
 }
 
-/// Buckets values into a histogram of `n` equal bins up to `hi`.
-pub fn histogram(values: &[u64], hi: u64, n: usize, unit: &str) -> Vec<(String, u64)> {
-    let hi = hi.max(1);
-    let width = hi.div_ceil(n as u64).max(1);
-    let mut bins = vec![0u64; n];
+/// Counts `values` into bars `≤ edge` for each of `edges` (ascending) and
+/// one `> last edge` for the rest, labelled by `label` of the edge.
+pub fn bucketed(values: &[u64], edges: &[u64], label: fn(u64) -> String) -> Vec<(String, u64)> {
+    let mut counts = vec![0u64; edges.len() + 1];
     for v in values {
-        let i = ((*v / width) as usize).min(n - 1);
-        bins[i] += 1;
+        counts[edges.partition_point(|e| e < v)] += 1;
     }
-    bins.into_iter()
-        .enumerate()
-        .map(|(i, c)| (format!("{}{unit}", i as u64 * width), c))
-        .collect()
+    let mut labels: Vec<String> = edges.iter().map(|&e| format!("≤{}", label(e))).collect();
+    labels.push(format!(
+        ">{}",
+        edges.last().map_or_else(String::new, |&e| label(e))
+    ));
+    labels.into_iter().zip(counts).collect()
+}
+
+/// `20 µs`, `1 ms`, `100 ms`.
+fn micros_label(us: u64) -> String {
+    if us >= 1_000 && us % 1_000 == 0 {
+        format!("{} ms", us / 1_000)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// `1 min`, `30 min`, `2 h`.
+fn seconds_label(s: u64) -> String {
+    if s >= 3_600 && s % 3_600 == 0 {
+        format!("{} h", s / 3_600)
+    } else if s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
 }
 
 /// All five charts of a run.
 pub fn write_all(dir: &Path, w: &crate::sim::World) -> Result<Vec<String>, String> {
-    let mut lat = w.latency_us.clone();
-    lat.sort_unstable();
-    let p99 = crate::report::percentile(&lat, 0.99);
     let mut per_hour = [0u64; 24];
     for a in &w.journal {
         let h = ((a.true_time.saturating_sub(w.midnight)) / 3600).min(23) as usize;
@@ -182,10 +239,10 @@ pub fn write_all(dir: &Path, w: &crate::sim::World) -> Result<Vec<String>, Strin
         (
             "decision_latency",
             Chart::Bars {
-                title: "Reader decision latency (wall clock, up to 2 x p99)".into(),
-                x_desc: "microseconds".into(),
+                title: "Reader decision latency (wall clock; payloads and camera frames)".into(),
+                x_desc: "time to decide".into(),
                 y_desc: "decisions".into(),
-                bars: histogram(&lat, p99 * 2, LATENCY_BUCKETS, ""),
+                bars: bucketed(&w.latency_us, &LATENCY_EDGES_US, micros_label),
             },
         ),
         (
@@ -218,14 +275,9 @@ pub fn write_all(dir: &Path, w: &crate::sim::World) -> Result<Vec<String>, Strin
             "deny_list_propagation",
             Chart::Bars {
                 title: "Deny-list propagation delay (publication to reader install)".into(),
-                x_desc: "seconds".into(),
+                x_desc: "delay".into(),
                 y_desc: "reader installs".into(),
-                bars: histogram(
-                    &delays,
-                    delays.last().copied().unwrap_or(3600),
-                    DELAY_BUCKETS,
-                    "",
-                ),
+                bars: bucketed(&delays, &DELAY_EDGES_S, seconds_label),
             },
         ),
         (
@@ -249,4 +301,70 @@ pub fn write_all(dir: &Path, w: &crate::sim::World) -> Result<Vec<String>, Strin
         written.push(format!("{name}.svg"));
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_count_each_value_once_at_its_upper_edge() {
+        let bars = bucketed(
+            &[
+                0, 20, 21, 50, 999, 1_000, 1_001, 100_000, 100_001, 9_999_999,
+            ],
+            &LATENCY_EDGES_US,
+            micros_label,
+        );
+        let got: Vec<(&str, u64)> = bars
+            .iter()
+            .map(|(l, n)| (l.as_str(), *n))
+            .filter(|b| b.1 > 0)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("≤20 µs", 2),
+                ("≤50 µs", 2),
+                ("≤1 ms", 2),
+                ("≤2 ms", 1),
+                ("≤100 ms", 1),
+                (">100 ms", 2)
+            ]
+        );
+        assert_eq!(bars.len(), LATENCY_EDGES_US.len() + 1);
+        assert_eq!(bars.iter().map(|b| b.1).sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn delay_labels_read_in_minutes_and_hours() {
+        let labels: Vec<String> = bucketed(&[], &DELAY_EDGES_S, seconds_label)
+            .into_iter()
+            .map(|b| b.0)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "≤1 min",
+                "≤5 min",
+                "≤15 min",
+                "≤30 min",
+                "≤1 h",
+                "≤2 h",
+                "≤4 h",
+                "≤8 h",
+                "≤16 h",
+                ">16 h"
+            ]
+        );
+        assert_eq!(seconds_label(90), "90 s");
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(count_label(&0.0), "0");
+        assert_eq!(count_label(&999.4), "999");
+        assert_eq!(count_label(&12_000.0), "12,000");
+        assert_eq!(count_label(&1_039_404.0), "1,039,404");
+    }
 }
