@@ -43,6 +43,9 @@ pub struct AttackCount {
     pub attempted: u64,
     /// Caught (refused at the reader or at settlement).
     pub caught: u64,
+    /// Attempts no invariant requires caught: a stolen phone rides until
+    /// its owner's report reaches the bus's deny list.
+    pub need_not_be_caught: u64,
 }
 
 /// The oracle's verdict.
@@ -556,6 +559,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
         };
         let e = v.attacks.entry(a.kind.to_string()).or_default();
         e.attempted += 1;
+        e.need_not_be_caught += u64::from(!a.must_catch);
         if caught {
             e.caught += 1;
         } else if a.must_catch && missed.len() < MAX_LISTED {

@@ -375,22 +375,40 @@ pub fn summary(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "faults: {} power cuts, {} settlement restarts, {} settlement runs, {} restores from backup",
-        r.faults.power_cuts, r.faults.settlement_restarts, r.faults.settlement_runs, r.faults.restores.len()
+        "faults: {} power cuts, {} settlement restarts, {} settlement runs, {} reader{} restored from an old backup",
+        r.faults.power_cuts,
+        r.faults.settlement_restarts,
+        r.faults.settlement_runs,
+        r.faults.restores.len(),
+        if r.faults.restores.len() == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
-        "online renewals: {} riders, {} wallets enrolled, {} renewed, {} rides accepted on renewed credentials, {} refused {:?}",
+        "online renewals: {} riders, {} wallets enrolled, {} renewed, {} rides accepted on renewed credentials, {} refused{}",
         r.renewals.riders,
         r.renewals.enrolled,
         r.renewals.renewed,
         r.renewals.accepted_rides_renewed,
         r.renewals.refused_by_code.values().sum::<u64>(),
-        r.renewals.refused_by_code
+        if r.renewals.refused_by_code.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", r.renewals.refused_by_code)
+        }
     );
     let _ = writeln!(s, "attacks (caught / attempted):");
     for (k, a) in &r.attacks {
-        let _ = writeln!(s, "  {k:<24} {:>5} / {:<5}", a.caught, a.attempted);
+        let optional = match a.need_not_be_caught {
+            0 => String::new(),
+            n => format!(
+                " ({n} need not be: a stolen phone rides until the owner's report reaches the bus)"
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "  {k:<24} {:>5} / {:<5}{optional}",
+            a.caught, a.attempted
+        );
     }
     let _ = writeln!(s, "invariants:");
     for (k, ok) in &r.invariants {
