@@ -8,8 +8,13 @@ use std::fmt::Write as _;
 
 /// Keys of `report.json` that hold wall-clock measurements (excluded from
 /// the determinism comparison).
-pub const WALL_CLOCK_KEYS: [&str; 4] =
-    ["latency_us", "wall_s", "wall_phases_s", "rides_per_wall_s"];
+pub const WALL_CLOCK_KEYS: [&str; 5] = [
+    "latency_us",
+    "latency_us_by_input",
+    "wall_s",
+    "wall_phases_s",
+    "rides_per_wall_s",
+];
 
 /// Rides.
 #[derive(Clone, Debug, Serialize)]
@@ -122,6 +127,9 @@ pub struct Report {
     pub queue: QueueCounts,
     /// Decision latency (wall clock).
     pub latency_us: Latency,
+    /// The same, by what the reader was shown: `payload` (the code's
+    /// bytes) and `camera_frame` (a rendered frame, decode included).
+    pub latency_us_by_input: BTreeMap<String, Latency>,
     /// Uploads.
     pub uploads: Uploads,
     /// Attacks by kind.
@@ -198,10 +206,31 @@ pub fn deny_delays(w: &World) -> Vec<u64> {
     out
 }
 
+fn sorted(v: &[u64]) -> Vec<u64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// p50, p99 and max of `sorted`.
+fn latency(sorted: &[u64]) -> Latency {
+    Latency {
+        p50: percentile(sorted, 0.5),
+        p99: percentile(sorted, 0.99),
+        max: sorted.last().copied().unwrap_or(0),
+    }
+}
+
 /// Builds the report.
 pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) -> Report {
-    let mut lat = w.latency_us.clone();
-    lat.sort_unstable();
+    let lat = sorted(&[&w.latency_payload_us[..], &w.latency_frame_us[..]].concat());
+    let by_input = [
+        ("payload", &w.latency_payload_us),
+        ("camera_frame", &w.latency_frame_us),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), latency(&sorted(v))))
+    .collect();
     let mut per_hour = BTreeMap::new();
     for a in &w.journal {
         let h = ((a.true_time.saturating_sub(w.midnight)) / 3600) as u32;
@@ -245,11 +274,8 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
             accepted_per_hour: per_hour,
         },
         queue: v.queue.clone(),
-        latency_us: Latency {
-            p50: percentile(&lat, 0.5),
-            p99: percentile(&lat, 0.99),
-            max: lat.last().copied().unwrap_or(0),
-        },
+        latency_us: latency(&lat),
+        latency_us_by_input: by_input,
         uploads: Uploads {
             attempts: w.upload_attempts,
             retries: w.upload_retries,
@@ -340,6 +366,13 @@ pub fn summary(r: &Report) -> String {
         "decision latency (wall clock): p50 {} us, p99 {} us, max {} us",
         r.latency_us.p50, r.latency_us.p99, r.latency_us.max
     );
+    for (input, l) in &r.latency_us_by_input {
+        let _ = writeln!(
+            s,
+            "  {input:<12} p50 {} us, p99 {} us, max {} us",
+            l.p50, l.p99, l.max
+        );
+    }
     let _ = writeln!(
         s,
         "uploads: {} batches, {} retries, {} sync windows without network; link: {} dropped, {} duplicated, {} reordered, {} replies lost",

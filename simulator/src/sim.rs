@@ -401,8 +401,12 @@ pub struct World {
     pub modelled_only_rides: u64,
     /// Rejects by reason.
     pub rejected_by_reason: BTreeMap<String, u64>,
-    /// Decision latencies, microseconds (wall clock).
-    pub latency_us: Vec<u64>,
+    /// Decision latencies of the scans shown as payload bytes,
+    /// microseconds (wall clock).
+    pub latency_payload_us: Vec<u64>,
+    /// Decision latencies of the scans shown as camera frames (decode
+    /// included), microseconds (wall clock).
+    pub latency_frame_us: Vec<u64>,
     /// Upload attempts and retries (timeouts, refusals).
     pub upload_attempts: u64,
     /// Upload retries.
@@ -761,7 +765,8 @@ impl World {
             payloads: 0,
             modelled_only_rides: 0,
             rejected_by_reason: BTreeMap::new(),
-            latency_us: Vec::new(),
+            latency_payload_us: Vec::new(),
+            latency_frame_us: Vec::new(),
             upload_attempts: 0,
             upload_retries: 0,
             syncs_offline: 0,
@@ -2299,12 +2304,13 @@ impl World {
         } = d;
         if framed {
             self.frames += 1;
+            self.latency_frame_us.push(ans.latency_ns / 1000);
         } else {
             self.payloads += 1;
+            self.latency_payload_us.push(ans.latency_ns / 1000);
         }
         *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += wall_s;
         self.scanned += 1;
-        self.latency_us.push(ans.latency_ns / 1000);
         let key = code_key(code);
         if let Some(k) = key.filter(|_| genuine) {
             if self.denied_at(version, &k.0) {

@@ -103,6 +103,19 @@ fn demo_with_faults_and_adversaries_passes() {
     for k in ["p50", "p99", "max"] {
         assert!(json["latency_us"].get(k).is_some());
     }
+    // Each input's latencies apart; the overall max is one of theirs.
+    let by_input = &r.latency_us_by_input;
+    assert_eq!(
+        by_input.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["camera_frame", "payload"]
+    );
+    for (input, l) in by_input {
+        assert!(l.p50 <= l.p99 && l.p99 <= l.max, "{input}: {l:?}");
+    }
+    assert_eq!(
+        r.latency_us.max,
+        by_input.values().map(|l| l.max).max().unwrap()
+    );
     for c in [
         "decision_latency",
         "rides_per_hour",
