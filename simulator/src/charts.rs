@@ -6,6 +6,7 @@
 //! no download.
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 
 /// DejaVu Sans (fonts-dejavu-core), see `assets/DejaVuSans.LICENSE`.
@@ -144,6 +145,18 @@ where
                 bar.set_margin(0, 0, 2, 2);
                 bar
             }))
+            .map_err(e)?;
+            // Each bar's count above it: at city scale the tail (a few
+            // thousand camera frames beside a million payloads) is too
+            // short to see.
+            let above = TextStyle::from(("sans-serif", label_font).into_font())
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            c.draw_series(bars.iter().enumerate().filter(|(_, (_, v))| *v > 0).map(
+                |(i, (_, v))| {
+                    let at = (SegmentValue::CenterOf(i as u32), *v as f64);
+                    Text::new(count_label(&(*v as f64)), at, above.clone())
+                },
+            ))
             .map_err(e)?;
         }
         Chart::Line {
