@@ -255,11 +255,7 @@ pub fn write_all(dir: &Path, w: &crate::sim::World) -> Result<Vec<String>, Strin
                 title: "Reader decision latency (wall clock; payloads and camera frames)".into(),
                 x_desc: "time to decide".into(),
                 y_desc: "decisions".into(),
-                bars: bucketed(
-                    &[&w.latency_payload_us[..], &w.latency_frame_us[..]].concat(),
-                    &LATENCY_EDGES_US,
-                    micros_label,
-                ),
+                bars: bucketed(&w.decision_latencies_us(), &LATENCY_EDGES_US, micros_label),
             },
         ),
         (

@@ -206,8 +206,7 @@ pub fn deny_delays(w: &World) -> Vec<u64> {
     out
 }
 
-fn sorted(v: &[u64]) -> Vec<u64> {
-    let mut v = v.to_vec();
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
     v.sort_unstable();
     v
 }
@@ -223,13 +222,13 @@ fn latency(sorted: &[u64]) -> Latency {
 
 /// Builds the report.
 pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) -> Report {
-    let lat = sorted(&[&w.latency_payload_us[..], &w.latency_frame_us[..]].concat());
+    let lat = sorted(w.decision_latencies_us());
     let by_input = [
         ("payload", &w.latency_payload_us),
         ("camera_frame", &w.latency_frame_us),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), latency(&sorted(v))))
+    .map(|(k, v)| (k.to_string(), latency(&sorted(v.clone()))))
     .collect();
     let mut per_hour = BTreeMap::new();
     for a in &w.journal {
@@ -267,8 +266,8 @@ pub fn build(w: &World, v: &Verdict, commit: &str, replay: &str, wall_s: f64) ->
             accepted: w.journal.len() as u64,
             rejected,
             rejected_by_reason: w.rejected_by_reason.clone(),
-            via_camera_frames: w.frames,
-            via_payloads: w.payloads,
+            via_camera_frames: w.frames(),
+            via_payloads: w.payloads(),
             modelled_only: w.modelled_only_rides,
             wallet_refusals: w.wallet_refusals,
             accepted_per_hour: per_hour,

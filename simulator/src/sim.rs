@@ -393,19 +393,15 @@ pub struct World {
     pub settlement: Backoffice,
     /// Scans.
     pub scanned: u64,
-    /// Scans shown as camera frames.
-    pub frames: u64,
-    /// Scans shown as payloads.
-    pub payloads: u64,
     /// Rides generated for buses not run on real readers.
     pub modelled_only_rides: u64,
     /// Rejects by reason.
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Decision latencies of the scans shown as payload bytes,
-    /// microseconds (wall clock).
+    /// microseconds (wall clock): one per such scan.
     pub latency_payload_us: Vec<u64>,
     /// Decision latencies of the scans shown as camera frames (decode
-    /// included), microseconds (wall clock).
+    /// included), microseconds (wall clock): one per such scan.
     pub latency_frame_us: Vec<u64>,
     /// Upload attempts and retries (timeouts, refusals).
     pub upload_attempts: u64,
@@ -699,6 +695,21 @@ struct PendingScan {
 }
 
 impl World {
+    /// Scans shown as camera frames.
+    pub fn frames(&self) -> u64 {
+        self.latency_frame_us.len() as u64
+    }
+
+    /// Scans shown as payloads.
+    pub fn payloads(&self) -> u64 {
+        self.latency_payload_us.len() as u64
+    }
+
+    /// Every scan's decision latency, microseconds: payloads, then frames.
+    pub fn decision_latencies_us(&self) -> Vec<u64> {
+        [&self.latency_payload_us[..], &self.latency_frame_us[..]].concat()
+    }
+
     fn push(&mut self, t: u64, ev: Ev) {
         self.queue.insert((t, self.next_ev), ev);
         self.next_ev += 1;
@@ -761,8 +772,6 @@ impl World {
             restores: Vec::new(),
             settlement,
             scanned: 0,
-            frames: 0,
-            payloads: 0,
             modelled_only_rides: 0,
             rejected_by_reason: BTreeMap::new(),
             latency_payload_us: Vec::new(),
@@ -1937,7 +1946,7 @@ impl World {
                 .iter()
                 .filter(|p| p.frame_ok && p.rnow.is_some())
                 .count() as u64;
-            let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames + planned, Some(opens));
+            let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames() + planned, Some(opens));
             pending.push(PendingScan {
                 t,
                 bus,
@@ -2227,7 +2236,7 @@ impl World {
 
     /// One scan at a real reader: frame or payload, recorded.
     fn scan(&mut self, t: u64, bus: u32, code: &[u8], facts: ScanFacts) -> Answer {
-        let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames, None);
+        let (frame_ok, rnow) = self.scan_begin(t, bus, self.frames(), None);
         let reader = self.buses[bus as usize].reader.as_mut();
         let (Some(rnow), Some(reader)) = (rnow, reader) else {
             return reader_down();
@@ -2303,10 +2312,8 @@ impl World {
             wall_s,
         } = d;
         if framed {
-            self.frames += 1;
             self.latency_frame_us.push(ans.latency_ns / 1000);
         } else {
-            self.payloads += 1;
             self.latency_payload_us.push(ans.latency_ns / 1000);
         }
         *self.phase_wall_s.entry("scans".into()).or_insert(0.0) += wall_s;
