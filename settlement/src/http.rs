@@ -178,24 +178,33 @@ fn too_large(len: usize, limit: usize) -> ApiError {
     )
 }
 
-pub(crate) async fn json_body<T: DeserializeOwned>(
-    app: &App,
+/// A request's body of at most `limit` bytes, or `body_too_large`: refused
+/// unread when its Content-Length is past the limit by more than
+/// `OVERSIZE_DRAIN_BYTES` (the client sees the answer or a reset), drained
+/// and answered when it is just over (see `read_body`).
+pub(crate) async fn limited_body(
     headers: &HeaderMap,
     body: Body,
-) -> Result<T, ApiError> {
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
     {
-        // Far over: refused before reading (the client sees the answer or a
-        // reset). Just over: read_body drains it and answers 413.
-        let limit = app.config.json_body_limit_bytes;
         if len > limit.saturating_add(OVERSIZE_DRAIN_BYTES) {
             return Err(too_large(len, limit));
         }
     }
-    let bytes = read_body(body, app.config.json_body_limit_bytes).await?;
+    read_body(body, limit).await
+}
+
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes = limited_body(headers, body, app.config.json_body_limit_bytes).await?;
     // Only an object: serde's derived structs also accept the sequence form
     // (`["pay-1", 500]` as a payment), which no client means.
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {

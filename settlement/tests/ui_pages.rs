@@ -416,6 +416,38 @@ async fn login_sessions_and_csrf() {
     assert_eq!(s, 303);
 }
 
+/// A form far over `MAX_FORM_BYTES` (a pasted file, say) gets the 413 page
+/// that says why, every time (drained, not reset while the browser is still
+/// sending it), and does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_form_gets_the_413_page() {
+    let (_d, srv, _) = day().await;
+    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let before = srv.balance("carol").await;
+    let note = "x".repeat(900 * 1024);
+    for round in 0..20 {
+        for path in ["/ui/accounts/carol/payments", "/ui/login"] {
+            let r = ui
+                .http
+                .post(format!("{}{path}", srv.url))
+                .header("cookie", &ui.cookie)
+                .form(&[
+                    ("csrf", ui.csrf.as_str()),
+                    ("payment_id", "big-1"),
+                    ("amount_minor", "250"),
+                    ("note", &note),
+                ])
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {path}: {e:?}"));
+            assert_eq!(r.status(), 413, "round {round}: {path}");
+            let html = r.text().await.unwrap();
+            assert_eq!(text_of(&html, "error-code"), "body_too_large", "{path}");
+        }
+    }
+    assert_eq!(srv.balance("carol").await, before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_staff_see_only_its_readers_and_revenue() {
     let (_d, srv, _) = day().await;

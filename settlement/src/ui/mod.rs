@@ -97,6 +97,23 @@ impl IntoResponse for UiError {
     }
 }
 
+/// Reads a dashboard request's body before its handler: a form over
+/// `MAX_FORM_BYTES` gets the 413 `body_too_large` page, as the JSON API
+/// answers, after the rest of it is drained (`crate::http::limited_body`).
+/// axum's `Form` alone answered 400 `invalid_field` with most of the body
+/// unread, the case in which a client still sending can see the connection
+/// reset instead of the page (what the JSON API's bodies did under load).
+async fn form_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match crate::http::limited_body(&parts.headers, body, MAX_FORM_BYTES).await {
+        Ok(bytes) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Err(e) => UiError::Api(e).into_response(),
+    }
+}
+
 /// Result of a dashboard handler.
 pub type UiResult = Result<Response, UiError>;
 
@@ -248,6 +265,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .route("/ui/assets/htmx.min.js", get(htmx_js))
         .route("/ui/assets/ui.css", get(ui_css))
         .route("/ui/{*rest}", get(not_found).post(not_found))
+        .layer(axum::middleware::from_fn(form_body))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(TimeoutLayer::with_status_code(
             ErrorCode::RequestTimeout.status(),
