@@ -430,17 +430,15 @@ pub fn summary(r: &Report) -> String {
     );
     let _ = writeln!(s, "attacks (caught / attempted):");
     for (k, a) in &r.attacks {
+        // Only stolen phones have attempts no invariant requires caught.
+        const WHY: &str = "a stolen phone rides until its owner's report reaches the bus";
         let optional = match a.need_not_be_caught {
             0 => String::new(),
-            n => format!(
-                " ({n} need not be: a stolen phone rides until the owner's report reaches the bus)"
-            ),
+            n if n == a.attempted => format!(" (none has to be: {WHY})"),
+            n => format!(" ({n} of them need not be: {WHY})"),
         };
-        let _ = writeln!(
-            s,
-            "  {k:<24} {:>5} / {:<5}{optional}",
-            a.caught, a.attempted
-        );
+        let line = format!("  {k:<24} {:>5} / {:<5}{optional}", a.caught, a.attempted);
+        let _ = writeln!(s, "{}", line.trim_end());
     }
     let _ = writeln!(s, "invariants:");
     for (k, ok) in &r.invariants {
