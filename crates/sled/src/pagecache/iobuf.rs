@@ -1029,6 +1029,27 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     seal_and_write_iobuf(iobufs, iobuf, header, from_reserve, false)
 }
 
+/// Writes a sealed buffer; on an error, stores it and wakes the threads
+/// waiting for the buffer (they return it). PATCHED: one body for the I/O
+/// pool's job and for a flusher writing its own buffer.
+fn write_iobuf(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) {
+    if let Err(e) = iobufs.write_to_log(iobuf) {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        // store error before notifying so that waiting threads will see
+        // it
+        iobufs.config.set_global_error(e);
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+    }
+}
+
 /// `maybe_seal_and_write_iobuf`; with `write_here`, a buffer this call
 /// must write is written on the calling thread (PATCHED).
 fn seal_and_write_iobuf(
@@ -1191,18 +1212,7 @@ fn seal_and_write_iobuf(
         iobufs.config.global_error()?;
         if write_here {
             trace!("writing iobuf with lsn {} to log from make_stable", lsn);
-            if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                // as below: the error is stored, then waiters are woken
-                // (make_stable's loop returns it)
-                iobufs.config.set_global_error(e);
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            write_iobuf(iobufs, iobuf, lsn);
             return Ok(());
         }
         trace!(
@@ -1211,26 +1221,8 @@ fn seal_and_write_iobuf(
         );
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-        })?;
+        let _result =
+            threadpool::spawn(move || write_iobuf(&iobufs, &iobuf, lsn))?;
 
         #[cfg(feature = "event_log")]
         _result.wait();
