@@ -5,9 +5,7 @@
 //! (`/proc/self/io`, `wchar`: every `write`/`pwrite`, sled's I/O threads
 //! included).
 
-mod common;
-
-use common::{deployment, DeploymentExt, NOW};
+use crate::common::{deployment, DeploymentExt, NOW};
 use fare_credential::{CredentialId, DenyUpdate};
 
 /// Bytes this process has passed to write calls so far.

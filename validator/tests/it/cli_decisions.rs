@@ -1,7 +1,6 @@
 //! Every reject reason, end to end through the `fare-validator` binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 use fare_credential::{CredentialId, DenyUpdate, RideCode};
 use rand_chacha::rand_core::SeedableRng;
 

@@ -6,10 +6,8 @@
 //! same batches. And what `/healthz` tells an operator while the database
 //! is down.
 
-mod common;
-
-use common::serve_child::ServeChild;
-use common::*;
+use crate::common::serve_child::ServeChild;
+use crate::common::*;
 use fare_credential::{Credential, ManualClock, SigningKey};
 use fare_settlement::store::{PostgresStore, SledStore, Space, Store, WriteSet};
 use fare_settlement::{App, Config};

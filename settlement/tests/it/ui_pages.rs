@@ -2,12 +2,9 @@
 //! with its key numbers checked against the JSON API after a small day of
 //! rides; login, sessions, CSRF and the per-operator scope.
 
-mod common;
-mod ui_common;
-
-use common::*;
+use crate::common::*;
+use crate::ui_common::*;
 use serde_json::Value;
-use ui_common::*;
 
 async fn day() -> (tempfile::TempDir, Server, [FakeReader; 4]) {
     let dir = tempfile::tempdir().unwrap();

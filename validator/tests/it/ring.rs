@@ -6,9 +6,7 @@
 //! rides never reached the device) beside the ring as it is after them.
 //! `powercut.rs` does the same with real power cuts.
 
-mod common;
-
-use common::{deployment, tear_ring_entry, DeploymentExt, TestWallet, NOW};
+use crate::common::{deployment, tear_ring_entry, DeploymentExt, TestWallet, NOW};
 use fare_credential::testkit::copy_dir;
 use fare_validator::hwm::RING_SLOTS;
 use fare_validator::{Reader, ValidatorError};

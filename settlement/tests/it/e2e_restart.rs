@@ -2,9 +2,7 @@
 //! charge nothing twice; the `fare-settlement` binary serves, settles and
 //! reports with no external server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_credential::testkit::copy_dir;
 use fare_credential::ManualClock;
 use fare_settlement::{ingest, App, Config};

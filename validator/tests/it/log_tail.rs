@@ -7,9 +7,7 @@
 //! a missing ride is damaged too) the reader names the missing range and
 //! refuses every ride.
 
-mod common;
-
-use common::{deployment, tear_ring_entry, DeploymentExt, NOW};
+use crate::common::{deployment, tear_ring_entry, DeploymentExt, NOW};
 use fare_validator::hwm::RING_FILE;
 use fare_validator::{Outcome, Reader, ValidatorError};
 use std::path::Path;

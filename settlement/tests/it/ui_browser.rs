@@ -12,16 +12,13 @@
 //! chromium-driver`). Without them it prints SKIPPED and passes, unless
 //! `FARE_REQUIRE_CHROMIUM=1` (CI sets it), when it fails.
 
-mod common;
-mod ui_common;
-
-use common::*;
+use crate::common::*;
+use crate::ui_common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use ui_common::*;
 
 /// Tries (100 ms apart) for chromedriver to answer before giving up.
 const DRIVER_START_TRIES: u32 = 200;

@@ -6,10 +6,8 @@
 //! transfer within 90 min of a paid ride (not on the same route); daily cap
 //! 600; service day from 04:30 Asia/Shanghai.
 
-mod common;
-
-use common::day::DayCast;
-use common::*;
+use crate::common::day::DayCast;
+use crate::common::*;
 use fare_credential::bundle::DenyUpdate;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -6,9 +6,7 @@
 //! * exactly once: any replay / reorder / interleaving of uploads and
 //!   settlement runs ends in the same balances and fares as one in-order pass.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_credential::ManualClock;
 use fare_ledger::{AccountRef, Ledger};
 use fare_settlement::{ingest, App, Config};

@@ -2,9 +2,7 @@
 //! is refused with its specific error and nothing stored; bad API requests
 //! get specific JSON errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn stored_rides(srv: &Server) -> usize {

@@ -5,9 +5,7 @@
 //! `/healthz` and ingest keep answering; connections past the cap get
 //! `503 too_many_connections` with `Retry-After`, not a hang.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,12 +3,10 @@
 //! bundle, offline decisions, `sync` upload, settlement, and the deny list
 //! flowing back to the reader.
 
-mod svc;
-
+use crate::svc::Svc;
 use fare_credential::{Credential, RideCode};
 use fare_validator::sync;
 use serde_json::json;
-use svc::Svc;
 
 const T0: u64 = fare_credential::testkit::DEMO_DAY_T0; // 2026-03-10 08:00 Asia/Shanghai
 

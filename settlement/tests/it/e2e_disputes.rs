@@ -4,9 +4,7 @@
 //! first or back-dated its copy), the incident names both readers, and the
 //! operator's resolution releases it once to the awarded reader's operator.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 async fn balances(srv: &Server) -> Value {

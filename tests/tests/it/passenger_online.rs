@@ -4,15 +4,13 @@
 //! on loopback, a manual clock) and a real reader (`fare-validator`'s
 //! `Reader`, syncing over HTTP) deciding every code.
 
-mod svc;
-
+use crate::svc::{Svc, TOKEN};
 use fare_credential::{Credential, RideCode, SigningKey};
 use fare_e2e::cmd;
 use fare_validator::{sync, Reader};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Output;
-use svc::{Svc, TOKEN};
 
 /// 2026-03-10 08:00 Asia/Shanghai.
 const T0: u64 = fare_credential::testkit::DEMO_DAY_T0;

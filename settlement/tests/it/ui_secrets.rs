@@ -7,14 +7,11 @@
 //! CSRF token; and no link, form target, redirect or GET form of any page
 //! may carry one in a URL.
 
-mod common;
-mod ui_common;
-
-use common::*;
+use crate::common::*;
+use crate::ui_common::*;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use ui_common::*;
 
 /// Lines of the child's stderr read while waiting for its address (at
 /// trace level sled alone logs hundreds while opening the database).

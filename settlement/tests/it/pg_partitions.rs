@@ -5,9 +5,7 @@
 //! migration 0003 carries the rows of a 0002 database over; and a database
 //! migrated by another build is refused, naming the migration.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_settlement::store::postgres::{PostgresStore, MIGRATIONS};
 use fare_settlement::store::{Space, Store};
 use fare_settlement::StoreError;

@@ -417,7 +417,7 @@ impl Drop for SeedReport {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "sync fault test failed with seed {0}; replay: SYNC_FAULT_SEED={0} cargo test -p fare-e2e --test sync_network randomized -- --nocapture",
+                "sync fault test failed with seed {0}; replay: SYNC_FAULT_SEED={0} cargo test -p fare-e2e --test it sync_network::randomized -- --nocapture",
                 self.0
             );
         }

@@ -6,8 +6,7 @@
 //! The child loop and the checks are `common::KillLedger`'s, shared with
 //! the power-cut test.
 
-mod common;
-use common::*;
+use crate::common::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 

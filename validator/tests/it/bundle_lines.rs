@@ -4,9 +4,7 @@
 //! only to the exact list it was computed from; a tariff named by digest
 //! (v3) installs only over the same tariff.
 
-mod common;
-
-use common::{deployment, open_log, DeploymentExt, NOW};
+use crate::common::{deployment, open_log, DeploymentExt, NOW};
 use fare_credential::testkit::TestDeployment;
 use fare_credential::{CredentialId, DenyUpdate};
 use fare_validator::ValidatorError;

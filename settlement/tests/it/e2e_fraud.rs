@@ -2,9 +2,7 @@
 //! and are reported against their reader; the same ride code on two readers
 //! is a fraud event, charged once.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_credential::{Profile, RideCode};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;

@@ -7,9 +7,7 @@
 //! (the `settle_million --arrivals` example measures it); this test holds
 //! that it still decides the same.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_credential::ManualClock;
 use fare_ledger::{AccountRef, Ledger};
 use fare_settlement::model::{DayState, RideResult};

@@ -5,9 +5,7 @@
 //! and its credentials reach the deny list of the reader bundle, and the
 //! operator token survives restarts in DATA/operator-token.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fare_credential::{CredentialId, SigningKey};
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -18,8 +18,7 @@
 //! Needs FUSE (`/dev/fuse`, root): prints `SKIPPED:` without it, except in
 //! CI (`CI` set) where that is a failure.
 
-mod common;
-use common::*;
+use crate::common::*;
 use fare_lazyfs::{mount_or_skip, LazyFs, PowerCut};
 use fare_validator::Reader;
 use rand_chacha::ChaCha20Rng;
@@ -48,7 +47,7 @@ impl std::fmt::Display for Ctx {
         write!(
             f,
             "cycle {} of {}, seed {} (replay: POWERCUT_SEED={} POWERCUT_CYCLES={} \
-             cargo test -p fare-validator --test powercut -- --exact {})",
+             cargo test -p fare-validator --test it -- --exact powercut::{})",
             self.cycle, self.cycles, self.seed, self.seed, self.cycles, self.test
         )
     }

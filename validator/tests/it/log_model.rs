@@ -2,8 +2,7 @@
 //! acknowledgements, compaction and uploads; plus library-level checks of
 //! batches and state that survive a restart.
 
-mod common;
-use common::*;
+use crate::common::*;
 use fare_credential::SignedBatch;
 use fare_validator::{Reader, ReaderConfig};
 use proptest::prelude::*;

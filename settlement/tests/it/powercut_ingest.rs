@@ -14,10 +14,10 @@
 //! replay (failures print both and the command). Needs FUSE (`/dev/fuse`,
 //! root): prints `SKIPPED:` without it, except in CI where that fails.
 
-mod common;
+use crate::common;
 
-use common::serve_child::ServeChild;
-use common::*;
+use crate::common::serve_child::ServeChild;
+use crate::common::*;
 use fare_credential::Credential;
 use fare_lazyfs::{mount_or_skip, PowerCut};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -117,7 +117,7 @@ fn acknowledged_batches_survive_power_cuts() {
     let ctx = |cycle: u64| {
         format!(
             "cycle {cycle} of {cycles}, seed {seed} (replay: POWERCUT_SEED={seed} \
-             POWERCUT_CYCLES={cycles} cargo test -p fare-settlement --test powercut_ingest)"
+             POWERCUT_CYCLES={cycles} cargo test -p fare-settlement --test it powercut_ingest::)"
         )
     };
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
