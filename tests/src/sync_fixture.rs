@@ -1,7 +1,7 @@
 //! The reader side of the sync tests and benchmarks (issue #9), in one
 //! place: a rider with a credential from settlement's issuer keys, a
 //! reader registered over HTTP and provisioned from settlement's root key
-//! and bundle. Used by `tests/validator_sync.rs`, `tests/sync_network.rs`
+//! and bundle. Used by `tests/it/validator_sync.rs`, `tests/it/sync_network.rs`
 //! and `benches/benches/sync.rs`.
 
 use fare_credential::{Credential, Profile, RideCode, SigningKey};
