@@ -1,11 +1,14 @@
 //! What a quiet contact costs the reader's flash: re-installing a bundle
 //! that changes only its version and times (the hourly freshness
 //! re-publication, most installs) must not write the tariff again. Its
-//! own test binary: the bytes are counted for the whole process
-//! (`/proc/self/io`, `wchar`: every `write`/`pwrite`, sled's I/O threads
-//! included).
+//! own test binary, outside `tests/it`: the bytes are counted for the
+//! whole process (`/proc/self/io`, `wchar`: every `write`/`pwrite`, sled's
+//! I/O threads included), so no other test may run beside it.
 
-use crate::common::{deployment, DeploymentExt, NOW};
+#[path = "it/common/mod.rs"]
+mod common;
+
+use common::{deployment, DeploymentExt, NOW};
 use fare_credential::{CredentialId, DenyUpdate};
 
 /// Bytes this process has passed to write calls so far.
