@@ -44,23 +44,6 @@ fn build_readers(app: &App, accounts: usize, rides: usize) -> Vec<FakeReader> {
     readers
 }
 
-fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
-    // Balances and per-ride fares; the number of postings may differ (how
-    // rides fall into chunks decides how many intermediate adjustments exist).
-    let mut ledger =
-        serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
-    ledger["postings"] = Value::Null;
-    let mut rides: Vec<Value> = app
-        .db
-        .results()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::json!([r.ride, r.amount_minor, r.outcome]))
-        .collect();
-    rides.sort_by_key(|v| v.to_string());
-    (ledger, rides)
-}
-
 fn open(dir: &Path, chunk: usize) -> App {
     open_on(dir, None, chunk)
 }

@@ -76,21 +76,6 @@ fn copy_setup(from: &dyn Store, to: &dyn Store) {
     }
 }
 
-fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
-    let mut ledger =
-        serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
-    ledger["postings"] = Value::Null;
-    let mut rides: Vec<Value> = app
-        .db
-        .results()
-        .unwrap()
-        .iter()
-        .map(|r| json!([r.ride, r.amount_minor, r.outcome]))
-        .collect();
-    rides.sort_by_key(|v| v.to_string());
-    (ledger, rides)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_on_one_database_settle_each_ride_once_across_kill_9() {
     let Some(db) = TestDb::new(Backend::Postgres) else {

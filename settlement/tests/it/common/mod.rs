@@ -397,3 +397,22 @@ impl std::ops::DerefMut for FakeReader {
         &mut self.reader
     }
 }
+
+/// A store's balances and per-ride fares, rides sorted: what two stores
+/// that settled the same batches must agree on. The postings are left out
+/// (how rides fall into chunks decides how many intermediate adjustments
+/// exist).
+pub fn ledger_and_rides(app: &App) -> (Value, Vec<Value>) {
+    let mut ledger =
+        serde_json::to_value(fare_settlement::reports::ledger(&app.db).unwrap()).unwrap();
+    ledger["postings"] = Value::Null;
+    let mut rides: Vec<Value> = app
+        .db
+        .results()
+        .unwrap()
+        .iter()
+        .map(|r| json!([r.ride, r.amount_minor, r.outcome]))
+        .collect();
+    rides.sort_by_key(|v| v.to_string());
+    (ledger, rides)
+}
