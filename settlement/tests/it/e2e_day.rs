@@ -9,6 +9,7 @@
 use crate::common::day::DayCast;
 use crate::common::*;
 use fare_credential::bundle::DenyUpdate;
+use fare_credential::SigningKey;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -43,6 +44,20 @@ fn expect(got: &HashMap<(u64, u64), (i64, String)>, ride: (u64, u64), amount: i6
     );
 }
 
+/// Carol asks for a credential (an hour's) for device key `device`: her
+/// attempts to ride again, before and after she pays.
+async fn carol_asks_credential(srv: &Server, device: &SigningKey) -> (u16, Value) {
+    let key = hex::encode(device.verifying_key().to_bytes());
+    let body = json!({"device_public_key": key, "valid_for_s": 3600});
+    srv.post("/v1/accounts/carol/devices", body).await
+}
+
+/// Carol's payment `payment_id` of `amount_minor`.
+async fn carol_pays(srv: &Server, payment_id: &str, amount_minor: i64) -> (u16, Value) {
+    let body = json!({"payment_id": payment_id, "amount_minor": amount_minor});
+    srv.post("/v1/accounts/carol/payments", body).await
+}
+
 /// Long by design: one scenario told in order, whose steps share the
 /// service, readers and phones it builds; each assertion reads as the next
 /// line of the story (split, the state would travel through many arguments).
@@ -60,8 +75,7 @@ async fn a_day_of_rides(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let dir = &db.dir;
-    let srv = Server::start(dir.path(), db.config(test_config())).await;
+    let srv = Server::start_on(&db).await;
     let DayCast {
         readers: [mut r1, mut r2, mut r3, mut r4],
         mut alice,
@@ -138,12 +152,7 @@ async fn a_day_of_rides(backend: Backend) {
     assert_eq!(bundle.deny, DenyUpdate::Snapshot(vec![carol.cred.id()]));
     assert_eq!(bundle.server_time_unix_s, at(21, 0));
     fare_tariff::Tariff::from_json_bytes(&bundle.tariff).unwrap();
-    let (s, v) = srv
-        .post(
-            "/v1/accounts/carol/devices",
-            json!({"device_public_key": hex::encode(carol.device.verifying_key().to_bytes()), "valid_for_s": 3600}),
-        )
-        .await;
+    let (s, v) = carol_asks_credential(&srv, &carol.device).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (403, Some("over_credit_limit")),
@@ -227,26 +236,11 @@ async fn a_day_of_rides(backend: Backend) {
     // added in); the same payment again is a no-op; another amount under the
     // same id is refused.
     let v_before = bundle.bundle_version;
-    let (s, v) = srv
-        .post(
-            "/v1/accounts/carol/payments",
-            json!({"payment_id": "pay-1", "amount_minor": 250}),
-        )
-        .await;
+    let (s, v) = carol_pays(&srv, "pay-1", 250).await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = srv
-        .post(
-            "/v1/accounts/carol/payments",
-            json!({"payment_id": "pay-1", "amount_minor": 250}),
-        )
-        .await;
+    let (s, v) = carol_pays(&srv, "pay-1", 250).await;
     assert_eq!((s, v["result"].as_str()), (200, Some("exists")));
-    let (s, v) = srv
-        .post(
-            "/v1/accounts/carol/payments",
-            json!({"payment_id": "pay-1", "amount_minor": 99}),
-        )
-        .await;
+    let (s, v) = carol_pays(&srv, "pay-1", 99).await;
     assert_eq!((s, v["error"].as_str()), (409, Some("payment_id_reused")));
     assert_eq!(srv.balance("carol").await, 0);
     let b2 = srv.operator_bundle(1, Some(v_before)).await.bundle;
@@ -261,24 +255,14 @@ async fn a_day_of_rides(backend: Backend) {
     );
     // Paid up: a new credential, for a fresh device key (a key certified
     // once is never certified again: device_key_reused).
-    let (s, v) = srv
-        .post(
-            "/v1/accounts/carol/devices",
-            json!({"device_public_key": hex::encode(carol.device.verifying_key().to_bytes()), "valid_for_s": 3600}),
-        )
-        .await;
+    let (s, v) = carol_asks_credential(&srv, &carol.device).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (409, Some("device_key_reused")),
         "{v}"
     );
-    let fresh = fare_credential::SigningKey::from_bytes(&[0x5a; 32]);
-    let (s, _) = srv
-        .post(
-            "/v1/accounts/carol/devices",
-            json!({"device_public_key": hex::encode(fresh.verifying_key().to_bytes()), "valid_for_s": 3600}),
-        )
-        .await;
+    let fresh = SigningKey::from_bytes(&[0x5a; 32]);
+    let (s, _) = carol_asks_credential(&srv, &fresh).await;
     assert_eq!(s, 201);
     let (_, ledger) = srv.get("/v1/reports/ledger").await;
     assert_eq!(ledger["sum_minor"], 0);

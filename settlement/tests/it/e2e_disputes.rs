@@ -6,6 +6,33 @@
 
 use crate::common::*;
 use serde_json::{json, Value};
+use std::path::Path;
+
+/// Starts a service in `dir` with `readers` (operator, route) provisioned as
+/// readers 1, 2, … in that order, and alice (adult) on phone 1: the cast of
+/// each dispute below.
+async fn start_with<const N: usize>(
+    dir: &Path,
+    readers: [(&str, &str); N],
+) -> (Server, [FakeReader; N], Phone) {
+    let srv = Server::start(dir, test_config()).await;
+    let readers: [FakeReader; N] = std::array::from_fn(|i| {
+        let (operator, route) = readers[i];
+        FakeReader::new(i as u32 + 1, operator, route)
+    });
+    for r in &readers {
+        srv.provision(r).await;
+    }
+    let alice = srv.adult_rider("alice", 1).await;
+    (srv, readers, alice)
+}
+
+/// Posts the operator's award of the dispute over charged ride `ride`
+/// (`"reader/seq"`) to reader `award`.
+async fn resolve(srv: &Server, ride: &str, award: u32) -> (u16, Value) {
+    let path = format!("/v1/disputes/{ride}/resolve");
+    srv.post(&path, json!({ "award_reader_id": award })).await
+}
 
 async fn balances(srv: &Server) -> Value {
     let (s, v) = srv.get("/v1/reports/ledger").await;
@@ -47,13 +74,8 @@ async fn incident_readers(srv: &Server) -> Vec<(u64, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backdated_copy_uploaded_first_wins_no_fare() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
-    let mut honest = FakeReader::new(1, "city-bus", "1");
-    let mut hostile = FakeReader::new(2, "metro", "L1");
-    srv.provision(&honest).await;
-    srv.provision(&hostile).await;
-    srv.create_account("alice", "adult", 10_000).await;
-    let mut alice = srv.phone("alice", 1).await;
+    let (srv, [mut honest, mut hostile], mut alice) =
+        start_with(dir.path(), [("city-bus", "1"), ("metro", "L1")]).await;
 
     let code = alice.code(at(8, 0));
     honest.accept(code.clone(), at(8, 0));
@@ -102,28 +124,18 @@ async fn a_backdated_copy_uploaded_first_wins_no_fare() {
     assert_eq!(bal(&balances(&srv).await, "suspense"), fare);
 
     // Resolution: refused for a reader not in the dispute, for no dispute.
-    let (s, v) = srv
-        .post("/v1/disputes/2/1/resolve", json!({"award_reader_id": 9}))
-        .await;
+    let (s, v) = resolve(&srv, "2/1", 9).await;
     assert_eq!((s, &v["error"]), (400, &json!("invalid_field")), "{v}");
-    let (s, v) = srv
-        .post("/v1/disputes/1/1/resolve", json!({"award_reader_id": 1}))
-        .await;
+    let (s, v) = resolve(&srv, "1/1", 1).await;
     assert_eq!((s, &v["error"]), (404, &json!("unknown_dispute")), "{v}");
     let (s, v) = srv.post("/v1/disputes/2/1/resolve", json!([1])).await;
     assert_eq!((s, &v["error"]), (400, &json!("json_not_object")), "{v}");
     // Awarded to the honest reader: city-bus is paid once.
-    let (s, v) = srv
-        .post("/v1/disputes/2/1/resolve", json!({"award_reader_id": 1}))
-        .await;
+    let (s, v) = resolve(&srv, "2/1", 1).await;
     assert_eq!((s, &v["result"]), (200, &json!("resolved")), "{v}");
-    let (s, v) = srv
-        .post("/v1/disputes/2/1/resolve", json!({"award_reader_id": 1}))
-        .await;
+    let (s, v) = resolve(&srv, "2/1", 1).await;
     assert_eq!((s, &v["result"]), (200, &json!("exists")), "{v}");
-    let (s, v) = srv
-        .post("/v1/disputes/2/1/resolve", json!({"award_reader_id": 2}))
-        .await;
+    let (s, v) = resolve(&srv, "2/1", 2).await;
     assert_eq!((s, &v["error"]), (409, &json!("dispute_resolved")), "{v}");
     let b = balances(&srv).await;
     assert_eq!(bal(&b, "operator:city-bus"), fare, "{b}");
@@ -142,25 +154,15 @@ async fn a_backdated_copy_uploaded_first_wins_no_fare() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_readers_in_one_run_hold_the_fare_once() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), test_config()).await;
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    let mut r2 = FakeReader::new(2, "metro", "L1");
-    let mut r3 = FakeReader::new(3, "city-bus", "7");
-    for r in [&r1, &r2, &r3] {
-        srv.provision(r).await;
-    }
-    srv.create_account("alice", "adult", 10_000).await;
-    let mut alice = srv.phone("alice", 1).await;
+    let readers = [("city-bus", "1"), ("metro", "L1"), ("city-bus", "7")];
+    let (srv, [mut r1, mut r2, mut r3], mut alice) = start_with(dir.path(), readers).await;
     let code = alice.code(at(9, 0));
     r1.accept(code.clone(), at(9, 0));
     r2.accept(code.clone(), at(9, 0) + 5);
     r3.accept(code, at(9, 0) + 10);
     // An undisputed ride of the same day still credits its operator.
     r1.accept(alice.code(at(15, 0)), at(15, 0));
-    for r in [&r2, &r3, &r1] {
-        let (s, v) = srv.upload(r.all()).await;
-        assert_eq!(s, 200, "{v}");
-    }
+    srv.upload_all(&[&r2, &r3, &r1]).await;
     srv.settle().await;
     let b = balances(&srv).await;
     assert_eq!(bal(&b, "passenger:alice"), -400, "{b}");
@@ -174,9 +176,7 @@ async fn racing_readers_in_one_run_hold_the_fare_once() {
     assert_eq!(incident_readers(&srv).await, [(1, 1), (2, 1), (3, 1)]);
     let (_, fraud) = srv.get("/v1/reports/fraud").await;
     assert_eq!(fraud.as_array().unwrap().len(), 2, "{fraud}");
-    let (s, v) = srv
-        .post("/v1/disputes/1/1/resolve", json!({"award_reader_id": 2}))
-        .await;
+    let (s, v) = resolve(&srv, "1/1", 2).await;
     assert_eq!((s, &v["result"]), (200, &json!("resolved")), "{v}");
     let b = balances(&srv).await;
     assert_eq!(bal(&b, "operator:metro"), 200, "{b}");
@@ -193,32 +193,20 @@ async fn racing_readers_in_one_run_hold_the_fare_once() {
 async fn a_re_rated_disputed_ride_moves_its_hold() {
     for resolve_first in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let srv = Server::start(dir.path(), test_config()).await;
-        let mut r1 = FakeReader::new(1, "city-bus", "1");
-        let mut r2 = FakeReader::new(2, "metro", "L1");
-        let mut r3 = FakeReader::new(3, "tram", "7");
-        for r in [&r1, &r2, &r3] {
-            srv.provision(r).await;
-        }
-        srv.create_account("alice", "adult", 10_000).await;
-        let mut alice = srv.phone("alice", 1).await;
+        let readers = [("city-bus", "1"), ("metro", "L1"), ("tram", "7")];
+        let (srv, [mut r1, mut r2, mut r3], mut alice) = start_with(dir.path(), readers).await;
         let early = alice.code(at(8, 30));
         r3.accept(early, at(8, 30));
         let code = alice.code(at(9, 0));
         r1.accept(code.clone(), at(9, 0));
         r2.accept(code, at(9, 0) + 5);
-        for r in [&r1, &r2] {
-            let (s, v) = srv.upload(r.all()).await;
-            assert_eq!(s, 200, "{v}");
-        }
+        srv.upload_all(&[&r1, &r2]).await;
         srv.settle().await;
         let b = balances(&srv).await;
         assert_eq!(bal(&b, "suspense"), 200, "held: {b}");
         assert_eq!(bal(&b, "operator:city-bus"), 0, "{b}");
         if resolve_first {
-            let (s, v) = srv
-                .post("/v1/disputes/1/1/resolve", json!({"award_reader_id": 2}))
-                .await;
+            let (s, v) = resolve(&srv, "1/1", 2).await;
             assert_eq!((s, &v["result"]), (200, &json!("resolved")), "{v}");
             let b = balances(&srv).await;
             assert_eq!(bal(&b, "operator:metro"), 200, "{b}");

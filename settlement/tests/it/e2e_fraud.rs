@@ -25,14 +25,10 @@ async fn forged_stale_and_duplicate(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let dir = &db.dir;
-    let srv = Server::start(dir.path(), db.config(test_config())).await;
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    let mut r2 = FakeReader::new(2, "city-bus", "7");
-    srv.provision(&r1).await;
-    srv.provision(&r2).await;
-    srv.create_account("alice", "adult", 10_000).await;
-    let mut alice = srv.phone("alice", 1).await;
+    let srv = Server::start_on(&db).await;
+    let mut r1 = srv.provisioned_reader(1, "city-bus", "1").await;
+    let mut r2 = srv.provisioned_reader(2, "city-bus", "7").await;
+    let mut alice = srv.adult_rider("alice", 1).await;
 
     // 1/1 genuine, 200.
     r1.accept(alice.code(at(8, 0)), at(8, 0));
@@ -93,10 +89,7 @@ async fn forged_stale_and_duplicate(backend: Backend) {
     // 2/4 genuine, 3 h later: 200.
     r2.accept(alice.code(at(15, 0)), at(15, 0));
 
-    for r in [&r1, &r2] {
-        let (s, v) = srv.upload(r.all()).await;
-        assert_eq!(s, 200, "{v}");
-    }
+    srv.upload_all(&[&r1, &r2]).await;
     srv.settle().await;
     let results: HashMap<(u64, u64), (String, Option<String>, i64)> = srv
         .rides_of_day("2026-03-10")
@@ -167,8 +160,7 @@ async fn forged_stale_and_duplicate(backend: Backend) {
 
     // The duplicate policy holds in the other order too: a later upload of
     // the same code on a third reader is a duplicate of the settled ride.
-    let mut r3 = FakeReader::new(3, "metro", "L1");
-    srv.provision(&r3).await;
+    let mut r3 = srv.provisioned_reader(3, "metro", "L1").await;
     r3.accept(r1.log[0].code.clone(), at(8, 1));
     let (s, v) = srv.upload(r3.all()).await;
     assert_eq!(s, 200, "{v}");
@@ -213,12 +205,9 @@ async fn mixed_order_signatures(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let dir = &db.dir;
-    let srv = Server::start(dir.path(), db.config(test_config())).await;
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    srv.provision(&r1).await;
-    srv.create_account("mallory", "adult", 10_000).await;
-    let mut phone = srv.phone("mallory", 5).await;
+    let srv = Server::start_on(&db).await;
+    let mut r1 = srv.provisioned_reader(1, "city-bus", "1").await;
+    let mut phone = srv.adult_rider("mallory", 5).await;
     let mut rng = ChaCha20Rng::seed_from_u64(80);
     let mut marked = Vec::new();
     // 40 such rides, every small-order component, in one batch with two
@@ -245,7 +234,7 @@ async fn mixed_order_signatures(backend: Backend) {
 
     // The marks are stored with the rides: a restart keeps them.
     srv.stop().await;
-    let srv = Server::start(dir.path(), db.config(test_config())).await;
+    let srv = Server::start_on(&db).await;
     srv.settle().await;
     let rides = srv.rides_of_day("2026-03-10").await;
     assert_eq!(rides.len(), 42);

@@ -36,12 +36,9 @@ async fn bad_batches_refused(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let dir = &db.dir;
-    let srv = Server::start(dir.path(), db.config(test_config())).await;
-    let mut r1 = FakeReader::new(1, "city-bus", "1");
-    srv.provision(&r1).await;
-    srv.create_account("alice", "adult", 10_000).await;
-    let mut phone = srv.phone("alice", 1).await;
+    let srv = Server::start_on(&db).await;
+    let mut r1 = srv.provisioned_reader(1, "city-bus", "1").await;
+    let mut phone = srv.adult_rider("alice", 1).await;
     for i in 0..6 {
         let t = at(8, 10 * i);
         r1.accept(phone.code(t), t);
@@ -357,15 +354,7 @@ async fn bad_api_requests_get_specific_json_errors() {
     // Health and metrics.
     let (s, v) = srv.get("/healthz").await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
-    let m = srv
-        .http
-        .get(url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = srv.metrics().await;
     assert!(m.contains("settlement_http_requests_total"), "{m}");
     srv.stop().await;
 }

@@ -1,4 +1,5 @@
-//! The settlement service's integration tests: a real service on loopback, real stores (sled, PostgreSQL), a real browser.
+//! The settlement service's integration tests: a real service on
+//! loopback, real stores (sled, PostgreSQL), a real browser.
 //!
 //! One test binary for the crate (each file below a module): one link
 //! and one executable instead of one per file, which kept `target` large.

@@ -241,17 +241,7 @@ async fn reports(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let got = got.expect("the CSV was downloaded");
-    let api = srv
-        .http
-        .get(format!("{}/v1/reports/daily?day={DAY}&format=csv", srv.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(got, api);
+    assert_eq!(got, api_daily_csv(srv).await);
     Ok(())
 }
 

@@ -13,10 +13,17 @@ async fn day() -> (tempfile::TempDir, Server, [FakeReader; 4]) {
     (dir, srv, readers)
 }
 
+/// The small day with `name` signed in to the dashboard with `token`:
+/// where most tests here begin.
+async fn day_signed_in(name: &str, token: &str) -> (tempfile::TempDir, Server, UiClient) {
+    let (dir, srv, _) = day().await;
+    let ui = UiClient::login(&srv.url, name, token).await;
+    (dir, srv, ui)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overview_numbers_equal_the_api() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Ann", TOKEN).await;
     let (s, html) = ui.get("/ui").await;
     assert_eq!(s, 200);
     let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
@@ -72,8 +79,7 @@ async fn overview_numbers_equal_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_page_csv_and_chart_equal_the_api() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Ann", TOKEN).await;
     let (s, html) = ui.get(&format!("/ui/reports?from={DAY}&to={DAY}")).await;
     assert_eq!(s, 200, "{html}");
     let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
@@ -109,17 +115,7 @@ async fn reports_page_csv_and_chart_equal_the_api() {
         .get(&format!("/ui/reports.csv?from={DAY}&to={DAY}"))
         .await;
     assert_eq!(s, 200);
-    let api_csv = srv
-        .http
-        .get(format!("{}/v1/reports/daily?day={DAY}&format=csv", srv.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(csv, api_csv);
+    assert_eq!(csv, api_daily_csv(&srv).await);
     assert!(csv.lines().count() > 1, "{csv}");
     // A range without rides; a bad date.
     let (_, html) = ui.get("/ui/reports?from=2026-03-11").await;
@@ -131,8 +127,7 @@ async fn reports_page_csv_and_chart_equal_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_payment_and_freeze_go_through_the_api_operations() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Ann", TOKEN).await;
     let (s, html) = ui.get("/ui/accounts?q=car").await;
     assert_eq!(s, 200);
     assert!(html.contains("href=\"/ui/accounts/carol\""));
@@ -224,8 +219,7 @@ async fn accounts_payment_and_freeze_go_through_the_api_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_incidents_and_runs() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Ann", TOKEN).await;
     let (s, html) = ui.get("/ui/readers").await;
     assert_eq!(s, 200);
     let (_, readers) = srv.get("/v1/readers").await;
@@ -418,8 +412,7 @@ async fn login_sessions_and_csrf() {
 /// sending it), and does nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_form_gets_the_413_page() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Ann", TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Ann", TOKEN).await;
     let before = srv.balance("carol").await;
     let note = "x".repeat(900 * 1024);
     for round in 0..20 {
@@ -447,8 +440,7 @@ async fn an_oversized_form_gets_the_413_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_staff_see_only_its_readers_and_revenue() {
-    let (_d, srv, _) = day().await;
-    let ui = UiClient::login(&srv.url, "Mei", METRO_TOKEN).await;
+    let (_d, srv, ui) = day_signed_in("Mei", METRO_TOKEN).await;
     let (_, daily) = srv.get(&format!("/v1/reports/daily?day={DAY}")).await;
     let metro: Vec<Value> = daily
         .as_array()
@@ -605,15 +597,7 @@ async fn readers_page_shows_the_bundle_each_reader_holds_and_its_age() {
     let (_, api) = srv.get("/v1/readers").await;
     assert_eq!(api[2]["bundle"]["held_version"], published);
     // And in /metrics, beside the readers' other gauges.
-    let m = srv
-        .http
-        .get(format!("{}/metrics", srv.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = srv.metrics().await;
     assert!(
         m.contains(&format!(
             "settlement_reader_bundle_version{{reader=\"3\"}} {published}"

@@ -1,4 +1,5 @@
-//! End-to-end tests: real readers, phones and a real settlement service on loopback, with network faults between them.
+//! End-to-end tests: real readers, phones and a real settlement service
+//! on loopback, with network faults between them.
 //!
 //! One test binary for the crate (each file below a module): one link
 //! and one executable instead of one per file, which kept `target` large.

@@ -388,6 +388,24 @@ async fn contact_once(
         .map_err(|f| f.error)
 }
 
+/// One contact of `reader` through `url` with no batch in flight (as after
+/// a restart).
+async fn contact_fresh(
+    reader: &Mutex<Reader>,
+    url: &str,
+) -> Result<fare_validator::sync::SyncReport, ValidatorError> {
+    contact_once(reader, url, &mut InFlight::default()).await
+}
+
+/// Scans `n` fresh codes of `rider` at `NOW`; each must be accepted.
+fn accept_rides(reader: &Mutex<Reader>, rider: &mut Rider, n: usize) {
+    for _ in 0..n {
+        assert!(reader
+            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
+            .is_accept());
+    }
+}
+
 /// Settlement holds exactly the reader's records, each once, and the
 /// reader has nothing pending.
 fn assert_converged(app: &App, reader: &Reader) {
@@ -606,20 +624,14 @@ async fn forged_acknowledgements_are_refused_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 11, reader_config(11)).await;
     let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
-    for _ in 0..5 {
-        assert!(reader
-            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-            .is_accept());
-    }
+    accept_rides(&reader, &mut rider, 5);
     // 1. Unsigned: what the old reader believed.
     let url = fake_settlement(
         "200 OK",
         r#"{"reader_id":11,"acked_seq":5,"result":"created","stored":5}"#.into(),
     )
     .await;
-    let e = contact_once(&reader, &url, &mut InFlight::default())
-        .await
-        .unwrap_err();
+    let e = contact_fresh(&reader, &url).await.unwrap_err();
     assert_eq!(e.code(), "ack_unsigned", "{e}");
     // 2. Signed by a key the deployment root never certified.
     let forger_root = fare_credential::keys::generate_signing_key(&mut rng);
@@ -650,9 +662,7 @@ async fn forged_acknowledgements_are_refused_and_counted() {
         ),
     )
     .await;
-    let e = contact_once(&reader, &url, &mut InFlight::default())
-        .await
-        .unwrap_err();
+    let e = contact_fresh(&reader, &url).await.unwrap_err();
     assert_eq!(e.code(), "ack_bad_signature", "{e}");
     // 3. A genuine acknowledgement, replayed for another request: settlement
     // really answered `batch` (records 1..=3); the reader sent 1..=2.
@@ -688,9 +698,7 @@ async fn forged_acknowledgements_are_refused_and_counted() {
         "nothing compacted"
     );
     // The real settlement then acknowledges everything.
-    let rep = contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    let rep = contact_fresh(&reader, &s.url()).await.unwrap();
     assert_eq!(rep.pending, 0);
     assert_converged(s.app(), &reader.lock().unwrap());
 }
@@ -700,24 +708,14 @@ async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, reader, mut rng) = one_reader(tmp.path(), 12, reader_config(12)).await;
     let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
-    for _ in 0..3 {
-        assert!(reader
-            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-            .is_accept());
-    }
+    accept_rides(&reader, &mut rider, 3);
     // Backup of the reader directory (reader closed), then two more rides, uploaded.
     let reader = reader.into_inner().unwrap();
     drop(reader);
     copy_dir(&tmp.path().join("reader"), &tmp.path().join("backup"));
     let reader = Mutex::new(Reader::open(&tmp.path().join("reader"), NOW).unwrap());
-    for _ in 0..2 {
-        assert!(reader
-            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-            .is_accept());
-    }
-    contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    accept_rides(&reader, &mut rider, 2);
+    contact_fresh(&reader, &s.url()).await.unwrap();
     drop(reader);
     // Restore the backup: three rides, none acknowledged; it takes new rides 4..=6.
     std::fs::remove_dir_all(tmp.path().join("reader")).unwrap();
@@ -727,9 +725,7 @@ async fn a_reader_restored_from_backup_is_forked_loudly_and_loses_nothing() {
         assert!(cfg_reader.decide_payload(&rider.code(NOW), NOW).is_accept());
     }
     let reader = Mutex::new(cfg_reader);
-    let e = contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap_err();
+    let e = contact_fresh(&reader, &s.url()).await.unwrap_err();
     assert_eq!(e.code(), "chain_forked", "{e}");
     let r = reader.into_inner().unwrap();
     assert_eq!(
@@ -773,48 +769,28 @@ async fn settlement_restored_from_backup_gets_the_rides_again_or_the_missing_ran
     cfg.storage.retention_s = 0; // compact as soon as acknowledged
     let (mut s, reader, mut rng) = one_reader(tmp.path(), 13, cfg).await;
     let mut rider = Rider::issue(s.app(), &mut rng, NOW, 72 * 3600);
-    for _ in 0..3 {
-        assert!(reader
-            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-            .is_accept());
-    }
+    accept_rides(&reader, &mut rider, 3);
     // The reader keeps acknowledged rides for now (retention is checked at
     // compaction, which the one-shot contact does not run).
-    contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    contact_fresh(&reader, &s.url()).await.unwrap();
     let backup = tmp.path().join("settlement-backup");
     s.back_up_to(&backup).await;
-    for _ in 0..3 {
-        assert!(reader
-            .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-            .is_accept());
-    }
-    contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    accept_rides(&reader, &mut rider, 3);
+    contact_fresh(&reader, &s.url()).await.unwrap();
     assert_eq!(reader.with(|r| r.state().acked_up_to), 6);
     // Settlement restored from the backup: it holds 1..=3 only.
     s.restore_from(&backup).await;
-    assert!(reader
-        .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-        .is_accept());
+    accept_rides(&reader, &mut rider, 1);
     // The reader still holds 4..=6: it rewinds and sends them again.
-    let rep = contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    let rep = contact_fresh(&reader, &s.url()).await.unwrap();
     assert_eq!(rep.pending, 0);
     assert_converged(s.app(), &reader.lock().unwrap());
     // Now compact everything acknowledged, restore settlement again: the
     // reader no longer holds 4..=7 and names the range.
     assert!(reader.with(|r| r.compact(NOW + 1).unwrap()) > 0);
     s.restore_from(&backup).await;
-    assert!(reader
-        .with(|r| r.decide_payload(&rider.code(NOW), NOW))
-        .is_accept());
-    let e = contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap_err();
+    accept_rides(&reader, &mut rider, 1);
+    let e = contact_fresh(&reader, &s.url()).await.unwrap_err();
     match &e {
         ValidatorError::SettlementBehind {
             settlement_holds,
@@ -882,9 +858,7 @@ async fn a_deny_list_change_reaches_the_reader_on_its_next_contact() {
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    let rep = contact_once(&reader, &s.url(), &mut InFlight::default())
-        .await
-        .unwrap();
+    let rep = contact_fresh(&reader, &s.url()).await.unwrap();
     assert!(rep.bundle_installed.is_some(), "{rep:?}");
     let d = reader.with(|r| r.decide_payload(&code(2), NOW));
     assert_eq!(d.reason_code(), Some("revoked"), "{}", d.message());

@@ -3,6 +3,7 @@
 use crate::common::*;
 use fare_credential::{CredentialId, DenyUpdate, RideCode};
 use rand_chacha::rand_core::SeedableRng;
+use std::path::Path;
 
 fn setup(seed: u64) -> (TestDeployment, tempfile::TempDir, std::path::PathBuf) {
     let dep = deployment(seed);
@@ -10,6 +11,73 @@ fn setup(seed: u64) -> (TestDeployment, tempfile::TempDir, std::path::PathBuf) {
     let bundle = dep.snapshot(1, vec![]);
     let dir = provision_cli(&dep, tmp.path(), &bundle);
     (dep, tmp, dir)
+}
+
+/// `fare-validator CMD --dir DIR ARGS.. --at AT`: a command on the reader
+/// in `dir` with its clock pinned, as (exit code, stdout, stderr).
+fn cli_at(cmd: &str, dir: &Path, args: &[&str], at: u64) -> (i32, String, String) {
+    let at = at.to_string();
+    let mut all = vec![cmd, "--dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend(["--at", &at]);
+    cli(&all)
+}
+
+/// Parses CLI output that prints one JSON value a line (`export`, `run`).
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Each decision's `reason`, `accept` for an accept (which has none).
+fn reasons(decisions: &[serde_json::Value]) -> Vec<String> {
+    decisions
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or("accept").to_string())
+        .collect()
+}
+
+/// `export --dir DIR`: the logged rides' records; the export must succeed.
+fn export_records(dir: &Path) -> Vec<serde_json::Value> {
+    let (code, out, err) = cli(&["export", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    json_lines(&out)
+}
+
+/// `status --dir DIR --json --at T`: (exit code, status JSON).
+fn status_json(dir: &Path, at: u64) -> (i32, serde_json::Value) {
+    let (code, out, _) = cli_at("status", dir, &["--json"], at);
+    (code, serde_json::from_str(&out).unwrap())
+}
+
+/// Writes `bundle` to `file` and offers it to the reader in `dir` with
+/// `install-bundle --at NOW`: (exit code, stdout, stderr).
+fn install_bundle(dir: &Path, file: &Path, bundle: &[u8]) -> (i32, String, String) {
+    std::fs::write(file, bundle).unwrap();
+    cli_at(
+        "install-bundle",
+        dir,
+        &["--bundle", file.to_str().unwrap()],
+        NOW,
+    )
+}
+
+/// `decode --image FILE --raw`: the process output (raw bytes on stdout).
+fn decode_raw(image: &Path) -> std::process::Output {
+    bin()
+        .args(["decode", "--image", image.to_str().unwrap(), "--raw"])
+        .output()
+        .unwrap()
+}
+
+/// `scan --image FILE --at NOW --json`: (exit code, decision JSON).
+fn scan_image(dir: &Path, image: &Path) -> (i32, serde_json::Value) {
+    let image = image.to_str().unwrap();
+    let (code, out, err) = cli_at("scan", dir, &["--image", image, "--json"], NOW);
+    let v = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("scan output not JSON ({e}): {out} / {err}"));
+    (code, v)
 }
 
 #[test]
@@ -28,12 +96,7 @@ fn fresh_code_accepts_then_already_used_and_companion_ride_is_new() {
     let w2 = dep.wallet();
     assert_eq!(assert_accept(&dir, &w2.code(NOW, 1), NOW + 8), 3);
     // The log holds exactly the three rides, chained.
-    let (code, out, err) = cli(&["export", "--dir", dir.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let recs: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = export_records(&dir);
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0]["code"], hex::encode(code_bytes(&w, NOW, 1)));
     assert_eq!(recs[2]["reader_seq"], 3);
@@ -190,17 +253,7 @@ fn revoked_by_snapshot_and_by_delta() {
         },
         Some(&deny),
     );
-    let b = tmp.path().join("delta.bin");
-    std::fs::write(&b, &delta).unwrap();
-    let (code, _, err) = cli(&[
-        "install-bundle",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--bundle",
-        b.to_str().unwrap(),
-        "--at",
-        &NOW.to_string(),
-    ]);
+    let (code, _, err) = install_bundle(&dir, &tmp.path().join("delta.bin"), &delta);
     assert_eq!(code, 0, "{err}");
     assert_reject(&dir, &later.code(NOW, 2), NOW, "revoked");
     assert_accept(&dir, &victim.code(NOW, 2), NOW);
@@ -211,20 +264,8 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     let mut dep = deployment(8);
     let tmp = tempfile::tempdir().unwrap();
     let dir = provision_cli(&dep, tmp.path(), &dep.snapshot(5, vec![]));
-    let d = dir.to_str().unwrap().to_string();
-    let install = |bytes: &[u8]| {
-        let b = tmp.path().join("offer.bin");
-        std::fs::write(&b, bytes).unwrap();
-        cli(&[
-            "install-bundle",
-            "--dir",
-            &d,
-            "--bundle",
-            b.to_str().unwrap(),
-            "--at",
-            &NOW.to_string(),
-        ])
-    };
+    let offer = tmp.path().join("offer.bin");
+    let install = |bytes: &[u8]| install_bundle(&dir, &offer, bytes);
     let (code, _, err) = install(&dep.snapshot(4, vec![]));
     assert_eq!(code, 2);
     assert!(err.contains("rollback refused"), "{err}");
@@ -255,9 +296,8 @@ fn bundle_rollback_bad_signature_and_wrong_delta_base_are_refused() {
     assert_eq!(code, 2);
     assert!(err.contains("delta from version 3"), "{err}");
     // Still on version 5 and working.
-    let (code, out, _) = cli(&["status", "--dir", &d, "--json", "--at", &NOW.to_string()]);
+    let (code, s) = status_json(&dir, NOW);
     assert_eq!(code, 0);
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["bundle_version"], 5);
     assert_accept(&dir, &dep.wallet().code(NOW, 1), NOW);
     // A bad bundle at provisioning leaves nothing behind.
@@ -309,15 +349,7 @@ fn stale_trust_material_follows_the_policy() {
     set_config(&dir, "reject_after_s", "3600");
     let t = NOW + 3601;
     assert_reject(&dir, &w.code(t, 4), t, "trust_stale");
-    let (_, out, _) = cli(&[
-        "status",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--json",
-        "--at",
-        &t.to_string(),
-    ]);
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (_, s) = status_json(&dir, t);
     assert_eq!(s["trust_state"], "stale");
 }
 
@@ -326,15 +358,7 @@ fn storage_full_refuses_rides_and_keeps_the_log() {
     let (mut dep, _tmp, dir) = setup(10);
     let w = dep.wallet();
     assert_accept(&dir, &w.code(NOW, 1), NOW);
-    let (_, out, _) = cli(&[
-        "status",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--json",
-        "--at",
-        &NOW.to_string(),
-    ]);
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (_, s) = status_json(&dir, NOW);
     let used = s["used_bytes"].as_u64().unwrap();
     // Room for exactly two records.
     set_config(&dir, "max_log_bytes", &(2 * used).to_string());
@@ -347,15 +371,9 @@ fn storage_full_refuses_rides_and_keeps_the_log() {
         r.acknowledge(1).unwrap();
     }
     assert_eq!(assert_accept(&dir, &w.code(NOW, 3), NOW), 3);
-    let (code, out, _) = cli(&["export", "--dir", dir.to_str().unwrap()]);
-    assert_eq!(code, 0);
-    let seqs: Vec<u64> = out
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["reader_seq"]
-                .as_u64()
-                .unwrap()
-        })
+    let seqs: Vec<u64> = export_records(&dir)
+        .iter()
+        .map(|r| r["reader_seq"].as_u64().unwrap())
         .collect();
     assert_eq!(
         seqs,
@@ -408,27 +426,11 @@ fn run_streams_one_json_decision_per_line() {
         "{a}\n# comment\n\n{a}\nnot-hex\n{long}\n{}\n",
         hex::encode(w.code(NOW, 2))
     );
-    let mut child = run_stream(&dir).spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = feed_and_wait(run_stream(&dir).spawn().unwrap(), &input);
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let reasons: Vec<_> = lines
-        .iter()
-        .map(|l| l["reason"].as_str().unwrap_or("accept").to_string())
-        .collect();
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(
-        reasons,
+        reasons(&lines),
         ["accept", "already_used", "malformed", "malformed", "accept"]
     );
     assert!(
@@ -450,25 +452,12 @@ fn qr_images_scan_decode_and_no_code_found() {
     let png = tmp.path().join("code.png");
     std::fs::write(&png, fare_qr::render_png(&code, 4).unwrap()).unwrap();
     // decode --raw: the exact bytes.
-    let out = bin()
-        .args(["decode", "--image", png.to_str().unwrap(), "--raw"])
-        .output()
-        .unwrap();
+    let out = decode_raw(&png);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, code);
     // scan --image: accept, with a decode stage timing.
-    let (c, outp, err) = cli(&[
-        "scan",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--image",
-        png.to_str().unwrap(),
-        "--at",
-        &NOW.to_string(),
-        "--json",
-    ]);
-    assert_eq!(c, 0, "{outp} {err}");
-    let v: serde_json::Value = serde_json::from_str(&outp).unwrap();
+    let (c, v) = scan_image(&dir, &png);
+    assert_eq!(c, 0, "{v}");
     assert_eq!(v["decision"], "accept");
     assert!(v["stages_ns"]["decode"].is_u64());
     // A blank frame: no code.
@@ -476,24 +465,11 @@ fn qr_images_scan_decode_and_no_code_found() {
     image::GrayImage::from_pixel(640, 480, image::Luma([255u8]))
         .save(&blank)
         .unwrap();
-    let out = bin()
-        .args(["decode", "--image", blank.to_str().unwrap(), "--raw"])
-        .output()
-        .unwrap();
+    let out = decode_raw(&blank);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    let (c, outp, _) = cli(&[
-        "scan",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--image",
-        blank.to_str().unwrap(),
-        "--at",
-        &NOW.to_string(),
-        "--json",
-    ]);
+    let (c, v) = scan_image(&dir, &blank);
     assert_eq!(c, 1);
-    let v: serde_json::Value = serde_json::from_str(&outp).unwrap();
     assert_eq!(v["reason"], "no_code_found");
     // run over a directory of frames, sorted by name.
     let frames = tmp.path().join("frames");
@@ -505,24 +481,10 @@ fn qr_images_scan_decode_and_no_code_found() {
         fare_qr::render_png(&w.code(NOW, 2), 4).unwrap(),
     )
     .unwrap();
-    let (c, outp, err) = cli(&[
-        "run",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--frames",
-        frames.to_str().unwrap(),
-        "--at",
-        &NOW.to_string(),
-    ]);
+    let (c, outp, err) = cli_at("run", &dir, &["--frames", frames.to_str().unwrap()], NOW);
     assert_eq!(c, 0, "{err}");
-    let reasons: Vec<String> = outp
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"]
-                .as_str()
-                .unwrap_or("accept")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(reasons, ["already_used", "no_code_found", "accept"]);
+    assert_eq!(
+        reasons(&json_lines(&outp)),
+        ["already_used", "no_code_found", "accept"]
+    );
 }

@@ -7,7 +7,7 @@
 //! a missing ride is damaged too) the reader names the missing range and
 //! refuses every ride.
 
-use crate::common::{deployment, tear_ring_entry, DeploymentExt, NOW};
+use crate::common::{deployment, tear_ring_entry, DeploymentExt, TestWallet, NOW};
 use fare_validator::hwm::RING_FILE;
 use fare_validator::{Outcome, Reader, ValidatorError};
 use std::path::Path;
@@ -27,18 +27,26 @@ fn damage_sled_at(dir: &Path, code: &[u8]) {
     std::fs::write(&db, &bytes).unwrap();
 }
 
+/// The setup every test here damages: a reader provisioned in `dir` from
+/// deployment `seed` that has accepted rides 1..=`rides` of one wallet.
+/// Returns the reader (still open), the wallet and the rides' codes.
+fn reader_with_rides(dir: &Path, seed: u64, rides: u32) -> (Reader, TestWallet, Vec<Vec<u8>>) {
+    let mut dep = deployment(seed);
+    let bundle = dep.snapshot(1, vec![]);
+    let mut reader = dep.provision_lib(dir, &bundle);
+    let wallet = dep.wallet();
+    let codes: Vec<Vec<u8>> = (1..=rides).map(|s| wallet.code(NOW, s)).collect();
+    for c in &codes {
+        assert!(reader.decide_payload(c, NOW).is_accept());
+    }
+    (reader, wallet, codes)
+}
+
 #[test]
 fn a_damaged_sled_tail_is_repaired_from_the_ring() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
-    let mut dep = deployment(93);
-    let bundle = dep.snapshot(1, vec![]);
-    let mut reader = dep.provision_lib(&dir, &bundle);
-    let wallet = dep.wallet();
-    let codes: Vec<Vec<u8>> = (1..=5).map(|s| wallet.code(NOW, s)).collect();
-    for c in &codes {
-        assert!(reader.decide_payload(c, NOW).is_accept());
-    }
+    let (reader, wallet, codes) = reader_with_rides(&dir, 93, 5);
     drop(reader);
     damage_sled_at(&dir, &codes[4]);
     let mut reader = Reader::open(&dir, NOW).unwrap();
@@ -57,14 +65,7 @@ fn a_damaged_sled_tail_is_repaired_from_the_ring() {
 fn a_damaged_log_tail_is_detected_and_the_reader_refuses_to_decide() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
-    let mut dep = deployment(91);
-    let bundle = dep.snapshot(1, vec![]);
-    let mut reader = dep.provision_lib(&dir, &bundle);
-    let wallet = dep.wallet();
-    let codes: Vec<Vec<u8>> = (1..=5).map(|s| wallet.code(NOW, s)).collect();
-    for c in &codes {
-        assert!(reader.decide_payload(c, NOW).is_accept());
-    }
+    let (reader, wallet, codes) = reader_with_rides(&dir, 91, 5);
     assert_eq!(reader.state().next_seq, 6);
     drop(reader);
 
@@ -122,13 +123,7 @@ fn a_power_cut_between_the_ride_and_its_mark_is_not_damage() {
     // log one past it; the open keeps ride 3 and catches the mark up.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("reader");
-    let mut dep = deployment(92);
-    let bundle = dep.snapshot(1, vec![]);
-    let mut reader = dep.provision_lib(&dir, &bundle);
-    let wallet = dep.wallet();
-    for s in 1..=3 {
-        assert!(reader.decide_payload(&wallet.code(NOW, s), NOW).is_accept());
-    }
+    let (reader, wallet, _) = reader_with_rides(&dir, 92, 3);
     drop(reader);
     let ring_before = std::fs::read(dir.join(RING_FILE)).unwrap();
     tear_ring_entry(&dir, 3);

@@ -1,4 +1,5 @@
-//! The reader's integration tests: real sled logs and ride rings, real signatures, the CLI, crash and power-cut tests.
+//! The reader's integration tests: real sled logs and ride rings, real
+//! signatures, the CLI, crash and power-cut tests.
 //!
 //! One test binary for the crate (each file below a module): one link
 //! and one executable instead of one per file, which kept `target` large.

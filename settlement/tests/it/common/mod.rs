@@ -112,6 +112,12 @@ impl Server {
         Self::start_with_clock(data, config, clock).await
     }
 
+    /// Starts a service with [`test_config`] over `db`: how a scenario run
+    /// on both backends begins.
+    pub async fn start_on(db: &TestDb) -> Server {
+        Self::start(db.path(), db.config(test_config())).await
+    }
+
     pub async fn start_with_clock(data: &Path, config: Config, clock: ManualClock) -> Server {
         let app = Arc::new(
             App::open(data, config, Arc::new(clock.clone()), Some(42)).expect("app opens"),
@@ -274,6 +280,36 @@ impl Server {
             )
             .await;
         assert_eq!(s, 201, "{v}");
+    }
+
+    /// Reader `id` of `operator` on `route`, provisioned here: a test's
+    /// reader in one line.
+    pub async fn provisioned_reader(&self, id: u32, operator: &str, route: &str) -> FakeReader {
+        let reader = FakeReader::new(id, operator, route);
+        self.provision(&reader).await;
+        reader
+    }
+
+    /// Creates adult account `account` (credit limit 10 000) and registers
+    /// the phone of key `seed` for it: the rider most scenarios need.
+    pub async fn adult_rider(&self, account: &str, seed: u64) -> Phone {
+        self.create_account(account, "adult", 10_000).await;
+        self.phone(account, seed).await
+    }
+
+    /// Uploads each reader's whole log in turn, asserting each is accepted
+    /// (200): the usual delivery of a day's rides.
+    pub async fn upload_all(&self, readers: &[&FakeReader]) {
+        for r in readers {
+            let (s, v) = self.upload(r.all()).await;
+            assert_eq!(s, 200, "{v}");
+        }
+    }
+
+    /// The `/metrics` text, fetched as a scraper does (no token).
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(format!("{}/metrics", self.url)).send();
+        resp.await.unwrap().text().await.unwrap()
     }
 
     pub async fn rides_of_day(&self, day: &str) -> Vec<Value> {

@@ -50,10 +50,7 @@ pub async fn small_day(srv: &Server) -> [FakeReader; 4] {
     r4.accept(bob.code(at(19, 0)), at(19, 0));
     r4.accept(bob.code(at(19, 30)), at(19, 30));
     srv.clock.set(at(21, 0));
-    for r in [&r1, &r2, &r3] {
-        let (s, v) = srv.upload(r.all()).await;
-        assert_eq!(s, 200, "{v}");
-    }
+    srv.upload_all(&[&r1, &r2, &r3]).await;
     let (s, v) = srv.upload(r4.batch(2, 2)).await;
     assert_eq!(s, 409, "a batch skipping sequence 1 is a gap: {v}");
     let run = srv.settle().await;
@@ -67,8 +64,7 @@ pub async fn small_day(srv: &Server) -> [FakeReader; 4] {
 /// (the clock is left there) and settled. Returns the charged ride (reader 1's: the first by reader
 /// time) as `(reader_id, reader_seq)` and the fare held in suspense.
 pub async fn disputed_ride(srv: &Server, readers: &mut [FakeReader; 4]) -> ((u32, u64), i64) {
-    srv.create_account("dave", "adult", 10_000).await;
-    let mut dave = srv.phone("dave", 4).await;
+    let mut dave = srv.adult_rider("dave", 4).await;
     let code = dave.code(at(21, 5));
     srv.clock.set(at(21, 6));
     for (i, t) in [(0, at(21, 5)), (2, at(21, 5) + 20)] {
@@ -132,6 +128,17 @@ pub async fn get_with_token(srv: &Server, path: &str, token: &str) -> reqwest::R
         .get(format!("{}{path}", srv.url))
         .bearer_auth(token)
         .send()
+        .await
+        .unwrap()
+}
+
+/// The API's daily report of [`DAY`] as CSV: what the dashboard's download
+/// must equal byte for byte.
+pub async fn api_daily_csv(srv: &Server) -> String {
+    let path = format!("/v1/reports/daily?day={DAY}&format=csv");
+    get_with_token(srv, &path, TOKEN)
+        .await
+        .text()
         .await
         .unwrap()
 }

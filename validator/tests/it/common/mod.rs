@@ -79,7 +79,6 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fare-validator"))
 }
 
-/// Runs the CLI, returns (exit code, stdout, stderr).
 /// `fare-validator run --frames - --at NOW` on `dir`, stdin and stdout piped:
 /// the stream mode the simulator and drills use.
 pub fn run_stream(dir: &Path) -> Command {
@@ -92,6 +91,19 @@ pub fn run_stream(dir: &Path) -> Command {
     cmd
 }
 
+/// Writes all of `input` to a spawned child's piped stdin, closes it and
+/// waits: the one-shot way to feed a `run --frames -` child.
+pub fn feed_and_wait(mut child: std::process::Child, input: &str) -> Output {
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs the CLI, returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
     let out: Output = bin().args(args).output().unwrap();
     (
@@ -271,14 +283,8 @@ impl KillLedger {
             .map(|l| format!("{}\n", hex::encode(l)))
             .collect();
         let t = std::time::Instant::now();
-        let mut child = run_stream(dir).stderr(Stdio::null()).spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let child = run_stream(dir).stderr(Stdio::null()).spawn().unwrap();
+        let out = feed_and_wait(child, &input);
         let window_ms = (t.elapsed().as_millis() as u64).max(5);
         let mut ledger = KillLedger::default();
         for (l, code) in String::from_utf8(out.stdout).unwrap().lines().zip(codes) {
