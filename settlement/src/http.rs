@@ -351,7 +351,11 @@ async fn get_bundle(
             )
         })?),
     };
-    let query = crate::intake::BundleQuery { since, tariff_held };
+    let query = fare_credential::request::BundleQuery {
+        reader_id,
+        since,
+        tariff_held,
+    };
     let target = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string());
@@ -366,7 +370,7 @@ async fn get_bundle(
             false => crate::intake::BundleCaller::Reader(auth.as_deref()),
         };
         let reader_time = crate::acks::reader_time_header(&headers);
-        crate::intake::answer_bundle(&app, reader_id, query, caller, &target, reader_time)
+        crate::intake::answer_bundle(&app, query, caller, &target, reader_time)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())

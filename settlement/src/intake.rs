@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::error::{ApiError, ErrorCode};
 use crate::readers::{check_signed_request, SignedRequest};
 use crate::store::WriteSet;
+pub use fare_credential::request::BundleQuery;
 
 /// The path a batch is posted to (part of what a reader signs).
 pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
@@ -99,20 +100,23 @@ fn check_batch_signature(
     Ok(())
 }
 
-/// The signed bundle for `reader_id` at deny version `since`, holding a
-/// tariff of digest `tariff_held` (`GET /v1/readers/{id}/bundle`, `target`
-/// being that path and query as sent). A bundle holds the reader's deny
-/// list: only the reader (a request signed with its registered key) or an
-/// operator may read it.
+/// The signed bundle the query names: for its reader at deny version
+/// `since`, holding a tariff of digest `tariff_held` (`GET
+/// /v1/readers/{id}/bundle`, `target` being that path and query as sent).
+/// A bundle holds the reader's deny list: only the reader (a request signed
+/// with its registered key) or an operator may read it.
 pub fn answer_bundle(
     app: &App,
-    reader_id: u32,
     query: BundleQuery,
     caller: BundleCaller<'_>,
     target: &str,
     reader_time_unix_s: Option<u64>,
 ) -> Result<Vec<u8>, ApiError> {
-    let BundleQuery { since, tariff_held } = query;
+    let BundleQuery {
+        reader_id,
+        since,
+        tariff_held,
+    } = query;
     if let BundleCaller::Reader(auth) = caller {
         check_bundle_signature(app, reader_id, auth, target)?;
     }
@@ -182,16 +186,6 @@ fn served_version(bundle: &[u8]) -> Option<u64> {
     let b = bundle.get(AT..AT + 8)?;
     matches!(bundle[0], BUNDLE_V2 | BUNDLE_V3)
         .then(|| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-}
-
-/// What a bundle request asks for (its query string).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BundleQuery {
-    /// `since`: the bundle version the reader holds (`None`: a snapshot).
-    pub since: Option<u64>,
-    /// `tariff`: the digest of the tariff the reader holds (SPEC §4.2);
-    /// the bytes are left out when it is the current tariff's.
-    pub tariff_held: Option<[u8; 32]>,
 }
 
 fn check_bundle_signature(

@@ -718,15 +718,9 @@ impl Backoffice {
     ) -> (u16, Vec<u8>) {
         let target = query.target();
         let caller = fare_settlement::intake::BundleCaller::Reader(Some(auth));
-        let app = self.app();
-        let asked = fare_settlement::intake::BundleQuery {
-            since: Some(query.since),
-            tariff_held: query.tariff,
-        };
         match fare_settlement::intake::answer_bundle(
-            app,
-            query.reader_id,
-            asked,
+            self.app(),
+            query,
             caller,
             &target,
             Some(reader_time),

@@ -89,8 +89,8 @@ async fn fetch_first_bundle(
     let link = HttpLink::new(base, ONBOARD_TIMEOUT)?;
     let query = BundleQuery {
         reader_id: r.reader_id,
-        since: 0,
-        tariff: None,
+        since: Some(0),
+        tariff_held: None,
     };
     let target = query.target();
     let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);

@@ -48,29 +48,8 @@ pub const SERVER_TIME_HEADER: &str = "x-server-time";
 /// Path of batch uploads (signed as the request target).
 pub const BATCH_TARGET: &str = fare_credential::request::BATCH_TARGET;
 
-/// What a bundle request names: the reader, the bundle version it holds
-/// (0: none) and the digest of the tariff it holds, so that settlement
-/// sends the tariff's bytes only when they changed (SPEC §4.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BundleQuery {
-    /// The reader.
-    pub reader_id: u32,
-    /// Installed bundle version (0: none, a snapshot is wanted).
-    pub since: u64,
-    /// `tariff_digest` of the installed tariff; `None` asks for the bytes.
-    pub tariff: Option<[u8; 32]>,
-}
-
-impl BundleQuery {
-    /// Path and query of the request (signed as the request target).
-    pub fn target(&self) -> String {
-        let path = format!("/v1/readers/{}/bundle?since={}", self.reader_id, self.since);
-        match self.tariff {
-            Some(d) => format!("{path}&tariff={}", hex::encode(d)),
-            None => path,
-        }
-    }
-}
+/// What a bundle request names (shared with settlement, which parses it).
+pub use fare_credential::request::BundleQuery;
 
 /// A fork recorded by the reader.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -819,8 +798,8 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
 ) -> Result<(), ValidatorError> {
     let held = reader.with(|r| BundleQuery {
         reader_id: r.reader_id(),
-        since: r.bundle_version(),
-        tariff: r.tariff_digest(),
+        since: Some(r.bundle_version()),
+        tariff_held: r.tariff_digest(),
     });
     match fetch_and_install(reader, link, held, now, report, offset, contacted).await {
         // A delta this reader cannot apply (another publisher's line, or a
@@ -831,10 +810,10 @@ async fn fetch_bundle<A: ReaderAccess, L: Link>(
             | BundleError::DeltaBaseHash { .. }
             | BundleError::OtherPublisher { .. }
             | BundleError::TariffNotHeld { .. },
-        )) if held.since != 0 || held.tariff.is_some() => {
+        )) if held.since != Some(0) || held.tariff_held.is_some() => {
             let whole = BundleQuery {
-                since: 0,
-                tariff: None,
+                since: Some(0),
+                tariff_held: None,
                 ..held
             };
             fetch_and_install(reader, link, whole, now, report, offset, contacted).await

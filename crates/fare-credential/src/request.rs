@@ -30,6 +30,38 @@ pub const REQUEST_AUTH_HEADER: &str = "x-reader-auth";
 /// signature covers (settlement requires the signature on every batch).
 pub const BATCH_TARGET: &str = "/v1/batches";
 
+/// What a bundle request names (`GET /v1/readers/{id}/bundle?since=&tariff=`):
+/// one type for the reader that builds the request and signs its
+/// [`BundleQuery::target`], and for settlement, which parses it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BundleQuery {
+    /// The reader whose bundle is asked for (the path's `{id}`).
+    pub reader_id: u32,
+    /// `since`: the bundle version the reader holds (0: none); `None`
+    /// (no `since` at all, as an operator may ask): a snapshot.
+    pub since: Option<u64>,
+    /// `tariff`: the digest of the tariff the reader holds (SPEC §4.2);
+    /// settlement leaves the tariff's bytes out when it is the current one's.
+    pub tariff_held: Option<[u8; 32]>,
+}
+
+impl BundleQuery {
+    /// Path and query as a reader sends them, the `target` its request
+    /// signature covers: `/v1/readers/7/bundle?since=3&tariff=<64 hex>`.
+    pub fn target(&self) -> String {
+        let mut target = format!("/v1/readers/{}/bundle", self.reader_id);
+        let mut sep = '?';
+        if let Some(since) = self.since {
+            target.push_str(&format!("{sep}since={since}"));
+            sep = '&';
+        }
+        if let Some(d) = self.tariff_held {
+            target.push_str(&format!("{sep}tariff={}", hex::encode(d)));
+        }
+        target
+    }
+}
+
 /// A parsed request signature header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestAuth {
@@ -160,6 +192,28 @@ impl RequestAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_query_target_is_the_path_and_query_a_reader_signs() {
+        let q = |since, tariff_held| BundleQuery {
+            reader_id: 7,
+            since,
+            tariff_held,
+        };
+        assert_eq!(q(Some(0), None).target(), "/v1/readers/7/bundle?since=0");
+        assert_eq!(q(Some(3), None).target(), "/v1/readers/7/bundle?since=3");
+        let d = [0xab; 32];
+        let hex64 = "ab".repeat(32);
+        assert_eq!(
+            q(Some(3), Some(d)).target(),
+            format!("/v1/readers/7/bundle?since=3&tariff={hex64}")
+        );
+        assert_eq!(q(None, None).target(), "/v1/readers/7/bundle");
+        assert_eq!(
+            q(None, Some(d)).target(),
+            format!("/v1/readers/7/bundle?tariff={hex64}")
+        );
+    }
 
     #[test]
     fn signs_and_verifies_only_the_exact_request() {

@@ -286,7 +286,7 @@ async fn the_tariff_goes_by_digest_to_a_reader_that_holds_it() {
     let [(query, body)] = seen.as_slice() else {
         panic!("one bundle request, not {}", seen.len())
     };
-    assert_eq!(query.tariff, Some(app.tariff_digest));
+    assert_eq!(query.tariff_held, Some(app.tariff_digest));
     let b = verify(body);
     assert_eq!(b.tariff_by_digest, Some(app.tariff_digest));
     assert!(b.bundle.tariff.is_empty());
