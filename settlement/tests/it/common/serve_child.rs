@@ -46,8 +46,17 @@ impl ServeChild {
         }
     }
 
-    /// SIGKILL, and the child reaped.
-    pub fn kill(mut self) {
+    /// SIGKILL, and the child reaped (what dropping it does; a name for the
+    /// tests that kill an instance on purpose).
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+/// A test that ends, or fails, with its instance still running must not
+/// leave the process behind (it outlived its temporary data directory).
+impl Drop for ServeChild {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
