@@ -67,8 +67,9 @@ echo "agent retries while the service was down: $(grep -c 'retrying' run.log)"
 "$B/fare-validator" status --dir READER --json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print({k: d.get(k) for k in ("acked_up_to", "sync_state", "last_error")})
-sys.exit(0 if d.get("acked_up_to") == 10 and d.get("last_error") is None else 1)' ||
+got = (d["acked_up_to"], d["unacked"], d["sync_state"], d["sync"]["last_error"])
+print("acked_up_to, unacked, sync_state, last_error:", got)
+sys.exit(0 if got == (10, 0, "ok", None) else 1)' ||
     fail "status after the run"
 kill "$(cat serve.pid)"
 echo "drill passed"
