@@ -27,8 +27,10 @@
 
 use criterion::{criterion_group, BatchSize, Criterion};
 use fare_credential::keys::generate_signing_key;
-use fare_credential::testkit;
-use fare_credential::{Credential, CredentialId, Profile, RideCode, SigningKey};
+use fare_credential::trust::IssuerKey;
+use fare_credential::{
+    Credential, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey,
+};
 use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage};
 use hdrhistogram::Histogram;
 use rand_chacha::ChaCha20Rng;
@@ -70,8 +72,28 @@ impl Fixture {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let root = generate_signing_key(&mut rng);
         let issuer = generate_signing_key(&mut rng);
-        let deny = testkit::filler_deny_ids(deny_entries);
-        let bundle = testkit::snapshot_bundle(&root, &issuer, NOW, NOW + 86_400, deny);
+        let deny: Vec<CredentialId> = (0..deny_entries)
+            .map(|i| {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                b[4] = 0xEE;
+                CredentialId(b)
+            })
+            .collect();
+        let bundle = ReaderBundle {
+            bundle_version: 1,
+            server_time_unix_s: NOW,
+            trust: vec![IssuerKey {
+                key_id: 1,
+                public_key: issuer.verifying_key().to_bytes(),
+                valid_from_unix_s: NOW - 86_400,
+                valid_until_unix_s: NOW + 86_400,
+            }],
+            deny: DenyUpdate::Snapshot(deny),
+            tariff: Vec::new(),
+        }
+        .sign_v1(&root)
+        .unwrap();
         let tmp = tempfile::tempdir_in(
             std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
         )

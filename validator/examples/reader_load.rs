@@ -21,8 +21,11 @@
 //! counts only the decisions (key and code generation excluded).
 
 use fare_credential::keys::generate_signing_key;
-use fare_credential::testkit;
-use fare_credential::{Credential, CredentialBody, CredentialId, Profile, RideCode, SigningKey};
+use fare_credential::trust::IssuerKey;
+use fare_credential::{
+    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
+    SigningKey,
+};
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -61,8 +64,28 @@ fn credential(issuer: &SigningKey, rng: &mut ChaCha20Rng) -> (SigningKey, Creden
 
 fn provision(dir: &Path, deny: u32) -> Reader {
     let (root, issuer, mut rng) = keys();
-    let ids = testkit::filler_deny_ids(deny);
-    let bundle = testkit::snapshot_bundle(&root, &issuer, NOW, NOW + CREDENTIAL_VALID_S, ids);
+    let ids: Vec<CredentialId> = (0..deny)
+        .map(|i| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b[4] = 0xEE;
+            CredentialId(b)
+        })
+        .collect();
+    let bundle = ReaderBundle {
+        bundle_version: 1,
+        server_time_unix_s: NOW,
+        trust: vec![IssuerKey {
+            key_id: 1,
+            public_key: issuer.verifying_key().to_bytes(),
+            valid_from_unix_s: NOW - 86_400,
+            valid_until_unix_s: NOW + CREDENTIAL_VALID_S,
+        }],
+        deny: DenyUpdate::Snapshot(ids),
+        tariff: Vec::new(),
+    }
+    .sign_v1(&root)
+    .unwrap();
     let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
         reader_id: 1,
         operator: "load".into(),

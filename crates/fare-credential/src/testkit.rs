@@ -136,45 +136,6 @@ pub fn numbered_credential_id(n: u64) -> CredentialId {
     CredentialId(id)
 }
 
-/// `n` credential ids that no test credential has, to fill a deny list to a
-/// size under test: `i` big-endian in the first 4 bytes, then `0xEE`.
-pub fn filler_deny_ids(n: u32) -> Vec<CredentialId> {
-    (0..n)
-        .map(|i| {
-            let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&i.to_be_bytes());
-            id[4] = 0xEE;
-            CredentialId(id)
-        })
-        .collect()
-}
-
-/// Bundle version 1 signed by `root`: `issuer` (key id 1) trusted from a
-/// day before `now_unix_s` until `trust_until_unix_s`, `deny` as a snapshot,
-/// no tariff: how a reader under benchmark is provisioned.
-pub fn snapshot_bundle(
-    root: &SigningKey,
-    issuer: &SigningKey,
-    now_unix_s: u64,
-    trust_until_unix_s: u64,
-    deny: Vec<CredentialId>,
-) -> Vec<u8> {
-    crate::ReaderBundle {
-        bundle_version: 1,
-        server_time_unix_s: now_unix_s,
-        trust: vec![IssuerKey {
-            key_id: 1,
-            public_key: issuer.verifying_key().to_bytes(),
-            valid_from_unix_s: now_unix_s - 86_400,
-            valid_until_unix_s: trust_until_unix_s,
-        }],
-        deny: crate::DenyUpdate::Snapshot(deny),
-        tariff: Vec::new(),
-    }
-    .sign_v1(root)
-    .expect("a test bundle is within every limit")
-}
-
 /// A public key a device could present but no honest one makes: the point
 /// `[12345]B + T₈` (large order with an order-8 component). It decodes as a
 /// key (`keys::parse_public_key` accepts it); issuance must refuse it.
