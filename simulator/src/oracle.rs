@@ -94,8 +94,66 @@ fn hold(v: &mut Verdict, name: &str) {
     v.invariants.entry(name.to_string()).or_insert(true);
 }
 
+/// What the oracle reads of settlement's reports and ledger, none of which
+/// depends on the oracle's own figures: read on a second thread while the
+/// oracle works those out (on a city's day each side takes seconds).
+struct Reports {
+    /// Revenue by operator, from the daily report.
+    revenue: BTreeMap<String, i64>,
+    /// `(sum of all balances, posting count, operator balances)`.
+    ledger: (i64, u64, BTreeMap<String, i64>),
+    revoked: BTreeSet<String>,
+    exposure: BTreeMap<String, (i64, Option<i64>)>,
+    /// Each enrolled rider's balance, in the riders' order, and for every
+    /// `step`-th the sum of its postings.
+    balances: Vec<(i64, Option<i64>)>,
+}
+
+impl Reports {
+    fn read(w: &World) -> Result<Reports, String> {
+        let s = &w.settlement;
+        let enrolled = enrolled(w);
+        let step = (enrolled.len() / LEDGER_SAMPLE_ACCOUNTS).max(1);
+        let balances = enrolled
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let sum = (i % step == 0)
+                    .then(|| s.postings_sum(&r.account))
+                    .transpose()?;
+                Ok((s.balance(&r.account)?, sum))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Reports {
+            revenue: s.revenue_by_operator()?,
+            ledger: s.ledger()?,
+            revoked: s.revoked_accounts()?.into_iter().collect(),
+            exposure: s.exposure()?,
+            balances,
+        })
+    }
+}
+
+/// The riders settlement knows (enrolled at setup), in the riders' order.
+fn enrolled(w: &World) -> Vec<&crate::sim::Rider> {
+    w.riders.iter().filter(|r| r.phone.is_some()).collect()
+}
+
 /// Checks the run.
 pub fn check(w: &World) -> Result<Verdict, String> {
+    std::thread::scope(|scope| {
+        let reports = scope.spawn(|| Reports::read(w));
+        judge(w, || {
+            reports
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    })
+}
+
+/// The oracle's figures against settlement's; `reports` gives settlement's
+/// reports when they are first needed.
+fn judge(w: &World, reports: impl FnOnce() -> Result<Reports, String>) -> Result<Verdict, String> {
     let mut v = Verdict::default();
     for name in [
         "accepted_rides_durable",
@@ -393,7 +451,8 @@ pub fn check(w: &World) -> Result<Verdict, String> {
             format!("ride fares differ: {fare_diffs:?}"),
         );
     }
-    v.settled_revenue = s.revenue_by_operator()?;
+    let reports = reports()?;
+    v.settled_revenue = reports.revenue;
     let exp_rev: BTreeMap<String, i64> = v
         .expected_revenue
         .iter()
@@ -429,7 +488,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
             ),
         );
     }
-    let (sum, _, op_balances) = s.ledger()?;
+    let (sum, _, op_balances) = reports.ledger;
     if sum != 0 {
         fail(
             &mut v,
@@ -447,14 +506,11 @@ pub fn check(w: &World) -> Result<Verdict, String> {
     }
 
     // ---- accounts: charges, ledger, deny list, exposure.
-    let enrolled: Vec<&crate::sim::Rider> = w.riders.iter().filter(|r| r.phone.is_some()).collect();
+    let enrolled = enrolled(w);
     let mut charge_diffs = Vec::new();
     let mut expected_revoked = BTreeSet::new();
-    let revoked: BTreeSet<String> = s.revoked_accounts()?.into_iter().collect();
-    let exposure = s.exposure()?;
-    let step = (enrolled.len() / LEDGER_SAMPLE_ACCOUNTS).max(1);
-    for (i, r) in enrolled.iter().enumerate() {
-        let bal = s.balance(&r.account)?;
+    let (revoked, exposure) = (reports.revoked, reports.exposure);
+    for (r, (bal, postings_sum)) in enrolled.iter().zip(reports.balances) {
         let paid = w.payments.get(&r.account).copied().unwrap_or(0);
         let charged = paid - bal;
         let want = expected_charge.get(&r.account).copied().unwrap_or(0);
@@ -464,8 +520,7 @@ pub fn check(w: &World) -> Result<Verdict, String> {
                 r.account
             ));
         }
-        if i % step == 0 {
-            let sum = s.postings_sum(&r.account)?;
+        if let Some(sum) = postings_sum {
             if sum != bal {
                 fail(
                     &mut v,
