@@ -26,15 +26,10 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, BatchSize, Criterion};
-use fare_credential::keys::generate_signing_key;
-use fare_credential::trust::IssuerKey;
-use fare_credential::{
-    Credential, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode, SigningKey,
-};
+use fare_credential::testkit::{deny_filler, TestDeployment, TestWallet};
+use fare_credential::DenyUpdate;
 use fare_validator::{Decision, Reader, ReaderConfig, ReaderIdentityConfig, Stage};
 use hdrhistogram::Histogram;
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
 use std::time::{Duration, Instant};
 
 const NOW: u64 = 1_800_000_000;
@@ -45,55 +40,29 @@ struct Fixture {
     _tmp: tempfile::TempDir,
 }
 
-/// Makes credentials (kept apart from the reader so benchmark closures can
+/// Makes wallets (kept apart from the reader so benchmark closures can
 /// borrow both).
 struct Minter {
-    issuer: SigningKey,
-    rng: ChaCha20Rng,
+    deployment: TestDeployment,
 }
 
+/// A phone and its next device sequence.
 struct Wallet {
-    device: SigningKey,
-    credential: Credential,
+    phone: TestWallet,
     seq: u32,
 }
 
 impl Wallet {
     fn next_code(&mut self) -> Vec<u8> {
         self.seq += 1;
-        RideCode::sign_v1(&self.credential, NOW as u32, self.seq, &self.device)
-            .as_bytes()
-            .to_vec()
+        self.phone.code(NOW, self.seq)
     }
 }
 
 impl Fixture {
     fn new(deny_entries: u32, device_sync: bool) -> Fixture {
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let root = generate_signing_key(&mut rng);
-        let issuer = generate_signing_key(&mut rng);
-        let deny: Vec<CredentialId> = (0..deny_entries)
-            .map(|i| {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&i.to_be_bytes());
-                b[4] = 0xEE;
-                CredentialId(b)
-            })
-            .collect();
-        let bundle = ReaderBundle {
-            bundle_version: 1,
-            server_time_unix_s: NOW,
-            trust: vec![IssuerKey {
-                key_id: 1,
-                public_key: issuer.verifying_key().to_bytes(),
-                valid_from_unix_s: NOW - 86_400,
-                valid_until_unix_s: NOW + 86_400,
-            }],
-            deny: DenyUpdate::Snapshot(deny),
-            tariff: Vec::new(),
-        }
-        .sign_v1(&root)
-        .unwrap();
+        let mut deployment = TestDeployment::new(1, NOW - 86_400, NOW + 86_400);
+        let bundle = deployment.bundle_v1(1, NOW, DenyUpdate::Snapshot(deny_filler(deny_entries)));
         let tmp = tempfile::tempdir_in(
             std::env::var("VALIDATOR_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
         )
@@ -107,18 +76,18 @@ impl Fixture {
         });
         cfg.storage.max_log_bytes = 1 << 40;
         cfg.storage.device_sync = device_sync;
-        let key = generate_signing_key(&mut rng);
+        let key = deployment.next_key();
         let reader = Reader::provision(
             &tmp.path().join("r"),
             cfg,
-            root.verifying_key(),
+            deployment.root.verifying_key(),
             key,
             &bundle,
             NOW,
         )
         .unwrap();
         Fixture {
-            minter: Minter { issuer, rng },
+            minter: Minter { deployment },
             reader,
             _tmp: tmp,
         }
@@ -127,21 +96,8 @@ impl Fixture {
 
 impl Minter {
     fn wallet(&mut self) -> Wallet {
-        let device = generate_signing_key(&mut self.rng);
-        let mut id = [0u8; 16];
-        self.rng.fill_bytes(&mut id);
-        let credential = fare_credential::testkit::issue(
-            &self.issuer,
-            1,
-            &device,
-            CredentialId(id),
-            Profile::Adult,
-            NOW - 60,
-            NOW + 3600,
-        );
         Wallet {
-            device,
-            credential,
+            phone: self.deployment.wallet_between(NOW - 60, NOW + 3600),
             seq: 0,
         }
     }
@@ -205,9 +161,8 @@ fn bench(c: &mut Criterion) {
     });
 
     g.sample_size(200);
-    let forger = generate_signing_key(&mut minter.rng);
     let mut forged = minter.wallet();
-    forged.device = forger;
+    forged.phone.device = minter.deployment.next_key();
     let forged_code = forged.next_code();
     g.bench_function("reject_forged", |b| {
         b.iter(|| assert!(!reader.decide_payload(&forged_code, NOW).is_accept()))

@@ -20,72 +20,30 @@
 //! --toggle-collect='*Reader*decide_payload*' reader_load decisions 200 cold`
 //! counts only the decisions (key and code generation excluded).
 
-use fare_credential::keys::generate_signing_key;
-use fare_credential::trust::IssuerKey;
-use fare_credential::{
-    Credential, CredentialBody, CredentialId, DenyUpdate, Profile, ReaderBundle, RideCode,
-    SigningKey,
-};
+use fare_credential::testkit::{deny_filler, TestDeployment, TestIssuer, TestWallet};
+use fare_credential::DenyUpdate;
 use fare_validator::{Reader, ReaderConfig, ReaderIdentityConfig};
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
 use std::path::Path;
 use std::time::Instant;
 
 const NOW: u64 = 1_800_000_000;
 
-fn keys() -> (SigningKey, SigningKey, ChaCha20Rng) {
-    let mut rng = ChaCha20Rng::seed_from_u64(11);
-    let root = generate_signing_key(&mut rng);
-    let issuer = generate_signing_key(&mut rng);
-    (root, issuer, rng)
-}
-
 /// Credentials of the load driver stay valid this long (months of service).
 const CREDENTIAL_VALID_S: u64 = 2 * 365 * 86_400;
 
-fn credential(issuer: &SigningKey, rng: &mut ChaCha20Rng) -> (SigningKey, Credential) {
-    let device = generate_signing_key(rng);
-    let mut id = [0u8; 16];
-    rng.fill_bytes(&mut id);
-    let cred = Credential::issue_v1(
-        CredentialBody {
-            issuer_key_id: 1,
-            credential_id: CredentialId(id),
-            device_public_key: device.verifying_key().to_bytes(),
-            profile: Profile::Adult,
-            valid_from_unix_s: (NOW - 60) as u32,
-            valid_until_unix_s: (NOW + CREDENTIAL_VALID_S) as u32,
-        },
-        issuer,
-    );
-    (device, cred)
+/// The load's deployment: the same keys in every invocation (`fill` and
+/// `measure` run apart on one reader), its riders' wallets drawn from
+/// `seed`'s own stream.
+fn deployment(seed: u64) -> TestDeployment {
+    TestDeployment::new(seed, NOW - 86_400, NOW + CREDENTIAL_VALID_S)
 }
 
+/// The load's reader root and issuer.
+const KEYS_SEED: u64 = 11;
+
 fn provision(dir: &Path, deny: u32) -> Reader {
-    let (root, issuer, mut rng) = keys();
-    let ids: Vec<CredentialId> = (0..deny)
-        .map(|i| {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&i.to_be_bytes());
-            b[4] = 0xEE;
-            CredentialId(b)
-        })
-        .collect();
-    let bundle = ReaderBundle {
-        bundle_version: 1,
-        server_time_unix_s: NOW,
-        trust: vec![IssuerKey {
-            key_id: 1,
-            public_key: issuer.verifying_key().to_bytes(),
-            valid_from_unix_s: NOW - 86_400,
-            valid_until_unix_s: NOW + CREDENTIAL_VALID_S,
-        }],
-        deny: DenyUpdate::Snapshot(ids),
-        tariff: Vec::new(),
-    }
-    .sign_v1(&root)
-    .unwrap();
+    let mut keys = deployment(KEYS_SEED);
+    let bundle = keys.bundle_v1(1, NOW, DenyUpdate::Snapshot(deny_filler(deny)));
     let mut cfg = ReaderConfig::new(ReaderIdentityConfig {
         reader_id: 1,
         operator: "load".into(),
@@ -98,8 +56,8 @@ fn provision(dir: &Path, deny: u32) -> Reader {
     // operator choice (`0` disables the staleness refusal), so the load is
     // about the log, not about trust material ageing.
     cfg.trust.reject_after_s = 0;
-    let key = generate_signing_key(&mut rng);
-    Reader::provision(dir, cfg, root.verifying_key(), key, &bundle, NOW).unwrap()
+    let key = keys.next_key();
+    Reader::provision(dir, cfg, keys.root.verifying_key(), key, &bundle, NOW).unwrap()
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -139,18 +97,25 @@ fn codes_at(
     seed: u64,
     at: impl Fn(usize) -> u64,
 ) -> Vec<Vec<u8>> {
-    let (_, issuer, _) = keys();
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let creds: Vec<_> = (0..riders.max(1))
-        .map(|_| credential(&issuer, &mut rng))
+    // Signed by the issuer `provision`'s reader trusts; device keys and
+    // credential ids drawn from `seed`'s stream.
+    let issuer = deployment(KEYS_SEED).issuer.key;
+    let mut stream = deployment(seed);
+    let wallets: Vec<TestWallet> = (0..riders.max(1))
+        .map(|_| {
+            stream.wallet_with(
+                TestIssuer::KEY_ID,
+                Some(&issuer),
+                NOW - 60,
+                NOW + CREDENTIAL_VALID_S,
+            )
+        })
         .collect();
     (0..n)
         .map(|i| {
-            let (dev, cred) = &creds[i % creds.len()];
-            let seq = seq_base + (i / creds.len()) as u32 + 1;
-            RideCode::sign_v1(cred, at(i) as u32, seq, dev)
-                .as_bytes()
-                .to_vec()
+            let w = &wallets[i % wallets.len()];
+            let seq = seq_base + (i / wallets.len()) as u32 + 1;
+            w.code(at(i), seq)
         })
         .collect()
 }

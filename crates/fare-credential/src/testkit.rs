@@ -11,7 +11,7 @@ use rand_chacha::ChaCha20Rng;
 
 mod deployment;
 pub use deployment::{
-    deny_snapshot, verified_bundle, TestDeployment, TestWallet, TEST_BUNDLE_TARIFF,
+    deny_filler, deny_snapshot, verified_bundle, TestDeployment, TestWallet, TEST_BUNDLE_TARIFF,
 };
 
 /// A seeded issuer with key id 1, trusted forever.

@@ -167,6 +167,19 @@ impl TestDeployment {
     }
 }
 
+/// `n` credential ids no test wallet holds (wallets draw random ids): the
+/// filler of a deny list of a given size, for load and memory measurements.
+pub fn deny_filler(n: u32) -> Vec<CredentialId> {
+    (0..n)
+        .map(|i| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b[4] = 0xEE;
+            CredentialId(b)
+        })
+        .collect()
+}
+
 /// A phone: its device key and the credential certifying it.
 pub struct TestWallet {
     /// The device key.
