@@ -31,15 +31,15 @@ const NOW: u64 = 1_800_000_000;
 /// Credentials of the load driver stay valid this long (months of service).
 const CREDENTIAL_VALID_S: u64 = 2 * 365 * 86_400;
 
+/// The seed of the load's reader root and issuer.
+const KEYS_SEED: u64 = 11;
+
 /// The load's deployment: the same keys in every invocation (`fill` and
 /// `measure` run apart on one reader), its riders' wallets drawn from
 /// `seed`'s own stream.
 fn deployment(seed: u64) -> TestDeployment {
     TestDeployment::new(seed, NOW - 86_400, NOW + CREDENTIAL_VALID_S)
 }
-
-/// The load's reader root and issuer.
-const KEYS_SEED: u64 = 11;
 
 fn provision(dir: &Path, deny: u32) -> Reader {
     let mut keys = deployment(KEYS_SEED);
