@@ -119,17 +119,29 @@ const CLEANUP_ATTEMPTS: u32 = 20;
 
 /// A new directory for the run's data inside `base` (default
 /// `fare_simulator::sim::default_work_base`), removed when it drops or
-/// when the process gets SIGINT, SIGTERM or SIGHUP.
+/// when the process gets SIGINT, SIGTERM or SIGHUP; first, what killed
+/// runs left in `base` is removed.
 fn scratch_dir(base: Option<&std::path::Path>) -> Result<tempfile::TempDir, String> {
+    use fare_simulator::sim::{mark_run_dir, remove_dead_runs, RUN_DIR_PREFIX};
     let base = base
         .map(PathBuf::from)
         .unwrap_or_else(fare_simulator::sim::default_work_base);
+    for (dir, bytes) in remove_dead_runs(&base) {
+        eprintln!(
+            "fare-simulator: removed {} ({:.1} GB), left by a run that was killed",
+            dir.display(),
+            bytes as f64 / 1e9
+        );
+    }
     let dir = tempfile::Builder::new()
-        .prefix("fare-sim-run-")
+        .prefix(RUN_DIR_PREFIX)
         .tempdir_in(&base)
         .map_err(|e| format!("--work-dir {}: {e}", base.display()))?;
     remove_on_signal(dir.path().to_path_buf())
         .map_err(|e| format!("listening for interrupts: {e}"))?;
+    // After the signal handler: a run that leaves its directory on an
+    // interrupt is never marked.
+    mark_run_dir(dir.path()).map_err(|e| format!("--work-dir {}: {e}", base.display()))?;
     Ok(dir)
 }
 

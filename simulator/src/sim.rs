@@ -510,6 +510,66 @@ pub fn default_work_base() -> PathBuf {
     }
 }
 
+/// Prefix of a run's data directory inside the work base.
+pub const RUN_DIR_PREFIX: &str = "fare-sim-run-";
+/// The file in a run's data directory naming the process that owns it.
+pub const RUN_OWNER_FILE: &str = "owner.pid";
+
+/// Marks `dir`, a new run's data directory, as this process's.
+pub fn mark_run_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join(RUN_OWNER_FILE), std::process::id().to_string())
+}
+
+/// Removes the data directories in `base` that a run left behind when it
+/// was killed (SIGKILL, the kernel's out-of-memory killer: no handler
+/// runs), and returns each with its size in bytes. A city's day holds
+/// about 14 GB there, in memory under `/dev/shm`, so the next run would
+/// not fit beside it. A directory goes only when its owner file names a
+/// process that no longer exists; one without an owner file, or whose
+/// owner lives, stays. Nothing is removed where `/proc` cannot tell
+/// (outside Linux).
+pub fn remove_dead_runs(base: &Path) -> Vec<(PathBuf, u64)> {
+    if !Path::new("/proc/self").is_dir() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for dir in entries.flatten().map(|e| e.path()) {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.starts_with(RUN_DIR_PREFIX) {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join(RUN_OWNER_FILE)).ok();
+        let Some(pid) = owner.and_then(|o| o.trim().parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let bytes = dir_bytes(&dir);
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed.push((dir, bytes));
+        }
+    }
+    removed
+}
+
+/// The bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// Checks `--keep-data DIR` before a run (creating DIR if it does not
 /// exist): a directory that cannot be made or is not empty is the
 /// caller's usage error, refused before any work starts.

@@ -76,10 +76,11 @@ fn interrupted_run_removes_its_data(signal: &str, code: i32) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the run has written into its directory (settlement's
-    // database under `fare-sim-run-*/fare-sim-*/settlement`).
+    // Wait until the run has written into its directory more than its
+    // owner file (settlement's database under
+    // `fare-sim-run-*/fare-sim-*/settlement`).
     let started = std::time::Instant::now();
-    while walk_files(tmp.path()) == 0 {
+    while walk_files(tmp.path()) <= 1 {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(120),
             "the run wrote nothing in 2 minutes"
@@ -98,6 +99,47 @@ fn interrupted_run_removes_its_data(signal: &str, code: i32) {
     assert!(stderr.contains("interrupted"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "{signal}: left behind: {left:?}");
+}
+
+/// What a killed run left in the work dir (its owner process gone: no
+/// handler runs on SIGKILL or the out-of-memory killer) is removed by the
+/// next run, which says so; a live run's directory and one without an
+/// owner file stay.
+#[test]
+fn a_killed_runs_data_is_removed_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = {
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let run_dir = |name: &str, owner: Option<u32>| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(dir.join("fare-sim-1/settlement")).unwrap();
+        std::fs::write(dir.join("fare-sim-1/settlement/db"), [0u8; 4096]).unwrap();
+        if let Some(pid) = owner {
+            std::fs::write(dir.join("owner.pid"), pid.to_string()).unwrap();
+        }
+        dir
+    };
+    let killed = run_dir("fare-sim-run-killed", Some(gone));
+    let live = run_dir("fare-sim-run-live", Some(std::process::id()));
+    let unmarked = run_dir("fare-sim-run-unmarked", None);
+    let out = sim()
+        .args(["run", "--scenario", "demo", "--seed", "1", "--work-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!killed.exists(), "{stderr}");
+    assert!(
+        stderr.contains("removed") && stderr.contains("fare-sim-run-killed"),
+        "{stderr}"
+    );
+    assert!(live.exists() && unmarked.exists());
+    // The run removed its own directory at the end.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
 }
 
 /// Files under `dir`, at any depth.
