@@ -64,7 +64,7 @@ fn count_label(v: &f64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -222,7 +222,7 @@ pub fn bucketed(values: &[u64], edges: &[u64], label: fn(u64) -> String) -> Vec<
 
 /// `20 µs`, `1 ms`, `100 ms`.
 fn micros_label(us: u64) -> String {
-    if us >= 1_000 && us % 1_000 == 0 {
+    if us >= 1_000 && us.is_multiple_of(1_000) {
         format!("{} ms", us / 1_000)
     } else {
         format!("{us} µs")
@@ -231,9 +231,9 @@ fn micros_label(us: u64) -> String {
 
 /// `1 min`, `30 min`, `2 h`.
 fn seconds_label(s: u64) -> String {
-    if s >= 3_600 && s % 3_600 == 0 {
+    if s >= 3_600 && s.is_multiple_of(3_600) {
         format!("{} h", s / 3_600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{} min", s / 60)
     } else {
         format!("{s} s")

@@ -928,7 +928,7 @@ impl World {
             for r in 1..=op.routes {
                 for v in 0..op.buses_per_route {
                     let id = (ix + 1) as u32;
-                    let real = ix % stride == 0 && ix / stride < real_n;
+                    let real = ix.is_multiple_of(stride) && ix / stride < real_n;
                     let key = SigningKey::generate(&mut rng);
                     let drift = signed_upto(&mut rng, s.faults.reader_clock_drift_max_s);
                     self.buses.push(Bus {

@@ -291,7 +291,7 @@ impl Reader {
         self.ring
             .record(seq, &ring_copy, self.sled_durable_through())
             .map_err(AppendError::Storage)?;
-        if seq % STATE_SAVE_EVERY == 0 {
+        if seq.is_multiple_of(STATE_SAVE_EVERY) {
             // After the answer's durability point, and not flushed: losing
             // it only means rolling forward over a longer tail at open.
             // The ride is durable, so it is answered accept whatever happens here.

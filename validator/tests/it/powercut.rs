@@ -153,7 +153,7 @@ fn cycles(run: &mut Run, test: &'static str, cycles: u64, strict: bool) -> Total
         let riders = &mut run.riders;
         let lines = ledger.cycle_lines(CODES_PER_CYCLE, &mut run.rng, |r| riders.fresh(r));
         let delay_ms = run.rng.next_u64() % window_ms;
-        let tear = run.rng.next_u32() % 2 == 0;
+        let tear = run.rng.next_u32().is_multiple_of(2);
         let tear_seed = run.rng.next_u64();
         // Cycle 0 cuts right after the calibration run's clean exit.
         let (out, mid) = if cycle == 0 {

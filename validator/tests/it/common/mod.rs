@@ -308,7 +308,7 @@ impl KillLedger {
     ) -> Vec<Vec<u8>> {
         (0..n)
             .map(|_| {
-                if !self.accepted_codes.is_empty() && rng.next_u32() % 5 == 0 {
+                if !self.accepted_codes.is_empty() && rng.next_u32().is_multiple_of(5) {
                     let i = rng.next_u32() as usize % self.accepted_codes.len();
                     self.accepted_codes[i].clone()
                 } else {
