@@ -121,7 +121,9 @@ const CLEANUP_ATTEMPTS: u32 = 20;
 /// `fare_simulator::sim::default_work_base`), removed when it drops or
 /// when the process gets SIGINT, SIGTERM or SIGHUP; first, what killed
 /// runs left in `base` is removed.
-fn scratch_dir(base: Option<&std::path::Path>) -> Result<tempfile::TempDir, String> {
+fn scratch_dir(
+    base: Option<&std::path::Path>,
+) -> Result<(tempfile::TempDir, std::fs::File), String> {
     use fare_simulator::sim::{mark_run_dir, remove_dead_runs, RUN_DIR_PREFIX};
     let base = base
         .map(PathBuf::from)
@@ -141,8 +143,9 @@ fn scratch_dir(base: Option<&std::path::Path>) -> Result<tempfile::TempDir, Stri
         .map_err(|e| format!("listening for interrupts: {e}"))?;
     // After the signal handler: a run that leaves its directory on an
     // interrupt is never marked.
-    mark_run_dir(dir.path()).map_err(|e| format!("--work-dir {}: {e}", base.display()))?;
-    Ok(dir)
+    let owner =
+        mark_run_dir(dir.path()).map_err(|e| format!("--work-dir {}: {e}", base.display()))?;
+    Ok((dir, owner))
 }
 
 /// A thread that, at the first SIGINT, SIGTERM or SIGHUP, removes `dir`
@@ -291,8 +294,9 @@ fn main() -> ExitCode {
     // memory until someone deletes it). `--keep-data` keeps it.
     let scratch = match &keep_data {
         Some(_) => None,
+        // The directory and its owner lock, both held to the end.
         None => match scratch_dir(work_dir.as_deref()) {
-            Ok(dir) => Some(dir),
+            Ok(dir_and_owner) => Some(dir_and_owner),
             Err(e) => {
                 eprintln!("fare-simulator: {e}");
                 return ExitCode::from(2);
@@ -301,7 +305,7 @@ fn main() -> ExitCode {
     };
     let opts = fare_simulator::RunOptions {
         seed,
-        work_dir: scratch.as_ref().map(|d| d.path().to_path_buf()),
+        work_dir: scratch.as_ref().map(|(d, _owner)| d.path().to_path_buf()),
         progress: std::io::stderr().is_terminal(),
         log_phases: true,
         network,

@@ -512,26 +512,34 @@ pub fn default_work_base() -> PathBuf {
 
 /// Prefix of a run's data directory inside the work base.
 pub const RUN_DIR_PREFIX: &str = "fare-sim-run-";
-/// The file in a run's data directory naming the process that owns it.
-pub const RUN_OWNER_FILE: &str = "owner.pid";
+/// The file in a run's data directory that its run holds locked while it
+/// lives (and that names its process id, for people).
+pub const RUN_OWNER_FILE: &str = "owner.lock";
 
-/// Marks `dir`, a new run's data directory, as this process's.
-pub fn mark_run_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::write(dir.join(RUN_OWNER_FILE), std::process::id().to_string())
+/// Marks `dir`, a new run's data directory, as this process's: its owner
+/// file, locked until the returned file is dropped or the process ends
+/// (however it ends: the kernel releases the lock).
+pub fn mark_run_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    // Locked before it takes its name: another run starting meanwhile
+    // never finds it unlocked.
+    let unnamed = dir.join(format!("{RUN_OWNER_FILE}.new"));
+    let mut file = std::fs::File::create(&unnamed)?;
+    file.lock()?;
+    file.write_all(std::process::id().to_string().as_bytes())?;
+    std::fs::rename(&unnamed, dir.join(RUN_OWNER_FILE))?;
+    Ok(file)
 }
 
 /// Removes the data directories in `base` that a run left behind when it
 /// was killed (SIGKILL, the kernel's out-of-memory killer: no handler
 /// runs), and returns each with its size in bytes. A city's day holds
 /// about 14 GB there, in memory under `/dev/shm`, so the next run would
-/// not fit beside it. A directory goes only when its owner file names a
-/// process that no longer exists; one without an owner file, or whose
-/// owner lives, stays. Nothing is removed where `/proc` cannot tell
-/// (outside Linux).
+/// not fit beside it. A directory goes only when its owner file is there
+/// and no process holds it locked (a lock, not a process id, so that a
+/// run in another container sharing the directory is seen alive); one
+/// without an owner file stays.
 pub fn remove_dead_runs(base: &Path) -> Vec<(PathBuf, u64)> {
-    if !Path::new("/proc/self").is_dir() {
-        return Vec::new();
-    }
     let Ok(entries) = std::fs::read_dir(base) else {
         return Vec::new();
     };
@@ -541,11 +549,10 @@ pub fn remove_dead_runs(base: &Path) -> Vec<(PathBuf, u64)> {
         if !name.starts_with(RUN_DIR_PREFIX) {
             continue;
         }
-        let owner = std::fs::read_to_string(dir.join(RUN_OWNER_FILE)).ok();
-        let Some(pid) = owner.and_then(|o| o.trim().parse::<u32>().ok()) else {
+        let Ok(owner) = std::fs::File::open(dir.join(RUN_OWNER_FILE)) else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if owner.try_lock().is_err() {
             continue;
         }
         let bytes = dir_bytes(&dir);

@@ -101,30 +101,28 @@ fn interrupted_run_removes_its_data(signal: &str, code: i32) {
     assert!(left.is_empty(), "{signal}: left behind: {left:?}");
 }
 
-/// What a killed run left in the work dir (its owner process gone: no
-/// handler runs on SIGKILL or the out-of-memory killer) is removed by the
-/// next run, which says so; a live run's directory and one without an
-/// owner file stay.
+/// What a killed run left in the work dir (its owner file no longer
+/// locked: no handler runs on SIGKILL or the out-of-memory killer, but the
+/// kernel releases the lock) is removed by the next run, which says so; a
+/// live run's directory (its owner file locked) and one without an owner
+/// file stay.
 #[test]
 fn a_killed_runs_data_is_removed_by_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let gone = {
-        let mut child = Command::new("true").spawn().unwrap();
-        child.wait().unwrap();
-        child.id()
-    };
-    let run_dir = |name: &str, owner: Option<u32>| {
+    let run_dir = |name: &str, owned: bool| {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(dir.join("fare-sim-1/settlement")).unwrap();
         std::fs::write(dir.join("fare-sim-1/settlement/db"), [0u8; 4096]).unwrap();
-        if let Some(pid) = owner {
-            std::fs::write(dir.join("owner.pid"), pid.to_string()).unwrap();
+        if owned {
+            std::fs::write(dir.join("owner.lock"), "12345").unwrap();
         }
         dir
     };
-    let killed = run_dir("fare-sim-run-killed", Some(gone));
-    let live = run_dir("fare-sim-run-live", Some(std::process::id()));
-    let unmarked = run_dir("fare-sim-run-unmarked", None);
+    let killed = run_dir("fare-sim-run-killed", true);
+    let live = run_dir("fare-sim-run-live", true);
+    let held = std::fs::File::open(live.join("owner.lock")).unwrap();
+    held.lock().unwrap();
+    let unmarked = run_dir("fare-sim-run-unmarked", false);
     let out = sim()
         .args(["run", "--scenario", "demo", "--seed", "1", "--work-dir"])
         .arg(tmp.path())
@@ -140,6 +138,7 @@ fn a_killed_runs_data_is_removed_by_the_next_run() {
     assert!(live.exists() && unmarked.exists());
     // The run removed its own directory at the end.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    drop(held);
 }
 
 /// Files under `dir`, at any depth.
