@@ -5,7 +5,7 @@
 //! must be caught, and checks DESIGN.md §4's invariants against settlement.
 
 use crate::adapters::SettledRide;
-use crate::sim::{CodeKey, Expect, World};
+use crate::sim::{CodeKey, Expect, Rider, World};
 use fare_tariff::{rate_day, RideToRate, Tariff};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,15 +104,14 @@ struct Reports {
     ledger: (i64, u64, BTreeMap<String, i64>),
     revoked: BTreeSet<String>,
     exposure: BTreeMap<String, (i64, Option<i64>)>,
-    /// Each enrolled rider's balance, in the riders' order, and for every
-    /// `step`-th the sum of its postings.
+    /// Each of `enrolled`'s balances, in its order, and for every `step`-th
+    /// the sum of its postings.
     balances: Vec<(i64, Option<i64>)>,
 }
 
 impl Reports {
-    fn read(w: &World) -> Result<Reports, String> {
+    fn read(w: &World, enrolled: &[&Rider]) -> Result<Reports, String> {
         let s = &w.settlement;
-        let enrolled = enrolled(w);
         let step = (enrolled.len() / LEDGER_SAMPLE_ACCOUNTS).max(1);
         let balances = enrolled
             .iter()
@@ -134,16 +133,14 @@ impl Reports {
     }
 }
 
-/// The riders settlement knows (enrolled at setup), in the riders' order.
-fn enrolled(w: &World) -> Vec<&crate::sim::Rider> {
-    w.riders.iter().filter(|r| r.phone.is_some()).collect()
-}
-
 /// Checks the run.
 pub fn check(w: &World) -> Result<Verdict, String> {
+    // The riders settlement knows (enrolled at setup), in the riders'
+    // order: the reports' balances come in this order.
+    let enrolled: Vec<&Rider> = w.riders.iter().filter(|r| r.phone.is_some()).collect();
     std::thread::scope(|scope| {
-        let reports = scope.spawn(|| Reports::read(w));
-        judge(w, || {
+        let reports = scope.spawn(|| Reports::read(w, &enrolled));
+        judge(w, &enrolled, || {
             reports
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -152,8 +149,12 @@ pub fn check(w: &World) -> Result<Verdict, String> {
 }
 
 /// The oracle's figures against settlement's; `reports` gives settlement's
-/// reports when they are first needed.
-fn judge(w: &World, reports: impl FnOnce() -> Result<Reports, String>) -> Result<Verdict, String> {
+/// reports (read for `enrolled`) when they are first needed.
+fn judge(
+    w: &World,
+    enrolled: &[&Rider],
+    reports: impl FnOnce() -> Result<Reports, String>,
+) -> Result<Verdict, String> {
     let mut v = Verdict::default();
     for name in [
         "accepted_rides_durable",
@@ -506,7 +507,6 @@ fn judge(w: &World, reports: impl FnOnce() -> Result<Reports, String>) -> Result
     }
 
     // ---- accounts: charges, ledger, deny list, exposure.
-    let enrolled = enrolled(w);
     let mut charge_diffs = Vec::new();
     let mut expected_revoked = BTreeSet::new();
     let (revoked, exposure) = (reports.revoked, reports.exposure);
