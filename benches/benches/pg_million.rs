@@ -81,19 +81,6 @@ fn server_cpu(postmaster: u32) -> f64 {
     total
 }
 
-/// Bytes under a directory.
-fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
-}
-
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -404,17 +391,17 @@ fn main() {
     let postmaster = cluster.postmaster_pid().expect("postmaster.pid");
     let data = Path::new(&cluster.data_dir()).to_path_buf();
     let (base0, wal0) = (
-        dir_bytes(&data.join("base")),
-        dir_bytes(&data.join("pg_wal")),
+        fare_durable::dir_bytes(&data.join("base")),
+        fare_durable::dir_bytes(&data.join("pg_wal")),
     );
     println!("PostgreSQL (fsync on, {PG_SETTINGS:?}):");
     let mut on_pg = measure(pg.clone(), &day, &|| server_cpu(postmaster));
-    on_pg.bytes = dir_bytes(&data.join("base")).saturating_sub(base0);
-    on_pg.wal_bytes = dir_bytes(&data.join("pg_wal")).saturating_sub(wal0);
+    on_pg.bytes = fare_durable::dir_bytes(&data.join("base")).saturating_sub(base0);
+    on_pg.wal_bytes = fare_durable::dir_bytes(&data.join("pg_wal")).saturating_sub(wal0);
     drop(pg);
     println!("sled:");
     let mut on_sled = measure(sled.clone(), &day, &|| 0.0);
-    on_sled.bytes = dir_bytes(&sled_dir.path().join("db"));
+    on_sled.bytes = fare_durable::dir_bytes(&sled_dir.path().join("db"));
     assert_eq!(
         on_pg.summary, on_sled.summary,
         "both backends settle the same"

@@ -555,26 +555,12 @@ pub fn remove_dead_runs(base: &Path) -> Vec<(PathBuf, u64)> {
         if owner.try_lock().is_err() {
             continue;
         }
-        let bytes = dir_bytes(&dir);
+        let bytes = fare_durable::dir_bytes(&dir);
         if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push((dir, bytes));
         }
     }
     removed
-}
-
-/// The bytes of the files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
 
 /// Checks `--keep-data DIR` before a run (creating DIR if it does not

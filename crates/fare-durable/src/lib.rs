@@ -106,6 +106,22 @@ pub fn sync_dir(dir: &Path) -> Result<(), SyncError> {
         .map_err(io("sync directory", dir))
 }
 
+/// Bytes of the files under `path`, at any depth, or of `path` itself when
+/// it is a file (0 when it cannot be read): what a store or a run's data
+/// holds, for reports and measurements.
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return std::fs::metadata(path).map_or(0, |m| m.len());
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// `create_dir_all`, then a sync of every directory that gained an entry,
 /// so the new directories survive a power cut (a directory entry is durable
 /// only once its parent directory is synced).
@@ -505,6 +521,22 @@ fn list_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dir_bytes_adds_the_files_at_every_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("top"), [0u8; 10]).unwrap();
+        std::fs::write(dir.path().join("a/mid"), [0u8; 200]).unwrap();
+        std::fs::write(dir.path().join("a/b/deep"), [0u8; 3000]).unwrap();
+        assert_eq!(dir_bytes(dir.path()), 3210);
+        assert_eq!(
+            dir_bytes(&dir.path().join("a/b/deep")),
+            3000,
+            "a file: its own size"
+        );
+        assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
+    }
 
     #[test]
     fn syncs_an_open_database_and_its_blobs() {
