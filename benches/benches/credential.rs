@@ -5,7 +5,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use fare_credential::testkit::TestIssuer;
+use fare_credential::testkit::{deny_filler, TestIssuer};
 use fare_credential::{
     verify_ride_code, Credential, CredentialCache, CredentialId, DenyList, Policy, Profile,
     RideCode, SigningKey, TrustList,
@@ -31,12 +31,7 @@ fn setup() -> Setup {
     let trust = issuer.trust.clone();
     let cred = issuer.credential(&device, CredentialId([1; 16]), Profile::Adult, NOW, 3600);
     // A realistic deny list: 1M revoked credentials.
-    let deny = DenyList::from_ids((0..1_000_000u32).map(|i| {
-        let mut id = [0u8; 16];
-        id[..4].copy_from_slice(&i.to_be_bytes());
-        id[15] = 0xEE;
-        CredentialId(id)
-    }));
+    let deny = DenyList::from_ids(deny_filler(1_000_000));
     let code = RideCode::sign_v1(&cred, NOW as u32, 1, &device);
     Setup {
         trust,
