@@ -10,6 +10,25 @@ use parking_lot::RwLock;
 
 use crate::{atomic_shim::AtomicU64, pagecache::NodeView, *};
 
+// PATCHED (crates/sled/PATCHED.md item 5): the fewest writes for which
+// `apply_batch` inserts on more than one thread (below it a thread's start
+// costs more than it saves), and the most threads it uses.
+const PARALLEL_BATCH_MIN_WRITES: usize = 4096;
+const PARALLEL_BATCH_MAX_THREADS: usize = 4;
+
+/// Threads to insert a batch of `writes` keys on: one per
+/// `PARALLEL_BATCH_MIN_WRITES`, at most the cores this process may use and
+/// at most `PARALLEL_BATCH_MAX_THREADS`.
+fn batch_threads(writes: usize) -> usize {
+    static CORES: Lazy<usize, fn() -> usize> = Lazy::new(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    (writes / PARALLEL_BATCH_MIN_WRITES)
+        .min(*CORES)
+        .min(PARALLEL_BATCH_MAX_THREADS)
+        .max(1)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct View<'g> {
     pub node_view: NodeView<'g>,
@@ -386,18 +405,59 @@ impl Tree {
     ) -> Result<()> {
         let peg = self.context.pin_log(guard)?;
         trace!("applying batch {:?}", batch);
-        for (k, v_opt) in batch.writes {
-            loop {
-                if self.insert_inner(&k, v_opt.clone(), guard)?.is_ok() {
-                    break;
+        // PATCHED (fare workspace, crates/sled/PATCHED.md item 5): a large
+        // batch's keys are inserted on several threads. The caller holds
+        // the exclusive concurrency lock, so only this batch writes; the
+        // keys are distinct (a map), so the order of their inserts does
+        // not matter; every insert reserves its log space after the peg
+        // and before `seal_batch` reads the highest reserved LSN, so the
+        // batch is still recovered all or nothing.
+        let writes: Vec<(IVec, Option<IVec>)> =
+            batch.writes.into_iter().collect();
+        let threads = batch_threads(writes.len());
+        if threads <= 1 {
+            self.insert_all(&writes, guard)?;
+        } else {
+            let share = (writes.len() + threads - 1) / threads;
+            let (first, rest) = writes.split_at(share);
+            std::thread::scope(|s| {
+                let others: Vec<_> = rest
+                    .chunks(share)
+                    .map(|part| {
+                        s.spawn(move || self.insert_all(part, &mut pin()))
+                    })
+                    .collect();
+                let mine = self.insert_all(first, guard);
+                for h in others {
+                    match h.join() {
+                        Ok(r) => r?,
+                        Err(p) => std::panic::resume_unwind(p),
+                    }
                 }
-            }
+                mine
+            })?;
         }
 
         // when the peg drops, it ensures all updates
         // written to the log since its creation are
         // recovered atomically
         peg.seal_batch()
+    }
+
+    /// Inserts (or removes) each of `writes`, retrying on conflicts.
+    fn insert_all(
+        &self,
+        writes: &[(IVec, Option<IVec>)],
+        guard: &mut Guard,
+    ) -> Result<()> {
+        for (k, v_opt) in writes {
+            loop {
+                if self.insert_inner(k, v_opt.clone(), guard)?.is_ok() {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Retrieve a value from the `Tree` if it exists.

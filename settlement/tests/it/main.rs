@@ -7,6 +7,7 @@
 mod common;
 mod ui_common;
 
+mod batch_crash;
 mod e2e_day;
 mod e2e_disputes;
 mod e2e_edges;
