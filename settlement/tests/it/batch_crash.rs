@@ -12,6 +12,7 @@
 //! 8 cycles by default; `BATCH_CRASH_CYCLES=N` for more,
 //! `BATCH_CRASH_SEED=S` to replay (every failure prints both).
 
+use crate::common::env_u64;
 use fare_settlement::store::{SledStore, Space, Store, WriteSet};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -32,13 +33,6 @@ const FILLER_BYTES: usize = 200;
 const CHILD_ENV: &str = "FARE_BATCH_CRASH_CHILD_DIR";
 /// The longest the parent lets a child run before killing it.
 const MAX_KILL_DELAY_MS: u64 = 1_500;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 fn key(i: u32) -> Vec<u8> {
     i.to_be_bytes().to_vec()

@@ -28,13 +28,6 @@ use std::time::Duration;
 
 const TEST: &str = "acknowledged_batches_survive_power_cuts";
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Blocking HTTP on a private runtime (the test drives processes).
 struct Http {
     rt: tokio::runtime::Runtime,

@@ -20,6 +20,15 @@ pub mod bundle;
 pub mod day;
 pub mod serve_child;
 
+/// The number in environment variable `name` (a test's seed or cycle
+/// count, set to replay a run), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Local Shanghai time on 2026-03-10 as unix seconds.
 pub fn at(h: u64, m: u64) -> u64 {
     T0 + h * 3600 + m * 60 - 8 * 3600
