@@ -418,7 +418,7 @@ impl Tree {
         if threads <= 1 {
             self.insert_all(&writes, guard)?;
         } else {
-            let share = (writes.len() + threads - 1) / threads;
+            let share = writes.len().div_ceil(threads);
             let (first, rest) = writes.split_at(share);
             std::thread::scope(|s| {
                 let others: Vec<_> = rest

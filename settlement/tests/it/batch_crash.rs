@@ -13,7 +13,7 @@
 //! `BATCH_CRASH_SEED=S` to replay (every failure prints both).
 
 use crate::common::env_u64;
-use fare_settlement::store::{SledStore, Space, Store, WriteSet};
+use fare_settlement::store::{SledStore, Space, Store, WriteSet, MAX_KEYS_PER_READ};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::io::{BufRead, BufReader, Write};
@@ -80,7 +80,7 @@ fn stored_generation(dir: &Path) -> Result<u64, String> {
     let store = SledStore::open(dir).map_err(|e| format!("reopen: {e}"))?;
     let keys: Vec<Vec<u8>> = (0..KEYS + FLIPPED).map(key).collect();
     let mut values = Vec::new();
-    for part in keys.chunks(5_000) {
+    for part in keys.chunks(MAX_KEYS_PER_READ) {
         values.extend(store.get_many(Space::Meta, part).unwrap());
     }
     let Some(Some(first)) = values.first() else {
