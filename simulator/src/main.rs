@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// jemalloc instead of glibc's malloc: the city's day builds and frees a
 /// heap of several GB from both cores; with jemalloc it runs about 15 %
 /// faster with no environment to set (glibc needed `MALLOC_ARENA_MAX=2` to
-/// stay under 8 GiB). Its options (one arena; freed pages kept 250 ms for
+/// stay under 8 GiB). Its options (one arena; freed pages kept 20 s for
 /// reuse, those of allocations of 1 MiB or more returned at once) are
 /// built in from `.cargo/config.toml`; simulator/README.md, "Scale", has
 /// the measurements.
