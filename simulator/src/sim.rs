@@ -773,9 +773,10 @@ impl World {
     }
 
     /// Closes every reader and, unless the run keeps its data, deletes
-    /// their directories, on all cores: one by one the city's 8,600
-    /// readers took about 4 s after the report was written. Dropping the
-    /// rest of the world then removes what is left of its temp dir.
+    /// their directories, on all cores (a city's 8,600: the teardown after
+    /// the report took 4.0 s with them closed one by one, 3.6 s so).
+    /// Dropping the rest of the world then removes what is left of its
+    /// temp dir.
     pub fn close_readers(&mut self) {
         use rayon::prelude::*;
         let delete = self._tmp.is_some();
