@@ -111,7 +111,6 @@ pub fn run(
         std::fs::write(dir.join("report.json"), &json).map_err(|e| e.to_string())?;
     }
     let ok = report.invariants.values().all(|v| *v);
-    world.close_readers();
     Ok(Outcome {
         report,
         json,

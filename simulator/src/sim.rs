@@ -772,24 +772,6 @@ impl World {
         self.midnight + (h * HOUR_S as f64) as u64
     }
 
-    /// Closes every reader and, unless the run keeps its data, deletes
-    /// their directories, on all cores (a city's 8,600: the teardown after
-    /// the report took 4.0 s with them closed one by one, 3.6 s so).
-    /// Dropping the rest of the world then removes what is left of its
-    /// temp dir.
-    pub fn close_readers(&mut self) {
-        use rayon::prelude::*;
-        let delete = self._tmp.is_some();
-        self.buses.par_iter_mut().for_each(|b| {
-            drop(b.reader.take());
-            if delete {
-                // A failure leaves the directory to the temp dir's own
-                // removal, which reports nothing either.
-                let _ = std::fs::remove_dir_all(&b.dir);
-            }
-        });
-    }
-
     /// Builds the world: settlement, fleet, riders, the day's plan.
     pub fn build(scenario: Scenario, opts: &RunOptions) -> Result<World, String> {
         let seed = opts.seed;
