@@ -411,23 +411,27 @@ impl Tree {
         // keys are distinct (a map), so the order of their inserts does
         // not matter; every insert reserves its log space after the peg
         // and before `seal_batch` reads the highest reserved LSN, so the
-        // batch is still recovered all or nothing.
-        let writes: Vec<(IVec, Option<IVec>)> =
-            batch.writes.into_iter().collect();
-        let threads = batch_threads(writes.len());
+        // batch is still recovered all or nothing. A small batch (every
+        // reader's, every upload's) is inserted straight from its map on
+        // this thread, as published; only a large one is listed to split.
+        let threads = batch_threads(batch.writes.len());
         if threads <= 1 {
-            self.insert_all(&writes, guard)?;
+            self.insert_all(&batch.writes, guard)?;
         } else {
+            let writes: Vec<(&IVec, &Option<IVec>)> =
+                batch.writes.iter().collect();
             let share = writes.len().div_ceil(threads);
             let (first, rest) = writes.split_at(share);
             std::thread::scope(|s| {
                 let others: Vec<_> = rest
                     .chunks(share)
                     .map(|part| {
-                        s.spawn(move || self.insert_all(part, &mut pin()))
+                        s.spawn(move || {
+                            self.insert_all(part.iter().copied(), &mut pin())
+                        })
                     })
                     .collect();
-                let mine = self.insert_all(first, guard);
+                let mine = self.insert_all(first.iter().copied(), guard);
                 for h in others {
                     match h.join() {
                         Ok(r) => r?,
@@ -445,9 +449,9 @@ impl Tree {
     }
 
     /// Inserts (or removes) each of `writes`, retrying on conflicts.
-    fn insert_all(
+    fn insert_all<'w>(
         &self,
-        writes: &[(IVec, Option<IVec>)],
+        writes: impl IntoIterator<Item = (&'w IVec, &'w Option<IVec>)>,
         guard: &mut Guard,
     ) -> Result<()> {
         for (k, v_opt) in writes {
