@@ -75,7 +75,8 @@ fn child(dir: &Path) -> ! {
     }
 }
 
-/// The generation the store holds, `Err` unless every key agrees on it.
+/// The generation the store holds, `Err` unless every key agrees on it
+/// (generation 0, before any commit: every key absent).
 fn stored_generation(dir: &Path) -> Result<u64, String> {
     let store = SledStore::open(dir).map_err(|e| format!("reopen: {e}"))?;
     let keys: Vec<Vec<u8>> = (0..KEYS + FLIPPED).map(key).collect();
@@ -83,13 +84,10 @@ fn stored_generation(dir: &Path) -> Result<u64, String> {
     for part in keys.chunks(MAX_KEYS_PER_READ) {
         values.extend(store.get_many(Space::Meta, part).unwrap());
     }
-    let Some(Some(first)) = values.first() else {
-        return Ok(0);
-    };
-    let g = generation_of(first);
+    let g = values[0].as_deref().map_or(0, generation_of);
     for (i, v) in values.iter().enumerate() {
-        let flipped_absent = i as u32 >= KEYS && g % 2 == 1;
-        match (v, flipped_absent) {
+        let absent = g == 0 || (i as u32 >= KEYS && g % 2 == 1);
+        match (v, absent) {
             (None, true) => {}
             (Some(v), false) if generation_of(v) == g && v == &value(g) => {}
             _ => {
