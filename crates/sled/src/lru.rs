@@ -220,10 +220,17 @@ impl Lru {
             "Please configure the cache \
              capacity to be at least 256 bytes"
         );
-        let shard_capacity = cache_capacity / N_SHARDS as u64;
+        // Patch 7 of crates/sled/PATCHED.md: one shard per MiB of
+        // capacity, at most `N_SHARDS`. Each shard's access queue starts
+        // with a zeroed block of 528 bytes, so 256 shards cost 160 KB per
+        // open database whatever its cache: a small cache gets few shards.
+        let n_shards = usize::try_from(cache_capacity >> 20)
+            .unwrap_or(N_SHARDS)
+            .clamp(1, N_SHARDS);
+        let shard_capacity = cache_capacity / n_shards as u64;
 
-        let mut shards = Vec::with_capacity(N_SHARDS);
-        shards.resize_with(N_SHARDS, || {
+        let mut shards = Vec::with_capacity(n_shards);
+        shards.resize_with(n_shards, || {
             (AccessQueue::default(), FastLock::new(Shard::new(shard_capacity)))
         });
 

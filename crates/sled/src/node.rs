@@ -14,6 +14,38 @@ pub struct Node {
 }
 
 impl Node {
+    /// A copy with room for one more key in its vectors, for a copy that
+    /// is about to take one (a link's `Set`, a parent split). Patch 6 of
+    /// crates/sled/PATCHED.md: `clone()` sizes each vector to its length,
+    /// so the insert that follows reallocated both to twice that and
+    /// copied them again.
+    pub(crate) fn clone_with_room(&self) -> Node {
+        fn with_room<T: Clone>(v: &[T]) -> Vec<T> {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.extend_from_slice(v);
+            out
+        }
+        let data = match &self.data {
+            Data::Leaf(leaf) => Data::Leaf(Leaf {
+                keys: with_room(&leaf.keys),
+                values: with_room(&leaf.values),
+            }),
+            Data::Index(index) => Data::Index(Index {
+                keys: with_room(&index.keys),
+                pointers: with_room(&index.pointers),
+            }),
+        };
+        Node {
+            prefix_len: self.prefix_len,
+            next: self.next,
+            merging_child: self.merging_child,
+            merging: self.merging,
+            lo: self.lo.clone(),
+            hi: self.hi.clone(),
+            data,
+        }
+    }
+
     pub(crate) fn new_hoisted_root(
         left: PageId,
         at: IVec,

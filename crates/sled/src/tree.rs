@@ -1550,7 +1550,7 @@ impl Tree {
         // either install parent split or hoist root
         if let Some(parent_view) = parent_view {
             M.tree_parent_split_attempt();
-            let mut parent: Node = parent_view.deref().clone();
+            let mut parent: Node = parent_view.deref().clone_with_room();
             let split_applied = parent.parent_split(&rhs_lo, rhs_pid);
 
             if !split_applied {
