@@ -29,6 +29,7 @@ pub mod keys;
 pub mod reason;
 pub mod record;
 pub mod request;
+pub mod subgroup;
 pub mod testkit;
 pub mod testvectors;
 pub mod trust;

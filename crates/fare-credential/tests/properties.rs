@@ -561,3 +561,65 @@ proptest! {
         prop_assert_eq!(inside, t == 0);
     }
 }
+
+/// Device keys checked together for issuance answer exactly as each checked
+/// alone: a whole batch of good keys passes through one group test; a
+/// mixed-order key of any small order anywhere fails the group and is then
+/// found alone; weak keys and non-points are refused as alone; below the
+/// group's minimum every key is checked alone.
+#[test]
+fn device_keys_checked_together_answer_as_one_by_one() {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use fare_credential::keys::{device_keys_for_issuance, parse_device_key_for_issuance};
+    use fare_credential::subgroup::GROUP_TEST_MIN_POINTS;
+    use rand_chacha::rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(41);
+    let good: Vec<[u8; 32]> = (0..GROUP_TEST_MIN_POINTS + 20)
+        .map(|_| {
+            ed25519_dalek::SigningKey::generate(&mut rng)
+                .verifying_key()
+                .to_bytes()
+        })
+        .collect();
+    let n = good.len();
+    let mixed = |k: &[u8; 32], t: usize| {
+        let point = CompressedEdwardsY(*k).decompress().expect("a good key");
+        (point + EIGHT_TORSION[t]).compress().to_bytes()
+    };
+    let not_a_point = (0u8..=255)
+        .map(|y| [y; 32])
+        .find(|b| CompressedEdwardsY(*b).decompress().is_none())
+        .expect("some y off the curve");
+    let with = |changes: &[(usize, [u8; 32])]| {
+        let mut keys = good.clone();
+        for (at, key) in changes {
+            keys[*at] = *key;
+        }
+        keys
+    };
+    let mut cases = vec![good.clone()];
+    for t in 1..8 {
+        cases.push(with(&[(t * 37 % n, mixed(&good[t * 37 % n], t))]));
+    }
+    cases.push(with(&[
+        (0, mixed(&good[0], 4)),
+        (n - 1, mixed(&good[n - 1], 4)),
+    ]));
+    cases.push(with(&[
+        (3, EIGHT_TORSION[2].compress().to_bytes()),
+        (9, not_a_point),
+    ]));
+    cases.push(vec![good[0], mixed(&good[1], 1), not_a_point]);
+    for keys in &cases {
+        let alone: Vec<_> = keys
+            .iter()
+            .map(|k| parse_device_key_for_issuance(k))
+            .collect();
+        assert!(alone.iter().any(Result::is_ok));
+        assert_eq!(device_keys_for_issuance(keys, &mut rng), alone);
+    }
+    assert!(device_keys_for_issuance(&good, &mut rng)
+        .iter()
+        .all(Result::is_ok));
+}

@@ -25,7 +25,7 @@ pub mod files;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use fare_credential::bundle::ReaderBundle;
-use fare_credential::keys::parse_device_key_for_issuance;
+use fare_credential::keys::{parse_device_key_for_issuance, IssuableKey};
 use fare_credential::{Credential, CredentialBody, CredentialId, IssuerKey, Profile};
 use files::{create_private_dir, read_hex, write_atomic};
 use rand_core::CryptoRngCore;
@@ -420,15 +420,47 @@ impl KeyStore {
         self.issue(req, now_unix_s, || id)
     }
 
-    /// The checks, then the id drawn (not for a refused request), then the
-    /// signature.
+    /// [`KeyStore::issue_credential_with_id`] for a device key already
+    /// checked (`key`, which must be `req.device_public_key`): a batch's
+    /// keys are checked together with
+    /// [`fare_credential::keys::device_keys_for_issuance`], for about a
+    /// third of what checking each costs. The other checks are the same.
+    pub fn issue_credential_for_key(
+        &self,
+        req: &IssueRequest,
+        key: &IssuableKey,
+        now_unix_s: u64,
+        id: CredentialId,
+    ) -> Result<Credential, KeysError> {
+        self.issue_checked(req, key, now_unix_s, || id)
+    }
+
+    /// The device key's checks, then [`KeyStore::issue_checked`].
     fn issue(
         &self,
         req: &IssueRequest,
         now_unix_s: u64,
         draw_id: impl FnOnce() -> CredentialId,
     ) -> Result<Credential, KeysError> {
-        parse_device_key_for_issuance(&req.device_public_key)?;
+        let key = parse_device_key_for_issuance(&req.device_public_key)?;
+        self.issue_checked(req, &key, now_unix_s, draw_id)
+    }
+
+    /// The request's checks, then the id drawn (not for a refused
+    /// request), then the signature.
+    fn issue_checked(
+        &self,
+        req: &IssueRequest,
+        key: &IssuableKey,
+        now_unix_s: u64,
+        draw_id: impl FnOnce() -> CredentialId,
+    ) -> Result<Credential, KeysError> {
+        if key.to_bytes() != req.device_public_key {
+            return Err(KeysError::Invalid {
+                field: "device_public_key",
+                why: "not the key checked for issuance".into(),
+            });
+        }
         if req.valid_for_s == 0 || req.valid_for_s > MAX_CREDENTIAL_VALIDITY_S {
             return Err(KeysError::Invalid {
                 field: "valid_for_s",
@@ -661,6 +693,40 @@ mod tests {
             b.get_word_pos(),
             "a refused request drew an id"
         );
+    }
+
+    /// A credential issued for a key checked beforehand is the credential
+    /// `issue_credential_with_id` issues, byte for byte; a checked key
+    /// that is not the request's is refused.
+    #[test]
+    fn issuing_for_a_checked_key_gives_the_same_credential() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let ks = KeyStore::init(d.path(), T0, &mut rng).unwrap();
+        let key = |seed| {
+            SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(seed))
+                .verifying_key()
+                .to_bytes()
+        };
+        let req = IssueRequest {
+            device_public_key: key(100),
+            profile: Profile::Adult,
+            valid_from_unix_s: T0,
+            valid_for_s: 3600,
+        };
+        let id = CredentialId([3; 16]);
+        let checked = parse_device_key_for_issuance(&req.device_public_key).unwrap();
+        let c = ks.issue_credential_for_key(&req, &checked, T0, id).unwrap();
+        let expected = ks.issue_credential_with_id(&req, T0, id).unwrap();
+        assert_eq!(c.as_bytes(), expected.as_bytes());
+        let other = parse_device_key_for_issuance(&key(101)).unwrap();
+        assert!(matches!(
+            ks.issue_credential_for_key(&req, &other, T0, id),
+            Err(KeysError::Invalid {
+                field: "device_public_key",
+                ..
+            })
+        ));
     }
 
     /// A rotation made by another process (the CLI beside a running

@@ -14,7 +14,9 @@ use super::batch::r_needs_strict;
 use crate::model::RMark;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::traits::Identity;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use fare_credential::subgroup::{draw_memberships, subset_sums, WINDOW};
+pub use fare_credential::subgroup::{GROUP_TEST_MIN_POINTS, GROUP_TEST_ROUNDS};
+use rand_chacha::rand_core::SeedableRng;
 use rayon::prelude::*;
 
 /// True when `R` is not a point of the prime-order subgroup: it does not
@@ -70,24 +72,6 @@ fn code_r(code: &[u8]) -> Option<[u8; 32]> {
     let parsed = fare_credential::verify::parse_stage(code).ok()?;
     parsed.device_signature()[..32].try_into().ok()
 }
-
-/// Subset sums the group test draws: each one that is zero in `Z/8` while
-/// some `R` is not halves the chance of missing it, so 128 give the
-/// 2⁻¹²⁸ of a 128-bit batch verification.
-pub const GROUP_TEST_ROUNDS: usize = 128;
-
-/// Fewest points worth a group test: below, each `R` is checked alone.
-/// The test costs `GROUP_TEST_ROUNDS` checks of one point plus about 31
-/// point additions per `R`; one check costs about 230 additions, so the
-/// test is cheaper from about 150 points (measured: 256 points 58 µs per
-/// `R` against 85 µs alone, 1,024 points 29 µs; settlement/README.md).
-pub const GROUP_TEST_MIN_POINTS: usize = 256;
-
-/// Points per window of the subset sums: each window's `2^W` partial sums
-/// are tabled once and every round adds one of them (`2^W − W − 1` table
-/// additions and at most `GROUP_TEST_ROUNDS` round additions per window;
-/// 6 is the cheapest per point for 128 rounds).
-const WINDOW: usize = 6;
 
 /// What ingest stores for each of `codes`, in order: [`codes_need_strict`]'s
 /// answers when the codes hold at least [`GROUP_TEST_MIN_POINTS`] `R` for
@@ -166,15 +150,11 @@ fn cheap_marks(codes: &[&[u8]]) -> (Vec<bool>, Vec<usize>, Vec<[u8; 32]>) {
 /// with one group test of all their `R` when there are at least
 /// [`GROUP_TEST_MIN_POINTS`], on all cores when `all_cores`.
 ///
-/// The group test: the group is `Z/ℓ × Z/8`; let `Tᵢ` be `Rᵢ`'s `Z/8`
-/// part. Draw 128 secret random subsets `S` of the points and check
-/// `[ℓ](Σ_{i∈S} Rᵢ) = 0`, i.e. `Σ_{i∈S} Tᵢ = 0`. If some `Tⱼ ≠ 0`, then
-/// whatever the other draws, at most one of "`j ∈ S`" and "`j ∉ S`" makes
-/// the sum zero, so each subset passes with probability ≤ 1/2 and all of
-/// them with ≤ 2⁻¹²⁸. The subsets come from an OS-seeded generator the
-/// uploader cannot see, as the batch equation's `zᵢ`. A failed group test
-/// means some `R` is bad: every `R` is then checked alone (an uploader who
-/// sends one costs what the per-ride check always cost).
+/// The group test ([`fare_credential::subgroup`], which says why it
+/// holds): its subsets come from an OS-seeded generator the uploader
+/// cannot see, as the batch equation's `zᵢ`. A failed group test means
+/// some `R` is bad: every `R` is then checked alone (an uploader who sends
+/// one costs what the per-ride check always cost).
 pub fn codes_need_strict(codes: &[&[u8]], all_cores: bool) -> Vec<bool> {
     // The rest: parsed codes with a canonical `R` of large order, if it
     // decodes, for the group test (`at`: their places in `codes`).
@@ -212,72 +192,27 @@ pub(super) fn rs_outside_prime_subgroup(rs: &[[u8; 32]], all_cores: bool) -> Vec
 /// in the prime-order subgroup (wrong with probability ≤ 2⁻¹²⁸), false
 /// when some is not.
 pub(super) fn group_in_prime_subgroup(points: &[EdwardsPoint], all_cores: bool) -> bool {
-    // Bit `k` of `memberships[i]`: point `i` is in subset `k`.
     let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-    let memberships: Vec<u128> = points
-        .iter()
-        .map(|_| {
-            let mut b = [0u8; 16];
-            rng.fill_bytes(&mut b);
-            u128::from_le_bytes(b)
-        })
-        .collect();
-    let sums = if all_cores {
-        let part = points
-            .len()
-            .div_ceil(rayon::current_num_threads())
-            .max(WINDOW);
-        let part = part.next_multiple_of(WINDOW);
-        points
-            .par_chunks(part)
-            .zip(memberships.par_chunks(part))
-            .map(|(p, m)| subset_sums(p, m))
-            .reduce(
-                || vec![EdwardsPoint::identity(); GROUP_TEST_ROUNDS],
-                add_sums,
-            )
-    } else {
-        subset_sums(points, &memberships)
-    };
-    let inside = |s: &EdwardsPoint| !outside_prime_subgroup(s);
-    if all_cores {
-        sums.par_iter().all(inside)
-    } else {
-        sums.iter().all(inside)
+    if !all_cores {
+        return fare_credential::subgroup::all_in_prime_subgroup(points, &mut rng);
     }
-}
-
-/// The `GROUP_TEST_ROUNDS` subset sums of `points` (`memberships` as in
-/// [`group_in_prime_subgroup`]), a window of `WINDOW` points at a time.
-///
-/// The sums and the table live on the heap (20 KB and 10 KB of points):
-/// as arrays they were moved by value through rayon's joins, whose nested
-/// frames overflowed a 2 MiB worker stack in a debug build when two group
-/// tests ran at once.
-fn subset_sums(points: &[EdwardsPoint], memberships: &[u128]) -> Vec<EdwardsPoint> {
-    let mut sums = vec![EdwardsPoint::identity(); GROUP_TEST_ROUNDS];
-    let mut table = vec![EdwardsPoint::identity(); 1 << WINDOW];
-    for (window, members) in points.chunks(WINDOW).zip(memberships.chunks(WINDOW)) {
-        // table[set] = Σ of the window's points in `set` (a bit per point).
-        for set in 1usize..(1 << window.len()) {
-            let lowest = set.trailing_zeros() as usize;
-            let others = set & (set - 1);
-            table[set] = if others == 0 {
-                window[lowest]
-            } else {
-                table[others] + window[lowest]
-            };
-        }
-        for (round, sum) in sums.iter_mut().enumerate() {
-            let set = members.iter().enumerate().fold(0usize, |set, (k, m)| {
-                set | ((((m >> round) & 1) as usize) << k)
-            });
-            if set != 0 {
-                *sum += table[set];
-            }
-        }
-    }
-    sums
+    let memberships = draw_memberships(points.len(), &mut rng);
+    // One part of the points per core, whole windows each; the parts'
+    // sums added round by round are the sums of all the points.
+    let part = points
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(WINDOW)
+        .next_multiple_of(WINDOW);
+    let sums = points
+        .par_chunks(part)
+        .zip(memberships.par_chunks(part))
+        .map(|(p, m)| subset_sums(p, m))
+        .reduce(
+            || vec![EdwardsPoint::identity(); GROUP_TEST_ROUNDS],
+            add_sums,
+        );
+    sums.par_iter().all(|s| !outside_prime_subgroup(s))
 }
 
 /// Round by round sum of two partial results.
