@@ -65,7 +65,11 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
 /// For a batch of keys, [`device_keys_for_issuance`] does the same for
 /// less.
 pub fn parse_device_key_for_issuance(bytes: &[u8]) -> Result<IssuableKey, KeyError> {
-    let key = parse_public_key(bytes)?;
+    issuable_alone(parse_public_key(bytes)?)
+}
+
+/// A parsed key checked alone for a small-order component.
+fn issuable_alone(key: VerifyingKey) -> Result<IssuableKey, KeyError> {
     if !in_prime_subgroup(&key.to_edwards()) {
         return Err(KeyError::MixedOrder);
     }
@@ -109,10 +113,11 @@ pub fn device_keys_for_issuance(
         .into_iter()
         .map(|key| {
             let key = key?;
-            if !all_inside && !in_prime_subgroup(&key.to_edwards()) {
-                return Err(KeyError::MixedOrder);
+            if all_inside {
+                Ok(IssuableKey(key))
+            } else {
+                issuable_alone(key)
             }
-            Ok(IssuableKey(key))
         })
         .collect()
 }
